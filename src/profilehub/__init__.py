@@ -1,0 +1,3 @@
+"""profilehub: a self-hosted customer profile hub."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,50 @@
+"""``create_app(settings)``: the ASGI app. No module-level engine or settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from profilehub import __version__
+from profilehub.auth import CredentialVerifier
+from profilehub.cdp.routes import router as cdp_router
+from profilehub.config import Settings
+from profilehub.http import BodyLimitMiddleware, JSONResponse, install_error_handlers
+from profilehub.profiles import ProfileService
+from profilehub.store.database import Database
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    db = Database(settings.database_url, write_batch_size=settings.write_batch_size)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        db.close()
+
+    app = FastAPI(
+        title="profilehub",
+        version=__version__,
+        description="Self-hosted customer profile hub: a CDP profile API and a CRM people/companies API "
+        "over one identity-resolution core.",
+        default_response_class=JSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.profiles = ProfileService(db)
+    app.state.verifier = CredentialVerifier(settings.credential_cache_seconds)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(cdp_router)
+
+    @app.get("/healthz", tags=["service"], summary="Liveness and database check")
+    def healthz() -> dict[str, str]:
+        with db.read() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return {"status": "ok", "database": db.dialect}
+
+    return app

@@ -1,0 +1,1 @@
+"""The CDP dialect (``/cdp/v1/users``): thin routes over ``profilehub.profiles``."""

@@ -1,0 +1,113 @@
+"""Request and response shapes of the CDP dialect, as its vendor documents them.
+
+Ids and upsert contents are checked by the core (which names the field in its errors); the
+models here pin the top-level shape and describe everything for OpenAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+VENDOR_EXAMPLE: dict[str, Any] = {
+    "orgId": 1234,
+    "region": "EU",
+    "ucid": "d7a6bc75-2c87-4650-91dc-c212771866c9",
+    "ids": {"email_sha256_lowercase": "0a0601cfc9d014580fcf0b0"},
+    "upsert": {
+        "profile": {"user_gender": "M"},
+        "mkt_preferences": {"telemarketing": "market", "sms_optin": "yes"},
+        "consent": {"gdpr_advertising": "yes"},
+    },
+}
+
+
+class WriteUserRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [VENDOR_EXAMPLE]})
+
+    orgId: StrictInt = Field(description="Organisation identifier; must be the apikey's org.")
+    region: str = Field(min_length=1, max_length=16, description="Region code to scope the write.")
+    ids: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Map of idType to a single value (e.g. email, email_sha256_lowercase, AdId). "
+        "Raw email and cellphone values are normalised and hashed into the derived idTypes.",
+    )
+    upsert: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Attributes by category (profile, mkt_preferences, consent); null removes one.",
+    )
+    ucid: UUID | None = Field(default=None, description="Target a specific profile.")
+
+
+class SearchUsersRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"orgId": 1234, "regions": ["EU"], "search": {"email": ["jane.doe@acme.com"]}}]
+        },
+    )
+
+    orgId: StrictInt
+    regions: list[str] | None = Field(
+        default=None, description="Regions to search; default all of the org's."
+    )
+    search: dict[str, Any] = Field(
+        description="idType, namespace or `ucid` to an array of values (at most 1,000 in all)."
+    )
+
+
+class DeleteUsersRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "orgId": 1234,
+                    "region": "EU",
+                    "ids": {"email": ["jane.doe@acme.com"]},
+                    "sendEmailNotification": False,
+                }
+            ]
+        },
+    )
+
+    orgId: StrictInt
+    region: str = Field(min_length=1, max_length=16)
+    ids: dict[str, Any] = Field(description="Exactly one idType (or `ucid`) with at most 400 values.")
+    sendEmailNotification: StrictBool = Field(
+        default=False,
+        description="Recorded with the erasure in the change log; profilehub sends no email itself.",
+    )
+
+
+class IdRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    ts: str = Field(alias="_ts", description="Epoch ms when the id was last seen.")
+
+
+class Profile(BaseModel):
+    ucid: str
+    region: str
+    created_ts: int = Field(description="Epoch ms")
+    updated_ts: int = Field(description="Epoch ms")
+    profile: dict[str, Any] = Field(description="Attributes, with `_ts` (epoch ms string).")
+    mkt_preferences: dict[str, Any]
+    consent: dict[str, Any]
+    ids: dict[str, list[Any]] = Field(
+        description="Namespace to [{idType: value, _ts}], plus `linkedUcid`: ucids merged into this one."
+    )
+
+
+class DeleteUsersResponse(BaseModel):
+    ucids: list[str]
+    deletedProfiles: int
+    profilesNotFound: list[Any]
+
+
+class ErrorBody(BaseModel):
+    success: bool = False
+    status: int
+    message: str
+    errors: dict[str, str] | None = None

@@ -1,0 +1,123 @@
+"""CDP routes: authenticate, hand the body to the profile service, shape the answer."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Request, Security
+from fastapi.security import APIKeyHeader
+from starlette.concurrency import run_in_threadpool
+
+from profilehub.auth import CredentialKind, Principal, check_cdp_scopes, check_org
+from profilehub.cdp.models import (
+    DeleteUsersRequest,
+    DeleteUsersResponse,
+    ErrorBody,
+    Profile,
+    SearchUsersRequest,
+    WriteUserRequest,
+)
+from profilehub.errors import ProfilehubError, Unauthorized
+from profilehub.http import JSONResponse, notices_header
+from profilehub.profiles import ProfileService, ProfileWrite
+
+router = APIRouter(prefix="/cdp/v1", tags=["CDP profiles"])
+_apikey = APIKeyHeader(name="apikey", auto_error=False, description="Long-lasting client key")
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "Bad input; the message and `errors` name the field",
+        401: "Missing or unknown apikey",
+        403: "Scope not granted or not requested, or a foreign orgId",
+        404: "Unknown ucid",
+        413: "Body too large",
+    }.items()
+}
+
+
+def cdp_principal(scope: str) -> Callable[..., Awaitable[Principal]]:
+    async def dependency(
+        request: Request,
+        apikey: str | None = Security(_apikey),
+        scopes: str | None = Header(
+            default=None,
+            description="Comma-separated scopes for this call: profile.read, profile.write, profile.delete",
+        ),
+    ) -> Principal:
+        if not apikey:
+            raise Unauthorized("header is required", field="apikey")
+        state = request.app.state
+        principal: Principal = state.verifier.verify(state.db.read, apikey, CredentialKind.APIKEY, "apikey")
+        check_cdp_scopes(principal, scopes, scope)
+        return principal
+
+    return dependency
+
+
+def _service(request: Request) -> ProfileService:
+    service: ProfileService = request.app.state.profiles
+    return service
+
+
+@router.post(
+    "/users",
+    summary="Write user profile data",
+    response_class=JSONResponse,
+    responses={200: {"model": list[Profile], "description": "Profile written successfully"}, **ERRORS},
+)
+async def write_user(
+    body: WriteUserRequest,
+    principal: Principal = Depends(cdp_principal("profile.write")),
+    service: ProfileService = Depends(_service),
+) -> JSONResponse:
+    """Resolve the ids to one profile (creating or merging as needed) and apply `upsert` to it.
+
+    Whatever was ignored (blocked ids, ids over a limit, merges refused) is listed in the
+    `X-Profilehub-Notices` header and in the profile's history; the body keeps the vendor's shape.
+    """
+    check_org(principal, body.orgId)
+    write = ProfileWrite(
+        body.orgId, body.region, body.ids, body.upsert, str(body.ucid) if body.ucid else None
+    )
+    [result] = await service.awrite_batch([write], principal.actor)
+    if isinstance(result, ProfilehubError):
+        raise result
+    return JSONResponse([result.profile], headers=notices_header(result.notices))
+
+
+@router.post(
+    "/users/_search",
+    summary="Search user profiles",
+    response_class=JSONResponse,
+    responses={200: {"model": list[Profile], "description": "Matching profiles (may be empty)"}, **ERRORS},
+)
+async def search_users(
+    body: SearchUsersRequest,
+    principal: Principal = Depends(cdp_principal("profile.read")),
+    service: ProfileService = Depends(_service),
+) -> JSONResponse:
+    """Find profiles by idType, by namespace (every idType in it) or by `ucid`; merged ucids resolve."""
+    check_org(principal, body.orgId)
+    found = await run_in_threadpool(service.search, body.orgId, body.regions, body.search)
+    return JSONResponse(found)
+
+
+@router.post(
+    "/users/_delete",
+    summary="Delete user profiles",
+    response_class=JSONResponse,
+    responses={200: {"model": DeleteUsersResponse, "description": "What was erased"}, **ERRORS},
+)
+async def delete_users(
+    body: DeleteUsersRequest,
+    principal: Principal = Depends(cdp_principal("profile.delete")),
+    service: ProfileService = Depends(_service),
+) -> JSONResponse:
+    """Erase the profiles owning the given ids (one idType, or `ucid`) and all merged into them."""
+    check_org(principal, body.orgId)
+    result = await service.adelete(
+        body.orgId, body.region, body.ids, principal.actor, body.sendEmailNotification
+    )
+    return JSONResponse(result)

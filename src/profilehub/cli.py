@@ -1,0 +1,332 @@
+"""``profilehub``: serve the API and administer orgs, credentials and identity strategies.
+
+Each command parses its options and calls the core; domain errors become ``ClickException``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from profilehub import __version__
+from profilehub.auth import CredentialKind, create_credential, list_credentials, revoke_credential
+from profilehub.config import Settings, SettingsError
+from profilehub.errors import ProfilehubError
+from profilehub.identity import strategy as strategies
+from profilehub.identity.strategy import IdClass
+from profilehub.orgs import add_region, create_org, list_orgs, set_keep_raw_ids
+from profilehub.store.changes import history
+from profilehub.store.database import Database
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console()
+
+
+@contextmanager
+def open_db() -> Iterator[Database]:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    db = Database(settings.database_url)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def domain_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ProfilehubError as exc:
+            raise click.ClickException(exc.message) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+org_id_option = click.option("--org-id", type=int, required=True, help="Organisation id.")
+
+
+@click.group()
+@click.version_option(__version__, prog_name="profilehub")
+def main() -> None:
+    """profilehub: a self-hosted customer profile hub.
+
+    The database comes from PROFILEHUB_DATABASE_URL (default: SQLite file ./profilehub.db);
+    use postgresql+psycopg://user@host/db for PostgreSQL. The schema is created and upgraded
+    automatically.
+    """
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", default=1, show_default=True, type=int, help="Server processes.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the HTTP API (docs at /docs, OpenAPI at /openapi.json)."""
+    import uvicorn
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    # Create or upgrade the schema once, before any worker starts.
+    Database(settings.database_url).close()
+    console.print(
+        f"profilehub {__version__} on http://{host}:{port} (database: {settings.database_url})",
+        style="bold",
+        highlight=False,
+    )
+    uvicorn.run(
+        "profilehub.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+# --- orgs ---
+@main.group()
+def org() -> None:
+    """Create and list organisations and their regions."""
+
+
+@org.command("create")
+@org_id_option
+@click.option("--name", required=True, help="Display name.")
+@click.option("--region", "regions", multiple=True, required=True, help="A region (repeat for more).")
+@click.option("--keep-raw-ids", is_flag=True, help="Keep raw emails and phone numbers besides their hashes.")
+@domain_errors
+def org_create(org_id: int, name: str, regions: tuple[str, ...], keep_raw_ids: bool) -> None:
+    """Create an org with the default identity strategy."""
+    with open_db() as db:
+        created = db.write(lambda c: create_org(c, org_id, name, list(regions), keep_raw_ids=keep_raw_ids))
+    click.echo(f"created org {created.org_id} ({created.name}), regions {', '.join(created.regions)}")
+
+
+@org.command("list")
+def org_list() -> None:
+    """List orgs."""
+    with open_db() as db, db.read() as conn:
+        rows = list_orgs(conn)
+    table = Table("org id", "name", "regions", "keeps raw ids")
+    for o in rows:
+        table.add_row(str(o.org_id), o.name, ", ".join(o.regions), "yes" if o.keep_raw_ids else "no")
+    console.print(table)
+
+
+@org.command("add-region")
+@org_id_option
+@click.option("--region", required=True)
+@domain_errors
+def org_add_region(org_id: int, region: str) -> None:
+    """Add a region to an org."""
+    with open_db() as db:
+        o = db.write(lambda c: add_region(c, org_id, region))
+    click.echo(f"org {o.org_id} regions: {', '.join(o.regions)}")
+
+
+@org.command("keep-raw-ids")
+@org_id_option
+@click.argument("choice", type=click.Choice(["on", "off"]))
+@domain_errors
+def org_keep_raw_ids(org_id: int, choice: str) -> None:
+    """Opt in (on) or out (off) of keeping raw emails and phone numbers."""
+    with open_db() as db:
+        o = db.write(lambda c: set_keep_raw_ids(c, org_id, choice == "on"))
+    click.echo(f"org {o.org_id} keeps raw ids: {'yes' if o.keep_raw_ids else 'no'}")
+
+
+# --- credentials ---
+def _credential_group(kind: CredentialKind, name: str, help_text: str, example: str) -> click.Group:
+    group = click.Group(name, help=help_text)
+
+    @group.command("create")
+    @org_id_option
+    @click.option("--scopes", required=True, help=f"Comma-separated, e.g. {example}.")
+    @click.option("--name", default="", help="A label for listings.")
+    @domain_errors
+    def create(org_id: int, scopes: str, name: str) -> None:
+        """Create one; the secret is printed once, as the last line, and stored only as a hash."""
+        with open_db() as db:
+            made = db.write(lambda c: create_credential(c, org_id, kind, scopes, name))
+        click.echo(
+            f"# {kind.value} for org {made.org_id}, scopes {','.join(made.scopes)}; shown once:", err=True
+        )
+        click.echo(made.secret)
+
+    @group.command("list")
+    @org_id_option
+    def listing(org_id: int) -> None:
+        """List them (prefixes only)."""
+        with open_db() as db, db.read() as conn:
+            rows = [r for r in list_credentials(conn, org_id) if r["kind"] == kind.value]
+        table = Table("prefix", "name", "scopes", "revoked")
+        for r in rows:
+            table.add_row(str(r["prefix"]), str(r["name"]), str(r["scopes"]), "yes" if r["revoked"] else "no")
+        console.print(table)
+
+    @group.command("revoke")
+    @org_id_option
+    @click.option("--prefix", required=True, help="The prefix shown by list.")
+    @domain_errors
+    def revoke(org_id: int, prefix: str) -> None:
+        """Revoke one (takes effect within PROFILEHUB_CREDENTIAL_CACHE_SECONDS)."""
+        with open_db() as db:
+            db.write(lambda c: revoke_credential(c, org_id, prefix))
+        click.echo(f"revoked {prefix}")
+
+    return group
+
+
+main.add_command(
+    _credential_group(
+        CredentialKind.APIKEY,
+        "apikey",
+        "CDP API keys (header `apikey`).",
+        "profile.read,profile.write,profile.delete",
+    )
+)
+main.add_command(
+    _credential_group(
+        CredentialKind.TOKEN, "token", "CRM bearer tokens (Authorization: Bearer).", "crm:read,crm:write"
+    )
+)
+
+
+# --- identity strategy ---
+@main.group()
+def idtype() -> None:
+    """Show and change an org's identity strategy."""
+
+
+@idtype.command("list")
+@org_id_option
+@domain_errors
+def idtype_list(org_id: int) -> None:
+    """List idTypes with namespace, class, priority and limit."""
+    with open_db() as db, db.read() as conn:
+        s = strategies.load_strategy(conn, org_id)
+    table = Table("idType", "namespace", "class", "priority", "limit")
+    for t in sorted(s.id_types.values(), key=lambda t: (t.priority, t.name)):
+        table.add_row(t.name, t.namespace, t.id_class.value, str(t.priority), str(t.max_per_profile))
+    console.print(table)
+
+
+@idtype.command("set")
+@org_id_option
+@click.option("--id-type", required=True, help="idType name (added when new).")
+@click.option("--namespace", help="Namespace (default: the idType's name for a new one).")
+@click.option("--class", "id_class", type=click.Choice([c.value for c in IdClass]), help="Class.")
+@click.option("--priority", type=int, help="Priority; 1 is the highest.")
+@click.option("--limit", type=int, help="Distinct values of this idType one profile may hold.")
+@domain_errors
+def idtype_set(
+    org_id: int,
+    id_type: str,
+    namespace: str | None,
+    id_class: str | None,
+    priority: int | None,
+    limit: int | None,
+) -> None:
+    """Add an idType, or change its namespace, class, priority or limit."""
+    with open_db() as db:
+        rule = db.write(
+            lambda c: strategies.set_id_type(
+                c,
+                org_id,
+                id_type,
+                namespace=namespace,
+                id_class=IdClass(id_class) if id_class else None,
+                priority=priority,
+                max_per_profile=limit,
+            )
+        )
+    click.echo(
+        f"{rule.name}: namespace {rule.namespace}, {rule.id_class.value}, "
+        f"priority {rule.priority}, limit {rule.max_per_profile}"
+    )
+
+
+@main.group()
+def block() -> None:
+    """Values never used to match (dummy emails, zero ad ids, ...)."""
+
+
+@block.command("add")
+@org_id_option
+@click.option("--value", required=True)
+@click.option("--id-type", default="*", show_default=True, help="Only for this idType ('*': all).")
+@domain_errors
+def block_add(org_id: int, value: str, id_type: str) -> None:
+    """Block a value."""
+    with open_db() as db:
+        db.write(lambda c: strategies.block_value(c, org_id, value, id_type))
+    click.echo(f"blocked {value!r} for {id_type}")
+
+
+@block.command("remove")
+@org_id_option
+@click.option("--value", required=True)
+@click.option("--id-type", default="*", show_default=True)
+@domain_errors
+def block_remove(org_id: int, value: str, id_type: str) -> None:
+    """Unblock a value."""
+    with open_db() as db:
+        removed = db.write(lambda c: strategies.unblock_value(c, org_id, value, id_type))
+    if not removed:
+        raise click.ClickException(f"{value!r} was not blocked for {id_type}")
+    click.echo(f"unblocked {value!r} for {id_type}")
+
+
+@block.command("list")
+@org_id_option
+@domain_errors
+def block_list(org_id: int) -> None:
+    """List blocked values."""
+    with open_db() as db, db.read() as conn:
+        s = strategies.load_strategy(conn, org_id)
+    table = Table("idType", "value")
+    for t, values in sorted(s.blocked.items()):
+        for v in sorted(values):
+            table.add_row(t, repr(v))
+    console.print(table)
+
+
+@main.command()
+@org_id_option
+@click.option("--ucid", help="Only this profile's history.")
+@click.option("--after", help="Change id to continue after (the feed's cursor).")
+@click.option("--limit", default=100, show_default=True, type=int)
+def changes(org_id: int, ucid: str | None, after: str | None, limit: int) -> None:
+    """Print the change log as JSON lines, oldest first."""
+    with open_db() as db, db.read() as conn:
+        rows = history(
+            conn, org_id, entity="profile" if ucid else None, entity_id=ucid, after=after, limit=limit
+        )
+    for r in rows:
+        click.echo(json.dumps(r))
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the schema now (otherwise done on first use)."""
+    with open_db() as database:
+        click.echo(f"schema is current ({database.dialect})")

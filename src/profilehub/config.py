@@ -1,0 +1,67 @@
+"""Typed settings from the environment (``PROFILEHUB_*``), checked at start-up."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_DATABASE_URL = "sqlite:///./profilehub.db"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot start with."""
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the URL spellings people paste and map them to the drivers we ship."""
+    url = url.strip()
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    if url.startswith(("sqlite:", "postgresql+psycopg://")):
+        return url
+    raise SettingsError(
+        f"PROFILEHUB_DATABASE_URL: unsupported database URL {url!r}; "
+        "use sqlite:///path/to/file.db or postgresql+psycopg://user@host/db"
+    )
+
+
+def _int_env(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: expected an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise SettingsError(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    # Larger bodies are refused with 413 before they are parsed.
+    max_body_bytes: int = 8 * 1024 * 1024
+    # How many queued writes the single writer commits in one transaction.
+    write_batch_size: int = 256
+    # Seconds a credential lookup is cached in memory; a revoked key stops working within this.
+    credential_cache_seconds: int = 5
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "database_url", normalise_database_url(self.database_url))
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            database_url=os.environ.get("PROFILEHUB_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            max_body_bytes=_int_env("PROFILEHUB_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024),
+            write_batch_size=_int_env("PROFILEHUB_WRITE_BATCH_SIZE", 256),
+            credential_cache_seconds=_int_env("PROFILEHUB_CREDENTIAL_CACHE_SECONDS", 5, 0),
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,79 @@
+"""The one error model.
+
+Every failure the core reports is a ``ProfilehubError`` carrying its HTTP status, a message that
+names the offending field, and optionally a per-field ``errors`` map. The HTTP shell renders all
+of them with ``error_body``; the CLI turns them into ``click.ClickException``. Nothing else builds
+error JSON, so codes and shapes cannot drift between routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ProfilehubError(Exception):
+    status = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        errors: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if field and not message.startswith(field):
+            message = f"{field}: {message}"
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.errors = errors if errors is not None else ({field: message} if field else None)
+        self.headers = headers or {}
+
+
+class BadRequest(ProfilehubError):
+    status = 400
+
+
+class Unauthorized(ProfilehubError):
+    status = 401
+
+
+class Forbidden(ProfilehubError):
+    status = 403
+
+
+class NotFound(ProfilehubError):
+    status = 404
+
+
+class Conflict(ProfilehubError):
+    status = 409
+
+
+class PayloadTooLarge(ProfilehubError):
+    status = 413
+
+
+class UnsupportedMediaType(ProfilehubError):
+    status = 415
+
+
+class Unprocessable(ProfilehubError):
+    status = 422
+
+
+class TooManyRequests(ProfilehubError):
+    status = 429
+
+
+class ServiceUnavailable(ProfilehubError):
+    status = 503
+
+
+def error_body(status: int, message: str, errors: dict[str, str] | None = None) -> dict[str, Any]:
+    """The single error body shape used by every endpoint of both dialects."""
+    body: dict[str, Any] = {"success": False, "status": status, "message": message}
+    if errors:
+        body["errors"] = errors
+    return body

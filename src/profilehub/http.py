@@ -1,0 +1,167 @@
+"""HTTP plumbing shared by both dialects: JSON responses, the error handlers, the body limit."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from profilehub.errors import ProfilehubError, error_body
+
+log = logging.getLogger(__name__)
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(
+    status: int, message: str, errors: dict[str, str] | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(status, message, errors), status_code=status, headers=headers)
+
+
+def notices_header(notices: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """What a write ignored or refused, as a header, so the body keeps the vendor's shape."""
+    if not notices:
+        return {}
+    return {"X-Profilehub-Notices": json.dumps(list(notices), ensure_ascii=True, separators=(",", ":"))}
+
+
+def _field_of(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "header", "path")]
+    return ".".join(parts) or "body"
+
+
+def validation_status(path: str) -> int:
+    # The CRM dialect answers shape errors with 422 and per-field errors, as its vendor does;
+    # the CDP dialect with 400. Both use the same body.
+    return 422 if path.startswith("/v2/crm") else 400
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProfilehubError)
+    async def _domain(_: Request, exc: ProfilehubError) -> Response:
+        return error_response(exc.status, exc.message, exc.errors, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors: dict[str, str] = {}
+        for err in exc.errors():
+            field = _field_of(err.get("loc", ()))
+            if err.get("type") == "json_invalid":
+                msg = "the body is not valid JSON"
+                field = "body"
+            elif err.get("type") == "extra_forbidden":
+                msg = "unknown field"
+            elif err.get("type") == "missing":
+                msg = "field required"
+            else:
+                msg = str(err.get("msg", "invalid"))
+            errors.setdefault(field, msg)
+        message = "; ".join(f"{f}: {m}" for f, m in errors.items())
+        return error_response(validation_status(request.url.path), message, errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        return error_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unexpected error", exc_info=exc)
+        return error_response(500, "internal error; it has been logged")
+
+
+# curl -d sends this type by default; its bodies here are JSON all the same.
+_LENIENT_TYPES = (b"", b"application/x-www-form-urlencoded")
+
+
+def _content_type(scope: Scope) -> bytes:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return bytes(value).split(b";")[0].strip().lower()
+    return b""
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``max_bytes`` with 413 before any handler parses them.
+
+    It also reads a body sent without a JSON content type (curl's default) as JSON, and refuses
+    other media types with 415, so a client never sees a confusing shape error instead.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            ctype = _content_type(scope)
+            if ctype in _LENIENT_TYPES:
+                headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+            elif not (ctype == b"application/json" or ctype.endswith(b"+json")):
+                response = error_response(
+                    415,
+                    f"Content-Type: expected application/json, got {ctype.decode('latin-1')}",
+                    {"Content-Type": "expected application/json"},
+                )
+                await response(scope, receive, send)
+                return
+        declared = dict(scope.get("headers", ())).get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.max_bytes
+            except ValueError:
+                too_big = False
+            if too_big:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        # No length given (chunked): read it here, bounded, then replay it.
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413, f"body: the request body is larger than {self.max_bytes} bytes", {"body": "too large"}
+        )
+        await response(scope, receive, send)

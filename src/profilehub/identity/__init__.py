@@ -1,0 +1,1 @@
+"""Identity: normalising, hashing, resolving and merging identifiers into profiles."""

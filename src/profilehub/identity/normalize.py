@@ -1,0 +1,176 @@
+"""Normalising identifiers and deriving the hashed idTypes from raw emails and phone numbers."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import phonenumbers
+
+from profilehub.errors import BadRequest
+from profilehub.identity.strategy import (
+    CELLPHONE_HASH_TYPES,
+    EMAIL_HASH_TYPES,
+    IdClass,
+    Strategy,
+)
+
+MAX_ID_LENGTH = 512
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_HASHED_RE = re.compile(r"(sha256|sha1|md5)", re.IGNORECASE)
+# Region codes that are not ISO countries but name one.
+_REGION_COUNTRY = {"UK": "GB"}
+
+
+@dataclass(frozen=True, order=True)
+class Identifier:
+    id_type: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something a write asked for that was ignored or refused; reported, never fatal."""
+
+    code: str
+    message: str
+    field: str | None = None
+    detail: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field:
+            out["field"] = self.field
+        if self.detail:
+            out.update(self.detail)
+        return out
+
+
+def normalise_email(value: str, field: str) -> str:
+    email = value.strip().lower()
+    if not _EMAIL_RE.match(email):
+        raise BadRequest(f"{value!r} is not a valid email address", field=field)
+    return email
+
+
+def normalise_phone(value: str, field: str, region: str | None = None) -> str:
+    """E.164, e.g. ``+4930123456789``. Numbers without a country code use the region's country."""
+    country = _REGION_COUNTRY.get((region or "").upper(), (region or "").upper())
+    hint = country if len(country) == 2 else None
+    try:
+        number = phonenumbers.parse(value, hint)
+    except phonenumbers.NumberParseException as exc:
+        raise BadRequest(
+            f"{value!r} is not a phone number in international format (+<country code><number>)",
+            field=field,
+        ) from exc
+    if not phonenumbers.is_possible_number(number):
+        raise BadRequest(f"{value!r} is not a possible phone number", field=field)
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _digest(algorithm: str, text: str) -> str:
+    return hashlib.new(algorithm, text.encode("utf-8")).hexdigest()
+
+
+def email_hashes(email: str) -> dict[str, str]:
+    return {
+        "email_sha256_lowercase": _digest("sha256", email.lower()),
+        "email_sha256_uppercase": _digest("sha256", email.upper()),
+        "email_md5_lowercase": _digest("md5", email.lower()),
+        "email_md5_uppercase": _digest("md5", email.upper()),
+        "email_sha1_lowercase": _digest("sha1", email.lower()),
+    }
+
+
+def phone_hashes(e164: str) -> dict[str, str]:
+    return {
+        "cellphone_number_e164_sha256": _digest("sha256", e164),
+        "cellphone_number_e164_md5": _digest("md5", e164),
+        "cellphone_number_e164_sha1": _digest("sha1", e164),
+    }
+
+
+assert set(email_hashes("a@b.c")) == set(EMAIL_HASH_TYPES)
+assert set(phone_hashes("+1")) == set(CELLPHONE_HASH_TYPES)
+
+
+def coerce_id_value(raw: Any, field: str) -> str:
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise BadRequest("an id value must be a string (or an integer)", field=field)
+    value = str(raw)
+    if len(value) > MAX_ID_LENGTH:
+        raise BadRequest(f"an id value is at most {MAX_ID_LENGTH} characters", field=field)
+    return value
+
+
+def normalise_value(strategy: Strategy, id_type: str, value: str, field: str, region: str) -> str:
+    """The stored form of one value of ``id_type`` (raw types are not hashed here)."""
+    if id_type == "email":
+        return normalise_email(value, field)
+    if id_type == "cellphone":
+        return normalise_phone(value, field, region)
+    if _HASHED_RE.search(id_type):
+        return value.strip().lower()
+    return value.strip()
+
+
+def normalise_ids(
+    strategy: Strategy, ids: dict[str, Any], region: str, field_prefix: str = "ids"
+) -> tuple[list[Identifier], list[Notice]]:
+    """Validate, normalise and derive a write's ids; drop blocked and disabled ones (as notices).
+
+    An id given explicitly wins over the same idType derived from a raw value.
+    """
+    explicit: dict[str, str] = {}
+    derived: dict[str, str] = {}
+    notices: list[Notice] = []
+    for id_type, raw in ids.items():
+        field = f"{field_prefix}.{id_type}"
+        strategy.id_type(id_type, field)
+        value = normalise_value(strategy, id_type, coerce_id_value(raw, field), field, region)
+        if id_type == "email":
+            if strategy.is_blocked(id_type, value):
+                notices.append(Notice("blocked", f"{field}: value is blocked", field))
+                continue
+            derived.update(email_hashes(value))
+            if strategy.keep_raw_ids:
+                explicit[id_type] = value
+        elif id_type == "cellphone":
+            if strategy.is_blocked(id_type, value):
+                notices.append(Notice("blocked", f"{field}: value is blocked", field))
+                continue
+            derived.update(phone_hashes(value))
+            if strategy.keep_raw_ids:
+                explicit[id_type] = value
+        else:
+            explicit[id_type] = value
+    merged = dict(derived)
+    for id_type, value in explicit.items():
+        if id_type in derived and derived[id_type] != value:
+            notices.append(
+                Notice(
+                    "derived_id_dropped",
+                    f"ids.{id_type}: the value given explicitly differs from the one derived "
+                    "from the raw id; the explicit value is used",
+                    f"ids.{id_type}",
+                )
+            )
+        merged[id_type] = value
+    out: list[Identifier] = []
+    for id_type, value in merged.items():
+        rule = strategy.id_types.get(id_type)
+        field = f"{field_prefix}.{id_type}"
+        if rule is None:  # a derived type the org removed from its strategy
+            continue
+        if rule.id_class is IdClass.DISABLED:
+            notices.append(Notice("disabled", f"{field}: idType is disabled for this org", field))
+            continue
+        if strategy.is_blocked(id_type, value):
+            notices.append(Notice("blocked", f"{field}: value is blocked", field))
+            continue
+        out.append(Identifier(id_type, value))
+    out.sort(key=lambda i: strategy.sort_key(i.id_type))
+    return out, notices

@@ -1,0 +1,233 @@
+"""Resolution of one write: find candidate profiles, merge them, attach ids, apply the upsert.
+
+``apply_write`` first plans in memory from what it reads, and only then writes. Every domain error
+(an unknown ucid, say) is raised in the planning half, so a refused write has written nothing and
+the writer can keep the rest of its batch.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from profilehub.errors import NotFound
+from profilehub.identity.normalize import Identifier, Notice
+from profilehub.identity.strategy import IdClass, Strategy
+from profilehub.store import profile_store as store
+from profilehub.store.changes import change_row, record
+from profilehub.store.profile_store import ProfileState
+
+CATEGORIES = ("profile", "mkt_preferences", "consent")
+
+
+@dataclass
+class PreparedWrite:
+    """A write whose ids are normalised and whose shape is valid; see ``profiles.prepare_write``."""
+
+    org_id: int
+    region: str
+    ids: list[Identifier]
+    upsert: dict[str, dict[str, Any] | None]
+    ucid: str | None
+    actor: str
+    notices: list[Notice] = field(default_factory=list)
+
+
+@dataclass
+class WriteOutcome:
+    master: ProfileState
+    linked: list[str]
+    created: bool
+    merged: list[str]
+    notices: list[Notice]
+
+
+def _primary_fits(strategy: Strategy, a: dict[Identifier, int], b: dict[Identifier, int]) -> list[str]:
+    """idTypes whose primary limit the union of ``a`` and ``b`` would break (empty: it fits)."""
+    counts = Counter(i.id_type for i in set(a) | set(b))
+    broken = []
+    for id_type, n in counts.items():
+        rule = strategy.id_types.get(id_type)
+        if rule and rule.id_class is IdClass.PRIMARY and n > rule.max_per_profile:
+            broken.append(id_type)
+    return sorted(broken)
+
+
+def _merge_data(master: dict[str, dict[str, Any]], other: dict[str, dict[str, Any]]) -> None:
+    """Per category, the more recently written side wins attribute clashes."""
+    for category, attrs in other.items():
+        mine = master.get(category)
+        if not mine:
+            master[category] = dict(attrs)
+            continue
+        if int(attrs.get("_ts", "0")) > int(mine.get("_ts", "0")):
+            master[category] = {**mine, **attrs}
+        else:
+            master[category] = {**attrs, **mine}
+
+
+def _evict_secondary(strategy: Strategy, ids: dict[Identifier, int]) -> list[Identifier]:
+    """Drop the oldest values of secondary idTypes over their limit; return what was dropped."""
+    by_type: dict[str, list[Identifier]] = {}
+    for i in ids:
+        by_type.setdefault(i.id_type, []).append(i)
+    evicted: list[Identifier] = []
+    for id_type, values in by_type.items():
+        rule = strategy.id_types.get(id_type)
+        if rule is None or rule.id_class is not IdClass.SECONDARY or len(values) <= rule.max_per_profile:
+            continue
+        values.sort(key=lambda i: (ids[i], i.value))
+        for i in values[: len(values) - rule.max_per_profile]:
+            evicted.append(i)
+            del ids[i]
+    return evicted
+
+
+def apply_upsert(data: dict[str, dict[str, Any]], upsert: dict[str, dict[str, Any] | None], ts: int) -> None:
+    for category, attrs in upsert.items():
+        if attrs is None:
+            data[category] = {"_ts": str(ts)}
+            continue
+        current = data.setdefault(category, {})
+        for name, value in attrs.items():
+            if value is None:
+                current.pop(name, None)
+            else:
+                current[name] = value
+        current["_ts"] = str(ts)
+
+
+def apply_write(conn: Connection, strategy: Strategy, write: PreparedWrite, now: int) -> WriteOutcome:
+    org_id, region = write.org_id, write.region
+    notices = list(write.notices)
+
+    # --- plan (reads only) ---
+    owners = store.find_owners(conn, org_id, region, write.ids)
+    candidates = set(owners.values())
+    if write.ucid is not None:
+        target = store.resolve_ucids(conn, org_id, [write.ucid]).get(write.ucid)
+        if target is not None and target[1] == region:
+            candidates.add(target[0])
+        elif not write.ids:
+            raise NotFound(f"no profile with ucid {write.ucid} in region {region}", field="ucid")
+        else:
+            notices.append(
+                Notice(
+                    "ucid_not_found",
+                    f"ucid: no profile {write.ucid} in region {region}; the write was resolved by its ids",
+                    "ucid",
+                )
+            )
+    states = store.load_profiles(conn, org_id, candidates)
+    ordered = sorted(states.values(), key=lambda s: s.sort_key)
+    created = not ordered
+    if created:
+        master = ProfileState(str(uuid.uuid4()), region, now, now, {c: {} for c in CATEGORIES})
+        original_ids: dict[Identifier, int] = {}
+    else:
+        master = ordered[0]
+        original_ids = dict(master.ids)
+    merged: list[str] = []
+    refused: set[str] = set()
+    for other in ordered[1:]:
+        broken = _primary_fits(strategy, master.ids, other.ids)
+        if broken:
+            refused.add(other.ucid)
+            notices.append(
+                Notice(
+                    "merge_refused",
+                    f"profiles {master.ucid} and {other.ucid} both match this write but were kept "
+                    f"apart: merging them would exceed the limit of {', '.join(broken)}",
+                    "ids",
+                    {"ucids": [master.ucid, other.ucid], "idTypes": broken},
+                )
+            )
+            continue
+        merged.append(other.ucid)
+        original_ids.update(other.ids)
+        master.ids.update(other.ids)
+        _merge_data(master.data, other.data)
+
+    touched: list[Identifier] = []
+    for ident in write.ids:
+        owner = owners.get(ident)
+        field_name = f"ids.{ident.id_type}"
+        if owner is not None and owner in refused:
+            notices.append(
+                Notice(
+                    "id_owned_elsewhere",
+                    f"{field_name}: belongs to profile {owner}; not attached",
+                    field_name,
+                    {"ucid": owner},
+                )
+            )
+            continue
+        if ident in master.ids:
+            master.ids[ident] = now
+            touched.append(ident)
+            continue
+        rule = strategy.id_types[ident.id_type]
+        if rule.id_class is IdClass.PRIMARY:
+            have = sum(1 for i in master.ids if i.id_type == ident.id_type)
+            if have >= rule.max_per_profile:
+                notices.append(
+                    Notice(
+                        "id_limit",
+                        f"{field_name}: profile {master.ucid} already holds {have} value(s) of "
+                        f"{ident.id_type} (limit {rule.max_per_profile}); not attached",
+                        field_name,
+                    )
+                )
+                continue
+        master.ids[ident] = now
+    evicted = _evict_secondary(strategy, master.ids)
+    for ident in evicted:
+        notices.append(
+            Notice(
+                "id_evicted",
+                f"ids.{ident.id_type}: oldest value evicted over the limit",
+                f"ids.{ident.id_type}",
+            )
+        )
+    apply_upsert(master.data, write.upsert, now)
+    master.updated_ts = now
+
+    # --- write ---
+    if created:
+        store.insert_profile(conn, org_id, master)
+    else:
+        store.update_profile(conn, org_id, master)
+    if merged:
+        store.mark_merged(conn, org_id, merged, master.ucid, now)
+    gone = [i for i in original_ids if i not in master.ids]
+    store.delete_ids(conn, org_id, region, gone)
+    store.insert_ids(
+        conn, org_id, region, master.ucid, {i: ts for i, ts in master.ids.items() if i not in original_ids}
+    )
+    store.touch_ids(conn, org_id, region, [i for i in touched if i in original_ids], now)
+    record(
+        conn,
+        [
+            change_row(
+                org_id,
+                write.actor,
+                "profile",
+                master.ucid,
+                "create" if created else ("merge" if merged else "update"),
+                {
+                    "region": region,
+                    "idTypes": sorted({i.id_type for i in write.ids}),
+                    "attributes": {c: sorted(a) if a else None for c, a in write.upsert.items()},
+                    "merged": merged,
+                    "notices": [n.as_dict() for n in notices],
+                },
+                now,
+            )
+        ],
+    )
+    linked = store.linked_ucids(conn, org_id, [master.ucid]).get(master.ucid, []) if not created else []
+    return WriteOutcome(master, linked, created, merged, notices)

@@ -1,0 +1,285 @@
+"""The profile service: the one write path, search and erasure. Knows nothing of HTTP.
+
+A single write is a batch of one: the CDP endpoint, the bulk endpoint and the importer all call
+``write_batch``, which runs the whole batch in order inside one writer transaction, so a batch
+resolves exactly as the same records sent one by one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from profilehub.errors import BadRequest, ProfilehubError
+from profilehub.identity.normalize import Identifier, normalise_ids
+from profilehub.identity.resolve import CATEGORIES, PreparedWrite, WriteOutcome, apply_write
+from profilehub.identity.strategy import Strategy, StrategyCache
+from profilehub.store import profile_store as store
+from profilehub.store.changes import change_row, now_ms, record
+from profilehub.store.database import Database, lock_scope
+from profilehub.store.profile_store import ProfileState
+
+MAX_ATTRIBUTE_NAME = 200
+MAX_SEARCH_VALUES = 1000
+MAX_DELETE_VALUES = 400
+
+
+@dataclass
+class ProfileWrite:
+    """One write in dialect-neutral form, as the CDP body carries it."""
+
+    org_id: int
+    region: str
+    ids: dict[str, Any] = field(default_factory=dict)
+    upsert: dict[str, Any] = field(default_factory=dict)
+    ucid: str | None = None
+
+
+@dataclass
+class WriteResult:
+    profile: dict[str, Any]
+    created: bool
+    notices: list[dict[str, Any]]
+
+
+def _check_ucid(ucid: str, field: str) -> str:
+    try:
+        return str(uuid.UUID(ucid))
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise BadRequest(f"{ucid!r} is not a ucid (a UUID)", field=field) from exc
+
+
+def prepare_upsert(upsert: Any) -> dict[str, dict[str, Any] | None]:
+    if not isinstance(upsert, dict):
+        raise BadRequest("must be an object of categories", field="upsert")
+    out: dict[str, dict[str, Any] | None] = {}
+    for category, attrs in upsert.items():
+        f = f"upsert.{category}"
+        if category not in CATEGORIES:
+            raise BadRequest(f"unknown category {category!r}; known: {', '.join(CATEGORIES)}", field=f)
+        if attrs is None:
+            out[category] = None
+            continue
+        if not isinstance(attrs, dict):
+            raise BadRequest("must be an object of attributes (or null to clear the category)", field=f)
+        for name in attrs:
+            if not name or len(name) > MAX_ATTRIBUTE_NAME:
+                raise BadRequest(f"attribute names are 1 to {MAX_ATTRIBUTE_NAME} characters", field=f)
+            if name.startswith("_"):
+                raise BadRequest("attribute names starting with '_' are reserved", field=f"{f}.{name}")
+        out[category] = attrs
+    return out
+
+
+def prepare_write(strategy: Strategy, write: ProfileWrite, actor: str) -> PreparedWrite:
+    """Validate one write completely before anything is written."""
+    region = strategy.check_region(write.region)
+    if not isinstance(write.ids, dict):
+        raise BadRequest("must be an object of idType to value", field="ids")
+    upsert = prepare_upsert(write.upsert)
+    ucid = _check_ucid(write.ucid, "ucid") if write.ucid is not None else None
+    ids, notices = normalise_ids(strategy, write.ids, region)
+    if not ids and ucid is None:
+        why = "every id given is blocked or disabled" if write.ids else "no ids given"
+        raise BadRequest(f"a write needs a usable id or a ucid ({why})", field="ids")
+    return PreparedWrite(write.org_id, region, ids, upsert, ucid, actor, notices)
+
+
+def profile_view(strategy: Strategy, state: ProfileState, linked: Sequence[str]) -> dict[str, Any]:
+    ids: dict[str, list[Any]] = {}
+    for ident in sorted(state.ids, key=lambda i: (strategy.sort_key(i.id_type), state.ids[i], i.value)):
+        ids.setdefault(strategy.namespace_of(ident.id_type), []).append(
+            {ident.id_type: ident.value, "_ts": str(state.ids[ident])}
+        )
+    ids["linkedUcid"] = list(linked)
+    view: dict[str, Any] = {
+        "ucid": state.ucid,
+        "region": state.region,
+        "created_ts": state.created_ts,
+        "updated_ts": state.updated_ts,
+    }
+    for category in CATEGORIES:
+        view[category] = state.data.get(category, {})
+    view["ids"] = ids
+    return view
+
+
+def _result(strategy: Strategy, outcome: WriteOutcome) -> WriteResult:
+    return WriteResult(
+        profile_view(strategy, outcome.master, outcome.linked),
+        outcome.created,
+        [n.as_dict() for n in outcome.notices],
+    )
+
+
+class ProfileService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.strategies = StrategyCache()
+
+    # --- writes ---
+    def _write_job(self, writes: Sequence[ProfileWrite], actor: str) -> Any:
+        def job(conn: Connection) -> list[WriteResult | ProfilehubError]:
+            out: list[WriteResult | ProfilehubError] = []
+            locked: set[tuple[int, str]] = set()
+            strategies: dict[int, Strategy] = {}
+            for w in writes:
+                try:
+                    strategy = strategies.get(w.org_id) or self.strategies.get(conn, w.org_id)
+                    strategies[w.org_id] = strategy
+                    prepared = prepare_write(strategy, w, actor)
+                    if (w.org_id, prepared.region) not in locked:
+                        lock_scope(conn, w.org_id, f"profiles:{prepared.region}")
+                        locked.add((w.org_id, prepared.region))
+                    out.append(_result(strategy, apply_write(conn, strategy, prepared, now_ms())))
+                except ProfilehubError as exc:
+                    out.append(exc)
+            return out
+
+        return job
+
+    def write_batch(self, writes: Sequence[ProfileWrite], actor: str) -> list[WriteResult | ProfilehubError]:
+        """Resolve and apply ``writes`` in order; one result or error per write, same order."""
+        result: list[WriteResult | ProfilehubError] = self.db.write(self._write_job(writes, actor))
+        return result
+
+    async def awrite_batch(
+        self, writes: Sequence[ProfileWrite], actor: str
+    ) -> list[WriteResult | ProfilehubError]:
+        result: list[WriteResult | ProfilehubError] = await self.db.awrite(self._write_job(writes, actor))
+        return result
+
+    # --- reads ---
+    def _lookup_keys(
+        self, strategy: Strategy, key: str, value: Any, field: str, region: str
+    ) -> list[Identifier]:
+        """The stored ids a search or delete value stands for (idType, or every idType of a namespace)."""
+        if key in strategy.id_types:
+            ids, _ = normalise_ids(strategy, {key: value}, region, field_prefix=field)
+            return ids
+        if key in strategy.namespaces():
+            found: list[Identifier] = []
+            for rule in strategy.types_in_namespace(key):
+                try:
+                    ids, _ = normalise_ids(strategy, {rule.name: value}, region, field_prefix=field)
+                except BadRequest:
+                    continue  # e.g. a hash value is no valid raw email: it matches the hashed types
+                found += ids
+            return found
+        known = ", ".join(sorted(set(strategy.id_types) | strategy.namespaces() | {"ucid"}))
+        raise BadRequest(f"unknown idType or namespace {key!r}; known: {known}", field=f"{field}.{key}")
+
+    @staticmethod
+    def _values(raw: Any, field: str, limit: int) -> list[Any]:
+        if isinstance(raw, str | int) and not isinstance(raw, bool):
+            raw = [raw]
+        if not isinstance(raw, list) or not raw:
+            raise BadRequest("must be a non-empty array of values", field=field)
+        if len(raw) > limit:
+            raise BadRequest(f"at most {limit} values", field=field)
+        return raw
+
+    def search(self, org_id: int, regions: list[str] | None, search: dict[str, Any]) -> list[dict[str, Any]]:
+        if not isinstance(search, dict) or not search:
+            raise BadRequest("must name at least one idType, namespace or ucid with values", field="search")
+        with self.db.read() as conn:
+            strategy = self.strategies.get(conn, org_id)
+            wanted = (
+                [strategy.check_region(r, "regions") for r in regions]
+                if regions
+                else sorted(strategy.regions)
+            )
+            total = sum(len(v) if isinstance(v, list) else 1 for v in search.values())
+            if total > MAX_SEARCH_VALUES:
+                raise BadRequest(f"at most {MAX_SEARCH_VALUES} values in one search", field="search")
+            masters: list[str] = []
+            for key, raw in search.items():
+                f = f"search.{key}"
+                values = self._values(raw, f, MAX_SEARCH_VALUES)
+                if key == "ucid":
+                    resolved = store.resolve_ucids(conn, org_id, [_check_ucid(str(v), f) for v in values])
+                    masters += [m for m, region in resolved.values() if region in wanted]
+                    continue
+                for region in wanted:
+                    idents = [
+                        i for v in values for i in self._lookup_keys(strategy, key, v, "search", region)
+                    ]
+                    masters += list(store.find_owners(conn, org_id, region, idents).values())
+            unique = list(dict.fromkeys(masters))
+            states = store.load_profiles(conn, org_id, unique)
+            linked = store.linked_ucids(conn, org_id, unique)
+            return [profile_view(strategy, states[u], linked.get(u, [])) for u in unique if u in states]
+
+    # --- erasure ---
+    def _delete_job(
+        self, org_id: int, region: str, ids: dict[str, Any], actor: str, send_email_notification: bool
+    ) -> Any:
+        def job(conn: Connection) -> dict[str, Any]:
+            strategy = self.strategies.get(conn, org_id)
+            r = strategy.check_region(region)
+            if not isinstance(ids, dict) or len(ids) != 1:
+                raise BadRequest("name exactly one idType (or ucid) with its values", field="ids")
+            ((key, raw),) = ids.items()
+            values = self._values(raw, f"ids.{key}", MAX_DELETE_VALUES)
+            masters: list[str] = []
+            not_found: list[Any] = []
+            for v in values:
+                if key == "ucid":
+                    hit = store.resolve_ucids(conn, org_id, [_check_ucid(str(v), "ids.ucid")]).get(str(v))
+                    owner = [hit[0]] if hit and hit[1] == r else []
+                else:
+                    idents = self._lookup_keys(strategy, key, v, "ids", r)
+                    owner = list(dict.fromkeys(store.find_owners(conn, org_id, r, idents).values()))
+                if owner:
+                    masters += owner
+                else:
+                    not_found.append(v)
+            masters = list(dict.fromkeys(masters))
+            lock_scope(conn, org_id, f"profiles:{r}")
+            linked = store.linked_ucids(conn, org_id, masters)
+            store.delete_profiles(conn, org_id, masters)
+            ts = now_ms()
+            record(
+                conn,
+                [
+                    change_row(
+                        org_id,
+                        actor,
+                        "profile",
+                        u,
+                        "erase",
+                        {
+                            "region": r,
+                            "by": key,
+                            "sendEmailNotification": send_email_notification,
+                            "linkedUcid": linked.get(u, []),
+                        },
+                        ts,
+                    )
+                    for u in masters
+                ],
+            )
+            return {"ucids": masters, "deletedProfiles": len(masters), "profilesNotFound": not_found}
+
+        return job
+
+    def delete(
+        self, org_id: int, region: str, ids: dict[str, Any], actor: str, send_email_notification: bool = False
+    ) -> dict[str, Any]:
+        """Erase the profiles that own the given ids (or ucids), with all they merged."""
+        result: dict[str, Any] = self.db.write(
+            self._delete_job(org_id, region, ids, actor, send_email_notification)
+        )
+        return result
+
+    async def adelete(
+        self, org_id: int, region: str, ids: dict[str, Any], actor: str, send_email_notification: bool = False
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self.db.awrite(
+            self._delete_job(org_id, region, ids, actor, send_email_notification)
+        )
+        return result

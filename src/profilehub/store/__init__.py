@@ -1,0 +1,1 @@
+"""Storage: tables (SQLAlchemy Core), the engine, migrations and the single writer."""

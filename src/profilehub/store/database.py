@@ -1,0 +1,230 @@
+"""The database handle: engine, migrations, reads, and the single writer.
+
+Every write goes through one writer thread per process, which groups the writes queued while the
+previous transaction ran into one transaction (group commit). That is what makes concurrent writers
+correct on SQLite (one writer, as Datasette does) and cheap on both backends. Across processes,
+SQLite's ``BEGIN IMMEDIATE`` and PostgreSQL advisory locks (see ``lock_scope``) serialise writers of
+the same scope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+from profilehub.errors import ProfilehubError, ServiceUnavailable
+
+T = TypeVar("T")
+Job = Callable[[Connection], Any]
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK_KEY = 0x70726F66  # "prof": one PostgreSQL advisory lock for schema upgrades
+
+
+def _alembic_config(connection: Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=8,
+            max_overflow=16,
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Take transaction control from the sqlite3 module so BEGIN IMMEDIATE is ours to send.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            # Writers take the write lock up front: a read-then-write transaction that upgrades
+            # its lock later can fail with SQLITE_BUSY instead of waiting.
+            if conn.get_execution_options().get("immediate"):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("BEGIN")
+
+        return engine
+    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision; safe when several processes start at once."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(immediate=True)
+        with conn.begin():
+            if engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current != head_revision():
+                command.upgrade(_alembic_config(conn), "head")
+
+
+def lock_scope(conn: Connection, org_id: int, scope: str) -> None:
+    """Serialise writers of one (org, scope) across processes on PostgreSQL.
+
+    Within one process the single writer already serialises; SQLite's BEGIN IMMEDIATE does the
+    rest there. The lock is held until the transaction ends.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+            {"k": f"{org_id}:{scope}"},
+        )
+
+
+class _Writer:
+    """One thread that commits queued jobs in batches."""
+
+    def __init__(self, engine: Engine, batch_size: int) -> None:
+        self._engine = engine
+        self._batch_size = batch_size
+        self._queue: queue.SimpleQueue[tuple[Job, Future[Any]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="profilehub-writer", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    def submit(self, job: Job) -> Future[Any]:
+        if self._closed:
+            raise ServiceUnavailable("the database writer is shut down")
+        fut: Future[Any] = Future()
+        self._queue.put((job, fut))
+        return fut
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < self._batch_size:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._run_batch(batch)
+            if stop:
+                return
+
+    def _run_batch(self, batch: list[tuple[Job, Future[Any]]]) -> None:
+        results: list[tuple[Future[Any], bool, Any]] = []
+        try:
+            with self._engine.connect() as conn:
+                conn = conn.execution_options(immediate=True)
+                with conn.begin():
+                    for job, fut in batch:
+                        try:
+                            results.append((fut, True, job(conn)))
+                        except ProfilehubError as exc:
+                            # Jobs raise domain errors only before they write anything.
+                            results.append((fut, False, exc))
+        except Exception:
+            log.exception("batch of %d writes failed; retrying them one by one", len(batch))
+            for job, fut in batch:
+                self._run_alone(job, fut)
+            return
+        for fut, ok, value in results:
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    def _run_alone(self, job: Job, fut: Future[Any]) -> None:
+        for attempt in range(5):
+            try:
+                with self._engine.connect() as conn:
+                    conn = conn.execution_options(immediate=True)
+                    with conn.begin():
+                        value = job(conn)
+                fut.set_result(value)
+                return
+            except ProfilehubError as exc:
+                fut.set_exception(exc)
+                return
+            except sa.exc.OperationalError as exc:  # deadlock, lock timeout: try again
+                if attempt == 4:
+                    fut.set_exception(exc)
+                    return
+                time.sleep(0.01 * (2**attempt))
+            except Exception as exc:
+                fut.set_exception(exc)
+                return
+
+
+class Database:
+    def __init__(self, url: str, *, write_batch_size: int = 256) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        migrate(self.engine)
+        self._writer = _Writer(self.engine, write_batch_size)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def submit(self, job: Callable[[Connection], T]) -> Future[T]:
+        return self._writer.submit(job)
+
+    def write(self, job: Callable[[Connection], T]) -> T:
+        """Run ``job`` in the writer's next transaction and wait for its result."""
+        return self.submit(job).result()
+
+    async def awrite(self, job: Callable[[Connection], T]) -> T:
+        return await asyncio.wrap_future(self.submit(job))
+
+    def close(self) -> None:
+        self._writer.close()
+        self.engine.dispose()

@@ -1,0 +1,165 @@
+"""Fixtures: every storage and API test runs on SQLite and on PostgreSQL.
+
+PostgreSQL tests use a fresh database per run and a fresh schema per test. When the server is
+unreachable they are skipped with a loud reason, except under CI=true, where that fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import psycopg
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from profilehub.app import create_app
+from profilehub.auth import CredentialKind, create_credential
+from profilehub.config import Settings
+from profilehub.orgs import create_org
+from profilehub.store.database import Database
+
+PG_ADMIN = os.environ.get("PROFILEHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+T = TypeVar("T")
+
+
+class _Postgres:
+    def __init__(self) -> None:
+        self.error: str | None = None
+        self.dbname = f"profilehub_test_{uuid.uuid4().hex[:10]}"
+        self.created = False
+        self.schemas = 0
+
+    def start(self) -> None:
+        try:
+            with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f'CREATE DATABASE "{self.dbname}"')
+            self.created = True
+        except psycopg.Error as exc:
+            self.error = f"PostgreSQL at {PG_ADMIN} is unreachable: {exc}".strip()
+
+    def new_url(self) -> str:
+        """A URL whose connections all live in a new, empty schema of this run's database."""
+        self.schemas += 1
+        schema = f"t{self.schemas}_{uuid.uuid4().hex[:6]}"
+        base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+        with psycopg.connect(f"{PG_ADMIN.rsplit('/', 1)[0]}/{self.dbname}", autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        return f"{base}/{self.dbname}?options=-csearch_path%3D{schema}"
+
+    def stop(self) -> None:
+        if self.created:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+
+
+_pg = _Postgres()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _pg.start()
+    if _pg.error:
+        banner = "=" * 30
+        print(
+            f"\n{banner}\nPOSTGRESQL TESTS WILL {'FAIL' if os.environ.get('CI') else 'BE SKIPPED'}: "
+            f"{_pg.error}\n{banner}"
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _pg.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'profilehub.db'}"
+    if _pg.error:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true and {_pg.error}")
+        pytest.skip(f"POSTGRESQL UNAVAILABLE, test not run: {_pg.error}")
+    return _pg.new_url()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[FastAPI]:
+    application = create_app(Settings(database_url=database_url, max_body_bytes=256 * 1024))
+    yield application
+    application.state.db.close()
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as c:
+        yield c
+
+
+@dataclass
+class OrgFixture:
+    org_id: int
+    apikey: str
+    token: str
+
+    def headers(self, scopes: str = "profile.read,profile.write,profile.delete") -> dict[str, str]:
+        return {"apikey": self.apikey, "scopes": scopes}
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def make_org(
+    database: Database,
+    org_id: int = 1234,
+    regions: tuple[str, ...] = ("EU", "UK"),
+    keep_raw_ids: bool = False,
+) -> OrgFixture:
+    database.write(lambda c: create_org(c, org_id, f"Org {org_id}", list(regions), keep_raw_ids=keep_raw_ids))
+    key = database.write(
+        lambda c: create_credential(
+            c, org_id, CredentialKind.APIKEY, "profile.read,profile.write,profile.delete"
+        )
+    )
+    token = database.write(lambda c: create_credential(c, org_id, CredentialKind.TOKEN, "crm:read,crm:write"))
+    return OrgFixture(org_id, key.secret, token.secret)
+
+
+@pytest.fixture
+def org(app: FastAPI) -> OrgFixture:
+    return make_org(app.state.db)
+
+
+def run_concurrently(app: FastAPI, calls: Callable[[httpx.AsyncClient], list[Awaitable[T]]]) -> list[T]:
+    """Send requests at once through the real ASGI app (one event loop, true interleaving)."""
+
+    async def main() -> list[T]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as ac:
+            return list(await asyncio.gather(*calls(ac)))
+
+    return asyncio.run(main())
+
+
+def assert_error(response: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
+    """Every error has the one body shape, and names the field it is about."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False and body["status"] == status and isinstance(body["message"], str)
+    if field is not None:
+        assert field in body["message"], body
+        assert field in (body.get("errors") or {}) or body["message"].startswith(field), body
+    return dict(body)
