@@ -12,8 +12,16 @@ def test_vendor_example_verbatim_gets_documented_shape(client: TestClient, org: 
     r = client.post("/cdp/v1/users", json=VENDOR_EXAMPLE, headers=org.headers())
     assert r.status_code == 200, r.text
     [profile] = r.json()
-    assert set(profile) == {"ucid", "region", "created_ts", "updated_ts", "profile", "mkt_preferences",
-                            "consent", "ids"}
+    assert set(profile) == {
+        "ucid",
+        "region",
+        "created_ts",
+        "updated_ts",
+        "profile",
+        "mkt_preferences",
+        "consent",
+        "ids",
+    }
     assert isinstance(profile["created_ts"], int) and isinstance(profile["updated_ts"], int)
     assert profile["region"] == "EU"
     assert profile["profile"]["user_gender"] == "M"

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy.engine import Connection
 
 from profilehub.errors import BadRequest, ProfilehubError
@@ -71,6 +72,11 @@ def prepare_upsert(upsert: Any) -> dict[str, dict[str, Any] | None]:
                 raise BadRequest(f"attribute names are 1 to {MAX_ATTRIBUTE_NAME} characters", field=f)
             if name.startswith("_"):
                 raise BadRequest("attribute names starting with '_' are reserved", field=f"{f}.{name}")
+        try:
+            orjson.dumps(attrs)
+        except orjson.JSONEncodeError as exc:
+            # e.g. lone surrogates, which JSON allows and no database stores
+            raise BadRequest(f"attribute values cannot be stored: {exc}", field=f) from exc
         out[category] = attrs
     return out
 

@@ -101,6 +101,11 @@ def coerce_id_value(raw: Any, field: str) -> str:
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise BadRequest("an id value must be a string (or an integer)", field=field)
     value = str(raw)
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadRequest("an id value must be valid unicode (no lone surrogates)", field=field) from exc
     if len(value) > MAX_ID_LENGTH:
         raise BadRequest(f"an id value is at most {MAX_ID_LENGTH} characters", field=field)
     return value

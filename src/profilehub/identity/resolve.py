@@ -7,7 +7,6 @@ the writer can keep the rest of its batch.
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from sqlalchemy.engine import Connection
 from profilehub.errors import NotFound
 from profilehub.identity.normalize import Identifier, Notice
 from profilehub.identity.strategy import IdClass, Strategy
+from profilehub.identity.ucid import new_ucid
 from profilehub.store import profile_store as store
 from profilehub.store.changes import change_row, record
 from profilehub.store.profile_store import ProfileState
@@ -126,7 +126,7 @@ def apply_write(conn: Connection, strategy: Strategy, write: PreparedWrite, now:
     ordered = sorted(states.values(), key=lambda s: s.sort_key)
     created = not ordered
     if created:
-        master = ProfileState(str(uuid.uuid4()), region, now, now, {c: {} for c in CATEGORIES})
+        master = ProfileState(new_ucid(), region, now, now, {c: {} for c in CATEGORIES})
         original_ids: dict[Identifier, int] = {}
     else:
         master = ordered[0]

@@ -1,0 +1,163 @@
+"""Bad input of every kind gets a 4xx naming the field, in the one error shape, and writes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.conftest import OrgFixture, assert_error
+
+W = "/cdp/v1/users"
+S = "/cdp/v1/users/_search"
+D = "/cdp/v1/users/_delete"
+OK: dict[str, Any] = {
+    "orgId": 1234,
+    "region": "EU",
+    "ids": {"crm_id": "C-1"},
+    "upsert": {"profile": {"a": 1}},
+}
+
+BAD: list[tuple[str, str, Any, int, str]] = [
+    # (id, path, body, status, field named)
+    ("write-not-object", W, [OK], 400, "body"),
+    ("write-orgId-missing", W, {k: v for k, v in OK.items() if k != "orgId"}, 400, "orgId"),
+    ("write-orgId-string", W, {**OK, "orgId": "1234"}, 400, "orgId"),
+    ("write-region-missing", W, {k: v for k, v in OK.items() if k != "region"}, 400, "region"),
+    ("write-region-unknown", W, {**OK, "region": "MARS"}, 400, "region"),
+    ("write-region-number", W, {**OK, "region": 5}, 400, "region"),
+    ("write-unknown-field", W, {**OK, "idz": {}}, 400, "idz"),
+    ("write-ids-not-object", W, {**OK, "ids": ["crm_id"]}, 400, "ids"),
+    ("write-ids-empty", W, {**OK, "ids": {}}, 400, "ids"),
+    ("write-id-unknown-type", W, {**OK, "ids": {"shoe_size": "42"}}, 400, "ids.shoe_size"),
+    ("write-id-list", W, {**OK, "ids": {"crm_id": ["a", "b"]}}, 400, "ids.crm_id"),
+    ("write-id-bool", W, {**OK, "ids": {"crm_id": True}}, 400, "ids.crm_id"),
+    ("write-id-null", W, {**OK, "ids": {"crm_id": None}}, 400, "ids.crm_id"),
+    ("write-id-too-long", W, {**OK, "ids": {"crm_id": "x" * 600}}, 400, "ids.crm_id"),
+    ("write-bad-email", W, {**OK, "ids": {"email": "not-an-email"}}, 400, "ids.email"),
+    ("write-bad-phone", W, {**OK, "ids": {"cellphone": "call me maybe"}}, 400, "ids.cellphone"),
+    (
+        "write-phone-no-country",
+        W,
+        {**OK, "region": "EU", "ids": {"cellphone": "030 1234"}},
+        400,
+        "ids.cellphone",
+    ),
+    ("write-upsert-not-object", W, {**OK, "upsert": "yes"}, 400, "upsert"),
+    ("write-unknown-category", W, {**OK, "upsert": {"shoes": {"size": 42}}}, 400, "upsert.shoes"),
+    ("write-category-not-object", W, {**OK, "upsert": {"profile": [1, 2]}}, 400, "upsert.profile"),
+    ("write-reserved-attribute", W, {**OK, "upsert": {"profile": {"_ts": "1"}}}, 400, "upsert.profile._ts"),
+    ("write-ucid-not-uuid", W, {**OK, "ucid": "abc"}, 400, "ucid"),
+    ("search-missing", S, {"orgId": 1234}, 400, "search"),
+    ("search-empty", S, {"orgId": 1234, "search": {}}, 400, "search"),
+    ("search-unknown-key", S, {"orgId": 1234, "search": {"shoe": ["1"]}}, 400, "search.shoe"),
+    ("search-values-not-list", S, {"orgId": 1234, "search": {"crm_id": {"a": 1}}}, 400, "search.crm_id"),
+    (
+        "search-too-many",
+        S,
+        {"orgId": 1234, "search": {"crm_id": [str(i) for i in range(1001)]}},
+        400,
+        "search",
+    ),
+    ("search-bad-region", S, {"orgId": 1234, "regions": ["XX"], "search": {"crm_id": ["1"]}}, 400, "regions"),
+    ("search-bad-ucid", S, {"orgId": 1234, "search": {"ucid": ["nope"]}}, 400, "search.ucid"),
+    (
+        "delete-two-types",
+        D,
+        {"orgId": 1234, "region": "EU", "ids": {"crm_id": ["1"], "AdId": ["2"]}},
+        400,
+        "ids",
+    ),
+    ("delete-no-ids", D, {"orgId": 1234, "region": "EU", "ids": {}}, 400, "ids"),
+    (
+        "delete-too-many",
+        D,
+        {"orgId": 1234, "region": "EU", "ids": {"crm_id": [str(i) for i in range(401)]}},
+        400,
+        "ids.crm_id",
+    ),
+    ("delete-region-missing", D, {"orgId": 1234, "ids": {"crm_id": ["1"]}}, 400, "region"),
+    (
+        "delete-notify-not-bool",
+        D,
+        {"orgId": 1234, "region": "EU", "ids": {"crm_id": ["1"]}, "sendEmailNotification": "maybe"},
+        400,
+        "sendEmailNotification",
+    ),
+]
+
+
+def _counts(app: FastAPI) -> tuple[int, ...]:
+    with app.state.db.read() as conn:
+        return tuple(
+            conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
+            for t in ("profiles", "profile_ids", "changes")
+        )
+
+
+@pytest.mark.parametrize(("path", "body", "status", "field"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_names_the_field_and_writes_nothing(
+    client: TestClient, app: FastAPI, org: OrgFixture, path: str, body: Any, status: int, field: str
+) -> None:
+    client.post(W, json={**OK, "ids": {"crm_id": "existing"}}, headers=org.headers())
+    before = _counts(app)
+    assert_error(client.post(path, json=body, headers=org.headers()), status, field)
+    assert _counts(app) == before
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "field"),
+    [
+        (b"{not json", 400, "body"),
+        (b"", 400, "body"),
+        (b'{"orgId": 1234, "region": "EU", "ids": {"crm_id": "\\ud800"}}', 400, None),
+    ],
+)
+def test_malformed_bodies(
+    client: TestClient, org: OrgFixture, raw: bytes, status: int, field: str | None
+) -> None:
+    r = client.post(W, content=raw, headers={**org.headers(), "Content-Type": "application/json"})
+    assert r.status_code < 500
+    if r.status_code != 200:
+        assert_error(r, status, field)
+
+
+def test_body_over_the_limit_is_413(client: TestClient, org: OrgFixture) -> None:
+    big = {**OK, "upsert": {"profile": {"blob": "x" * 300_000}}}
+    assert_error(client.post(W, json=big, headers=org.headers()), 413, "body")
+
+
+def test_chunked_body_over_the_limit_is_413(client: TestClient, org: OrgFixture) -> None:
+    def chunks() -> Any:
+        yield b'{"orgId": 1234, "region": "EU", "ids": {"crm_id": "1"}, "upsert": {"profile": {"b": "'
+        for _ in range(40):
+            yield b"x" * 10_000
+        yield b'"}}}'
+
+    assert_error(client.post(W, content=chunks(), headers=org.headers()), 413, "body")
+
+
+def test_curl_default_content_type_is_read_as_json(client: TestClient, org: OrgFixture) -> None:
+    import json
+
+    r = client.post(
+        W,
+        content=json.dumps(OK),
+        headers={**org.headers(), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_other_media_types_are_415(client: TestClient, org: OrgFixture) -> None:
+    r = client.post(W, content=b"<xml/>", headers={**org.headers(), "Content-Type": "text/xml"})
+    assert_error(r, 415, "Content-Type")
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("GET", W, 405), ("POST", "/cdp/v1/nothing", 404)])
+def test_routing_errors_use_the_error_shape(
+    client: TestClient, org: OrgFixture, method: str, path: str, status: int
+) -> None:
+    assert_error(client.request(method, path, headers=org.headers(), json=OK), status)
