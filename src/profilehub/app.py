@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from profilehub import __version__
 from profilehub.auth import CredentialVerifier
+from profilehub.cdp.bulk import router as cdp_bulk_router
 from profilehub.cdp.routes import router as cdp_router
 from profilehub.config import Settings
 from profilehub.http import BodyLimitMiddleware, JSONResponse, install_error_handlers
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.verifier = CredentialVerifier(settings.credential_cache_seconds)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(cdp_bulk_router)
     app.include_router(cdp_router)
 
     @app.get("/healthz", tags=["service"], summary="Liveness and database check")

@@ -1,0 +1,116 @@
+"""``POST /cdp/v1/users/_bulk``: up to 1,000 writes of the ``POST /cdp/v1/users`` form at once.
+
+The body is a JSON array of write bodies. Every record is validated on its own, so a bad record
+becomes an error at its index while the good ones are written; the good ones go to the profile
+service as one batch (in request order), which resolves exactly as the same records sent singly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends
+from pydantic import BaseModel, Field, ValidationError
+
+from profilehub.auth import Principal
+from profilehub.cdp.models import ErrorBody, Profile, WriteUserRequest
+from profilehub.cdp.routes import ERRORS, _service, cdp_principal
+from profilehub.errors import BadRequest, Forbidden, PayloadTooLarge, ProfilehubError, error_body
+from profilehub.http import JSONResponse
+from profilehub.profiles import ProfileService, ProfileWrite, WriteResult
+
+MAX_BULK_WRITES = 1000
+
+router = APIRouter(prefix="/cdp/v1", tags=["CDP profiles"])
+
+
+class BulkItem(BaseModel):
+    index: int = Field(description="Position of the record in the request array, from 0.")
+    status: int = Field(description="200 written, or the status the single endpoint would answer.")
+    profile: Profile | None = None
+    error: ErrorBody | None = None
+    notices: list[dict[str, Any]] | None = Field(
+        default=None, description="What this write ignored or refused (the single endpoint's header)."
+    )
+
+
+def _field_of(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "body"
+
+
+def validation_error(exc: ValidationError) -> BadRequest:
+    """The same message and per-field ``errors`` the single endpoint gives for a shape error."""
+    errors: dict[str, str] = {}
+    for err in exc.errors():
+        kind = err.get("type")
+        msg = {"extra_forbidden": "unknown field", "missing": "field required"}.get(
+            str(kind), str(err.get("msg", "invalid"))
+        )
+        errors.setdefault(_field_of(tuple(err.get("loc", ()))), msg)
+    return BadRequest("; ".join(f"{f}: {m}" for f, m in errors.items()), errors=errors)
+
+
+def parse_record(raw: Any, principal: Principal) -> ProfileWrite:
+    """One record of the array as a ``ProfileWrite``, or the error the single endpoint would give."""
+    if not isinstance(raw, dict):
+        raise BadRequest("each record must be a write body (a JSON object)", field="body")
+    try:
+        body = WriteUserRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+    if body.orgId != principal.org_id:
+        raise Forbidden(f"this credential belongs to another org than {body.orgId}", field="orgId")
+    return ProfileWrite(body.orgId, body.region, body.ids, body.upsert, str(body.ucid) if body.ucid else None)
+
+
+def _answer(index: int, outcome: WriteResult | ProfilehubError) -> dict[str, Any]:
+    if isinstance(outcome, ProfilehubError):
+        return {
+            "index": index,
+            "status": outcome.status,
+            "error": error_body(outcome.status, outcome.message, outcome.errors),
+        }
+    item: dict[str, Any] = {"index": index, "status": 200, "profile": outcome.profile}
+    if outcome.notices:
+        item["notices"] = outcome.notices
+    return item
+
+
+@router.post(
+    "/users/_bulk",
+    summary="Write up to 1,000 user profiles",
+    response_class=JSONResponse,
+    responses={200: {"model": list[BulkItem], "description": "One answer per record, in order"}, **ERRORS},
+)
+async def write_users_bulk(
+    records: list[Any] = Body(
+        description="A JSON array of up to 1,000 bodies of `POST /cdp/v1/users`, each with the "
+        "apikey's `orgId`.",
+    ),
+    principal: Principal = Depends(cdp_principal("profile.write")),
+    service: ProfileService = Depends(_service),
+) -> JSONResponse:
+    """Resolve and write every record in order, as if sent one by one; answer per record.
+
+    A record that is refused (bad shape, foreign org, unknown idType, unknown ucid ...) is answered
+    at its index with the error the single endpoint would give; the others are written.
+    """
+    if len(records) > MAX_BULK_WRITES:
+        raise PayloadTooLarge(
+            f"at most {MAX_BULK_WRITES} writes per request, got {len(records)}", field="body"
+        )
+    answers: list[dict[str, Any] | None] = [None] * len(records)
+    writes: list[ProfileWrite] = []
+    positions: list[int] = []
+    for index, raw in enumerate(records):
+        try:
+            writes.append(parse_record(raw, principal))
+            positions.append(index)
+        except ProfilehubError as exc:
+            answers[index] = _answer(index, exc)
+    if writes:
+        for index, outcome in zip(
+            positions, await service.awrite_batch(writes, principal.actor), strict=True
+        ):
+            answers[index] = _answer(index, outcome)
+    return JSONResponse(answers)
