@@ -12,7 +12,7 @@ from profilehub.auth import CredentialVerifier
 from profilehub.cdp.bulk import router as cdp_bulk_router
 from profilehub.cdp.routes import router as cdp_router
 from profilehub.config import Settings
-from profilehub.http import BodyLimitMiddleware, JSONResponse, install_error_handlers
+from profilehub.http import BodyLimitMiddleware, JSONResponse, install_error_handlers, install_openapi_errors
 from profilehub.profiles import ProfileService
 from profilehub.store.database import Database
 
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.profiles = ProfileService(db)
     app.state.verifier = CredentialVerifier(settings.credential_cache_seconds)
     install_error_handlers(app)
+    install_openapi_errors(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.include_router(cdp_bulk_router)
     app.include_router(cdp_router)

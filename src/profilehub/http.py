@@ -165,3 +165,63 @@ class BodyLimitMiddleware:
             413, f"body: the request body is larger than {self.max_bytes} bytes", {"body": "too large"}
         )
         await response(scope, receive, send)
+
+
+def install_openapi_errors(app: FastAPI) -> None:
+    """Make the documented shape-error answers the ones we really send.
+
+    FastAPI documents a 422 with its own body on every route with a body; ours answer 400 (CDP)
+    or 422 (CRM) with the one error body instead.
+    """
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas.setdefault(
+            "ErrorBody",
+            {
+                "title": "ErrorBody",
+                "type": "object",
+                "required": ["success", "status", "message"],
+                "properties": {
+                    "success": {"type": "boolean", "const": False},
+                    "status": {"type": "integer"},
+                    "message": {"type": "string", "description": "Names the offending field first."},
+                    "errors": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string"},
+                        "description": "Field path to message.",
+                    },
+                },
+            },
+        )
+        for path, ops in schema.get("paths", {}).items():
+            for op in ops.values():
+                responses = op.get("responses", {})
+                auto = responses.get("422", {}).get("content", {}).get("application/json", {})
+                if "HTTPValidationError" not in str(auto.get("schema", "")):
+                    continue
+                status = str(validation_status(path))
+                del responses["422"]
+                responses.setdefault(
+                    status,
+                    {
+                        "description": "Bad input; `message` and `errors` name the field",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+                        },
+                    },
+                )
+        for unused in ("HTTPValidationError", "ValidationError"):
+            if unused not in str(schema["paths"]):
+                schemas.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -23,7 +23,9 @@ from profilehub.http import JSONResponse, notices_header
 from profilehub.profiles import ProfileService, ProfileWrite
 
 router = APIRouter(prefix="/cdp/v1", tags=["CDP profiles"])
-_apikey = APIKeyHeader(name="apikey", auto_error=False, description="Long-lasting client key")
+_apikey = APIKeyHeader(
+    name="apikey", scheme_name="apikey", auto_error=False, description="Long-lasting client key"
+)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}

@@ -135,18 +135,21 @@ def normalise_ids(
     for id_type, raw in ids.items():
         field = f"{field_prefix}.{id_type}"
         strategy.id_type(id_type, field)
-        value = normalise_value(strategy, id_type, coerce_id_value(raw, field), field, region)
+        given = coerce_id_value(raw, field)
+        if strategy.is_blocked(id_type, given.strip()):
+            # Checked before validation: a dummy like "null" in an email column is dropped,
+            # not a reason to refuse the whole record.
+            notices.append(Notice("blocked", f"{field}: value is blocked", field))
+            continue
+        value = normalise_value(strategy, id_type, given, field, region)
+        if id_type in ("email", "cellphone") and strategy.is_blocked(id_type, value):
+            notices.append(Notice("blocked", f"{field}: value is blocked", field))
+            continue
         if id_type == "email":
-            if strategy.is_blocked(id_type, value):
-                notices.append(Notice("blocked", f"{field}: value is blocked", field))
-                continue
             derived.update(email_hashes(value))
             if strategy.keep_raw_ids:
                 explicit[id_type] = value
         elif id_type == "cellphone":
-            if strategy.is_blocked(id_type, value):
-                notices.append(Notice("blocked", f"{field}: value is blocked", field))
-                continue
             derived.update(phone_hashes(value))
             if strategy.keep_raw_ids:
                 explicit[id_type] = value
