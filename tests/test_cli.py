@@ -1,0 +1,127 @@
+"""The `profilehub` command: org, key, token, strategy and block administration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from profilehub.app import create_app
+from profilehub.cli import main
+from profilehub.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def run(database_url: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
+    runner = CliRunner()
+
+    def invoke(*args: str, ok: bool = True) -> str:
+        result = runner.invoke(main, list(args))
+        if ok:
+            assert result.exit_code == 0, result.output
+        else:
+            assert result.exit_code != 0, result.output
+        return str(result.output)
+
+    return invoke
+
+
+def test_org_and_apikey_from_the_cli_work_over_http(run, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    assert "created org 1234" in run(
+        "org", "create", "--org-id", "1234", "--name", "Acme", "--region", "EU", "--region", "uk"
+    )
+    assert "already exists" in run(
+        "org", "create", "--org-id", "1234", "--name", "Acme", "--region", "EU", ok=False
+    )
+    assert "EU, UK" in run("org", "list")
+    key = (
+        run("apikey", "create", "--org-id", "1234", "--scopes", "profile.read,profile.write")
+        .strip()
+        .splitlines()[-1]
+    )
+    assert key.startswith("phk_1234_")
+    token = run("token", "create", "--org-id", "1234", "--scopes", "crm:read").strip().splitlines()[-1]
+    assert token.startswith("pht_1234_")
+    app = create_app(Settings(database_url=database_url))
+    with TestClient(app) as client:
+        r = client.post(
+            "/cdp/v1/users",
+            headers={"apikey": key, "scopes": "profile.write"},
+            json={"orgId": 1234, "region": "UK", "ids": {"crm_id": "1"}},
+        )
+        assert r.status_code == 200
+        r = client.post(
+            "/cdp/v1/users",
+            headers={"apikey": token, "scopes": "profile.write"},
+            json={"orgId": 1234, "region": "UK", "ids": {"crm_id": "1"}},
+        )
+        assert r.status_code == 401
+    app.state.db.close()
+    prefix = run("apikey", "list", "--org-id", "1234").split("phk_1234_")[1][:6]
+    assert "revoked" in run("apikey", "revoke", "--org-id", "1234", "--prefix", f"phk_1234_{prefix}")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("apikey", "create", "--org-id", "1234", "--scopes", "crm:read"), "unknown scope"),
+        (("token", "create", "--org-id", "1234", "--scopes", "profile.read"), "unknown scope"),
+        (("apikey", "create", "--org-id", "999", "--scopes", "profile.read"), "unknown org 999"),
+        (("org", "create", "--org-id", "5", "--name", "X", "--region", "E U"), "region"),
+        (("idtype", "set", "--org-id", "1234", "--id-type", "x", "--priority", "0"), "priority"),
+        (("block", "add", "--org-id", "1234", "--value", "x", "--id-type", "nope"), "unknown idType"),
+        (("block", "remove", "--org-id", "1234", "--value", "never-blocked"), "was not blocked"),
+    ],
+)
+def test_cli_errors_are_clear(run, args: tuple[str, ...], message: str) -> None:  # type: ignore[no-untyped-def]
+    run("org", "create", "--org-id", "1234", "--name", "Acme", "--region", "EU")
+    assert message in run(*args, ok=False)
+
+
+def test_identity_strategy_from_the_cli(run) -> None:  # type: ignore[no-untyped-def]
+    run("org", "create", "--org-id", "1234", "--name", "Acme", "--region", "EU")
+    out = run(
+        "idtype",
+        "set",
+        "--org-id",
+        "1234",
+        "--id-type",
+        "icoms_account_uid",
+        "--class",
+        "primary",
+        "--priority",
+        "7",
+        "--limit",
+        "1",
+    )
+    assert "icoms_account_uid: namespace icoms_account_uid, primary, priority 7, limit 1" in out
+    run("idtype", "set", "--org-id", "1234", "--id-type", "AdId", "--limit", "3", "--class", "secondary")
+    listing = run("idtype", "list", "--org-id", "1234")
+    assert "icoms_account_uid" in listing and "AdId" in listing
+    run("block", "add", "--org-id", "1234", "--value", "Test@Test.com")
+    assert "test@test.com" in run("block", "list", "--org-id", "1234")
+    run("block", "remove", "--org-id", "1234", "--value", "test@test.com")
+    assert "test@test.com" not in run("block", "list", "--org-id", "1234")
+
+
+def _commands(group: click.Group, prefix: str = "profilehub") -> list[str]:
+    out = []
+    for name, cmd in group.commands.items():
+        full = f"{prefix} {name}"
+        out += _commands(cmd, full) if isinstance(cmd, click.Group) else [full]
+    return out
+
+
+def test_every_cli_command_has_help_and_is_documented() -> None:
+    docs = (ROOT / "README.md").read_text() + "".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
+    runner = CliRunner()
+    for command in _commands(main):
+        result = runner.invoke(main, [*command.split()[1:], "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output, command
+        assert command in docs, f"{command} is not in README.md or docs/"
