@@ -284,3 +284,10 @@ def test_history_records_what_was_refused(app: FastAPI, cdp: Cdp) -> None:
     assert change["action"] == "create" and change["actor"].startswith("apikey:phk_1234_")
     assert change["detail"]["attributes"] == {"profile": ["x"]}
     assert [n["code"] for n in change["detail"]["notices"]] == ["blocked"]
+
+
+def test_searching_a_namespace_with_a_digest_finds_the_hashed_ids(cdp: Cdp) -> None:
+    p = cdp.write({"email": "jane@acme.com"})
+    assert [f["ucid"] for f in cdp.search({"email": [sha256("jane@acme.com")]})] == [p["ucid"]]
+    assert [f["ucid"] for f in cdp.search({"email": ["JANE@acme.com"]})] == [p["ucid"]]
+    assert cdp.search({"email": ["someone@else.com"]}) == []

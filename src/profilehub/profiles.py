@@ -165,8 +165,14 @@ class ProfileService:
     ) -> list[Identifier]:
         """The stored ids a search or delete value stands for (idType, or every idType of a namespace)."""
         if key in strategy.id_types:
-            ids, _ = normalise_ids(strategy, {key: value}, region, field_prefix=field)
-            return ids
+            try:
+                ids, _ = normalise_ids(strategy, {key: value}, region, field_prefix=field)
+                return ids
+            except BadRequest:
+                # "email" is a raw idType and a namespace: a digest searched under it is not a
+                # valid raw email, but matches the namespace's hashed idTypes.
+                if key not in strategy.namespaces():
+                    raise
         if key in strategy.namespaces():
             found: list[Identifier] = []
             for rule in strategy.types_in_namespace(key):

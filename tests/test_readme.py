@@ -1,0 +1,91 @@
+"""The README's tour, run as written against a real server (so the docs cannot rot)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+VENV_BIN = Path(sys.executable).parent
+
+
+def tour_blocks() -> list[str]:
+    """The shell blocks of every section whose heading starts with "Tour" or is "Administering orgs"."""
+    blocks: list[str] = []
+    for section in re.split(r"^## ", README, flags=re.M)[1:]:
+        heading = section.splitlines()[0]
+        if heading.startswith("Tour") or heading.startswith("Administering"):
+            blocks += re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    return blocks
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    first = re.search(r"```sh\n(.*?)```", README, flags=re.S)
+    assert first is not None
+    commands = [line.split("#")[0].strip() for line in first.group(1).splitlines() if line.strip()]
+    assert commands == ["scripts/serve", "scripts/test"]
+    assert (ROOT / ".ci" / "run").read_text().strip().endswith("exec scripts/test")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(database_url: str) -> Iterator[tuple[int, dict[str, str]]]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PROFILEHUB_DATABASE_URL": database_url,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "profilehub"), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out = proc.stdout.read().decode() if proc.stdout else ""
+                pytest.fail(f"server did not start: {out}")
+            time.sleep(0.1)
+        yield port, env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_the_readme_tour_runs_as_written(server: tuple[int, dict[str, str]]) -> None:
+    port, env = server
+    blocks = tour_blocks()
+    assert blocks, "README has no tour"
+    script = "\n".join(blocks).replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+    # Each curl must succeed (2xx): the wrapper adds --fail-with-body and keeps the README's own flags.
+    prelude = 'set -euo pipefail\ncurl() { command curl --fail-with-body "$@"; echo; }\n'
+    result = subprocess.run(
+        ["bash", "-c", prelude + script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    out = result.stdout
+    assert '"user_gender":"M"' in out  # the vendor example's answer
+    assert '"deletedProfiles":1' in out  # the tour erased Jane
