@@ -9,6 +9,7 @@ import functools
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -21,7 +22,12 @@ from profilehub.config import Settings, SettingsError
 from profilehub.errors import ProfilehubError
 from profilehub.identity import strategy as strategies
 from profilehub.identity.strategy import IdClass
+from profilehub.ingest import checkpoint as ingest_checkpoint
+from profilehub.ingest import reader as ingest_reader
+from profilehub.ingest import runner as ingest_runner
+from profilehub.ingest.cdp import cdp_sink
 from profilehub.orgs import add_region, create_org, list_orgs, set_keep_raw_ids
+from profilehub.profiles import ProfileService
 from profilehub.store.changes import history
 from profilehub.store.database import Database
 
@@ -330,3 +336,116 @@ def db_upgrade() -> None:
     """Create or upgrade the schema now (otherwise done on first use)."""
     with open_db() as database:
         click.echo(f"schema is current ({database.dialect})")
+
+
+# --- bulk import ---
+@main.group("import")
+def import_group() -> None:
+    """Import records from NDJSON or CSV files, streamed in batches, resumable."""
+
+
+def _import_options(fn: F) -> F:
+    options = [
+        click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+        org_id_option,
+        click.option(
+            "--format",
+            "file_format",
+            type=click.Choice(["auto", "ndjson", "csv"]),
+            default="auto",
+            show_default=True,
+            help="auto: by the file's extension (.csv is CSV, anything else NDJSON).",
+        ),
+        click.option(
+            "--map",
+            "mappings",
+            multiple=True,
+            metavar="COLUMN=PATH",
+            help="CSV column to record path, e.g. email=ids.email (repeat). Columns already named "
+            "as paths (ids.email) map themselves.",
+        ),
+        click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(1, 20000)),
+        click.option("--resume", is_flag=True, help="Continue after the last committed batch."),
+        click.option("--quiet", is_flag=True, help="No progress bar, only the summary."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _run_import(
+    file: Path,
+    file_format: str,
+    mappings: tuple[str, ...],
+    batch_size: int,
+    resume: bool,
+    quiet: bool,
+    sink: ingest_runner.Sink,
+) -> None:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    is_csv = file_format == "csv" or (file_format == "auto" and file.suffix.lower() == ".csv")
+    try:
+        mapping = ingest_reader.ColumnMapping.parse(mappings)
+    except ingest_reader.SourceError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    def records(offset: int, line: int) -> Iterator[ingest_reader.SourceRecord]:
+        if is_csv:
+            return ingest_reader.read_csv(file, mapping, offset, line)
+        return ingest_reader.read_ndjson(file, offset, line)
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[rate]:>8,.0f} rec/s"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=quiet,
+    )
+    task = bar.add_task(file.name, total=file.stat().st_size, rate=0.0)
+
+    def progress(summary: ingest_runner.ImportSummary) -> None:
+        bar.update(task, completed=summary.offset, rate=summary.rate)
+
+    importer = ingest_runner.Importer(file, records, sink, batch_size=batch_size, progress=progress)
+    try:
+        with bar:
+            summary = importer.run(resume=resume)
+    except (ingest_reader.SourceError, ingest_checkpoint.CheckpointMismatch) as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(
+        f"{summary.read:,} records in {summary.seconds:.1f}s ({summary.rate:,.0f}/s): "
+        f"{summary.created:,} created, {summary.updated:,} updated, {summary.rejected:,} rejected"
+        + (f" (resumed after line {summary.resumed_from_line:,})" if summary.resumed_from_line else ""),
+        highlight=False,
+    )
+    if summary.rejected:
+        reasons = ", ".join(f"{k}: {v:,}" for k, v in sorted(summary.reject_reasons.items()))
+        console.print(
+            f"rejected records and their reasons: {ingest_checkpoint.rejects_path(file)} ({reasons})",
+            highlight=False,
+        )
+
+
+@import_group.command("cdp")
+@_import_options
+@click.option("--region", required=True, help="Region of records that name none.")
+@click.option("--actor", default="import", show_default=True, help="Who the change log names.")
+@domain_errors
+def import_cdp(
+    file: Path,
+    org_id: int,
+    file_format: str,
+    mappings: tuple[str, ...],
+    batch_size: int,
+    resume: bool,
+    quiet: bool,
+    region: str,
+    actor: str,
+) -> None:
+    """Write CDP profiles: each record is a POST /cdp/v1/users body (orgId, region optional)."""
+    with open_db() as database:
+        sink = cdp_sink(ProfileService(database), org_id, region, f"{actor}:{file.name}")
+        _run_import(file, file_format, mappings, batch_size, resume, quiet, sink)

@@ -37,23 +37,35 @@ def _chunks(items: list[Any]) -> Iterable[list[Any]]:
         yield items[i : i + _CHUNK]
 
 
+def _by_type(ids: Iterable[Identifier]) -> Iterable[tuple[str, list[str]]]:
+    """Ids grouped as (idType, values), in chunks.
+
+    ``id_type = ? AND value IN (...)`` walks the primary key on both backends, where SQLite plans
+    a row-value ``(id_type, value) IN (...)`` as a scan of the whole org and region.
+    """
+    grouped: dict[str, list[str]] = {}
+    for i in sorted(set(ids)):
+        grouped.setdefault(i.id_type, []).append(i.value)
+    for id_type, values in grouped.items():
+        for part in _chunks(values):
+            yield id_type, part
+
+
 def find_owners(
     conn: Connection, org_id: int, region: str, ids: Iterable[Identifier]
 ) -> dict[Identifier, str]:
-    wanted = sorted(set(ids))
     owners: dict[Identifier, str] = {}
-    for part in _chunks(wanted):
+    for id_type, values in _by_type(ids):
         rows = conn.execute(
-            sa.select(profile_ids.c.id_type, profile_ids.c.value, profile_ids.c.ucid).where(
+            sa.select(profile_ids.c.value, profile_ids.c.ucid).where(
                 profile_ids.c.org_id == org_id,
                 profile_ids.c.region == region,
-                sa.tuple_(profile_ids.c.id_type, profile_ids.c.value).in_(
-                    [(i.id_type, i.value) for i in part]
-                ),
+                profile_ids.c.id_type == id_type,
+                profile_ids.c.value.in_(values),
             )
         )
         for r in rows:
-            owners[Identifier(r.id_type, r.value)] = r.ucid
+            owners[Identifier(id_type, r.value)] = r.ucid
     return owners
 
 
@@ -168,28 +180,26 @@ def insert_ids(conn: Connection, org_id: int, region: str, ucid: str, ids: dict[
 
 
 def delete_ids(conn: Connection, org_id: int, region: str, ids: Iterable[Identifier]) -> None:
-    for part in _chunks(sorted(set(ids))):
+    for id_type, values in _by_type(ids):
         conn.execute(
             profile_ids.delete().where(
                 profile_ids.c.org_id == org_id,
                 profile_ids.c.region == region,
-                sa.tuple_(profile_ids.c.id_type, profile_ids.c.value).in_(
-                    [(i.id_type, i.value) for i in part]
-                ),
+                profile_ids.c.id_type == id_type,
+                profile_ids.c.value.in_(values),
             )
         )
 
 
 def touch_ids(conn: Connection, org_id: int, region: str, ids: Iterable[Identifier], ts: int) -> None:
-    for part in _chunks(sorted(set(ids))):
+    for id_type, values in _by_type(ids):
         conn.execute(
             profile_ids.update()
             .where(
                 profile_ids.c.org_id == org_id,
                 profile_ids.c.region == region,
-                sa.tuple_(profile_ids.c.id_type, profile_ids.c.value).in_(
-                    [(i.id_type, i.value) for i in part]
-                ),
+                profile_ids.c.id_type == id_type,
+                profile_ids.c.value.in_(values),
             )
             .values(ts=ts)
         )

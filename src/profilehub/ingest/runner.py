@@ -1,0 +1,171 @@
+"""The import loop: read a batch, hand it to a sink, record rejects, checkpoint, repeat.
+
+A sink is any callable that takes a batch of parsed records and returns one outcome per record, in
+order: something with ``.created`` when the record was written, or the ``ProfilehubError`` that
+refused it. The runner knows nothing of CDP or CRM; ``cdp.py`` (and the CRM people sink) adapt the
+core's batch writes to this shape. One batch is in flight in the sink's thread while the next one
+is read and parsed, and memory holds at most two batches whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+import orjson
+
+from profilehub.errors import ProfilehubError, error_body
+from profilehub.ingest import checkpoint as checkpoints
+from profilehub.ingest.checkpoint import Checkpoint
+from profilehub.ingest.reader import SourceRecord
+
+
+class Written(Protocol):
+    @property
+    def created(self) -> bool: ...
+
+
+Outcome = Written | ProfilehubError
+Sink = Callable[[Sequence[dict[str, Any]]], Sequence[Outcome]]
+Progress = Callable[["ImportSummary"], None]
+RecordSource = Callable[[int, int], Iterator[SourceRecord]]  # (offset, line) -> records from there
+
+
+@dataclass
+class ImportSummary:
+    source: Path
+    source_size: int
+    offset: int = 0
+    line: int = 0
+    read: int = 0
+    created: int = 0
+    updated: int = 0
+    rejected: int = 0
+    resumed_from_line: int = 0
+    seconds: float = 0.0
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def written(self) -> int:
+        return self.created + self.updated
+
+    @property
+    def rate(self) -> float:
+        return self.read / self.seconds if self.seconds else 0.0
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "read": self.read,
+            "created": self.created,
+            "updated": self.updated,
+            "rejected": self.rejected,
+        }
+
+
+def _batches(records: Iterator[SourceRecord], size: int) -> Iterator[list[SourceRecord]]:
+    batch: list[SourceRecord] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _reason(error: ProfilehubError) -> str:
+    return error.field or type(error).__name__
+
+
+class Importer:
+    """Runs one import of ``source`` through ``sink``; resumable from its checkpoint."""
+
+    def __init__(
+        self,
+        source: Path,
+        records: RecordSource,
+        sink: Sink,
+        *,
+        batch_size: int = 2000,
+        progress: Progress | None = None,
+    ) -> None:
+        self.source = source
+        self.records = records
+        self.sink = sink
+        self.batch_size = batch_size
+        self.progress = progress or (lambda _summary: None)
+
+    def run(self, resume: bool = False) -> ImportSummary:
+        size, mtime_ns = checkpoints.fingerprint(self.source)
+        saved = checkpoints.load(self.source) if resume else None
+        state = saved or Checkpoint(size, mtime_ns)
+        summary = ImportSummary(self.source, size, state.offset, state.line, resumed_from_line=state.line)
+        for name, value in state.counts.items():
+            setattr(summary, name, value)
+        rejects_file = checkpoints.rejects_path(self.source)
+        started = time.monotonic()
+        with rejects_file.open("r+b" if saved and rejects_file.exists() else "wb") as rejects:
+            # Rejects written after the last checkpoint belong to records that will be read again.
+            rejects.truncate(state.rejects_size)
+            rejects.seek(state.rejects_size)
+            with ThreadPoolExecutor(1, thread_name_prefix="profilehub-import") as pool:
+                in_flight: tuple[list[SourceRecord], Future[Sequence[Outcome]]] | None = None
+                for batch in _batches(self.records(state.offset, state.line), self.batch_size):
+                    parsed = [r.data for r in batch if r.data is not None]
+                    future = pool.submit(self.sink, parsed)
+                    if in_flight is not None:
+                        self._commit(*in_flight, state, summary, rejects, started)
+                    in_flight = (batch, future)
+                if in_flight is not None:
+                    self._commit(*in_flight, state, summary, rejects, started)
+        summary.seconds = time.monotonic() - started
+        checkpoints.clear(self.source)
+        if summary.rejected == 0:
+            rejects_file.unlink(missing_ok=True)
+        return summary
+
+    def _commit(
+        self,
+        batch: list[SourceRecord],
+        future: Future[Sequence[Outcome]],
+        state: Checkpoint,
+        summary: ImportSummary,
+        rejects: BinaryIO,
+        started: float,
+    ) -> None:
+        outcomes = iter(future.result())
+        for record in batch:
+            summary.read += 1
+            if record.data is None:
+                body = error_body(400, record.error or "unreadable record", {"line": "unreadable"})
+                self._reject(record, body, "parse", summary, rejects)
+                continue
+            outcome = next(outcomes)
+            if isinstance(outcome, ProfilehubError):
+                body = error_body(outcome.status, outcome.message, outcome.errors)
+                self._reject(record, body, _reason(outcome), summary, rejects)
+            elif outcome.created:
+                summary.created += 1
+            else:
+                summary.updated += 1
+        rejects.flush()
+        last = batch[-1]
+        state.offset, state.line = last.end_offset, last.line
+        state.rejects_size = rejects.tell()
+        state.counts = summary.counts()
+        checkpoints.save(self.source, state)
+        summary.offset, summary.line = state.offset, state.line
+        summary.seconds = time.monotonic() - started
+        self.progress(summary)
+
+    @staticmethod
+    def _reject(
+        record: SourceRecord, error: dict[str, Any], reason: str, summary: ImportSummary, rejects: BinaryIO
+    ) -> None:
+        summary.rejected += 1
+        summary.reject_reasons[reason] = summary.reject_reasons.get(reason, 0) + 1
+        rejects.write(orjson.dumps({"line": record.line, "record": record.raw, "error": error}) + b"\n")
