@@ -12,6 +12,7 @@ from profilehub.auth import CredentialVerifier
 from profilehub.cdp.bulk import router as cdp_bulk_router
 from profilehub.cdp.routes import router as cdp_router
 from profilehub.config import Settings
+from profilehub.crm.routes import router as crm_router
 from profilehub.http import BodyLimitMiddleware, JSONResponse, install_error_handlers, install_openapi_errors
 from profilehub.profiles import ProfileService
 from profilehub.store.database import Database
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.include_router(cdp_bulk_router)
     app.include_router(cdp_router)
+    app.include_router(crm_router)
 
     @app.get("/healthz", tags=["service"], summary="Liveness and database check")
     def healthz() -> dict[str, str]:

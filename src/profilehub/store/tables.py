@@ -105,3 +105,92 @@ changes = sa.Table(
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
     sa.Index("ix_changes_entity", "org_id", "entity", "entity_id"),
 )
+
+# --- CRM dialect (migration 0002) ---
+
+crm_objects = sa.Table(
+    "crm_objects",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    # Custom objects only; the standard ones (people, companies) are built in.
+    sa.Column("slug", sa.String(60), primary_key=True),
+    sa.Column("singular_name", sa.String(255), nullable=False),
+    sa.Column("plural_name", sa.String(255), nullable=False),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+    sa.Column("updated_ts", sa.BigInteger, nullable=False),
+)
+
+crm_attributes = sa.Table(
+    "crm_attributes",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("object_slug", sa.String(60), primary_key=True),
+    sa.Column("key", sa.String(80), primary_key=True),
+    sa.Column("label", sa.String(255), nullable=False),
+    sa.Column("type", sa.String(20), nullable=False),
+    sa.Column("is_unique", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("is_required", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("is_archived", sa.Boolean, nullable=False, server_default=sa.false()),
+    # JSON: select/multiselect/status options [{id, value, color}]
+    sa.Column("options", sa.Text, nullable=False, server_default="[]"),
+    # JSON: type settings (relation target, currency display, ...)
+    sa.Column("config", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+    sa.Column("updated_ts", sa.BigInteger, nullable=False),
+)
+
+crm_records = sa.Table(
+    "crm_records",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    # "people", "companies" or a custom object's slug.
+    sa.Column("object_slug", sa.String(60), primary_key=True),
+    sa.Column("record_id", sa.String(36), primary_key=True),
+    # Creation order within the object; "the oldest match" is the lowest.
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    # JSON: {attribute key: stored value}
+    sa.Column("data", sa.Text, nullable=False, server_default="{}"),
+    # Lowercased text the list endpoints' search looks in.
+    sa.Column("search_text", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+    sa.Column("updated_ts", sa.BigInteger, nullable=False),
+    sa.Index("ix_crm_records_seq", "org_id", "object_slug", "seq"),
+)
+
+crm_values = sa.Table(
+    "crm_values",
+    metadata,
+    # Every scalar attribute value of every record, so matching by any attribute is an index lookup.
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("object_slug", sa.String(60), primary_key=True),
+    sa.Column("attribute_key", sa.String(80), primary_key=True),
+    sa.Column("value", sa.String(1024), primary_key=True),
+    sa.Column("record_id", sa.String(36), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Index("ix_crm_values_record", "org_id", "object_slug", "record_id"),
+)
+
+crm_unique_values = sa.Table(
+    "crm_unique_values",
+    metadata,
+    # The values of isUnique attributes (and company domains): the primary key enforces uniqueness.
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("object_slug", sa.String(60), primary_key=True),
+    sa.Column("attribute_key", sa.String(80), primary_key=True),
+    sa.Column("value", sa.String(1024), primary_key=True),
+    sa.Column("record_id", sa.String(36), nullable=False),
+    sa.Index("ix_crm_unique_values_record", "org_id", "object_slug", "record_id"),
+)
+
+crm_person_emails = sa.Table(
+    "crm_person_emails",
+    metadata,
+    # An email belongs to one person per org.
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("email_lower", sa.String(320), primary_key=True),
+    sa.Column("person_id", sa.String(36), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),  # 0 is the primary email
+    sa.Index("ix_crm_person_emails_person", "org_id", "person_id"),
+)

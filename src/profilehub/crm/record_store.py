@@ -1,0 +1,262 @@
+"""Storage of CRM records of every object (people, companies, custom): rows, value index, paging.
+
+Callers check everything first and then call ``save_record`` / ``delete_record``; nothing here
+raises a domain error once it has started writing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from profilehub.crm.values import match_key
+from profilehub.store.tables import crm_records, crm_unique_values, crm_values
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    record_id: str
+    object_slug: str
+    seq: int
+    values: dict[str, Any]
+    created_ts: int
+    updated_ts: int
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[StoredRecord]
+    total: int
+    page: int
+    count: int
+
+    def pagination(self) -> dict[str, Any]:
+        total_pages = (self.total + self.count - 1) // self.count
+        return {
+            "total": self.total,
+            "count": self.count,
+            "totalPages": total_pages,
+            "previousPage": self.page - 1 if self.page > 1 else None,
+            "currentPage": self.page,
+            "nextPage": self.page + 1 if self.page < total_pages else None,
+        }
+
+
+def iso(ms: int) -> str:
+    """ISO 8601 in UTC with an explicit ``+00:00`` offset, as the vendor answers."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def new_record_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _row_to_record(row: Any) -> StoredRecord:
+    return StoredRecord(
+        row.record_id, row.object_slug, row.seq, orjson.loads(row.data), row.created_ts, row.updated_ts
+    )
+
+
+def load_records(conn: Connection, org_id: int, slug: str, ids: Iterable[str]) -> dict[str, StoredRecord]:
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        sa.select(crm_records).where(
+            crm_records.c.org_id == org_id,
+            crm_records.c.object_slug == slug,
+            crm_records.c.record_id.in_(wanted),
+        )
+    )
+    return {r.record_id: _row_to_record(r) for r in rows}
+
+
+def load_record(conn: Connection, org_id: int, slug: str, record_id: str) -> StoredRecord | None:
+    return load_records(conn, org_id, slug, [record_id]).get(record_id)
+
+
+def find_matches(conn: Connection, org_id: int, slug: str, key: str, value: str) -> list[str]:
+    """Ids of the records whose ``key`` equals ``value`` (a ``match_key``), oldest first."""
+    rows = conn.execute(
+        sa.select(crm_values.c.record_id)
+        .where(
+            crm_values.c.org_id == org_id,
+            crm_values.c.object_slug == slug,
+            crm_values.c.attribute_key == key,
+            crm_values.c.value == value,
+        )
+        .order_by(crm_values.c.seq, crm_values.c.record_id)
+    )
+    return list(rows.scalars())
+
+
+def unique_owner(conn: Connection, org_id: int, slug: str, key: str, value: str) -> str | None:
+    owner: str | None = conn.execute(
+        sa.select(crm_unique_values.c.record_id).where(
+            crm_unique_values.c.org_id == org_id,
+            crm_unique_values.c.object_slug == slug,
+            crm_unique_values.c.attribute_key == key,
+            crm_unique_values.c.value == value,
+        )
+    ).scalar()
+    return owner
+
+
+def _next_seq(conn: Connection, org_id: int, slug: str) -> int:
+    top = conn.execute(
+        sa.select(sa.func.max(crm_records.c.seq)).where(
+            crm_records.c.org_id == org_id, crm_records.c.object_slug == slug
+        )
+    ).scalar()
+    return int(top or 0) + 1
+
+
+def _clear_index(conn: Connection, org_id: int, slug: str, record_id: str) -> None:
+    for table in (crm_values, crm_unique_values):
+        conn.execute(
+            table.delete().where(
+                table.c.org_id == org_id, table.c.object_slug == slug, table.c.record_id == record_id
+            )
+        )
+
+
+def save_record(
+    conn: Connection,
+    org_id: int,
+    slug: str,
+    previous: StoredRecord | None,
+    values: Mapping[str, Any],
+    *,
+    indexed: Mapping[str, str],
+    unique: Iterable[str],
+    search_text: str,
+    ts: int,
+) -> StoredRecord:
+    """Insert (``previous`` is None) or replace a record and rebuild its value index.
+
+    ``indexed`` maps each matchable attribute key to its type; ``unique`` names the keys whose
+    values go to ``crm_unique_values`` as well.
+    """
+    clean = {k: v for k, v in values.items() if v is not None}
+    data = orjson.dumps(clean).decode()
+    if previous is None:
+        record_id, seq, created = new_record_id(), _next_seq(conn, org_id, slug), ts
+        conn.execute(
+            crm_records.insert().values(
+                org_id=org_id,
+                object_slug=slug,
+                record_id=record_id,
+                seq=seq,
+                data=data,
+                search_text=search_text,
+                created_ts=ts,
+                updated_ts=ts,
+            )
+        )
+    else:
+        record_id, seq, created = previous.record_id, previous.seq, previous.created_ts
+        conn.execute(
+            crm_records.update()
+            .where(
+                crm_records.c.org_id == org_id,
+                crm_records.c.object_slug == slug,
+                crm_records.c.record_id == record_id,
+            )
+            .values(data=data, search_text=search_text, updated_ts=ts)
+        )
+        _clear_index(conn, org_id, slug, record_id)
+    keys = {k: match_key(t, clean[k]) for k, t in indexed.items() if k in clean}
+    if keys:
+        conn.execute(
+            crm_values.insert(),
+            [
+                {
+                    "org_id": org_id,
+                    "object_slug": slug,
+                    "attribute_key": k,
+                    "value": v,
+                    "record_id": record_id,
+                    "seq": seq,
+                }
+                for k, v in keys.items()
+            ],
+        )
+    unique_rows = [
+        {"org_id": org_id, "object_slug": slug, "attribute_key": k, "value": keys[k], "record_id": record_id}
+        for k in unique
+        if k in keys
+    ]
+    if unique_rows:
+        conn.execute(crm_unique_values.insert(), unique_rows)
+    return StoredRecord(record_id, slug, seq, clean, created, ts)
+
+
+def delete_record(conn: Connection, org_id: int, slug: str, record_id: str) -> bool:
+    _clear_index(conn, org_id, slug, record_id)
+    gone = conn.execute(
+        crm_records.delete().where(
+            crm_records.c.org_id == org_id,
+            crm_records.c.object_slug == slug,
+            crm_records.c.record_id == record_id,
+        )
+    ).rowcount
+    return bool(gone)
+
+
+def _like_pattern(term: str) -> str:
+    escaped = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def list_records(
+    conn: Connection, org_id: int, slug: str, *, page: int, count: int, search: str | None = None
+) -> Page:
+    """One page of an object's records in creation order, optionally those containing ``search``."""
+    where = [crm_records.c.org_id == org_id, crm_records.c.object_slug == slug]
+    if search and search.strip():
+        where.append(crm_records.c.search_text.like(_like_pattern(search.strip()), escape="\\"))
+    total = int(conn.execute(sa.select(sa.func.count()).select_from(crm_records).where(*where)).scalar() or 0)
+    rows = conn.execute(
+        sa.select(crm_records)
+        .where(*where)
+        .order_by(crm_records.c.seq)
+        .limit(count)
+        .offset((page - 1) * count)
+    )
+    return Page([_row_to_record(r) for r in rows], total, page, count)
+
+
+def drop_reference(conn: Connection, org_id: int, slug: str, key: str, target_id: str, ts: int) -> list[str]:
+    """Unset ``key`` in the records of ``slug`` pointing at ``target_id`` (the people of a deleted company)."""
+    ids = find_matches(conn, org_id, slug, key, target_id)
+    for rec in load_records(conn, org_id, slug, ids).values():
+        kept = {k: v for k, v in rec.values.items() if k != key}
+        conn.execute(
+            crm_records.update()
+            .where(
+                crm_records.c.org_id == org_id,
+                crm_records.c.object_slug == slug,
+                crm_records.c.record_id == rec.record_id,
+            )
+            .values(data=orjson.dumps(kept).decode(), updated_ts=ts)
+        )
+    conn.execute(
+        crm_values.delete().where(
+            crm_values.c.org_id == org_id,
+            crm_values.c.object_slug == slug,
+            crm_values.c.attribute_key == key,
+            crm_values.c.value == target_id,
+        )
+    )
+    return ids
+
+
+def search_text(parts: Iterable[Any]) -> str:
+    return " ".join(str(p) for p in parts if p not in (None, "")).lower()
