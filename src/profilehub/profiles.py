@@ -20,6 +20,7 @@ from profilehub.identity.normalize import Identifier, normalise_ids
 from profilehub.identity.resolve import CATEGORIES, PreparedWrite, WriteOutcome, apply_write
 from profilehub.identity.strategy import Strategy, StrategyCache
 from profilehub.store import profile_store as store
+from profilehub.store.batch_store import BatchStore
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import Database, lock_scope
 from profilehub.store.profile_store import ProfileState
@@ -130,21 +131,36 @@ class ProfileService:
     # --- writes ---
     def _write_job(self, writes: Sequence[ProfileWrite], actor: str) -> Any:
         def job(conn: Connection) -> list[WriteResult | ProfilehubError]:
-            out: list[WriteResult | ProfilehubError] = []
-            locked: set[tuple[int, str]] = set()
+            out: list[WriteResult | ProfilehubError | None] = [None] * len(writes)
             strategies: dict[int, Strategy] = {}
-            for w in writes:
+            ready: list[tuple[int, Strategy, PreparedWrite]] = []
+            for index, w in enumerate(writes):
                 try:
                     strategy = strategies.get(w.org_id) or self.strategies.get(conn, w.org_id)
                     strategies[w.org_id] = strategy
-                    prepared = prepare_write(strategy, w, actor)
-                    if (w.org_id, prepared.region) not in locked:
-                        lock_scope(conn, w.org_id, f"profiles:{prepared.region}")
-                        locked.add((w.org_id, prepared.region))
-                    out.append(_result(strategy, apply_write(conn, strategy, prepared, now_ms())))
+                    ready.append((index, strategy, prepare_write(strategy, w, actor)))
                 except ProfilehubError as exc:
-                    out.append(exc)
-            return out
+                    out[index] = exc
+            # Lock every scope first (in one order, against deadlocks), then read what the whole
+            # batch will look up in a few queries; the writes then resolve one by one, in order.
+            scopes: dict[tuple[int, str], tuple[list[Identifier], list[str]]] = {}
+            for _, _, p in ready:
+                ids, ucids = scopes.setdefault((p.org_id, p.region), ([], []))
+                ids += p.ids
+                if p.ucid is not None:
+                    ucids.append(p.ucid)
+            batch = BatchStore(conn)
+            for org_id, region in sorted(scopes):
+                lock_scope(conn, org_id, f"profiles:{region}")
+            for (org_id, region), (ids, ucids) in sorted(scopes.items()):
+                batch.prefetch(org_id, region, ids, ucids)
+            for index, strategy, prepared in ready:
+                try:
+                    out[index] = _result(strategy, apply_write(batch, strategy, prepared, now_ms()))
+                except ProfilehubError as exc:
+                    out[index] = exc
+            batch.flush()
+            return [o for o in out if o is not None]
 
         return job
 

@@ -17,8 +17,8 @@ from profilehub.errors import NotFound
 from profilehub.identity.normalize import Identifier, Notice
 from profilehub.identity.strategy import IdClass, Strategy
 from profilehub.identity.ucid import new_ucid
-from profilehub.store import profile_store as store
-from profilehub.store.changes import change_row, record
+from profilehub.store.batch_store import BatchStore
+from profilehub.store.changes import change_row
 from profilehub.store.profile_store import ProfileState
 
 CATEGORIES = ("profile", "mkt_preferences", "consent")
@@ -101,15 +101,26 @@ def apply_upsert(data: dict[str, dict[str, Any]], upsert: dict[str, dict[str, An
         current["_ts"] = str(ts)
 
 
-def apply_write(conn: Connection, strategy: Strategy, write: PreparedWrite, now: int) -> WriteOutcome:
+def apply_write(
+    target: Connection | BatchStore, strategy: Strategy, write: PreparedWrite, now: int
+) -> WriteOutcome:
+    """Resolve and apply one write; against a ``BatchStore`` its rows are written at its flush."""
+    store = target if isinstance(target, BatchStore) else BatchStore(target)
+    outcome = _apply(store, strategy, write, now)
+    if store is not target:
+        store.flush()
+    return outcome
+
+
+def _apply(store: BatchStore, strategy: Strategy, write: PreparedWrite, now: int) -> WriteOutcome:
     org_id, region = write.org_id, write.region
     notices = list(write.notices)
 
     # --- plan (reads only) ---
-    owners = store.find_owners(conn, org_id, region, write.ids)
+    owners = store.find_owners(org_id, region, write.ids)
     candidates = set(owners.values())
     if write.ucid is not None:
-        target = store.resolve_ucids(conn, org_id, [write.ucid]).get(write.ucid)
+        target = store.resolve_ucids(org_id, [write.ucid]).get(write.ucid)
         if target is not None and target[1] == region:
             candidates.add(target[0])
         elif not write.ids:
@@ -122,7 +133,7 @@ def apply_write(conn: Connection, strategy: Strategy, write: PreparedWrite, now:
                     "ucid",
                 )
             )
-    states = store.load_profiles(conn, org_id, candidates)
+    states = store.load_profiles(org_id, candidates)
     ordered = sorted(states.values(), key=lambda s: s.sort_key)
     created = not ordered
     if created:
@@ -198,19 +209,18 @@ def apply_write(conn: Connection, strategy: Strategy, write: PreparedWrite, now:
 
     # --- write ---
     if created:
-        store.insert_profile(conn, org_id, master)
+        store.insert_profile(org_id, master)
     else:
-        store.update_profile(conn, org_id, master)
+        store.update_profile(org_id, master)
     if merged:
-        store.mark_merged(conn, org_id, merged, master.ucid, now)
+        store.mark_merged(org_id, merged, master.ucid, now)
     gone = [i for i in original_ids if i not in master.ids]
-    store.delete_ids(conn, org_id, region, gone)
+    store.delete_ids(org_id, region, gone)
     store.insert_ids(
-        conn, org_id, region, master.ucid, {i: ts for i, ts in master.ids.items() if i not in original_ids}
+        org_id, region, master.ucid, {i: ts for i, ts in master.ids.items() if i not in original_ids}
     )
-    store.touch_ids(conn, org_id, region, [i for i in touched if i in original_ids], now)
-    record(
-        conn,
+    store.touch_ids(org_id, region, [i for i in touched if i in original_ids], now)
+    store.record(
         [
             change_row(
                 org_id,
@@ -229,5 +239,5 @@ def apply_write(conn: Connection, strategy: Strategy, write: PreparedWrite, now:
             )
         ],
     )
-    linked = store.linked_ucids(conn, org_id, [master.ucid]).get(master.ucid, []) if not created else []
+    linked = store.linked_ucids(org_id, [master.ucid]).get(master.ucid, []) if not created else []
     return WriteOutcome(master, linked, created, merged, notices)
