@@ -1,0 +1,228 @@
+"""``profilehub import cdp``: NDJSON and CSV, rejects, resume after an interruption, idempotent re-runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from profilehub.cli import main
+from profilehub.ingest import checkpoint
+from profilehub.ingest.cdp import cdp_sink
+from profilehub.ingest.reader import ColumnMapping, read_csv, read_ndjson
+from profilehub.ingest.runner import Importer, Outcome, Sink
+from profilehub.profiles import ProfileService
+from profilehub.store.database import Database
+from tests.conftest import make_org
+
+ORG = 1234
+
+
+def people(n: int) -> list[dict[str, Any]]:
+    """Records with overlap: every third one repeats an earlier email with a new phone (a merge)."""
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        if i % 3 == 2:
+            ids = {"email": f" Person{i - 2}@Example.com", "cellphone": f"+4915{i:08d}"}
+        else:
+            ids = {"email": f"person{i}@example.com", "AdId": f"ad-{i}"}
+        out.append({"ids": ids, "upsert": {"profile": {"seq": i}}})
+    return out
+
+
+def write_ndjson(path: Path, records: Sequence[Any]) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+def snapshot(db: Database) -> list[tuple[Any, ...]]:
+    """Every profile's identity and attributes, without timestamps or ucids' random parts."""
+    with db.read() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT p.ucid, p.merged_into, p.data FROM profiles p WHERE p.org_id = 1234"
+        ).all()
+        ids = conn.exec_driver_sql(
+            "SELECT ucid, id_type, value FROM profile_ids WHERE org_id = 1234 ORDER BY id_type, value"
+        ).all()
+    by_ucid: dict[str, list[tuple[str, str]]] = {}
+    for ucid, id_type, value in ids:
+        by_ucid.setdefault(ucid, []).append((id_type, value))
+    out = []
+    for ucid, merged_into, data in rows:
+        attrs = {c: {k: v for k, v in a.items() if k != "_ts"} for c, a in json.loads(data).items()}
+        out.append(
+            (tuple(sorted(by_ucid.get(ucid, []))), merged_into is not None, json.dumps(attrs, sort_keys=True))
+        )
+    return sorted(out)
+
+
+@pytest.fixture
+def service(db: Database) -> ProfileService:
+    make_org(db, ORG)
+    return ProfileService(db)
+
+
+def run_import(
+    service: ProfileService, path: Path, resume: bool = False, sink: Sink | None = None, batch_size: int = 7
+) -> Any:
+    importer = Importer(
+        path,
+        lambda offset, line: read_ndjson(path, offset, line),
+        sink or cdp_sink(service, ORG, "EU", "test-import"),
+        batch_size=batch_size,
+    )
+    return importer.run(resume=resume)
+
+
+def test_ndjson_import_writes_and_counts(service: ProfileService, tmp_path: Path) -> None:
+    path = write_ndjson(tmp_path / "people.ndjson", people(30))
+    summary = run_import(service, path)
+    assert (summary.read, summary.created, summary.updated, summary.rejected) == (30, 20, 10, 0)
+    assert not checkpoint.rejects_path(path).exists() and not checkpoint.checkpoint_path(path).exists()
+    found = service.search(ORG, None, {"email": ["person0@example.com"]})
+    [profile] = found
+    assert profile["profile"]["seq"] == 2 and profile["ids"]["maid"][0]["AdId"] == "ad-0"
+
+
+def test_rejects_file_lists_bad_records_with_reasons(service: ProfileService, tmp_path: Path) -> None:
+    records: list[Any] = [
+        {"ids": {"email": "good@x.com"}},
+        "{not json",
+        {"ids": {"nope": "1"}},
+        {"orgId": 999, "ids": {"email": "other@x.com"}},
+        '["an", "array"]',
+        {"ids": {"email": "good2@x.com"}, "region": "MARS"},
+        {"ids": {"email": "good3@x.com"}, "extra": True},
+        {"ids": {"email": "good4@x.com"}},
+    ]
+    path = write_ndjson(tmp_path / "mixed.ndjson", records)
+    summary = run_import(service, path, batch_size=3)
+    assert (summary.read, summary.created, summary.rejected) == (8, 2, 6)
+    rejects = [json.loads(line) for line in checkpoint.rejects_path(path).read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [2, 3, 4, 5, 6, 7]
+    assert rejects[0]["record"] == "{not json" and "not valid JSON" in rejects[0]["error"]["message"]
+    assert "ids.nope" in rejects[1]["error"]["errors"]
+    assert rejects[2]["error"]["status"] == 403 and "orgId" in rejects[2]["error"]["errors"]
+    assert "region" in rejects[4]["error"]["errors"]
+    assert "extra" in rejects[5]["error"]["message"]
+    assert all(r["error"]["success"] is False for r in rejects)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupting(sink: Sink, after_batches: int) -> Sink:
+    calls = {"n": 0}
+
+    def write(records: Sequence[dict[str, Any]]) -> Sequence[Outcome]:
+        calls["n"] += 1
+        if calls["n"] > after_batches:
+            raise Interrupted
+        return sink(records)
+
+    return write
+
+
+def test_resume_after_an_interruption_gives_the_same_final_state(
+    service: ProfileService, db: Database, tmp_path: Path
+) -> None:
+    records: list[Any] = people(60)
+    records[40] = {"ids": {"bad_type": "x"}}  # a reject after the interruption point
+    records[5] = {"ids": {"bad_type": "y"}}  # and one before it
+    path = write_ndjson(tmp_path / "people.ndjson", records)
+    sink = cdp_sink(service, ORG, "EU", "test-import")
+    with pytest.raises(Interrupted):
+        run_import(service, path, sink=interrupting(sink, after_batches=3))
+    saved = checkpoint.load(path)
+    assert saved is not None and 0 < saved.line < 60
+    summary = run_import(service, path, resume=True)
+    assert summary.resumed_from_line == saved.line
+    assert (summary.read, summary.rejected) == (60, 2)
+    assert not checkpoint.checkpoint_path(path).exists()
+    rejects = [json.loads(line) for line in checkpoint.rejects_path(path).read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [6, 41]
+    resumed = snapshot(db)
+
+    # The same file imported in one go into a fresh org gives the same profiles.
+    other = make_org(db, 4321)
+    fresh_sink = cdp_sink(service, other.org_id, "EU", "test-import")
+    fresh = tmp_path / "again.ndjson"
+    fresh.write_bytes(path.read_bytes())
+    run_import(service, fresh, sink=fresh_sink)
+    with db.read() as conn:
+        conn.exec_driver_sql("DELETE FROM profile_ids WHERE org_id = 1234")
+        conn.exec_driver_sql("DELETE FROM profiles WHERE org_id = 1234")
+        conn.exec_driver_sql("UPDATE profile_ids SET org_id = 1234 WHERE org_id = 4321")
+        conn.exec_driver_sql("UPDATE profiles SET org_id = 1234 WHERE org_id = 4321")
+        conn.commit()
+    assert snapshot(db) == resumed
+
+
+def test_re_running_an_import_is_idempotent(service: ProfileService, db: Database, tmp_path: Path) -> None:
+    path = write_ndjson(tmp_path / "people.ndjson", people(45))
+    first = run_import(service, path)
+    before = snapshot(db)
+    again = run_import(service, path)
+    assert snapshot(db) == before
+    assert (first.created, again.created, again.updated) == (30, 0, 45)
+
+
+def test_resume_refuses_a_changed_file(service: ProfileService, tmp_path: Path) -> None:
+    path = write_ndjson(tmp_path / "people.ndjson", people(20))
+    with pytest.raises(Interrupted):
+        run_import(service, path, sink=interrupting(cdp_sink(service, ORG, "EU", "t"), after_batches=1))
+    write_ndjson(path, people(21))
+    with pytest.raises(checkpoint.CheckpointMismatch):
+        run_import(service, path, resume=True)
+
+
+def test_csv_with_a_column_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "people.csv"
+    path.write_text(
+        "email,first_name,ids.AdId,note\n"
+        'ann@x.com,Ann,ad-1,"two\nlines"\n'
+        "\n"
+        " ANN@x.com ,,ad-2,\n"
+        'bob@x.com,"Bob, Jr.",,x\n'
+    )
+    mapping = ColumnMapping.parse(["email=ids.email", "first_name=upsert.profile.first_name"])
+    records = list(read_csv(path, mapping))
+    assert [r.data for r in records] == [
+        {"ids": {"email": "ann@x.com", "AdId": "ad-1"}, "upsert": {"profile": {"first_name": "Ann"}}},
+        {"ids": {"email": " ANN@x.com ", "AdId": "ad-2"}},
+        {"ids": {"email": "bob@x.com"}, "upsert": {"profile": {"first_name": "Bob, Jr."}}},
+    ]
+    assert [r.line for r in records] == [2, 5, 6]
+    # Resuming from a record's end offset reads exactly the records after it.
+    rest = list(read_csv(path, mapping, records[0].end_offset, records[0].line + 1))
+    assert [r.data for r in rest] == [r.data for r in records[1:]]
+
+
+def test_import_cdp_command_with_csv_mapping(database_url: str, tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
+    db = Database(database_url)
+    make_org(db, ORG)
+    db.close()
+    path = tmp_path / "people.csv"
+    path.write_text("E-mail,Name,phone\nann@x.com,Ann,+4915112345678\nnot-an-email,Bad,\nann@x.com,Ann B,\n")
+    args = ["import", "cdp", str(path), "--org-id", str(ORG), "--region", "EU", "--quiet"]
+    maps = [
+        "--map",
+        "E-mail=ids.email",
+        "--map",
+        "Name=upsert.profile.first_name",
+        "--map",
+        "phone=ids.cellphone",
+    ]
+    result = CliRunner().invoke(main, [*args, *maps])
+    assert result.exit_code == 0, result.output
+    assert "3 records" in result.output and "1 created, 1 updated, 1 rejected" in result.output
+    [reject] = [json.loads(x) for x in checkpoint.rejects_path(path).read_text().splitlines()]
+    assert reject["line"] == 3 and "ids.email" in reject["error"]["errors"]
+    bad_map = CliRunner().invoke(main, [*args, "--map", "missing=ids.email"])
+    assert bad_map.exit_code != 0 and "missing" in bad_map.output
