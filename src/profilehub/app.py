@@ -14,6 +14,7 @@ from profilehub.cdp.routes import router as cdp_router
 from profilehub.config import Settings
 from profilehub.crm.routes import router as crm_router
 from profilehub.http import BodyLimitMiddleware, JSONResponse, install_error_handlers, install_openapi_errors
+from profilehub.oidc import JwtVerifier
 from profilehub.profiles import ProfileService
 from profilehub.store.database import Database
 
@@ -39,6 +40,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = db
     app.state.profiles = ProfileService(db)
     app.state.verifier = CredentialVerifier(settings.credential_cache_seconds)
+    app.state.jwt = (
+        JwtVerifier(settings.jwt_issuer, settings.jwt_audience, settings.jwt_jwks)
+        if settings.jwt_enabled
+        else None
+    )
     install_error_handlers(app)
     install_openapi_errors(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

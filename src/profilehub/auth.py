@@ -31,12 +31,15 @@ ConnFactory = Callable[[], AbstractContextManager[Connection]]
 class CredentialKind(StrEnum):
     APIKEY = "apikey"
     TOKEN = "token"
+    JWT = "jwt"  # a JWT subject granted to an org; the JWT itself is checked by oidc.py
 
 
 PREFIX = {CredentialKind.APIKEY: "phk", CredentialKind.TOKEN: "pht"}
+CDP_SCOPES = ("profile.read", "profile.write", "profile.delete")
 SCOPES = {
-    CredentialKind.APIKEY: ("profile.read", "profile.write", "profile.delete"),
+    CredentialKind.APIKEY: CDP_SCOPES,
     CredentialKind.TOKEN: ("crm:read", "crm:write"),
+    CredentialKind.JWT: CDP_SCOPES,
 }
 
 
@@ -92,6 +95,41 @@ def create_credential(
     )
     record(conn, [change_row(org_id, actor, kind.value, prefix, "create", {"scopes": list(granted)})])
     return CreatedCredential(secret, prefix, org_id, granted)
+
+
+def jwt_subject_hash(issuer: str, subject: str) -> str:
+    return hash_secret(f"{issuer}\n{subject}")
+
+
+def allow_jwt_subject(
+    conn: Connection, org_id: int, issuer: str, subject: str, scopes: str, actor: str = "cli"
+) -> str:
+    """Let JWTs from ``issuer`` about ``subject`` use this org with ``scopes``; returns its prefix."""
+    get_org(conn, org_id)
+    if not subject.strip():
+        raise BadRequest("must not be empty", field="subject")
+    if not issuer.strip():
+        raise BadRequest("set PROFILEHUB_JWT_ISSUER (or pass --issuer) first", field="issuer")
+    granted = parse_scopes(scopes, CredentialKind.JWT)
+    digest = jwt_subject_hash(issuer, subject)
+    prefix = f"jwt:{subject[:28]}"
+    conn.execute(
+        credentials.delete().where(credentials.c.org_id == org_id, credentials.c.secret_hash == digest)
+    )
+    conn.execute(
+        credentials.insert().values(
+            org_id=org_id,
+            secret_hash=digest,
+            kind=CredentialKind.JWT.value,
+            prefix=prefix,
+            name=subject[:200],
+            scopes=",".join(granted),
+            created_ts=now_ms(),
+            revoked_ts=None,
+        )
+    )
+    record(conn, [change_row(org_id, actor, "jwt", prefix, "allow", {"scopes": list(granted)})])
+    return prefix
 
 
 def list_credentials(conn: Connection, org_id: int) -> list[dict[str, object]]:
@@ -155,6 +193,40 @@ class CredentialVerifier:
         if principal is None:
             raise Unauthorized("unknown or revoked credential", field=field)
         return principal
+
+    def verify_jwt_subject(
+        self,
+        conn_factory: ConnFactory,
+        org_id: int,
+        issuer: str,
+        subject: str,
+        token_scopes: frozenset[str] | None,
+    ) -> Principal:
+        """The grant of a verified JWT's subject in ``org_id``; the token's own scopes narrow it."""
+        key = f"jwt:{org_id}:{jwt_subject_hash(issuer, subject)}"
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < self._ttl:
+            grant = hit[1]
+        else:
+            with conn_factory() as conn:
+                row = conn.execute(
+                    sa.select(credentials.c.scopes, credentials.c.prefix).where(
+                        credentials.c.org_id == org_id,
+                        credentials.c.secret_hash == jwt_subject_hash(issuer, subject),
+                        credentials.c.kind == CredentialKind.JWT.value,
+                        credentials.c.revoked_ts.is_(None),
+                    )
+                ).first()
+            grant = Principal(org_id, frozenset(row.scopes.split(",")), f"jwt:{row.prefix}") if row else None
+            with self._lock:
+                self._cache[key] = (now, grant)
+        if grant is None:
+            raise Forbidden(f"this JWT's subject is not allowed in org {org_id}", field="orgId")
+        if token_scopes is not None:
+            return Principal(org_id, grant.scopes & token_scopes, grant.actor)
+        return grant
 
     @staticmethod
     def _lookup(conn_factory: ConnFactory, secret: str, kind: CredentialKind) -> Principal | None:

@@ -17,7 +17,13 @@ from rich.console import Console
 from rich.table import Table
 
 from profilehub import __version__
-from profilehub.auth import CredentialKind, create_credential, list_credentials, revoke_credential
+from profilehub.auth import (
+    CredentialKind,
+    allow_jwt_subject,
+    create_credential,
+    list_credentials,
+    revoke_credential,
+)
 from profilehub.config import Settings, SettingsError
 from profilehub.errors import ProfilehubError
 from profilehub.identity import strategy as strategies
@@ -156,23 +162,7 @@ def org_keep_raw_ids(org_id: int, choice: str) -> None:
 
 
 # --- credentials ---
-def _credential_group(kind: CredentialKind, name: str, help_text: str, example: str) -> click.Group:
-    group = click.Group(name, help=help_text)
-
-    @group.command("create")
-    @org_id_option
-    @click.option("--scopes", required=True, help=f"Comma-separated, e.g. {example}.")
-    @click.option("--name", default="", help="A label for listings.")
-    @domain_errors
-    def create(org_id: int, scopes: str, name: str) -> None:
-        """Create one; the secret is printed once, as the last line, and stored only as a hash."""
-        with open_db() as db:
-            made = db.write(lambda c: create_credential(c, org_id, kind, scopes, name))
-        click.echo(
-            f"# {kind.value} for org {made.org_id}, scopes {','.join(made.scopes)}; shown once:", err=True
-        )
-        click.echo(made.secret)
-
+def _add_list_and_revoke(group: click.Group, kind: CredentialKind) -> None:
     @group.command("list")
     @org_id_option
     def listing(org_id: int) -> None:
@@ -194,6 +184,25 @@ def _credential_group(kind: CredentialKind, name: str, help_text: str, example: 
             db.write(lambda c: revoke_credential(c, org_id, prefix))
         click.echo(f"revoked {prefix}")
 
+
+def _credential_group(kind: CredentialKind, name: str, help_text: str, example: str) -> click.Group:
+    group = click.Group(name, help=help_text)
+
+    @group.command("create")
+    @org_id_option
+    @click.option("--scopes", required=True, help=f"Comma-separated, e.g. {example}.")
+    @click.option("--name", default="", help="A label for listings.")
+    @domain_errors
+    def create(org_id: int, scopes: str, name: str) -> None:
+        """Create one; the secret is printed once, as the last line, and stored only as a hash."""
+        with open_db() as db:
+            made = db.write(lambda c: create_credential(c, org_id, kind, scopes, name))
+        click.echo(
+            f"# {kind.value} for org {made.org_id}, scopes {','.join(made.scopes)}; shown once:", err=True
+        )
+        click.echo(made.secret)
+
+    _add_list_and_revoke(group, kind)
     return group
 
 
@@ -210,6 +219,33 @@ main.add_command(
         CredentialKind.TOKEN, "token", "CRM bearer tokens (Authorization: Bearer).", "crm:read,crm:write"
     )
 )
+
+
+@main.group("jwt")
+def jwt_group() -> None:
+    """OIDC/Okta JWT subjects allowed to use an org through the CDP dialect.
+
+    The server checks JWTs against PROFILEHUB_JWT_ISSUER, PROFILEHUB_JWT_AUDIENCE and
+    PROFILEHUB_JWT_JWKS (a JWKS file or URL).
+    """
+
+
+@jwt_group.command("allow")
+@org_id_option
+@click.option("--subject", required=True, help="The JWT `sub` (an Okta client or user id).")
+@click.option("--scopes", required=True, help="Comma-separated, e.g. profile.read,profile.write.")
+@click.option(
+    "--issuer", envvar="PROFILEHUB_JWT_ISSUER", required=True, help="JWT `iss` [PROFILEHUB_JWT_ISSUER]."
+)
+@domain_errors
+def jwt_allow(org_id: int, subject: str, scopes: str, issuer: str) -> None:
+    """Allow a JWT subject to use this org with these scopes (replaces an earlier grant)."""
+    with open_db() as db:
+        prefix = db.write(lambda c: allow_jwt_subject(c, org_id, issuer, subject, scopes))
+    click.echo(f"allowed {subject} ({prefix}) in org {org_id}")
+
+
+_add_list_and_revoke(jwt_group, CredentialKind.JWT)
 
 
 # --- identity strategy ---

@@ -48,10 +48,31 @@ class Settings:
     write_batch_size: int = 256
     # Seconds a credential lookup is cached in memory; a revoked key stops working within this.
     credential_cache_seconds: int = 5
+    # OIDC/Okta JWTs on the CDP dialect: all three set, or none (JWTs then refused with 401).
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_jwks: str = ""  # a JWKS file path or an https:// URL
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "database_url", normalise_database_url(self.database_url))
+        jwt_parts = {
+            "PROFILEHUB_JWT_ISSUER": self.jwt_issuer,
+            "PROFILEHUB_JWT_AUDIENCE": self.jwt_audience,
+            "PROFILEHUB_JWT_JWKS": self.jwt_jwks,
+        }
+        missing = [k for k, v in jwt_parts.items() if not v]
+        if 0 < len(missing) < len(jwt_parts):
+            raise SettingsError(
+                f"{', '.join(missing)}: JWT authentication needs issuer, audience and JWKS together"
+            )
+        is_url = self.jwt_jwks.startswith(("https://", "http://"))
+        if self.jwt_jwks and not is_url and not os.path.isfile(self.jwt_jwks):
+            raise SettingsError(f"PROFILEHUB_JWT_JWKS: no such file {self.jwt_jwks!r}")
+
+    @property
+    def jwt_enabled(self) -> bool:
+        return bool(self.jwt_jwks)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -60,6 +81,9 @@ class Settings:
             max_body_bytes=_int_env("PROFILEHUB_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024),
             write_batch_size=_int_env("PROFILEHUB_WRITE_BATCH_SIZE", 256),
             credential_cache_seconds=_int_env("PROFILEHUB_CREDENTIAL_CACHE_SECONDS", 5, 0),
+            jwt_issuer=os.environ.get("PROFILEHUB_JWT_ISSUER", ""),
+            jwt_audience=os.environ.get("PROFILEHUB_JWT_AUDIENCE", ""),
+            jwt_jwks=os.environ.get("PROFILEHUB_JWT_JWKS", ""),
         )
 
     @property

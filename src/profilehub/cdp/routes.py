@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from profilehub.auth import CredentialKind, Principal, check_cdp_scopes, check_org
@@ -20,9 +20,15 @@ from profilehub.cdp.models import (
 )
 from profilehub.errors import ProfilehubError, Unauthorized
 from profilehub.http import JSONResponse, notices_header
+from profilehub.oidc import JwtVerifier, token_scopes
 from profilehub.profiles import ProfileService, ProfileWrite
 
 router = APIRouter(prefix="/cdp/v1", tags=["CDP profiles"])
+_bearer = HTTPBearer(
+    scheme_name="okta_jwt",
+    auto_error=False,
+    description="OIDC/Okta JWT (instead of apikey); needs the orgId header. See docs/api.md.",
+)
 _apikey = APIKeyHeader(
     name="apikey", scheme_name="apikey", auto_error=False, description="Long-lasting client key"
 )
@@ -43,19 +49,51 @@ def cdp_principal(scope: str) -> Callable[..., Awaitable[Principal]]:
     async def dependency(
         request: Request,
         apikey: str | None = Security(_apikey),
+        bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
+        org_header: str | None = Header(
+            default=None, alias="orgId", description="Organisation id; required with a JWT."
+        ),
         scopes: str | None = Header(
             default=None,
             description="Comma-separated scopes for this call: profile.read, profile.write, profile.delete",
         ),
     ) -> Principal:
-        if not apikey:
-            raise Unauthorized("header is required", field="apikey")
         state = request.app.state
-        principal: Principal = state.verifier.verify(state.db.read, apikey, CredentialKind.APIKEY, "apikey")
+        if apikey:
+            principal: Principal = state.verifier.verify(
+                state.db.read, apikey, CredentialKind.APIKEY, "apikey"
+            )
+        elif bearer is not None:
+            principal = await _jwt_principal(request, bearer.credentials, org_header)
+        else:
+            raise Unauthorized(
+                "header is required (or Authorization: Bearer <JWT> with orgId)", field="apikey"
+            )
         check_cdp_scopes(principal, scopes, scope)
         return principal
 
     return dependency
+
+
+async def _jwt_principal(request: Request, token: str, org_header: str | None) -> Principal:
+    state = request.app.state
+    verifier: JwtVerifier | None = state.jwt
+    if verifier is None:
+        raise Unauthorized(
+            "JWT authentication is not configured on this server; use apikey", field="Authorization"
+        )
+    if not org_header or not org_header.strip().isdigit():
+        raise Unauthorized("header is required with a JWT and must be an integer", field="orgId")
+    claims = await run_in_threadpool(verifier.claims, token)
+    principal: Principal = await run_in_threadpool(
+        state.verifier.verify_jwt_subject,
+        state.db.read,
+        int(org_header),
+        verifier.issuer,
+        str(claims["sub"]),
+        token_scopes(claims),
+    )
+    return principal
 
 
 def _service(request: Request) -> ProfileService:
