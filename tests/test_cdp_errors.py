@@ -161,3 +161,15 @@ def test_routing_errors_use_the_error_shape(
     client: TestClient, org: OrgFixture, method: str, path: str, status: int
 ) -> None:
     assert_error(client.request(method, path, headers=org.headers(), json=OK), status)
+
+
+def test_an_unreachable_database_is_503_not_500(
+    client: TestClient, app: FastAPI, org: OrgFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(app.state.profiles, "search", down)
+    r = client.post(S, json={"orgId": 1234, "search": {"crm_id": ["1"]}}, headers=org.headers())
+    assert_error(r, 503, "database")
+    assert r.headers["Retry-After"] == "1"

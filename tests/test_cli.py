@@ -125,3 +125,10 @@ def test_every_cli_command_has_help_and_is_documented() -> None:
         result = runner.invoke(main, [*command.split()[1:], "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, command
         assert command in docs, f"{command} is not in README.md or docs/"
+
+
+def test_an_unreachable_database_is_a_clear_cli_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    result = CliRunner().invoke(main, ["org", "list"])
+    assert result.exit_code == 1
+    assert "PROFILEHUB_DATABASE_URL: cannot open the database" in result.output

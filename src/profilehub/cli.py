@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
@@ -47,11 +48,19 @@ def open_db() -> Iterator[Database]:
         settings = Settings.from_env()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
-    db = Database(settings.database_url)
+    db = _connect(settings.database_url)
     try:
         yield db
     finally:
         db.close()
+
+
+def _connect(url: str) -> Database:
+    try:
+        return Database(url)
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise click.ClickException(f"PROFILEHUB_DATABASE_URL: cannot open the database: {reason}") from exc
 
 
 def domain_errors(fn: F) -> F:
@@ -92,7 +101,7 @@ def serve(host: str, port: int, workers: int) -> None:
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     # Create or upgrade the schema once, before any worker starts.
-    Database(settings.database_url).close()
+    _connect(settings.database_url).close()
     console.print(
         f"profilehub {__version__} on http://{host}:{port} (database: {settings.database_url})",
         style="bold",
