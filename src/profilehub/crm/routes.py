@@ -58,7 +58,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 MATCHES_HEADER = "X-Profilehub-Matches"
 COUNT = Query(20, ge=1, le=100, description="Page size, 1-100")
-PAGE = Query(1, ge=1, description="Page number, from 1")
+PAGE = Query(1, ge=1, le=1_000_000, description="Page number, from 1")
 SEARCH = Query(None, max_length=200, description="Case-insensitive text search")
 
 

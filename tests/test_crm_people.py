@@ -1,0 +1,353 @@
+"""CRM people: the vendor's example, every matching rule, validation, and the read/update/delete cycle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from profilehub.crm.models import VENDOR_PERSON_EXAMPLE
+from tests.conftest import OrgFixture, assert_error
+
+PEOPLE = "/v2/crm/people"
+PERSON_FIELDS = {
+    "id",
+    "firstName",
+    "lastName",
+    "salutation",
+    "emails",
+    "jobTitle",
+    "description",
+    "phoneNumber",
+    "primaryLocation",
+    "avatarUrl",
+    "company",
+    "socials",
+    "customAttributes",
+    "createdAt",
+    "updatedAt",
+}
+
+
+def put(client: TestClient, org: OrgFixture, body: dict[str, Any], matching: str = "email") -> Any:
+    return client.put(f"{PEOPLE}?matchingAttribute={matching}", json=body, headers=org.bearer)
+
+
+def make(
+    client: TestClient, org: OrgFixture, body: dict[str, Any], matching: str = "email"
+) -> dict[str, Any]:
+    r = put(client, org, body, matching)
+    assert r.status_code in (200, 201), r.text
+    person: dict[str, Any] = r.json()["person"]
+    return person
+
+
+def add_attribute(client: TestClient, org: OrgFixture, body: dict[str, Any], slug: str = "people") -> str:
+    r = client.post(f"/v2/crm/objects/{slug}/attributes", json=body, headers=org.bearer)
+    assert r.status_code == 201, r.text
+    key: str = r.json()["attribute"]["key"]
+    return key
+
+
+def test_vendor_example_verbatim_creates_then_updates(client: TestClient, org: OrgFixture) -> None:
+    first = put(client, org, VENDOR_PERSON_EXAMPLE)
+    assert first.status_code == 201, first.text
+    body = first.json()
+    assert body["success"] is True and body["status"] == 201
+    person = body["person"]
+    assert set(person) == PERSON_FIELDS
+    assert person["firstName"] == "Jane" and person["emails"] == ["jane.doe@acme.com"]
+    assert set(person["socials"]) == {"linkedin", "twitter", "facebook", "instagram"}
+    assert person["customAttributes"] == {}
+    assert person["createdAt"].endswith("+00:00") and person["updatedAt"].endswith("+00:00")
+    # The placeholders of the checked fields are reported, not stored, and not fatal.
+    assert person["phoneNumber"] is None and person["company"] is None
+    assert "placeholder_ignored" in first.headers["X-Profilehub-Notices"]
+
+    again = put(client, org, VENDOR_PERSON_EXAMPLE)
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == 200
+    assert again.json()["person"]["id"] == person["id"]
+    assert again.json()["person"]["createdAt"] == person["createdAt"]
+
+
+def test_vendor_short_example_answers_nulls_where_unset(client: TestClient, org: OrgFixture) -> None:
+    body = {
+        "firstName": "Jane",
+        "lastName": "Doe",
+        "emails": ["jane.doe@acme.com"],
+        "jobTitle": "Head of Product",
+        "primaryLocation": "Berlin, Germany",
+        "socials": {"linkedin": "https://linkedin.com/in/janedoe"},
+    }
+    person = make(client, org, body)
+    assert person["salutation"] is None and person["avatarUrl"] is None and person["description"] is None
+    assert person["socials"] == {
+        "linkedin": "https://linkedin.com/in/janedoe",
+        "twitter": None,
+        "facebook": None,
+        "instagram": None,
+    }
+
+
+def test_without_matching_attribute_the_vendor_curl_matches_by_email(
+    client: TestClient, org: OrgFixture
+) -> None:
+    # The vendor's own curl sends no matchingAttribute; email is the default.
+    assert client.put(PEOPLE, json=VENDOR_PERSON_EXAMPLE, headers=org.bearer).status_code == 201
+    assert client.put(PEOPLE, json=VENDOR_PERSON_EXAMPLE, headers=org.bearer).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("matching", "stored", "sent", "same"),
+    [
+        ("email", {"emails": ["jane@acme.com"]}, {"emails": ["JANE@Acme.com"]}, True),
+        ("emails", {"emails": ["jane@acme.com"]}, {"emails": [" jane@acme.com "]}, True),
+        ("email", {"emails": ["jane@acme.com", "j.doe@home.org"]}, {"emails": ["J.Doe@home.org"]}, True),
+        ("email", {"emails": ["jane@acme.com"]}, {"emails": ["john@acme.com"]}, False),
+        ("phone_number", {"phoneNumber": "+49 30 123456789"}, {"phoneNumber": "+4930123456789"}, True),
+        ("phoneNumber", {"phoneNumber": "+4930123456789"}, {"phoneNumber": "+49 (30) 1234-56789"}, True),
+        ("phone_number", {"phoneNumber": "+4930123456789"}, {"phoneNumber": "+4930123456780"}, False),
+        ("first_name", {"firstName": "Jane"}, {"firstName": "Jane"}, True),
+        ("first_name", {"firstName": "Jane"}, {"firstName": "jane"}, False),
+        ("job_title", {"jobTitle": "CTO"}, {"jobTitle": "CTO"}, True),
+    ],
+)
+def test_matching_rules(
+    client: TestClient,
+    org: OrgFixture,
+    matching: str,
+    stored: dict[str, Any],
+    sent: dict[str, Any],
+    same: bool,
+) -> None:
+    first = make(client, org, {"lastName": "Doe", **stored}, matching)
+    r = put(client, org, {"lastName": "Doe", **sent}, matching)
+    assert r.status_code == (200 if same else 201), r.text
+    assert (r.json()["person"]["id"] == first["id"]) is same
+    assert r.headers["X-Profilehub-Matches"] == ("1" if same else "0")
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "equal"),
+    [
+        ({"type": "text", "label": "Customer Number", "isUnique": True}, "C-1", "C-1"),
+        ({"type": "number", "label": "Customer Number"}, 10, 10.0),
+        ({"type": "phone_number", "label": "Customer Number"}, "+44 20 7946 0018", "+442079460018"),
+        ({"type": "date", "label": "Customer Number"}, "2025-06-01", "2025-06-01"),
+        (
+            {"type": "select", "label": "Customer Number", "options": [{"value": "A"}, {"value": "B"}]},
+            {"id": 2},
+            "B",
+        ),
+    ],
+)
+def test_matching_by_custom_attribute(
+    client: TestClient, org: OrgFixture, attribute: dict[str, Any], value: Any, equal: Any
+) -> None:
+    key = add_attribute(client, org, attribute)
+    assert key == "customer_number"
+    first = make(client, org, {"firstName": "A", "customAttributes": {key: value}}, key)
+    # The key may also be given at the top level of the body.
+    r = put(client, org, {"firstName": "B", key: equal}, key)
+    assert r.status_code == 200, r.text
+    assert r.json()["person"]["id"] == first["id"] and r.json()["person"]["firstName"] == "B"
+
+
+def test_several_matches_update_the_oldest_and_say_how_many(client: TestClient, org: OrgFixture) -> None:
+    oldest = make(client, org, {"firstName": "Sam", "lastName": "One"}, "last_name")
+    client.post(PEOPLE, json={"firstName": "Sam", "lastName": "Two"}, headers=org.bearer)
+    client.post(PEOPLE, json={"firstName": "Sam", "lastName": "Three"}, headers=org.bearer)
+    for _ in range(2):  # deterministic: the same one every time
+        r = put(client, org, {"firstName": "Sam", "jobTitle": "Dup"}, "first_name")
+        assert r.status_code == 200
+        assert r.json()["person"]["id"] == oldest["id"]
+        assert r.headers["X-Profilehub-Matches"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("matching", "body", "field"),
+    [
+        ("email", {"firstName": "A"}, "emails"),
+        ("email", {"firstName": "A", "emails": []}, "emails"),
+        ("phone_number", {"firstName": "A", "emails": ["a@b.co"]}, "phoneNumber"),
+        ("first_name", {"lastName": "A"}, "firstName"),
+        ("no_such_thing", {"firstName": "A"}, "matchingAttribute"),
+        ("description", {"firstName": "A", "description": "x"}, "matchingAttribute"),
+    ],
+)
+def test_a_missing_or_unknown_matching_value_is_a_400(
+    client: TestClient, org: OrgFixture, matching: str, body: dict[str, Any], field: str
+) -> None:
+    assert_error(put(client, org, body, matching), 400, field)
+    assert client.get(PEOPLE, headers=org.bearer).json()["pagination"]["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"emails": ["a@b.co"]}, 400, "firstName"),
+        ({"firstName": "", "lastName": "  ", "emails": ["a@b.co"]}, 400, "firstName"),
+        ({"firstName": "A", "emails": ["not-an-email"]}, 400, "emails.0"),
+        ({"firstName": "A", "emails": ["a@b.co", "x@"]}, 400, "emails.1"),
+        ({"firstName": "A", "emails": "a@b.co"}, 422, "emails"),
+        ({"firstName": "A", "emails": ["a@b.co"], "phoneNumber": "12"}, 400, "phoneNumber"),
+        ({"firstName": "A", "emails": ["a@b.co"], "phoneNumber": "call me"}, 400, "phoneNumber"),
+        ({"firstName": "A", "emails": ["a@b.co"], "companyId": "nope"}, 400, "companyId"),
+        (
+            {"firstName": "A", "emails": ["a@b.co"], "companyId": "3c90c3cc-0d44-4b50-8888-8dd25736052a"},
+            400,
+            "companyId",
+        ),
+        ({"firstName": "A", "emails": ["a@b.co"], "favourite": 1}, 400, "favourite"),
+        ({"firstName": "A", "emails": ["a@b.co"], "socials": {"myspace": "x"}}, 422, "socials.myspace"),
+        (
+            {"firstName": "A", "emails": ["a@b.co"], "customAttributes": {"nope": 1}},
+            400,
+            "customAttributes.nope",
+        ),
+        ({"firstName": 5, "emails": ["a@b.co"]}, 422, "firstName"),
+        ({"firstName": "x" * 256, "emails": ["a@b.co"]}, 400, "firstName"),
+    ],
+)
+def test_bad_person_bodies_name_the_field_and_write_nothing(
+    client: TestClient, org: OrgFixture, body: dict[str, Any], status: int, field: str
+) -> None:
+    assert_error(put(client, org, body), status, field)
+    assert client.get(PEOPLE, headers=org.bearer).json()["pagination"]["total"] == 0
+
+
+def test_phone_numbers_are_stored_as_e164(client: TestClient, org: OrgFixture) -> None:
+    person = make(
+        client, org, {"firstName": "A", "emails": ["a@b.co"], "phoneNumber": "+49 (30) 123 456 789"}
+    )
+    assert person["phoneNumber"] == "+4930123456789"
+
+
+def test_an_email_belongs_to_one_person(client: TestClient, org: OrgFixture) -> None:
+    jane = make(client, org, {"firstName": "Jane", "emails": ["jane@acme.com"]})
+    john = make(client, org, {"firstName": "John", "emails": ["john@acme.com"]})
+    # Upsert matched to John, but adding Jane's email to him: 409 naming Jane.
+    r = put(client, org, {"firstName": "John", "emails": ["john@acme.com", "JANE@acme.com"]})
+    body = assert_error(r, 409, "emails")
+    assert jane["id"] in body["message"]
+    r = client.patch(f"{PEOPLE}/{john['id']}", json={"emails": ["jane@acme.com"]}, headers=org.bearer)
+    assert jane["id"] in assert_error(r, 409, "emails")["message"]
+    r = client.post(PEOPLE, json={"firstName": "X", "emails": ["jane@acme.com"]}, headers=org.bearer)
+    assert_error(r, 409, "emails")
+    assert client.get(f"{PEOPLE}/{john['id']}", headers=org.bearer).json()["person"]["emails"] == [
+        "john@acme.com"
+    ]
+
+
+def test_upsert_by_email_adds_emails_and_patch_replaces_them(client: TestClient, org: OrgFixture) -> None:
+    person = make(client, org, {"firstName": "Jane", "emails": ["jane@acme.com", "jd@home.org"]})
+    r = put(client, org, {"firstName": "Jane", "emails": ["jd@home.org", "jane@new.io"]})
+    assert r.status_code == 200
+    assert r.json()["person"]["emails"] == ["jane@acme.com", "jd@home.org", "jane@new.io"]  # primary stays
+    r = client.patch(f"{PEOPLE}/{person['id']}", json={"emails": ["jane@new.io"]}, headers=org.bearer)
+    assert r.status_code == 200 and r.json()["person"]["emails"] == ["jane@new.io"]
+    # The emails dropped by PATCH are free again.
+    assert put(client, org, {"firstName": "Other", "emails": ["jane@acme.com"]}).status_code == 201
+
+
+def test_fields_left_out_of_an_update_are_kept(client: TestClient, org: OrgFixture) -> None:
+    person = make(
+        client,
+        org,
+        {
+            "firstName": "Jane",
+            "lastName": "Doe",
+            "emails": ["jane@acme.com"],
+            "jobTitle": "CTO",
+            "socials": {"linkedin": "https://linkedin.com/in/jane", "twitter": "https://x.com/jane"},
+        },
+    )
+    r = put(client, org, {"firstName": "Janet", "emails": ["jane@acme.com"], "socials": {"twitter": None}})
+    updated = r.json()["person"]
+    assert updated["lastName"] == "Doe" and updated["jobTitle"] == "CTO" and updated["firstName"] == "Janet"
+    assert (
+        updated["socials"]["linkedin"] == "https://linkedin.com/in/jane"
+        and updated["socials"]["twitter"] is None
+    )
+    r = client.patch(f"{PEOPLE}/{person['id']}", json={"jobTitle": None}, headers=org.bearer)
+    assert r.json()["person"]["jobTitle"] is None and r.json()["person"]["lastName"] == "Doe"
+    # A PATCH cannot leave a person without a name.
+    r = client.patch(
+        f"{PEOPLE}/{person['id']}", json={"firstName": None, "lastName": None}, headers=org.bearer
+    )
+    assert_error(r, 400, "firstName")
+
+
+def test_get_patch_delete_cycle(client: TestClient, org: OrgFixture) -> None:
+    person = make(client, org, {"firstName": "Jane", "emails": ["jane@acme.com"]})
+    url = f"{PEOPLE}/{person['id']}"
+    got = client.get(url, headers=org.bearer)
+    assert got.status_code == 200 and got.json() == {"success": True, "status": 200, "person": person}
+    r = client.patch(url, json={"lastName": "Doe"}, headers=org.bearer)
+    assert r.status_code == 200 and r.json()["person"]["lastName"] == "Doe"
+    assert client.delete(url, headers=org.bearer).json() == {"success": True, "status": 200}
+    assert_error(client.delete(url, headers=org.bearer), 404, "id")
+    assert_error(client.get(url, headers=org.bearer), 404, "id")
+    assert_error(client.patch(url, json={"lastName": "X"}, headers=org.bearer), 404, "id")
+    # The deleted person's email is free for someone new.
+    assert put(client, org, {"firstName": "New", "emails": ["jane@acme.com"]}).status_code == 201
+
+
+def test_list_pages_and_searches(client: TestClient, org: OrgFixture) -> None:
+    for i in range(5):
+        make(client, org, {"firstName": f"Person{i}", "emails": [f"p{i}@acme.com"]})
+    make(client, org, {"firstName": "Zed", "lastName": "Jones", "emails": ["zed@other.org"]})
+    r = client.get(f"{PEOPLE}?count=2&page=2", headers=org.bearer)
+    body = r.json()
+    assert [p["firstName"] for p in body["collection"]] == ["Person2", "Person3"]
+    assert body["pagination"] == {
+        "total": 6,
+        "count": 2,
+        "totalPages": 3,
+        "previousPage": 1,
+        "currentPage": 2,
+        "nextPage": 3,
+    }
+    last = client.get(f"{PEOPLE}?count=2&page=3", headers=org.bearer).json()["pagination"]
+    assert last["nextPage"] is None and last["previousPage"] == 2
+    assert client.get(PEOPLE, headers=org.bearer).json()["pagination"]["count"] == 20
+    for term, names in [("JONES", ["Zed"]), ("other.org", ["Zed"]), ("person1", ["Person1"]), ("%", [])]:
+        found = client.get(PEOPLE, params={"search": term}, headers=org.bearer).json()["collection"]
+        assert [p["firstName"] for p in found] == names, term
+
+
+@pytest.mark.parametrize("query", ["count=0", "count=101", "page=0", "count=x"])
+def test_bad_paging_is_a_422_naming_the_parameter(client: TestClient, org: OrgFixture, query: str) -> None:
+    assert_error(client.get(f"{PEOPLE}?{query}", headers=org.bearer), 422, query.split("=")[0])
+
+
+def test_company_is_embedded_and_checked(client: TestClient, org: OrgFixture) -> None:
+    company = client.post(
+        "/v2/crm/companies", json={"name": "Acme", "domain": "acme.com"}, headers=org.bearer
+    )
+    company_id = company.json()["company"]["id"]
+    person = make(
+        client, org, {**VENDOR_PERSON_EXAMPLE, "companyId": company_id, "phoneNumber": "+4930123456789"}
+    )
+    assert person["company"] == {"id": company_id, "name": "Acme", "domain": "acme.com"}
+    assert person["phoneNumber"] == "+4930123456789"
+    listed = client.get(PEOPLE, headers=org.bearer).json()["collection"][0]
+    assert listed["company"] == person["company"]
+
+
+def test_custom_attributes_appear_on_every_person(client: TestClient, org: OrgFixture) -> None:
+    tier = add_attribute(client, org, {"type": "select", "label": "Tier", "options": [{"value": "Gold"}]})
+    score = add_attribute(client, org, {"type": "rating", "label": "Score"})
+    person = make(client, org, {"firstName": "A", "emails": ["a@b.co"], "customAttributes": {tier: "Gold"}})
+    assert person["customAttributes"] == {"tier": {"id": 1, "value": "Gold"}, "score": None}
+    r = client.patch(f"{PEOPLE}/{person['id']}", json={"score": 4}, headers=org.bearer)
+    assert r.json()["person"]["customAttributes"] == {"tier": {"id": 1, "value": "Gold"}, "score": 4}
+
+
+def test_post_always_creates(client: TestClient, org: OrgFixture) -> None:
+    a = client.post(PEOPLE, json={"firstName": "Same"}, headers=org.bearer)
+    b = client.post(PEOPLE, json={"firstName": "Same"}, headers=org.bearer)
+    assert a.status_code == b.status_code == 201
+    assert a.json()["person"]["id"] != b.json()["person"]["id"]
