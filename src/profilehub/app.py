@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from profilehub import __version__
 from profilehub.auth import CredentialVerifier
@@ -28,7 +29,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         db.close()
 
-    app = FastAPI(
+    # Docs assets are served from the package, not a CDN: self-hosted installs are often offline.
+    app = FastAPIOffline(
         title="profilehub",
         version=__version__,
         description="Self-hosted customer profile hub: a CDP profile API and a CRM people/companies API "
