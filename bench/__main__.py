@@ -1,0 +1,86 @@
+"""Run the benchmarks: ``python -m bench`` (small, about a minute) or ``python -m bench --full``.
+
+Each benchmark makes its own fresh database (a SQLite file under bench/out, or a new PostgreSQL
+database at 127.0.0.1:5432 dropped afterwards), prints its figures beside a baseline measured in the
+same run on the same database, and the command that reproduces it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+from pathlib import Path
+
+import orjson
+
+from bench.generate import dataset
+from bench.run_http import bench_http
+from bench.run_import import bench_import
+from bench.run_latency import bench_latency
+
+OUT = Path(__file__).resolve().parent / "out"
+SIZES = {
+    # records to import, HTTP requests, latency: small store -> large store
+    "small": {"import": 20_000, "http": 5_000, "latency": (2_000, 20_000)},
+    "full": {"import": 1_000_000, "http": 60_000, "latency": (10_000, 1_000_000)},
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--full", action="store_true", help="Full size: 1,000,000 records, 60,000 requests.")
+    parser.add_argument("--only", choices=["import", "http", "latency"], action="append", help="Repeatable.")
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], action="append", help="Repeatable.")
+    parser.add_argument("--records", type=int, help="Records to import (overrides the size).")
+    parser.add_argument("--requests", type=int, help="HTTP requests (overrides the size).")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2, help="Server processes for the HTTP benchmark.")
+    args = parser.parse_args(argv)
+    size = SIZES["full" if args.full else "small"]
+    only = args.only or ["import", "http", "latency"]
+    backends = args.backend or ["sqlite", "postgres"]
+    records = args.records or int(size["import"])  # type: ignore[call-overload]
+    requests = args.requests or int(size["http"])  # type: ignore[call-overload]
+    small, large = size["latency"]  # type: ignore[misc]
+
+    def command(kind: str, backend: str) -> str:
+        parts = [".venv/bin/python -m bench", f"--only {kind}", f"--backend {backend}"]
+        if args.full:
+            parts.append("--full")
+        if kind == "import" and args.records:
+            parts.append(f"--records {records}")
+        if kind == "http":
+            parts += [f"--requests {requests}", f"--clients {args.clients}", f"--workers {args.workers}"]
+        return " ".join(parts)
+
+    started = datetime.datetime.now(datetime.UTC)
+    print(
+        f"# profilehub benchmarks, {started:%Y-%m-%d %H:%M} UTC, {platform.node()}, python {platform.python_version()}"
+    )
+    OUT.mkdir(exist_ok=True)
+    results = []
+    for kind in only:
+        for backend in backends:
+            if kind == "import":
+                results.append(
+                    bench_import(dataset(OUT, records), backend, OUT, command(kind, backend), 3600)
+                )
+            elif kind == "http":
+                data = dataset(OUT, max(requests, 1000), seed=11)
+                results.append(
+                    bench_http(
+                        data, backend, OUT, command(kind, backend), args.clients, requests, args.workers
+                    )
+                )
+            else:
+                results.append(
+                    bench_latency(dataset(OUT, large), small, backend, OUT, command(kind, backend))
+                )
+    (OUT / f"results-{started:%Y%m%dT%H%M%S}.json").write_bytes(orjson.dumps(results))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The HTTP baseline: a bare ASGI app that upserts a write's rows raw, on the same database.
+
+It parses the same body, normalises the ids with the same code, and writes one row per id with
+``INSERT ... ON CONFLICT DO UPDATE`` through the same single writer (no identity resolution, no
+answer beyond ``{}``). ``python -m bench.baseline_server --port P --url URL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from starlette.types import Receive, Scope, Send
+
+from bench.generate import ORG_ID, REGION
+from bench.import_worker import raw_ids, raw_metadata
+from profilehub.errors import ProfilehubError
+from profilehub.identity.normalize import normalise_ids
+from profilehub.identity.strategy import StrategyCache
+from profilehub.store.database import Database
+
+
+def make_app(url: str) -> Any:
+    db = Database(url)
+    with db.engine.begin() as conn:
+        raw_metadata.create_all(conn)
+    insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+    stmt = insert(raw_ids)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["org_id", "region", "id_type", "value"],
+        set_={"record": stmt.excluded.record, "ts": stmt.excluded.ts},
+    )
+    strategies = StrategyCache()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = orjson.loads(b"".join(chunks))
+
+        def job(conn: sa.Connection) -> int:
+            strategy = strategies.get(conn, ORG_ID)
+            try:
+                ids, _ = normalise_ids(strategy, body.get("ids") or {}, REGION)
+            except ProfilehubError:
+                return 400
+            now = time.time_ns() // 1_000_000
+            rows = [
+                {
+                    "org_id": ORG_ID,
+                    "region": REGION,
+                    "id_type": i.id_type,
+                    "value": i.value,
+                    "record": 0,
+                    "ts": now,
+                }
+                for i in ids
+            ]
+            if rows:
+                conn.execute(stmt, rows)
+            return 200
+
+        status = await db.awrite(job)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--url", required=True)
+    args = parser.parse_args()
+    uvicorn.run(make_app(args.url), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""One timed import in its own process, so its peak memory is its own. Prints one JSON line.
+
+``python -m bench.import_worker FILE --url URL [--baseline]``: with ``--baseline`` the same records
+are parsed and their ids normalised exactly as the importer does, then written as raw rows with
+``INSERT ... ON CONFLICT DO UPDATE`` (no identity resolution): the limit of the machine for the
+same rows on the same database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from bench.figures import latency_ms, peak_rss_mb
+from bench.generate import ORG_ID, REGION
+from profilehub.errors import ProfilehubError
+from profilehub.identity.normalize import normalise_ids
+from profilehub.ingest.cdp import cdp_sink
+from profilehub.ingest.reader import read_ndjson
+from profilehub.ingest.runner import Importer, Outcome, Sink
+from profilehub.profiles import ProfileService
+from profilehub.store.database import Database
+
+raw_metadata = sa.MetaData()
+raw_ids = sa.Table(
+    "bench_raw_ids",
+    raw_metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True),
+    sa.Column("region", sa.String(16), primary_key=True),
+    sa.Column("id_type", sa.String(100), primary_key=True),
+    sa.Column("value", sa.String(512), primary_key=True),
+    sa.Column("record", sa.BigInteger, nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+)
+raw_profiles = sa.Table(
+    "bench_raw_profiles",
+    raw_metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+)
+
+
+def baseline_sink(db: Database) -> Sink:
+    """The same rows, upserted raw: one row per stored id and one per record's first id."""
+    with db.engine.begin() as conn:
+        raw_metadata.create_all(conn)
+    insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+    ids_stmt = insert(raw_ids)
+    ids_stmt = ids_stmt.on_conflict_do_update(
+        index_elements=["org_id", "region", "id_type", "value"],
+        set_={"record": ids_stmt.excluded.record, "ts": ids_stmt.excluded.ts},
+    )
+    prof_stmt = insert(raw_profiles)
+    prof_stmt = prof_stmt.on_conflict_do_update(
+        index_elements=["org_id", "key"], set_={"data": prof_stmt.excluded.data, "ts": prof_stmt.excluded.ts}
+    )
+    service = ProfileService(db)
+    counter = {"n": 0}
+
+    class Done:
+        created = True
+
+    def write(records: Sequence[dict[str, Any]]) -> Sequence[Outcome]:
+        def job(conn: sa.Connection) -> list[Outcome]:
+            strategy = service.strategies.get(conn, ORG_ID)
+            now = time.time_ns() // 1_000_000
+            id_rows: dict[tuple[str, str], dict[str, Any]] = {}
+            profile_rows: dict[str, dict[str, Any]] = {}
+            out: list[Outcome] = []
+            for record in records:
+                counter["n"] += 1
+                try:
+                    ids, _ = normalise_ids(strategy, record.get("ids") or {}, REGION)
+                except ProfilehubError as exc:
+                    out.append(exc)
+                    continue
+                for i in ids:
+                    id_rows[(i.id_type, i.value)] = {
+                        "org_id": ORG_ID,
+                        "region": REGION,
+                        "id_type": i.id_type,
+                        "value": i.value,
+                        "record": counter["n"],
+                        "ts": now,
+                    }
+                if ids:
+                    key = f"{ids[0].id_type}:{ids[0].value}"[:200]
+                    profile_rows[key] = {
+                        "org_id": ORG_ID,
+                        "key": key,
+                        "data": orjson.dumps(record.get("upsert") or {}).decode(),
+                        "ts": now,
+                    }
+                out.append(Done())
+            if id_rows:
+                conn.execute(ids_stmt, list(id_rows.values()))
+            if profile_rows:
+                conn.execute(prof_stmt, list(profile_rows.values()))
+            return out
+
+        result: list[Outcome] = db.write(job)
+        return result
+
+    return write
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--baseline", action="store_true")
+    args = parser.parse_args(argv)
+    db = Database(args.url)
+    batch_seconds: list[float] = []
+    inner = baseline_sink(db) if args.baseline else cdp_sink(ProfileService(db), ORG_ID, REGION, "bench")
+
+    def timed(records: Sequence[dict[str, Any]]) -> Sequence[Outcome]:
+        started = time.perf_counter()
+        out = inner(records)
+        batch_seconds.append(time.perf_counter() - started)
+        return out
+
+    importer = Importer(
+        args.file,
+        lambda offset, line: read_ndjson(args.file, offset, line),
+        timed,
+        batch_size=args.batch_size,
+    )
+    started = time.perf_counter()
+    summary = importer.run()
+    seconds = time.perf_counter() - started
+    db.close()
+    result = {
+        "records": summary.read,
+        "seconds": seconds,
+        "rate": summary.read / seconds,
+        "created": summary.created,
+        "updated": summary.updated,
+        "rejected": summary.rejected,
+        "batch_ms": latency_ms(batch_seconds),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+
+
+if __name__ == "__main__":
+    main()

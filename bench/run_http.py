@@ -1,0 +1,117 @@
+"""HTTP write benchmark: ``profilehub serve`` under N concurrent clients, beside a bare-ASGI raw upsert."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.backends import fresh_database
+from bench.figures import ratio
+from bench.generate import ORG_ID, Dataset
+from bench.run_import import setup_org
+from profilehub.auth import CredentialKind, create_credential
+from profilehub.store.database import Database
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRST_PORT = 18600
+
+
+def free_port() -> int:
+    for port in range(FIRST_PORT, FIRST_PORT + 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 18600-18799")
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server on port {port} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                if s.recv(64).startswith(b"HTTP/1.1 "):
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the server on port {port} did not answer within {timeout}s")
+
+
+@contextmanager
+def server(cmd: list[str], url: str, port: int) -> Iterator[None]:
+    env = {**os.environ, "PROFILEHUB_DATABASE_URL": url}
+    process = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        wait_ready(port, process)
+        yield
+    finally:
+        # The server and its workers are one process group, started by us above.
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def load(
+    port: int, data: Dataset, apikey: str, clients: int, requests: int, seconds: float
+) -> dict[str, Any]:
+    cmd = [
+        sys.executable, "-m", "bench.load", "--port", str(port), "--file", str(data.records),
+        "--apikey", apikey, "--clients", str(clients), "--requests", str(requests), "--seconds", str(seconds),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def bench_http(
+    data: Dataset, backend: str, out: Path, reproduce: str, clients: int, requests: int, workers: int
+) -> dict[str, Any]:
+    seconds = 120.0
+    with fresh_database(backend, out) as url:
+        setup_org(url)
+        db = Database(url)
+        apikey = db.write(
+            lambda c: create_credential(c, ORG_ID, CredentialKind.APIKEY, "profile.read,profile.write")
+        ).secret
+        db.close()
+        port = free_port()
+        serve = [str(ROOT / ".venv/bin/profilehub"), "serve", "--port", str(port), "--workers", str(workers)]
+        with server(serve, url, port):
+            ours = load(port, data, apikey, clients, requests, seconds)
+        port = free_port()
+        with server(
+            [sys.executable, "-m", "bench.baseline_server", "--port", str(port), "--url", url], url, port
+        ):
+            base = load(port, data, apikey, clients, requests, seconds)
+    lat, blat = ours["latency_ms"], base["latency_ms"]
+    print(
+        f"[http {backend}] {ours['requests']:,} POST /cdp/v1/users, {clients} clients, {workers} worker(s): "
+        f"{ours['rate']:,.0f} writes/s, p50/p95/p99 {lat['p50']:.1f}/{lat['p95']:.1f}/{lat['p99']:.1f} ms, "
+        f"statuses {ours['statuses']}; bare-ASGI raw upsert baseline {base['rate']:,.0f}/s "
+        f"p99 {blat['p99']:.1f} ms; ratio {ratio(ours['rate'], base['rate'])}"
+    )
+    print(f"[http {backend}] reproduce: {reproduce}")
+    sys.stdout.flush()
+    return {"backend": backend, "ours": ours, "baseline": base}
