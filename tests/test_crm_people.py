@@ -339,7 +339,7 @@ def test_company_is_embedded_and_checked(client: TestClient, org: OrgFixture) ->
 
 def test_custom_attributes_appear_on_every_person(client: TestClient, org: OrgFixture) -> None:
     tier = add_attribute(client, org, {"type": "select", "label": "Tier", "options": [{"value": "Gold"}]})
-    score = add_attribute(client, org, {"type": "rating", "label": "Score"})
+    add_attribute(client, org, {"type": "rating", "label": "Score"})
     person = make(client, org, {"firstName": "A", "emails": ["a@b.co"], "customAttributes": {tier: "Gold"}})
     assert person["customAttributes"] == {"tier": {"id": 1, "value": "Gold"}, "score": None}
     r = client.patch(f"{PEOPLE}/{person['id']}", json={"score": 4}, headers=org.bearer)

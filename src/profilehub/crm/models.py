@@ -133,7 +133,7 @@ class PeoplePage(BaseModel):
 class BulkPeopleWrite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    people: list[dict[str, Any]] = Field(
+    people: list[Any] = Field(
         max_length=1000,
         description="Up to 1,000 person bodies (each as for PUT /v2/crm/people), written in order.",
     )

@@ -283,7 +283,7 @@ def _currency_settings(body: Mapping[str, Any], config: dict[str, Any], creating
                 "required for currency attributes: an ISO 4217 code such as EUR", field="currency"
             )
         config["currency"] = code.upper()
-    display = body.get("currencyDisplay", config.get("currencyDisplay", "symbol"))
+    display = body.get("currencyDisplay") or config.get("currencyDisplay", "symbol")
     if display not in CURRENCY_DISPLAYS:
         raise BadRequest(f"one of {', '.join(CURRENCY_DISPLAYS)}", field="currencyDisplay")
     config["currencyDisplay"] = display
@@ -341,7 +341,7 @@ def add_attribute(
         if not isinstance(target, str):
             raise BadRequest("required for relation attributes", field="relatedObjectSlug")
         get_object(conn, org_id, target)
-        relation_type = body.get("relationType", "many_to_many")
+        relation_type = body.get("relationType") or "many_to_many"
         if relation_type not in RELATION_TYPES:
             raise BadRequest(f"one of {', '.join(RELATION_TYPES)}", field="relationType")
         related_label = body.get("relatedObjectLabel")
