@@ -111,9 +111,7 @@ def test_jwt_failures(
     claims = dict(token_kwargs)  # the table is shared by both database runs: don't mutate it
     key = claims.pop("key", KEY)
     with TestClient(jwt_app) as client:
-        r = client.post(
-            "/cdp/v1/users", json=BODY, headers=_headers(_token(key, **claims), org, scopes)
-        )
+        r = client.post("/cdp/v1/users", json=BODY, headers=_headers(_token(key, **claims), org, scopes))
         assert_error(r, status, field)
 
 
