@@ -33,6 +33,7 @@ from profilehub.ingest import checkpoint as ingest_checkpoint
 from profilehub.ingest import reader as ingest_reader
 from profilehub.ingest import runner as ingest_runner
 from profilehub.ingest.cdp import cdp_sink
+from profilehub.ingest.people import people_sink
 from profilehub.orgs import add_region, create_org, list_orgs, set_keep_raw_ids
 from profilehub.profiles import ProfileService
 from profilehub.store.changes import history
@@ -493,4 +494,28 @@ def import_cdp(
     """Write CDP profiles: each record is a POST /cdp/v1/users body (orgId, region optional)."""
     with open_db() as database:
         sink = cdp_sink(ProfileService(database), org_id, region, f"{actor}:{file.name}")
+        _run_import(file, file_format, mappings, batch_size, resume, quiet, sink)
+
+
+@import_group.command("people")
+@_import_options
+@click.option(
+    "--matching-attribute", required=True, help="Attribute slug to match existing people by (e.g. email)."
+)
+@click.option("--actor", default="import", show_default=True, help="Who the change log names.")
+@domain_errors
+def import_people(
+    file: Path,
+    org_id: int,
+    file_format: str,
+    mappings: tuple[str, ...],
+    batch_size: int,
+    resume: bool,
+    quiet: bool,
+    matching_attribute: str,
+    actor: str,
+) -> None:
+    """Upsert CRM people: each record is a PUT /v2/crm/people body (CSV: map columns to its fields)."""
+    with open_db() as database:
+        sink = people_sink(database, org_id, matching_attribute, f"{actor}:{file.name}")
         _run_import(file, file_format, mappings, batch_size, resume, quiet, sink)
