@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request, Security
+from fastapi import APIRouter, Body, Depends, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
@@ -60,6 +60,10 @@ MATCHES_HEADER = "X-Profilehub-Matches"
 COUNT = Query(20, ge=1, le=100, description="Page size, 1-100")
 PAGE = Query(1, ge=1, le=1_000_000, description="Page number, from 1")
 SEARCH = Query(None, max_length=200, description="Case-insensitive text search")
+RECORD_BODY = Body(
+    description="Flat object: attribute key to value, typed as the object's attributes",
+    examples=[{"sku": "DRESS-001", "price": 29, "inventory_count": 150}],
+)
 
 
 def crm_principal(write: bool) -> Callable[..., Awaitable[Principal]]:
@@ -438,7 +442,7 @@ async def update_attribute(
 async def upsert_record(
     request: Request,
     objectSlug: str,
-    body: dict[str, Any],
+    body: dict[str, Any] = RECORD_BODY,
     matchingAttribute: str = Query(description="Key of the attribute to match by (exact equality)"),
     principal: Principal = writer,
 ) -> JSONResponse:
@@ -454,7 +458,7 @@ async def upsert_record(
     responses={201: {"model": RecordAnswer, "description": "Created"}, **ERRORS},
 )
 async def create_record(
-    request: Request, objectSlug: str, body: dict[str, Any], principal: Principal = writer
+    request: Request, objectSlug: str, body: dict[str, Any] = RECORD_BODY, principal: Principal = writer
 ) -> JSONResponse:
     result = await _db(request).awrite(
         records.upsert_record_job(principal.org_id, objectSlug, body, None, principal.actor)
@@ -503,7 +507,11 @@ async def get_record(
     responses={200: {"model": RecordAnswer, "description": "Updated"}, **ERRORS},
 )
 async def patch_record(
-    request: Request, objectSlug: str, id: str, body: dict[str, Any], principal: Principal = writer
+    request: Request,
+    objectSlug: str,
+    id: str,
+    body: dict[str, Any] = RECORD_BODY,
+    principal: Principal = writer,
 ) -> JSONResponse:
     result = await _db(request).awrite(
         records.patch_record_job(principal.org_id, objectSlug, id, body, principal.actor)

@@ -1,0 +1,95 @@
+"""The OpenAPI document describes every CRM route with its real request and answer schemas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from profilehub.crm.models import VENDOR_PERSON_EXAMPLE
+from tests.conftest import OrgFixture
+
+# path -> {method: (request schema or None, success status, answer schema)}
+CRM_ROUTES: dict[str, dict[str, tuple[str | None, str, str]]] = {
+    "/v2/crm/people": {
+        "put": ("PersonWrite", "201", "PersonAnswer"),
+        "post": ("PersonWrite", "201", "PersonAnswer"),
+        "get": (None, "200", "PeoplePage"),
+    },
+    "/v2/crm/people/_bulk": {"put": ("BulkPeopleWrite", "200", "BulkAnswer")},
+    "/v2/crm/people/{id}": {
+        "get": (None, "200", "PersonAnswer"),
+        "patch": ("PersonWrite", "200", "PersonAnswer"),
+        "delete": (None, "200", "DeletedAnswer"),
+    },
+    "/v2/crm/companies": {
+        "put": ("CompanyWrite", "201", "CompanyAnswer"),
+        "post": ("CompanyWrite", "201", "CompanyAnswer"),
+        "get": (None, "200", "CompaniesPage"),
+    },
+    "/v2/crm/companies/{id}": {
+        "get": (None, "200", "CompanyAnswer"),
+        "patch": ("CompanyWrite", "200", "CompanyAnswer"),
+        "delete": (None, "200", "DeletedAnswer"),
+    },
+    "/v2/crm/objects": {
+        "get": (None, "200", "ObjectsAnswer"),
+        "post": ("ObjectCreate", "201", "ObjectAnswer"),
+    },
+    "/v2/crm/objects/{slug}": {"get": (None, "200", "ObjectAnswer")},
+    "/v2/crm/objects/{slug}/attributes": {"post": ("AttributeCreate", "201", "AttributeAnswer")},
+    "/v2/crm/objects/{slug}/attributes/{key}": {"patch": ("AttributeUpdate", "200", "AttributeAnswer")},
+    "/v2/crm/{objectSlug}": {
+        "put": ("", "201", "RecordAnswer"),
+        "post": ("", "201", "RecordAnswer"),
+        "get": (None, "200", "RecordsPage"),
+    },
+    "/v2/crm/{objectSlug}/{id}": {
+        "get": (None, "200", "RecordAnswer"),
+        "patch": ("", "200", "RecordAnswer"),
+        "delete": (None, "200", "DeletedAnswer"),
+    },
+}
+
+
+@pytest.fixture
+def spec(client: TestClient) -> dict[str, Any]:
+    return dict(client.get("/openapi.json").json())
+
+
+def test_every_crm_route_is_documented(spec: dict[str, Any]) -> None:
+    documented = {p: set(ops) for p, ops in spec["paths"].items() if p.startswith("/v2/crm")}
+    assert documented == {p: set(ops) for p, ops in CRM_ROUTES.items()}
+
+
+@pytest.mark.parametrize(("path", "method"), [(p, m) for p, ops in CRM_ROUTES.items() for m in ops])
+def test_each_route_has_its_schemas_scope_and_errors(spec: dict[str, Any], path: str, method: str) -> None:
+    request, status, answer = CRM_ROUTES[path][method]
+    op = spec["paths"][path][method]
+    assert op["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith(f"/{answer}")
+    assert {"401", "403", "422"} <= set(op["responses"])
+    assert {"HTTPBearer": []} in op["security"]
+    if request is None:
+        assert "requestBody" not in op
+    elif request:
+        assert op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(f"/{request}")
+    else:  # records: a flat object of attribute key to value
+        assert op["requestBody"]["content"]["application/json"]["schema"]["type"] == "object"
+
+
+def test_person_schema_lists_every_vendor_field(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["Person"]["properties"]) == {
+        "id", "firstName", "lastName", "salutation", "emails", "jobTitle", "description", "phoneNumber",
+        "primaryLocation", "avatarUrl", "company", "socials", "customAttributes", "createdAt", "updatedAt",
+    }  # fmt: skip
+    assert set(VENDOR_PERSON_EXAMPLE) <= set(schemas["PersonWrite"]["properties"])
+
+
+def test_the_documented_person_examples_are_accepted(
+    client: TestClient, spec: dict[str, Any], org: OrgFixture
+) -> None:
+    for example in spec["components"]["schemas"]["PersonWrite"]["examples"]:
+        r = client.put("/v2/crm/people?matchingAttribute=email", json=example, headers=org.bearer)
+        assert r.status_code in (200, 201), r.text
