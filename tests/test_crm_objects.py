@@ -148,6 +148,7 @@ TYPED = [
     ({"type": "text", "validation": ["email"]}, "a@b.co", "a@b.co", "not mail"),
     ({"type": "number"}, 29, 29, "29"),
     ({"type": "number"}, 2.5, 2.5, True),
+    ({"type": "number"}, -7, -7, 2**60),
     ({"type": "phone_number"}, "+1 415 555 0100", "+14155550100", "555"),
     ({"type": "date"}, "2025-06-01", "2025-06-01", "2025-13-01"),
     ({"type": "datetime"}, "2025-06-01T12:00:00+02:00", "2025-06-01T10:00:00+00:00", "yesterday"),

@@ -351,3 +351,35 @@ def test_post_always_creates(client: TestClient, org: OrgFixture) -> None:
     b = client.post(PEOPLE, json={"firstName": "Same"}, headers=org.bearer)
     assert a.status_code == b.status_code == 201
     assert a.json()["person"]["id"] != b.json()["person"]["id"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('{"firstName": "A\\u0000B"}', "firstName"),
+        ('{"firstName": "\\ud800"}', "firstName"),
+        ('{"firstName": "A", "emails": ["a\\u0000@b.co"]}', "emails.0"),
+        (
+            '{"firstName": "A", "customAttributes": {"n": 123456789012345678901234567890}}',
+            "customAttributes.n",
+        ),
+        ('{"firstName": "A", "socials": {"linkedin": "\\udfff"}}', "socials.linkedin"),
+    ],
+)
+def test_text_and_numbers_a_database_cannot_store_are_a_400(
+    client: TestClient, org: OrgFixture, raw: str, field: str
+) -> None:
+    add_attribute(client, org, {"type": "number", "label": "N"})
+    r = client.put(PEOPLE, content=raw.encode(), headers={**org.bearer, "Content-Type": "application/json"})
+    assert_error(r, 400, field)
+
+
+@pytest.mark.parametrize(
+    "path", ["/v2/crm/people/%00", "/v2/crm/people/a%ED%A0%80", "/v2/crm/objects/x%00yz"]
+)
+def test_odd_ids_in_paths_are_404(client: TestClient, org: OrgFixture, path: str) -> None:
+    assert_error(client.get(path, headers=org.bearer), 404)
+
+
+def test_odd_search_text_is_a_400(client: TestClient, org: OrgFixture) -> None:
+    assert_error(client.get(PEOPLE, params={"search": "a\x00b"}, headers=org.bearer), 400, "search")

@@ -19,7 +19,7 @@ from profilehub.crm.records import (
     placeholder_notice,
     unknown_attribute,
 )
-from profilehub.crm.values import Attribute
+from profilehub.crm.values import Attribute, check_storable
 from profilehub.errors import BadRequest
 from profilehub.identity.normalize import normalise_phone
 
@@ -91,6 +91,7 @@ def read_body(
     """Check every field of a person or company body; unknown fields are a 400 naming them."""
     if not isinstance(raw, dict):
         raise BadRequest("expected a JSON object", field="body")
+    check_storable(raw)
     parsed = ParsedBody()
     custom_raw: dict[str, tuple[Any, str]] = {}
     for name, value in raw.items():

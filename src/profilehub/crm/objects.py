@@ -22,6 +22,7 @@ from profilehub.crm.values import (
     UNIQUE_CAPABLE,
     WITH_OPTIONS,
     Attribute,
+    check_storable,
     snake_case,
     unique_key,
 )
@@ -137,6 +138,8 @@ def get_object(conn: Connection, org_id: int, slug: str) -> CrmObject:
     if slug in STANDARD_NAMES:
         singular, plural = STANDARD_NAMES[slug]
         return CrmObject(slug, singular, plural, True, True, None, None)
+    if not _SLUG_RE.match(slug):
+        raise NotFound(f"no object {slug!r} in this org", field="objectSlug")
     row = conn.execute(
         sa.select(crm_objects).where(crm_objects.c.org_id == org_id, crm_objects.c.slug == slug)
     ).first()
@@ -202,6 +205,7 @@ def _unknown_fields(body: Mapping[str, Any], allowed: set[str]) -> None:
 
 def create_object(conn: Connection, org_id: int, body: Mapping[str, Any], actor: str) -> dict[str, Any]:
     _unknown_fields(body, {"slug", "singularName", "pluralName", "isActive"})
+    check_storable(body)
     slug = body.get("slug")
     if not isinstance(slug, str) or not _SLUG_RE.match(slug):
         raise BadRequest(
@@ -323,6 +327,7 @@ def add_attribute(
     conn: Connection, org_id: int, slug: str, body: Mapping[str, Any], actor: str
 ) -> dict[str, Any]:
     _unknown_fields(body, ATTRIBUTE_FIELDS)
+    check_storable(body)
     lock_scope(conn, org_id, LOCK)
     get_object(conn, org_id, slug)
     kind = body.get("type")
@@ -395,6 +400,7 @@ def add_attribute(
 def update_attribute(
     conn: Connection, org_id: int, slug: str, key: str, body: Mapping[str, Any], actor: str
 ) -> dict[str, Any]:
+    check_storable(body)
     lock_scope(conn, org_id, LOCK)
     get_object(conn, org_id, slug)
     if key in {a.key for a in (*SYSTEM_ATTRIBUTES, *STANDARD_ATTRIBUTES.get(slug, ()))}:

@@ -55,7 +55,7 @@ STANDARD = {
         StandardField("description", "description", limit=10_000, matchable=False),
         StandardField("phoneNumber", "phone_number", "phone"),
         StandardField("primaryLocation", "primary_location"),
-        StandardField("avatarUrl", "avatar_url", limit=1000),
+        StandardField("avatarUrl", "avatar_url", limit=1000, matchable=False),
         StandardField("companyId", "company_id", "reference"),
     )
 }
@@ -66,7 +66,6 @@ INDEXED = {
     "job_title": "text",
     "phone_number": "phone_number",
     "primary_location": "text",
-    "avatar_url": "text",
     "company_id": "text",
 }
 EMAIL_SLUGS = ("email", "emails")
@@ -144,18 +143,15 @@ def _emails(value: Any) -> list[str]:
         return []
     if not isinstance(value, list):
         raise BadRequest("expected an array of email addresses", field="emails")
-    emails = [
-        normalise_email(e, f"emails.{i}") if isinstance(e, str) else _not_email(e, i)
-        for i, e in enumerate(value)
-    ]
+    emails: list[str] = []
+    for i, email in enumerate(value):
+        if not isinstance(email, str):
+            raise BadRequest(f"expected an email address string, got {email!r}", field=f"emails.{i}")
+        emails.append(normalise_email(email, f"emails.{i}"))
     unique = list(dict.fromkeys(emails))
     if len(unique) > MAX_EMAILS:
         raise BadRequest(f"at most {MAX_EMAILS} emails per person", field="emails")
     return unique
-
-
-def _not_email(value: Any, index: int) -> str:
-    raise BadRequest(f"expected an email address string, got {value!r}", field=f"emails.{index}")
 
 
 def _company_id(conn: Connection, org_id: int, value: Any) -> str | None:

@@ -16,7 +16,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from profilehub.crm.values import match_key
+from profilehub.crm.values import check_storable, match_key
 from profilehub.store.tables import crm_records, crm_unique_values, crm_values
 
 
@@ -64,8 +64,16 @@ def _row_to_record(row: Any) -> StoredRecord:
     )
 
 
+def is_record_id(value: str) -> bool:
+    """Record ids are canonical UUID strings; anything else names no record (and is never queried)."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except (ValueError, TypeError, AttributeError):
+        return False
+
+
 def load_records(conn: Connection, org_id: int, slug: str, ids: Iterable[str]) -> dict[str, StoredRecord]:
-    wanted = list(dict.fromkeys(ids))
+    wanted = [i for i in dict.fromkeys(ids) if is_record_id(i)]
     if not wanted:
         return {}
     rows = conn.execute(
@@ -220,6 +228,8 @@ def list_records(
 ) -> Page:
     """One page of an object's records in creation order, optionally those containing ``search``."""
     where = [crm_records.c.org_id == org_id, crm_records.c.object_slug == slug]
+    if search:
+        check_storable(search, "search")
     if search and search.strip():
         where.append(crm_records.c.search_text.like(_like_pattern(search.strip()), escape="\\"))
     total = int(conn.execute(sa.select(sa.func.count()).select_from(crm_records).where(*where)).scalar() or 0)

@@ -22,7 +22,7 @@ from profilehub.crm.objects import (
     get_object,
 )
 from profilehub.crm.record_store import Page, StoredRecord, iso
-from profilehub.crm.values import Attribute, check_value, match_key, render_value
+from profilehub.crm.values import Attribute, check_storable, check_value, match_key, render_value
 from profilehub.errors import BadRequest, NotFound
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import lock_scope
@@ -169,6 +169,7 @@ def record_view(slug: str, attrs: Mapping[str, Attribute], rec: StoredRecord) ->
 def _record_values(conn: Connection, org_id: int, attrs: Mapping[str, Attribute], raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise BadRequest("expected an object of attribute key to value", field="body")
+    check_storable(raw)
     for name in raw:
         if name in SYSTEM_KEYS:
             raise BadRequest("is set by profilehub and cannot be written", field=name)

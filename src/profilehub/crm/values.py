@@ -52,6 +52,8 @@ MATCHABLE = frozenset(
 MAX_TEXT = 255
 MAX_RATING = 5
 MAX_LIST_VALUES = 100
+# Beyond 2**53 a JSON number loses precision in most clients (and 2**64 cannot be stored).
+MAX_NUMBER = 2**53
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,31 @@ class Attribute:
     @property
     def matchable(self) -> bool:
         return self.type in MATCHABLE
+
+
+def check_storable(raw: Any, field: str = "body") -> None:
+    """Refuse what Python's JSON parser accepts but a database cannot store.
+
+    That is NUL characters (PostgreSQL text), lone surrogates (not UTF-8) and integers beyond
+    64 bits; each is a 400 naming the field instead of a failed transaction.
+    """
+    if isinstance(raw, str):
+        if "\x00" in raw:
+            raise BadRequest("text must not contain NUL characters", field=field)
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadRequest("text is not valid Unicode (a lone surrogate)", field=field) from exc
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        if abs(raw) >= 2**63:
+            raise BadRequest("number beyond 64 bits", field=field)
+    elif isinstance(raw, dict):
+        for key, value in raw.items():
+            check_storable(key, field)
+            check_storable(value, str(key) if field == "body" else f"{field}.{key}")
+    elif isinstance(raw, list):
+        for index, value in enumerate(raw):
+            check_storable(value, f"{field}.{index}")
 
 
 def snake_case(label: str) -> str:
@@ -110,8 +137,10 @@ def _is_number(raw: Any) -> bool:
 def _number(raw: Any, field: str) -> int | float:
     if not _is_number(raw) or (isinstance(raw, float) and not math.isfinite(raw)):
         raise BadRequest(f"expected a number, got {raw!r}", field=field)
+    if abs(raw) > MAX_NUMBER:
+        raise BadRequest(f"at most {MAX_NUMBER} in absolute value", field=field)
     number: int | float = raw
-    if isinstance(number, float) and number.is_integer() and abs(number) < 2**53:
+    if isinstance(number, float) and number.is_integer():
         return int(number)  # 10.0 and 10 are one value, so they match
     return number
 
