@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from profilehub.app import create_app
+from profilehub.config import Settings
 from profilehub.crm.people import PersonResult, upsert_people_batch
 from profilehub.errors import BadRequest, Conflict, ProfilehubError
 from tests.conftest import OrgFixture, assert_error, run_concurrently
@@ -35,6 +38,37 @@ def test_32_concurrent_upserts_of_one_new_email_make_one_person(
     listed = client.get("/v2/crm/people", headers=org.bearer).json()
     assert listed["pagination"]["total"] == 1
     assert listed["collection"][0]["emails"] == ["same.person@acme.com"]
+
+
+def test_two_processes_upserting_one_new_email_make_one_person(
+    database_url: str, app: FastAPI, client: TestClient, org: OrgFixture
+) -> None:
+    """A second database handle (its own writer) stands in for a second server process: the org's
+    CRM lock (SQLite's BEGIN IMMEDIATE, PostgreSQL's advisory lock) keeps the upserts apart."""
+    other = create_app(Settings(database_url=database_url))
+    errors: list[BaseException] = []
+    results: list[PersonResult | ProfilehubError] = []
+
+    def writer(handle: FastAPI, first: int) -> None:
+        try:
+            for n in range(first, 32, 2):
+                body = {"firstName": f"W{n}", "customAttributes": {}, "emails": ["both@acme.com"]}
+                results.extend(upsert_people_batch(handle.state.db, org.org_id, [body], "email", "test"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=writer, args=(h, i)) for i, h in enumerate((app, other))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        other.state.db.close()
+    assert not errors, errors
+    assert all(isinstance(r, PersonResult) for r in results) and len(results) == 32
+    assert sum(1 for r in results if isinstance(r, PersonResult) and r.created) == 1
+    assert client.get("/v2/crm/people", headers=org.bearer).json()["pagination"]["total"] == 1
 
 
 def test_bulk_reports_bad_records_by_index_and_writes_the_good_ones(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,3 +96,14 @@ def test_the_documented_person_examples_are_accepted(
     for example in spec["components"]["schemas"]["PersonWrite"]["examples"]:
         r = client.put("/v2/crm/people?matchingAttribute=email", json=example, headers=org.bearer)
         assert r.status_code in (200, 201), r.text
+
+
+def test_the_readme_tour_sends_the_vendor_example_verbatim() -> None:
+    """The README's CRM tour (run end to end by tests/test_readme.py) pastes the vendor's body as is."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Tour: the CRM API", 1)[1].split("\n## ", 1)[0]
+    pasted = re.search(r"VENDOR_EXAMPLE='(.*?)'\n", section, flags=re.S)
+    assert pasted is not None
+    assert json.loads(pasted.group(1)) == VENDOR_PERSON_EXAMPLE
+    assert section.count('--data "$VENDOR_EXAMPLE"') == 2  # 201, then 200
+    assert "matchingAttribute=email" in section
