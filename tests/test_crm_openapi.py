@@ -107,3 +107,8 @@ def test_the_readme_tour_sends_the_vendor_example_verbatim() -> None:
     assert json.loads(pasted.group(1)) == VENDOR_PERSON_EXAMPLE
     assert section.count('--data "$VENDOR_EXAMPLE"') == 2  # 201, then 200
     assert "matchingAttribute=email" in section
+
+
+def test_bulk_items_are_documented_as_person_bodies(spec: dict[str, Any]) -> None:
+    people = spec["components"]["schemas"]["BulkPeopleWrite"]["properties"]["people"]
+    assert people["items"] == {"$ref": "#/components/schemas/PersonWrite"} and people["maxItems"] == 1000

@@ -133,9 +133,12 @@ class PeoplePage(BaseModel):
 class BulkPeopleWrite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # Items are not validated here, so that one bad record is reported at its index while the
+    # others are written; the schema still documents them as person bodies.
     people: list[Any] = Field(
         max_length=1000,
         description="Up to 1,000 person bodies (each as for PUT /v2/crm/people), written in order.",
+        json_schema_extra={"items": {"$ref": "#/components/schemas/PersonWrite"}},
     )
 
 
