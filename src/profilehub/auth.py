@@ -177,19 +177,23 @@ class CredentialVerifier:
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
-    def verify(self, conn_factory: ConnFactory, secret: str, kind: CredentialKind, field: str) -> Principal:
-        key = f"{kind.value}:{hash_secret(secret)}"
+    def _cached(self, key: str, load: Callable[[], Principal | None]) -> Principal | None:
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None and now - hit[0] < self._ttl:
-            principal = hit[1]
-        else:
-            principal = self._lookup(conn_factory, secret, kind)
-            with self._lock:
-                if len(self._cache) > 10_000:
-                    self._cache.clear()
-                self._cache[key] = (now, principal)
+            return hit[1]
+        principal = load()
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = (now, principal)
+        return principal
+
+    def verify(self, conn_factory: ConnFactory, secret: str, kind: CredentialKind, field: str) -> Principal:
+        principal = self._cached(
+            f"{kind.value}:{hash_secret(secret)}", lambda: self._lookup(conn_factory, secret, kind)
+        )
         if principal is None:
             raise Unauthorized("unknown or revoked credential", field=field)
         return principal
@@ -203,25 +207,21 @@ class CredentialVerifier:
         token_scopes: frozenset[str] | None,
     ) -> Principal:
         """The grant of a verified JWT's subject in ``org_id``; the token's own scopes narrow it."""
-        key = f"jwt:{org_id}:{jwt_subject_hash(issuer, subject)}"
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(key)
-        if hit is not None and now - hit[0] < self._ttl:
-            grant = hit[1]
-        else:
+        digest = jwt_subject_hash(issuer, subject)
+
+        def load() -> Principal | None:
             with conn_factory() as conn:
                 row = conn.execute(
                     sa.select(credentials.c.scopes, credentials.c.prefix).where(
                         credentials.c.org_id == org_id,
-                        credentials.c.secret_hash == jwt_subject_hash(issuer, subject),
+                        credentials.c.secret_hash == digest,
                         credentials.c.kind == CredentialKind.JWT.value,
                         credentials.c.revoked_ts.is_(None),
                     )
                 ).first()
-            grant = Principal(org_id, frozenset(row.scopes.split(",")), f"jwt:{row.prefix}") if row else None
-            with self._lock:
-                self._cache[key] = (now, grant)
+            return Principal(org_id, frozenset(row.scopes.split(",")), f"jwt:{row.prefix}") if row else None
+
+        grant = self._cached(f"jwt:{org_id}:{digest}", load)
         if grant is None:
             raise Forbidden(f"this JWT's subject is not allowed in org {org_id}", field="orgId")
         if token_scopes is not None:
