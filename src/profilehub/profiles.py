@@ -22,7 +22,7 @@ from profilehub.identity.strategy import Strategy, StrategyCache
 from profilehub.store import profile_store as store
 from profilehub.store.batch_store import BatchStore
 from profilehub.store.changes import change_row, now_ms, record
-from profilehub.store.database import Database, lock_scope
+from profilehub.store.database import Database, GroupJob, lock_scope
 from profilehub.store.profile_store import ProfileState
 
 MAX_ATTRIBUTE_NAME = 200
@@ -129,40 +129,49 @@ class ProfileService:
         self.strategies = StrategyCache()
 
     # --- writes ---
-    def _write_job(self, writes: Sequence[ProfileWrite], actor: str) -> Any:
-        def job(conn: Connection) -> list[WriteResult | ProfilehubError]:
-            out: list[WriteResult | ProfilehubError | None] = [None] * len(writes)
-            strategies: dict[int, Strategy] = {}
-            ready: list[tuple[int, Strategy, PreparedWrite]] = []
-            for index, w in enumerate(writes):
-                try:
-                    strategy = strategies.get(w.org_id) or self.strategies.get(conn, w.org_id)
-                    strategies[w.org_id] = strategy
-                    ready.append((index, strategy, prepare_write(strategy, w, actor)))
-                except ProfilehubError as exc:
-                    out[index] = exc
-            # Lock every scope first (in one order, against deadlocks), then read what the whole
-            # batch will look up in a few queries; the writes then resolve one by one, in order.
-            scopes: dict[tuple[int, str], tuple[list[Identifier], list[str]]] = {}
-            for _, _, p in ready:
-                ids, ucids = scopes.setdefault((p.org_id, p.region), ([], []))
-                ids += p.ids
-                if p.ucid is not None:
-                    ucids.append(p.ucid)
-            batch = BatchStore(conn)
-            for org_id, region in sorted(scopes):
-                lock_scope(conn, org_id, f"profiles:{region}")
-            for (org_id, region), (ids, ucids) in sorted(scopes.items()):
-                batch.prefetch(org_id, region, ids, ucids)
-            for index, strategy, prepared in ready:
-                try:
-                    out[index] = _result(strategy, apply_write(batch, strategy, prepared, now_ms()))
-                except ProfilehubError as exc:
-                    out[index] = exc
-            batch.flush()
-            return [o for o in out if o is not None]
+    def _write_group(
+        self, conn: Connection, payloads: list[tuple[Sequence[ProfileWrite], str]]
+    ) -> list[list[WriteResult | ProfilehubError]]:
+        """The writes of several jobs (each ``(writes, actor)``) as one batch, in queue order."""
+        flat = [(w, actor) for writes, actor in payloads for w in writes]
+        out: list[WriteResult | ProfilehubError | None] = [None] * len(flat)
+        strategies: dict[int, Strategy] = {}
+        ready: list[tuple[int, Strategy, PreparedWrite]] = []
+        for index, (w, actor) in enumerate(flat):
+            try:
+                strategy = strategies.get(w.org_id) or self.strategies.get(conn, w.org_id)
+                strategies[w.org_id] = strategy
+                ready.append((index, strategy, prepare_write(strategy, w, actor)))
+            except ProfilehubError as exc:
+                out[index] = exc
+        # Lock every scope first (in one order, against deadlocks), then read what the whole
+        # batch will look up in a few queries; the writes then resolve one by one, in order.
+        scopes: dict[tuple[int, str], tuple[list[Identifier], list[str]]] = {}
+        for _, _, p in ready:
+            ids, ucids = scopes.setdefault((p.org_id, p.region), ([], []))
+            ids += p.ids
+            if p.ucid is not None:
+                ucids.append(p.ucid)
+        batch = BatchStore(conn)
+        for org_id, region in sorted(scopes):
+            lock_scope(conn, org_id, f"profiles:{region}")
+        for (org_id, region), (ids, ucids) in sorted(scopes.items()):
+            batch.prefetch(org_id, region, ids, ucids)
+        for index, strategy, prepared in ready:
+            try:
+                out[index] = _result(strategy, apply_write(batch, strategy, prepared, now_ms()))
+            except ProfilehubError as exc:
+                out[index] = exc
+        batch.flush()
+        results = [o for o in out if o is not None]
+        split: list[list[WriteResult | ProfilehubError]] = []
+        for writes, _ in payloads:
+            split.append(results[: len(writes)])
+            results = results[len(writes) :]
+        return split
 
-        return job
+    def _write_job(self, writes: Sequence[ProfileWrite], actor: str) -> GroupJob:
+        return GroupJob(self._write_group, (writes, actor))
 
     def write_batch(self, writes: Sequence[ProfileWrite], actor: str) -> list[WriteResult | ProfilehubError]:
         """Resolve and apply ``writes`` in order; one result or error per write, same order."""

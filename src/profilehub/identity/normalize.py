@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import phonenumbers
 
@@ -24,8 +24,9 @@ _HASHED_RE = re.compile(r"(sha256|sha1|md5)", re.IGNORECASE)
 _REGION_COUNTRY = {"UK": "GB"}
 
 
-@dataclass(frozen=True, order=True)
-class Identifier:
+class Identifier(NamedTuple):
+    # A named tuple, not a dataclass: ids are hashed, compared and sorted millions of times per
+    # import, and a tuple does that in C.
     id_type: str
     value: str
 

@@ -11,18 +11,15 @@ PostgreSQL, the scope lock).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub.identity.normalize import Identifier
-from profilehub.store.changes import record
-from profilehub.store.profile_store import ProfileState, _by_type, _chunks
-from profilehub.store.tables import profile_ids, profiles
+from profilehub.store.profile_store import _CHUNK, ProfileState, _by_type, _chunks
 
 IdKey = tuple[int, str, Identifier]  # (org, region, id)
 IdRow = tuple[str, int] | None  # (owner ucid, ts), or no row
@@ -48,35 +45,6 @@ def _copy_data(data: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {category: dict(attrs) for category, attrs in data.items()}
 
 
-_b = sa.bindparam
-_UPDATE_ID = (
-    profile_ids.update()
-    .where(
-        profile_ids.c.org_id == _b("k_org"),
-        profile_ids.c.region == _b("k_region"),
-        profile_ids.c.id_type == _b("k_type"),
-        profile_ids.c.value == _b("k_value"),
-    )
-    .values(ucid=_b("v_ucid"), ts=_b("v_ts"))
-)
-_DELETE_ID = profile_ids.delete().where(
-    profile_ids.c.org_id == _b("k_org"),
-    profile_ids.c.region == _b("k_region"),
-    profile_ids.c.id_type == _b("k_type"),
-    profile_ids.c.value == _b("k_value"),
-)
-_UPDATE_PROFILE = (
-    profiles.update()
-    .where(profiles.c.org_id == _b("k_org"), profiles.c.ucid == _b("k_ucid"))
-    .values(updated_ts=_b("v_updated"), data=_b("v_data"), merged_into=_b("v_merged"))
-)
-_RELINK = (
-    profiles.update()
-    .where(profiles.c.org_id == _b("k_org"), profiles.c.ucid == _b("k_ucid"))
-    .values(merged_into=_b("v_merged"))
-)
-
-
 class BatchStore:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -89,24 +57,47 @@ class BatchStore:
         # merged-away ucids whose merged_into moved to another master, and to which
         self._relinked: dict[tuple[int, str], str] = {}
         self._changes: list[dict[str, Any]] = []
+        # psycopg takes %s placeholders, sqlite3 takes ?
+        self._pyformat = conn.dialect.paramstyle in ("format", "pyformat")
 
     # --- reads (answered from memory once read) ---
+    def _sql(self, sql: str, params: Sequence[Any]) -> Any:
+        """Run driver-level SQL written with ``?`` placeholders (the hot path skips statement building)."""
+        if self._pyformat:
+            sql = sql.replace("?", "%s")
+        return self.conn.exec_driver_sql(sql, tuple(params))
+
+    def _sql_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            if self._pyformat:
+                sql = sql.replace("?", "%s")
+            self.conn.exec_driver_sql(sql, rows)
+
     def _read_ids(self, org_id: int, region: str, ids: Iterable[Identifier]) -> None:
         missing = [i for i in set(ids) if (org_id, region, i) not in self._id_final]
         if not missing:
             return
         found: dict[Identifier, tuple[str, int]] = {}
+        # One statement per few hundred values: a UNION ALL of one primary-key lookup per idType.
+        parts: list[str] = []
+        params: list[Any] = []
+
+        def run() -> None:
+            for id_type, value, ucid, ts in self._sql(" UNION ALL ".join(parts), params):
+                found[Identifier(id_type, value)] = (ucid, ts)
+            parts.clear()
+            params.clear()
+
         for id_type, values in _by_type(missing):
-            rows = self.conn.execute(
-                sa.select(profile_ids.c.value, profile_ids.c.ucid, profile_ids.c.ts).where(
-                    profile_ids.c.org_id == org_id,
-                    profile_ids.c.region == region,
-                    profile_ids.c.id_type == id_type,
-                    profile_ids.c.value.in_(values),
-                )
+            parts.append(
+                "SELECT id_type, value, ucid, ts FROM profile_ids WHERE org_id = ? AND region = ? "
+                f"AND id_type = ? AND value IN ({', '.join('?' * len(values))})"
             )
-            for r in rows:
-                found[Identifier(id_type, r.value)] = (r.ucid, r.ts)
+            params.extend((org_id, region, id_type, *values))
+            if len(params) >= _CHUNK:
+                run()
+        if parts:
+            run()
         for i in missing:
             key = (org_id, region, i)
             self._id_initial[key] = self._id_final[key] = found.get(i)
@@ -122,13 +113,17 @@ class BatchStore:
         return owners
 
     def _read_rows(self, org_id: int, ucids: Iterable[str], with_ids: bool) -> None:
+        ucids = list(ucids)
         missing = sorted({u for u in ucids if (org_id, u) not in self._rows})
         for part in _chunks(missing):
-            for r in self.conn.execute(
-                sa.select(profiles).where(profiles.c.org_id == org_id, profiles.c.ucid.in_(part))
-            ):
-                self._rows[(org_id, r.ucid)] = _Row(
-                    r.region, r.created_ts, r.updated_ts, r.merged_into, orjson.loads(r.data), True
+            rows = self._sql(
+                "SELECT ucid, region, created_ts, updated_ts, merged_into, data FROM profiles "
+                f"WHERE org_id = ? AND ucid IN ({', '.join('?' * len(part))})",
+                (org_id, *part),
+            )
+            for ucid, region, created_ts, updated_ts, merged_into, data in rows:
+                self._rows[(org_id, ucid)] = _Row(
+                    region, created_ts, updated_ts, merged_into, orjson.loads(data), True
                 )
             for u in part:
                 self._rows.setdefault((org_id, u), None)
@@ -138,22 +133,19 @@ class BatchStore:
             {u for u in ucids if (row := self._rows.get((org_id, u))) is not None and not row.ids_loaded}
         )
         for part in _chunks(need):
-            for r in self.conn.execute(
-                sa.select(
-                    profile_ids.c.ucid,
-                    profile_ids.c.region,
-                    profile_ids.c.id_type,
-                    profile_ids.c.value,
-                    profile_ids.c.ts,
-                ).where(profile_ids.c.org_id == org_id, profile_ids.c.ucid.in_(part))
-            ):
-                ident = Identifier(r.id_type, r.value)
-                key = (org_id, r.region, ident)
+            rows = self._sql(
+                "SELECT ucid, region, id_type, value, ts FROM profile_ids "
+                f"WHERE org_id = ? AND ucid IN ({', '.join('?' * len(part))})",
+                (org_id, *part),
+            )
+            for ucid, region, id_type, value, ts in rows:
+                ident = Identifier(id_type, value)
+                key = (org_id, region, ident)
                 if key not in self._id_final:
-                    self._id_initial[key] = self._id_final[key] = (r.ucid, r.ts)
+                    self._id_initial[key] = self._id_final[key] = (ucid, ts)
                 current = self._id_final[key]
-                if current is not None and current[0] == r.ucid:
-                    owner = self._rows[(org_id, r.ucid)]
+                if current is not None and current[0] == ucid:
+                    owner = self._rows[(org_id, ucid)]
                     assert owner is not None
                     owner.ids[ident] = current[1]
             for u in part:
@@ -187,12 +179,13 @@ class BatchStore:
         missing = sorted({m for m in masters if (org_id, m) not in self._linked})
         for part in _chunks(missing):
             found: dict[str, list[tuple[int, str]]] = {m: [] for m in part}
-            for r in self.conn.execute(
-                sa.select(profiles.c.merged_into, profiles.c.ucid, profiles.c.created_ts).where(
-                    profiles.c.org_id == org_id, profiles.c.merged_into.in_(part)
-                )
-            ):
-                found[r.merged_into].append((r.created_ts, r.ucid))
+            rows = self._sql(
+                "SELECT merged_into, ucid, created_ts FROM profiles "
+                f"WHERE org_id = ? AND merged_into IN ({', '.join('?' * len(part))})",
+                (org_id, *part),
+            )
+            for merged_into, ucid, created_ts in rows:
+                found[merged_into].append((created_ts, ucid))
             for m, linked in found.items():
                 self._linked[(org_id, m)] = sorted(linked)
 
@@ -298,77 +291,70 @@ class BatchStore:
     # --- the end of the batch ---
     def flush(self) -> None:
         """Write the batch's final rows; the batch may go on and flush again."""
-        conn = self.conn
-        new_profiles: list[dict[str, Any]] = []
-        changed_profiles: list[dict[str, Any]] = []
+        new_profiles: list[tuple[Any, ...]] = []
+        changed_profiles: list[tuple[Any, ...]] = []
         for (org_id, ucid), row in self._rows.items():
             if row is None or not row.dirty:
                 continue
             data = orjson.dumps(row.data).decode()
             if row.existed:
-                changed_profiles.append(
-                    {
-                        "k_org": org_id,
-                        "k_ucid": ucid,
-                        "v_updated": row.updated_ts,
-                        "v_data": data,
-                        "v_merged": row.merged_into,
-                    }
-                )
+                changed_profiles.append((row.updated_ts, data, row.merged_into, org_id, ucid))
             else:
                 new_profiles.append(
-                    {
-                        "org_id": org_id,
-                        "ucid": ucid,
-                        "region": row.region,
-                        "created_ts": row.created_ts,
-                        "updated_ts": row.updated_ts,
-                        "merged_into": row.merged_into,
-                        "data": data,
-                    }
+                    (org_id, ucid, row.region, row.created_ts, row.updated_ts, row.merged_into, data)
                 )
             row.existed, row.dirty = True, False
-        if new_profiles:
-            conn.execute(profiles.insert(), new_profiles)
-        if changed_profiles:
-            conn.execute(_UPDATE_PROFILE, changed_profiles)
-        relinks = [
-            {"k_org": org_id, "k_ucid": u, "v_merged": master}
-            for (org_id, u), master in sorted(self._relinked.items())
-        ]
-        if relinks:
-            conn.execute(_RELINK, relinks)
+        self._sql_many(
+            "INSERT INTO profiles (org_id, ucid, region, created_ts, updated_ts, merged_into, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            new_profiles,
+        )
+        self._sql_many(
+            "UPDATE profiles SET updated_ts = ?, data = ?, merged_into = ? WHERE org_id = ? AND ucid = ?",
+            changed_profiles,
+        )
+        self._sql_many(
+            "UPDATE profiles SET merged_into = ? WHERE org_id = ? AND ucid = ?",
+            [(master, org_id, u) for (org_id, u), master in sorted(self._relinked.items())],
+        )
         self._relinked.clear()
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
-        deletes: list[dict[str, Any]] = []
-        for key in sorted(self._id_dirty, key=lambda k: (k[0], k[1], k[2])):
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        deletes: list[tuple[Any, ...]] = []
+        for key in sorted(self._id_dirty):
             org_id, region, ident = key
             before, after = self._id_initial[key], self._id_final[key]
-            where = {"k_org": org_id, "k_region": region, "k_type": ident.id_type, "k_value": ident.value}
             if after is None:
                 if before is not None:
-                    deletes.append(where)
+                    deletes.append((org_id, region, ident.id_type, ident.value))
             elif before is None:
-                inserts.append(
-                    {
-                        "org_id": org_id,
-                        "region": region,
-                        "id_type": ident.id_type,
-                        "value": ident.value,
-                        "ucid": after[0],
-                        "ts": after[1],
-                    }
-                )
+                inserts.append((org_id, region, ident.id_type, ident.value, after[0], after[1]))
             elif before != after:
-                updates.append({**where, "v_ucid": after[0], "v_ts": after[1]})
+                updates.append((after[0], after[1], org_id, region, ident.id_type, ident.value))
             self._id_initial[key] = after
         self._id_dirty.clear()
-        if deletes:
-            conn.execute(_DELETE_ID, deletes)
-        if updates:
-            conn.execute(_UPDATE_ID, updates)
-        if inserts:
-            conn.execute(profile_ids.insert(), inserts)
-        record(conn, self._changes)
+        where = "WHERE org_id = ? AND region = ? AND id_type = ? AND value = ?"
+        self._sql_many(f"DELETE FROM profile_ids {where}", deletes)
+        self._sql_many(f"UPDATE profile_ids SET ucid = ?, ts = ? {where}", updates)
+        self._sql_many(
+            "INSERT INTO profile_ids (org_id, region, id_type, value, ucid, ts) VALUES (?, ?, ?, ?, ?, ?)",
+            inserts,
+        )
+        self._sql_many(
+            "INSERT INTO changes (org_id, change_id, ts, actor, entity, entity_id, action, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    c["org_id"],
+                    c["change_id"],
+                    c["ts"],
+                    c["actor"],
+                    c["entity"],
+                    c["entity_id"],
+                    c["action"],
+                    c["detail"],
+                )
+                for c in self._changes
+            ],
+        )
         self._changes = []

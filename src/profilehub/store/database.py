@@ -110,6 +110,38 @@ def lock_scope(conn: Connection, org_id: int, scope: str) -> None:
         )
 
 
+class GroupJob:
+    """A job the writer may run in one call together with the queued jobs of the same group.
+
+    ``group(conn, payloads)`` does the work of several jobs at once and returns one result per
+    payload, in order. Consecutive queued jobs of one group are handed over together, so e.g. 64
+    concurrent single writes become one batch write: one set of reads and one set of
+    ``executemany`` writes instead of 64. Alone (or on a retry) a job is a group of one.
+    """
+
+    __slots__ = ("group", "payload")
+
+    def __init__(self, group: Callable[[Connection, list[Any]], list[Any]], payload: Any) -> None:
+        self.group = group
+        self.payload = payload
+
+    def __call__(self, conn: Connection) -> Any:
+        return self.group(conn, [self.payload])[0]
+
+
+def _runs(batch: list[tuple[Job, Future[Any]]]) -> list[list[tuple[Job, Future[Any]]]]:
+    """Split the batch into runs of consecutive jobs of one group (other jobs run alone)."""
+    runs: list[list[tuple[Job, Future[Any]]]] = []
+    for item in batch:
+        job = item[0]
+        last = runs[-1][0][0] if runs else None
+        if isinstance(job, GroupJob) and isinstance(last, GroupJob) and last.group == job.group:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
+
+
 class _Writer:
     """One thread that commits queued jobs in batches."""
 
@@ -160,12 +192,18 @@ class _Writer:
             with self._engine.connect() as conn:
                 conn = conn.execution_options(immediate=True)
                 with conn.begin():
-                    for job, fut in batch:
+                    for run in _runs(batch):
+                        first = run[0][0]
                         try:
-                            results.append((fut, True, job(conn)))
+                            if len(run) > 1 and isinstance(first, GroupJob):
+                                payloads = [j.payload for j, _ in run if isinstance(j, GroupJob)]
+                                values = first.group(conn, payloads)
+                                results += [(fut, True, v) for (_, fut), v in zip(run, values, strict=True)]
+                            else:
+                                results.append((run[0][1], True, first(conn)))
                         except ProfilehubError as exc:
                             # Jobs raise domain errors only before they write anything.
-                            results.append((fut, False, exc))
+                            results += [(fut, False, exc) for _, fut in run]
         except Exception:
             log.exception("batch of %d writes failed; retrying them one by one", len(batch))
             for job, fut in batch:
