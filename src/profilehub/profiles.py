@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -41,11 +42,18 @@ class ProfileWrite:
     ucid: str | None = None
 
 
-@dataclass
 class WriteResult:
-    profile: dict[str, Any]
-    created: bool
-    notices: list[dict[str, Any]]
+    """One written profile. The answer's view is built when first read: an import never reads it."""
+
+    def __init__(self, strategy: Strategy, outcome: WriteOutcome) -> None:
+        self._strategy = strategy
+        self._outcome = outcome
+        self.created = outcome.created
+        self.notices = [n.as_dict() for n in outcome.notices]
+
+    @cached_property
+    def profile(self) -> dict[str, Any]:
+        return profile_view(self._strategy, self._outcome.master, self._outcome.linked)
 
 
 def _check_ucid(ucid: str, field: str) -> str:
@@ -116,11 +124,7 @@ def profile_view(strategy: Strategy, state: ProfileState, linked: Sequence[str])
 
 
 def _result(strategy: Strategy, outcome: WriteOutcome) -> WriteResult:
-    return WriteResult(
-        profile_view(strategy, outcome.master, outcome.linked),
-        outcome.created,
-        [n.as_dict() for n in outcome.notices],
-    )
+    return WriteResult(strategy, outcome)
 
 
 class ProfileService:

@@ -61,17 +61,28 @@ class BatchStore:
         self._pyformat = conn.dialect.paramstyle in ("format", "pyformat")
 
     # --- reads (answered from memory once read) ---
-    def _sql(self, sql: str, params: Sequence[Any]) -> Any:
-        """Run driver-level SQL written with ``?`` placeholders (the hot path skips statement building)."""
+    def _sql(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Rows of driver-level SQL written with ``?`` placeholders, on the DB-API cursor itself:
+        the hot path skips statement building and result-row wrapping."""
         if self._pyformat:
             sql = sql.replace("?", "%s")
-        return self.conn.exec_driver_sql(sql, tuple(params))
+        cursor = self.conn.connection.cursor()
+        try:
+            cursor.execute(sql, tuple(params))
+            rows = [tuple(r) for r in cursor.fetchall()]
+        finally:
+            cursor.close()
+        return rows
 
     def _sql_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         if rows:
             if self._pyformat:
                 sql = sql.replace("?", "%s")
-            self.conn.exec_driver_sql(sql, rows)
+            cursor = self.conn.connection.cursor()
+            try:
+                cursor.executemany(sql, rows)
+            finally:
+                cursor.close()
 
     def _read_ids(self, org_id: int, region: str, ids: Iterable[Identifier]) -> None:
         missing = [i for i in set(ids) if (org_id, region, i) not in self._id_final]
