@@ -23,8 +23,8 @@ from bench.run_latency import bench_latency
 OUT = Path(__file__).resolve().parent / "out"
 SIZES = {
     # records to import, HTTP requests, latency: small store -> large store
-    "small": {"import": 20_000, "http": 5_000, "latency": (2_000, 20_000)},
-    "full": {"import": 1_000_000, "http": 60_000, "latency": (10_000, 1_000_000)},
+    "small": {"import": 10_000, "http": 3_000, "latency": (1_000, 10_000)},
+    "full": {"import": 1_000_000, "http": 60_000, "latency": (10_000, 200_000)},
 }
 
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--records", type=int, help="Records to import (overrides the size).")
     parser.add_argument("--requests", type=int, help="HTTP requests (overrides the size).")
     parser.add_argument("--clients", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2, help="Server processes for the HTTP benchmark.")
+    parser.add_argument("--workers", type=int, default=1, help="Server processes for the HTTP benchmark.")
     args = parser.parse_args(argv)
     size = SIZES["full" if args.full else "small"]
     only = args.only or ["import", "http", "latency"]
