@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -173,3 +174,100 @@ def test_an_unreachable_database_is_503_not_500(
     r = client.post(S, json={"orgId": 1234, "search": {"crm_id": ["1"]}}, headers=org.headers())
     assert_error(r, 503, "database")
     assert r.headers["Retry-After"] == "1"
+
+
+RAW_BAD: list[tuple[str, str, bytes, str]] = [
+    # (id, path, raw JSON body, field named) — bytes, because clients can send what Python won't encode
+    ("surrogate-idtype", W, rb'{"orgId":1234,"region":"EU","ids":{"\ud800":"x"},"upsert":{}}', "ids"),
+    (
+        "surrogate-id-value",
+        W,
+        rb'{"orgId":1234,"region":"EU","ids":{"fpuid":"a\ud800"},"upsert":{}}',
+        "ids.fpuid",
+    ),
+    (
+        "surrogate-category",
+        W,
+        rb'{"orgId":1234,"region":"EU","ids":{"fpuid":"s1"},"upsert":{"X\ud800":{"a":1}}}',
+        "upsert",
+    ),
+    (
+        "surrogate-reserved-attr",
+        W,
+        rb'{"orgId":1234,"region":"EU","ids":{"fpuid":"s1"},"upsert":{"profile":{"_\ud800":1}}}',
+        "upsert.profile",
+    ),
+    (
+        "surrogate-attr",
+        W,
+        rb'{"orgId":1234,"region":"EU","ids":{"fpuid":"s1"},"upsert":{"profile":{"a\ud800":1}}}',
+        "upsert.profile",
+    ),
+    ("surrogate-region", W, rb'{"orgId":1234,"region":"E\ud800","ids":{"fpuid":"s1"}}', "region"),
+    ("surrogate-search-key", S, rb'{"orgId":1234,"search":{"\ud800":["x"]}}', "search"),
+    ("surrogate-delete-key", D, rb'{"orgId":1234,"region":"EU","ids":{"\ud800":["x"]}}', "ids"),
+    ("surrogate-delete-value", D, rb'{"orgId":1234,"region":"EU","ids":{"fpuid":["\ud800"]}}', "ids.fpuid"),
+    ("nul-id-value", W, rb'{"orgId":1234,"region":"EU","ids":{"fpuid":"n\u00003"},"upsert":{}}', "ids.fpuid"),
+    ("nul-email", W, rb'{"orgId":1234,"region":"EU","ids":{"email":"a\u0000@b.com"}}', "ids.email"),
+    ("nul-search", S, rb'{"orgId":1234,"search":{"fpuid":["\u0000"]}}', "search.fpuid"),
+    ("nul-delete", D, rb'{"orgId":1234,"region":"EU","ids":{"fpuid":["\u0000"]}}', "ids.fpuid"),
+    ("null-search-value", S, rb'{"orgId":1234,"search":{"fpuid":[null]}}', "search.fpuid"),
+    (
+        "nan",
+        W,
+        rb'{"orgId":1234,"region":"EU","ids":{"fpuid":"n"},"upsert":{"profile":{"n":NaN}}}',
+        "upsert.profile.n",
+    ),
+    (
+        "infinity",
+        W,
+        rb'{"orgId":1234,"region":"EU","ids":{"fpuid":"n"},"upsert":{"profile":{"n":[-Infinity]}}}',
+        "upsert.profile.n",
+    ),
+    (
+        "overflow-float",
+        W,
+        rb'{"orgId":1234,"region":"EU","ids":{"fpuid":"n"},"upsert":{"consent":{"n":{"x":1e400}}}}',
+        "upsert.consent.n.x",
+    ),
+    (
+        "huge-int",
+        W,
+        rb'{"orgId":1234,"region":"EU","ids":{"fpuid":"n"},"upsert":{"profile":{"n":100000000000000000000000}}}',
+        "upsert.profile",
+    ),
+    (
+        "too-deep-value",
+        W,
+        b'{"orgId":1234,"region":"EU","ids":{"fpuid":"n"},"upsert":{"profile":{"n":'
+        + b"[" * 40
+        + b"]" * 40
+        + b"}}}",
+        "upsert.profile.n",
+    ),
+    ("deep-nesting", W, b"[" * 100_000 + b"]" * 100_000, "body"),
+    ("5000-digit-number", W, b'{"orgId":' + b"9" * 5000 + b"}", "body"),
+    ("latin-1", W, '{"orgId":1234,"region":"EU","ids":{"fpuid":"\xe9"}}'.encode("latin-1"), "body"),
+]
+
+
+@pytest.mark.parametrize(("path", "raw", "field"), [b[1:] for b in RAW_BAD], ids=[b[0] for b in RAW_BAD])
+def test_raw_bad_bodies_are_400_naming_the_field(
+    client: TestClient, app: FastAPI, org: OrgFixture, path: str, raw: bytes, field: str
+) -> None:
+    before = _counts(app)
+    r = client.post(path, content=raw, headers={**org.headers(), "Content-Type": "application/json"})
+    assert_error(r, 400, field)
+    assert _counts(app) == before
+    # The connection is still good for the next request (an error never kills the server's reply).
+    assert client.post(W, json=OK, headers=org.headers()).status_code == 200
+
+
+def test_a_bad_record_in_a_bulk_request_is_reported_not_fatal(client: TestClient, org: OrgFixture) -> None:
+    raw = (
+        b'[{"orgId":1234,"region":"EU","ids":{"\\ud800":"x"},"upsert":{}}, ' + json.dumps(OK).encode() + b"]"
+    )
+    r = client.post(
+        "/cdp/v1/users/_bulk", content=raw, headers={**org.headers(), "Content-Type": "application/json"}
+    )
+    assert r.status_code < 500, r.text

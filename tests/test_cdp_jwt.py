@@ -86,6 +86,7 @@ def test_a_valid_jwt_writes_and_searches(jwt_app: FastAPI) -> None:
         ({"sub": None}, "1234", "profile.write", 401, "Authorization"),
         ({}, None, "profile.write", 401, "orgId"),
         ({}, "abc", "profile.write", 401, "orgId"),
+        ({}, "99999999999999999999", "profile.write", 401, "orgId"),
         ({}, "999", "profile.write", 403, "orgId"),  # subject not allowed in org 999
         ({"sub": "0oa-stranger"}, "1234", "profile.write", 403, "orgId"),
         ({}, "1234", "profile.delete", 403, "scopes"),  # not granted to the subject
@@ -99,6 +100,7 @@ def test_a_valid_jwt_writes_and_searches(jwt_app: FastAPI) -> None:
         "no-sub",
         "no-org",
         "bad-org",
+        "huge-org",
         "foreign-org",
         "unknown-subject",
         "scope-not-granted",

@@ -291,3 +291,21 @@ def test_searching_a_namespace_with_a_digest_finds_the_hashed_ids(cdp: Cdp) -> N
     assert [f["ucid"] for f in cdp.search({"email": [sha256("jane@acme.com")]})] == [p["ucid"]]
     assert [f["ucid"] for f in cdp.search({"email": ["JANE@acme.com"]})] == [p["ucid"]]
     assert cdp.search({"email": ["someone@else.com"]}) == []
+
+
+def test_an_id_type_named_like_a_namespace_does_not_hide_the_namespace(app: FastAPI, cdp: Cdp) -> None:
+    p = cdp.write({"AdId": "ad-1"})
+    app.state.db.write(lambda c: set_id_type(c, 1234, "maid", id_class=IdClass.SECONDARY, max_per_profile=5))
+    q = cdp.write({"maid": "m-1"})
+    assert [f["ucid"] for f in cdp.search({"maid": ["ad-1"]})] == [p["ucid"]]
+    assert [f["ucid"] for f in cdp.search({"maid": ["m-1"]})] == [q["ucid"]]
+
+
+def test_a_named_ucid_that_cannot_merge_still_gets_the_write(cdp: Cdp) -> None:
+    older = cdp.write({"email": "e1@acme.com"})
+    named = cdp.write({"email": "e2@acme.com"})
+    result = cdp.write({"email": "e1@acme.com"}, {"profile": {"x": 1}}, ucid=named["ucid"])
+    assert result["ucid"] == named["ucid"] and result["profile"]["x"] == 1
+    assert {"merge_refused", "id_owned_elsewhere"} <= set(cdp.notice_codes())
+    [untouched] = cdp.search({"email": ["e1@acme.com"]})
+    assert untouched["ucid"] == older["ucid"] and "x" not in untouched["profile"]

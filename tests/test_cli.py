@@ -132,3 +132,22 @@ def test_an_unreachable_database_is_a_clear_cli_error(monkeypatch: pytest.Monkey
     result = CliRunner().invoke(main, ["org", "list"])
     assert result.exit_code == 1
     assert "PROFILEHUB_DATABASE_URL: cannot open the database" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("org", "create", "--org-id", "9223372036854775808", "--name", "X", "--region", "EU"), "--org-id"),
+        (("apikey", "create", "--org-id", "99999999999999999999", "--scopes", "profile.read"), "--org-id"),
+        (("changes", "--org-id", "0"), "--org-id"),
+        (("serve", "--port", "99999"), "--port"),
+        (("idtype", "set", "--org-id", "1234", "--id-type", "ucid"), "reserved"),
+        (("idtype", "set", "--org-id", "1234", "--id-type", "linkedUcid"), "reserved"),
+        (("idtype", "set", "--org-id", "1234", "--id-type", "bad type"), "id_type"),
+        (("idtype", "set", "--org-id", "1234", "--id-type", "x", "--namespace", "linkedUcid"), "reserved"),
+    ],
+)
+def test_cli_refuses_out_of_range_and_reserved_values(run, args: tuple[str, ...], message: str) -> None:  # type: ignore[no-untyped-def]
+    run("org", "create", "--org-id", "1234", "--name", "Acme", "--region", "EU")
+    out = run(*args, ok=False)
+    assert message in out and "Traceback" not in out

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from profilehub.orgs import get_org
+from profilehub.orgs import MAX_ORG_ID, get_org
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.tables import credentials
 
@@ -164,9 +164,10 @@ def revoke_credential(conn: Connection, org_id: int, prefix: str, actor: str = "
 
 def _org_of(secret: str, kind: CredentialKind) -> int | None:
     parts = secret.split("_", 2)
-    if len(parts) != 3 or parts[0] != PREFIX[kind] or not parts[1].isdigit():
+    if len(parts) != 3 or parts[0] != PREFIX[kind] or not parts[1].isdigit() or len(parts[1]) > 19:
         return None
-    return int(parts[1])
+    org_id = int(parts[1])
+    return org_id if org_id <= MAX_ORG_ID else None
 
 
 class CredentialVerifier:
@@ -257,7 +258,7 @@ def check_cdp_scopes(principal: Principal, header: str | None, needed: str) -> f
         raise Forbidden(f"unknown scope(s) {', '.join(unknown)}", field="scopes")
     not_granted = sorted(asked - principal.scopes)
     if not_granted:
-        raise Forbidden(f"scope(s) {', '.join(not_granted)} not granted to this apikey", field="scopes")
+        raise Forbidden(f"scope(s) {', '.join(not_granted)} not granted to this credential", field="scopes")
     if needed not in asked:
         raise Forbidden(f"this endpoint needs scope {needed}", field="scopes")
     return asked

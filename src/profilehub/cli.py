@@ -34,7 +34,7 @@ from profilehub.ingest import reader as ingest_reader
 from profilehub.ingest import runner as ingest_runner
 from profilehub.ingest.cdp import cdp_sink
 from profilehub.ingest.people import people_sink
-from profilehub.orgs import add_region, create_org, list_orgs, set_keep_raw_ids
+from profilehub.orgs import MAX_ORG_ID, add_region, create_org, list_orgs, set_keep_raw_ids
 from profilehub.profiles import ProfileService
 from profilehub.store.changes import history
 from profilehub.store.database import Database
@@ -75,7 +75,9 @@ def domain_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-org_id_option = click.option("--org-id", type=int, required=True, help="Organisation id.")
+org_id_option = click.option(
+    "--org-id", type=click.IntRange(1, MAX_ORG_ID), required=True, help="Organisation id."
+)
 
 
 @click.group()
@@ -91,8 +93,10 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
-@click.option("--workers", default=1, show_default=True, type=int, help="Server processes.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on."
+)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
 def serve(host: str, port: int, workers: int) -> None:
     """Run the HTTP API (docs at /docs, OpenAPI at /openapi.json)."""
     import uvicorn

@@ -71,9 +71,15 @@ class ServiceUnavailable(ProfilehubError):
     status = 503
 
 
+def _printable(text: str) -> str:
+    # Messages quote what the client sent; a lone surrogate in it would make the error itself
+    # unencodable as UTF-8 JSON, so it is shown escaped instead.
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_body(status: int, message: str, errors: dict[str, str] | None = None) -> dict[str, Any]:
     """The single error body shape used by every endpoint of both dialects."""
-    body: dict[str, Any] = {"success": False, "status": status, "message": message}
+    body: dict[str, Any] = {"success": False, "status": status, "message": _printable(message)}
     if errors:
-        body["errors"] = errors
+        body["errors"] = {_printable(k): _printable(v) for k, v in errors.items()}
     return body

@@ -45,6 +45,9 @@ def _field_of(loc: Sequence[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+_FASTAPI_PARSE_FAILURE = "There was an error parsing the body"
+
+
 def validation_status(path: str) -> int:
     # The CRM dialect answers shape errors with 422 and per-field errors, as its vendor does;
     # the CDP dialect with 400. Both use the same body.
@@ -75,7 +78,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(validation_status(request.url.path), message, errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == _FASTAPI_PARSE_FAILURE:
+            # FastAPI's words when the JSON parser itself gives up (nesting too deep, a number
+            # too long, bytes that are not UTF-8): still a shape error about the body.
+            message = "body: could not be parsed as JSON (not UTF-8, nested too deeply, or a number too long)"
+            return error_response(validation_status(request.url.path), message, {"body": message})
         return error_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
     @app.exception_handler(sa.exc.OperationalError)
@@ -210,6 +218,11 @@ def install_openapi_errors(app: FastAPI) -> None:
         )
         for path, ops in schema.get("paths", {}).items():
             for op in ops.values():
+                for param in op.get("parameters", []):
+                    # Checked by the route (a missing one is a 403, per the vendor), so FastAPI
+                    # sees it as optional; it is required all the same.
+                    if param.get("in") == "header" and param.get("name") == "scopes":
+                        param["required"] = True
                 responses = op.get("responses", {})
                 auto = responses.get("422", {}).get("content", {}).get("application/json", {})
                 if "HTTPValidationError" not in str(auto.get("schema", "")):

@@ -14,6 +14,7 @@ from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.tables import org_regions, orgs
 
 _REGION_RE = re.compile(r"^[A-Z]{2,16}$")
+MAX_ORG_ID = 2**63 - 1  # BIGINT on both databases
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,8 @@ def create_org(
     keep_raw_ids: bool = False,
     actor: str = "cli",
 ) -> Org:
-    if org_id < 1:
-        raise BadRequest("orgId must be a positive integer", field="orgId")
+    if not 1 <= org_id <= MAX_ORG_ID:
+        raise BadRequest(f"orgId must be an integer from 1 to {MAX_ORG_ID}", field="orgId")
     if not name.strip():
         raise BadRequest("name must not be empty", field="name")
     if not regions:

@@ -7,6 +7,7 @@ resolves exactly as the same records sent one by one.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import orjson
 from sqlalchemy.engine import Connection
 
 from profilehub.errors import BadRequest, ProfilehubError
-from profilehub.identity.normalize import Identifier, normalise_ids
+from profilehub.identity.normalize import Identifier, coerce_id_value, normalise_ids
 from profilehub.identity.resolve import CATEGORIES, PreparedWrite, WriteOutcome, apply_write
 from profilehub.identity.strategy import Strategy, StrategyCache
 from profilehub.store import profile_store as store
@@ -63,6 +64,24 @@ def _check_ucid(ucid: str, field: str) -> str:
         raise BadRequest(f"{ucid!r} is not a ucid (a UUID)", field=field) from exc
 
 
+MAX_VALUE_DEPTH = 32
+
+
+def _check_attribute_value(value: Any, field: str, depth: int = 0) -> None:
+    """Refuse what JSON parsers let through but cannot be stored faithfully."""
+    if depth > MAX_VALUE_DEPTH:
+        raise BadRequest(f"values nest at most {MAX_VALUE_DEPTH} levels deep", field=field)
+    if isinstance(value, float) and not math.isfinite(value):
+        # NaN, Infinity and overflowing literals like 1e400 would be stored as null
+        raise BadRequest(f"{value} is not a finite number", field=field)
+    if isinstance(value, list):
+        for item in value:
+            _check_attribute_value(item, field, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_attribute_value(item, f"{field}.{key}", depth + 1)
+
+
 def prepare_upsert(upsert: Any) -> dict[str, dict[str, Any] | None]:
     if not isinstance(upsert, dict):
         raise BadRequest("must be an object of categories", field="upsert")
@@ -81,6 +100,7 @@ def prepare_upsert(upsert: Any) -> dict[str, dict[str, Any] | None]:
                 raise BadRequest(f"attribute names are 1 to {MAX_ATTRIBUTE_NAME} characters", field=f)
             if name.startswith("_"):
                 raise BadRequest("attribute names starting with '_' are reserved", field=f"{f}.{name}")
+            _check_attribute_value(attrs[name], f"{f}.{name}")
         try:
             orjson.dumps(attrs)
         except orjson.JSONEncodeError as exc:
@@ -192,25 +212,28 @@ class ProfileService:
     def _lookup_keys(
         self, strategy: Strategy, key: str, value: Any, field: str, region: str
     ) -> list[Identifier]:
-        """The stored ids a search or delete value stands for (idType, or every idType of a namespace)."""
-        if key in strategy.id_types:
-            try:
-                ids, _ = normalise_ids(strategy, {key: value}, region, field_prefix=field)
-                return ids
-            except BadRequest:
-                # "email" is a raw idType and a namespace: a digest searched under it is not a
-                # valid raw email, but matches the namespace's hashed idTypes.
-                if key not in strategy.namespaces():
-                    raise
-        if key in strategy.namespaces():
+        """The stored ids a search or delete value stands for.
+
+        A key may be an idType, a namespace, or both (``email`` is the raw idType and the namespace
+        of its hashes): the value is looked up under the idType and under every idType of the
+        namespace. A value of the wrong kind for one idType (a digest is no valid raw email) just
+        matches nothing there; a value no id can be (null, a list, NUL) is a 400.
+        """
+        coerce_id_value(value, f"{field}.{key}")
+        is_type, is_namespace = key in strategy.id_types, key in strategy.namespaces()
+        if is_type and not is_namespace:
+            ids, _ = normalise_ids(strategy, {key: value}, region, field_prefix=field)
+            return ids
+        if is_namespace:
             found: list[Identifier] = []
-            for rule in strategy.types_in_namespace(key):
+            names = {rule.name for rule in strategy.types_in_namespace(key)} | ({key} if is_type else set())
+            for name in sorted(names):
                 try:
-                    ids, _ = normalise_ids(strategy, {rule.name: value}, region, field_prefix=field)
+                    ids, _ = normalise_ids(strategy, {name: value}, region, field_prefix=field)
                 except BadRequest:
-                    continue  # e.g. a hash value is no valid raw email: it matches the hashed types
+                    continue
                 found += ids
-            return found
+            return list(dict.fromkeys(found))
         known = ", ".join(sorted(set(strategy.id_types) | strategy.namespaces() | {"ucid"}))
         raise BadRequest(f"unknown idType or namespace {key!r}; known: {known}", field=f"{field}.{key}")
 

@@ -21,6 +21,7 @@ from profilehub.cdp.models import (
 from profilehub.errors import ProfilehubError, Unauthorized
 from profilehub.http import JSONResponse, notices_header
 from profilehub.oidc import JwtVerifier, token_scopes
+from profilehub.orgs import MAX_ORG_ID
 from profilehub.profiles import ProfileService, ProfileWrite
 
 router = APIRouter(prefix="/cdp/v1", tags=["CDP profiles"])
@@ -41,6 +42,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         403: "Scope not granted or not requested, or a foreign orgId",
         404: "Unknown ucid",
         413: "Body too large",
+        415: "Content-Type is not JSON",
+        503: "Database temporarily unavailable; retry after `Retry-After` seconds",
     }.items()
 }
 
@@ -82,13 +85,14 @@ async def _jwt_principal(request: Request, token: str, org_header: str | None) -
         raise Unauthorized(
             "JWT authentication is not configured on this server; use apikey", field="Authorization"
         )
-    if not org_header or not org_header.strip().isdigit():
-        raise Unauthorized("header is required with a JWT and must be an integer", field="orgId")
+    org_text = (org_header or "").strip()
+    if not org_text.isdigit() or len(org_text) > 19 or not 1 <= int(org_text) <= MAX_ORG_ID:
+        raise Unauthorized(f"header is required with a JWT: an integer from 1 to {MAX_ORG_ID}", field="orgId")
     claims = await run_in_threadpool(verifier.claims, token)
     principal: Principal = await run_in_threadpool(
         state.verifier.verify_jwt_subject,
         state.db.read,
-        int(org_header),
+        int(org_text),
         verifier.issuer,
         str(claims["sub"]),
         token_scopes(claims),

@@ -102,6 +102,8 @@ def coerce_id_value(raw: Any, field: str) -> str:
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise BadRequest("an id value must be a string (or an integer)", field=field)
     value = str(raw)
+    if "\x00" in value:
+        raise BadRequest("an id value must not contain NUL characters", field=field)
     if not value.isascii():
         try:
             value.encode("utf-8")

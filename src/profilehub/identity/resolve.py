@@ -57,6 +57,36 @@ def _primary_fits(strategy: Strategy, a: dict[Identifier, int], b: dict[Identifi
     return sorted(broken)
 
 
+def _plan_merges(
+    strategy: Strategy, ordered: list[ProfileState], notices: list[Notice]
+) -> tuple[ProfileState, list[ProfileState], set[str]]:
+    """First-created is the master; each other candidate joins it unless a primary limit breaks.
+
+    Plans on copies of the id sets, so a plan that is then overridden has changed no state.
+    """
+    master = ordered[0]
+    planned = dict(master.ids)
+    to_merge: list[ProfileState] = []
+    refused: set[str] = set()
+    for other in ordered[1:]:
+        broken = _primary_fits(strategy, planned, other.ids)
+        if broken:
+            refused.add(other.ucid)
+            notices.append(
+                Notice(
+                    "merge_refused",
+                    f"profiles {master.ucid} and {other.ucid} both match this write but were kept "
+                    f"apart: merging them would exceed the limit of {', '.join(broken)}",
+                    "ids",
+                    {"ucids": [master.ucid, other.ucid], "idTypes": broken},
+                )
+            )
+            continue
+        to_merge.append(other)
+        planned.update(other.ids)
+    return master, to_merge, refused
+
+
 def _merge_data(master: dict[str, dict[str, Any]], other: dict[str, dict[str, Any]]) -> None:
     """Per category, the more recently written side wins attribute clashes."""
     for category, attrs in other.items():
@@ -119,10 +149,12 @@ def _apply(store: BatchStore, strategy: Strategy, write: PreparedWrite, now: int
     # --- plan (reads only) ---
     owners = store.find_owners(org_id, region, write.ids)
     candidates = set(owners.values())
+    named: str | None = None
     if write.ucid is not None:
         target = store.resolve_ucids(org_id, [write.ucid]).get(write.ucid)
         if target is not None and target[1] == region:
-            candidates.add(target[0])
+            named = target[0]
+            candidates.add(named)
         elif not write.ids:
             raise NotFound(f"no profile with ucid {write.ucid} in region {region}", field="ucid")
         else:
@@ -139,25 +171,18 @@ def _apply(store: BatchStore, strategy: Strategy, write: PreparedWrite, now: int
     if created:
         master = ProfileState(new_ucid(), region, now, now, {c: {} for c in CATEGORIES})
         original_ids: dict[Identifier, int] = {}
+        to_merge: list[ProfileState] = []
+        refused: set[str] = set()
     else:
-        master = ordered[0]
+        master, to_merge, refused = _plan_merges(strategy, ordered, notices)
+        if named is not None and named in refused:
+            # The profile the client named cannot join the master: the write lands on the named
+            # profile, and nothing is merged on the strength of a write that contradicts itself.
+            master = states[named]
+            to_merge, refused = [], {s.ucid for s in ordered if s.ucid != named}
         original_ids = dict(master.ids)
     merged: list[str] = []
-    refused: set[str] = set()
-    for other in ordered[1:]:
-        broken = _primary_fits(strategy, master.ids, other.ids)
-        if broken:
-            refused.add(other.ucid)
-            notices.append(
-                Notice(
-                    "merge_refused",
-                    f"profiles {master.ucid} and {other.ucid} both match this write but were kept "
-                    f"apart: merging them would exceed the limit of {', '.join(broken)}",
-                    "ids",
-                    {"ucids": [master.ucid, other.ucid], "idTypes": broken},
-                )
-            )
-            continue
+    for other in to_merge:
         merged.append(other.ucid)
         original_ids.update(other.ids)
         master.ids.update(other.ids)

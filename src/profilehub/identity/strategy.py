@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from dataclasses import dataclass
 from enum import StrEnum
@@ -196,6 +197,18 @@ def bump_strategy_version(conn: Connection, org_id: int) -> None:
     )
 
 
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
+# Words the API gives a meaning of their own: `ucid` in search and delete, `linkedUcid` in ids.
+RESERVED_NAMES = frozenset({"ucid", "linkedUcid"})
+
+
+def _check_name(name: str, field: str) -> None:
+    if not _NAME_RE.match(name):
+        raise BadRequest(f"{name!r}: a letter, then up to 99 letters, digits, '_', '.' or '-'", field=field)
+    if name in RESERVED_NAMES:
+        raise BadRequest(f"{name!r} is reserved", field=field)
+
+
 def set_id_type(
     conn: Connection,
     org_id: int,
@@ -207,8 +220,9 @@ def set_id_type(
     max_per_profile: int | None = None,
 ) -> IdType:
     """Add an idType or change an existing one's namespace, class, priority or limit."""
-    if not name or len(name) > 100:
-        raise BadRequest("an idType name is 1 to 100 characters", field="id_type")
+    _check_name(name, "id_type")
+    if namespace is not None:
+        _check_name(namespace, "namespace")
     if priority is not None and priority < 1:
         raise BadRequest("priority must be 1 or more (1 is the highest)", field="priority")
     if max_per_profile is not None and max_per_profile < 1:
