@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from profilehub.auth import CredentialKind, create_credential
-from profilehub.store.changes import history
+from profilehub.store.changes import change_row, history, record
+from profilehub.store.tables import changes
 from tests.conftest import OrgFixture, assert_error, make_org
 
 PERSON = {"firstName": "Jane", "emails": ["jane@acme.com"]}
@@ -159,7 +161,7 @@ def test_every_change_is_in_the_change_log(app: FastAPI, client: TestClient, org
         ("crm_person", "delete"),
     ]
     update = next(c for c in log if c["entity"] == "crm_person" and c["action"] == "update")
-    assert update["detail"]["changed"] == {"last_name": "Doe"}
+    assert update["detail"]["changed"] == ["last_name"]  # names, never values
     assert update["actor"].startswith("token:pht_1234_") and update["entityId"] == ids["person"]
 
 
@@ -167,3 +169,86 @@ def test_an_unknown_id_is_a_404(client: TestClient, org: OrgFixture) -> None:
     for path in ("/v2/crm/people/", "/v2/crm/companies/"):
         assert_error(client.get(path + UNKNOWN_ID, headers=org.bearer), 404, "id")
         assert_error(client.get(path + "not-a-uuid", headers=org.bearer), 404, "id")
+
+
+# (path, body, answer key, values that must not survive a delete in the change log)
+ERASED = [
+    (
+        "/v2/crm/people",
+        {"firstName": "Erase", "emails": ["erase.me@x.com"], "phoneNumber": "+4930123456000", "nick": "ErNick"},
+        {"lastName": "Erasedlast", "emails": ["erase.too@x.com"], "jobTitle": "Erasejob"},
+        "person",
+        ["Erase", "erase.me", "4930123456000", "ErNick", "Erasedlast", "erase.too", "Erasejob"],
+    ),
+    (
+        "/v2/crm/companies",
+        {"name": "Erasecorp", "domain": "erasecorp.com", "nick": "ErNick"},
+        {"primaryLocation": "Eraseville"},
+        "company",
+        ["Erasecorp", "erasecorp.com", "ErNick", "Eraseville"],
+    ),
+    (
+        "/v2/crm/products",
+        {"sku": "ERASE-SKU-1", "nick": "ErNick"},
+        {"sku": "ERASE-SKU-2"},
+        "record",
+        ["ERASE-SKU-1", "ERASE-SKU-2", "ErNick"],
+    ),
+]  # fmt: skip
+
+
+def _change_rows(app: FastAPI, org_id: int) -> str:
+    """Every change row of the org, as the text a ``profilehub changes ... | grep`` would search."""
+    with app.state.db.read() as conn:
+        rows = conn.execute(sa.select(changes).where(changes.c.org_id == org_id)).mappings().all()
+    return "\n".join(str(dict(r)) for r in rows)
+
+
+@pytest.mark.parametrize(("path", "create", "update", "key", "values"), ERASED)
+def test_a_hard_delete_leaves_no_value_in_the_change_log(
+    app: FastAPI,
+    client: TestClient,
+    org: OrgFixture,
+    path: str,
+    create: dict[str, Any],
+    update: dict[str, Any],
+    key: str,
+    values: list[str],
+) -> None:
+    """The change log records which fields changed, never their values; rows an earlier version
+    wrote with values are rewritten to names when the record is deleted."""
+    seed(client, org)
+    slug = path.rsplit("/", 1)[1]
+    r = client.post(
+        f"/v2/crm/objects/{slug}/attributes", json={"type": "text", "label": "Nick"}, headers=org.bearer
+    )
+    assert r.status_code == 201, r.text
+    made = client.post(path, json=create, headers=org.bearer)
+    assert made.status_code == 201, made.text
+    record_id = made.json()[key]["id"]
+    assert client.patch(f"{path}/{record_id}", json=update, headers=org.bearer).status_code == 200
+    entity = {"person": "crm_person", "company": "crm_company", "record": "crm_record"}[key]
+    with app.state.db.read() as conn:
+        log = history(conn, org.org_id, entity=entity, entity_id=record_id)
+    assert [c["action"] for c in log] == ["create", "update"]
+    assert all(isinstance(c["detail"]["changed"], list) for c in log)
+    assert "nick" in log[0]["detail"]["changed"]
+    assert sorted(log[1]["detail"]["changed"]) == sorted(
+        {"lastName": "last_name", "emails": "emails", "jobTitle": "job_title", "primaryLocation": "primary_location", "sku": "sku"}[f]
+        for f in update
+    )  # fmt: skip
+    # A row in the format of earlier versions, which held the values.
+    legacy = {"changed": {"nick": "ErNick", "first_name": "Erase", "emails": ["erase.me@x.com"]}}
+    app.state.db.write(
+        lambda c: record(c, [change_row(org.org_id, "old", entity, record_id, "update", legacy)])
+    )
+    before = _change_rows(app, org.org_id)
+    assert "ErNick" in before  # until the delete, the legacy row holds a value
+
+    assert client.delete(f"{path}/{record_id}", headers=org.bearer).status_code == 200
+    after = _change_rows(app, org.org_id)
+    assert [v for v in values if v in after] == []
+    with app.state.db.read() as conn:
+        log = history(conn, org.org_id, entity=entity, entity_id=record_id)
+    assert [c["action"] for c in log] == ["create", "update", "update", "delete"]
+    assert log[2]["detail"]["changed"] == ["emails", "first_name", "nick"]  # names kept

@@ -81,6 +81,38 @@ def test_each_route_has_its_schemas_scope_and_errors(spec: dict[str, Any], path:
         assert op["requestBody"]["content"]["application/json"]["schema"]["type"] == "object"
 
 
+# The upserts answer 201 or 200; everything else exactly the one code in CRM_ROUTES.
+UPSERTS = {("/v2/crm/people", "put"), ("/v2/crm/companies", "put"), ("/v2/crm/{objectSlug}", "put")}
+
+
+@pytest.mark.parametrize(("path", "method"), [(p, m) for p, ops in CRM_ROUTES.items() for m in ops])
+def test_the_documented_success_codes_are_exactly_the_ones_sent(
+    spec: dict[str, Any], path: str, method: str
+) -> None:
+    """No default ``200`` beside a create's ``201``, and every success answer is its model alone
+    (not also ``{"type": "string"}``)."""
+    _, status, answer = CRM_ROUTES[path][method]
+    responses = spec["paths"][path][method]["responses"]
+    expected = {"200", "201"} if (path, method) in UPSERTS else {status}
+    assert {code for code in responses if code.startswith("2")} == expected
+    for code in expected:
+        assert responses[code]["content"] == {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{answer}"}}
+        }
+
+
+def test_a_create_answers_the_documented_201(client: TestClient, org: OrgFixture) -> None:
+    h = org.bearer
+    sent = [
+        client.post("/v2/crm/people", json={"firstName": "A"}, headers=h),
+        client.post("/v2/crm/companies", json={"name": "A"}, headers=h),
+        client.post("/v2/crm/objects", json={"slug": "deals", "singularName": "D", "pluralName": "Ds"}, headers=h),
+        client.post("/v2/crm/objects/deals/attributes", json={"type": "text", "label": "Code"}, headers=h),
+        client.post("/v2/crm/deals", json={"code": "D-1"}, headers=h),
+    ]  # fmt: skip
+    assert [r.status_code for r in sent] == [201] * 5, [r.text for r in sent]
+
+
 def test_person_schema_lists_every_vendor_field(spec: dict[str, Any]) -> None:
     schemas = spec["components"]["schemas"]
     assert set(schemas["Person"]["properties"]) == {

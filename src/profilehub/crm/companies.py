@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from profilehub.crm import record_store as store
+from profilehub.crm.errors import BadRequest, Conflict, NotFound
 from profilehub.crm.fields import StandardField, merge_socials, read_body, socials_view
 from profilehub.crm.objects import COMPANIES, LOCK, PEOPLE, custom_attributes
 from profilehub.crm.record_store import Page, StoredRecord, iso
@@ -22,9 +23,9 @@ from profilehub.crm.records import (
     check_required,
     check_unique,
     indexed_types,
+    scrub_change_values,
 )
-from profilehub.crm.values import Attribute, render_value
-from profilehub.errors import BadRequest, Conflict, NotFound
+from profilehub.crm.values import Attribute, check_storable, render_value
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import lock_scope
 
@@ -151,6 +152,7 @@ def upsert_company_job(
         previous = None
         matches = 0
         if matching_attribute is not None:
+            check_storable(raw)  # before the domain is read, so a bad key or value is named first
             domain = normalise_domain(raw.get("domain")) if isinstance(raw, dict) else None
             if domain is None:
                 raise BadRequest(
@@ -188,6 +190,7 @@ def delete_company_job(org_id: int, company_id: str, actor: str) -> Callable[[Co
         ts = now_ms()
         people = store.drop_reference(conn, org_id, PEOPLE, "company_id", company_id, ts)
         store.delete_record(conn, org_id, COMPANIES, company_id)
+        scrub_change_values(conn, org_id, "crm_company", company_id)
         record(
             conn,
             [
@@ -195,9 +198,7 @@ def delete_company_job(org_id: int, company_id: str, actor: str) -> Callable[[Co
                     org_id, actor, "crm_company", company_id, "delete", {"detachedPeople": people}, ts
                 ),
                 *(
-                    change_row(
-                        org_id, actor, "crm_person", p, "update", {"changed": {"company_id": None}}, ts
-                    )
+                    change_row(org_id, actor, "crm_person", p, "update", {"changed": ["company_id"]}, ts)
                     for p in people
                 ),
             ],

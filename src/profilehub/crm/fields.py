@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from profilehub.crm.errors import BadRequest
 from profilehub.crm.records import (
     PLACEHOLDER,
     check_custom_values,
@@ -20,7 +21,6 @@ from profilehub.crm.records import (
     unknown_attribute,
 )
 from profilehub.crm.values import Attribute, check_storable
-from profilehub.errors import BadRequest
 from profilehub.identity.normalize import normalise_phone
 
 SOCIAL_NETWORKS = ("linkedin", "twitter", "facebook", "instagram")
@@ -93,7 +93,7 @@ def read_body(
         raise BadRequest("expected a JSON object", field="body")
     check_storable(raw)
     parsed = ParsedBody()
-    custom_raw: dict[str, tuple[Any, str]] = {}
+    custom_raw: dict[str, list[tuple[Any, str]]] = {}
     for name, value in raw.items():
         spec = standard.get(name)
         if spec is not None:
@@ -117,18 +117,33 @@ def read_body(
             for key, item in value.items():
                 if key not in attrs:
                     raise unknown_attribute(f"customAttributes.{key}", attrs)
-                custom_raw[key] = (item, f"customAttributes.{key}")
+                custom_raw.setdefault(key, []).append((item, f"customAttributes.{key}"))
         elif name in attrs:
-            custom_raw[name] = (value, name)
+            custom_raw.setdefault(name, []).append((value, name))
         else:
             allowed = [*standard, *sorted(special), "socials", "customAttributes"]
             raise BadRequest(
                 f"unknown field; known: {', '.join(allowed)} and custom attribute keys", field=name
             )
-    for key, (value, name) in custom_raw.items():
-        prefix = name[: -len(key)]
-        parsed.values.update(check_custom_values(conn, org_id, attrs, {key: value}, prefix))
+    for key, given in custom_raw.items():
+        checked = [
+            check_custom_values(conn, org_id, attrs, {key: value}, name[: -len(key)])[key]
+            for value, name in given
+        ]
+        if any(c != checked[0] for c in checked[1:]):
+            raise _given_twice(key, [name for _, name in given])
+        parsed.values[key] = checked[0]
     return parsed
+
+
+def _given_twice(key: str, names: list[str]) -> BadRequest:
+    """One attribute given at the top level and in ``customAttributes`` with different values."""
+    field_name = f"customAttributes.{key}"
+    message = (
+        f"{field_name}: {key} is given both at the top level and in customAttributes, with different "
+        "values; send it once"
+    )
+    return BadRequest(message, field=field_name, errors=dict.fromkeys(names, message))
 
 
 def matchable_slugs(standard: Mapping[str, StandardField]) -> dict[str, StandardField]:

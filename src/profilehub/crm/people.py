@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 from profilehub.crm import record_store as store
 from profilehub.crm.companies import company_summary, load_companies
+from profilehub.crm.errors import BadRequest, Conflict, NotFound
 from profilehub.crm.fields import (
     ParsedBody,
     StandardField,
@@ -37,9 +38,10 @@ from profilehub.crm.records import (
     check_unique,
     find_target,
     indexed_types,
+    scrub_change_values,
 )
-from profilehub.crm.values import Attribute, render_value
-from profilehub.errors import BadRequest, Conflict, NotFound, ProfilehubError
+from profilehub.crm.values import Attribute, check_email, render_value
+from profilehub.errors import ProfilehubError
 from profilehub.identity.normalize import normalise_email
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import Database, lock_scope
@@ -147,7 +149,9 @@ def _emails(value: Any) -> list[str]:
     for i, email in enumerate(value):
         if not isinstance(email, str):
             raise BadRequest(f"expected an email address string, got {email!r}", field=f"emails.{i}")
-        emails.append(normalise_email(email, f"emails.{i}"))
+        name = f"emails.{i}"
+        check_email(email.strip(" "), name)
+        emails.append(normalise_email(email, name))
     unique = list(dict.fromkeys(emails))
     if len(unique) > MAX_EMAILS:
         raise BadRequest(f"at most {MAX_EMAILS} emails per person", field="emails")
@@ -228,7 +232,8 @@ def _save_person(
         raise BadRequest(f"at most {MAX_EMAILS} emails per person", field="emails")
     merged["emails"] = emails or None
     if not (merged.get("first_name") or merged.get("last_name")):
-        raise BadRequest("firstName or lastName is required", field="firstName")
+        message = "firstName: firstName or lastName is required"
+        raise BadRequest(message, field="firstName", errors=dict.fromkeys(("firstName", "lastName"), message))
     for email in emails:
         owner = email_owner(conn, org_id, email)
         if owner is not None and owner != record_id:
@@ -356,6 +361,7 @@ def delete_person_job(org_id: int, person_id: str, actor: str) -> Callable[[Conn
             raise NotFound(f"no person {person_id}", field="id")
         _set_emails(conn, org_id, person_id, [])
         store.delete_record(conn, org_id, PEOPLE, person_id)
+        scrub_change_values(conn, org_id, "crm_person", person_id)
         record(conn, [change_row(org_id, actor, "crm_person", person_id, "delete")])
 
     return job

@@ -10,9 +10,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub.crm import record_store as store
+from profilehub.crm.errors import BadRequest, NotFound
 from profilehub.crm.objects import (
     COMPANIES,
     LOCK,
@@ -23,9 +26,9 @@ from profilehub.crm.objects import (
 )
 from profilehub.crm.record_store import Page, StoredRecord, iso
 from profilehub.crm.values import Attribute, check_storable, check_value, match_key, render_value
-from profilehub.errors import BadRequest, NotFound
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import lock_scope
+from profilehub.store.tables import changes
 
 # API documentation generators put this in every string field of an example request. A client
 # pasting the vendor's example sends it; where the field is a reference or a checked format it is
@@ -117,11 +120,38 @@ def indexed_types(attrs: Mapping[str, Attribute]) -> dict[str, str]:
     return {k: a.type for k, a in attrs.items() if a.matchable}
 
 
-def changed(previous: StoredRecord | None, merged: Mapping[str, Any]) -> dict[str, Any]:
-    """What a write changed, for the change log."""
+def changed(previous: StoredRecord | None, merged: Mapping[str, Any]) -> list[str]:
+    """The keys of the fields a write changed, for the change log: names, never values.
+
+    The change log outlives the records it describes, so it holds no value a hard delete must
+    erase (names, emails, phone numbers, ...), as the CDP side's history holds only attribute names.
+    """
     before = previous.values if previous else {}
     keys = set(before) | {k for k, v in merged.items() if v is not None}
-    return {k: merged.get(k) for k in sorted(keys) if before.get(k) != merged.get(k)}
+    return [k for k in sorted(keys) if before.get(k) != merged.get(k)]
+
+
+def scrub_change_values(conn: Connection, org_id: int, entity: str, entity_id: str) -> None:
+    """On a hard delete: rewrite the entity's change rows that still hold values to hold names only.
+
+    Rows written since the change log records names only need nothing; rows written by earlier
+    versions held ``changed: {key: value}``, and the deleted record's values must not survive in them.
+    """
+    rows = conn.execute(
+        sa.select(changes.c.change_id, changes.c.detail).where(
+            changes.c.org_id == org_id, changes.c.entity == entity, changes.c.entity_id == entity_id
+        )
+    ).all()
+    for change_id, detail in rows:
+        data = orjson.loads(detail or "{}")
+        if not isinstance(data, dict) or not isinstance(data.get("changed"), dict):
+            continue
+        data["changed"] = sorted(str(k) for k in data["changed"])
+        conn.execute(
+            changes.update()
+            .where(changes.c.org_id == org_id, changes.c.change_id == change_id)
+            .values(detail=orjson.dumps(data).decode())
+        )
 
 
 @dataclass(frozen=True)
@@ -266,6 +296,7 @@ def delete_record_job(org_id: int, slug: str, record_id: str, actor: str) -> Cal
         if store.load_record(conn, org_id, slug, record_id) is None:
             raise NotFound(f"no {slug} record {record_id}", field="id")
         store.delete_record(conn, org_id, slug, record_id)
+        scrub_change_values(conn, org_id, "crm_record", record_id)
         record(conn, [change_row(org_id, actor, "crm_record", record_id, "delete", {"object": slug})])
 
     return job

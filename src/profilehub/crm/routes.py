@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import fastapi.responses
 from fastapi import APIRouter, Body, Depends, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Connection
@@ -40,7 +41,10 @@ from profilehub.http import JSONResponse, notices_header
 from profilehub.store.database import Database
 
 T = TypeVar("T")
-router = APIRouter(prefix="/v2/crm", tags=["CRM"])
+# Every route returns its own ``JSONResponse``; the default class below only tells the OpenAPI
+# generator that answers are JSON described by the ``responses`` models (with profilehub's own
+# response class it adds ``{"type": "string"}`` beside each model).
+router = APIRouter(prefix="/v2/crm", tags=["CRM"], default_response_class=fastapi.responses.JSONResponse)
 _bearer = HTTPBearer(
     auto_error=False, description="A CRM token: `profilehub token create --scopes crm:write`"
 )
@@ -204,6 +208,7 @@ async def upsert_person(
 
 @router.post(
     "/people",
+    status_code=201,
     summary="Create a person",
     responses={201: {"model": PersonAnswer, "description": "Created"}, **ERRORS},
 )
@@ -297,6 +302,7 @@ async def upsert_company(
 
 @router.post(
     "/companies",
+    status_code=201,
     summary="Create a company",
     responses={201: {"model": CompanyAnswer, "description": "Created"}, **ERRORS},
 )
@@ -374,6 +380,7 @@ async def list_objects(request: Request, principal: Principal = reader) -> JSONR
 
 @router.post(
     "/objects",
+    status_code=201,
     summary="Create a custom object",
     responses={201: {"model": ObjectAnswer, "description": "Created"}, **ERRORS},
 )
@@ -398,6 +405,7 @@ async def get_object(request: Request, slug: str, principal: Principal = reader)
 
 @router.post(
     "/objects/{slug}/attributes",
+    status_code=201,
     summary="Add an attribute to an object",
     responses={201: {"model": AttributeAnswer, "description": "Created"}, **ERRORS},
 )
@@ -454,6 +462,7 @@ async def upsert_record(
 
 @router.post(
     "/{objectSlug}",
+    status_code=201,
     summary="Create a record",
     responses={201: {"model": RecordAnswer, "description": "Created"}, **ERRORS},
 )

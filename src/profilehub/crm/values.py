@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from profilehub.errors import BadRequest
+from profilehub.crm.errors import BadRequest
 from profilehub.identity.normalize import normalise_phone
 
 ATTRIBUTE_TYPES = (
@@ -84,22 +85,38 @@ def check_storable(raw: Any, field: str = "body") -> None:
     64 bits; each is a 400 naming the field instead of a failed transaction.
     """
     if isinstance(raw, str):
-        if "\x00" in raw:
-            raise BadRequest("text must not contain NUL characters", field=field)
-        try:
-            raw.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise BadRequest("text is not valid Unicode (a lone surrogate)", field=field) from exc
+        _check_text(raw, field, "text")
     elif isinstance(raw, int) and not isinstance(raw, bool):
         if abs(raw) >= 2**63:
             raise BadRequest("number beyond 64 bits", field=field)
     elif isinstance(raw, dict):
         for key, value in raw.items():
-            check_storable(key, field)
-            check_storable(value, str(key) if field == "body" else f"{field}.{key}")
+            # A key is named as sent, with what cannot be shown (NUL, a lone surrogate) escaped.
+            key_name = printable_key(str(key))
+            name = key_name if field == "body" else f"{field}.{key_name}"
+            _check_text(str(key), name, "a field name")
+            check_storable(value, name)
     elif isinstance(raw, list):
         for index, value in enumerate(raw):
             check_storable(value, f"{field}.{index}")
+
+
+def _check_text(text: str, field: str, what: str) -> None:
+    if "\x00" in text:
+        raise BadRequest(f"{what} must not contain NUL characters", field=field)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest(f"{what} is not valid Unicode (a lone surrogate)", field=field) from exc
+
+
+def printable_key(key: str) -> str:
+    """``key`` with control characters and lone surrogates escaped (``\\u0000``, ``\\ud800``)."""
+    if key.isprintable():
+        return key
+    return "".join(
+        c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else f"\\u{ord(c):04x}" for c in key
+    )
 
 
 def snake_case(label: str) -> str:
@@ -122,10 +139,32 @@ def unique_key(base: str, taken: set[str]) -> str:
     return f"{base}_{n}"
 
 
+# RFC 5321 4.5.3.1: at most 64 octets before the @ and 254 in all (a 256-octet path less <>).
+MAX_EMAIL_LOCAL = 64
+MAX_EMAIL = 254
+_EMAIL_SHAPE = re.compile(r"[^@]+@[^@]+\.[^@]+")
+
+
+def check_email(text: str, field: str) -> None:
+    """An email address: ``local@domain.tld``, within RFC 5321's lengths, with no space or control
+    character anywhere (NUL, newlines, tabs, zero-width and direction marks, no-break spaces...)."""
+    bad = next((c for c in text if unicodedata.category(c)[0] in "CZ"), None)
+    if bad is not None:
+        what = "a space" if bad == " " else f"the character U+{ord(bad):04X}"
+        raise BadRequest(f"an email address must not contain {what}", field=field)
+    if not _EMAIL_SHAPE.fullmatch(text):
+        raise BadRequest(f"{text!r} is not an email address (local@domain.tld)", field=field)
+    local = text.rsplit("@", 1)[0]
+    if len(local.encode()) > MAX_EMAIL_LOCAL:
+        raise BadRequest(f"at most {MAX_EMAIL_LOCAL} characters before the @ (RFC 5321)", field=field)
+    if len(text.encode()) > MAX_EMAIL:
+        raise BadRequest(f"an email address has at most {MAX_EMAIL} characters (RFC 5321)", field=field)
+
+
 def _validate_text(attr: Attribute, text: str, field: str) -> None:
     rules = attr.config.get("validation", ())
-    if "email" in rules and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
-        raise BadRequest(f"{text!r} is not an email address", field=field)
+    if "email" in rules:
+        check_email(text, field)
     if "url" in rules and not re.match(r"^https?://[^\s/]+\.[^\s]+$", text):
         raise BadRequest(f"{text!r} is not an http(s) URL", field=field)
 
