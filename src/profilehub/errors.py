@@ -22,7 +22,9 @@ class ProfilehubError(Exception):
         errors: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        if field and not message.startswith(field):
+        # Every message starts with "<field>: " (a message that merely begins with the same letters,
+        # like "emails@x.com ..." for field "emails", still gets the prefix).
+        if field and not message.startswith(f"{field}: "):
             message = f"{field}: {message}"
         super().__init__(message)
         self.message = message

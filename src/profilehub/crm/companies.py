@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from profilehub.crm import record_store as store
-from profilehub.crm.errors import BadRequest, Conflict, NotFound
 from profilehub.crm.fields import StandardField, merge_socials, read_body, socials_view
 from profilehub.crm.objects import COMPANIES, LOCK, PEOPLE, custom_attributes
 from profilehub.crm.record_store import Page, StoredRecord, iso
@@ -26,6 +25,7 @@ from profilehub.crm.records import (
     scrub_change_values,
 )
 from profilehub.crm.values import Attribute, check_storable, render_value
+from profilehub.errors import BadRequest, Conflict, NotFound
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import lock_scope
 

@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from profilehub.crm.errors import BadRequest
 from profilehub.crm.records import (
     PLACEHOLDER,
     check_custom_values,
@@ -21,6 +20,7 @@ from profilehub.crm.records import (
     unknown_attribute,
 )
 from profilehub.crm.values import Attribute, check_storable
+from profilehub.errors import BadRequest
 from profilehub.identity.normalize import normalise_phone
 
 SOCIAL_NETWORKS = ("linkedin", "twitter", "facebook", "instagram")

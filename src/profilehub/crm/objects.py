@@ -15,7 +15,6 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from profilehub.crm.errors import BadRequest, Conflict, NotFound
 from profilehub.crm.record_store import iso
 from profilehub.crm.values import (
     ATTRIBUTE_TYPES,
@@ -27,6 +26,7 @@ from profilehub.crm.values import (
     snake_case,
     unique_key,
 )
+from profilehub.errors import BadRequest, Conflict, NotFound
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import lock_scope
 from profilehub.store.tables import crm_attributes, crm_objects

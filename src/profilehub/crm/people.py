@@ -20,7 +20,6 @@ from sqlalchemy.engine import Connection
 
 from profilehub.crm import record_store as store
 from profilehub.crm.companies import company_summary, load_companies
-from profilehub.crm.errors import BadRequest, Conflict, NotFound
 from profilehub.crm.fields import (
     ParsedBody,
     StandardField,
@@ -41,7 +40,7 @@ from profilehub.crm.records import (
     scrub_change_values,
 )
 from profilehub.crm.values import Attribute, check_email, render_value
-from profilehub.errors import ProfilehubError
+from profilehub.errors import BadRequest, Conflict, NotFound, ProfilehubError
 from profilehub.identity.normalize import normalise_email
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import Database, lock_scope

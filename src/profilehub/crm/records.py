@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub.crm import record_store as store
-from profilehub.crm.errors import BadRequest, NotFound
 from profilehub.crm.objects import (
     COMPANIES,
     LOCK,
@@ -26,6 +25,7 @@ from profilehub.crm.objects import (
 )
 from profilehub.crm.record_store import Page, StoredRecord, iso
 from profilehub.crm.values import Attribute, check_storable, check_value, match_key, render_value
+from profilehub.errors import BadRequest, NotFound
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import lock_scope
 from profilehub.store.tables import changes

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from profilehub.crm.errors import BadRequest
+from profilehub.errors import BadRequest
 from profilehub.identity.normalize import normalise_phone
 
 ATTRIBUTE_TYPES = (
