@@ -81,3 +81,11 @@ def test_no_route_documents_an_error_shape_it_does_not_send(spec: dict) -> None:
                         path,
                         status,
                     )
+
+
+def test_success_schemas_are_the_models_alone(spec: dict) -> None:  # type: ignore[type-arg]
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            for status, response in op["responses"].items():
+                schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+                assert not ("$ref" in schema and "type" in schema), (method, path, status, schema)

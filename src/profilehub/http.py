@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+import starlette.responses
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -20,8 +21,8 @@ from profilehub.errors import ProfilehubError, error_body
 log = logging.getLogger(__name__)
 
 
-class JSONResponse(Response):
-    media_type = "application/json"
+class JSONResponse(starlette.responses.JSONResponse):
+    """orjson-rendered; a JSONResponse subclass so OpenAPI documents route models as JSON."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
