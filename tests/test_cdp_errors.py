@@ -271,3 +271,12 @@ def test_a_bad_record_in_a_bulk_request_is_reported_not_fatal(client: TestClient
         "/cdp/v1/users/_bulk", content=raw, headers={**org.headers(), "Content-Type": "application/json"}
     )
     assert r.status_code < 500, r.text
+
+
+@pytest.mark.parametrize(
+    "email", ["a" * 65 + "@x.com", "a b@x.com", "a\x01b@x.com", "a\u200bb@x.com", "a@b@x.com", "nobody"]
+)
+def test_cdp_refuses_the_emails_the_crm_refuses(client: TestClient, org: OrgFixture, email: str) -> None:
+    assert_error(
+        client.post(W, json={**OK, "ids": {"email": email}}, headers=org.headers()), 400, "ids.email"
+    )

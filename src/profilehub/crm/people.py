@@ -39,7 +39,7 @@ from profilehub.crm.records import (
     indexed_types,
     scrub_change_values,
 )
-from profilehub.crm.values import Attribute, check_email, render_value
+from profilehub.crm.values import Attribute, render_value
 from profilehub.errors import BadRequest, Conflict, NotFound, ProfilehubError
 from profilehub.identity.normalize import normalise_email
 from profilehub.store.changes import change_row, now_ms, record
@@ -149,7 +149,6 @@ def _emails(value: Any) -> list[str]:
         if not isinstance(email, str):
             raise BadRequest(f"expected an email address string, got {email!r}", field=f"emails.{i}")
         name = f"emails.{i}"
-        check_email(email.strip(" "), name)
         emails.append(normalise_email(email, name))
     unique = list(dict.fromkeys(emails))
     if len(unique) > MAX_EMAILS:

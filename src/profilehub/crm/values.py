@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from profilehub.errors import BadRequest
-from profilehub.identity.normalize import normalise_phone
+from profilehub.identity.normalize import check_email, normalise_phone
 
 ATTRIBUTE_TYPES = (
     "text",
@@ -137,28 +136,6 @@ def unique_key(base: str, taken: set[str]) -> str:
     while f"{base}_{n}" in taken:
         n += 1
     return f"{base}_{n}"
-
-
-# RFC 5321 4.5.3.1: at most 64 octets before the @ and 254 in all (a 256-octet path less <>).
-MAX_EMAIL_LOCAL = 64
-MAX_EMAIL = 254
-_EMAIL_SHAPE = re.compile(r"[^@]+@[^@]+\.[^@]+")
-
-
-def check_email(text: str, field: str) -> None:
-    """An email address: ``local@domain.tld``, within RFC 5321's lengths, with no space or control
-    character anywhere (NUL, newlines, tabs, zero-width and direction marks, no-break spaces...)."""
-    bad = next((c for c in text if unicodedata.category(c)[0] in "CZ"), None)
-    if bad is not None:
-        what = "a space" if bad == " " else f"the character U+{ord(bad):04X}"
-        raise BadRequest(f"an email address must not contain {what}", field=field)
-    if not _EMAIL_SHAPE.fullmatch(text):
-        raise BadRequest(f"{text!r} is not an email address (local@domain.tld)", field=field)
-    local = text.rsplit("@", 1)[0]
-    if len(local.encode()) > MAX_EMAIL_LOCAL:
-        raise BadRequest(f"at most {MAX_EMAIL_LOCAL} characters before the @ (RFC 5321)", field=field)
-    if len(text.encode()) > MAX_EMAIL:
-        raise BadRequest(f"an email address has at most {MAX_EMAIL} characters (RFC 5321)", field=field)
 
 
 def _validate_text(attr: Attribute, text: str, field: str) -> None:

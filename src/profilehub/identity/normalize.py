@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -18,7 +19,6 @@ from profilehub.identity.strategy import (
 )
 
 MAX_ID_LENGTH = 512
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _HASHED_RE = re.compile(r"(sha256|sha1|md5)", re.IGNORECASE)
 # Region codes that are not ISO countries but name one.
 _REGION_COUNTRY = {"UK": "GB"}
@@ -49,10 +49,32 @@ class Notice:
         return out
 
 
+# RFC 5321 4.5.3.1: at most 64 octets before the @ and 254 in all (a 256-octet path less <>).
+MAX_EMAIL_LOCAL = 64
+MAX_EMAIL = 254
+_EMAIL_SHAPE = re.compile(r"[^@]+@[^@]+\.[^@]+")
+
+
+def check_email(text: str, field: str) -> None:
+    """An email address: ``local@domain.tld``, within RFC 5321's lengths, with no space or control
+    character anywhere (NUL, newlines, tabs, zero-width and direction marks, no-break spaces...)."""
+    bad = next((c for c in text if unicodedata.category(c)[0] in "CZ"), None)
+    if bad is not None:
+        what = "a space" if bad == " " else f"the character U+{ord(bad):04X}"
+        raise BadRequest(f"an email address must not contain {what}", field=field)
+    if not _EMAIL_SHAPE.fullmatch(text):
+        raise BadRequest(f"{text!r} is not an email address (local@domain.tld)", field=field)
+    local = text.rsplit("@", 1)[0]
+    if len(local.encode()) > MAX_EMAIL_LOCAL:
+        raise BadRequest(f"at most {MAX_EMAIL_LOCAL} characters before the @ (RFC 5321)", field=field)
+    if len(text.encode()) > MAX_EMAIL:
+        raise BadRequest(f"an email address has at most {MAX_EMAIL} characters (RFC 5321)", field=field)
+
+
 def normalise_email(value: str, field: str) -> str:
+    """Trimmed and lower-cased; one rule for both dialects (see ``check_email``)."""
     email = value.strip().lower()
-    if not _EMAIL_RE.match(email):
-        raise BadRequest(f"{value!r} is not a valid email address", field=field)
+    check_email(email, field)
     return email
 
 
