@@ -1,0 +1,54 @@
+"""The benchmark's generator and identity check at a tiny size: accounting only, never timing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from bench.generate import DUMMY_EMAIL, ORG_ID, REGION, ZERO_AD_ID, Person, dataset, records
+from bench.identity_check import check_identity
+from bench.run_import import setup_org
+
+from profilehub.ingest.cdp import cdp_sink
+from profilehub.ingest.reader import read_ndjson
+from profilehub.ingest.runner import Importer
+from profilehub.profiles import ProfileService
+from profilehub.store.database import Database
+
+
+def test_generator_is_deterministic_and_has_the_ugly_cases() -> None:
+    first = list(records(3000, seed=3))
+    assert first == list(records(3000, seed=3))
+    assert all(len(body["ids"]) == 3 for body, _, _ in first)
+    people = {number for _, number, _ in first}
+    assert sum(new for _, _, new in first) == len(people) == max(people) + 1
+    emails = [body["ids"].get("email") for body, _, _ in first if "email" in body["ids"]]
+    assert DUMMY_EMAIL in emails
+    assert any(e != e.strip() or e != e.lower() for e in emails if e != DUMMY_EMAIL)
+    assert ZERO_AD_ID in {body["ids"]["AdId"] for body, _, _ in first}
+    assert max(len(Person(n, 3).devices) for n in people) == 3
+    repeats = Counter(number for _, number, _ in first)
+    assert any(count > 1 for count in repeats.values())
+
+
+def test_identity_check_against_ground_truth(database_url: str, tmp_path: Path) -> None:
+    data = dataset(tmp_path, 1500, seed=5)
+    truth_people = {line.split("\t")[0] for line in data.truth.read_text().splitlines()}
+    assert len(truth_people) == data.people
+    setup_org(database_url)
+    db = Database(database_url)
+    try:
+        sink = cdp_sink(ProfileService(db), ORG_ID, REGION, "bench-smoke")
+        summary = Importer(
+            data.records, lambda offset, line: read_ndjson(data.records, offset, line), sink, batch_size=400
+        ).run()
+        assert summary.read == 1500 and summary.rejected == 0
+        result = check_identity(db, data.truth)
+    finally:
+        db.close()
+    # Blocked dummies never join two people; every person is found; a person seen only by email
+    # and only by phone on different devices stays two profiles (split), which is right.
+    assert result.over_merged_profiles == 0
+    assert result.people == data.people
+    assert result.profiles >= data.people
+    assert 1.0 <= result.profiles_per_person < 1.1
