@@ -97,7 +97,7 @@ def test_two_processes_writing_one_person_make_one_profile(
         other.state.db.close()
 
 
-@pytest.mark.parametrize("handles", [3])
+@pytest.mark.parametrize("handles", [3, 8])
 def test_schema_upgrade_is_safe_when_processes_start_together(database_url: str, handles: int) -> None:
     opened: list[Database] = []
     errors: list[BaseException] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +53,25 @@ def head_revision() -> str:
     return head
 
 
+def _enable_wal(cur: Any) -> None:
+    """Switch a new SQLite file to WAL once; later connections find it set already.
+
+    Switching needs the database to itself, and SQLite answers "database is locked" at once
+    (without waiting on the busy timeout) while another process holds it, as when several
+    processes open a new file together: so only switch when needed, and retry for a while.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(
@@ -66,9 +86,9 @@ def make_engine(url: str) -> Engine:
             # Take transaction control from the sqlite3 module so BEGIN IMMEDIATE is ours to send.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            _enable_wal(cur)
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
