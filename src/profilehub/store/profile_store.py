@@ -1,4 +1,4 @@
-"""SQL for profiles and their ids. No identity rules live here, only reads and writes."""
+"""SQL reads of profiles and their ids for search and erasure (writes go through BatchStore)."""
 
 from __future__ import annotations
 
@@ -118,91 +118,6 @@ def linked_ucids(conn: Connection, org_id: int, masters: Iterable[str]) -> dict[
         for r in rows:
             out.setdefault(r.merged_into, []).append(r.ucid)
     return out
-
-
-def insert_profile(conn: Connection, org_id: int, state: ProfileState) -> None:
-    conn.execute(
-        profiles.insert().values(
-            org_id=org_id,
-            ucid=state.ucid,
-            region=state.region,
-            created_ts=state.created_ts,
-            updated_ts=state.updated_ts,
-            merged_into=None,
-            data=orjson.dumps(state.data).decode(),
-        )
-    )
-
-
-def update_profile(conn: Connection, org_id: int, state: ProfileState) -> None:
-    conn.execute(
-        profiles.update()
-        .where(profiles.c.org_id == org_id, profiles.c.ucid == state.ucid)
-        .values(updated_ts=state.updated_ts, data=orjson.dumps(state.data).decode())
-    )
-
-
-def mark_merged(conn: Connection, org_id: int, merged: list[str], master: str, now_ms: int) -> None:
-    """Point ``merged`` (and whatever had been merged into them) at ``master``; move their ids."""
-    conn.execute(
-        profiles.update()
-        .where(profiles.c.org_id == org_id, profiles.c.merged_into.in_(merged))
-        .values(merged_into=master)
-    )
-    conn.execute(
-        profiles.update()
-        .where(profiles.c.org_id == org_id, profiles.c.ucid.in_(merged))
-        .values(merged_into=master, data="{}", updated_ts=now_ms)
-    )
-    conn.execute(
-        profile_ids.update()
-        .where(profile_ids.c.org_id == org_id, profile_ids.c.ucid.in_(merged))
-        .values(ucid=master)
-    )
-
-
-def insert_ids(conn: Connection, org_id: int, region: str, ucid: str, ids: dict[Identifier, int]) -> None:
-    if ids:
-        conn.execute(
-            profile_ids.insert(),
-            [
-                {
-                    "org_id": org_id,
-                    "region": region,
-                    "id_type": i.id_type,
-                    "value": i.value,
-                    "ucid": ucid,
-                    "ts": ts,
-                }
-                for i, ts in ids.items()
-            ],
-        )
-
-
-def delete_ids(conn: Connection, org_id: int, region: str, ids: Iterable[Identifier]) -> None:
-    for id_type, values in _by_type(ids):
-        conn.execute(
-            profile_ids.delete().where(
-                profile_ids.c.org_id == org_id,
-                profile_ids.c.region == region,
-                profile_ids.c.id_type == id_type,
-                profile_ids.c.value.in_(values),
-            )
-        )
-
-
-def touch_ids(conn: Connection, org_id: int, region: str, ids: Iterable[Identifier], ts: int) -> None:
-    for id_type, values in _by_type(ids):
-        conn.execute(
-            profile_ids.update()
-            .where(
-                profile_ids.c.org_id == org_id,
-                profile_ids.c.region == region,
-                profile_ids.c.id_type == id_type,
-                profile_ids.c.value.in_(values),
-            )
-            .values(ts=ts)
-        )
 
 
 def delete_profiles(conn: Connection, org_id: int, masters: list[str]) -> list[str]:
