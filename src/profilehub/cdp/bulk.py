@@ -12,10 +12,10 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, Field, ValidationError
 
-from profilehub.auth import Principal
+from profilehub.auth import Principal, check_org
 from profilehub.cdp.models import ErrorBody, Profile, WriteUserRequest
 from profilehub.cdp.routes import ERRORS, _service, cdp_principal
-from profilehub.errors import BadRequest, Forbidden, PayloadTooLarge, ProfilehubError, error_body
+from profilehub.errors import BadRequest, PayloadTooLarge, ProfilehubError, error_body
 from profilehub.http import JSONResponse
 from profilehub.profiles import ProfileService, ProfileWrite, WriteResult
 
@@ -58,9 +58,8 @@ def parse_record(raw: Any, principal: Principal) -> ProfileWrite:
         body = WriteUserRequest.model_validate(raw)
     except ValidationError as exc:
         raise validation_error(exc) from exc
-    if body.orgId != principal.org_id:
-        raise Forbidden(f"this credential belongs to another org than {body.orgId}", field="orgId")
-    return ProfileWrite(body.orgId, body.region, body.ids, body.upsert, str(body.ucid) if body.ucid else None)
+    check_org(principal, body.orgId)
+    return body.to_write()
 
 
 def _answer(index: int, outcome: WriteResult | ProfilehubError) -> dict[str, Any]:

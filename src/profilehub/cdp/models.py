@@ -11,6 +11,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from profilehub.profiles import ProfileWrite
+
 VENDOR_EXAMPLE: dict[str, Any] = {
     "orgId": 1234,
     "region": "EU",
@@ -39,6 +41,11 @@ class WriteUserRequest(BaseModel):
         description="Attributes by category (profile, mkt_preferences, consent); null removes one.",
     )
     ucid: UUID | None = Field(default=None, description="Target a specific profile.")
+
+    def to_write(self) -> ProfileWrite:
+        return ProfileWrite(
+            self.orgId, self.region, self.ids, self.upsert, str(self.ucid) if self.ucid else None
+        )
 
 
 class SearchUsersRequest(BaseModel):

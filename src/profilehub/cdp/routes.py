@@ -22,7 +22,7 @@ from profilehub.errors import ProfilehubError, Unauthorized
 from profilehub.http import JSONResponse, notices_header
 from profilehub.oidc import JwtVerifier, token_scopes
 from profilehub.orgs import MAX_ORG_ID
-from profilehub.profiles import ProfileService, ProfileWrite
+from profilehub.profiles import ProfileService
 
 router = APIRouter(prefix="/cdp/v1", tags=["CDP profiles"])
 _bearer = HTTPBearer(
@@ -122,10 +122,7 @@ async def write_user(
     `X-Profilehub-Notices` header and in the profile's history; the body keeps the vendor's shape.
     """
     check_org(principal, body.orgId)
-    write = ProfileWrite(
-        body.orgId, body.region, body.ids, body.upsert, str(body.ucid) if body.ucid else None
-    )
-    [result] = await service.awrite_batch([write], principal.actor)
+    [result] = await service.awrite_batch([body.to_write()], principal.actor)
     if isinstance(result, ProfilehubError):
         raise result
     return JSONResponse([result.profile], headers=notices_header(result.notices))
