@@ -11,6 +11,7 @@ from fastapi_offline import FastAPIOffline
 from profilehub import __version__
 from profilehub.auth import CredentialVerifier
 from profilehub.cdp.bulk import router as cdp_bulk_router
+from profilehub.cdp.routes import FastWriteUser
 from profilehub.cdp.routes import router as cdp_router
 from profilehub.config import Settings
 from profilehub.crm.routes import router as crm_router
@@ -49,6 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_openapi_errors(app)
+    # Inside the body limit (added later is outer): the fast path sees only bodies it allows.
+    app.add_middleware(FastWriteUser)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.include_router(cdp_bulk_router)
     app.include_router(cdp_router)

@@ -55,10 +55,20 @@ def validation_status(path: str) -> int:
     return 422 if path.startswith("/v2/crm") else 400
 
 
+def domain_error_response(exc: ProfilehubError) -> JSONResponse:
+    return error_response(exc.status, exc.message, exc.errors, exc.headers)
+
+
+def database_error_response(exc: sa.exc.OperationalError) -> JSONResponse:
+    # The database is unreachable or locked past its timeout: nothing was written.
+    log.error("database error: %s", exc)
+    return error_response(503, "database: temporarily unavailable; retry", headers={"Retry-After": "1"})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProfilehubError)
     async def _domain(_: Request, exc: ProfilehubError) -> Response:
-        return error_response(exc.status, exc.message, exc.errors, exc.headers)
+        return domain_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -89,9 +99,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(sa.exc.OperationalError)
     async def _database_down(_: Request, exc: sa.exc.OperationalError) -> Response:
-        # The database is unreachable or locked past its timeout: nothing was written.
-        log.error("database error: %s", exc)
-        return error_response(503, "database: temporarily unavailable; retry", headers={"Retry-After": "1"})
+        return database_error_response(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:
