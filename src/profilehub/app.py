@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -63,4 +64,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             conn.exec_driver_sql("SELECT 1")
         return {"status": "ok", "database": db.dialect}
 
+    return app
+
+
+# Young-generation collections start after this many surviving container objects (Python's
+# default is 700). See ``tune_gc_for_serving``.
+SERVING_GC_THRESHOLD = (50_000, 20, 20)
+
+
+def tune_gc_for_serving() -> None:
+    """Keep the cyclic garbage collector off the request path of a long-running server.
+
+    Measured under 64 concurrent writers (docs/bulk.md): with Python's defaults the collector ran
+    a young collection every few requests and, every ~70,000 allocations, a full one over every
+    object the app holds (SQLAlchemy, pydantic and FastAPI structures, caches), stalling both the
+    event loop and the writer thread: p99 latency was 110-130 ms with p50 near 27 ms. Freezing
+    what exists after start-up (it lives as long as the process anyway) takes it out of every
+    collection, and a higher young threshold makes collections rare; request garbage is mostly
+    freed by reference counting. Cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*SERVING_GC_THRESHOLD)
+
+
+def create_server_app() -> FastAPI:
+    """``create_app`` for ``profilehub serve`` (one call in each worker process), GC tuned."""
+    app = create_app()
+    tune_gc_for_serving()
     return app

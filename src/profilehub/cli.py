@@ -113,7 +113,7 @@ def serve(host: str, port: int, workers: int) -> None:
         highlight=False,
     )
     uvicorn.run(
-        "profilehub.app:create_app",
+        "profilehub.app:create_server_app",
         factory=True,
         host=host,
         port=port,
