@@ -18,9 +18,12 @@ def latency_ms(seconds: Sequence[float]) -> dict[str, float]:
     return {f"p{p}": percentile(ordered, p) * 1000 for p in (50, 95, 99)}
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb(children: int = 0) -> float:
+    """This process's peak resident memory plus ``children`` times the largest peak of its finished
+    child processes (the importer's workers): an upper bound for the whole import (Linux: KiB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if children else 0
+    return (own + children * child) / 1024
 
 
 def ratio(ours: float, baseline: float) -> str:

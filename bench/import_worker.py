@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
         "updated": summary.updated,
         "rejected": summary.rejected,
         "batch_ms": latency_ms(batch_seconds),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(children=importer.workers),
+        "workers": importer.workers,
     }
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from profilehub.cli import main
+from profilehub.identity.strategy import block_value
 from profilehub.ingest import checkpoint
 from profilehub.ingest.cdp import cdp_sink
 from profilehub.ingest.reader import ColumnMapping, read_csv, read_ndjson
@@ -39,14 +40,14 @@ def write_ndjson(path: Path, records: Sequence[Any]) -> Path:
     return path
 
 
-def snapshot(db: Database) -> list[tuple[Any, ...]]:
+def snapshot(db: Database, org_id: int = ORG) -> list[tuple[Any, ...]]:
     """Every profile's identity and attributes, without timestamps or ucids' random parts."""
     with db.read() as conn:
         rows = conn.exec_driver_sql(
-            "SELECT p.ucid, p.merged_into, p.data FROM profiles p WHERE p.org_id = 1234"
+            f"SELECT p.ucid, p.merged_into, p.data FROM profiles p WHERE p.org_id = {org_id}"
         ).all()
         ids = conn.exec_driver_sql(
-            "SELECT ucid, id_type, value FROM profile_ids WHERE org_id = 1234 ORDER BY id_type, value"
+            f"SELECT ucid, id_type, value FROM profile_ids WHERE org_id = {org_id} ORDER BY id_type, value"
         ).all()
     by_ucid: dict[str, list[tuple[str, str]]] = {}
     for ucid, id_type, value in ids:
@@ -67,13 +68,19 @@ def service(db: Database) -> ProfileService:
 
 
 def run_import(
-    service: ProfileService, path: Path, resume: bool = False, sink: Sink | None = None, batch_size: int = 7
+    service: ProfileService,
+    path: Path,
+    resume: bool = False,
+    sink: Sink | None = None,
+    batch_size: int = 7,
+    workers: int | None = None,
 ) -> Any:
     importer = Importer(
         path,
         lambda offset, line: read_ndjson(path, offset, line),
         sink or cdp_sink(service, ORG, "EU", "test-import"),
         batch_size=batch_size,
+        workers=workers,
     )
     return importer.run(resume=resume)
 
@@ -88,7 +95,10 @@ def test_ndjson_import_writes_and_counts(service: ProfileService, tmp_path: Path
     assert profile["profile"]["seq"] == 2 and profile["ids"]["maid"][0]["AdId"] == "ad-0"
 
 
-def test_rejects_file_lists_bad_records_with_reasons(service: ProfileService, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2], ids=["inline", "worker-processes"])
+def test_rejects_file_lists_bad_records_with_reasons(
+    service: ProfileService, tmp_path: Path, workers: int
+) -> None:
     records: list[Any] = [
         {"ids": {"email": "good@x.com"}},
         "{not json",
@@ -100,7 +110,7 @@ def test_rejects_file_lists_bad_records_with_reasons(service: ProfileService, tm
         {"ids": {"email": "good4@x.com"}},
     ]
     path = write_ndjson(tmp_path / "mixed.ndjson", records)
-    summary = run_import(service, path, batch_size=3)
+    summary = run_import(service, path, batch_size=3, workers=workers)
     assert (summary.read, summary.created, summary.rejected) == (8, 2, 6)
     rejects = [json.loads(line) for line in checkpoint.rejects_path(path).read_text().splitlines()]
     assert [r["line"] for r in rejects] == [2, 3, 4, 5, 6, 7]
@@ -110,6 +120,44 @@ def test_rejects_file_lists_bad_records_with_reasons(service: ProfileService, tm
     assert "region" in rejects[4]["error"]["errors"]
     assert "extra" in rejects[5]["error"]["message"]
     assert all(r["error"]["success"] is False for r in rejects)
+
+
+def test_preparing_in_worker_processes_gives_the_same_profiles_as_inline(
+    db: Database, tmp_path: Path
+) -> None:
+    # Two orgs, one database: the same file imported with ids prepared inline and in workers.
+    make_org(db, ORG)
+    make_org(db, 5678)
+    path = write_ndjson(tmp_path / "people.ndjson", people(90))
+    inline = run_import(ProfileService(db), path, batch_size=10, workers=0)
+    other = Importer(
+        path,
+        lambda offset, line: read_ndjson(path, offset, line),
+        cdp_sink(ProfileService(db), 5678, "EU", "test-import"),
+        batch_size=10,
+        workers=2,
+    ).run()
+    assert inline.counts() == other.counts() == {"read": 90, "created": 60, "updated": 30, "rejected": 0}
+    assert snapshot(db) == snapshot(db, org_id=5678)
+
+
+def test_writes_prepared_before_a_strategy_change_are_prepared_again(
+    service: ProfileService, db: Database
+) -> None:
+    # The importer prepares the next batch under the strategy of the last one; a value blocked
+    # meanwhile must still be dropped when the batch is written.
+    sink = cdp_sink(service, ORG, "EU", "test-import")
+    sink([{"ids": {"email": "first@x.com"}}])
+    records = [{"ids": {"email": "later@x.com", "AdId": "ad-blocked-later"}}]
+    func, args = sink.prepare_job(records)
+    prepared = func(*args)
+    assert prepared.strategy_version == service.strategies.cached(ORG).version  # type: ignore[union-attr]
+    db.write(lambda c: block_value(c, ORG, "ad-blocked-later"))
+    [outcome] = sink.write(records, prepared)
+    assert not isinstance(outcome, Exception) and outcome.created
+    [profile] = service.search(ORG, None, {"email": ["later@x.com"]})
+    assert "maid" not in profile["ids"]
+    assert service.search(ORG, None, {"AdId": ["ad-blocked-later"]}) == []
 
 
 class Interrupted(Exception):

@@ -32,6 +32,21 @@ class ProfilehubError(Exception):
         self.errors = errors if errors is not None else ({field: message} if field else None)
         self.headers = headers or {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword arguments are not in ``args``: rebuild from the fields, so an error made in a
+        # worker process (the importer's) arrives whole.
+        return (_rebuild, (type(self), self.message, self.field, self.errors, self.headers))
+
+
+def _rebuild(
+    cls: type[ProfilehubError],
+    message: str,
+    field: str | None,
+    errors: dict[str, str] | None,
+    headers: dict[str, str],
+) -> ProfilehubError:
+    return cls(message, field=field, errors=errors, headers=headers)
+
 
 class BadRequest(ProfilehubError):
     status = 400

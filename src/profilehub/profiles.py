@@ -124,6 +124,32 @@ def prepare_write(strategy: Strategy, write: ProfileWrite, actor: str) -> Prepar
     return PreparedWrite(write.org_id, region, ids, upsert, ucid, actor, notices)
 
 
+def prepare_writes(
+    strategy: Strategy, writes: Sequence[ProfileWrite], actor: str
+) -> list[PreparedWrite | ProfilehubError]:
+    """``prepare_write`` of each write: pure, so it may run in another process (see ``Prepared``)."""
+    out: list[PreparedWrite | ProfilehubError] = []
+    for w in writes:
+        try:
+            out.append(prepare_write(strategy, w, actor))
+        except ProfilehubError as exc:
+            out.append(exc)
+    return out
+
+
+@dataclass
+class Prepared:
+    """The outcome of ``prepare_writes`` for a batch, and the strategy version it was made under.
+
+    The importer prepares the next batch in a worker process while the writer applies this one.
+    The writer uses these only while the org's strategy is still at ``strategy_version``; after a
+    change (an idType added, a value blocked) it prepares the writes again itself.
+    """
+
+    strategy_version: int
+    items: list[PreparedWrite | ProfilehubError]
+
+
 def profile_view(strategy: Strategy, state: ProfileState, linked: Sequence[str]) -> dict[str, Any]:
     ids: dict[str, list[Any]] = {}
     for ident in sorted(state.ids, key=lambda i: (strategy.sort_key(i.id_type), state.ids[i], i.value)):
@@ -147,6 +173,9 @@ def _result(strategy: Strategy, outcome: WriteOutcome) -> WriteResult:
     return WriteResult(strategy, outcome)
 
 
+_WritePayload = tuple[Sequence[ProfileWrite], str, Prepared | None]
+
+
 class ProfileService:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -154,18 +183,31 @@ class ProfileService:
 
     # --- writes ---
     def _write_group(
-        self, conn: Connection, payloads: list[tuple[Sequence[ProfileWrite], str]]
+        self, conn: Connection, payloads: list[_WritePayload]
     ) -> list[list[WriteResult | ProfilehubError]]:
-        """The writes of several jobs (each ``(writes, actor)``) as one batch, in queue order."""
-        flat = [(w, actor) for writes, actor in payloads for w in writes]
+        """The writes of several jobs (each ``(writes, actor, prepared)``) as one batch, in queue order."""
+        flat = [
+            (
+                w,
+                actor,
+                prepared.strategy_version if prepared else None,
+                prepared.items[i] if prepared else None,
+            )
+            for writes, actor, prepared in payloads
+            for i, w in enumerate(writes)
+        ]
         out: list[WriteResult | ProfilehubError | None] = [None] * len(flat)
         strategies: dict[int, Strategy] = {}
         ready: list[tuple[int, Strategy, PreparedWrite]] = []
-        for index, (w, actor) in enumerate(flat):
+        for index, (w, actor, version, item) in enumerate(flat):
             try:
                 strategy = strategies.get(w.org_id) or self.strategies.get(conn, w.org_id)
                 strategies[w.org_id] = strategy
-                ready.append((index, strategy, prepare_write(strategy, w, actor)))
+                if item is None or version != strategy.version:
+                    item = prepare_write(strategy, w, actor)
+                elif isinstance(item, ProfilehubError):
+                    raise item
+                ready.append((index, strategy, item))
             except ProfilehubError as exc:
                 out[index] = exc
         # Lock every scope first (in one order, against deadlocks), then read what the whole
@@ -189,23 +231,32 @@ class ProfileService:
         batch.flush()
         results = [o for o in out if o is not None]
         split: list[list[WriteResult | ProfilehubError]] = []
-        for writes, _ in payloads:
+        for writes, _, _ in payloads:
             split.append(results[: len(writes)])
             results = results[len(writes) :]
         return split
 
-    def _write_job(self, writes: Sequence[ProfileWrite], actor: str) -> GroupJob:
-        return GroupJob(self._write_group, (writes, actor))
+    def _write_job(self, writes: Sequence[ProfileWrite], actor: str, prepared: Prepared | None) -> GroupJob:
+        if prepared is not None and len(prepared.items) != len(writes):
+            raise ValueError("prepared must hold one item per write")
+        return GroupJob(self._write_group, (writes, actor, prepared))
 
-    def write_batch(self, writes: Sequence[ProfileWrite], actor: str) -> list[WriteResult | ProfilehubError]:
-        """Resolve and apply ``writes`` in order; one result or error per write, same order."""
-        result: list[WriteResult | ProfilehubError] = self.db.write(self._write_job(writes, actor))
+    def write_batch(
+        self, writes: Sequence[ProfileWrite], actor: str, prepared: Prepared | None = None
+    ) -> list[WriteResult | ProfilehubError]:
+        """Resolve and apply ``writes`` in order; one result or error per write, same order.
+
+        ``prepared``, when given, is ``prepare_writes`` of the same writes made earlier.
+        """
+        result: list[WriteResult | ProfilehubError] = self.db.write(self._write_job(writes, actor, prepared))
         return result
 
     async def awrite_batch(
         self, writes: Sequence[ProfileWrite], actor: str
     ) -> list[WriteResult | ProfilehubError]:
-        result: list[WriteResult | ProfilehubError] = await self.db.awrite(self._write_job(writes, actor))
+        result: list[WriteResult | ProfilehubError] = await self.db.awrite(
+            self._write_job(writes, actor, None)
+        )
         return result
 
     # --- reads ---

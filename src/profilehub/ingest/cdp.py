@@ -1,13 +1,20 @@
-"""The CDP sink: records in the ``POST /cdp/v1/users`` body form, written by ``write_batch``."""
+"""The CDP sink: records in the ``POST /cdp/v1/users`` body form, written by ``write_batch``.
+
+The sink works in two stages. ``prepare_job`` names the CPU-heavy part of a batch (validating the
+records and normalising and hashing their ids) as a picklable function the importer runs in a
+worker process, while the writer applies the previous batch; ``write`` then hands the batch and
+what was prepared to the one write path. Called as a plain function, the sink does both in turn.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from profilehub.errors import BadRequest, Forbidden, ProfilehubError
-from profilehub.ingest.runner import Outcome, Sink
-from profilehub.profiles import ProfileService, ProfileWrite
+from profilehub.identity.strategy import Strategy
+from profilehub.ingest.runner import Outcome
+from profilehub.profiles import Prepared, ProfileService, ProfileWrite, prepare_writes
 
 _KEYS = {"orgId", "region", "ids", "upsert", "ucid"}
 
@@ -29,19 +36,54 @@ def profile_write(record: dict[str, Any], org_id: int, region: str) -> ProfileWr
     return ProfileWrite(org_id, record_region, record.get("ids") or {}, record.get("upsert") or {}, ucid)
 
 
-def cdp_sink(service: ProfileService, org_id: int, region: str, actor: str) -> Sink:
-    def write(records: Sequence[dict[str, Any]]) -> Sequence[Outcome]:
-        out: list[Outcome | None] = [None] * len(records)
-        writes: list[ProfileWrite] = []
-        positions: list[int] = []
-        for index, record in enumerate(records):
-            try:
-                writes.append(profile_write(record, org_id, region))
-                positions.append(index)
-            except ProfilehubError as exc:
-                out[index] = exc
-        for index, result in zip(positions, service.write_batch(writes, actor), strict=True):
-            out[index] = result
-        return [o for o in out if o is not None]
+def _writes(
+    records: Sequence[dict[str, Any]], org_id: int, region: str
+) -> tuple[list[ProfileWrite | ProfilehubError], list[ProfileWrite]]:
+    """Each record as a write or the error that refuses it, and the writes alone."""
+    out: list[ProfileWrite | ProfilehubError] = []
+    for record in records:
+        try:
+            out.append(profile_write(record, org_id, region))
+        except ProfilehubError as exc:
+            out.append(exc)
+    return out, [w for w in out if isinstance(w, ProfileWrite)]
 
-    return write
+
+def prepare_records(
+    strategy: Strategy, org_id: int, region: str, actor: str, records: Sequence[dict[str, Any]]
+) -> Prepared:
+    """The records' writes validated and normalised under ``strategy`` (runs in a worker process)."""
+    _, writes = _writes(records, org_id, region)
+    return Prepared(strategy.version, prepare_writes(strategy, writes, actor))
+
+
+class CdpSink:
+    def __init__(self, service: ProfileService, org_id: int, region: str, actor: str) -> None:
+        self.service = service
+        self.org_id = org_id
+        self.region = region
+        self.actor = actor
+
+    def prepare_job(self, records: Sequence[dict[str, Any]]) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """``prepare_records`` with the strategy the writer last used, or None before the first
+        batch (the writer then prepares that one itself)."""
+        strategy = self.service.strategies.cached(self.org_id)
+        if strategy is None:
+            return _nothing, ()
+        return prepare_records, (strategy, self.org_id, self.region, self.actor, records)
+
+    def write(self, records: Sequence[dict[str, Any]], prepared: Prepared | None) -> Sequence[Outcome]:
+        out, writes = _writes(records, self.org_id, self.region)
+        results = iter(self.service.write_batch(writes, self.actor, prepared))
+        return [next(results) if isinstance(o, ProfileWrite) else o for o in out]
+
+    def __call__(self, records: Sequence[dict[str, Any]]) -> Sequence[Outcome]:
+        return self.write(records, None)
+
+
+def _nothing() -> None:
+    return None
+
+
+def cdp_sink(service: ProfileService, org_id: int, region: str, actor: str) -> CdpSink:
+    return CdpSink(service, org_id, region, actor)

@@ -4,17 +4,21 @@ A sink is any callable that takes a batch of parsed records and returns one outc
 order: something with ``.created`` when the record was written, or the ``ProfilehubError`` that
 refused it. The runner knows nothing of CDP or CRM; ``cdp.py`` (and the CRM people sink) adapt the
 core's batch writes to this shape. One batch is in flight in the sink's thread while the next one
-is read and parsed, and memory holds at most two batches whatever the file's size.
+is read and parsed (and, for a ``StagedSink``, prepared in a worker process), and memory holds at
+most two batches whatever the file's size.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import orjson
 
@@ -31,6 +35,31 @@ class Written(Protocol):
 
 Outcome = Written | ProfilehubError
 Sink = Callable[[Sequence[dict[str, Any]]], Sequence[Outcome]]
+
+
+@runtime_checkable
+class StagedSink(Protocol):
+    """A sink whose CPU-heavy first stage can run in worker processes.
+
+    ``prepare_job(records)`` returns a picklable function and its arguments; the importer runs it
+    in a worker process as soon as the batch is read, and the sink's thread later calls
+    ``write(records, <what it returned>)``. The sink also works as a plain ``Sink``.
+    """
+
+    def prepare_job(
+        self, records: Sequence[dict[str, Any]]
+    ) -> tuple[Callable[..., Any], tuple[Any, ...]]: ...
+
+    def write(self, records: Sequence[dict[str, Any]], prepared: Any) -> Sequence[Outcome]: ...
+
+    def __call__(self, records: Sequence[dict[str, Any]]) -> Sequence[Outcome]: ...
+
+
+def default_workers() -> int:
+    """Worker processes for a staged sink: the cores the writer thread leaves free (at most 4)."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
 Progress = Callable[["ImportSummary"], None]
 RecordSource = Callable[[int, int], Iterator[SourceRecord]]  # (offset, line) -> records from there
 
@@ -92,12 +121,30 @@ class Importer:
         *,
         batch_size: int = 2000,
         progress: Progress | None = None,
+        workers: int | None = None,
     ) -> None:
         self.source = source
         self.records = records
         self.sink = sink
         self.batch_size = batch_size
         self.progress = progress or (lambda _summary: None)
+        self.workers = default_workers() if workers is None else workers
+
+    def _worker_pool(self) -> Any:
+        if not self.workers or not isinstance(self.sink, StagedSink):
+            return nullcontext(None)
+        # spawn, not fork: this process already runs threads (the database writer's, at least)
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def _submit(
+        self, pool: Executor, workers: Executor | None, parsed: list[dict[str, Any]]
+    ) -> Future[Sequence[Outcome]]:
+        sink = self.sink
+        if workers is None or not isinstance(sink, StagedSink):
+            return pool.submit(sink, parsed)
+        fn, args = sink.prepare_job(parsed)
+        prepared = workers.submit(fn, *args)
+        return pool.submit(lambda: sink.write(parsed, prepared.result()))
 
     def run(self, resume: bool = False) -> ImportSummary:
         size, mtime_ns = checkpoints.fingerprint(self.source)
@@ -112,11 +159,14 @@ class Importer:
             # Rejects written after the last checkpoint belong to records that will be read again.
             rejects.truncate(state.rejects_size)
             rejects.seek(state.rejects_size)
-            with ThreadPoolExecutor(1, thread_name_prefix="profilehub-import") as pool:
+            with (
+                self._worker_pool() as workers,
+                ThreadPoolExecutor(1, thread_name_prefix="profilehub-import") as pool,
+            ):
                 in_flight: tuple[list[SourceRecord], Future[Sequence[Outcome]]] | None = None
                 for batch in _batches(self.records(state.offset, state.line), self.batch_size):
                     parsed = [r.data for r in batch if r.data is not None]
-                    future = pool.submit(self.sink, parsed)
+                    future = self._submit(pool, workers, parsed)
                     if in_flight is not None:
                         self._commit(*in_flight, state, summary, rejects, started)
                     in_flight = (batch, future)

@@ -84,6 +84,22 @@ class BatchStore:
             finally:
                 cursor.close()
 
+    def _insert_many(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        """New rows in bulk: PostgreSQL's COPY (several times faster than INSERTs), else executemany."""
+        if not rows:
+            return
+        if not self._pyformat:
+            marks = ", ".join("?" * len(columns))
+            self._sql_many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+            return
+        cursor = self.conn.connection.cursor()
+        try:
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        finally:
+            cursor.close()
+
     def _read_ids(self, org_id: int, region: str, ids: Iterable[Identifier]) -> None:
         missing = [i for i in set(ids) if (org_id, region, i) not in self._id_final]
         if not missing:
@@ -123,8 +139,17 @@ class BatchStore:
                 owners[i] = row[0]
         return owners
 
+    def _loaded(self, org_id: int, ucid: str, with_ids: bool) -> bool:
+        key = (org_id, ucid)
+        if key not in self._rows:
+            return False
+        row = self._rows[key]
+        return row is None or row.ids_loaded or not with_ids
+
     def _read_rows(self, org_id: int, ucids: Iterable[str], with_ids: bool) -> None:
         ucids = list(ucids)
+        if all(self._loaded(org_id, u, with_ids) for u in ucids):
+            return  # the common case once the batch is prefetched
         missing = sorted({u for u in ucids if (org_id, u) not in self._rows})
         for part in _chunks(missing):
             rows = self._sql(
@@ -232,8 +257,10 @@ class BatchStore:
         self._linked[(org_id, state.ucid)] = []
 
     def _row(self, org_id: int, ucid: str) -> _Row:
-        self._read_rows(org_id, [ucid], with_ids=True)
-        row = self._rows[(org_id, ucid)]
+        row = self._rows.get((org_id, ucid))
+        if row is None or not row.ids_loaded:
+            self._read_rows(org_id, [ucid], with_ids=True)
+            row = self._rows[(org_id, ucid)]
         assert row is not None, f"profile {ucid} is not in the store"
         return row
 
@@ -245,7 +272,8 @@ class BatchStore:
 
     def _set_id(self, org_id: int, region: str, ident: Identifier, value: IdRow) -> None:
         key = (org_id, region, ident)
-        self._read_ids(org_id, region, [ident])  # flush compares with the row as it was
+        if key not in self._id_final:
+            self._read_ids(org_id, region, [ident])  # flush compares with the row as it was
         self._id_final[key] = value
         self._id_dirty.add(key)
 
@@ -315,9 +343,9 @@ class BatchStore:
                     (org_id, ucid, row.region, row.created_ts, row.updated_ts, row.merged_into, data)
                 )
             row.existed, row.dirty = True, False
-        self._sql_many(
-            "INSERT INTO profiles (org_id, ucid, region, created_ts, updated_ts, merged_into, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        self._insert_many(
+            "profiles",
+            ("org_id", "ucid", "region", "created_ts", "updated_ts", "merged_into", "data"),
             new_profiles,
         )
         self._sql_many(
@@ -347,13 +375,10 @@ class BatchStore:
         where = "WHERE org_id = ? AND region = ? AND id_type = ? AND value = ?"
         self._sql_many(f"DELETE FROM profile_ids {where}", deletes)
         self._sql_many(f"UPDATE profile_ids SET ucid = ?, ts = ? {where}", updates)
-        self._sql_many(
-            "INSERT INTO profile_ids (org_id, region, id_type, value, ucid, ts) VALUES (?, ?, ?, ?, ?, ?)",
-            inserts,
-        )
-        self._sql_many(
-            "INSERT INTO changes (org_id, change_id, ts, actor, entity, entity_id, action, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        self._insert_many("profile_ids", ("org_id", "region", "id_type", "value", "ucid", "ts"), inserts)
+        self._insert_many(
+            "changes",
+            ("org_id", "change_id", "ts", "actor", "entity", "entity_id", "action", "detail"),
             [
                 (
                     c["org_id"],
