@@ -22,6 +22,18 @@ from profilehub.identity.normalize import Identifier
 from profilehub.store.profile_store import _CHUNK, ProfileState, _by_type, _chunks
 
 IdKey = tuple[int, str, Identifier]  # (org, region, id)
+# Column types for PostgreSQL arrays of the columns updated or matched in bulk.
+_PG_TYPES = {
+    "org_id": "bigint",
+    "ucid": "text",
+    "region": "text",
+    "id_type": "text",
+    "value": "text",
+    "ts": "bigint",
+    "updated_ts": "bigint",
+    "data": "text",
+    "merged_into": "text",
+}
 IdRow = tuple[str, int] | None  # (owner ucid, ts), or no row
 
 
@@ -84,6 +96,58 @@ class BatchStore:
             finally:
                 cursor.close()
 
+    # An IN list of parameters on SQLite, in chunks under its parameter limit; one array on
+    # PostgreSQL (= ANY), so the statement text does not change with the number of values.
+    def _parts(self, values: list[str]) -> Iterable[list[str]]:
+        if self._pyformat:
+            return [values] if values else []
+        return _chunks(values)
+
+    def _in(self, values: list[str]) -> str:
+        return "= ANY(%b)" if self._pyformat else f"IN ({', '.join('?' * len(values))})"
+
+    def _values(self, values: list[str]) -> list[Any]:
+        return [values] if self._pyformat else values
+
+    def _change_many(
+        self,
+        verb: str,
+        table: str,
+        set_cols: tuple[str, ...],
+        key_cols: tuple[str, ...],
+        rows: list[tuple[Any, ...]],
+    ) -> None:
+        """UPDATE (``set_cols`` then ``key_cols`` per row) or DELETE (``key_cols``) many rows by key.
+
+        SQLite runs one statement per row in-process; PostgreSQL gets one statement whose rows
+        arrive as arrays (``unnest``), instead of a round of parsing and planning per row.
+        """
+        if not rows:
+            return
+        if not self._pyformat:
+            where = " AND ".join(f"{c} = ?" for c in key_cols)
+            if verb == "UPDATE":
+                self._sql_many(
+                    f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in set_cols)} WHERE {where}", rows
+                )
+            else:
+                self._sql_many(f"DELETE FROM {table} WHERE {where}", rows)
+            return
+        cols = set_cols + key_cols
+        arrays = [list(column) for column in zip(*rows, strict=True)]
+        # %b: arrays travel in binary, which skips psycopg's per-element quoting of text
+        source = f"unnest({', '.join(f'%b::{_PG_TYPES[c]}[]' for c in cols)}) AS v({', '.join(cols)})"
+        where = " AND ".join(f"t.{c} = v.{c}" for c in key_cols)
+        if verb == "UPDATE":
+            sql = f"UPDATE {table} AS t SET {', '.join(f'{c} = v.{c}' for c in set_cols)} FROM {source} WHERE {where}"
+        else:
+            sql = f"DELETE FROM {table} AS t USING {source} WHERE {where}"
+        cursor = self.conn.connection.cursor()
+        try:
+            cursor.execute(sql.replace("?", "%s"), arrays)
+        finally:
+            cursor.close()
+
     def _insert_many(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
         """New rows in bulk: PostgreSQL's COPY (several times faster than INSERTs), else executemany."""
         if not rows:
@@ -105,6 +169,12 @@ class BatchStore:
         if not missing:
             return
         found: dict[Identifier, tuple[str, int]] = {}
+        if self._pyformat:
+            self._read_ids_pg(org_id, region, missing, found)
+            for i in missing:
+                key = (org_id, region, i)
+                self._id_initial[key] = self._id_final[key] = found.get(i)
+            return
         # One statement per few hundred values: a UNION ALL of one primary-key lookup per idType.
         parts: list[str] = []
         params: list[Any] = []
@@ -129,6 +199,25 @@ class BatchStore:
             key = (org_id, region, i)
             self._id_initial[key] = self._id_final[key] = found.get(i)
 
+    def _read_ids_pg(
+        self, org_id: int, region: str, ids: list[Identifier], found: dict[Identifier, tuple[str, int]]
+    ) -> None:
+        # One statement for the whole batch, one array per idType: the SQL text stays the same
+        # from batch to batch and the values travel as arrays, not thousands of parameters.
+        grouped: dict[str, list[str]] = {}
+        for i in ids:
+            grouped.setdefault(i.id_type, []).append(i.value)
+        parts: list[str] = []
+        params: list[Any] = []
+        for id_type, values in sorted(grouped.items()):
+            parts.append(
+                "SELECT id_type, value, ucid, ts FROM profile_ids "
+                "WHERE org_id = ? AND region = ? AND id_type = ? AND value = ANY(%b)"
+            )
+            params += [org_id, region, id_type, values]
+        for id_type, value, ucid, ts in self._sql(" UNION ALL ".join(parts), params):
+            found[Identifier(id_type, value)] = (ucid, ts)
+
     def find_owners(self, org_id: int, region: str, ids: Iterable[Identifier]) -> dict[Identifier, str]:
         ids = list(ids)
         self._read_ids(org_id, region, ids)
@@ -151,11 +240,11 @@ class BatchStore:
         if all(self._loaded(org_id, u, with_ids) for u in ucids):
             return  # the common case once the batch is prefetched
         missing = sorted({u for u in ucids if (org_id, u) not in self._rows})
-        for part in _chunks(missing):
+        for part in self._parts(missing):
             rows = self._sql(
                 "SELECT ucid, region, created_ts, updated_ts, merged_into, data FROM profiles "
-                f"WHERE org_id = ? AND ucid IN ({', '.join('?' * len(part))})",
-                (org_id, *part),
+                f"WHERE org_id = ? AND ucid {self._in(part)}",
+                (org_id, *self._values(part)),
             )
             for ucid, region, created_ts, updated_ts, merged_into, data in rows:
                 self._rows[(org_id, ucid)] = _Row(
@@ -168,11 +257,11 @@ class BatchStore:
         need = sorted(
             {u for u in ucids if (row := self._rows.get((org_id, u))) is not None and not row.ids_loaded}
         )
-        for part in _chunks(need):
+        for part in self._parts(need):
             rows = self._sql(
                 "SELECT ucid, region, id_type, value, ts FROM profile_ids "
-                f"WHERE org_id = ? AND ucid IN ({', '.join('?' * len(part))})",
-                (org_id, *part),
+                f"WHERE org_id = ? AND ucid {self._in(part)}",
+                (org_id, *self._values(part)),
             )
             for ucid, region, id_type, value, ts in rows:
                 ident = Identifier(id_type, value)
@@ -213,12 +302,12 @@ class BatchStore:
 
     def _read_linked(self, org_id: int, masters: Iterable[str]) -> None:
         missing = sorted({m for m in masters if (org_id, m) not in self._linked})
-        for part in _chunks(missing):
+        for part in self._parts(missing):
             found: dict[str, list[tuple[int, str]]] = {m: [] for m in part}
             rows = self._sql(
                 "SELECT merged_into, ucid, created_ts FROM profiles "
-                f"WHERE org_id = ? AND merged_into IN ({', '.join('?' * len(part))})",
-                (org_id, *part),
+                f"WHERE org_id = ? AND merged_into {self._in(part)}",
+                (org_id, *self._values(part)),
             )
             for merged_into, ucid, created_ts in rows:
                 found[merged_into].append((created_ts, ucid))
@@ -348,12 +437,14 @@ class BatchStore:
             ("org_id", "ucid", "region", "created_ts", "updated_ts", "merged_into", "data"),
             new_profiles,
         )
-        self._sql_many(
-            "UPDATE profiles SET updated_ts = ?, data = ?, merged_into = ? WHERE org_id = ? AND ucid = ?",
-            changed_profiles,
+        self._change_many(
+            "UPDATE", "profiles", ("updated_ts", "data", "merged_into"), ("org_id", "ucid"), changed_profiles
         )
-        self._sql_many(
-            "UPDATE profiles SET merged_into = ? WHERE org_id = ? AND ucid = ?",
+        self._change_many(
+            "UPDATE",
+            "profiles",
+            ("merged_into",),
+            ("org_id", "ucid"),
             [(master, org_id, u) for (org_id, u), master in sorted(self._relinked.items())],
         )
         self._relinked.clear()
@@ -372,9 +463,9 @@ class BatchStore:
                 updates.append((after[0], after[1], org_id, region, ident.id_type, ident.value))
             self._id_initial[key] = after
         self._id_dirty.clear()
-        where = "WHERE org_id = ? AND region = ? AND id_type = ? AND value = ?"
-        self._sql_many(f"DELETE FROM profile_ids {where}", deletes)
-        self._sql_many(f"UPDATE profile_ids SET ucid = ?, ts = ? {where}", updates)
+        id_key = ("org_id", "region", "id_type", "value")
+        self._change_many("DELETE", "profile_ids", (), id_key, deletes)
+        self._change_many("UPDATE", "profile_ids", ("ucid", "ts"), id_key, updates)
         self._insert_many("profile_ids", ("org_id", "region", "id_type", "value", "ucid", "ts"), inserts)
         self._insert_many(
             "changes",
