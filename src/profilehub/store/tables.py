@@ -89,8 +89,6 @@ profile_ids = sa.Table(
     sa.Column("ucid", sa.String(36), nullable=False),
     sa.Column("ts", sa.BigInteger, nullable=False),
     sa.Index("ix_profile_ids_ucid", "org_id", "ucid"),
-    # Clustered on its primary key (migration 0003): one B-tree fewer per id written.
-    sqlite_with_rowid=False,
 )
 
 changes = sa.Table(
