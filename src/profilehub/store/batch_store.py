@@ -220,13 +220,10 @@ class BatchStore:
 
     def find_owners(self, org_id: int, region: str, ids: Iterable[Identifier]) -> dict[Identifier, str]:
         ids = list(ids)
-        self._read_ids(org_id, region, ids)
-        owners: dict[Identifier, str] = {}
-        for i in ids:
-            row = self._id_final[(org_id, region, i)]
-            if row is not None:
-                owners[i] = row[0]
-        return owners
+        final = self._id_final
+        if any((org_id, region, i) not in final for i in ids):
+            self._read_ids(org_id, region, ids)
+        return {i: row[0] for i in ids if (row := final[(org_id, region, i)]) is not None}
 
     def _loaded(self, org_id: int, ucid: str, with_ids: bool) -> bool:
         key = (org_id, ucid)
