@@ -251,14 +251,28 @@ def test_csv_with_a_column_mapping(tmp_path: Path) -> None:
     assert [r.data for r in rest] == [r.data for r in records[1:]]
 
 
-def test_import_cdp_command_with_csv_mapping(database_url: str, tmp_path: Path, monkeypatch: Any) -> None:
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_import_cdp_command_with_csv_mapping(
+    database_url: str, tmp_path: Path, monkeypatch: Any, workers: str
+) -> None:
     monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
     db = Database(database_url)
     make_org(db, ORG)
     db.close()
     path = tmp_path / "people.csv"
     path.write_text("E-mail,Name,phone\nann@x.com,Ann,+4915112345678\nnot-an-email,Bad,\nann@x.com,Ann B,\n")
-    args = ["import", "cdp", str(path), "--org-id", str(ORG), "--region", "EU", "--quiet"]
+    args = [
+        "import",
+        "cdp",
+        str(path),
+        "--org-id",
+        str(ORG),
+        "--region",
+        "EU",
+        "--quiet",
+        "--workers",
+        workers,
+    ]
     maps = [
         "--map",
         "E-mail=ids.email",
