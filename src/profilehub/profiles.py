@@ -251,11 +251,27 @@ class ProfileService:
         result: list[WriteResult | ProfilehubError] = self.db.write(self._write_job(writes, actor, prepared))
         return result
 
+    def _prepare_ahead(self, writes: Sequence[ProfileWrite], actor: str) -> Prepared | None:
+        """Validate and normalise in the caller's thread, before the write queues for the writer.
+
+        The one writer thread is the bottleneck of every write; this part needs no database (the
+        strategy last loaded is enough, and the writer re-prepares if it has changed since), so it
+        runs while the writer works on the previous batch, and in parallel across server processes.
+        """
+        org_ids = {w.org_id for w in writes}
+        if len(org_ids) != 1:
+            return None
+        strategy = self.strategies.cached(org_ids.pop())
+        if strategy is None:
+            return None
+        return Prepared(strategy.version, prepare_writes(strategy, writes, actor))
+
     async def awrite_batch(
         self, writes: Sequence[ProfileWrite], actor: str
     ) -> list[WriteResult | ProfilehubError]:
+        prepared = self._prepare_ahead(writes, actor)
         result: list[WriteResult | ProfilehubError] = await self.db.awrite(
-            self._write_job(writes, actor, None)
+            self._write_job(writes, actor, prepared)
         )
         return result
 
