@@ -1,8 +1,9 @@
 """The HTTP baseline: a bare ASGI app that upserts a write's rows raw, on the same database.
 
-It parses the same body, normalises the ids with the same code, and writes one row per id with
-``INSERT ... ON CONFLICT DO UPDATE`` through the same single writer (no identity resolution, no
-answer beyond ``{}``). ``python -m bench.baseline_server --port P --url URL``.
+It parses the same body, normalises the ids with the same code (before queueing for the writer, as
+profilehub does), and writes one row per id with ``INSERT ... ON CONFLICT DO UPDATE`` through the
+same single writer (no identity resolution, no answer beyond ``{}``).
+``python -m bench.baseline_server --port P --url URL``.
 """
 
 from __future__ import annotations
@@ -47,13 +48,22 @@ def make_app(url: str) -> Any:
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         body = orjson.loads(b"".join(chunks))
+        # Normalised before queueing for the writer, as profilehub's own route does.
+        ahead = strategies.cached(ORG_ID)
+        try:
+            early = normalise_ids(ahead, body.get("ids") or {}, REGION)[0] if ahead else None
+        except ProfilehubError:
+            early = None
 
         def job(conn: sa.Connection) -> int:
             strategy = strategies.get(conn, ORG_ID)
-            try:
-                ids, _ = normalise_ids(strategy, body.get("ids") or {}, REGION)
-            except ProfilehubError:
-                return 400
+            if early is not None and strategy is ahead:
+                ids = early
+            else:
+                try:
+                    ids, _ = normalise_ids(strategy, body.get("ids") or {}, REGION)
+                except ProfilehubError:
+                    return 400
             now = time.time_ns() // 1_000_000
             rows = [
                 {

@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from bench.figures import latency_ms, peak_rss_mb
 from bench.generate import ORG_ID, REGION
 from profilehub.errors import ProfilehubError
-from profilehub.identity.normalize import normalise_ids
+from profilehub.identity.normalize import Identifier, normalise_ids
+from profilehub.identity.strategy import Strategy
 from profilehub.ingest.cdp import cdp_sink
 from profilehub.ingest.reader import read_ndjson
-from profilehub.ingest.runner import Importer, Outcome, Sink
+from profilehub.ingest.runner import Importer, Outcome
 from profilehub.profiles import ProfileService
 from profilehub.store.database import Database
 
@@ -50,7 +52,7 @@ raw_profiles = sa.Table(
 )
 
 
-def baseline_sink(db: Database) -> Sink:
+def baseline_sink(db: Database) -> Any:
     """The same rows, upserted raw: one row per stored id and one per record's first id."""
     with db.engine.begin() as conn:
         raw_metadata.create_all(conn)
@@ -70,19 +72,22 @@ def baseline_sink(db: Database) -> Sink:
     class Done:
         created = True
 
-    def write(records: Sequence[dict[str, Any]]) -> Sequence[Outcome]:
+    def write(records: Sequence[dict[str, Any]], prepared: Prepared | None = None) -> Sequence[Outcome]:
         def job(conn: sa.Connection) -> list[Outcome]:
             strategy = service.strategies.get(conn, ORG_ID)
+            normalised = (
+                prepared.ids
+                if prepared and prepared.strategy_version == strategy.version
+                else normalise_records(strategy, records).ids
+            )
             now = time.time_ns() // 1_000_000
             id_rows: dict[tuple[str, str], dict[str, Any]] = {}
             profile_rows: dict[str, dict[str, Any]] = {}
             out: list[Outcome] = []
-            for record in records:
+            for record, ids in zip(records, normalised, strict=True):
                 counter["n"] += 1
-                try:
-                    ids, _ = normalise_ids(strategy, record.get("ids") or {}, REGION)
-                except ProfilehubError as exc:
-                    out.append(exc)
+                if isinstance(ids, ProfilehubError):
+                    out.append(ids)
                     continue
                 for i in ids:
                     id_rows[(i.id_type, i.value)] = {
@@ -111,7 +116,40 @@ def baseline_sink(db: Database) -> Sink:
         result: list[Outcome] = db.write(job)
         return result
 
-    return write
+    class BaselineSink:
+        """Staged like profilehub's CDP sink: ids normalised in the importer's worker processes."""
+
+        def prepare_job(self, records: Sequence[dict[str, Any]]) -> tuple[Any, tuple[Any, ...]]:
+            strategy = service.strategies.cached(ORG_ID)
+            return (normalise_records, (strategy, records)) if strategy else (_none, ())
+
+        def write(self, records: Sequence[dict[str, Any]], prepared: Prepared | None) -> Sequence[Outcome]:
+            return write(records, prepared)
+
+        def __call__(self, records: Sequence[dict[str, Any]]) -> Sequence[Outcome]:
+            return write(records)
+
+    return BaselineSink()
+
+
+@dataclass
+class Prepared:
+    strategy_version: int
+    ids: list[list[Identifier] | ProfilehubError]
+
+
+def normalise_records(strategy: Strategy, records: Sequence[dict[str, Any]]) -> Prepared:
+    out: list[list[Identifier] | ProfilehubError] = []
+    for record in records:
+        try:
+            out.append(normalise_ids(strategy, record.get("ids") or {}, REGION)[0])
+        except ProfilehubError as exc:
+            out.append(exc)
+    return Prepared(strategy.version, out)
+
+
+def _none() -> None:
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,22 +158,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--baseline", action="store_true")
+    parser.add_argument("--workers", type=int, help="Importer worker processes (default: as the CLI's).")
     args = parser.parse_args(argv)
     db = Database(args.url)
     batch_seconds: list[float] = []
     inner = baseline_sink(db) if args.baseline else cdp_sink(ProfileService(db), ORG_ID, REGION, "bench")
 
-    def timed(records: Sequence[dict[str, Any]]) -> Sequence[Outcome]:
-        started = time.perf_counter()
-        out = inner(records)
-        batch_seconds.append(time.perf_counter() - started)
-        return out
+    class Timed:
+        """The sink, staged as it is, with the time of each batch's write stage recorded."""
+
+        def prepare_job(self, records: Sequence[dict[str, Any]]) -> tuple[Any, tuple[Any, ...]]:
+            return inner.prepare_job(records)
+
+        def write(self, records: Sequence[dict[str, Any]], prepared: Any) -> Sequence[Outcome]:
+            started = time.perf_counter()
+            out = inner.write(records, prepared)
+            batch_seconds.append(time.perf_counter() - started)
+            return out
+
+        def __call__(self, records: Sequence[dict[str, Any]]) -> Sequence[Outcome]:
+            return self.write(records, None)
 
     importer = Importer(
         args.file,
         lambda offset, line: read_ndjson(args.file, offset, line),
-        timed,
+        Timed(),
         batch_size=args.batch_size,
+        workers=args.workers,
     )
     started = time.perf_counter()
     summary = importer.run()
