@@ -288,3 +288,21 @@ def test_import_cdp_command_with_csv_mapping(
     assert reject["line"] == 3 and "ids.email" in reject["error"]["errors"]
     bad_map = CliRunner().invoke(main, [*args, "--map", "missing=ids.email"])
     assert bad_map.exit_code != 0 and "missing" in bad_map.output
+
+
+def test_text_that_bulk_loading_must_escape_round_trips(service: ProfileService, tmp_path: Path) -> None:
+    # New rows reach PostgreSQL by COPY, whose text format gives tabs, newlines and backslashes
+    # meanings of their own; ids and attributes must come back exactly as written.
+    tricky = 'tab\there\nnew line \\N back\\slash \\\\ \r quote" ümlaut 😀 \\t'
+    records = [
+        {"ids": {"crm_id": f"c\\0\t{tricky}", "fpuid": "\\N"}, "upsert": {"profile": {"note": tricky}}},
+        {"ids": {"crm_id": "plain"}, "upsert": {"profile": {"note": "\\N"}}},
+    ]
+    path = write_ndjson(tmp_path / "tricky.ndjson", records)
+    summary = run_import(service, path, workers=0)
+    assert summary.counts() == {"read": 2, "created": 2, "updated": 0, "rejected": 0}
+    [found] = service.search(ORG, None, {"crm_id": [f"c\\0\t{tricky}"]})
+    assert found["profile"]["note"] == tricky
+    assert found["ids"]["fpuid"][0]["fpuid"] == "\\N"
+    [plain] = service.search(ORG, None, {"crm_id": ["plain"]})
+    assert plain["profile"]["note"] == "\\N"
