@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from profilehub.cli import main
 from profilehub.identity.strategy import block_value
 from profilehub.ingest import checkpoint
-from profilehub.ingest.cdp import cdp_sink
+from profilehub.ingest.cdp import cdp_sink, prepare_records, profile_write
 from profilehub.ingest.reader import ColumnMapping, read_csv, read_ndjson
 from profilehub.ingest.runner import Importer, Outcome, Sink
 from profilehub.profiles import ProfileService
@@ -306,3 +306,21 @@ def test_text_that_bulk_loading_must_escape_round_trips(service: ProfileService,
     assert found["ids"]["fpuid"][0]["fpuid"] == "\\N"
     [plain] = service.search(ORG, None, {"crm_id": ["plain"]})
     assert plain["profile"]["note"] == "\\N"
+
+
+def test_writes_prepared_for_another_org_are_prepared_again(service: ProfileService, db: Database) -> None:
+    # Strategy versions are per org: the same number under another org's strategy proves nothing.
+    make_org(db, 5678)
+    db.write(lambda c: block_value(c, 5678, "ad-shared"))
+    db.write(lambda c: block_value(c, ORG, "something-else"))
+    with db.read() as conn:
+        mine, other = service.strategies.get(conn, ORG), service.strategies.get(conn, 5678)
+    assert mine.version == other.version
+    records = [{"ids": {"email": "x@x.com", "AdId": "ad-shared"}}]
+    wrong = prepare_records(other, 5678, "EU", "test-import", records)
+    writes = [profile_write(r, ORG, "EU") for r in records]
+    assert wrong.org_id == 5678
+    [outcome] = service.write_batch(writes, "test", wrong)
+    assert not isinstance(outcome, Exception)
+    [profile] = service.search(ORG, None, {"AdId": ["ad-shared"]})  # not blocked in this org
+    assert profile["ucid"] == outcome.profile["ucid"]

@@ -139,13 +139,16 @@ def prepare_writes(
 
 @dataclass
 class Prepared:
-    """The outcome of ``prepare_writes`` for a batch, and the strategy version it was made under.
+    """The outcome of ``prepare_writes`` for a batch, and the org and strategy version it was made
+    under.
 
     The importer prepares the next batch in a worker process while the writer applies this one.
-    The writer uses these only while the org's strategy is still at ``strategy_version``; after a
-    change (an idType added, a value blocked) it prepares the writes again itself.
+    The writer uses these only for writes of ``org_id`` while its strategy is still at
+    ``strategy_version``; after a change (an idType added, a value blocked) it prepares the writes
+    again itself.
     """
 
+    org_id: int
     strategy_version: int
     items: list[PreparedWrite | ProfilehubError]
 
@@ -190,7 +193,7 @@ class ProfileService:
             (
                 w,
                 actor,
-                prepared.strategy_version if prepared else None,
+                prepared.strategy_version if prepared and prepared.org_id == w.org_id else None,
                 prepared.items[i] if prepared else None,
             )
             for writes, actor, prepared in payloads
@@ -261,10 +264,11 @@ class ProfileService:
         org_ids = {w.org_id for w in writes}
         if len(org_ids) != 1:
             return None
-        strategy = self.strategies.cached(org_ids.pop())
+        org_id = org_ids.pop()
+        strategy = self.strategies.cached(org_id)
         if strategy is None:
             return None
-        return Prepared(strategy.version, prepare_writes(strategy, writes, actor))
+        return Prepared(org_id, strategy.version, prepare_writes(strategy, writes, actor))
 
     async def awrite_batch(
         self, writes: Sequence[ProfileWrite], actor: str

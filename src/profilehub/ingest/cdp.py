@@ -54,7 +54,7 @@ def prepare_records(
 ) -> Prepared:
     """The records' writes validated and normalised under ``strategy`` (runs in a worker process)."""
     _, writes = _writes(records, org_id, region)
-    return Prepared(strategy.version, prepare_writes(strategy, writes, actor))
+    return Prepared(org_id, strategy.version, prepare_writes(strategy, writes, actor))
 
 
 class CdpSink:
