@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -53,6 +54,21 @@ class StagedSink(Protocol):
     def write(self, records: Sequence[dict[str, Any]], prepared: Any) -> Sequence[Outcome]: ...
 
     def __call__(self, records: Sequence[dict[str, Any]]) -> Sequence[Outcome]: ...
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker process: exit when the importer is gone.
+
+    A killed importer (``kill -9``, out of memory) leaves its workers waiting on a queue that
+    never closes; this watch ends them within a second instead of leaving them running.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-importer", daemon=True).start()
 
 
 def default_workers() -> int:
@@ -134,7 +150,12 @@ class Importer:
         if not self.workers or not isinstance(self.sink, StagedSink):
             return nullcontext(None)
         # spawn, not fork: this process already runs threads (the database writer's, at least)
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
 
     def _submit(
         self, pool: Executor, workers: Executor | None, parsed: list[dict[str, Any]]
