@@ -3,8 +3,8 @@
 ``apply_write`` resolves one write at a time through the calls below, exactly as it would against
 the database, but each call is answered from memory when the batch already read or wrote that row.
 The whole batch's ids are looked up with a few ``IN`` queries before the first write, and its
-changes reach the database at ``flush`` as a handful of ``executemany`` statements, instead of
-about ten statements per write. The final rows are the same as the statements one by one would
+changes reach the database at ``flush`` as a handful of bulk statements (``executemany`` on
+SQLite; ``COPY`` and array statements on PostgreSQL), instead of about ten statements per write. The final rows are the same as the statements one by one would
 leave (nothing else writes the same org and region meanwhile: the caller holds the writer and, on
 PostgreSQL, the scope lock).
 """
@@ -22,6 +22,7 @@ from profilehub.identity.normalize import Identifier
 from profilehub.store.profile_store import _CHUNK, ProfileState, _by_type, _chunks
 
 IdKey = tuple[int, str, Identifier]  # (org, region, id)
+IdRow = tuple[str, int] | None  # (owner ucid, ts), or no row
 # Column types for PostgreSQL arrays of the columns updated or matched in bulk.
 _PG_TYPES = {
     "org_id": "bigint",
@@ -34,7 +35,6 @@ _PG_TYPES = {
     "data": "text",
     "merged_into": "text",
 }
-IdRow = tuple[str, int] | None  # (owner ucid, ts), or no row
 
 
 @dataclass
@@ -202,8 +202,8 @@ class BatchStore:
     def _read_ids_pg(
         self, org_id: int, region: str, ids: list[Identifier], found: dict[Identifier, tuple[str, int]]
     ) -> None:
-        # One statement for the whole batch, one array per idType: the SQL text stays the same
-        # from batch to batch and the values travel as arrays, not thousands of parameters.
+        # One statement for the whole batch, one array per idType: the SQL text depends only on
+        # the idTypes present, and the values travel as arrays, not thousands of parameters.
         grouped: dict[str, list[str]] = {}
         for i in ids:
             grouped.setdefault(i.id_type, []).append(i.value)
