@@ -4,9 +4,9 @@
 the database, but each call is answered from memory when the batch already read or wrote that row.
 The whole batch's ids are looked up with a few ``IN`` queries before the first write, and its
 changes reach the database at ``flush`` as a handful of bulk statements (``executemany`` on
-SQLite; ``COPY`` and array statements on PostgreSQL), instead of about ten statements per write. The final rows are the same as the statements one by one would
-leave (nothing else writes the same org and region meanwhile: the caller holds the writer and, on
-PostgreSQL, the scope lock).
+SQLite; ``COPY`` and array statements on PostgreSQL), instead of about ten statements per write.
+The final rows are the same as the statements one by one would leave (nothing else writes the
+same org and region meanwhile: the caller holds the writer and, on PostgreSQL, the scope lock).
 """
 
 from __future__ import annotations
