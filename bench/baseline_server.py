@@ -14,11 +14,10 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from starlette.types import Receive, Scope, Send
 
 from bench.generate import ORG_ID, REGION
-from bench.import_worker import raw_ids, raw_metadata
+from bench.import_worker import raw_ids_upsert
 from profilehub.app import tune_gc_for_serving
 from profilehub.errors import ProfilehubError
 from profilehub.identity.normalize import normalise_ids
@@ -28,14 +27,7 @@ from profilehub.store.database import Database
 
 def make_app(url: str) -> Any:
     db = Database(url)
-    with db.engine.begin() as conn:
-        raw_metadata.create_all(conn)
-    insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-    stmt = insert(raw_ids)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["org_id", "region", "id_type", "value"],
-        set_={"record": stmt.excluded.record, "ts": stmt.excluded.ts},
-    )
+    stmt = raw_ids_upsert(db)
     strategies = StrategyCache()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

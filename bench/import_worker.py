@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bench.figures import latency_ms, peak_rss_mb
 from bench.generate import ORG_ID, REGION
-from profilehub.errors import ProfilehubError
+from profilehub.errors import ProfilehubError, each_or_error
 from profilehub.identity.normalize import Identifier, normalise_ids
 from profilehub.identity.strategy import Strategy
 from profilehub.ingest.cdp import cdp_sink
@@ -52,17 +52,25 @@ raw_profiles = sa.Table(
 )
 
 
-def baseline_sink(db: Database) -> Any:
-    """The same rows, upserted raw: one row per stored id and one per record's first id."""
+def raw_ids_upsert(db: Database) -> Any:
+    """Create the baseline's raw tables; the ``INSERT ... ON CONFLICT DO UPDATE`` of one id row."""
     with db.engine.begin() as conn:
         raw_metadata.create_all(conn)
-    insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-    ids_stmt = insert(raw_ids)
-    ids_stmt = ids_stmt.on_conflict_do_update(
+    stmt = _insert(db)(raw_ids)
+    return stmt.on_conflict_do_update(
         index_elements=["org_id", "region", "id_type", "value"],
-        set_={"record": ids_stmt.excluded.record, "ts": ids_stmt.excluded.ts},
+        set_={"record": stmt.excluded.record, "ts": stmt.excluded.ts},
     )
-    prof_stmt = insert(raw_profiles)
+
+
+def _insert(db: Database) -> Any:
+    return postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+
+
+def baseline_sink(db: Database) -> Any:
+    """The same rows, upserted raw: one row per stored id and one per record's first id."""
+    ids_stmt = raw_ids_upsert(db)
+    prof_stmt = _insert(db)(raw_profiles)
     prof_stmt = prof_stmt.on_conflict_do_update(
         index_elements=["org_id", "key"], set_={"data": prof_stmt.excluded.data, "ts": prof_stmt.excluded.ts}
     )
@@ -119,9 +127,9 @@ def baseline_sink(db: Database) -> Any:
     class BaselineSink:
         """Staged like profilehub's CDP sink: ids normalised in the importer's worker processes."""
 
-        def prepare_job(self, records: Sequence[dict[str, Any]]) -> tuple[Any, tuple[Any, ...]]:
+        def prepare_job(self, records: Sequence[dict[str, Any]]) -> tuple[Any, tuple[Any, ...]] | None:
             strategy = service.strategies.cached(ORG_ID)
-            return (normalise_records, (strategy, records)) if strategy else (_none, ())
+            return (normalise_records, (strategy, records)) if strategy else None
 
         def write(self, records: Sequence[dict[str, Any]], prepared: Prepared | None) -> Sequence[Outcome]:
             return write(records, prepared)
@@ -139,17 +147,8 @@ class Prepared:
 
 
 def normalise_records(strategy: Strategy, records: Sequence[dict[str, Any]]) -> Prepared:
-    out: list[list[Identifier] | ProfilehubError] = []
-    for record in records:
-        try:
-            out.append(normalise_ids(strategy, record.get("ids") or {}, REGION)[0])
-        except ProfilehubError as exc:
-            out.append(exc)
-    return Prepared(strategy.version, out)
-
-
-def _none() -> None:
-    return None
+    ids = each_or_error(lambda record: normalise_ids(strategy, record.get("ids") or {}, REGION)[0], records)
+    return Prepared(strategy.version, ids)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     class Timed:
         """The sink, staged as it is, with the time of each batch's write stage recorded."""
 
-        def prepare_job(self, records: Sequence[dict[str, Any]]) -> tuple[Any, tuple[Any, ...]]:
+        def prepare_job(self, records: Sequence[dict[str, Any]]) -> tuple[Any, tuple[Any, ...]] | None:
             return inner.prepare_job(records)
 
         def write(self, records: Sequence[dict[str, Any]], prepared: Any) -> Sequence[Outcome]:

@@ -149,8 +149,9 @@ def test_writes_prepared_before_a_strategy_change_are_prepared_again(
     sink = cdp_sink(service, ORG, "EU", "test-import")
     sink([{"ids": {"email": "first@x.com"}}])
     records = [{"ids": {"email": "later@x.com", "AdId": "ad-blocked-later"}}]
-    func, args = sink.prepare_job(records)
-    prepared = func(*args)
+    job = sink.prepare_job(records)
+    assert job is not None
+    prepared = job[0](*job[1])
     assert prepared.strategy_version == service.strategies.cached(ORG).version  # type: ignore[union-attr]
     db.write(lambda c: block_value(c, ORG, "ad-blocked-later"))
     [outcome] = sink.write(records, prepared)

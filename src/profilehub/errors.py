@@ -8,7 +8,11 @@ error JSON, so codes and shapes cannot drift between routes.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 
 class ProfilehubError(Exception):
@@ -46,6 +50,17 @@ def _rebuild(
     headers: dict[str, str],
 ) -> ProfilehubError:
     return cls(message, field=field, errors=errors, headers=headers)
+
+
+def each_or_error(fn: Callable[[In], Out], items: Iterable[In]) -> list[Out | ProfilehubError]:
+    """``fn`` of each item, or the ``ProfilehubError`` that refused it: batches report per record."""
+    out: list[Out | ProfilehubError] = []
+    for item in items:
+        try:
+            out.append(fn(item))
+        except ProfilehubError as exc:
+            out.append(exc)
+    return out
 
 
 class BadRequest(ProfilehubError):

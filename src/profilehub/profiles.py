@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from sqlalchemy.engine import Connection
 
-from profilehub.errors import BadRequest, ProfilehubError
+from profilehub.errors import BadRequest, ProfilehubError, each_or_error
 from profilehub.identity.normalize import Identifier, coerce_id_value, normalise_ids
 from profilehub.identity.resolve import CATEGORIES, PreparedWrite, WriteOutcome, apply_write
 from profilehub.identity.strategy import Strategy, StrategyCache
@@ -128,13 +128,7 @@ def prepare_writes(
     strategy: Strategy, writes: Sequence[ProfileWrite], actor: str
 ) -> list[PreparedWrite | ProfilehubError]:
     """``prepare_write`` of each write: pure, so it may run in another process (see ``Prepared``)."""
-    out: list[PreparedWrite | ProfilehubError] = []
-    for w in writes:
-        try:
-            out.append(prepare_write(strategy, w, actor))
-        except ProfilehubError as exc:
-            out.append(exc)
-    return out
+    return each_or_error(lambda w: prepare_write(strategy, w, actor), writes)
 
 
 @dataclass

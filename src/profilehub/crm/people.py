@@ -40,7 +40,7 @@ from profilehub.crm.records import (
     scrub_change_values,
 )
 from profilehub.crm.values import Attribute, render_value
-from profilehub.errors import BadRequest, Conflict, NotFound, ProfilehubError
+from profilehub.errors import BadRequest, Conflict, NotFound, ProfilehubError, each_or_error
 from profilehub.identity.normalize import normalise_email
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import Database, lock_scope
@@ -307,13 +307,8 @@ def people_upsert_job(
         attrs = custom_attributes(conn, org_id, PEOPLE)
         # A matching attribute that does not exist fails the whole call, before anything is written.
         matching = resolve_matching(matching_attribute, attrs) if matching_attribute is not None else None
-        out: list[PersonResult | ProfilehubError] = []
-        for raw in records:
-            try:
-                out.append(_upsert_one(conn, org_id, attrs, raw, matching, actor))
-            except ProfilehubError as exc:  # raised before that record wrote anything
-                out.append(exc)
-        return out
+        # _upsert_one raises only before that record has written anything
+        return each_or_error(lambda raw: _upsert_one(conn, org_id, attrs, raw, matching, actor), records)
 
     return job
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from profilehub.errors import BadRequest, Forbidden, ProfilehubError
+from profilehub.errors import BadRequest, Forbidden, ProfilehubError, each_or_error
 from profilehub.identity.strategy import Strategy
 from profilehub.ingest.runner import Outcome
 from profilehub.profiles import Prepared, ProfileService, ProfileWrite, prepare_writes
@@ -40,12 +40,7 @@ def _writes(
     records: Sequence[dict[str, Any]], org_id: int, region: str
 ) -> tuple[list[ProfileWrite | ProfilehubError], list[ProfileWrite]]:
     """Each record as a write or the error that refuses it, and the writes alone."""
-    out: list[ProfileWrite | ProfilehubError] = []
-    for record in records:
-        try:
-            out.append(profile_write(record, org_id, region))
-        except ProfilehubError as exc:
-            out.append(exc)
+    out = each_or_error(lambda record: profile_write(record, org_id, region), records)
     return out, [w for w in out if isinstance(w, ProfileWrite)]
 
 
@@ -64,25 +59,25 @@ class CdpSink:
         self.region = region
         self.actor = actor
 
-    def prepare_job(self, records: Sequence[dict[str, Any]]) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        """``prepare_records`` with the strategy the writer last used, or None before the first
-        batch (the writer then prepares that one itself)."""
+    def prepare_job(
+        self, records: Sequence[dict[str, Any]]
+    ) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
+        """``prepare_records`` with the strategy the writer last used; None before the writer has
+        loaded one (it then prepares that batch itself)."""
         strategy = self.service.strategies.cached(self.org_id)
         if strategy is None:
-            return _nothing, ()
+            return None
         return prepare_records, (strategy, self.org_id, self.region, self.actor, records)
 
     def write(self, records: Sequence[dict[str, Any]], prepared: Prepared | None) -> Sequence[Outcome]:
+        # The worker made these writes too, but sending them back would cost more than this cheap
+        # conversion (the expensive normalising is what ``prepared`` carries).
         out, writes = _writes(records, self.org_id, self.region)
         results = iter(self.service.write_batch(writes, self.actor, prepared))
         return [next(results) if isinstance(o, ProfileWrite) else o for o in out]
 
     def __call__(self, records: Sequence[dict[str, Any]]) -> Sequence[Outcome]:
         return self.write(records, None)
-
-
-def _nothing() -> None:
-    return None
 
 
 def cdp_sink(service: ProfileService, org_id: int, region: str, actor: str) -> CdpSink:

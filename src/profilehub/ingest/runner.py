@@ -42,14 +42,15 @@ Sink = Callable[[Sequence[dict[str, Any]]], Sequence[Outcome]]
 class StagedSink(Protocol):
     """A sink whose CPU-heavy first stage can run in worker processes.
 
-    ``prepare_job(records)`` returns a picklable function and its arguments; the importer runs it
-    in a worker process as soon as the batch is read, and the sink's thread later calls
-    ``write(records, <what it returned>)``. The sink also works as a plain ``Sink``.
+    ``prepare_job(records)`` returns a picklable function and its arguments (or None: nothing to
+    prepare ahead); the importer runs it in a worker process as soon as the batch is read, and the
+    sink's thread later calls ``write(records, <what it returned, or None>)``. The sink also works
+    as a plain ``Sink``.
     """
 
     def prepare_job(
         self, records: Sequence[dict[str, Any]]
-    ) -> tuple[Callable[..., Any], tuple[Any, ...]]: ...
+    ) -> tuple[Callable[..., Any], tuple[Any, ...]] | None: ...
 
     def write(self, records: Sequence[dict[str, Any]], prepared: Any) -> Sequence[Outcome]: ...
 
@@ -163,8 +164,10 @@ class Importer:
         sink = self.sink
         if workers is None or not isinstance(sink, StagedSink):
             return pool.submit(sink, parsed)
-        fn, args = sink.prepare_job(parsed)
-        prepared = workers.submit(fn, *args)
+        job = sink.prepare_job(parsed)
+        if job is None:
+            return pool.submit(sink.write, parsed, None)
+        prepared = workers.submit(job[0], *job[1])
         return pool.submit(lambda: sink.write(parsed, prepared.result()))
 
     def run(self, resume: bool = False) -> ImportSummary:

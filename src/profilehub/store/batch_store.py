@@ -169,12 +169,15 @@ class BatchStore:
         if not missing:
             return
         found: dict[Identifier, tuple[str, int]] = {}
-        if self._pyformat:
-            self._read_ids_pg(org_id, region, missing, found)
-            for i in missing:
-                key = (org_id, region, i)
-                self._id_initial[key] = self._id_final[key] = found.get(i)
-            return
+        read = self._read_ids_pg if self._pyformat else self._read_ids_sqlite
+        read(org_id, region, missing, found)
+        for i in missing:
+            key = (org_id, region, i)
+            self._id_initial[key] = self._id_final[key] = found.get(i)
+
+    def _read_ids_sqlite(
+        self, org_id: int, region: str, ids: list[Identifier], found: dict[Identifier, tuple[str, int]]
+    ) -> None:
         # One statement per few hundred values: a UNION ALL of one primary-key lookup per idType.
         parts: list[str] = []
         params: list[Any] = []
@@ -185,7 +188,7 @@ class BatchStore:
             parts.clear()
             params.clear()
 
-        for id_type, values in _by_type(missing):
+        for id_type, values in _by_type(ids):
             parts.append(
                 "SELECT id_type, value, ucid, ts FROM profile_ids WHERE org_id = ? AND region = ? "
                 f"AND id_type = ? AND value IN ({', '.join('?' * len(values))})"
@@ -195,9 +198,6 @@ class BatchStore:
                 run()
         if parts:
             run()
-        for i in missing:
-            key = (org_id, region, i)
-            self._id_initial[key] = self._id_final[key] = found.get(i)
 
     def _read_ids_pg(
         self, org_id: int, region: str, ids: list[Identifier], found: dict[Identifier, tuple[str, int]]
