@@ -1,5 +1,8 @@
 """Run the benchmarks: ``python -m bench`` (small, about a minute) or ``python -m bench --full``.
 
+``python -m bench --only latency --latency-profiles 10000000``: latency at 10,000 and at 10 million
+profiles, in a store made by ``bench.fill`` (bulk rows of the import's shapes) instead of imports.
+
 Each benchmark makes its own fresh database (a SQLite file under bench/out, or a new PostgreSQL
 database at 127.0.0.1:5432 dropped afterwards), prints its figures beside a baseline measured in the
 same run on the same database, and the command that reproduces it.
@@ -18,7 +21,7 @@ import orjson
 from bench.generate import dataset
 from bench.run_http import bench_http
 from bench.run_import import bench_import
-from bench.run_latency import bench_latency
+from bench.run_latency import bench_latency, bench_latency_filled
 
 OUT = Path(__file__).resolve().parent / "out"
 SIZES = {
@@ -37,6 +40,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, help="HTTP requests (overrides the size).")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1, help="Server processes for the HTTP benchmark.")
+    parser.add_argument(
+        "--latency-profiles",
+        type=int,
+        action="append",
+        metavar="N",
+        help="Latency at N profiles of a filled store (bench/fill.py), not an imported one; repeatable "
+        "(one store grown through each N).",
+    )
+    parser.add_argument(
+        "--latency-small", type=int, default=10_000, help="The filled store's small size (default 10,000)."
+    )
     args = parser.parse_args(argv)
     size = SIZES["full" if args.full else "small"]
     only = args.only or ["import", "http", "latency"]
@@ -53,6 +67,10 @@ def main(argv: list[str] | None = None) -> None:
             parts.append(f"--records {records}")
         if kind == "http":
             parts += [f"--requests {requests}", f"--clients {args.clients}", f"--workers {args.workers}"]
+        if kind == "latency" and args.latency_profiles:
+            parts += [f"--latency-profiles {n}" for n in args.latency_profiles]
+            if args.latency_small != 10_000:
+                parts.append(f"--latency-small {args.latency_small}")
         return " ".join(parts)
 
     started = datetime.datetime.now(datetime.UTC)
@@ -72,6 +90,12 @@ def main(argv: list[str] | None = None) -> None:
                 results.append(
                     bench_http(
                         data, backend, OUT, command(kind, backend), args.clients, requests, args.workers
+                    )
+                )
+            elif args.latency_profiles:
+                results.append(
+                    bench_latency_filled(
+                        args.latency_small, args.latency_profiles, backend, OUT, command(kind, backend)
                     )
                 )
             else:
