@@ -21,7 +21,8 @@ Profile ``i`` (0-based, deterministic, so a probe knows what to send):
 - for 1 in 100, a second profile merged into it (``merged_into`` set, data ``{}``, no ids), as the
   1% of merges an import makes leave behind.
 
-Speed: rows are generated in Python in chunks (memory stays flat, about 100 MB) and loaded with the
+Speed: rows are generated in Python in chunks, in a worker process while the previous chunk is
+written (memory stays flat, a few hundred MB), and loaded with the
 indexes out of the way, since building an index by sorting is far faster than millions of random
 inserts into it. PostgreSQL: COPY into the tables with their primary keys and indexes dropped, both
 rebuilt after, then ANALYZE (autovacuum would, and on a server without it the writer does).
@@ -38,9 +39,11 @@ load and returns to it at the end; PostgreSQL drops and re-adds keys). A failed 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +225,9 @@ class Chunk:
     ids: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)  # id_type -> (value, ucid, ts)
     changes: list[tuple[Any, ...]] = field(default_factory=list)
     id_rows: int = 0
+    masters: int = 0
+    merged: int = 0
+    copy: tuple[bytes, bytes, bytes] = (b"", b"", b"")  # the three tables' COPY text, when made for it
 
 
 def chunk_rows(start: int, stop: int, keep_raw_ids: bool = False) -> Chunk:
@@ -234,9 +240,11 @@ def chunk_rows(start: int, stop: int, keep_raw_ids: bool = False) -> Chunk:
         out.profiles.append((ORG_ID, ucid, REGION, created, updated, None, orjson.dumps(data).decode()))
         if i % MERGED_EVERY == MERGED_EVERY // 2:
             out.profiles.append((ORG_ID, fill_ucid(i, merged=True), REGION, created, updated, ucid, "{}"))
+            out.merged += 1
         for ident, ts in ids:
             out.ids.setdefault(ident.id_type, []).append((ident.value, ucid, ts))
         out.id_rows += len(ids)
+        out.masters += 1
         change_id = f"{created:012x}{_mix(i):016x}"
         out.changes.append(
             (
@@ -301,9 +309,46 @@ def _timer(phases: dict[str, float]) -> Callable[[str], None]:
     return mark
 
 
-def _chunks(start: int, stop: int, keep_raw_ids: bool) -> Iterator[Chunk]:
-    for lo in range(start, stop, CHUNK):
-        yield chunk_rows(lo, min(stop, lo + CHUNK), keep_raw_ids)
+def _copy_text(rows: list[tuple[Any, ...]]) -> bytes:
+    # COPY's text format. No generated value holds a tab, newline or backslash (hex, UUIDs, plain
+    # JSON of ASCII words), so nothing needs escaping; None is \N.
+    return "".join("\t".join("\\N" if v is None else str(v) for v in row) + "\n" for row in rows).encode()
+
+
+def copy_chunk(start: int, stop: int, keep_raw_ids: bool) -> Chunk:
+    """``chunk_rows`` as PostgreSQL's COPY takes them, formatted where the chunk is made."""
+    chunk = chunk_rows(start, stop, keep_raw_ids)
+    chunk.copy = (
+        _copy_text(chunk.profiles),
+        b"".join(_copy_text([(ORG_ID, REGION, t, *r) for r in rows]) for t, rows in chunk.ids.items()),
+        _copy_text(chunk.changes),
+    )
+    chunk.merged = sum(1 for r in chunk.profiles if r[5] is not None)
+    chunk.masters = len(chunk.profiles) - chunk.merged
+    chunk.profiles, chunk.ids, chunk.changes = [], {}, []  # sent as text only
+    return chunk
+
+
+def _chunks(
+    make: Callable[[int, int, bool], Chunk], start: int, stop: int, keep_raw_ids: bool
+) -> Iterator[Chunk]:
+    """The chunks of ``start`` to ``stop``, made in a worker process while this one writes the
+    previous ones: generating rows in Python costs about as much as writing them. At most three
+    chunks are in flight, so memory stays flat however slow the writes are."""
+    ranges = [(lo, min(stop, lo + CHUNK), keep_raw_ids) for lo in range(start, stop, CHUNK)]
+    if len(ranges) <= 2:
+        yield from (make(*r) for r in ranges)
+        return
+    # fork: spawn would re-run the caller's __main__. The child never touches the parent's open
+    # database connection and leaves by os._exit, so sharing it is harmless.
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        pending: deque[Any] = deque()
+        for r in ranges:
+            pending.append(pool.apply_async(make, r))
+            if len(pending) >= 3:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
 
 
 # --- PostgreSQL ---
@@ -316,12 +361,6 @@ def _pg_schema(cur: Any) -> list[tuple[str, ...]]:
         "FROM pg_constraint WHERE connamespace = current_schema()::regnamespace ORDER BY 1, 2, 3"
     )
     return [tuple(r) for r in cur.fetchall()]
-
-
-def _copy_text(rows: list[tuple[Any, ...]]) -> bytes:
-    # COPY's text format. No generated value holds a tab, newline or backslash (hex, UUIDs, plain
-    # JSON of ASCII words), so nothing needs escaping; None is \N.
-    return "".join("\t".join("\\N" if v is None else str(v) for v in row) + "\n" for row in rows).encode()
 
 
 def _fill_postgres(engine: sa.Engine, start: int, stop: int, mark: Callable[[str], None]) -> FillResult:
@@ -349,19 +388,19 @@ def _fill_postgres(engine: sa.Engine, start: int, stop: int, mark: Callable[[str
             cur.execute(f'DROP INDEX "{name}"')
         mark("drop keys")
         result = FillResult(0, 0, 0, 0, 0.0, {})
-        for chunk in _chunks(start, stop, strategy.keep_raw_ids):
+        for chunk in _chunks(copy_chunk, start, stop, strategy.keep_raw_ids):
             mark("generate")
+            profiles, ids, changes = chunk.copy
             with cur.copy(
                 "COPY profiles (org_id, ucid, region, created_ts, updated_ts, merged_into, data) FROM STDIN"
             ) as copy:
-                copy.write(_copy_text(chunk.profiles))
+                copy.write(profiles)
             with cur.copy("COPY profile_ids (org_id, region, id_type, value, ucid, ts) FROM STDIN") as copy:
-                for id_type, rows in chunk.ids.items():
-                    copy.write(_copy_text([(ORG_ID, REGION, id_type, *r) for r in rows]))
+                copy.write(ids)
             with cur.copy(
                 "COPY changes (org_id, change_id, ts, actor, entity, entity_id, action, detail) FROM STDIN"
             ) as copy:
-                copy.write(_copy_text(chunk.changes))
+                copy.write(changes)
             _count(result, chunk)
             mark("copy")
         # Sorting builds: give them memory (this session only) and one parallel worker.
@@ -419,7 +458,7 @@ def _fill_sqlite(path: str, start: int, stop: int, mark: Callable[[str], None]) 
         # pages need none), so a failed fill still rolls back; WAL mode returns at the end.
         con.execute("PRAGMA journal_mode=DELETE")
         con.execute("PRAGMA synchronous=OFF")
-        con.execute("PRAGMA cache_size=-262144")  # 256 MB: the sorts and index builds run in it
+        con.execute("PRAGMA cache_size=-163840")  # 160 MB, and as much again for each sort
         before = _sqlite_schema(con)
         indexes = [
             (name, sql) for kind, name, t, sql in before if kind == "index" and t in TABLES and sql != "None"
@@ -432,7 +471,7 @@ def _fill_sqlite(path: str, start: int, stop: int, mark: Callable[[str], None]) 
         mark("drop keys")
         made: set[str] = set()
         result = FillResult(0, 0, 0, 0, 0.0, {})
-        for chunk in _chunks(start, stop, strategy.keep_raw_ids):
+        for chunk in _chunks(chunk_rows, start, stop, strategy.keep_raw_ids):
             mark("generate")
             con.executemany(
                 "INSERT INTO profiles (org_id, ucid, region, created_ts, updated_ts, merged_into, data) "
@@ -489,11 +528,10 @@ def _samples(start: int, stop: int) -> list[int]:
 
 
 def _count(result: FillResult, chunk: Chunk) -> None:
-    merged = sum(1 for r in chunk.profiles if r[5] is not None)
-    result.profiles += len(chunk.profiles) - merged
-    result.merged += merged
+    result.profiles += chunk.masters
+    result.merged += chunk.merged
     result.id_rows += chunk.id_rows
-    result.changes += len(chunk.changes)
+    result.changes += chunk.masters  # one create each
 
 
 def _same_schema(before: list[tuple[str, ...]], after: list[tuple[str, ...]]) -> None:
