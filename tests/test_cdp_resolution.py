@@ -188,6 +188,22 @@ def test_secondary_ids_over_the_limit_evict_the_oldest(cdp: Cdp) -> None:
     assert cdp.write({"AdId": "ad-0"})["ucid"] != p["ucid"]
 
 
+def test_an_id_sent_again_is_stored_with_its_new_time_and_stays_from_eviction(cdp: Cdp) -> None:
+    import time
+
+    first = cdp.write({"crm_id": "C-1", "AdId": "ad-kept"})
+    for n in range(4):
+        cdp.write({"crm_id": "C-1", "AdId": f"ad-{n}"})
+    time.sleep(0.005)
+    cdp.write({"crm_id": "C-1", "AdId": "ad-kept"})  # seen again: now the newest AdId
+    [stored] = cdp.search({"crm_id": ["C-1"]})  # read back from the database
+    stamps = {entry["AdId"]: int(entry["_ts"]) for entry in stored["ids"]["maid"]}
+    assert stamps["ad-kept"] > int(first["ids"]["maid"][0]["_ts"])
+    assert stamps["ad-kept"] == max(stamps.values())
+    p = cdp.write({"crm_id": "C-1", "AdId": "ad-new"})  # over the limit of 5: the oldest goes
+    assert sorted(id_values(p, "AdId")) == ["ad-1", "ad-2", "ad-3", "ad-kept", "ad-new"]
+
+
 def test_org_can_change_class_priority_and_limit(app: FastAPI, cdp: Cdp) -> None:
     app.state.db.write(lambda c: set_id_type(c, 1234, "crm_id", max_per_profile=2))
     p = cdp.write({"crm_id": "C-1"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from profilehub.cli import main
+from profilehub.errors import BadRequest
+from profilehub.identity.normalize import Identifier
+from profilehub.identity.resolve import PreparedWrite
 from profilehub.identity.strategy import block_value
 from profilehub.ingest import checkpoint
 from profilehub.ingest.cdp import cdp_sink, prepare_records, profile_write
@@ -325,3 +329,28 @@ def test_writes_prepared_for_another_org_are_prepared_again(service: ProfileServ
     assert not isinstance(outcome, Exception)
     [profile] = service.search(ORG, None, {"AdId": ["ad-shared"]})  # not blocked in this org
     assert profile["ucid"] == outcome.profile["ucid"]
+
+
+def test_prepared_batches_survive_the_trip_from_a_worker_process(
+    service: ProfileService, db: Database
+) -> None:
+    # Worker processes send prepared batches back pickled, in a compact form of their own.
+    db.write(lambda c: block_value(c, ORG, "blocked-ad"))
+    with db.read() as conn:
+        strategy = service.strategies.get(conn, ORG)
+    records: list[dict[str, Any]] = [
+        {"ids": {"email": " A@Example.com", "cellphone": "+4915000000001", "AdId": "blocked-ad"}},
+        {"ids": {}, "ucid": "0190b4c4-0000-7000-8000-000000000001", "upsert": {"consent": None}},
+        {"ids": {"email": "not an email"}},
+        {"ids": {"AdId": "ad-1"}, "upsert": {"profile": {"name": "Ann", "tags": ["a", "b"]}}},
+    ]
+    prepared = prepare_records(strategy, ORG, "EU", "test-import", records)
+    back = pickle.loads(pickle.dumps(prepared))
+    assert (back.org_id, back.strategy_version) == (prepared.org_id, prepared.strategy_version)
+    writes = [i for i in prepared.items if not isinstance(i, Exception)]
+    assert [i for i in back.items if not isinstance(i, Exception)] == writes and len(writes) == 3
+    first = back.items[0]
+    assert isinstance(first, PreparedWrite)
+    assert [n.code for n in first.notices] == ["blocked"]
+    assert all(isinstance(i, Identifier) for i in first.ids) and len(first.ids) == 8
+    assert isinstance(back.items[2], BadRequest) and back.items[2].field == "ids.email"

@@ -447,6 +447,9 @@ class BatchStore:
         self._relinked.clear()
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
+        # Ids sent again keep their owner and only move their timestamp: an UPDATE that leaves
+        # the owner out leaves SQLite's ucid index alone (about a third cheaper per row).
+        touches: list[tuple[Any, ...]] = []
         deletes: list[tuple[Any, ...]] = []
         for key in sorted(self._id_dirty):
             org_id, region, ident = key
@@ -456,13 +459,17 @@ class BatchStore:
                     deletes.append((org_id, region, ident.id_type, ident.value))
             elif before is None:
                 inserts.append((org_id, region, ident.id_type, ident.value, after[0], after[1]))
-            elif before != after:
+            elif before[0] == after[0]:
+                if before[1] != after[1]:
+                    touches.append((after[1], org_id, region, ident.id_type, ident.value))
+            else:
                 updates.append((after[0], after[1], org_id, region, ident.id_type, ident.value))
             self._id_initial[key] = after
         self._id_dirty.clear()
         id_key = ("org_id", "region", "id_type", "value")
         self._change_many("DELETE", "profile_ids", (), id_key, deletes)
         self._change_many("UPDATE", "profile_ids", ("ucid", "ts"), id_key, updates)
+        self._change_many("UPDATE", "profile_ids", ("ts",), id_key, touches)
         self._insert_many("profile_ids", ("org_id", "region", "id_type", "value", "ucid", "ts"), inserts)
         self._insert_many(
             "changes",
