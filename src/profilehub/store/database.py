@@ -35,9 +35,6 @@ Job = Callable[[Connection], Any]
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-# SQLite writer connection: page cache (KiB) and WAL pages between automatic checkpoints.
-WRITER_CACHE_KIB = 32 << 10
-WRITER_CHECKPOINT_PAGES = 50_000
 _MIGRATION_LOCK_KEY = 0x70726F66  # "prof": one PostgreSQL advisory lock for schema upgrades
 
 
@@ -99,16 +96,6 @@ def make_engine(url: str, *, writer: bool = False) -> Engine:
             _enable_wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            if writer:
-                # The writer's batches touch pages all over the id index (hashed values land at
-                # random): with SQLite's 2 MB default cache they spill mid-transaction, and with
-                # the default checkpoint every 1,000 WAL pages nearly every commit copies its whole
-                # WAL back into the database. A 32 MB cache and a checkpoint every ~200 MB of WAL
-                # took about a sixth off an import's CPU (docs/bulk.md); the WAL is cut back to
-                # 64 MB after each checkpoint.
-                cur.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
-                cur.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
-                cur.execute(f"PRAGMA journal_size_limit={64 << 20}")
             cur.close()
 
         @sa.event.listens_for(engine, "begin")
