@@ -52,3 +52,24 @@ def test_identity_check_against_ground_truth(database_url: str, tmp_path: Path) 
     assert result.people == data.people
     assert result.profiles >= data.people
     assert 1.0 <= result.profiles_per_person < 1.1
+
+
+def test_ceiling_writes_the_id_rows_profilehub_stores_for_such_a_record(database_url: str) -> None:
+    # bench.ceiling claims to store what the importer stores for an email + phone + device record.
+    from bench.ceiling import ID_TYPES, batches
+
+    setup_org(database_url)
+    db = Database(database_url)
+    try:
+        service = ProfileService(db)
+        sink = cdp_sink(service, ORG_ID, REGION, "bench")
+        [outcome] = sink([{"ids": {"email": "a@b.co", "cellphone": "+4915012345678", "AdId": "ad-1"}}])
+        assert not isinstance(outcome, Exception)
+        with db.read() as conn:
+            stored = conn.exec_driver_sql("SELECT id_type, value FROM profile_ids").all()
+    finally:
+        db.close()
+    assert sorted(t for t, _ in stored) == sorted(ID_TYPES)
+    [rows] = list(batches(1, 10))
+    lengths = {t: len(v) for _, _, t, v, _, _ in rows}
+    assert lengths == {t: len(v) for t, v in stored if t != "AdId"} | {"AdId": 36}

@@ -1,0 +1,176 @@
+"""How fast can the database alone store an import's id rows? The ceiling under the import goal.
+
+``python -m bench.ceiling [--records N] [--batch B]`` writes, for N synthetic records, exactly the
+id rows profilehub stores for a record of the benchmark's kind (an email's five hashes, a phone's
+three, a device id: nine rows of the ``profile_ids`` shape, hashed values at random places in the
+primary key), straight into the database with nothing else: no parsing, no resolution, no profile
+or change rows. Each variant prints records/s; the import goal (1,000,000 records in 60 s) needs
+16,667/s *in total*, so a variant below that shows the goal is out of reach for that storage
+layout on this machine, whatever the Python around it does.
+
+Variants: SQLite in memory (B-tree work only), SQLite on disk as profilehub runs it (WAL,
+``synchronous=NORMAL``), the same with bigger batches and fewer checkpoints, PostgreSQL ``COPY``,
+and a layout profilehub does not use (a 64-bit fingerprint as an integer key) to show what a
+storage redesign could gain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+
+from bench.backends import fresh_database
+
+ID_TYPES = (
+    "email_sha256_lowercase",
+    "email_sha256_uppercase",
+    "email_md5_lowercase",
+    "email_md5_uppercase",
+    "email_sha1_lowercase",
+    "cellphone_number_e164_sha256",
+    "cellphone_number_e164_md5",
+    "cellphone_number_e164_sha1",
+    "AdId",
+)
+_ALGORITHM = {"sha256": hashlib.sha256, "md5": hashlib.md5, "sha1": hashlib.sha1}
+IdRow = tuple[int, str, str, str, str, int]
+DDL = (
+    "CREATE TABLE profile_ids (org_id BIGINT, region VARCHAR(16), id_type VARCHAR(100), "
+    "value VARCHAR(512), ucid VARCHAR(36) NOT NULL, ts BIGINT NOT NULL, "
+    "PRIMARY KEY (org_id, region, id_type, value))",
+    "CREATE INDEX ix_profile_ids_ucid ON profile_ids (org_id, ucid)",
+)
+
+
+def _value(id_type: str, n: int) -> str:
+    if id_type == "AdId":
+        return str(uuid.UUID(int=n * 0x9E3779B97F4A7C15 % (1 << 128)))
+    algorithm = next(a for name, a in _ALGORITHM.items() if name in id_type)
+    return algorithm(f"{id_type}:{n}".encode()).hexdigest()
+
+
+def batches(records: int, batch: int) -> Iterator[list[IdRow]]:
+    """Nine id rows per record; ucids increase, as profilehub's time-ordered ucids do."""
+    for start in range(0, records, batch):
+        rows: list[IdRow] = []
+        for n in range(start, min(records, start + batch)):
+            ucid = str(uuid.UUID(int=(n + 1) << 64))
+            rows += [(1, "EU", t, _value(t, n), ucid, n) for t in ID_TYPES]
+        yield rows
+
+
+def _timed(write: Callable[[list[IdRow]], None], records: int, batch: int) -> float:
+    """Records/s of ``write`` alone (making the rows is not timed)."""
+    spent = 0.0
+    for rows in batches(records, batch):
+        started = time.perf_counter()
+        write(rows)
+        spent += time.perf_counter() - started
+    return records / spent
+
+
+def sqlite_rate(
+    path: str, records: int, batch: int, checkpoint_pages: int = 1000, fingerprint: bool = False
+) -> float:
+    conn = sqlite3.connect(path, isolation_level=None)
+    if path != ":memory:":
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA wal_autocheckpoint={checkpoint_pages}")
+    if fingerprint:
+        # One integer key per id (first 8 bytes of a hash of type and value), the value kept for
+        # checking, the owner as an integer: about a third of the bytes per index entry.
+        conn.execute("CREATE TABLE ids (fp INTEGER PRIMARY KEY, value TEXT NOT NULL, owner INTEGER NOT NULL)")
+        conn.execute("CREATE INDEX ix_ids_owner ON ids (owner)")
+        sql = "INSERT INTO ids VALUES (?, ?, ?)"
+
+        def shape(rows: list[IdRow]) -> list[tuple[object, ...]]:
+            return [
+                (
+                    int.from_bytes(
+                        hashlib.blake2b(f"{r[2]}:{r[3]}".encode(), digest_size=8).digest(), "big", signed=True
+                    ),
+                    r[3],
+                    r[5],
+                )
+                for r in rows
+            ]
+    else:
+        for statement in DDL:
+            conn.execute(statement)
+        sql = "INSERT INTO profile_ids VALUES (?, ?, ?, ?, ?, ?)"
+
+        def shape(rows: list[IdRow]) -> list[tuple[object, ...]]:
+            return list(rows)
+
+    def write(rows: list[IdRow]) -> None:
+        shaped = shape(rows)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(sql, shaped)
+        conn.execute("COMMIT")
+
+    try:
+        return _timed(write, records, batch)
+    finally:
+        conn.close()
+
+
+def postgres_rate(url: str, records: int, batch: int) -> float:
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        for statement in DDL:
+            conn.execute(statement)
+        conn.commit()
+
+        def write(rows: list[IdRow]) -> None:
+            with conn.cursor() as cur, cur.copy("COPY profile_ids FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            conn.commit()
+
+        return _timed(write, records, batch)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.ceiling", description=__doc__)
+    parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument(
+        "--batch", type=int, default=2000, help="Records per transaction (the importer's is 2,000)."
+    )
+    args = parser.parse_args(argv)
+    n, b = args.records, args.batch
+    print(
+        f"# id rows alone: {n:,} records x {len(ID_TYPES)} rows, {b:,} records per transaction; goal 16,667 records/s"
+    )
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+        variants: list[tuple[str, Callable[[], float]]] = [
+            ("SQLite in memory (B-tree work only)", lambda: sqlite_rate(":memory:", n, b)),
+            ("SQLite file, WAL, as profilehub runs it", lambda: sqlite_rate(f"{tmp}/a.db", n, b)),
+            (
+                f"SQLite file, WAL, {5 * b:,} records per transaction, checkpoint every 50,000 pages",
+                lambda: sqlite_rate(f"{tmp}/b.db", n, 5 * b, checkpoint_pages=50_000),
+            ),
+            (
+                "SQLite file, WAL, integer fingerprint keys (not profilehub's layout)",
+                lambda: sqlite_rate(f"{tmp}/c.db", n, b, fingerprint=True),
+            ),
+        ]
+        for name, run in variants:
+            print(f"[ceiling] {name}: {run():,.0f} records/s", flush=True)
+    with fresh_database("postgres", Path(tempfile.gettempdir())) as url:
+        print(
+            f"[ceiling] PostgreSQL COPY into the profile_ids shape: {postgres_rate(url, n, b):,.0f} records/s",
+            flush=True,
+        )
+    print(f"[ceiling] reproduce: .venv/bin/python -m bench.ceiling --records {n} --batch {b}")
+
+
+if __name__ == "__main__":
+    main()
