@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from profilehub import __version__
+from profilehub import __version__, collector
 from profilehub.auth import CredentialVerifier
 from profilehub.cdp.bulk import router as cdp_bulk_router
 from profilehub.cdp.routes import FastWriteUser
@@ -67,25 +66,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-# Young-generation collections start after this many surviving container objects (Python's
-# default is 700). See ``tune_gc_for_serving``.
-SERVING_GC_THRESHOLD = (50_000, 20, 20)
+# Kept under this name for the serving test and the bench's baseline server.
+SERVING_GC_THRESHOLD = collector.THRESHOLD
 
 
 def tune_gc_for_serving() -> None:
-    """Keep the cyclic garbage collector off the request path of a long-running server.
-
-    Measured under 64 concurrent writers (docs/bulk.md): with Python's defaults the collector ran
-    a young collection every few requests and, every ~70,000 allocations, a full one over every
-    object the app holds (SQLAlchemy, pydantic and FastAPI structures, caches), stalling both the
-    event loop and the writer thread: p99 latency was 110-130 ms with p50 near 27 ms. Freezing
-    what exists after start-up (it lives as long as the process anyway) takes it out of every
-    collection, and a higher young threshold makes collections rare; request garbage is mostly
-    freed by reference counting. Cycles are still collected.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*SERVING_GC_THRESHOLD)
+    """Keep the cyclic garbage collector off the request path of a long-running server (see
+    ``profilehub.collector``)."""
+    collector.tune()
 
 
 def create_server_app() -> FastAPI:

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import orjson
 
+from profilehub import collector
 from profilehub.errors import ProfilehubError, error_body
 from profilehub.ingest import checkpoint as checkpoints
 from profilehub.ingest.checkpoint import Checkpoint
@@ -57,8 +58,9 @@ class StagedSink(Protocol):
     def __call__(self, records: Sequence[dict[str, Any]]) -> Sequence[Outcome]: ...
 
 
-def _exit_with_parent(parent: int) -> None:
-    """In a worker process: exit when the importer is gone.
+def _start_worker(parent: int) -> None:
+    """In a worker process: tune the garbage collector as the importer does, and exit when the
+    importer is gone.
 
     A killed importer (``kill -9``, out of memory) leaves its workers waiting on a queue that
     never closes; this watch ends them within a second instead of leaving them running.
@@ -70,6 +72,7 @@ def _exit_with_parent(parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-importer", daemon=True).start()
+    collector.tune()
 
 
 def default_workers() -> int:
@@ -154,7 +157,7 @@ class Importer:
         return ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_exit_with_parent,
+            initializer=_start_worker,
             initargs=(os.getpid(),),
         )
 
@@ -184,6 +187,7 @@ class Importer:
             rejects.truncate(state.rejects_size)
             rejects.seek(state.rejects_size)
             with (
+                collector.tuned(),
                 self._worker_pool() as workers,
                 ThreadPoolExecutor(1, thread_name_prefix="profilehub-import") as pool,
             ):
