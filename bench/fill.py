@@ -16,15 +16,16 @@ Profile ``i`` (0-based, deterministic, so a probe knows what to send):
   the email, a first-party id with most phones. Hashes are of the normalised values, made with
   profilehub's own ``email_hashes``/``phone_hashes``; raw emails and phones only when the org keeps
   raw ids, as the write path does;
-- one ``changes`` row, its ``create`` (an import also writes one per update and merge: a filled
-  store's change feed is shorter than an imported one's, never longer);
+- one ``changes`` row, its ``create``. Not free to skip: the feed's key is time-ordered, so its
+  inserts append, but its index on (entity, entity_id) is by ucid, so a later write of an old
+  profile inserts into a random page of an index as big as the feed. (An import also writes one
+  per update and merge: a filled store's feed is shorter than an imported one's, never longer);
 - for 1 in 100, a second profile merged into it (``merged_into`` set, data ``{}``, no ids), as the
   1% of merges an import makes leave behind.
 
 Speed: rows are generated in Python in chunks, in a worker process while the previous chunk is
-written (memory stays flat, a few hundred MB), and loaded with the
-indexes out of the way, since building an index by sorting is far faster than millions of random
-inserts into it. PostgreSQL: COPY into the tables with their primary keys and indexes dropped, both
+written (memory stays flat, a few hundred MB), and loaded with the indexes out of the way, since
+building an index by sorting is far faster than millions of random inserts into it. PostgreSQL: COPY into the tables with their primary keys and indexes dropped, both
 rebuilt after, then ANALYZE (autovacuum would, and on a server without it the writer does).
 SQLite: the ordinary indexes are dropped and rebuilt; the primary keys are automatic indexes that
 cannot be dropped, so profiles and changes are inserted in key order (their keys grow with ``i``)

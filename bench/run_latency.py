@@ -11,6 +11,7 @@ one write, timed from the call to its commit.
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import sys
 import time
@@ -108,6 +109,20 @@ def _timed(service: ProfileService, ids: dict[str, Any], upsert: dict[str, Any])
     return took, result
 
 
+_DISK = re.compile(r"(sd[a-z]+|vd[a-z]+|xvd[a-z]+|nvme\d+n\d+)")
+
+
+def _disk_read_mb() -> float:
+    """MB read from the machine's disks so far (/proc/diskstats; 0 where there is none): a probe
+    that finds its pages in memory reads nothing, one that misses the cache shows here."""
+    try:
+        lines = Path("/proc/diskstats").read_text().splitlines()
+    except OSError:
+        return 0.0
+    sectors = sum(int(f[5]) for f in (line.split() for line in lines) if _DISK.fullmatch(f[2]))
+    return sectors * 512 / 1e6
+
+
 def _new_since_fill(db: Database, size: int) -> int:
     """Profiles not made by the fill: a range of the primary key past the last filled ucid, so the
     check reads a few pages instead of counting (and caching) the whole table before the probes."""
@@ -129,6 +144,7 @@ def _probe_filled(db: Database, size: int, stage: int) -> dict[str, Any]:
     rng = random.Random(1000 + stage)
     people = rng.sample(range(size), PROBES // 2)
     before = _new_since_fill(db, size)
+    disk_before = _disk_read_mb()
     existing: list[float] = []
     wrong: list[int] = []
     for i in people:
@@ -145,6 +161,7 @@ def _probe_filled(db: Database, size: int, stage: int) -> dict[str, Any]:
         new.append(took)
         created += result.created
     return {
+        "disk_read_mb": _disk_read_mb() - disk_before,
         "all": latency_ms(existing + new),
         "existing": latency_ms(existing),
         "new": latency_ms(new),
@@ -206,7 +223,8 @@ def bench_latency_filled(
                 f"{tag} at {size:,} filled profiles ({profiles:,} profile rows, {id_rows:,} id rows; "
                 f"filled in {probe['fill_seconds']:.0f}s): single write p50/p95/p99 "
                 f"{a['p50']:.2f} / {a['p95']:.2f} / {a['p99']:.2f} ms (existing people p50 "
-                f"{e['p50']:.2f}, new {n['p50']:.2f})"
+                f"{e['p50']:.2f}, new {n['p50']:.2f}); disk read during the probes "
+                f"{probe['disk_read_mb']:,.0f} MB (whole machine)"
             )
             print(
                 f"{tag} identity: {probe['existing_resolved']}/{probe['existing_probes']} writes of filled "

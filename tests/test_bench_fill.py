@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-
 from bench.fill import _data, after_fill, fill, fill_identifiers, fill_ucid, fill_writes, probe_ids
 from bench.generate import ORG_ID, REGION
 from bench.run_import import setup_org
+
 from profilehub.identity.normalize import Identifier
 from profilehub.profiles import ProfileService, ProfileWrite, WriteResult
 from profilehub.store.database import Database
