@@ -162,6 +162,7 @@ def fill_writes(i: int) -> list[dict[str, str]]:
 def probe_ids(i: int, shape: int) -> dict[str, str]:
     """A write of filled person ``i`` in one of ``bench.generate``'s three shapes of three ids."""
     ids = fill_writes(i)[0]
+    keys: tuple[str, ...]
     if has_email(i) and has_phone(i) and shape % 3 == 0:
         keys = ("email", "cellphone", "AdId")
     elif has_email(i) and (shape % 3 == 1 or not has_phone(i)):

@@ -236,11 +236,11 @@ def bench_latency_filled(
             if probe["existing_resolved"] != probe["existing_probes"] or probe["profiles_grown_by_existing"]:
                 raise RuntimeError(f"{tag} filled people did not resolve to their profiles: {probe}")
     first = stages[0]["all"]
-    for stage in stages[1:]:
-        last = stage["all"]
+    for later in stages[1:]:
+        last = later["all"]
         print(
             f"{tag} single write p50 {first['p50']:.2f} ms at {sizes[0]:,} profiles -> {last['p50']:.2f} ms "
-            f"at {stage['size']:,} (ratio {ratio(last['p50'], first['p50'])}); p95 {first['p95']:.2f} -> "
+            f"at {later['size']:,} (ratio {ratio(last['p50'], first['p50'])}); p95 {first['p95']:.2f} -> "
             f"{last['p95']:.2f}, p99 {first['p99']:.2f} -> {last['p99']:.2f} ms"
         )
     print(f"{tag} reproduce: {reproduce}")
