@@ -26,8 +26,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from bench.backends import fresh_database
+from profilehub.store.tables import profile_ids
 
 ID_TYPES = (
     "email_sha256_lowercase",
@@ -42,12 +45,15 @@ ID_TYPES = (
 )
 _ALGORITHM = {"sha256": hashlib.sha256, "md5": hashlib.md5, "sha1": hashlib.sha1}
 IdRow = tuple[int, str, str, str, str, int]
-DDL = (
-    "CREATE TABLE profile_ids (org_id BIGINT, region VARCHAR(16), id_type VARCHAR(100), "
-    "value VARCHAR(512), ucid VARCHAR(36) NOT NULL, ts BIGINT NOT NULL, "
-    "PRIMARY KEY (org_id, region, id_type, value))",
-    "CREATE INDEX ix_profile_ids_ucid ON profile_ids (org_id, ucid)",
-)
+
+
+def ddl(dialect: str) -> list[str]:
+    """profilehub's own ``profile_ids`` table and its index, as that database's DDL."""
+    compiled = (postgresql if dialect == "postgresql" else sqlite).dialect()
+    return [
+        str(sa.schema.CreateTable(profile_ids).compile(dialect=compiled)),
+        *(str(sa.schema.CreateIndex(index).compile(dialect=compiled)) for index in profile_ids.indexes),
+    ]
 
 
 def _value(id_type: str, n: int) -> str:
@@ -104,7 +110,7 @@ def sqlite_rate(
                 for r in rows
             ]
     else:
-        for statement in DDL:
+        for statement in ddl("sqlite"):
             conn.execute(statement)
         sql = "INSERT INTO profile_ids VALUES (?, ?, ?, ?, ?, ?)"
 
@@ -125,7 +131,7 @@ def sqlite_rate(
 
 def postgres_rate(url: str, records: int, batch: int) -> float:
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
-        for statement in DDL:
+        for statement in ddl("postgresql"):
             conn.execute(statement)
         conn.commit()
 
