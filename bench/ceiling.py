@@ -12,6 +12,15 @@ Variants: SQLite in memory (B-tree work only), SQLite on disk as profilehub runs
 ``synchronous=NORMAL``), the same with bigger batches and fewer checkpoints, PostgreSQL ``COPY``,
 and a layout profilehub does not use (a 64-bit fingerprint as an integer key) to show what a
 storage redesign could gain.
+
+``--favourable`` adds the most favourable layout we could think of for these rows, to test whether
+*any* redesign of the id store could reach the goal on these two databases: one 8-byte integer
+key per id (a fingerprint of type and value) as the table's only B-tree, the owner and timestamp
+as two integers beside it, the keys hashed and sorted before the clock starts, 10,000 records a
+transaction. SQLite gets a 200 MB page cache (the import's memory goal is 300 MB) and rare
+checkpoints; PostgreSQL gets binary ``COPY`` and ``synchronous_commit = off``. It gives up what
+profilehub needs (the value itself for collisions and erasure, the owner index for merges), so it
+is a bound from above, not a design.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
@@ -45,6 +55,7 @@ ID_TYPES = (
 )
 _ALGORITHM = {"sha256": hashlib.sha256, "md5": hashlib.md5, "sha1": hashlib.sha1}
 IdRow = tuple[int, str, str, str, str, int]
+KeyRow = tuple[int, int, int]  # fingerprint, owner, ts
 
 
 def ddl(dialect: str) -> list[str]:
@@ -73,10 +84,33 @@ def batches(records: int, batch: int) -> Iterator[list[IdRow]]:
         yield rows
 
 
-def _timed(write: Callable[[list[IdRow]], None], records: int, batch: int) -> float:
+def _fingerprint(id_type: str, value: str) -> int:
+    return int.from_bytes(
+        hashlib.blake2b(f"{id_type}:{value}".encode(), digest_size=8).digest(), "big", signed=True
+    )
+
+
+def key_batches(records: int, batch: int) -> Iterator[list[KeyRow]]:
+    """The same ids as ``batches``, as sorted (fingerprint, owner, ts) rows."""
+    for rows in batches(records, batch):
+        yield sorted((_fingerprint(r[2], r[3]), r[5], r[5]) for r in rows)
+
+
+def valued_key_batches(records: int, batch: int) -> Iterator[list[tuple[int, str, int, int]]]:
+    """``key_batches`` with each id's value after its fingerprint."""
+    for rows in batches(records, batch):
+        yield sorted((_fingerprint(r[2], r[3]), r[3], r[5], r[5]) for r in rows)
+
+
+def _timed(
+    write: Callable[[list[Any]], None],
+    records: int,
+    batch: int,
+    rows_of: Callable[[int, int], Iterator[Any]] | None = None,
+) -> float:
     """Records/s of ``write`` alone (making the rows is not timed)."""
     spent = 0.0
-    for rows in batches(records, batch):
+    for rows in (rows_of or batches)(records, batch):
         started = time.perf_counter()
         write(rows)
         spent += time.perf_counter() - started
@@ -129,6 +163,52 @@ def sqlite_rate(
         conn.close()
 
 
+def sqlite_favourable_rate(path: str, records: int, batch: int, with_value: bool = False) -> float:
+    conn = sqlite3.connect(path, isolation_level=None)
+    if path != ":memory:":
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint=50000")
+    conn.execute("PRAGMA cache_size=-200000")
+    if with_value:
+        # The same, with the id's value beside its key (what a lookup would need to tell two ids
+        # of one fingerprint apart): only the row grows.
+        conn.execute(
+            "CREATE TABLE ids (fp INTEGER PRIMARY KEY, value TEXT NOT NULL, owner INTEGER NOT NULL, ts INTEGER NOT NULL)"
+        )
+        rows_of: Callable[[int, int], Iterator[Any]] = valued_key_batches
+        sql = "INSERT INTO ids VALUES (?, ?, ?, ?)"
+    else:
+        conn.execute("CREATE TABLE ids (fp INTEGER PRIMARY KEY, owner INTEGER NOT NULL, ts INTEGER NOT NULL)")
+        rows_of, sql = key_batches, "INSERT INTO ids VALUES (?, ?, ?)"
+
+    def write(rows: list[Any]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+
+    try:
+        return _timed(write, records, batch, rows_of)
+    finally:
+        conn.close()
+
+
+def postgres_favourable_rate(url: str, records: int, batch: int) -> float:
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("CREATE TABLE ids (fp bigint PRIMARY KEY, owner bigint NOT NULL, ts bigint NOT NULL)")
+        conn.commit()
+
+        def write(rows: list[KeyRow]) -> None:
+            with conn.cursor() as cur, cur.copy("COPY ids FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int8", "int8", "int8"])
+                for row in rows:
+                    copy.write_row(row)
+            conn.commit()
+
+        return _timed(write, records, batch, key_batches)
+
+
 def postgres_rate(url: str, records: int, batch: int) -> float:
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
         for statement in ddl("postgresql"):
@@ -150,6 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--batch", type=int, default=2000, help="Records per transaction (the importer's is 2,000)."
     )
+    parser.add_argument(
+        "--favourable", action="store_true", help="Also the most favourable integer-key layout (see above)."
+    )
     args = parser.parse_args(argv)
     n, b = args.records, args.batch
     print(
@@ -168,6 +251,21 @@ def main(argv: list[str] | None = None) -> None:
                 lambda: sqlite_rate(f"{tmp}/c.db", n, b, fingerprint=True),
             ),
         ]
+        if args.favourable:
+            variants += [
+                (
+                    "most favourable layout, SQLite in memory",
+                    lambda: sqlite_favourable_rate(":memory:", n, 10_000),
+                ),
+                (
+                    "most favourable layout, SQLite file, WAL",
+                    lambda: sqlite_favourable_rate(f"{tmp}/d.db", n, 10_000),
+                ),
+                (
+                    "most favourable layout with the value beside the key, SQLite file, WAL",
+                    lambda: sqlite_favourable_rate(f"{tmp}/e.db", n, 10_000, with_value=True),
+                ),
+            ]
         for name, run in variants:
             print(f"[ceiling] {name}: {run():,.0f} records/s", flush=True)
     with fresh_database("postgres", Path(tempfile.gettempdir())) as url:
@@ -175,7 +273,14 @@ def main(argv: list[str] | None = None) -> None:
             f"[ceiling] PostgreSQL COPY into the profile_ids shape: {postgres_rate(url, n, b):,.0f} records/s",
             flush=True,
         )
-    print(f"[ceiling] reproduce: .venv/bin/python -m bench.ceiling --records {n} --batch {b}")
+    if args.favourable:
+        with fresh_database("postgres", Path(tempfile.gettempdir())) as url:
+            rate = postgres_favourable_rate(url, n, 10_000)
+            print(
+                f"[ceiling] most favourable layout, PostgreSQL binary COPY: {rate:,.0f} records/s", flush=True
+            )
+    extra = " --favourable" if args.favourable else ""
+    print(f"[ceiling] reproduce: .venv/bin/python -m bench.ceiling --records {n} --batch {b}{extra}")
 
 
 if __name__ == "__main__":
