@@ -3,8 +3,9 @@
 ``python -m bench.writer_phases [--records N] [--backend sqlite|postgres] [--slice S]`` imports the
 benchmark file (``bench.generate``) into a fresh database with the real importer and prints, for
 every S records, the writer's time per record split into its phases: the batch's reads
-(``prefetch``: ids, then the profiles owning them), the resolution in Python, each statement of
-the flush (by table), and the commit with whatever else the transaction costs. It wraps the
+(``prefetch``: ids, then the profiles owning them), the resolution in Python (with the few reads
+it makes itself when a write needs a row the prefetch did not bring), each statement of the flush
+(by table), and the commit with whatever else the transaction costs. It wraps the
 writer's own methods with timers (a profiling aid: the wrapped names are profilehub's internals,
 so it follows them when they change); the import itself is unchanged.
 
