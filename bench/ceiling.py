@@ -133,16 +133,7 @@ def sqlite_rate(
         sql = "INSERT INTO ids VALUES (?, ?, ?)"
 
         def shape(rows: list[IdRow]) -> list[tuple[object, ...]]:
-            return [
-                (
-                    int.from_bytes(
-                        hashlib.blake2b(f"{r[2]}:{r[3]}".encode(), digest_size=8).digest(), "big", signed=True
-                    ),
-                    r[3],
-                    r[5],
-                )
-                for r in rows
-            ]
+            return [(_fingerprint(r[2], r[3]), r[3], r[5]) for r in rows]
     else:
         for statement in ddl("sqlite"):
             conn.execute(statement)
@@ -273,8 +264,7 @@ def main(argv: list[str] | None = None) -> None:
             f"[ceiling] PostgreSQL COPY into the profile_ids shape: {postgres_rate(url, n, b):,.0f} records/s",
             flush=True,
         )
-    if args.favourable:
-        with fresh_database("postgres", Path(tempfile.gettempdir())) as url:
+        if args.favourable:  # its own table (ids) in the same fresh database
             rate = postgres_favourable_rate(url, n, 10_000)
             print(
                 f"[ceiling] most favourable layout, PostgreSQL binary COPY: {rate:,.0f} records/s", flush=True
