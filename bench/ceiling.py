@@ -21,6 +21,12 @@ transaction. SQLite gets a 200 MB page cache (the import's memory goal is 300 MB
 checkpoints; PostgreSQL gets binary ``COPY`` and ``synchronous_commit = off``. It gives up what
 profilehub needs (the value itself for collisions and erasure, the owner index for merges), so it
 is a bound from above, not a design.
+
+``--compact`` adds the lookup table a compact id layout would add (a 64-bit fingerprint of type
+and value as the only key, the owner beside it, the values themselves kept elsewhere, clustered
+by profile), written the way profilehub writes (its transaction size, its SQLite settings), with
+the owner as its ucid text and as an integer. It answers whether that redesign alone is worth a
+migration: it is what the ids' random B-tree would cost after it.
 """
 
 from __future__ import annotations
@@ -184,6 +190,26 @@ def sqlite_favourable_rate(path: str, records: int, batch: int, with_value: bool
         conn.close()
 
 
+def sqlite_compact_rate(path: str, records: int, batch: int, owner_text: bool) -> float:
+    """The compact layout's lookup table, at profilehub's own transaction size and SQLite settings."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    owner = "TEXT" if owner_text else "INTEGER"
+    conn.execute(f"CREATE TABLE ids (fp INTEGER PRIMARY KEY, owner {owner} NOT NULL, ts INTEGER NOT NULL)")
+
+    def write(rows: list[IdRow]) -> None:
+        shaped = sorted((_fingerprint(r[2], r[3]), r[4] if owner_text else r[5], r[5]) for r in rows)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO ids VALUES (?, ?, ?)", shaped)
+        conn.execute("COMMIT")
+
+    try:
+        return _timed(write, records, batch)
+    finally:
+        conn.close()
+
+
 def postgres_favourable_rate(url: str, records: int, batch: int) -> float:
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
         conn.execute("SET synchronous_commit = off")
@@ -224,6 +250,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--favourable", action="store_true", help="Also the most favourable integer-key layout (see above)."
     )
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="Also a compact layout's fingerprint lookup table, written as profilehub writes (see above).",
+    )
     args = parser.parse_args(argv)
     n, b = args.records, args.batch
     print(
@@ -257,6 +288,17 @@ def main(argv: list[str] | None = None) -> None:
                     lambda: sqlite_favourable_rate(f"{tmp}/e.db", n, 10_000, with_value=True),
                 ),
             ]
+        if args.compact:
+            variants += [
+                (
+                    "compact layout's lookup (fingerprint -> ucid), SQLite file as profilehub runs it",
+                    lambda: sqlite_compact_rate(f"{tmp}/f.db", n, b, owner_text=True),
+                ),
+                (
+                    "compact layout's lookup (fingerprint -> integer owner), SQLite file as profilehub runs it",
+                    lambda: sqlite_compact_rate(f"{tmp}/g.db", n, b, owner_text=False),
+                ),
+            ]
         for name, run in variants:
             print(f"[ceiling] {name}: {run():,.0f} records/s", flush=True)
     with fresh_database("postgres", Path(tempfile.gettempdir())) as url:
@@ -269,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"[ceiling] most favourable layout, PostgreSQL binary COPY: {rate:,.0f} records/s", flush=True
             )
-    extra = " --favourable" if args.favourable else ""
+    extra = (" --favourable" if args.favourable else "") + (" --compact" if args.compact else "")
     print(f"[ceiling] reproduce: .venv/bin/python -m bench.ceiling --records {n} --batch {b}{extra}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -109,3 +110,19 @@ def test_writer_phases_reports_each_slice_of_a_real_import(
     ):
         assert sum(name in line for line in lines) == 2, name
     assert lines[-1].startswith("[phases] reproduce: ")
+
+
+def test_ceiling_compact_lookup_holds_one_row_per_id(tmp_path: Path) -> None:
+    # The compact variant must store every id of the records it claims to (a fingerprint
+    # collision or a lost batch would make its rate look better than the layout deserves).
+    from bench.ceiling import ID_TYPES, sqlite_compact_rate
+
+    for owner_text in (True, False):
+        path = tmp_path / f"compact-{owner_text}.db"
+        assert sqlite_compact_rate(str(path), 250, 100, owner_text=owner_text) > 0
+        con = sqlite3.connect(path)
+        try:
+            count, owners = con.execute("SELECT count(*), count(DISTINCT owner) FROM ids").fetchone()
+        finally:
+            con.close()
+        assert (count, owners) == (250 * len(ID_TYPES), 250)
