@@ -1,7 +1,8 @@
-"""The importer's worker processes end with it, even when it is killed outright."""
+"""The importer's processes when it is stopped: killed outright, or by Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,8 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+
+from profilehub.store.database import Database
 
 SCRIPT = textwrap.dedent(
     """
@@ -69,3 +72,57 @@ def test_killing_the_importer_ends_its_worker_processes(tmp_path: Path) -> None:
     while any(_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in workers if _alive(p)], "worker processes outlived the killed importer"
+
+
+def test_ctrl_c_stops_after_the_batch_being_written_and_resume_goes_on_exactly(
+    database_url: str, tmp_path: Path
+) -> None:
+    # A terminal's Ctrl-C goes to the importer and its workers at once. The import must stop with
+    # its checkpoint at the last record written (not behind it, which would write batches twice),
+    # with no traceback from a worker, and say how to go on.
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PROFILEHUB_DATABASE_URL": database_url}
+    subprocess.run(
+        [bin_dir / "profilehub", "org", "create", "--org-id", "7", "--name", "T", "--region", "EU"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    total = 30_000
+    source = tmp_path / "people.ndjson"
+    source.write_text("".join(f'{{"ids": {{"email": "p{n}@example.com"}}}}\n' for n in range(total)))
+    command = [bin_dir / "profilehub", "import", "cdp", source, "--org-id", "7", "--region", "EU"]
+    importer = subprocess.Popen(
+        [*command, "--batch-size", "100", "--workers", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    checkpoint = tmp_path / "people.ndjson.checkpoint.json"
+    deadline = time.monotonic() + 60
+    while not checkpoint.exists() and importer.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(importer.pid, signal.SIGINT)
+    output, _ = importer.communicate(timeout=60)
+    assert importer.returncode == 130, output
+    assert "Traceback" not in output
+    assert "--resume" in output
+
+    line = json.loads(checkpoint.read_text())["line"]
+    assert 0 < line < total
+    db = Database(database_url)
+    try:
+        with db.read() as conn:
+            written = conn.exec_driver_sql("SELECT count(*) FROM profiles").scalar_one()
+        assert written == line  # one new person a record: what was written is what was checkpointed
+
+        resumed = subprocess.run([*command, "--resume", "--quiet"], env=env, capture_output=True, text=True)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert f"{total:,} created, 0 updated" in resumed.stdout
+        with db.read() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM profiles").scalar_one() == total
+    finally:
+        db.close()
+    assert not checkpoint.exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -471,9 +472,12 @@ def _run_import(
     importer = ingest_runner.Importer(
         file, records, sink, batch_size=batch_size, progress=progress, workers=workers
     )
+    interrupted = False
     try:
         with bar:
             summary = importer.run(resume=resume)
+    except ingest_runner.ImportInterrupted as exc:
+        summary, interrupted = exc.summary, True
     except (ingest_reader.SourceError, ingest_checkpoint.CheckpointMismatch) as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(
@@ -488,6 +492,13 @@ def _run_import(
             f"rejected records and their reasons: {ingest_checkpoint.rejects_path(file)} ({reasons})",
             highlight=False,
         )
+    if interrupted:
+        console.print(
+            f"interrupted: written and checkpointed up to line {summary.line:,}, nothing after it; "
+            "run the same command with --resume to go on",
+            highlight=False,
+        )
+        sys.exit(130)  # what a shell reports for a command stopped by Ctrl-C
 
 
 @import_group.command("cdp")

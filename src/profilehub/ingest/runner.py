@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import orjson
@@ -115,6 +117,55 @@ class ImportSummary:
         }
 
 
+class ImportInterrupted(Exception):
+    """Ctrl-C stopped the import after a committed, checkpointed batch; ``--resume`` goes on from
+    ``summary.line``, and nothing after it was written."""
+
+    def __init__(self, summary: ImportSummary) -> None:
+        super().__init__(f"interrupted after line {summary.line:,}")
+        self.summary = summary
+
+
+@contextmanager
+def _stop_on_interrupt(stop: threading.Event) -> Iterator[None]:
+    """While the import runs, a first Ctrl-C only asks it to stop once the batch being written is
+    committed and checkpointed, so the checkpoint never lags what was written (a batch written
+    twice would count twice and see its ids again). A second Ctrl-C stops at once, as before."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Around a submit to the worker pool, which starts its processes on demand.
+
+    A terminal's Ctrl-C reaches the whole process group, workers included. The importer decides
+    how to stop (after the batch being written); a worker interrupted mid-job, or while it is still
+    starting, would fail that batch and print a traceback of its own. A process inherits the
+    signal mask of the thread that starts it, so a worker started here never receives SIGINT. The
+    block is per thread: a Ctrl-C meanwhile is taken by another thread and still reaches the
+    importer's handler (ignoring SIGINT instead would drop it).
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _batches(records: Iterator[SourceRecord], size: int) -> Iterator[list[SourceRecord]]:
     batch: list[SourceRecord] = []
     for record in records:
@@ -170,7 +221,8 @@ class Importer:
         job = sink.prepare_job(parsed)
         if job is None:
             return pool.submit(sink.write, parsed, None)
-        prepared = workers.submit(job[0], *job[1])
+        with _sigint_blocked():
+            prepared = workers.submit(job[0], *job[1])
         return pool.submit(lambda: sink.write(parsed, prepared.result()))
 
     def run(self, resume: bool = False) -> ImportSummary:
@@ -186,13 +238,19 @@ class Importer:
             # Rejects written after the last checkpoint belong to records that will be read again.
             rejects.truncate(state.rejects_size)
             rejects.seek(state.rejects_size)
+            stop = threading.Event()
+            interrupted = False
             with (
+                _stop_on_interrupt(stop),
                 collector.tuned(),
                 self._worker_pool() as workers,
                 ThreadPoolExecutor(1, thread_name_prefix="profilehub-import") as pool,
             ):
                 in_flight: tuple[list[SourceRecord], Future[Sequence[Outcome]]] | None = None
                 for batch in _batches(self.records(state.offset, state.line), self.batch_size):
+                    if stop.is_set():
+                        interrupted = True  # this batch was read, not written: resume reads it again
+                        break
                     parsed = [r.data for r in batch if r.data is not None]
                     future = self._submit(pool, workers, parsed)
                     if in_flight is not None:
@@ -201,6 +259,8 @@ class Importer:
                 if in_flight is not None:
                     self._commit(*in_flight, state, summary, rejects, started)
         summary.seconds = time.monotonic() - started
+        if interrupted:
+            raise ImportInterrupted(summary)
         checkpoints.clear(self.source)
         if summary.rejected == 0:
             rejects_file.unlink(missing_ok=True)
