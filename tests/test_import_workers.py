@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 from profilehub.store.database import Database
 
@@ -74,12 +75,12 @@ def test_killing_the_importer_ends_its_worker_processes(tmp_path: Path) -> None:
     assert not [p for p in workers if _alive(p)], "worker processes outlived the killed importer"
 
 
-def test_ctrl_c_stops_after_the_batch_being_written_and_resume_goes_on_exactly(
-    database_url: str, tmp_path: Path
-) -> None:
-    # A terminal's Ctrl-C goes to the importer and its workers at once. The import must stop with
-    # its checkpoint at the last record written (not behind it, which would write batches twice),
-    # with no traceback from a worker, and say how to go on.
+def _start_import_and_interrupt(
+    database_url: str, tmp_path: Path, total: int, sigint: str
+) -> tuple[subprocess.Popen[str], list[Any], dict[str, str], Path]:
+    """Start ``profilehub import cdp`` of ``total`` new people with SIGINT at ``sigint`` ("default",
+    as from a terminal, or "ignore", as a background job), in its own process group; once a batch
+    is checkpointed, send SIGINT to the whole group, as a terminal's Ctrl-C does."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PROFILEHUB_DATABASE_URL": database_url}
     subprocess.run(
@@ -88,12 +89,14 @@ def test_ctrl_c_stops_after_the_batch_being_written_and_resume_goes_on_exactly(
         check=True,
         capture_output=True,
     )
-    total = 30_000
     source = tmp_path / "people.ndjson"
     source.write_text("".join(f'{{"ids": {{"email": "p{n}@example.com"}}}}\n' for n in range(total)))
-    command = [bin_dir / "profilehub", "import", "cdp", source, "--org-id", "7", "--region", "EU"]
+    command: list[Any] = [bin_dir / "profilehub", "import", "cdp", source, "--org-id", "7", "--region", "EU"]
+    # Set explicitly: this test run may itself have inherited SIGINT ignored (a background job).
+    disposition = "SIG_DFL" if sigint == "default" else "SIG_IGN"
+    launcher = f"import os, signal, sys; signal.signal(signal.SIGINT, signal.{disposition}); os.execv(sys.argv[1], sys.argv[1:])"
     importer = subprocess.Popen(
-        [*command, "--batch-size", "100", "--workers", "1"],
+        [sys.executable, "-c", launcher, *command, "--batch-size", "100", "--workers", "1"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -105,6 +108,26 @@ def test_ctrl_c_stops_after_the_batch_being_written_and_resume_goes_on_exactly(
     while not checkpoint.exists() and importer.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(importer.pid, signal.SIGINT)
+    return importer, command, env, checkpoint
+
+
+def _profiles(database_url: str) -> int:
+    db = Database(database_url)
+    try:
+        with db.read() as conn:
+            return int(conn.exec_driver_sql("SELECT count(*) FROM profiles").scalar_one())
+    finally:
+        db.close()
+
+
+def test_ctrl_c_stops_after_the_batch_being_written_and_resume_goes_on_exactly(
+    database_url: str, tmp_path: Path
+) -> None:
+    # A terminal's Ctrl-C goes to the importer and its workers at once. The import must stop with
+    # its checkpoint at the last record written (not behind it, which would write batches twice),
+    # with no traceback from a worker, and say how to go on.
+    total = 30_000
+    importer, command, env, checkpoint = _start_import_and_interrupt(database_url, tmp_path, total, "default")
     output, _ = importer.communicate(timeout=60)
     assert importer.returncode == 130, output
     assert "Traceback" not in output
@@ -112,17 +135,21 @@ def test_ctrl_c_stops_after_the_batch_being_written_and_resume_goes_on_exactly(
 
     line = json.loads(checkpoint.read_text())["line"]
     assert 0 < line < total
-    db = Database(database_url)
-    try:
-        with db.read() as conn:
-            written = conn.exec_driver_sql("SELECT count(*) FROM profiles").scalar_one()
-        assert written == line  # one new person a record: what was written is what was checkpointed
+    assert _profiles(database_url) == line  # one new person a record: written is what was checkpointed
 
-        resumed = subprocess.run([*command, "--resume", "--quiet"], env=env, capture_output=True, text=True)
-        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-        assert f"{total:,} created, 0 updated" in resumed.stdout
-        with db.read() as conn:
-            assert conn.exec_driver_sql("SELECT count(*) FROM profiles").scalar_one() == total
-    finally:
-        db.close()
+    resumed = subprocess.run([*command, "--resume", "--quiet"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"{total:,} created, 0 updated" in resumed.stdout
+    assert _profiles(database_url) == total
+    assert not checkpoint.exists()
+
+
+def test_an_import_started_with_sigint_ignored_keeps_ignoring_it(database_url: str, tmp_path: Path) -> None:
+    # nohup or a background job: SIGINT was ignored on purpose, so the import runs to its end.
+    total = 10_000
+    importer, _, _, checkpoint = _start_import_and_interrupt(database_url, tmp_path, total, "ignore")
+    output, _ = importer.communicate(timeout=120)
+    assert importer.returncode == 0, output
+    assert f"{total:,} records" in output
+    assert _profiles(database_url) == total
     assert not checkpoint.exists()

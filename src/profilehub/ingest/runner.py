@@ -130,11 +130,14 @@ class ImportInterrupted(Exception):
 def _stop_on_interrupt(stop: threading.Event) -> Iterator[None]:
     """While the import runs, a first Ctrl-C only asks it to stop once the batch being written is
     committed and checkpointed, so the checkpoint never lags what was written (a batch written
-    twice would count twice and see its ids again). A second Ctrl-C stops at once, as before."""
+    twice would count twice and see its ids again). A second Ctrl-C stops at once."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
     previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        yield  # started with SIGINT ignored (nohup, a background job): keep ignoring it
+        return
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
