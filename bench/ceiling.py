@@ -25,7 +25,8 @@ is a bound from above, not a design.
 ``--compact`` adds the lookup table a compact id layout would add (a 64-bit fingerprint of type
 and value as the only key, the owner beside it, the values themselves kept elsewhere, clustered
 by profile), written the way profilehub writes (its transaction size, its SQLite settings), with
-the owner as its ucid text and as an integer. It answers whether that redesign alone is worth a
+the owner as its ucid text and as an integer. Its keys are hashed and sorted before the clock
+starts, as profilehub's import workers prepare ids ahead of the writer. It answers whether that redesign alone is worth a
 migration: it is what the ids' random B-tree would cost after it.
 """
 
@@ -61,7 +62,6 @@ ID_TYPES = (
 )
 _ALGORITHM = {"sha256": hashlib.sha256, "md5": hashlib.md5, "sha1": hashlib.sha1}
 IdRow = tuple[int, str, str, str, str, int]
-KeyRow = tuple[int, int, int]  # fingerprint, owner, ts
 
 
 def ddl(dialect: str) -> list[str]:
@@ -96,16 +96,16 @@ def _fingerprint(id_type: str, value: str) -> int:
     )
 
 
-def key_batches(records: int, batch: int) -> Iterator[list[KeyRow]]:
-    """The same ids as ``batches``, as sorted (fingerprint, owner, ts) rows."""
+def key_batches(
+    records: int, batch: int, with_value: bool = False, owner_text: bool = False
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The same ids as ``batches``, as sorted (fingerprint, [value,] owner, ts) rows; the owner is
+    the record's number, or its ucid text with ``owner_text``."""
     for rows in batches(records, batch):
-        yield sorted((_fingerprint(r[2], r[3]), r[5], r[5]) for r in rows)
-
-
-def valued_key_batches(records: int, batch: int) -> Iterator[list[tuple[int, str, int, int]]]:
-    """``key_batches`` with each id's value after its fingerprint."""
-    for rows in batches(records, batch):
-        yield sorted((_fingerprint(r[2], r[3]), r[3], r[5], r[5]) for r in rows)
+        yield sorted(
+            (_fingerprint(r[2], r[3]), *((r[3],) if with_value else ()), r[4] if owner_text else r[5], r[5])
+            for r in rows
+        )
 
 
 def _timed(
@@ -160,52 +160,46 @@ def sqlite_rate(
         conn.close()
 
 
-def sqlite_favourable_rate(path: str, records: int, batch: int, with_value: bool = False) -> float:
+def sqlite_key_rate(
+    path: str,
+    records: int,
+    batch: int,
+    with_value: bool = False,
+    owner_text: bool = False,
+    tuned: bool = True,
+) -> float:
+    """Id rows keyed by fingerprint alone (``key_batches``), hashed and sorted before the clock
+    starts. ``tuned``: the most favourable settings (a 200 MB page cache, rare checkpoints);
+    otherwise profilehub's own (``--compact``)."""
     conn = sqlite3.connect(path, isolation_level=None)
     if path != ":memory:":
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA wal_autocheckpoint=50000")
-    conn.execute("PRAGMA cache_size=-200000")
-    if with_value:
-        # The same, with the id's value beside its key (what a lookup would need to tell two ids
-        # of one fingerprint apart): only the row grows.
-        conn.execute(
-            "CREATE TABLE ids (fp INTEGER PRIMARY KEY, value TEXT NOT NULL, owner INTEGER NOT NULL, ts INTEGER NOT NULL)"
-        )
-        rows_of: Callable[[int, int], Iterator[Any]] = valued_key_batches
-        sql = "INSERT INTO ids VALUES (?, ?, ?, ?)"
-    else:
-        conn.execute("CREATE TABLE ids (fp INTEGER PRIMARY KEY, owner INTEGER NOT NULL, ts INTEGER NOT NULL)")
-        rows_of, sql = key_batches, "INSERT INTO ids VALUES (?, ?, ?)"
+        if tuned:
+            conn.execute("PRAGMA wal_autocheckpoint=50000")
+    if tuned:
+        conn.execute("PRAGMA cache_size=-200000")
+    # with_value: the id's value beside its key (what a lookup would need to tell two ids of one
+    # fingerprint apart): only the row grows.
+    columns = [
+        "fp INTEGER PRIMARY KEY",
+        *(["value TEXT NOT NULL"] if with_value else []),
+        f"owner {'TEXT' if owner_text else 'INTEGER'} NOT NULL",
+        "ts INTEGER NOT NULL",
+    ]
+    conn.execute(f"CREATE TABLE ids ({', '.join(columns)})")
+    sql = f"INSERT INTO ids VALUES ({', '.join('?' * len(columns))})"
 
     def write(rows: list[Any]) -> None:
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(sql, rows)
         conn.execute("COMMIT")
 
+    def rows_of(records: int, batch: int) -> Iterator[list[tuple[Any, ...]]]:
+        return key_batches(records, batch, with_value, owner_text)
+
     try:
         return _timed(write, records, batch, rows_of)
-    finally:
-        conn.close()
-
-
-def sqlite_compact_rate(path: str, records: int, batch: int, owner_text: bool) -> float:
-    """The compact layout's lookup table, at profilehub's own transaction size and SQLite settings."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    owner = "TEXT" if owner_text else "INTEGER"
-    conn.execute(f"CREATE TABLE ids (fp INTEGER PRIMARY KEY, owner {owner} NOT NULL, ts INTEGER NOT NULL)")
-
-    def write(rows: list[IdRow]) -> None:
-        shaped = sorted((_fingerprint(r[2], r[3]), r[4] if owner_text else r[5], r[5]) for r in rows)
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT INTO ids VALUES (?, ?, ?)", shaped)
-        conn.execute("COMMIT")
-
-    try:
-        return _timed(write, records, batch)
     finally:
         conn.close()
 
@@ -216,7 +210,7 @@ def postgres_favourable_rate(url: str, records: int, batch: int) -> float:
         conn.execute("CREATE TABLE ids (fp bigint PRIMARY KEY, owner bigint NOT NULL, ts bigint NOT NULL)")
         conn.commit()
 
-        def write(rows: list[KeyRow]) -> None:
+        def write(rows: list[tuple[Any, ...]]) -> None:
             with conn.cursor() as cur, cur.copy("COPY ids FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(["int8", "int8", "int8"])
                 for row in rows:
@@ -277,26 +271,26 @@ def main(argv: list[str] | None = None) -> None:
             variants += [
                 (
                     "most favourable layout, SQLite in memory",
-                    lambda: sqlite_favourable_rate(":memory:", n, 10_000),
+                    lambda: sqlite_key_rate(":memory:", n, 10_000),
                 ),
                 (
                     "most favourable layout, SQLite file, WAL",
-                    lambda: sqlite_favourable_rate(f"{tmp}/d.db", n, 10_000),
+                    lambda: sqlite_key_rate(f"{tmp}/d.db", n, 10_000),
                 ),
                 (
                     "most favourable layout with the value beside the key, SQLite file, WAL",
-                    lambda: sqlite_favourable_rate(f"{tmp}/e.db", n, 10_000, with_value=True),
+                    lambda: sqlite_key_rate(f"{tmp}/e.db", n, 10_000, with_value=True),
                 ),
             ]
         if args.compact:
             variants += [
                 (
                     "compact layout's lookup (fingerprint -> ucid), SQLite file as profilehub runs it",
-                    lambda: sqlite_compact_rate(f"{tmp}/f.db", n, b, owner_text=True),
+                    lambda: sqlite_key_rate(f"{tmp}/f.db", n, b, owner_text=True, tuned=False),
                 ),
                 (
                     "compact layout's lookup (fingerprint -> integer owner), SQLite file as profilehub runs it",
-                    lambda: sqlite_compact_rate(f"{tmp}/g.db", n, b, owner_text=False),
+                    lambda: sqlite_key_rate(f"{tmp}/g.db", n, b, tuned=False),
                 ),
             ]
         for name, run in variants:

@@ -115,11 +115,11 @@ def test_writer_phases_reports_each_slice_of_a_real_import(
 def test_ceiling_compact_lookup_holds_one_row_per_id(tmp_path: Path) -> None:
     # The compact variant must store every id of the records it claims to (a fingerprint
     # collision or a lost batch would make its rate look better than the layout deserves).
-    from bench.ceiling import ID_TYPES, sqlite_compact_rate
+    from bench.ceiling import ID_TYPES, sqlite_key_rate
 
     for owner_text in (True, False):
         path = tmp_path / f"compact-{owner_text}.db"
-        assert sqlite_compact_rate(str(path), 250, 100, owner_text=owner_text) > 0
+        assert sqlite_key_rate(str(path), 250, 100, owner_text=owner_text, tuned=False) > 0
         con = sqlite3.connect(path)
         try:
             count, owners = con.execute("SELECT count(*), count(DISTINCT owner) FROM ids").fetchone()
