@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 
 from bench.generate import dataset
+from bench.machine import command_line, exclusive_run, load_note
 from bench.run_http import bench_http
 from bench.run_import import bench_import
 from bench.run_latency import bench_latency, bench_latency_filled
@@ -52,6 +53,11 @@ def main(argv: list[str] | None = None) -> None:
         "--latency-small", type=int, default=10_000, help="The filled store's small size (default 10,000)."
     )
     args = parser.parse_args(argv)
+    with exclusive_run(command_line()):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     size = SIZES["full" if args.full else "small"]
     only = args.only or ["import", "http", "latency"]
     backends = args.backend or ["sqlite", "postgres"]
@@ -75,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
 
     started = datetime.datetime.now(datetime.UTC)
     print(
-        f"# profilehub benchmarks, {started:%Y-%m-%d %H:%M} UTC, {platform.node()}, python {platform.python_version()}"
+        f"# profilehub benchmarks, {started:%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+        f"python {platform.python_version()}; {load_note()}"
     )
     OUT.mkdir(exist_ok=True)
     results = []

@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from bench.generate import ORG_ID, REGION
 from bench.import_worker import raw_ids_upsert
+from bench.machine import command_line, exclusive_run
 from profilehub.app import tune_gc_for_serving
 from profilehub.errors import ProfilehubError
 from profilehub.identity.normalize import normalise_ids
@@ -92,9 +93,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--url", required=True)
     args = parser.parse_args()
-    app = make_app(args.url)
-    tune_gc_for_serving()  # the same runtime as ``profilehub serve``
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    with exclusive_run(command_line()):
+        app = make_app(args.url)
+        tune_gc_for_serving()  # the same runtime as ``profilehub serve``
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bench.figures import latency_ms, peak_rss_mb
 from bench.generate import ORG_ID, REGION
+from bench.machine import command_line, exclusive_run, load_note
 from profilehub.errors import ProfilehubError, each_or_error
 from profilehub.identity.normalize import Identifier, normalise_ids
 from profilehub.identity.strategy import Strategy
@@ -160,6 +161,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", action="store_true")
     parser.add_argument("--workers", type=int, help="Importer worker processes (default: as the CLI's).")
     args = parser.parse_args(argv)
+    with exclusive_run(command_line()):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     db = Database(args.url)
     batch_seconds: list[float] = []
     inner = baseline_sink(db) if args.baseline else cdp_sink(ProfileService(db), ORG_ID, REGION, "bench")
@@ -204,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "peak_rss_mb": peak_rss_mb(children=importer.workers),
         "workers": importer.workers,
+        "machine": load_note(),
     }
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 
 from bench.figures import latency_ms
+from bench.machine import command_line, exclusive_run
 
 
 def _request(path: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -88,6 +89,11 @@ def main(argv: list[str] | None = None) -> None:
         "--seconds", type=float, default=60.0, help="Stop after this long whatever the count."
     )
     args = parser.parse_args(argv)
+    with exclusive_run(command_line()):
+        run_load(args)
+
+
+def run_load(args: argparse.Namespace) -> None:
     bodies: list[bytes] = []
     with args.file.open("rb") as f:
         for line in f:

@@ -18,6 +18,7 @@ import orjson
 from bench.backends import fresh_database
 from bench.figures import ratio
 from bench.generate import ORG_ID, Dataset
+from bench.machine import load_note
 from bench.run_import import setup_org
 from profilehub.auth import CredentialKind, create_credential
 from profilehub.store.database import Database
@@ -110,7 +111,7 @@ def bench_http(
         f"[http {backend}] {ours['requests']:,} POST /cdp/v1/users, {clients} clients, {workers} worker(s): "
         f"{ours['rate']:,.0f} writes/s, p50/p95/p99 {lat['p50']:.1f}/{lat['p95']:.1f}/{lat['p99']:.1f} ms, "
         f"statuses {ours['statuses']}; bare-ASGI raw upsert baseline {base['rate']:,.0f}/s "
-        f"p99 {blat['p99']:.1f} ms; ratio {ratio(ours['rate'], base['rate'])}"
+        f"p99 {blat['p99']:.1f} ms; ratio {ratio(ours['rate'], base['rate'])}; {load_note()}"
     )
     print(f"[http {backend}] reproduce: {reproduce}")
     sys.stdout.flush()

@@ -13,6 +13,7 @@ from bench.backends import fresh_database
 from bench.figures import ratio
 from bench.generate import DUMMY_EMAIL, ORG_ID, REGION, Dataset
 from bench.identity_check import check_identity
+from bench.machine import load_note
 from profilehub.identity.strategy import block_value
 from profilehub.orgs import create_org
 from profilehub.store.database import Database
@@ -52,7 +53,7 @@ def bench_import(data: Dataset, backend: str, out: Path, reproduce: str, timeout
         f"ratio {ratio(ours['rate'], base['rate'])}); batch of 2000 p50/p95/p99 "
         f"{b['p50']:.0f}/{b['p95']:.0f}/{b['p99']:.0f} ms; peak RSS {ours['peak_rss_mb']:.0f} MB "
         f"(baseline {base['peak_rss_mb']:.0f} MB); created {ours['created']:,}, updated "
-        f"{ours['updated']:,}, rejected {ours['rejected']:,}"
+        f"{ours['updated']:,}, rejected {ours['rejected']:,}; {load_note()}"
     )
     print(f"[import {backend}] {identity.line()}")
     print(f"[import {backend}] reproduce: {reproduce}")

@@ -23,6 +23,7 @@ from bench.backends import fresh_database
 from bench.figures import latency_ms, ratio
 from bench.fill import FillResult, after_fill, fill, fill_ucid, probe_ids
 from bench.generate import ORG_ID, REGION, Dataset, records
+from bench.machine import load_note
 from bench.run_import import run_worker, setup_org
 from profilehub.profiles import ProfileService, ProfileWrite, WriteResult
 from profilehub.store.database import Database
@@ -81,7 +82,7 @@ def bench_latency(data: Dataset, small: int, backend: str, out: Path, reproduce:
     print(
         f"[latency {backend}] single write p50 {at_small['p50']:.2f} ms at ~{small:,} records -> "
         f"{at_large['p50']:.2f} ms at {size:,} profiles (ratio {ratio(at_large['p50'], at_small['p50'])}); "
-        f"p99 {at_small['p99']:.2f} -> {at_large['p99']:.2f} ms"
+        f"p99 {at_small['p99']:.2f} -> {at_large['p99']:.2f} ms; {load_note()}"
     )
     print(f"[latency {backend}] reproduce: {reproduce}")
     sys.stdout.flush()
@@ -224,7 +225,7 @@ def bench_latency_filled(
                 f"filled in {probe['fill_seconds']:.0f}s): single write p50/p95/p99 "
                 f"{a['p50']:.2f} / {a['p95']:.2f} / {a['p99']:.2f} ms (existing people p50 "
                 f"{e['p50']:.2f}, new {n['p50']:.2f}); disk read during the probes "
-                f"{probe['disk_read_mb']:,.0f} MB (whole machine)"
+                f"{probe['disk_read_mb']:,.0f} MB (whole machine); {load_note()}"
             )
             print(
                 f"{tag} identity: {probe['existing_resolved']}/{probe['existing_probes']} writes of filled "
@@ -241,7 +242,7 @@ def bench_latency_filled(
         print(
             f"{tag} single write p50 {first['p50']:.2f} ms at {sizes[0]:,} profiles -> {last['p50']:.2f} ms "
             f"at {later['size']:,} (ratio {ratio(last['p50'], first['p50'])}); p95 {first['p95']:.2f} -> "
-            f"{last['p95']:.2f}, p99 {first['p99']:.2f} -> {last['p99']:.2f} ms"
+            f"{last['p95']:.2f}, p99 {first['p99']:.2f} -> {last['p99']:.2f} ms; {load_note()}"
         )
     print(f"{tag} reproduce: {reproduce}")
     sys.stdout.flush()

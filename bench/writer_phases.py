@@ -25,6 +25,7 @@ from typing import Any
 
 from bench.backends import fresh_database
 from bench.generate import ORG_ID, REGION, dataset
+from bench.machine import command_line, exclusive_run, load_note
 from bench.run_import import setup_org
 from profilehub import profiles
 from profilehub.ingest.cdp import cdp_sink
@@ -85,7 +86,8 @@ def report(records: int, in_slice: int, seconds: float) -> None:
     }
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"[phases] to {records:,} records: {in_slice / seconds:,.0f} records/s in this slice; peak RSS {rss:.0f} MB"
+        f"[phases] to {records:,} records: {in_slice / seconds:,.0f} records/s in this slice; peak RSS {rss:.0f} MB; "
+        f"{load_note()}"
     )
     for name, total in sorted(phases.items(), key=lambda kv: -kv[1]):
         per_record = total * 1e6 / in_slice
@@ -106,6 +108,11 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=OUT, help="Where the generated file (and a SQLite store) go."
     )
     args = parser.parse_args(argv)
+    with exclusive_run(command_line()):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     args.out.mkdir(exist_ok=True)
     data = dataset(args.out, args.records)
     marks = {"read": 0, "at": time.perf_counter()}

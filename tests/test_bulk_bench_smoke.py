@@ -78,12 +78,15 @@ def test_ceiling_writes_the_id_rows_profilehub_stores_for_such_a_record(database
 
 
 def test_writer_phases_reports_each_slice_of_a_real_import(
-    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # bench.writer_phases times the writer's own methods: if they are renamed, its report would
     # silently lose phases, so check every phase still shows up, for every slice.
     from bench import writer_phases
+    from bench.machine import LOCK_ENV
 
+    # The run takes the bench lock: a lock file of this test's own, not the machine's.
+    monkeypatch.setenv(LOCK_ENV, str(tmp_path / "bench.lock"))
     backend = "postgres" if database_url.startswith("postgresql") else "sqlite"
     writer_phases.main(
         [
@@ -112,17 +115,42 @@ def test_writer_phases_reports_each_slice_of_a_real_import(
     assert lines[-1].startswith("[phases] reproduce: ")
 
 
-def test_ceiling_compact_lookup_holds_one_row_per_id(tmp_path: Path) -> None:
-    # The compact variant must store every id of the records it claims to (a fingerprint
-    # collision or a lost batch would make its rate look better than the layout deserves).
-    from bench.ceiling import ID_TYPES, sqlite_key_rate
+def test_ceiling_compares_like_with_like(tmp_path: Path) -> None:
+    # Every layout gets the same ids, each table's rows in its own key order (as profilehub's flush
+    # writes them), and the compact layout stores what a real one needs: the values and the owner
+    # index beside the lookup. A layout missing rows or tables would look faster than it deserves.
+    from bench.ceiling import ID_TYPES, batches, compact_batches, sqlite_compact_rate, sqlite_rate
 
+    today = [row for rows in batches(250, 100) for row in rows]
+    for rows in batches(250, 100):
+        assert rows == sorted(rows, key=lambda r: (r[0], r[1], r[2], r[3]))
+    ids = {(r[2], r[3]) for r in today}
+    assert len(ids) == len(today) == 250 * len(ID_TYPES)
+    for owner_text in (True, False):
+        compact_ids = set()
+        for lookup, values in compact_batches(250, 100, owner_text):
+            assert lookup == sorted(lookup) and values == sorted(values)
+            assert len(lookup) == len(values) == len({fp for fp, _ in lookup})
+            compact_ids |= {(v[3], v[4]) for v in values}
+        assert compact_ids == ids
+
+    path = tmp_path / "today.db"
+    assert sqlite_rate(str(path), 250, 100) > 0
+    con = sqlite3.connect(path)
+    try:
+        indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "ix_profile_ids_ucid" in indexes  # today's owner index is timed too
+    finally:
+        con.close()
     for owner_text in (True, False):
         path = tmp_path / f"compact-{owner_text}.db"
-        assert sqlite_key_rate(str(path), 250, 100, owner_text=owner_text, tuned=False) > 0
+        assert sqlite_compact_rate(str(path), 250, 100, owner_text=owner_text) > 0
         con = sqlite3.connect(path)
         try:
-            count, owners = con.execute("SELECT count(*), count(DISTINCT owner) FROM ids").fetchone()
+            lookups, owners = con.execute("SELECT count(*), count(DISTINCT owner) FROM id_lookup").fetchone()
+            values, by_owner = con.execute("SELECT count(*), count(DISTINCT owner) FROM id_values").fetchone()
+            schema = con.execute("SELECT sql FROM sqlite_master WHERE name = 'id_values'").fetchone()[0]
         finally:
             con.close()
-        assert (count, owners) == (250 * len(ID_TYPES), 250)
+        assert (lookups, owners) == (values, by_owner) == (250 * len(ID_TYPES), 250)
+        assert "PRIMARY KEY (org_id, region, owner, id_type, value)" in schema and "WITHOUT ROWID" in schema
