@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,12 +63,21 @@ class _Postgres:
 _pg = _Postgres()
 
 
+def running_in_ci(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether a missing PostgreSQL fails the run: ``CI`` set to 1, true or yes (any case).
+
+    The banner and the fixture both ask this one function, so what the banner announces is what
+    the run then does (``CI=false`` or ``CI=0`` is not CI).
+    """
+    return environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     _pg.start()
     if _pg.error:
         banner = "=" * 30
         print(
-            f"\n{banner}\nPOSTGRESQL TESTS WILL {'FAIL' if os.environ.get('CI') else 'BE SKIPPED'}: "
+            f"\n{banner}\nPOSTGRESQL TESTS WILL {'FAIL' if running_in_ci() else 'BE SKIPPED'}: "
             f"{_pg.error}\n{banner}"
         )
 
@@ -82,7 +91,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'profilehub.db'}"
     if _pg.error:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if running_in_ci():
             pytest.fail(f"CI=true and {_pg.error}")
         pytest.skip(f"POSTGRESQL UNAVAILABLE, test not run: {_pg.error}")
     return _pg.new_url()
