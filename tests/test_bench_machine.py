@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from bench import __main__ as bench_main
-from bench import ceiling, import_worker, writer_phases
+from bench import ceiling, import_worker, ugly, writer_phases
 from bench.machine import HELD_ENV, LOCK_ENV, BenchLocked, exclusive_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +48,7 @@ ENTRY_POINTS: dict[str, Callable[[], None]] = {
     "bench.ceiling": lambda: ceiling.main(["--records", "10", "--no-postgres"]),
     "bench.writer_phases": lambda: writer_phases.main(["--records", "10"]),
     "bench.import_worker": lambda: import_worker.main(["nothing.ndjson", "--url", "sqlite:///nothing.db"]),
+    "bench.ugly": lambda: ugly.main(["--people", "10", "--backend", "sqlite"]),
 }
 
 
