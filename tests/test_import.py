@@ -279,6 +279,8 @@ def test_import_cdp_command_with_csv_mapping(
         "--quiet",
         "--workers",
         workers,
+        "--max-rejects",
+        "1",
     ]
     maps = [
         "--map",

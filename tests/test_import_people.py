@@ -27,6 +27,7 @@ def test_import_people_csv_upserts_by_email(database_url: str, tmp_path: Path, m
         "Email,First,Last\nann@x.com,Ann,Lee\nbob@x.com,Bob,\nANN@x.com,Annie,\nnot-an-email,Bad,\n"
     )
     args = ["import", "people", str(path), "--org-id", str(ORG), "--matching-attribute", "email", "--quiet"]
+    args += ["--max-rejects", "1"]
     maps = ["--map", "Email=emails", "--map", "First=firstName", "--map", "Last=lastName"]
     result = CliRunner().invoke(main, [*args, *maps])
     assert result.exit_code == 0, result.output
@@ -59,5 +60,6 @@ def test_import_people_ndjson(database_url: str, tmp_path: Path, monkeypatch: An
         main,
         ["import", "people", str(path), "--org-id", str(ORG), "--matching-attribute", "email", "--quiet"],
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # a record was rejected
+    assert "more than --max-rejects 0" in result.output
     assert "1 created, 0 updated, 1 rejected" in result.output

@@ -34,8 +34,16 @@ from profilehub.ingest import checkpoint as ingest_checkpoint
 from profilehub.ingest import reader as ingest_reader
 from profilehub.ingest import runner as ingest_runner
 from profilehub.ingest.cdp import cdp_sink
-from profilehub.ingest.people import people_sink
-from profilehub.orgs import MAX_ORG_ID, add_region, create_org, list_orgs, set_keep_raw_ids
+from profilehub.ingest.people import check_matching_attribute, people_sink
+from profilehub.orgs import (
+    MAX_ORG_ID,
+    add_region,
+    create_org,
+    get_org,
+    list_orgs,
+    normalise_region,
+    set_keep_raw_ids,
+)
 from profilehub.profiles import ProfileService
 from profilehub.store.changes import history
 from profilehub.store.database import Database
@@ -55,6 +63,32 @@ def open_db() -> Iterator[Database]:
         yield db
     finally:
         db.close()
+
+
+@contextmanager
+def open_org_db(org_id: int, region: str | None = None) -> Iterator[Database]:
+    """The database, once ``org_id`` is known to exist (and ``region`` to be one of its regions):
+    a command about an org that does not exist is refused before it reads or writes anything."""
+    with open_db() as db:
+        check_org(db, org_id, region)
+        yield db
+
+
+def check_org(db: Database, org_id: int, region: str | None = None) -> str | None:
+    """Raise unless the org exists and has ``region``; the region as stored (upper case)."""
+    try:
+        with db.read() as conn:
+            found = get_org(conn, org_id)
+        if region is None:
+            return None
+        wanted = normalise_region(region)
+    except ProfilehubError as exc:
+        raise click.ClickException(exc.message) from exc
+    if wanted not in found.regions:
+        raise click.ClickException(
+            f"--region: org {org_id} has no region {wanted!r} (its regions: {', '.join(found.regions)})"
+        )
+    return wanted
 
 
 def _connect(url: str) -> Database:
@@ -160,7 +194,7 @@ def org_list() -> None:
 @domain_errors
 def org_add_region(org_id: int, region: str) -> None:
     """Add a region to an org."""
-    with open_db() as db:
+    with open_org_db(org_id) as db:
         o = db.write(lambda c: add_region(c, org_id, region))
     click.echo(f"org {o.org_id} regions: {', '.join(o.regions)}")
 
@@ -171,7 +205,7 @@ def org_add_region(org_id: int, region: str) -> None:
 @domain_errors
 def org_keep_raw_ids(org_id: int, choice: str) -> None:
     """Opt in (on) or out (off) of keeping raw emails and phone numbers."""
-    with open_db() as db:
+    with open_org_db(org_id) as db:
         o = db.write(lambda c: set_keep_raw_ids(c, org_id, choice == "on"))
     click.echo(f"org {o.org_id} keeps raw ids: {'yes' if o.keep_raw_ids else 'no'}")
 
@@ -182,7 +216,7 @@ def _add_list_and_revoke(group: click.Group, kind: CredentialKind) -> None:
     @org_id_option
     def listing(org_id: int) -> None:
         """List them (prefixes only)."""
-        with open_db() as db, db.read() as conn:
+        with open_org_db(org_id) as db, db.read() as conn:
             rows = [r for r in list_credentials(conn, org_id) if r["kind"] == kind.value]
         table = Table("prefix", "name", "scopes", "revoked")
         for r in rows:
@@ -195,7 +229,7 @@ def _add_list_and_revoke(group: click.Group, kind: CredentialKind) -> None:
     @domain_errors
     def revoke(org_id: int, prefix: str) -> None:
         """Revoke one (takes effect within PROFILEHUB_CREDENTIAL_CACHE_SECONDS)."""
-        with open_db() as db:
+        with open_org_db(org_id) as db:
             db.write(lambda c: revoke_credential(c, org_id, prefix))
         click.echo(f"revoked {prefix}")
 
@@ -210,7 +244,7 @@ def _credential_group(kind: CredentialKind, name: str, help_text: str, example: 
     @domain_errors
     def create(org_id: int, scopes: str, name: str) -> None:
         """Create one; the secret is printed once, as the last line, and stored only as a hash."""
-        with open_db() as db:
+        with open_org_db(org_id) as db:
             made = db.write(lambda c: create_credential(c, org_id, kind, scopes, name))
         click.echo(
             f"# {kind.value} for org {made.org_id}, scopes {','.join(made.scopes)}; shown once:", err=True
@@ -255,7 +289,7 @@ def jwt_group() -> None:
 @domain_errors
 def jwt_allow(org_id: int, subject: str, scopes: str, issuer: str) -> None:
     """Allow a JWT subject to use this org with these scopes (replaces an earlier grant)."""
-    with open_db() as db:
+    with open_org_db(org_id) as db:
         prefix = db.write(lambda c: allow_jwt_subject(c, org_id, issuer, subject, scopes))
     click.echo(f"allowed {subject} ({prefix}) in org {org_id}")
 
@@ -274,7 +308,7 @@ def idtype() -> None:
 @domain_errors
 def idtype_list(org_id: int) -> None:
     """List idTypes with namespace, class, priority and limit."""
-    with open_db() as db, db.read() as conn:
+    with open_org_db(org_id) as db, db.read() as conn:
         s = strategies.load_strategy(conn, org_id)
     table = Table("idType", "namespace", "class", "priority", "limit")
     for t in sorted(s.id_types.values(), key=lambda t: (t.priority, t.name)):
@@ -299,7 +333,7 @@ def idtype_set(
     limit: int | None,
 ) -> None:
     """Add an idType, or change its namespace, class, priority or limit."""
-    with open_db() as db:
+    with open_org_db(org_id) as db:
         rule = db.write(
             lambda c: strategies.set_id_type(
                 c,
@@ -329,7 +363,7 @@ def block() -> None:
 @domain_errors
 def block_add(org_id: int, value: str, id_type: str) -> None:
     """Block a value."""
-    with open_db() as db:
+    with open_org_db(org_id) as db:
         db.write(lambda c: strategies.block_value(c, org_id, value, id_type))
     click.echo(f"blocked {value!r} for {id_type}")
 
@@ -341,7 +375,7 @@ def block_add(org_id: int, value: str, id_type: str) -> None:
 @domain_errors
 def block_remove(org_id: int, value: str, id_type: str) -> None:
     """Unblock a value."""
-    with open_db() as db:
+    with open_org_db(org_id) as db:
         removed = db.write(lambda c: strategies.unblock_value(c, org_id, value, id_type))
     if not removed:
         raise click.ClickException(f"{value!r} was not blocked for {id_type}")
@@ -353,7 +387,7 @@ def block_remove(org_id: int, value: str, id_type: str) -> None:
 @domain_errors
 def block_list(org_id: int) -> None:
     """List blocked values."""
-    with open_db() as db, db.read() as conn:
+    with open_org_db(org_id) as db, db.read() as conn:
         s = strategies.load_strategy(conn, org_id)
     table = Table("idType", "value")
     for t, values in sorted(s.blocked.items()):
@@ -369,7 +403,7 @@ def block_list(org_id: int) -> None:
 @click.option("--limit", default=100, show_default=True, type=int)
 def changes(org_id: int, ucid: str | None, after: str | None, limit: int) -> None:
     """Print the change log as JSON lines, oldest first."""
-    with open_db() as db, db.read() as conn:
+    with open_org_db(org_id) as db, db.read() as conn:
         rows = history(
             conn, org_id, entity="profile" if ucid else None, entity_id=ucid, after=after, limit=limit
         )
@@ -395,41 +429,49 @@ def import_group() -> None:
     """Import records from NDJSON or CSV files, streamed in batches, resumable."""
 
 
-def _import_options(fn: F) -> F:
-    options = [
-        click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
-        org_id_option,
-        click.option(
-            "--format",
-            "file_format",
-            type=click.Choice(["auto", "ndjson", "csv"]),
-            default="auto",
-            show_default=True,
-            help="auto: by the file's extension (.csv is CSV, anything else NDJSON).",
-        ),
-        click.option(
-            "--map",
-            "mappings",
-            multiple=True,
-            metavar="COLUMN=PATH",
-            help="CSV column to record path, e.g. email=ids.email (repeat). Columns already named "
-            "as paths (ids.email) map themselves.",
-        ),
-        click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(1, 20000)),
-        click.option(
-            "--workers",
-            type=click.IntRange(0, 64),
-            default=None,
-            help="Processes that validate and normalise the next batch while this one is written "
-            "(CDP imports). Default: the cores the writer leaves free, at most 4; 0 does it all in "
-            "the writer.",
-        ),
-        click.option("--resume", is_flag=True, help="Continue after the last committed batch."),
-        click.option("--quiet", is_flag=True, help="No progress bar, only the summary."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+CDP_MAP_EXAMPLE = "email=ids.email"
+PEOPLE_MAP_EXAMPLE = "Email=emails"
+
+
+def _import_options(map_metavar: str, map_help: str) -> Callable[[F], F]:
+    def decorate(fn: F) -> F:
+        options = [
+            click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+            org_id_option,
+            click.option(
+                "--format",
+                "file_format",
+                type=click.Choice(["auto", "ndjson", "csv"]),
+                default="auto",
+                show_default=True,
+                help="auto: by the file's extension (.csv is CSV, anything else NDJSON).",
+            ),
+            click.option("--map", "mappings", multiple=True, metavar=map_metavar, help=map_help),
+            click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(1, 20000)),
+            click.option(
+                "--max-rejects",
+                default=0,
+                show_default=True,
+                type=click.IntRange(0),
+                help="Rejected records the import may have and still succeed (exit status 0); more "
+                "make it exit with status 1. The records that pass are written either way.",
+            ),
+            click.option(
+                "--workers",
+                type=click.IntRange(0, 64),
+                default=None,
+                help="Processes that validate and normalise the next batch while this one is written "
+                "(CDP imports only). Default: the cores the writer leaves free, at most 4; 0 does it "
+                "all in the writer.",
+            ),
+            click.option("--resume", is_flag=True, help="Continue after the last committed batch."),
+            click.option("--quiet", is_flag=True, help="No progress bar, only the summary."),
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
 
 
 def _run_import(
@@ -440,13 +482,17 @@ def _run_import(
     workers: int | None,
     resume: bool,
     quiet: bool,
+    max_rejects: int,
+    map_example: str,
     sink: ingest_runner.Sink,
 ) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     is_csv = file_format == "csv" or (file_format == "auto" and file.suffix.lower() == ".csv")
     try:
-        mapping = ingest_reader.ColumnMapping.parse(mappings)
+        mapping = ingest_reader.ColumnMapping.parse(mappings, map_example)
+        if is_csv:  # a bad --map is a usage error, said before any progress is drawn
+            ingest_reader.csv_columns(file, mapping)
     except ingest_reader.SourceError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -473,11 +519,14 @@ def _run_import(
         file, records, sink, batch_size=batch_size, progress=progress, workers=workers
     )
     interrupted = False
+    stopped: ingest_runner.ImportStopped | None = None
     try:
         with bar:
             summary = importer.run(resume=resume)
     except ingest_runner.ImportInterrupted as exc:
         summary, interrupted = exc.summary, True
+    except ingest_runner.ImportStopped as exc:
+        summary, stopped = exc.summary, exc
     except (ingest_reader.SourceError, ingest_checkpoint.CheckpointMismatch) as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(
@@ -485,25 +534,43 @@ def _run_import(
         f"{summary.created:,} created, {summary.updated:,} updated, {summary.rejected:,} rejected"
         + (f" (resumed after line {summary.resumed_from_line:,})" if summary.resumed_from_line else ""),
         highlight=False,
+        soft_wrap=True,
     )
     if summary.rejected:
         reasons = ", ".join(f"{k}: {v:,}" for k, v in sorted(summary.reject_reasons.items()))
         console.print(
             f"rejected records and their reasons: {ingest_checkpoint.rejects_path(file)} ({reasons})",
             highlight=False,
+            soft_wrap=True,
         )
+        for reason, example in sorted(summary.reject_examples.items()):
+            console.print(
+                f"  first {reason} reject: {example}", highlight=False, soft_wrap=True, markup=False
+            )
     if interrupted:
         console.print(
             f"interrupted: written and checkpointed up to line {summary.line:,}, nothing after it; "
             "run the same command with --resume to go on",
             highlight=False,
+            soft_wrap=True,
         )
         sys.exit(130)  # what a shell reports for a command stopped by Ctrl-C
+    if stopped is not None:
+        raise click.ClickException(str(stopped))
+    if summary.rejected > max_rejects:
+        raise click.ClickException(
+            f"{summary.rejected:,} records rejected, more than --max-rejects {max_rejects:,} allows"
+        )
 
 
 @import_group.command("cdp")
-@_import_options
-@click.option("--region", required=True, help="Region of records that name none.")
+@_import_options(
+    "COLUMN=PATH",
+    f"CSV column to a path of the POST /cdp/v1/users body, e.g. {CDP_MAP_EXAMPLE} or "
+    "first_name=upsert.profile.first_name (repeat). Columns already named as paths (ids.email) map "
+    "themselves.",
+)
+@click.option("--region", required=True, help="Region of records that name none (any case: eu is EU).")
 @click.option("--actor", default="import", show_default=True, help="Who the change log names.")
 @domain_errors
 def import_cdp(
@@ -512,6 +579,7 @@ def import_cdp(
     file_format: str,
     mappings: tuple[str, ...],
     batch_size: int,
+    max_rejects: int,
     workers: int | None,
     resume: bool,
     quiet: bool,
@@ -520,12 +588,29 @@ def import_cdp(
 ) -> None:
     """Write CDP profiles: each record is a POST /cdp/v1/users body (orgId, region optional)."""
     with open_db() as database:
+        region = check_org(database, org_id, region) or region
         sink = cdp_sink(ProfileService(database), org_id, region, f"{actor}:{file.name}")
-        _run_import(file, file_format, mappings, batch_size, workers, resume, quiet, sink)
+        _run_import(
+            file,
+            file_format,
+            mappings,
+            batch_size,
+            workers,
+            resume,
+            quiet,
+            max_rejects,
+            CDP_MAP_EXAMPLE,
+            sink,
+        )
 
 
 @import_group.command("people")
-@_import_options
+@_import_options(
+    "COLUMN=FIELD",
+    f"CSV column to a field of the PUT /v2/crm/people body, e.g. {PEOPLE_MAP_EXAMPLE}, "
+    "First=firstName, Phone=phoneNumber, or a custom attribute's key (repeat). A column mapped to "
+    "emails holds one address.",
+)
 @click.option(
     "--matching-attribute", required=True, help="Attribute slug to match existing people by (e.g. email)."
 )
@@ -537,6 +622,7 @@ def import_people(
     file_format: str,
     mappings: tuple[str, ...],
     batch_size: int,
+    max_rejects: int,
     workers: int | None,
     resume: bool,
     quiet: bool,
@@ -544,6 +630,18 @@ def import_people(
     actor: str,
 ) -> None:
     """Upsert CRM people: each record is a PUT /v2/crm/people body (CSV: map columns to its fields)."""
-    with open_db() as database:
+    with open_org_db(org_id) as database:
+        check_matching_attribute(database, org_id, matching_attribute)
         sink = people_sink(database, org_id, matching_attribute, f"{actor}:{file.name}")
-        _run_import(file, file_format, mappings, batch_size, workers, resume, quiet, sink)
+        _run_import(
+            file,
+            file_format,
+            mappings,
+            batch_size,
+            workers,
+            resume,
+            quiet,
+            max_rejects,
+            PEOPLE_MAP_EXAMPLE,
+            sink,
+        )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from profilehub.crm.people import MAX_BATCH, upsert_people_batch
+from profilehub.crm.objects import PEOPLE, custom_attributes
+from profilehub.crm.people import MAX_BATCH, resolve_matching, upsert_people_batch
 from profilehub.ingest.runner import Outcome, Sink
 from profilehub.store.database import Database
 
@@ -27,3 +28,10 @@ def people_sink(db: Database, org_id: int, matching_attribute: str, actor: str) 
         return out
 
     return write
+
+
+def check_matching_attribute(db: Database, org_id: int, matching_attribute: str) -> None:
+    """Raise unless people of the org can be matched by ``matching_attribute``: checked before the
+    file is read, as an unknown one would refuse every record."""
+    with db.read() as conn:
+        resolve_matching(matching_attribute, custom_attributes(conn, org_id, PEOPLE))

@@ -59,25 +59,34 @@ def read_ndjson(path: Path, offset: int = 0, line: int = 0) -> Iterator[SourceRe
 
 @dataclass(frozen=True)
 class ColumnMapping:
-    """CSV column -> dotted path in the record (``ids.email``, ``upsert.profile.first_name``)."""
+    """CSV column -> dotted path in the record (``ids.email``, ``upsert.profile.first_name``).
+
+    ``example`` is the ``--map`` shown in messages, in the words of the record being imported (a
+    CRM person's fields are not a CDP profile's paths).
+    """
 
     paths: Mapping[str, str]
+    example: str = "email=ids.email"
 
     @classmethod
-    def parse(cls, options: tuple[str, ...] | list[str]) -> ColumnMapping:
+    def parse(cls, options: tuple[str, ...] | list[str], example: str = "email=ids.email") -> ColumnMapping:
         paths: dict[str, str] = {}
+        target = "PATH" if "." in example else "FIELD"
         for option in options:
             column, sep, path = option.partition("=")
             if not sep or not column.strip() or not path.strip():
-                raise SourceError(f"--map {option!r}: expected COLUMN=PATH, e.g. email=ids.email")
+                raise SourceError(f"--map {option!r}: expected COLUMN={target}, e.g. {example}")
             paths[column.strip()] = path.strip()
-        return cls(paths)
+        return cls(paths, example)
 
     def for_header(self, header: list[str]) -> dict[int, list[str]]:
         """Column index -> path parts. Unmapped columns that are paths themselves map to themselves."""
         missing = sorted(set(self.paths) - set(header))
         if missing:
-            raise SourceError(f"--map names column(s) not in the CSV header: {', '.join(missing)}")
+            raise SourceError(
+                f"--map names column(s) not in the CSV header: {', '.join(missing)}; "
+                f"the header's columns are: {', '.join(header)}"
+            )
         out: dict[int, list[str]] = {}
         for index, column in enumerate(header):
             path = self.paths.get(column) or (column if "." in column else None)
@@ -108,26 +117,62 @@ def read_csv_header(path: Path) -> tuple[list[str], int]:
         return [h.strip() for h in header], len(first)
 
 
-def read_csv(path: Path, mapping: ColumnMapping, offset: int = 0, line: int = 0) -> Iterator[SourceRecord]:
-    """Rows as nested records by ``mapping``; starts after the header when ``offset`` is 0."""
+def csv_columns(path: Path, mapping: ColumnMapping) -> tuple[dict[int, list[str]], int]:
+    """The mapped columns (index -> path parts) and the offset after the header; checks the mapping
+    against the header, so a bad ``--map`` is refused before anything is read or drawn."""
     header, after_header = read_csv_header(path)
     columns = mapping.for_header(header)
     if not columns:
-        raise SourceError(f"{path}: no column is mapped; use --map COLUMN=PATH (e.g. email=ids.email)")
+        raise SourceError(
+            f"{path}: no column is mapped; use --map COLUMN=..., e.g. --map {mapping.example} "
+            f"(the header's columns are: {', '.join(header)})"
+        )
+    return columns, after_header
+
+
+def read_csv(path: Path, mapping: ColumnMapping, offset: int = 0, line: int = 0) -> Iterator[SourceRecord]:
+    """Rows as nested records by ``mapping``; starts after the header when ``offset`` is 0.
+
+    The CSV is read strictly: a stray quote is a record that could not be parsed (a CSV error at its
+    line), not a row whose cells silently ran together.
+    """
+    columns, after_header = csv_columns(path, mapping)
     if offset == 0:
         offset, line = after_header, 1
     with path.open("rb") as f:
         position = {"line": line, "end": offset}
+        chunks: list[str] = []  # the lines of the row being read, for a row that cannot be parsed
 
         def text_lines() -> Iterator[str]:
             # csv.reader pulls exactly the lines of one row before yielding it, so after each row
             # ``position`` is the end of that row, even for quoted fields spanning lines.
             for number, end, chunk in _lines(f, offset, line):
                 position["line"], position["end"] = number, end
-                yield chunk.decode("utf-8", errors="replace")
+                text = chunk.decode("utf-8", errors="replace")
+                chunks.append(text)
+                yield text
 
         start = line + 1
-        for row in csv.reader(text_lines()):
+        rows = csv.reader(text_lines(), strict=True)
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raw = "".join(chunks).rstrip("\r\n")
+                last = position["line"]
+                if "unexpected end of data" in str(exc):
+                    why = f"a quoted field opened on line {start} is never closed (read to line {last})"
+                else:
+                    why = str(exc)
+                yield SourceRecord(
+                    start, position["end"], raw[:2000], None, f"line {start}: CSV error: {why}"
+                )
+                chunks.clear()
+                start = last + 1
+                continue
+            chunks.clear()
             raw_io = io.StringIO()
             csv.writer(raw_io).writerow(row)
             raw = raw_io.getvalue().rstrip("\r\n")

@@ -99,6 +99,8 @@ class ImportSummary:
     resumed_from_line: int = 0
     seconds: float = 0.0
     reject_reasons: dict[str, int] = field(default_factory=dict)
+    # The first rejected record's error message per reason, to show what went wrong (this run only).
+    reject_examples: dict[str, str] = field(default_factory=dict)
 
     @property
     def written(self) -> int:
@@ -169,6 +171,25 @@ def _sigint_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+# An import whose first this-many records were all rejected for one reason stops there: a wrong
+# org, region or mapping would otherwise read the whole file to reject every record the same way.
+EARLY_STOP_RECORDS = 100
+
+
+class ImportStopped(Exception):
+    """The first records of the run were all rejected for one reason, so the import stopped after
+    the batches in flight; they are committed and checkpointed as after a Ctrl-C."""
+
+    def __init__(self, summary: ImportSummary, reason: str, records: int) -> None:
+        example = summary.reject_examples.get(reason, "")
+        super().__init__(
+            f"stopped after line {summary.line:,}: the first {records:,} records were all rejected "
+            f"for the same reason ({reason}: {example}); fix that and run the import again"
+        )
+        self.summary = summary
+        self.reason = reason
+
+
 def _batches(records: Iterator[SourceRecord], size: int) -> Iterator[list[SourceRecord]]:
     batch: list[SourceRecord] = []
     for record in records:
@@ -196,6 +217,7 @@ class Importer:
         batch_size: int = 2000,
         progress: Progress | None = None,
         workers: int | None = None,
+        early_stop: int = EARLY_STOP_RECORDS,
     ) -> None:
         self.source = source
         self.records = records
@@ -203,6 +225,11 @@ class Importer:
         self.batch_size = batch_size
         self.progress = progress or (lambda _summary: None)
         self.workers = default_workers() if workers is None else workers
+        self.early_stop = early_stop  # 0: never stop early
+        self._head_seen = 0  # records of this run's first ``early_stop`` seen so far
+        self._head_reasons: set[str] = set()  # why they were rejected ("" for one written)
+        self._stopped_for: str | None = None
+        self._stop = threading.Event()  # set by Ctrl-C or an early stop; renewed by each run
 
     def _worker_pool(self) -> Any:
         if not self.workers or not isinstance(self.sink, StagedSink):
@@ -241,7 +268,7 @@ class Importer:
             # Rejects written after the last checkpoint belong to records that will be read again.
             rejects.truncate(state.rejects_size)
             rejects.seek(state.rejects_size)
-            stop = threading.Event()
+            stop = self._stop = threading.Event()
             interrupted = False
             with (
                 _stop_on_interrupt(stop),
@@ -262,6 +289,8 @@ class Importer:
                 if in_flight is not None:
                     self._commit(*in_flight, state, summary, rejects, started)
         summary.seconds = time.monotonic() - started
+        if interrupted and self._stopped_for is not None:
+            raise ImportStopped(summary, self._stopped_for, self.early_stop)
         if interrupted:
             raise ImportInterrupted(summary)
         checkpoints.clear(self.source)
@@ -289,10 +318,12 @@ class Importer:
             if isinstance(outcome, ProfilehubError):
                 body = error_body(outcome.status, outcome.message, outcome.errors)
                 self._reject(record, body, _reason(outcome), summary, rejects)
-            elif outcome.created:
-                summary.created += 1
             else:
-                summary.updated += 1
+                self._watch_head("")
+                if outcome.created:
+                    summary.created += 1
+                else:
+                    summary.updated += 1
         rejects.flush()
         last = batch[-1]
         state.offset, state.line = last.end_offset, last.line
@@ -302,11 +333,30 @@ class Importer:
         summary.offset, summary.line = state.offset, state.line
         summary.seconds = time.monotonic() - started
         self.progress(summary)
+        head_done = self.early_stop and self._head_seen >= self.early_stop
+        if head_done and self._stopped_for is None and len(self._head_reasons) == 1:
+            reason = next(iter(self._head_reasons))
+            if reason:  # "" is a record written
+                self._stopped_for = reason
+                self._stop.set()  # the loop stops as after a Ctrl-C: no batch after the one in flight
 
-    @staticmethod
+    def _watch_head(self, reason: str) -> None:
+        if self._head_seen < self.early_stop:
+            self._head_seen += 1
+            self._head_reasons.add(reason)
+
     def _reject(
-        record: SourceRecord, error: dict[str, Any], reason: str, summary: ImportSummary, rejects: BinaryIO
+        self,
+        record: SourceRecord,
+        error: dict[str, Any],
+        reason: str,
+        summary: ImportSummary,
+        rejects: BinaryIO,
     ) -> None:
+        self._watch_head(reason)
         summary.rejected += 1
         summary.reject_reasons[reason] = summary.reject_reasons.get(reason, 0) + 1
+        message = str(error["message"])
+        example = message if message.startswith("line ") else f"line {record.line}: {message}"
+        summary.reject_examples.setdefault(reason, example)
         rejects.write(orjson.dumps({"line": record.line, "record": record.raw, "error": error}) + b"\n")

@@ -1,0 +1,198 @@
+"""What a new user trips over in the CLI and the importer: an unknown org or region, a file whose
+every record is rejected, a bad ``--map``, a broken CSV quote (issue 17, items 1, 2 and 8)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from profilehub.cli import main
+from profilehub.ingest import checkpoint
+from profilehub.store.database import Database
+from tests.conftest import make_org
+
+ROOT = Path(__file__).resolve().parent.parent
+ORG = 1234
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Invoke:
+    """``profilehub`` on a database holding org 1234 (regions EU and UK)."""
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
+    db = Database(database_url)
+    make_org(db, ORG)
+    db.close()
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(main, list(args))
+
+    return invoke
+
+
+def _org_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            out += _org_commands(command, (*prefix, name))
+        elif any(isinstance(p, click.Option) and "--org-id" in p.opts for p in command.params):
+            out.append((*prefix, name))
+    return out
+
+
+def test_every_command_about_an_org_refuses_an_unknown_one_before_reading_its_file(
+    cli: Invoke, tmp_path: Path
+) -> None:
+    people = tmp_path / "people.csv"
+    people.write_text("Email\n" + "".join(f"p{n}@x.com\n" for n in range(300)))
+    profiles = tmp_path / "profiles.ndjson"
+    profiles.write_text("".join(json.dumps({"ids": {"email": f"p{n}@x.com"}}) + "\n" for n in range(300)))
+    extra = {
+        ("org", "add-region"): ["--region", "US"],
+        ("org", "keep-raw-ids"): ["on"],
+        ("apikey", "create"): ["--scopes", "profile.read"],
+        ("apikey", "list"): [],
+        ("apikey", "revoke"): ["--prefix", "phk_9999_abcdef"],
+        ("token", "create"): ["--scopes", "crm:read"],
+        ("token", "list"): [],
+        ("token", "revoke"): ["--prefix", "pht_9999_abcdef"],
+        ("jwt", "allow"): ["--subject", "s", "--scopes", "profile.read", "--issuer", "https://i"],
+        ("jwt", "list"): [],
+        ("jwt", "revoke"): ["--prefix", "jwt:s"],
+        ("idtype", "list"): [],
+        ("idtype", "set"): ["--id-type", "x"],
+        ("block", "add"): ["--value", "v"],
+        ("block", "remove"): ["--value", "v"],
+        ("block", "list"): [],
+        ("changes",): [],
+        ("import", "cdp"): [str(profiles), "--region", "EU"],
+        ("import", "people"): [str(people), "--matching-attribute", "email", "--map", "Email=emails"],
+    }
+    commands = [c for c in _org_commands(main) if c != ("org", "create")]
+    assert sorted(commands) == sorted(extra), "a command about an org is missing from this test"
+    for command in commands:
+        result = cli(*command, "--org-id", "9999", *extra[command])
+        assert result.exit_code == 1, (command, result.output)
+        assert "unknown org 9999" in result.output, (command, result.output)
+    for source in (people, profiles):  # refused before reading: no rejects, no checkpoint
+        assert not checkpoint.rejects_path(source).exists()
+        assert not checkpoint.checkpoint_path(source).exists()
+
+
+def test_an_import_into_a_region_the_org_lacks_is_refused_before_reading(cli: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "profiles.ndjson"
+    path.write_text(json.dumps({"ids": {"email": "a@x.com"}}) + "\n")
+    result = cli("import", "cdp", str(path), "--org-id", str(ORG), "--region", "US")
+    assert result.exit_code == 1 and "no region 'US'" in result.output and "EU, UK" in result.output
+    assert "records" not in result.output and not checkpoint.rejects_path(path).exists()
+    # Any case names the same region.
+    result = cli("import", "cdp", str(path), "--org-id", str(ORG), "--region", "eu", "--quiet")
+    assert result.exit_code == 0 and "1 created" in result.output, result.output
+
+
+def test_an_import_whose_first_records_all_fail_alike_stops_early_and_fails(
+    cli: Invoke, tmp_path: Path
+) -> None:
+    path = tmp_path / "profiles.ndjson"
+    path.write_text(
+        "".join(json.dumps({"region": "US", "ids": {"email": f"p{n}@x.com"}}) + "\n" for n in range(5000))
+    )
+    result = cli(
+        "import", "cdp", str(path), "--org-id", str(ORG), "--region", "EU", "--quiet", "--batch-size", "100"
+    )
+    assert result.exit_code == 1, result.output
+    assert "the first 100 records were all rejected for the same reason (region" in result.output
+    # It stopped after the batch in flight, long before the end of the file.
+    assert "200 records" in result.output and "stopped after line 200" in result.output
+    rejects = checkpoint.rejects_path(path).read_text().splitlines()
+    assert len(rejects) == 200
+
+
+def test_rejects_fail_the_import_unless_max_rejects_allows_them(cli: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "people.csv"
+    # 150 records, the first 100 rejected for two reasons: not one cause, so no early stop.
+    rows = ["Email,First,Phone"]
+    rows += [f"bad{n},B,+4915112345678" for n in range(50)]
+    rows += [f"p{n}@x.com,P,12" for n in range(50)]
+    rows += [f"ok{n}@x.com,O," for n in range(50)]
+    path.write_text("\n".join(rows) + "\n")
+    args = ["import", "people", str(path), "--org-id", str(ORG), "--matching-attribute", "email"]
+    args += ["--map", "Email=emails", "--map", "First=firstName", "--map", "Phone=phoneNumber"]
+    args += ["--quiet", "--batch-size", "20"]
+    failed = cli(*args)
+    assert failed.exit_code == 1, failed.output
+    assert "150 records" in failed.output and "50 created, 0 updated, 100 rejected" in failed.output
+    assert "100 records rejected, more than --max-rejects 0 allows" in failed.output
+    # The first reject of each reason is shown, with its line.
+    assert "line 2:" in failed.output and "line 52:" in failed.output
+    accepted = cli(*args, "--max-rejects", "100")
+    assert accepted.exit_code == 0, accepted.output
+    assert "0 created, 50 updated, 100 rejected" in accepted.output
+
+
+def test_people_import_speaks_crm_words_and_lists_the_real_columns(cli: Invoke, tmp_path: Path) -> None:
+    helped = cli("import", "people", "--help")
+    assert helped.exit_code == 0 and "ids." not in helped.output and "Email=emails" in helped.output
+    path = tmp_path / "people.csv"
+    path.write_text("E-mail,First name\nann@x.com,Ann\n")
+    base = ["import", "people", str(path), "--org-id", str(ORG), "--matching-attribute", "email"]
+    unmapped = cli(*base)
+    assert unmapped.exit_code == 1 and "ids." not in unmapped.output and "Email=emails" in unmapped.output
+    assert "E-mail, First name" in unmapped.output
+    # An unknown --map column: the error lists the columns the file has, with no progress drawn first.
+    wrong = cli(*base, "--map", "Email=emails")
+    assert wrong.exit_code == 1
+    assert "not in the CSV header: Email; the header's columns are: E-mail, First name" in wrong.output
+    assert "━" not in wrong.output and "bytes" not in wrong.output
+    malformed = cli(*base, "--map", "E-mail")
+    assert malformed.exit_code == 1 and "COLUMN=FIELD, e.g. Email=emails" in malformed.output
+
+
+def test_a_broken_csv_quote_is_a_csv_error_at_its_line(cli: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "people.csv"
+    path.write_text('Email,First\nann@x.com,Ann\n"bob@x.com,Bob\ncy@x.com,Cy\n')
+    args = ["import", "people", str(path), "--org-id", str(ORG), "--matching-attribute", "email"]
+    result = cli(*args, "--map", "Email=emails", "--map", "First=firstName", "--quiet")
+    assert result.exit_code == 1 and "1 created, 0 updated, 1 rejected" in result.output, result.output
+    [reject] = [json.loads(x) for x in checkpoint.rejects_path(path).read_text().splitlines()]
+    assert reject["line"] == 3
+    message = reject["error"]["message"]
+    assert message.startswith("line 3: CSV error: a quoted field opened on line 3 is never closed"), message
+    assert "email" not in json.dumps(reject["error"]).lower().replace("bob@x.com", "")
+    # A stray quote inside a quoted field is a CSV error too; the rows around it are imported.
+    path.write_text('Email,First\n"dee@x.com"x,Dee\neve@x.com,Eve\n')
+    result = cli(*args, "--map", "Email=emails", "--map", "First=firstName", "--quiet")
+    assert "1 created, 0 updated, 1 rejected" in result.output, result.output
+    [reject] = [json.loads(x) for x in checkpoint.rejects_path(path).read_text().splitlines()]
+    assert reject["line"] == 2 and "CSV error" in reject["error"]["message"]
+
+
+def test_bootstrap_says_it_is_installing_on_the_first_run(tmp_path: Path) -> None:
+    # A checkout whose .venv exists but has not installed this pyproject.toml yet; its python
+    # only records what it was asked to do, so nothing is really installed.
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "bootstrap").write_bytes((ROOT / "scripts" / "bootstrap").read_bytes())
+    (tmp_path / "scripts" / "bootstrap").chmod(0o755)
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "calls"}\n')
+    python.chmod(0o755)
+    env = {**os.environ, "PYTHON": sys.executable}
+    first = subprocess.run(
+        [tmp_path / "scripts" / "bootstrap"], env=env, capture_output=True, text=True, check=True
+    )
+    assert "installing dependencies into .venv (first run only" in first.stderr
+    assert "pip install" in (tmp_path / "calls").read_text()
+    again = subprocess.run(
+        [tmp_path / "scripts" / "bootstrap"], env=env, capture_output=True, text=True, check=True
+    )
+    assert again.stderr == ""
