@@ -8,7 +8,9 @@ error JSON, so codes and shapes cannot drift between routes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import Any, TypeVar
 
 In = TypeVar("In")
@@ -103,9 +105,31 @@ class ServiceUnavailable(ProfilehubError):
     status = 503
 
 
+# Messages quote what the client sent (a key, a value, a field path holding a key). Quoted as
+# is, a 1 MB key made a 5 MB error (field prefix, quote, and again in ``errors``): so any run of
+# text without a space longer than ECHO_LIMIT is cut there, and any whole message at
+# MESSAGE_LIMIT, each marked with an ellipsis. profilehub's own words never come near either.
+ECHO_LIMIT = 100
+MESSAGE_LIMIT = 1000
+# A body of many bad fields names the first ERRORS_LIMIT of them in ``errors``.
+ERRORS_LIMIT = 100
+ELLIPSIS = "\u2026"
+_LONG_RUN = re.compile(r"\S{%d,}" % (ECHO_LIMIT + 1))
+
+
+def excerpt(text: str) -> str:
+    """``text`` with echoed input capped: runs without a space at ECHO_LIMIT, all at MESSAGE_LIMIT."""
+    if len(text) > ECHO_LIMIT:
+        text = _LONG_RUN.sub(lambda m: m.group()[:ECHO_LIMIT] + ELLIPSIS, text)
+        if len(text) > MESSAGE_LIMIT:
+            text = text[:MESSAGE_LIMIT] + ELLIPSIS
+    return text
+
+
 def _printable(text: str) -> str:
     # Messages quote what the client sent; a lone surrogate in it would make the error itself
     # unencodable as UTF-8 JSON, so it is shown escaped instead.
+    text = excerpt(text)
     return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
@@ -113,5 +137,5 @@ def error_body(status: int, message: str, errors: dict[str, str] | None = None) 
     """The single error body shape used by every endpoint of both dialects."""
     body: dict[str, Any] = {"success": False, "status": status, "message": _printable(message)}
     if errors:
-        body["errors"] = {_printable(k): _printable(v) for k, v in errors.items()}
+        body["errors"] = {_printable(k): _printable(v) for k, v in islice(errors.items(), ERRORS_LIMIT)}
     return body

@@ -7,6 +7,7 @@ resolves exactly as the same records sent one by one.
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Sequence
@@ -388,7 +389,7 @@ class ProfileService:
             ((key, raw),) = ids.items()
             values = self._values(raw, f"ids.{key}", MAX_DELETE_VALUES)
             masters: list[str] = []
-            not_found: list[Any] = []
+            not_found: list[str] = []
             for v in values:
                 if key == "ucid":
                     hit = store.resolve_ucids(conn, org_id, [_check_ucid(str(v), "ids.ucid")]).get(str(v))
@@ -399,7 +400,9 @@ class ProfileService:
                 if owner:
                     masters += owner
                 else:
-                    not_found.append(v)
+                    # As text: the answer must serialise whatever was sent (an integer beyond 64
+                    # bits is valid JSON but not for orjson), since the erasure is committed by then.
+                    not_found.append(v if isinstance(v, str) else json.dumps(v))
             masters = list(dict.fromkeys(masters))
             lock_scope(conn, org_id, f"profiles:{r}")
             linked = store.linked_ucids(conn, org_id, masters)

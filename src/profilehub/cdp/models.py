@@ -110,7 +110,7 @@ class Profile(BaseModel):
 class DeleteUsersResponse(BaseModel):
     ucids: list[str]
     deletedProfiles: int
-    profilesNotFound: list[Any]
+    profilesNotFound: list[str] = Field(description="The values (as text) that matched no profile.")
 
 
 class ErrorBody(BaseModel):
