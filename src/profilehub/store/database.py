@@ -29,6 +29,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from profilehub.errors import ProfilehubError, ServiceUnavailable
+from profilehub.store.statistics import PlannerStatistics
 
 T = TypeVar("T")
 Job = Callable[[Connection], Any]
@@ -170,38 +171,6 @@ def _runs(batch: list[tuple[Job, Future[Any]]]) -> list[list[tuple[Job, Future[A
     return runs
 
 
-class _PlannerStatistics:
-    """Keeps PostgreSQL's table statistics fresh when autovacuum does not.
-
-    The id lookups (``value = ANY(...)`` under the primary key) are planned from statistics; on a
-    table never analysed the planner misjudges them as one-row scans and filters whole idTypes,
-    which grows with the store. Autovacuum normally analyses as tables grow; where it is switched
-    off, the writer runs ``ANALYZE`` itself between batches, spending at most about a tenth of
-    its time on it.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._enabled = False
-        if engine.dialect.name == "postgresql":
-            with engine.connect() as conn:
-                self._enabled = conn.exec_driver_sql("SHOW autovacuum").scalar() == "off"
-        self._next = time.monotonic() + 2.0
-
-    def refresh(self) -> None:
-        if not self._enabled or time.monotonic() < self._next:
-            return
-        started = time.monotonic()
-        try:
-            with self._engine.connect() as conn:
-                conn.exec_driver_sql("ANALYZE profiles, profile_ids")
-                conn.commit()
-        except sa.exc.SQLAlchemyError:
-            log.exception("ANALYZE failed; plans may be poor until autovacuum runs")
-        took = time.monotonic() - started
-        self._next = time.monotonic() + max(5.0, 10 * took)
-
-
 class _Writer:
     """One thread that commits queued jobs in batches."""
 
@@ -211,7 +180,7 @@ class _Writer:
         self._queue: queue.SimpleQueue[tuple[Job, Future[Any]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="profilehub-writer", daemon=True)
         self._closed = False
-        self._statistics = _PlannerStatistics(engine)
+        self._statistics = PlannerStatistics(engine)
         self._thread.start()
 
     def submit(self, job: Job) -> Future[Any]:

@@ -1,0 +1,110 @@
+"""Planner statistics kept fresh on PostgreSQL when autovacuum does not.
+
+Every lookup profilehub makes (ids under the primary key, ``max(seq)`` of a CRM object, people by
+email) is planned from table statistics. A table never analysed looks empty to the planner, which
+then picks plans that read whole indexes: ``max(seq)`` read every index entry at 30,000 people.
+Autovacuum normally analyses tables as they change; where it is off (for the whole server, or for
+a table through its ``autovacuum_enabled`` storage parameter) the writer analyses, between its
+batches, each table profilehub writes once it has changed as much as autovacuum's defaults would
+wait for (50 rows plus a tenth of the table), spending at most about a tenth of its time on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from profilehub.store.tables import metadata
+
+log = logging.getLogger(__name__)
+
+# autovacuum_analyze_threshold and autovacuum_analyze_scale_factor's defaults
+_THRESHOLD = 50
+_SCALE = 0.1
+_MIN_INTERVAL = 1.0  # seconds between two looks at the counters
+_BUDGET = 10  # the writer waits this many times what the last ANALYZE took
+
+# Per written table: is autovacuum off for it, how much changed since its last analyse, its rows.
+_STATE = """
+SELECT n.name,
+       current_setting('autovacuum') = 'off' OR current_setting('track_counts') = 'off'
+       OR EXISTS (SELECT 1 FROM unnest(c.reloptions) o
+                  WHERE lower(o) IN ('autovacuum_enabled=false', 'autovacuum_enabled=off',
+                                     'autovacuum_enabled=no', 'autovacuum_enabled=0')),
+       coalesce(s.n_mod_since_analyze, 0),
+       greatest(c.reltuples, 0)
+FROM unnest(CAST(:names AS text[])) AS n(name)
+JOIN pg_class c ON c.oid = to_regclass(n.name)
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+"""
+
+
+@dataclass(frozen=True)
+class TableState:
+    name: str
+    autovacuum_off: bool
+    changed: int
+    rows: float
+
+    @property
+    def due(self) -> bool:
+        return self.autovacuum_off and self.changed > _THRESHOLD + _SCALE * self.rows
+
+
+def written_tables() -> list[str]:
+    return sorted(metadata.tables)
+
+
+def table_states(conn: Connection) -> list[TableState]:
+    rows = conn.execute(sa.text(_STATE), {"names": written_tables()})
+    return [TableState(name, bool(off), int(changed), float(n)) for name, off, changed, n in rows]
+
+
+def autovacuum_warning(conn: Connection) -> str | None:
+    """What to say at start-up when autovacuum does not look after some of profilehub's tables."""
+    server_off = conn.exec_driver_sql("SHOW autovacuum").scalar() == "off"
+    counts_off = conn.exec_driver_sql("SHOW track_counts").scalar() == "off"
+    if server_off or counts_off:
+        where = "autovacuum is off on this PostgreSQL server" if server_off else "track_counts is off"
+    else:
+        off = [t.name for t in table_states(conn) if t.autovacuum_off]
+        if not off:
+            return None
+        where = f"autovacuum is off for table(s) {', '.join(off)}"
+    return (
+        f"{where}: profilehub runs ANALYZE itself on the tables it writes, after its writes; "
+        "VACUUM (space reuse, wraparound protection) is left to you"
+    )
+
+
+class PlannerStatistics:
+    """Called by the writer between batches; analyses the tables autovacuum would have by now."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._enabled = engine.dialect.name == "postgresql"
+        if self._enabled:
+            with engine.connect() as conn:
+                warning = autovacuum_warning(conn)
+            if warning:
+                log.warning("%s", warning)
+        self._next = time.monotonic() + _MIN_INTERVAL
+
+    def refresh(self) -> None:
+        if not self._enabled or time.monotonic() < self._next:
+            return
+        started = time.monotonic()
+        try:
+            with self._engine.connect() as conn:
+                due = [t.name for t in table_states(conn) if t.due]
+                if due:
+                    conn.exec_driver_sql(f"ANALYZE {', '.join(due)}")
+                conn.commit()
+        except sa.exc.SQLAlchemyError:
+            log.exception("ANALYZE failed; plans may be poor until it succeeds")
+        took = time.monotonic() - started
+        self._next = time.monotonic() + max(_MIN_INTERVAL, _BUDGET * took)

@@ -1,0 +1,87 @@
+"""PostgreSQL without autovacuum: profilehub analyses every table it writes, and says so at start-up.
+
+The server's ``autovacuum`` setting is not ours to change (other databases share the server), so
+the tests switch autovacuum off the way a table can: its ``autovacuum_enabled`` storage parameter.
+That is a real condition the writer reads, and it holds whatever the server's own setting is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from profilehub.crm.people import upsert_people_batch
+from profilehub.store.database import Database
+from profilehub.store.statistics import written_tables
+from tests.conftest import make_org
+
+pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+
+# The tables a person write fills (unique values belong to unique custom attributes only).
+CRM_TABLES = ("crm_records", "crm_values", "crm_person_emails")
+
+
+def _switch_autovacuum_off(database_url: str) -> None:
+    setup = Database(database_url)  # creates the schema
+    try:
+        with setup.engine.begin() as conn:
+            for table in written_tables():
+                conn.exec_driver_sql(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    finally:
+        setup.close()
+
+
+def _analysed(db: Database, table: str) -> tuple[bool, float]:
+    with db.read() as conn:
+        row = conn.execute(
+            sa.text(
+                "SELECT s.last_analyze IS NOT NULL, c.reltuples FROM pg_class c "
+                "JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = to_regclass(:t)"
+            ),
+            {"t": table},
+        ).one()
+    return bool(row[0]), float(row[1])
+
+
+def test_start_up_says_when_autovacuum_is_off(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    _switch_autovacuum_off(database_url)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        Database(database_url).close()
+    [warning] = [r.getMessage() for r in caplog.records if "autovacuum is off" in r.getMessage()]
+    # Off for the whole server (as on the development machine) or, where it is on, for the tables.
+    assert "ANALYZE" in warning and ("crm_records" in warning or "server" in warning), warning
+
+
+def test_crm_tables_get_statistics_from_the_writer(database_url: str) -> None:
+    _switch_autovacuum_off(database_url)
+    db = Database(database_url)
+    try:
+        make_org(db)
+        people = 0
+        deadline = time.monotonic() + 30
+        # The writer looks at the tables' change counters between batches (PostgreSQL publishes
+        # them within about a second): keep writing until it has analysed, or give up.
+        while time.monotonic() < deadline:
+            batch = [{"emails": [f"p{people + i}@x.com"], "firstName": "P"} for i in range(100)]
+            upsert_people_batch(db, 1234, batch, "email", "test")
+            people += len(batch)
+            if all(_analysed(db, t)[0] for t in CRM_TABLES):
+                break
+            time.sleep(0.2)
+        for table in CRM_TABLES:
+            analysed, rows = _analysed(db, table)
+            assert analysed and rows > 0, f"{table} was never analysed after {people} people"
+        with db.read() as conn:
+            plan = "\n".join(
+                conn.exec_driver_sql(
+                    "EXPLAIN SELECT max(seq) FROM crm_records WHERE org_id = 1234 AND object_slug = 'people'"
+                ).scalars()
+            )
+        # The newest seq is one step down the (org, object, seq) index, not a scan of its entries.
+        assert "Limit" in plan and "Index Only Scan Backward" in plan, plan
+    finally:
+        db.close()
