@@ -42,7 +42,9 @@ def test_an_error_quotes_a_huge_key_as_a_short_excerpt(client: TestClient, org: 
 
 def test_an_error_names_at_most_a_hundred_fields(client: TestClient, org: OrgFixture) -> None:
     extra = {f"x{i}": 0 for i in range(5_000)}
-    r = client.post(S, json={"orgId": org.org_id, "search": {"crm_id": ["1"]}, **extra}, headers=org.headers())
+    r = client.post(
+        S, json={"orgId": org.org_id, "search": {"crm_id": ["1"]}, **extra}, headers=org.headers()
+    )
     error = assert_error(r, 400, "x0")
     assert len(error["errors"]) == 100
     assert len(error["message"]) <= 1001

@@ -114,7 +114,7 @@ MESSAGE_LIMIT = 1000
 # A body of many bad fields names the first ERRORS_LIMIT of them in ``errors``.
 ERRORS_LIMIT = 100
 ELLIPSIS = "\u2026"
-_LONG_RUN = re.compile(r"\S{%d,}" % (ECHO_LIMIT + 1))
+_LONG_RUN = re.compile(rf"\S{{{ECHO_LIMIT + 1},}}")
 
 
 def excerpt(text: str) -> str:
