@@ -94,10 +94,13 @@ class Strategy:
         return rule
 
     def check_region(self, region: str, field: str = "region") -> str:
-        if region not in self.regions:
+        """The region as stored: codes are case-insensitive on input (``eu`` is ``EU``), as the CLI
+        takes them, and answers always use the stored upper-case form."""
+        wanted = region.strip().upper()
+        if wanted not in self.regions:
             known = ", ".join(sorted(self.regions))
             raise BadRequest(f"region {region!r} is not one of this org's regions ({known})", field=field)
-        return region
+        return wanted
 
     @cached_property
     def _blocked_by_type(self) -> dict[str, frozenset[str]]:
