@@ -18,6 +18,7 @@ from profilehub.crm.routes import router as crm_router
 from profilehub.http import BodyLimitMiddleware, JSONResponse, install_error_handlers, install_openapi_errors
 from profilehub.oidc import JwtVerifier
 from profilehub.profiles import ProfileService
+from profilehub.request_log import RequestLogMiddleware, RouteNoteMiddleware
 from profilehub.store.database import Database
 
 
@@ -50,9 +51,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_openapi_errors(app)
-    # Inside the body limit (added later is outer): the fast path sees only bodies it allows.
+    # Added later is outer. Innermost, the route template is noted for the access log; the fast
+    # path sits inside the body limit, so it sees only bodies the limit allows; outermost, every
+    # answer (a 413 too) gets its request id and access log line.
+    app.add_middleware(RouteNoteMiddleware)
     app.add_middleware(FastWriteUser)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLogMiddleware)
     app.include_router(cdp_bulk_router)
     app.include_router(cdp_router)
     app.include_router(crm_router)

@@ -5,8 +5,10 @@ Each command parses its options and calls the core; domain errors become ``Click
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +47,7 @@ from profilehub.orgs import (
     set_keep_raw_ids,
 )
 from profilehub.profiles import ProfileService
+from profilehub.request_log import LOG_LEVELS, logging_config
 from profilehub.store.changes import history
 from profilehub.store.database import Database
 
@@ -132,7 +135,22 @@ def main() -> None:
     "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on."
 )
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
-def serve(host: str, port: int, workers: int) -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    envvar="PROFILEHUB_LOG_LEVEL",
+    help="Level of the JSON log lines on stderr (env PROFILEHUB_LOG_LEVEL).",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    envvar="PROFILEHUB_ACCESS_LOG",
+    help="One JSON line per request on stderr, whatever the level (env PROFILEHUB_ACCESS_LOG=0 turns it off).",
+)
+def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) -> None:
     """Run the HTTP API (docs at /docs, OpenAPI at /openapi.json)."""
     import uvicorn
 
@@ -142,20 +160,39 @@ def serve(host: str, port: int, workers: int) -> None:
         raise click.ClickException(str(exc)) from exc
     # Create or upgrade the schema once, before any worker starts.
     _connect(settings.database_url).close()
+    _check_port_free(host, port)
+    url = f"http://{host}:{port}"
     console.print(
-        f"profilehub {__version__} on http://{host}:{port} (database: {settings.database_url})",
+        f"profilehub {__version__} on {url} (database: {settings.database_url})",
         style="bold",
         highlight=False,
     )
+    click.echo(f"API docs: {url}/docs (OpenAPI: {url}/openapi.json)")
     uvicorn.run(
         "profilehub.app:create_server_app",
         factory=True,
         host=host,
         port=port,
         workers=workers,
-        log_level="warning",
+        log_config=logging_config(log_level, access_log),
         access_log=False,
     )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a taken port with one clear line before printing the URL (uvicorn would print the URL
+    and then a bind error). Bound as uvicorn binds, so what passes here binds there."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(f"port {port} is in use; choose another with --port") from exc
+            raise click.ClickException(
+                f"--host/--port: cannot listen on {host}:{port}: {exc.strerror}"
+            ) from exc
 
 
 # --- orgs ---

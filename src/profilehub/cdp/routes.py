@@ -32,6 +32,7 @@ from profilehub.http import (
 from profilehub.oidc import JwtVerifier, token_scopes
 from profilehub.orgs import MAX_ORG_ID
 from profilehub.profiles import ProfileService
+from profilehub.request_log import note_org, note_route
 
 router = APIRouter(prefix="/cdp/v1", tags=["CDP profiles"])
 _bearer = HTTPBearer(
@@ -81,6 +82,7 @@ def cdp_principal(scope: str) -> Callable[..., Awaitable[Principal]]:
             raise Unauthorized(
                 "header is required (or Authorization: Bearer <JWT> with orgId)", field="apikey"
             )
+        note_org(request.scope, principal.org_id)
         check_cdp_scopes(principal, scopes, scope)
         return principal
 
@@ -255,6 +257,8 @@ class FastWriteUser:
             return False
         if request.orgId != principal.org_id:
             return False
+        note_org(scope, principal.org_id)
+        note_route(scope, FastWriteUser.PATH)
         service: ProfileService = state.profiles
         response: JSONResponse
         try:

@@ -38,6 +38,7 @@ from profilehub.crm.record_store import Page
 from profilehub.crm.records import RecordResult
 from profilehub.errors import ProfilehubError, Unauthorized, error_body
 from profilehub.http import JSONResponse, notices_header
+from profilehub.request_log import note_org
 from profilehub.store.database import Database
 
 T = TypeVar("T")
@@ -80,6 +81,7 @@ def crm_principal(write: bool) -> Callable[..., Awaitable[Principal]]:
         principal: Principal = state.verifier.verify(
             state.db.read, credentials.credentials, CredentialKind.TOKEN, "Authorization"
         )
+        note_org(request.scope, principal.org_id)
         check_crm_scope(principal, write)
         return principal
 
