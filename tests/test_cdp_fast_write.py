@@ -120,7 +120,9 @@ def _answer(client: TestClient, org: OrgFixture, body: bytes, headers: dict[str,
         sent = {**org.headers("profile.write"), **sent}
     response = client.post(W, content=body, headers=sent)
     kept = {
-        k: v for k, v in response.headers.items() if k.lower() not in ("date", "server", "content-length")
+        k: v
+        for k, v in response.headers.items()
+        if k.lower() not in ("date", "server", "content-length", "x-request-id")
     }
     try:
         content: Any = response.json()
