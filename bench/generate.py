@@ -118,6 +118,21 @@ def records(count: int, seed: int = 7) -> Iterator[tuple[dict[str, Any], int, bo
         yield {"orgId": ORG_ID, "region": REGION, "ids": ids, "upsert": upsert}, number, new
 
 
+def new_person_record(number: int, seed: int, rng: random.Random) -> dict[str, Any]:
+    """A record of person ``number`` in the shapes ``records`` gives a first appearance (email,
+    device and GA client id; or phone, device and first-party id), without dummies. For a number
+    past every person of a dataset it is a person that dataset never stored."""
+    person = Person(number, seed)
+    devices = person.devices
+    device = devices[rng.randrange(len(devices))]
+    if rng.random() < 0.7:
+        ids = {"email": _email_variant(rng, person.email), "AdId": device, "ga_clientid": person.ga_clientid}
+    else:
+        ids = {"cellphone": person.phone, "AdId": device, "fpuid": person.fpuid}
+    upsert = {"profile": {"first_name": f"F{number}", "last_seen_batch": -1}}
+    return {"orgId": ORG_ID, "region": REGION, "ids": ids, "upsert": upsert}
+
+
 @dataclass(frozen=True)
 class Dataset:
     records: Path

@@ -22,7 +22,7 @@ from typing import Any
 from bench.backends import fresh_database
 from bench.figures import latency_ms, ratio
 from bench.fill import FillResult, after_fill, fill, fill_ucid, probe_ids
-from bench.generate import ORG_ID, REGION, Dataset, records
+from bench.generate import ORG_ID, REGION, Dataset, new_person_record, records
 from bench.machine import load_note
 from bench.run_import import run_worker, setup_org
 from profilehub.profiles import ProfileService, ProfileWrite, WriteResult
@@ -55,18 +55,41 @@ def _slice(path: Path, start: int, stop: int) -> Path:
     return part
 
 
+def probe_writes(
+    data: Dataset, imported: int, stage: int, seed: int = 7
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
+    """The probes after importing the first ``imported`` records of ``data`` (made with ``seed``):
+    PROBES // 2 existing people drawn uniformly from every person those records made, each sending
+    one of their own imported records again (picked at random among theirs); and PROBES // 2 new
+    people, numbered past every person of the whole dataset, so that none of their ids is stored.
+    Returns (existing bodies, new bodies, the existing people's numbers)."""
+    rng = random.Random(1000 + stage)
+    made = sum(new for _, _, new in records(imported, seed))
+    people = sorted(rng.sample(range(made), min(PROBES // 2, made)))
+    wanted = set(people)
+    seen: dict[int, int] = {}
+    chosen: dict[int, dict[str, Any]] = {}
+    for body, number, _ in records(imported, seed):
+        if number in wanted:
+            seen[number] = seen.get(number, 0) + 1
+            if rng.randrange(seen[number]) == 0:  # one record of theirs, uniformly (reservoir)
+                chosen[number] = body
+    existing = [chosen[n] for n in people]
+    rng.shuffle(existing)
+    first_new = data.people + stage * PROBES
+    new = [new_person_record(first_new + k, seed, rng) for k in range(PROBES // 2)]
+    return existing, new, people
+
+
 def bench_latency(data: Dataset, small: int, backend: str, out: Path, reproduce: str) -> dict[str, Any]:
     """Import ``small`` records, probe; import the rest of ``data``, probe again with fresh people."""
-    probes = PROBES
     with fresh_database(backend, out) as url:
         setup_org(url)
         run_worker(Dataset(_slice(data.records, 0, small), data.truth, small, 0), url, False, 3600)
         db = Database(url)
         service = ProfileService(db)
-        existing = [b for b, _, _ in islice(records(small), probes // 2)]
-        at_small = _probe(
-            service, existing + [b for b, _, _ in islice(records(probes // 2, seed=101), probes)]
-        )
+        existing, new, _ = probe_writes(data, small, 0)
+        at_small = _probe(service, existing + new)
         db.close()
         rest = _slice(data.records, small, data.count)
         run_worker(Dataset(rest, data.truth, data.count - small, 0), url, False, 3600)
@@ -74,15 +97,14 @@ def bench_latency(data: Dataset, small: int, backend: str, out: Path, reproduce:
         service = ProfileService(db)
         with db.read() as conn:
             size = conn.exec_driver_sql("SELECT COUNT(*) FROM profiles").scalar_one()
-        existing = [b for b, _, _ in islice(records(data.count), data.count - probes // 2, None)]
-        at_large = _probe(
-            service, existing + [b for b, _, _ in islice(records(probes // 2, seed=202), probes)]
-        )
+        existing, new, _ = probe_writes(data, data.count, 1)
+        at_large = _probe(service, existing + new)
         db.close()
     print(
         f"[latency {backend}] single write p50 {at_small['p50']:.2f} ms at ~{small:,} records -> "
         f"{at_large['p50']:.2f} ms at {size:,} profiles (ratio {ratio(at_large['p50'], at_small['p50'])}); "
-        f"p99 {at_small['p99']:.2f} -> {at_large['p99']:.2f} ms; {load_note()}"
+        f"p99 {at_small['p99']:.2f} -> {at_large['p99']:.2f} ms; probes: {PROBES // 2} stored people "
+        f"drawn uniformly from all of them, {PROBES // 2} people never stored; {load_note()}"
     )
     print(f"[latency {backend}] reproduce: {reproduce}")
     sys.stdout.flush()
