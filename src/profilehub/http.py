@@ -59,7 +59,17 @@ def domain_error_response(exc: ProfilehubError) -> JSONResponse:
     return error_response(exc.status, exc.message, exc.errors, exc.headers)
 
 
-def database_error_response(exc: sa.exc.OperationalError) -> JSONResponse:
+def database_unavailable(exc: BaseException) -> bool:
+    """The database is unreachable, restarting or locked past its timeout (not a bug of ours)."""
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or (
+        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+    )
+
+
+def database_error_response(exc: sa.exc.DBAPIError) -> JSONResponse:
+    if not database_unavailable(exc):
+        log.exception("unexpected database error", exc_info=exc)
+        return error_response(500, "internal error; it has been logged")
     # The database is unreachable or locked past its timeout: nothing was written.
     log.error("database error: %s", exc)
     return error_response(503, "database: temporarily unavailable; retry", headers={"Retry-After": "1"})
@@ -97,8 +107,8 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(validation_status(request.url.path), message, {"body": message})
         return error_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
-    @app.exception_handler(sa.exc.OperationalError)
-    async def _database_down(_: Request, exc: sa.exc.OperationalError) -> Response:
+    @app.exception_handler(sa.exc.DBAPIError)
+    async def _database_down(_: Request, exc: sa.exc.DBAPIError) -> Response:
         return database_error_response(exc)
 
     @app.exception_handler(Exception)

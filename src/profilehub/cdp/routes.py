@@ -253,6 +253,11 @@ class FastWriteUser:
             if not isinstance(data, dict):
                 return False
             request = WriteUserRequest.model_validate(data)
+        except sa.exc.DBAPIError as exc:
+            # The credential lookup: outside FastAPI's handlers an escaping driver error would be a
+            # 500 and a reset connection, so answer it as every route does (503 while it is down).
+            await database_error_response(exc)(scope, receive, send)
+            return True
         except (ProfilehubError, ValidationError, ValueError, RecursionError):
             return False
         if request.orgId != principal.org_id:
@@ -268,7 +273,7 @@ class FastWriteUser:
             response = JSONResponse([result.profile], headers=notices_header(result.notices))
         except ProfilehubError as exc:
             response = domain_error_response(exc)
-        except sa.exc.OperationalError as exc:
+        except sa.exc.DBAPIError as exc:
             response = database_error_response(exc)
         await response(scope, receive, send)
         return True
