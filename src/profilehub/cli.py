@@ -8,8 +8,10 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import re
 import socket
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -433,19 +435,52 @@ def block_list(org_id: int) -> None:
     console.print(table)
 
 
+_CHANGE_ID_RE = re.compile(r"^[0-9a-f]{28}$")
+
+
+def _change_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not _CHANGE_ID_RE.match(value.strip().lower()):
+        raise click.BadParameter(f"{value!r} is not a change id (28 hex digits, a changeId printed earlier)")
+    return value.strip().lower() if value is not None else None
+
+
+def _uuid(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(value.strip()))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a UUID (e.g. d7a6bc75-2c87-4650-91dc-c212771866c9)"
+        ) from None
+
+
 @main.command()
 @org_id_option
-@click.option("--ucid", help="Only this profile's history.")
-@click.option("--after", help="Change id to continue after (the feed's cursor).")
-@click.option("--limit", default=100, show_default=True, type=int)
-def changes(org_id: int, ucid: str | None, after: str | None, limit: int) -> None:
-    """Print the change log as JSON lines, oldest first."""
+@click.option("--ucid", callback=_uuid, help="Only this CDP profile's history.")
+@click.option("--person", callback=_uuid, metavar="ID", help="Only this CRM person's history (their id).")
+@click.option("--after", callback=_change_id, help="Change id to continue after (the feed's cursor).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+def changes(org_id: int, ucid: str | None, person: str | None, after: str | None, limit: int) -> None:
+    """Print the change log as JSON lines, oldest first.
+
+    When more entries follow, a last line on stderr says so and gives the command for the next page.
+    """
+    if ucid and person:
+        raise click.UsageError("give --ucid or --person, not both")
+    entity = "profile" if ucid else "crm_person" if person else None
     with open_org_db(org_id) as db, db.read() as conn:
-        rows = history(
-            conn, org_id, entity="profile" if ucid else None, entity_id=ucid, after=after, limit=limit
-        )
-    for r in rows:
+        rows = history(conn, org_id, entity=entity, entity_id=ucid or person, after=after, limit=limit + 1)
+    for r in rows[:limit]:
         click.echo(json.dumps(r))
+    if len(rows) > limit:
+        last = rows[limit - 1]["changeId"]
+        scope = f" --ucid {ucid}" if ucid else f" --person {person}" if person else ""
+        click.echo(
+            f"# more entries follow; next page: profilehub changes --org-id {org_id}{scope} "
+            f"--after {last} --limit {limit}",
+            err=True,
+        )
 
 
 @main.group()

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub.errors import BadRequest, NotFound
+from profilehub.store.changes import change_row, record
 from profilehub.store.tables import blocked_values, id_types, org_regions, orgs
 
 
@@ -239,6 +240,7 @@ def set_id_type(
     id_class: IdClass | None = None,
     priority: int | None = None,
     max_per_profile: int | None = None,
+    actor: str = "cli",
 ) -> IdType:
     """Add an idType or change an existing one's namespace, class, priority or limit."""
     _check_name(name, "id_type")
@@ -286,10 +288,25 @@ def set_id_type(
             )
         )
     bump_strategy_version(conn, org_id)
+    # Strategy changes decide what matches from now on: the change log says who made them, when.
+    detail = {
+        "namespace": rule.namespace,
+        "class": rule.id_class.value,
+        "priority": rule.priority,
+        "limit": rule.max_per_profile,
+    }
+    action = "create" if current is None else "update"
+    record(conn, [change_row(org_id, actor, "id_type", name, action, detail)])
     return rule
 
 
-def block_value(conn: Connection, org_id: int, value: str, id_type: str = "*") -> None:
+def _blocked_detail(value: str) -> dict[str, str]:
+    # A blocked value may be a real person's address: the change log keeps no id values (it
+    # outlives erasures), only the value's digest, which `block list` values can be checked against.
+    return {"valueSha256": hashlib.sha256(value.lower().encode()).hexdigest()}
+
+
+def block_value(conn: Connection, org_id: int, value: str, id_type: str = "*", actor: str = "cli") -> None:
     strategy = load_strategy(conn, org_id)
     if id_type != "*":
         strategy.id_type(id_type, "id_type")
@@ -297,9 +314,10 @@ def block_value(conn: Connection, org_id: int, value: str, id_type: str = "*") -
         return
     conn.execute(blocked_values.insert().values(org_id=org_id, id_type=id_type, value=value.lower()))
     bump_strategy_version(conn, org_id)
+    record(conn, [change_row(org_id, actor, "blocked_value", id_type, "add", _blocked_detail(value))])
 
 
-def unblock_value(conn: Connection, org_id: int, value: str, id_type: str = "*") -> bool:
+def unblock_value(conn: Connection, org_id: int, value: str, id_type: str = "*", actor: str = "cli") -> bool:
     deleted = conn.execute(
         blocked_values.delete().where(
             blocked_values.c.org_id == org_id,
@@ -309,4 +327,5 @@ def unblock_value(conn: Connection, org_id: int, value: str, id_type: str = "*")
     ).rowcount
     if deleted:
         bump_strategy_version(conn, org_id)
+        record(conn, [change_row(org_id, actor, "blocked_value", id_type, "remove", _blocked_detail(value))])
     return bool(deleted)
