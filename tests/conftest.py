@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -28,6 +30,13 @@ from profilehub.store.database import Database
 
 PG_ADMIN = os.environ.get("PROFILEHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 T = TypeVar("T")
+
+# No test may touch the user's own database: a command that falls back to the default location
+# (PROFILEHUB_DATABASE_URL unset) finds it in a throwaway folder, and the shell's
+# PROFILEHUB_DATABASE_URL is ignored. Subprocesses inherit both.
+os.environ.pop("PROFILEHUB_DATABASE_URL", None)
+_DATA_HOME = tempfile.mkdtemp(prefix="profilehub-test-data-")
+os.environ["XDG_DATA_HOME"] = _DATA_HOME
 
 
 class _Postgres:
@@ -84,6 +93,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _pg.stop()
+    shutil.rmtree(_DATA_HOME, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

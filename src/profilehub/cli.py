@@ -30,7 +30,7 @@ from profilehub.auth import (
     list_credentials,
     revoke_credential,
 )
-from profilehub.config import Settings, SettingsError
+from profilehub.config import Settings, SettingsError, describe_database
 from profilehub.errors import ProfilehubError
 from profilehub.identity import strategy as strategies
 from profilehub.identity.strategy import IdClass
@@ -51,7 +51,7 @@ from profilehub.orgs import (
 from profilehub.profiles import ProfileService
 from profilehub.request_log import LOG_LEVELS, logging_config
 from profilehub.store.changes import history
-from profilehub.store.database import Database
+from profilehub.store.database import Database, head_revision, schema_revision
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -125,9 +125,10 @@ org_id_option = click.option(
 def main() -> None:
     """profilehub: a self-hosted customer profile hub.
 
-    The database comes from PROFILEHUB_DATABASE_URL (default: SQLite file ./profilehub.db);
+    The database comes from PROFILEHUB_DATABASE_URL (default: the SQLite file
+    $XDG_DATA_HOME/profilehub/profilehub.db, i.e. ~/.local/share/profilehub/profilehub.db);
     use postgresql+psycopg://user@host/db for PostgreSQL. The schema is created and upgraded
-    automatically.
+    automatically. `profilehub info` says which database is used.
     """
 
 
@@ -165,9 +166,10 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
     _check_port_free(host, port)
     url = f"http://{host}:{port}"
     console.print(
-        f"profilehub {__version__} on {url} (database: {settings.database_url})",
+        f"profilehub {__version__} on {url} (database: {describe_database(settings.database_url)})",
         style="bold",
         highlight=False,
+        soft_wrap=True,  # one line in a log, whatever its length
     )
     click.echo(f"API docs: {url}/docs (OpenAPI: {url}/openapi.json)")
     uvicorn.run(
@@ -195,6 +197,35 @@ def _check_port_free(host: str, port: int) -> None:
             raise click.ClickException(
                 f"--host/--port: cannot listen on {host}:{port}: {exc.strerror}"
             ) from exc
+
+
+@main.command()
+def info() -> None:
+    """Say which version runs, which database it uses and the database's schema revision."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"profilehub {__version__}")
+    origin = (
+        "the default location; set PROFILEHUB_DATABASE_URL to use another"
+        if settings.database_is_default
+        else "from PROFILEHUB_DATABASE_URL"
+    )
+    click.echo(f"database: {describe_database(settings.database_url)} ({origin})")
+    try:
+        revision = schema_revision(settings.database_url)
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise click.ClickException(f"PROFILEHUB_DATABASE_URL: cannot open the database: {reason}") from exc
+    head = head_revision()
+    if revision is None:
+        state = f"none yet (created on first use, at revision {head})"
+    elif revision == head:
+        state = f"{revision} (current)"
+    else:
+        state = f"{revision} (this version upgrades it to {head} on first use, or now: profilehub db upgrade)"
+    click.echo(f"schema revision: {state}")
 
 
 # --- orgs ---

@@ -4,8 +4,33 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
-DEFAULT_DATABASE_URL = "sqlite:///./profilehub.db"
+import sqlalchemy as sa
+
+
+def default_database_path() -> Path:
+    """Where the database lives when PROFILEHUB_DATABASE_URL is unset: one place per user, whatever
+    the current folder (a path relative to it made every folder its own, empty database).
+
+    ``$XDG_DATA_HOME/profilehub/profilehub.db``, or ``~/.local/share/profilehub/profilehub.db``
+    when XDG_DATA_HOME is unset or not absolute (as the XDG base directory spec says).
+    """
+    base = os.environ.get("XDG_DATA_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "share"
+    return root / "profilehub" / "profilehub.db"
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{default_database_path()}"
+
+
+def describe_database(url: str) -> str:
+    """The database URL as shown to people: the password hidden."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
 
 
 class SettingsError(ValueError):
@@ -41,7 +66,7 @@ def _int_env(name: str, default: int, minimum: int = 1) -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = DEFAULT_DATABASE_URL
+    database_url: str = field(default_factory=default_database_url)
     # Larger bodies are refused with 413 before they are parsed.
     max_body_bytes: int = 8 * 1024 * 1024
     # How many queued writes the single writer commits in one transaction.
@@ -74,10 +99,20 @@ class Settings:
     def jwt_enabled(self) -> bool:
         return bool(self.jwt_jwks)
 
+    @property
+    def database_is_default(self) -> bool:
+        return self.database_url == default_database_url()
+
     @classmethod
     def from_env(cls) -> Settings:
+        database_url = os.environ.get("PROFILEHUB_DATABASE_URL") or ""
+        if not database_url:
+            database_url = default_database_url()
+            # SQLite creates the file but not its folder; only the default's folder is made
+            # (a folder named in PROFILEHUB_DATABASE_URL that does not exist is more likely a typo).
+            default_database_path().parent.mkdir(parents=True, exist_ok=True)
         return cls(
-            database_url=os.environ.get("PROFILEHUB_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_url=database_url,
             max_body_bytes=_int_env("PROFILEHUB_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024),
             write_batch_size=_int_env("PROFILEHUB_WRITE_BATCH_SIZE", 256),
             credential_cache_seconds=_int_env("PROFILEHUB_CREDENTIAL_CACHE_SECONDS", 5, 0),

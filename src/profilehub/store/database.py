@@ -54,6 +54,21 @@ def head_revision() -> str:
     return head
 
 
+def schema_revision(url: str) -> str | None:
+    """The schema revision the database is at, without creating or upgrading anything; None when
+    there is no database or no schema yet (both are made on first use)."""
+    parsed = sa.engine.make_url(url)
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    if is_sqlite and (not parsed.database or not Path(parsed.database).is_file()):
+        return None  # connecting would create the file
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
 def _enable_wal(cur: Any) -> None:
     """Switch a new SQLite file to WAL once; later connections find it set already.
 
