@@ -1,0 +1,128 @@
+"""An erasure leaves no personal data behind, in any table.
+
+After ``POST /cdp/v1/users/_delete`` every table of the database is read row by row (the tables are
+taken from the live schema, so a table added later is read too, and must be classified below) and
+none may hold any value, hash or attribute value of the erased person, nor of the profiles merged
+into it. The erased ucids may remain only in the change log, which records the erasure by ucid.
+"""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from profilehub.store.tables import metadata
+from tests.cdp_client import Cdp
+from tests.conftest import make_org
+
+# Every table, and what it may keep of an erased person. A new table fails the test until it is
+# classified here (and, if it holds personal data, erased with the person).
+TABLES = {
+    # a person's data: nothing of the erased person may remain
+    "profiles": "person",
+    "profile_ids": "person",
+    "crm_records": "person",
+    "crm_values": "person",
+    "crm_unique_values": "person",
+    "crm_person_emails": "person",
+    # the change log: the erased ucids may remain (the erasure is recorded by ucid), no values
+    "changes": "log",
+    # an org's configuration: nothing of any person
+    "orgs": "config",
+    "org_regions": "config",
+    "credentials": "config",
+    "id_types": "config",
+    "blocked_values": "config",
+    "crm_objects": "config",
+    "crm_attributes": "config",
+}
+SCHEMA_BOOKKEEPING = {"alembic_version"}
+
+ERASED = {
+    "email": " Erase.Me.9931@Example.org ",
+    "cellphone": "+49 30 12345 9931",
+    "crm_id": "crm-erase-9931",
+    "AdId": "4c1b8e0a-9931-4f6e-9d7e-0e5f1a2b9931",
+    "ga_clientid": "GA1.2.9931.1700009931",
+}
+ERASED_ATTRIBUTES = {
+    "profile": {"first_name": "Zelda9931", "city": "Erasetown9931"},
+    "consent": {"note": "consent-text-9931"},
+    "mkt_preferences": {"channel": "pigeon-9931"},
+}
+KEPT = {"email": "kept.4417@example.org", "crm_id": "crm-kept-4417"}
+
+
+def _all_rows(app: FastAPI) -> dict[str, str]:
+    """Every table's rows as lower-case text, one entry per table, taken from the live schema."""
+    db = app.state.db
+    with db.read() as conn:
+        names = set(sa.inspect(conn).get_table_names()) - SCHEMA_BOOKKEEPING
+        assert names == set(metadata.tables), "the live schema and tables.py disagree"
+        assert names == set(TABLES), f"classify every table in TABLES: {sorted(names ^ set(TABLES))}"
+        dump: dict[str, str] = {}
+        for name in sorted(names):
+            table = sa.Table(name, sa.MetaData(), autoload_with=conn)
+            rows = conn.execute(sa.select(table)).all()
+            dump[name] = "\n".join(" | ".join(str(v) for v in row) for row in rows).lower()
+    return dump
+
+
+def _stored_traces(app: FastAPI, org_id: int, ucids: list[str]) -> set[str]:
+    """What the store holds of these profiles: every id value (raw if kept, and derived hashes),
+    read from the store itself, and every attribute value."""
+    traces = {str(v).lower() for attrs in ERASED_ATTRIBUTES.values() for v in attrs.values()}
+    with app.state.db.read() as conn:
+        ids = conn.execute(
+            sa.text("SELECT value FROM profile_ids WHERE org_id = :o AND ucid IN :u").bindparams(
+                sa.bindparam("u", expanding=True)
+            ),
+            {"o": org_id, "u": ucids},
+        ).scalars()
+        traces |= {v.lower() for v in ids}
+    return traces
+
+
+@pytest.mark.parametrize("keep_raw_ids", [False, True], ids=["hashed-only", "raw-kept"])
+def test_an_erasure_leaves_no_personal_data_in_any_table(
+    app: FastAPI, client: TestClient, keep_raw_ids: bool
+) -> None:
+    org = make_org(app.state.db, keep_raw_ids=keep_raw_ids)
+    cdp = Cdp(client, org)
+    # Three profiles of one person, merged in a chain: c into b, then b into a.
+    a = cdp.write(
+        {"email": ERASED["email"], "AdId": ERASED["AdId"]}, {"profile": ERASED_ATTRIBUTES["profile"]}
+    )
+    c = cdp.write({"ga_clientid": ERASED["ga_clientid"]}, {"consent": ERASED_ATTRIBUTES["consent"]})
+    b = cdp.write(
+        {"crm_id": ERASED["crm_id"], "cellphone": ERASED["cellphone"]},
+        {"mkt_preferences": ERASED_ATTRIBUTES["mkt_preferences"]},
+    )
+    assert cdp.write({"crm_id": ERASED["crm_id"], "ga_clientid": ERASED["ga_clientid"]})["ucid"] == c["ucid"]
+    merged = cdp.write({"email": ERASED["email"], "crm_id": ERASED["crm_id"]})
+    assert merged["ucid"] == a["ucid"] and set(merged["ids"]["linkedUcid"]) == {b["ucid"], c["ucid"]}
+    kept = cdp.write(KEPT, {"profile": {"first_name": "Kept4417"}})
+
+    ucids = [a["ucid"], b["ucid"], c["ucid"]]
+    traces = _stored_traces(app, org.org_id, ucids)
+    before = "\n".join(_all_rows(app).values())
+    # The person is there before, in every form looked for below (so the search can find them).
+    assert {t for t in traces if t not in before} == set()
+    assert all(u in before for u in ucids)
+    # Also looked for afterwards: the values as they were sent, and the raw ones normalised.
+    traces |= {v.strip().lower() for v in ERASED.values()} | {"+4930123459931"}
+
+    result = cdp.delete({"email": [ERASED["email"]]})
+    assert result["deletedProfiles"] == 1 and result["ucids"] == [a["ucid"]]
+
+    for table, text in _all_rows(app).items():
+        left = sorted(t for t in traces if t in text)
+        assert left == [], f"{table} still holds {left} of the erased person"
+        if TABLES[table] != "log":
+            assert [u for u in ucids if u in text] == [], f"{table} still holds an erased ucid"
+    # The person who was not erased is still whole.
+    [found] = cdp.search({"email": [KEPT["email"]]})
+    assert found["ucid"] == kept["ucid"] and found["profile"]["first_name"] == "Kept4417"
+    assert "kept4417" in _all_rows(app)["profiles"]
