@@ -15,6 +15,7 @@ from profilehub.cdp.routes import FastWriteUser
 from profilehub.cdp.routes import router as cdp_router
 from profilehub.config import Settings
 from profilehub.crm.routes import router as crm_router
+from profilehub.errors import ServiceUnavailable
 from profilehub.http import BodyLimitMiddleware, JSONResponse, install_error_handlers, install_openapi_errors
 from profilehub.oidc import JwtVerifier
 from profilehub.profiles import ProfileService
@@ -66,6 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def healthz() -> dict[str, str]:
         with db.read() as conn:
             conn.exec_driver_sql("SELECT 1")
+        # Reads alone are not health: a database that refuses writes (a full disk) answers 503.
+        if (fault := db.write_fault()) is not None:
+            raise ServiceUnavailable(fault.message, headers={"Retry-After": "1"})
         return {"status": "ok", "database": db.dialect}
 
     return app

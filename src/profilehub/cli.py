@@ -52,6 +52,7 @@ from profilehub.profiles import ProfileService
 from profilehub.request_log import LOG_LEVELS, logging_config
 from profilehub.store.changes import history
 from profilehub.store.database import Database, head_revision, schema_revision
+from profilehub.store.faults import classify
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -632,6 +633,8 @@ def _run_import(
         summary, stopped = exc.summary, exc
     except (ingest_reader.SourceError, ingest_checkpoint.CheckpointMismatch) as exc:
         raise click.ClickException(str(exc)) from exc
+    except sa.exc.OperationalError as exc:
+        raise click.ClickException(_database_stopped_import(file, exc)) from exc
     console.print(
         f"{summary.read:,} records in {summary.seconds:.1f}s ({summary.rate:,.0f}/s): "
         f"{summary.created:,} created, {summary.updated:,} updated, {summary.rejected:,} rejected"
@@ -664,6 +667,18 @@ def _run_import(
         raise click.ClickException(
             f"{summary.rejected:,} records rejected, more than --max-rejects {max_rejects:,} allows"
         )
+
+
+def _database_stopped_import(file: Path, exc: sa.exc.OperationalError) -> str:
+    """One line for an import the database stopped (a full disk): the cause, and where it stands."""
+    saved = ingest_checkpoint.load(file)
+    where = (
+        f"written and checkpointed up to line {saved.line:,}, nothing after it; once fixed, run the "
+        "same command with --resume to go on"
+        if saved is not None
+        else "nothing was written; once fixed, run the same command again"
+    )
+    return f"import stopped: database {classify(exc).cause}: {where}"
 
 
 @import_group.command("cdp")

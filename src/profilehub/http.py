@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from profilehub.errors import ProfilehubError, error_body
+from profilehub.store.faults import classify
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,10 @@ def database_error_response(exc: sa.exc.DBAPIError) -> JSONResponse:
     if not database_unavailable(exc):
         log.exception("unexpected database error", exc_info=exc)
         return error_response(500, "internal error; it has been logged")
-    # The database is unreachable or locked past its timeout: nothing was written.
-    log.error("database error: %s", exc)
-    return error_response(503, "database: temporarily unavailable; retry", headers={"Retry-After": "1"})
+    # The database refused (full disk, unreachable, locked past its timeout): nothing was written.
+    fault = classify(exc)
+    log.error("%s", fault.message)
+    return error_response(503, fault.message, headers={"Retry-After": "1"})
 
 
 def install_error_handlers(app: FastAPI) -> None:

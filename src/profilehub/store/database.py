@@ -29,6 +29,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from profilehub.errors import ProfilehubError, ServiceUnavailable
+from profilehub.store.faults import DatabaseFault, FaultKind, classify
 from profilehub.store.statistics import PlannerStatistics
 
 T = TypeVar("T")
@@ -196,6 +197,8 @@ class _Writer:
         self._thread = threading.Thread(target=self._run, name="profilehub-writer", daemon=True)
         self._closed = False
         self._statistics = PlannerStatistics(engine)
+        # What stopped the last write, until a write commits again (``Database.write_fault``).
+        self.fault: DatabaseFault | None = None
         self._thread.start()
 
     def submit(self, job: Job) -> Future[Any]:
@@ -250,37 +253,74 @@ class _Writer:
                         except ProfilehubError as exc:
                             # Jobs raise domain errors only before they write anything.
                             results += [(fut, False, exc) for _, fut in run]
-        except Exception:
-            log.exception("batch of %d writes failed; retrying them one by one", len(batch))
-            for job, fut in batch:
-                self._run_alone(job, fut)
+        except sa.exc.DBAPIError as exc:
+            fault = classify(exc)
+            if fault.persistent:
+                # A full disk or a read-only file fails every retry alike: fail the batch at once.
+                # The callers report it (the HTTP answer and its log line, the importer's message).
+                log.info("batch of %d writes failed: %s", len(batch), fault.message)
+                self.fault = fault
+                for _, fut in batch:
+                    fut.set_exception(exc)
+                return
+            self._retry_alone(batch)
             return
+        except Exception:
+            self._retry_alone(batch)
+            return
+        self.fault = None
         for fut, ok, value in results:
             if ok:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
 
-    def _run_alone(self, job: Job, fut: Future[Any]) -> None:
+    def _retry_alone(self, batch: list[tuple[Job, Future[Any]]]) -> None:
+        log.exception("batch of %d writes failed; retrying them one by one", len(batch))
+        for i, (job, fut) in enumerate(batch):
+            failed = self._run_alone(job, fut)
+            if failed is not None:
+                # The database itself refused (not this job's data): the rest would wait out the
+                # same retries to meet the same fault, so they fail now.
+                for _, rest in batch[i + 1 :]:
+                    rest.set_exception(failed)
+                return
+
+    def _run_alone(self, job: Job, fut: Future[Any]) -> sa.exc.OperationalError | None:
+        """Run one job in its own transaction, retrying lock conflicts; the database's error when
+        it refused the job after its retries."""
         for attempt in range(5):
             try:
                 with self._engine.connect() as conn:
                     conn = conn.execution_options(immediate=True)
                     with conn.begin():
                         value = job(conn)
+                self.fault = None
                 fut.set_result(value)
-                return
+                return None
             except ProfilehubError as exc:
                 fut.set_exception(exc)
-                return
+                return None
             except sa.exc.OperationalError as exc:  # deadlock, lock timeout: try again
-                if attempt == 4:
+                fault = classify(exc)
+                if attempt == 4 or fault.persistent:
+                    self.fault = fault
                     fut.set_exception(exc)
-                    return
+                    # A deadlock is this job's bad luck; the others are the database's state.
+                    return None if fault.kind is FaultKind.UNAVAILABLE else exc
                 time.sleep(0.01 * (2**attempt))
             except Exception as exc:
                 fut.set_exception(exc)
-                return
+                return None
+        return None
+
+
+def _probe_write(conn: Connection) -> None:
+    if conn.dialect.name == "sqlite":
+        version = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+        conn.exec_driver_sql(f"PRAGMA user_version = {version}")
+    else:
+        conn.exec_driver_sql("SELECT 1")
 
 
 class Database:
@@ -290,6 +330,8 @@ class Database:
         migrate(self.engine)
         self._writer_engine = make_engine(url, writer=True)
         self._writer = _Writer(self._writer_engine, write_batch_size)
+        self._probe: Future[None] | None = None
+        self._probe_lock = threading.Lock()
 
     @property
     def dialect(self) -> str:
@@ -302,6 +344,28 @@ class Database:
 
     def submit(self, job: Callable[[Connection], T]) -> Future[T]:
         return self._writer.submit(job)
+
+    def write_fault(self) -> DatabaseFault | None:
+        """None while writes commit; else what stopped the last one (a full disk, a lock...).
+
+        A remembered fault is checked again with a probe write (one at a time: callers meanwhile
+        share it), so it clears once the cause is gone even when no client writes meanwhile (a load
+        balancer that stopped sending them because of it). SQLite's probe rewrites the file's header page, a real write
+        a full disk refuses; PostgreSQL's can only show that the server answers and takes the
+        write lock, so a full disk there is remembered until a write commits.
+        """
+        fault = self._writer.fault
+        if fault is None or (fault.kind is FaultKind.DISK_FULL and self.dialect != "sqlite"):
+            return fault
+        with self._probe_lock:
+            probe = self._probe
+            if probe is None or probe.done():
+                probe = self._probe = self.submit(_probe_write)
+        try:
+            probe.result(timeout=5)
+        except Exception:  # the probe's failure is the fault it keeps
+            log.debug("probe write failed", exc_info=True)
+        return self._writer.fault
 
     def write(self, job: Callable[[Connection], T]) -> T:
         """Run ``job`` in the writer's next transaction and wait for its result."""
