@@ -20,6 +20,7 @@ from profilehub.http import BodyLimitMiddleware, JSONResponse, install_error_han
 from profilehub.oidc import JwtVerifier
 from profilehub.profiles import ProfileService
 from profilehub.request_log import RequestLogMiddleware, RouteNoteMiddleware
+from profilehub.routing_errors import install_routing_errors
 from profilehub.store.database import Database
 
 
@@ -40,6 +41,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "over one identity-resolution core.",
         default_response_class=JSONResponse,
         lifespan=lifespan,
+        # A trailing slash is a 404 naming the route (routing_errors), not a bodiless 307 whose
+        # address comes from the Host header.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.db = db
@@ -52,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_openapi_errors(app)
+    install_routing_errors(app)
     # Added later is outer. Innermost, the route template is noted for the access log; the fast
     # path sits inside the body limit, so it sees only bodies the limit allows; outermost, every
     # answer (a 413 too) gets its request id and access log line.

@@ -62,8 +62,19 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _split_scopes(raw: str) -> list[str]:
+    """Scopes as listed, comma-separated; a space inside one means the list used spaces."""
+    scopes = [s.strip() for s in raw.split(",") if s.strip()]
+    if any(len(s.split()) > 1 for s in scopes):
+        raise ValueError(f"separate scopes with commas, not spaces: {','.join(raw.split()[:3])}")
+    return scopes
+
+
 def parse_scopes(raw: str, kind: CredentialKind, field: str = "scopes") -> tuple[str, ...]:
-    scopes = tuple(dict.fromkeys(s.strip() for s in raw.split(",") if s.strip()))
+    try:
+        scopes = tuple(dict.fromkeys(_split_scopes(raw)))
+    except ValueError as exc:
+        raise BadRequest(str(exc), field=field) from exc
     if not scopes:
         raise BadRequest(f"give at least one of {', '.join(SCOPES[kind])}", field=field)
     unknown = [s for s in scopes if s not in SCOPES[kind]]
@@ -162,6 +173,20 @@ def revoke_credential(conn: Connection, org_id: int, prefix: str, actor: str = "
     record(conn, [change_row(org_id, actor, "credential", prefix, "revoke")])
 
 
+_WHERE = {
+    CredentialKind.APIKEY: "a CDP apikey (phk_..., from `profilehub apikey create`) in the apikey header",
+    CredentialKind.TOKEN: "a CRM token (pht_..., from `profilehub token create`) as Authorization: Bearer",
+}
+
+
+def wrong_kind_hint(secret: str, expected: CredentialKind) -> str | None:
+    """What to send instead when a secret of the other dialect is sent here, else None."""
+    for kind, name in ((CredentialKind.APIKEY, "a CDP apikey"), (CredentialKind.TOKEN, "a CRM token")):
+        if kind != expected and secret.startswith(f"{PREFIX[kind]}_"):
+            return f"this is {name}; this API takes {_WHERE[expected]}"
+    return None
+
+
 def _org_of(secret: str, kind: CredentialKind) -> int | None:
     parts = secret.split("_", 2)
     if len(parts) != 3 or parts[0] != PREFIX[kind] or not parts[1].isdigit() or len(parts[1]) > 19:
@@ -196,7 +221,7 @@ class CredentialVerifier:
             f"{kind.value}:{hash_secret(secret)}", lambda: self._lookup(conn_factory, secret, kind)
         )
         if principal is None:
-            raise Unauthorized("unknown or revoked credential", field=field)
+            raise Unauthorized(wrong_kind_hint(secret, kind) or "unknown or revoked credential", field=field)
         return principal
 
     def verify_jwt_subject(
@@ -252,7 +277,10 @@ def check_cdp_scopes(principal: Principal, header: str | None, needed: str) -> f
     """The ``scopes`` header must be a subset of the key's grant and include ``needed``."""
     if not header or not header.strip():
         raise Forbidden(f"header is required and must include {needed}", field="scopes")
-    asked = frozenset(s.strip() for s in header.split(",") if s.strip())
+    try:
+        asked = frozenset(_split_scopes(header))
+    except ValueError as exc:
+        raise Forbidden(str(exc), field="scopes") from exc
     unknown = sorted(asked - set(SCOPES[CredentialKind.APIKEY]))
     if unknown:
         raise Forbidden(f"unknown scope(s) {', '.join(unknown)}", field="scopes")

@@ -8,6 +8,7 @@ error JSON, so codes and shapes cannot drift between routes.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Iterable
 from itertools import islice
@@ -124,6 +125,12 @@ def excerpt(text: str) -> str:
         if len(text) > MESSAGE_LIMIT:
             text = text[:MESSAGE_LIMIT] + ELLIPSIS
     return text
+
+
+def unknown_field_message(name: str, known: Iterable[str]) -> str:
+    """ "unknown field", naming the known field it is close to (``region`` beside ``regions``)."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.8)
+    return f"unknown field; did you mean {close[0]}?" if close else "unknown field"
 
 
 def _printable(text: str) -> str:

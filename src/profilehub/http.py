@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from profilehub.errors import ProfilehubError, error_body
+from profilehub.errors import ProfilehubError, error_body, unknown_field_message
 from profilehub.store.faults import classify
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,14 @@ def notices_header(notices: Sequence[dict[str, Any]]) -> dict[str, str]:
 def _field_of(loc: Sequence[Any]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "header", "path")]
     return ".".join(parts) or "body"
+
+
+def _unknown_field(request: Request, loc: Sequence[Any]) -> str:
+    # Top-level body fields only: the route's body model names its fields.
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(body_field, "field_info", None), "annotation", None)
+    known = getattr(model, "model_fields", {}) if len(loc) == 2 and loc[0] == "body" else {}
+    return unknown_field_message(str(loc[-1]), known)
 
 
 _FASTAPI_PARSE_FAILURE = "There was an error parsing the body"
@@ -91,7 +99,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 msg = "the body is not valid JSON"
                 field = "body"
             elif err.get("type") == "extra_forbidden":
-                msg = "unknown field"
+                msg = _unknown_field(request, err.get("loc", ()))
             elif err.get("type") == "missing":
                 msg = "field required"
             else:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from profilehub.auth import Principal, check_org
 from profilehub.cdp.models import ErrorBody, Profile, WriteUserRequest
 from profilehub.cdp.routes import ERRORS, _service, cdp_principal
-from profilehub.errors import BadRequest, PayloadTooLarge, ProfilehubError, error_body
+from profilehub.errors import BadRequest, PayloadTooLarge, ProfilehubError, error_body, unknown_field_message
 from profilehub.http import JSONResponse
 from profilehub.profiles import ProfileService, ProfileWrite, WriteResult
 
@@ -43,10 +43,13 @@ def validation_error(exc: ValidationError) -> BadRequest:
     errors: dict[str, str] = {}
     for err in exc.errors():
         kind = err.get("type")
+        loc = tuple(err.get("loc", ()))
         msg = {"extra_forbidden": "unknown field", "missing": "field required"}.get(
             str(kind), str(err.get("msg", "invalid"))
         )
-        errors.setdefault(_field_of(tuple(err.get("loc", ()))), msg)
+        if kind == "extra_forbidden" and len(loc) == 1:
+            msg = unknown_field_message(str(loc[0]), WriteUserRequest.model_fields)
+        errors.setdefault(_field_of(loc), msg)
     return BadRequest("; ".join(f"{f}: {m}" for f, m in errors.items()), errors=errors)
 
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from profilehub.auth import CredentialKind, Principal, check_cdp_scopes, check_org
+from profilehub.auth import PREFIX, CredentialKind, Principal, check_cdp_scopes, check_org, wrong_kind_hint
 from profilehub.cdp.models import (
     DeleteUsersRequest,
     DeleteUsersResponse,
@@ -77,6 +77,12 @@ def cdp_principal(scope: str) -> Callable[..., Awaitable[Principal]]:
                 state.db.read, apikey, CredentialKind.APIKEY, "apikey"
             )
         elif bearer is not None:
+            if bearer.credentials.startswith(f"{PREFIX[CredentialKind.APIKEY]}_"):
+                raise Unauthorized(
+                    "send the apikey in the apikey header, not as a bearer token", field="apikey"
+                )
+            if hint := wrong_kind_hint(bearer.credentials, CredentialKind.APIKEY):
+                raise Unauthorized(hint, field="Authorization")
             principal = await _jwt_principal(request, bearer.credentials, org_header)
         else:
             raise Unauthorized(

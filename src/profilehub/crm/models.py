@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 VENDOR_PERSON_EXAMPLE: dict[str, Any] = {
     "firstName": "Jane",
@@ -140,6 +141,17 @@ class BulkPeopleWrite(BaseModel):
         description="Up to 1,000 person bodies (each as for PUT /v2/crm/people), written in order.",
         json_schema_extra={"items": {"$ref": "#/components/schemas/PersonWrite"}},
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_a_bare_array(cls, data: Any) -> Any:
+        # The CDP dialect's _bulk takes a bare array; this one, as its vendor, an object.
+        if isinstance(data, list):
+            raise PydanticCustomError(
+                "bare_array",
+                'send {"people": [...]}: the records go in an object under "people", not a bare array',
+            )
+        return data
 
 
 class BulkItem(BaseModel):

@@ -1,0 +1,70 @@
+"""404 and 405 from the router, in the error shape and saying what would have worked.
+
+A path with a trailing slash is not redirected (Starlette's 307 takes its address from the
+``Host`` header and has no body): it is a 404 naming the route without the slash. A 405 names
+every method the path has, in its message and its ``Allow`` header (Starlette's names only the
+methods of the first route it tried).
+"""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+
+from profilehub.http import error_response
+
+
+def _templates(app: FastAPI) -> list[str]:
+    documented = list(app.openapi().get("paths", {}))
+    return documented + [p for r in app.router.routes if isinstance(p := getattr(r, "path", None), str)]
+
+
+def _template(app: FastAPI, path: str) -> str | None:
+    """The template of a route serving ``path`` with some method, if one does."""
+    for template in _templates(app):
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            return template
+    return None
+
+
+def allowed_methods(app: FastAPI, template: str) -> list[str]:
+    """Every method some route of ``template`` answers (from the OpenAPI paths, plus the route's
+    own for undocumented routes such as /docs)."""
+    methods = {m.upper() for m in app.openapi().get("paths", {}).get(template, {})}
+    return sorted(methods)
+
+
+def install_routing_errors(app: FastAPI) -> None:
+    @app.exception_handler(404)
+    async def _not_found(request: Request, exc: HTTPException) -> Response:
+        path = request.url.path
+        if len(path) > 1 and path.endswith("/"):
+            target = _template(app, path.rstrip("/"))
+            if target is not None:
+                return error_response(
+                    404,
+                    f"path: no route ends with a slash; send it to {target} (without the trailing slash)",
+                    {"path": f"remove the trailing slash: {target}"},
+                )
+        return error_response(
+            404, "path: no such route; the routes are listed at /docs", {"path": "no such route"}
+        )
+
+    @app.exception_handler(405)
+    async def _method_not_allowed(request: Request, exc: HTTPException) -> Response:
+        route = request.scope.get("route")
+        template = getattr(route, "path", None)
+        methods = allowed_methods(app, template) if template else []
+        if not methods:
+            methods = sorted(getattr(route, "methods", None) or ())
+        allow = ", ".join(methods)
+        return error_response(
+            405,
+            f"method: {request.method} is not allowed on {template}; allowed: {allow}",
+            {"method": f"allowed: {allow}"},
+            headers={"Allow": allow},
+        )
