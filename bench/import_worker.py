@@ -69,13 +69,54 @@ def _insert(db: Database) -> Any:
     return postgresql.insert if db.dialect == "postgresql" else sqlite.insert
 
 
+def raw_profiles_upsert(db: Database) -> Any:
+    """The ``INSERT ... ON CONFLICT DO UPDATE`` of one raw profile row (tables made by ``raw_ids_upsert``)."""
+    stmt = _insert(db)(raw_profiles)
+    return stmt.on_conflict_do_update(
+        index_elements=["org_id", "key"], set_={"data": stmt.excluded.data, "ts": stmt.excluded.ts}
+    )
+
+
+def write_raw_rows(
+    conn: sa.Connection,
+    ids_stmt: Any,
+    prof_stmt: Any,
+    records: Sequence[tuple[dict[str, Any], list[Identifier]]],
+    record_number: int,
+    now: int,
+) -> None:
+    """A batch of records as the baseline's raw rows, one statement (``executemany``) per table:
+    one row per distinct stored id, one profile row per record's first id (the last one wins)."""
+    id_rows: dict[tuple[str, str], dict[str, Any]] = {}
+    profile_rows: dict[str, dict[str, Any]] = {}
+    for record, ids in records:
+        for i in ids:
+            id_rows[(i.id_type, i.value)] = {
+                "org_id": ORG_ID,
+                "region": REGION,
+                "id_type": i.id_type,
+                "value": i.value,
+                "record": record_number,
+                "ts": now,
+            }
+        if ids:
+            key = f"{ids[0].id_type}:{ids[0].value}"[:200]
+            profile_rows[key] = {
+                "org_id": ORG_ID,
+                "key": key,
+                "data": orjson.dumps(record.get("upsert") or {}).decode(),
+                "ts": now,
+            }
+    if id_rows:
+        conn.execute(ids_stmt, list(id_rows.values()))
+    if profile_rows:
+        conn.execute(prof_stmt, list(profile_rows.values()))
+
+
 def baseline_sink(db: Database) -> Any:
     """The same rows, upserted raw: one row per stored id and one per record's first id."""
     ids_stmt = raw_ids_upsert(db)
-    prof_stmt = _insert(db)(raw_profiles)
-    prof_stmt = prof_stmt.on_conflict_do_update(
-        index_elements=["org_id", "key"], set_={"data": prof_stmt.excluded.data, "ts": prof_stmt.excluded.ts}
-    )
+    prof_stmt = raw_profiles_upsert(db)
     service = ProfileService(db)
     counter = {"n": 0}
 
@@ -91,36 +132,16 @@ def baseline_sink(db: Database) -> Any:
                 else normalise_records(strategy, records).ids
             )
             now = time.time_ns() // 1_000_000
-            id_rows: dict[tuple[str, str], dict[str, Any]] = {}
-            profile_rows: dict[str, dict[str, Any]] = {}
             out: list[Outcome] = []
+            good: list[tuple[dict[str, Any], list[Identifier]]] = []
             for record, ids in zip(records, normalised, strict=True):
                 counter["n"] += 1
                 if isinstance(ids, ProfilehubError):
                     out.append(ids)
                     continue
-                for i in ids:
-                    id_rows[(i.id_type, i.value)] = {
-                        "org_id": ORG_ID,
-                        "region": REGION,
-                        "id_type": i.id_type,
-                        "value": i.value,
-                        "record": counter["n"],
-                        "ts": now,
-                    }
-                if ids:
-                    key = f"{ids[0].id_type}:{ids[0].value}"[:200]
-                    profile_rows[key] = {
-                        "org_id": ORG_ID,
-                        "key": key,
-                        "data": orjson.dumps(record.get("upsert") or {}).decode(),
-                        "ts": now,
-                    }
+                good.append((record, ids))
                 out.append(Done())
-            if id_rows:
-                conn.execute(ids_stmt, list(id_rows.values()))
-            if profile_rows:
-                conn.execute(prof_stmt, list(profile_rows.values()))
+            write_raw_rows(conn, ids_stmt, prof_stmt, good, counter["n"], now)
             return out
 
         result: list[Outcome] = db.write(job)

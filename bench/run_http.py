@@ -1,4 +1,5 @@
-"""HTTP write benchmark: ``profilehub serve`` under N concurrent clients, beside a bare-ASGI raw upsert."""
+"""HTTP write benchmark: ``profilehub serve`` under N concurrent clients, beside a bare-ASGI raw upsert
+of the same rows batched the same way (``bench/baseline_server.py``)."""
 
 from __future__ import annotations
 
@@ -54,11 +55,14 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 60)
 
 
 @contextmanager
-def server(cmd: list[str], url: str, port: int) -> Iterator[None]:
+def server(cmd: list[str], url: str, port: int, log: Path) -> Iterator[None]:
+    """The server on ``port``, its stderr in ``log`` (a pipe nobody reads would fill up and stall
+    the server once it has logged 64 KB)."""
     env = {**os.environ, "PROFILEHUB_DATABASE_URL": url}
-    process = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
+    with log.open("wb") as err:
+        process = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+        )
     try:
         wait_ready(port, process)
         yield
@@ -98,19 +102,25 @@ def bench_http(
         ).secret
         db.close()
         port = free_port()
+        # No access log: the baseline logs nothing either (like for like).
         serve = [str(ROOT / ".venv/bin/profilehub"), "serve", "--port", str(port), "--workers", str(workers)]
-        with server(serve, url, port):
+        serve.append("--no-access-log")
+        with server(serve, url, port, out / "http-server.log"):
             ours = load(port, data, apikey, clients, requests, seconds)
         port = free_port()
         with server(
-            [sys.executable, "-m", "bench.baseline_server", "--port", str(port), "--url", url], url, port
+            [sys.executable, "-m", "bench.baseline_server", "--port", str(port), "--url", url],
+            url,
+            port,
+            out / "http-baseline.log",
         ):
             base = load(port, data, apikey, clients, requests, seconds)
     lat, blat = ours["latency_ms"], base["latency_ms"]
     print(
-        f"[http {backend}] {ours['requests']:,} POST /cdp/v1/users, {clients} clients, {workers} worker(s): "
+        f"[http {backend}] {ours['requests']:,} POST /cdp/v1/users, {clients} clients, {workers} worker(s), "
+        f"no access log: "
         f"{ours['rate']:,.0f} writes/s, p50/p95/p99 {lat['p50']:.1f}/{lat['p95']:.1f}/{lat['p99']:.1f} ms, "
-        f"statuses {ours['statuses']}; bare-ASGI raw upsert baseline {base['rate']:,.0f}/s "
+        f"statuses {ours['statuses']}; bare-ASGI raw upsert baseline (same group commit and batching) {base['rate']:,.0f}/s "
         f"p99 {blat['p99']:.1f} ms; ratio {ratio(ours['rate'], base['rate'])}; {load_note()}"
     )
     print(f"[http {backend}] reproduce: {reproduce}")
