@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from profilehub import __version__, collector
@@ -22,6 +23,16 @@ from profilehub.profiles import ProfileService
 from profilehub.request_log import RequestLogMiddleware, RouteNoteMiddleware
 from profilehub.routing_errors import install_routing_errors
 from profilehub.store.database import Database
+
+# What a browser client may send and read; everything else a browser sends on its own.
+CORS_REQUEST_HEADERS = ["apikey", "scopes", "orgId", "Authorization", "Content-Type", "X-Request-Id"]
+CORS_EXPOSED_HEADERS = [
+    "X-Request-Id",
+    "X-Profilehub-Notices",
+    "X-Profilehub-Matches",
+    "Retry-After",
+    "Allow",
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,6 +74,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RouteNoteMiddleware)
     app.add_middleware(FastWriteUser)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        # Outside the body limit, so a browser can read a 413 or 415 too.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
+        )
     app.add_middleware(RequestLogMiddleware)
     app.include_router(cdp_bulk_router)
     app.include_router(cdp_router)

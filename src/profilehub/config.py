@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,8 @@ class Settings:
     jwt_issuer: str = ""
     jwt_audience: str = ""
     jwt_jwks: str = ""  # a JWKS file path or an https:// URL
+    # Browser origins allowed to call the API (CORS); none by default, "*" for any.
+    cors_origins: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -94,6 +97,12 @@ class Settings:
         is_url = self.jwt_jwks.startswith(("https://", "http://"))
         if self.jwt_jwks and not is_url and not os.path.isfile(self.jwt_jwks):
             raise SettingsError(f"PROFILEHUB_JWT_JWKS: no such file {self.jwt_jwks!r}")
+        for origin in self.cors_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise SettingsError(
+                    f"PROFILEHUB_CORS_ORIGINS: {origin!r} is not an origin; "
+                    "give scheme://host[:port] (no path), comma-separated, or *"
+                )
 
     @property
     def jwt_enabled(self) -> bool:
@@ -119,6 +128,9 @@ class Settings:
             jwt_issuer=os.environ.get("PROFILEHUB_JWT_ISSUER", ""),
             jwt_audience=os.environ.get("PROFILEHUB_JWT_AUDIENCE", ""),
             jwt_jwks=os.environ.get("PROFILEHUB_JWT_JWKS", ""),
+            cors_origins=tuple(
+                o.strip() for o in os.environ.get("PROFILEHUB_CORS_ORIGINS", "").split(",") if o.strip()
+            ),
         )
 
     @property

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from sqlalchemy.engine import Connection
 
-from profilehub.errors import BadRequest, ProfilehubError, each_or_error
+from profilehub.errors import BadRequest, NotFound, ProfilehubError, each_or_error
 from profilehub.identity.normalize import Identifier, coerce_id_value, normalise_ids
 from profilehub.identity.resolve import CATEGORIES, PreparedWrite, WriteOutcome, apply_write
 from profilehub.identity.strategy import Strategy, StrategyCache
@@ -376,6 +376,21 @@ class ProfileService:
             states = store.load_profiles(conn, org_id, unique)
             linked = store.linked_ucids(conn, org_id, unique)
             return [profile_view(strategy, states[u], linked.get(u, [])) for u in unique if u in states]
+
+    def get(self, org_id: int, ucid: str, region: str | None = None) -> dict[str, Any]:
+        """One profile by ucid; a ucid merged into another answers the profile it was merged into
+        (as a search by ucid does). ``region``, when given, must be the profile's."""
+        wanted = _check_ucid(ucid, "ucid")
+        with self.db.read() as conn:
+            strategy = self.strategies.get(conn, org_id)
+            in_region = strategy.check_region(region, "region") if region is not None else None
+            master, found_region = store.resolve_ucids(conn, org_id, [wanted]).get(wanted, (wanted, None))
+            state = store.load_profiles(conn, org_id, [master]).get(master) if found_region else None
+            if state is None or (in_region is not None and found_region != in_region):
+                where = f" in region {in_region}" if in_region is not None else ""
+                raise NotFound(f"no profile with ucid {wanted}{where} in org {org_id}", field="ucid")
+            linked = store.linked_ucids(conn, org_id, [master])
+            return profile_view(strategy, state, linked.get(master, []))
 
     # --- erasure ---
     def _delete_job(

@@ -9,6 +9,7 @@ methods of the first route it tried).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -57,14 +58,20 @@ def install_routing_errors(app: FastAPI) -> None:
     @app.exception_handler(405)
     async def _method_not_allowed(request: Request, exc: HTTPException) -> Response:
         route = request.scope.get("route")
-        template = getattr(route, "path", None)
-        methods = allowed_methods(app, template) if template else []
-        if not methods:
-            methods = sorted(getattr(route, "methods", None) or ())
-        allow = ", ".join(methods)
-        return error_response(
-            405,
-            f"method: {request.method} is not allowed on {template}; allowed: {allow}",
-            {"method": f"allowed: {allow}"},
-            headers={"Allow": allow},
-        )
+        return method_not_allowed(request, getattr(route, "path", None), getattr(route, "methods", None))
+
+
+def method_not_allowed(
+    request: Request, template: str | None, fallback: Iterable[str] | None = None
+) -> Response:
+    """A 405 for ``template`` naming every method it takes, in the message and ``Allow``."""
+    methods = allowed_methods(request.app, template) if template else []
+    if not methods:
+        methods = sorted(fallback or ())
+    allow = ", ".join(methods)
+    return error_response(
+        405,
+        f"method: {request.method} is not allowed on {template}; allowed: {allow}",
+        {"method": f"allowed: {allow}"},
+        headers={"Allow": allow},
+    )

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Header, Request, Security
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Security
+from fastapi.responses import Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -33,6 +34,7 @@ from profilehub.oidc import JwtVerifier, token_scopes
 from profilehub.orgs import MAX_ORG_ID
 from profilehub.profiles import ProfileService
 from profilehub.request_log import note_org, note_route
+from profilehub.routing_errors import method_not_allowed
 
 router = APIRouter(prefix="/cdp/v1", tags=["CDP profiles"])
 _bearer = HTTPBearer(
@@ -160,6 +162,30 @@ async def search_users(
     check_org(principal, body.orgId)
     found = await run_in_threadpool(service.search, body.orgId, body.regions, body.search)
     return JSONResponse(found)
+
+
+@router.get(
+    "/users/{ucid}",
+    summary="Get one user profile by ucid",
+    response_class=JSONResponse,
+    responses={200: {"model": Profile, "description": "The profile (one object, not an array)"}, **ERRORS},
+)
+async def get_user(
+    request: Request,
+    ucid: str = Path(description="The profile's ucid (a UUID); a ucid merged into another answers that one"),
+    orgId: int = Query(ge=1, le=MAX_ORG_ID, description="Organisation id; must be the apikey's org."),
+    region: str | None = Query(
+        default=None, min_length=1, max_length=16, description="The profile's region, if you want it checked."
+    ),
+    principal: Principal = Depends(cdp_principal("profile.read")),
+    service: ProfileService = Depends(_service),
+) -> Response:
+    """The same profile object `_search` answers, alone. A ucid merged away answers the profile it
+    was merged into (its own `ucid` is then in `ids.linkedUcid`)."""
+    if (action := f"{router.prefix}/users/{ucid}") in request.app.openapi()["paths"]:
+        return method_not_allowed(request, action)  # GET /users/_search: a 405, not "bad ucid"
+    check_org(principal, orgId)
+    return JSONResponse(await run_in_threadpool(service.get, orgId, ucid, region))
 
 
 @router.post(
