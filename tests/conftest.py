@@ -7,13 +7,19 @@ unreachable they are skipped with a loud reason, except under CI=true, where tha
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import re
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import httpx
@@ -39,15 +45,53 @@ _DATA_HOME = tempfile.mkdtemp(prefix="profilehub-test-data-")
 os.environ["XDG_DATA_HOME"] = _DATA_HOME
 
 
+# Test databases are named after the machine and the process that made them, so a later run can
+# tell one whose run was killed before its clean-up (kill -9, a crash) from one still in use.
+TEST_DB_PREFIX = "profilehub_test_"
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+_TEST_DB_RE = re.compile(rf"^{TEST_DB_PREFIX}{_HOST}_(\d+)_[0-9a-f]+$")
+
+
+def pg_test_database_name(pid: int | None = None) -> str:
+    return f"{TEST_DB_PREFIX}{_HOST}_{pid or os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, someone else's
+    return True
+
+
+def drop_leftover_databases(admin_url: str = PG_ADMIN) -> list[str]:
+    """Drop this machine's test databases whose process is gone; those of running test sessions
+    (and names of any other form) are left alone."""
+    dropped = []
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        names = conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (TEST_DB_PREFIX,)
+        ).fetchall()
+        for (name,) in names:
+            found = _TEST_DB_RE.match(name)
+            if found and not _process_alive(int(found.group(1))):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                dropped.append(name)
+    return dropped
+
+
 class _Postgres:
     def __init__(self) -> None:
         self.error: str | None = None
-        self.dbname = f"profilehub_test_{uuid.uuid4().hex[:10]}"
+        self.dbname = pg_test_database_name()
         self.created = False
         self.schemas = 0
 
     def start(self) -> None:
         try:
+            drop_leftover_databases()
             with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
                 conn.execute(f'CREATE DATABASE "{self.dbname}"')
             self.created = True
@@ -81,7 +125,16 @@ def running_in_ci(environ: Mapping[str, str] = os.environ) -> bool:
     return environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
+    # `kill` (SIGTERM) or a closed terminal (SIGHUP) would end the run on the spot; as a Ctrl-C
+    # they end it through pytest's own clean-up instead, which drops this run's database.
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _interrupt)
     _pg.start()
     if _pg.error:
         banner = "=" * 30

@@ -89,3 +89,30 @@ def test_the_readme_tour_runs_as_written(server: tuple[int, dict[str, str]]) -> 
     out = result.stdout
     assert '"user_gender":"M"' in out  # the vendor example's answer
     assert '"deletedProfiles":1' in out  # the tour erased Jane
+    assert '"price":35' in out  # the custom record as last written
+    # The import examples ran on the sample files, every record written.
+    assert "4 records" in out and "3 records" in out and " rejected" in out
+    assert all(
+        line.endswith(" 0 rejected")
+        for line in out.splitlines()
+        if line.startswith(("3 records", "4 records"))
+    ), out
+    for sample in ("profiles.ndjson", "profiles.csv", "people.csv"):
+        assert not (ROOT / "examples" / f"{sample}.rejected.ndjson").exists()
+        assert not (ROOT / "examples" / f"{sample}.checkpoint.json").exists()
+
+
+def test_the_readme_shows_lines_of_the_sample_files_it_imports() -> None:
+    section = README.split("## Tour: bulk import", 1)[1].split("\n## ", 1)[0]
+    samples = {p.name: p.read_text().splitlines() for p in (ROOT / "examples").iterdir()}
+    imported = set(re.findall(r"profilehub import \w+ examples/([\w.]+)", section))
+    assert imported == set(samples), (imported, set(samples))
+    shown = re.findall(r"```(?:json|text)\n(.*?)```", section, flags=re.S)
+    assert len(shown) == len(samples)
+    for block in shown:
+        lines = block.splitlines()
+        # Each shown line is a line of a sample file; a CSV's is shown under its header.
+        owners = [name for name, content in samples.items() if all(line in content for line in lines)]
+        assert owners, f"not a line of any file in examples/: {block}"
+        if owners[0].endswith(".csv"):
+            assert lines[0] == samples[owners[0]][0]

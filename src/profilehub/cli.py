@@ -51,7 +51,7 @@ from profilehub.orgs import (
 from profilehub.profiles import ProfileService
 from profilehub.request_log import LOG_LEVELS, logging_config
 from profilehub.store.changes import history
-from profilehub.store.database import Database, head_revision, schema_revision
+from profilehub.store.database import Database, database_missing, head_revision, schema_revision
 from profilehub.store.faults import classify
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -100,9 +100,13 @@ def check_org(db: Database, org_id: int, region: str | None = None) -> str | Non
 def _connect(url: str) -> Database:
     try:
         return Database(url)
-    except sa.exc.OperationalError as exc:
-        reason = str(exc.orig or exc).strip().splitlines()[0]
-        raise click.ClickException(f"PROFILEHUB_DATABASE_URL: cannot open the database: {reason}") from exc
+    except sa.exc.DBAPIError as exc:  # unreachable, or a missing database that could not be created
+        raise _unreachable(exc) from exc
+
+
+def _unreachable(exc: sa.exc.DBAPIError) -> click.ClickException:
+    reason = str(exc.orig or exc).strip().splitlines()[0]
+    return click.ClickException(f"PROFILEHUB_DATABASE_URL: cannot open the database: {reason}")
 
 
 def domain_errors(fn: F) -> F:
@@ -217,8 +221,9 @@ def info() -> None:
     try:
         revision = schema_revision(settings.database_url)
     except sa.exc.OperationalError as exc:
-        reason = str(exc.orig or exc).strip().splitlines()[0]
-        raise click.ClickException(f"PROFILEHUB_DATABASE_URL: cannot open the database: {reason}") from exc
+        if not database_missing(exc):
+            raise _unreachable(exc) from exc
+        revision = None  # a PostgreSQL database is created on first use, as a SQLite file is
     head = head_revision()
     if revision is None:
         state = f"none yet (created on first use, at revision {head})"

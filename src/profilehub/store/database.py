@@ -70,6 +70,44 @@ def schema_revision(url: str) -> str | None:
         engine.dispose()
 
 
+def database_missing(exc: sa.exc.OperationalError) -> bool:
+    # psycopg reports a connection refused for a missing database without a SQLSTATE.
+    text = str(exc.orig or exc)
+    return getattr(exc.orig, "sqlstate", None) == "3D000" or ("database" in text and "does not exist" in text)
+
+
+def create_database(url: str) -> None:
+    """Create the PostgreSQL database ``url`` names, as SQLite creates its file: a new install
+    needs no ``createdb`` step. Connects to the server's ``postgres`` database (``template1``
+    when that one is gone) as the URL's user, who needs the CREATEDB privilege."""
+    target = sa.engine.make_url(url)
+    name = target.database or ""
+    last: Exception | None = None
+    for maintenance in ("postgres", "template1"):
+        engine = sa.create_engine(target.set(database=maintenance), isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                exists = conn.execute(
+                    sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+                ).first()
+                if not exists:
+                    quoted = conn.dialect.identifier_preparer.quote_identifier(name)
+                    try:
+                        conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
+                        log.warning("created the PostgreSQL database %s (it did not exist)", name)
+                    except sa.exc.ProgrammingError as exc:
+                        # Another process created it meanwhile: what we wanted.
+                        if "already exists" not in str(exc.orig or exc):
+                            raise
+            return
+        except sa.exc.OperationalError as exc:
+            last = exc  # no such maintenance database, or not allowed to connect to it
+        finally:
+            engine.dispose()
+    assert last is not None
+    raise last
+
+
 def _enable_wal(cur: Any) -> None:
     """Switch a new SQLite file to WAL once; later connections find it set already.
 
@@ -327,7 +365,13 @@ class Database:
     def __init__(self, url: str, *, write_batch_size: int = 256) -> None:
         self.url = url
         self.engine = make_engine(url)
-        migrate(self.engine)
+        try:
+            migrate(self.engine)
+        except sa.exc.OperationalError as exc:
+            if self.engine.dialect.name != "postgresql" or not database_missing(exc):
+                raise
+            create_database(url)
+            migrate(self.engine)
         self._writer_engine = make_engine(url, writer=True)
         self._writer = _Writer(self._writer_engine, write_batch_size)
         self._probe: Future[None] | None = None

@@ -1,0 +1,118 @@
+"""PostgreSQL databases the tests make are dropped however a run ends, and a missing database is
+created on first use (issue 17, items 12 and 7)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from profilehub.cli import main
+from profilehub.store.database import Database
+from tests.conftest import PG_ADMIN, _pg, drop_leftover_databases, pg_test_database_name, running_in_ci
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def pg_admin() -> str:
+    if _pg.error:
+        if running_in_ci():
+            pytest.fail(f"CI=true and {_pg.error}")
+        pytest.skip(f"POSTGRESQL UNAVAILABLE, test not run: {_pg.error}")
+    return PG_ADMIN
+
+
+def _databases(pattern: str) -> list[str]:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def _drop(name: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def test_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A pytest run with this suite's conftest, parked in a test once its database exists."""
+    (tmp_path / "conftest.py").write_text("from tests.conftest import *  # noqa: F403\n")
+    (tmp_path / "test_parked.py").write_text("import time\n\ndef test_parked():\n    time.sleep(120)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    pattern = pg_test_database_name(run.pid).rsplit("_", 1)[0] + "_%"
+    deadline = time.monotonic() + 60
+    while not _databases(pattern):
+        assert run.poll() is None and time.monotonic() < deadline, "the test run made no database"
+        time.sleep(0.2)
+    time.sleep(1)  # into the parked test
+    yield run, pattern
+    if run.poll() is None:
+        run.kill()
+    run.wait(timeout=30)
+    for name in _databases(pattern):
+        _drop(name)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_an_interrupted_test_run_drops_its_database(
+    pg_admin: str, test_run: tuple[subprocess.Popen[str], str], signum: int
+) -> None:
+    run, pattern = test_run
+    run.send_signal(signum)
+    output, _ = run.communicate(timeout=60)
+    assert _databases(pattern) == [], output
+
+
+def test_a_killed_test_run_s_database_is_dropped_by_the_next_run(
+    pg_admin: str, test_run: tuple[subprocess.Popen[str], str]
+) -> None:
+    run, pattern = test_run
+    run.kill()  # SIGKILL: no clean-up at all
+    run.wait(timeout=30)
+    [leftover] = _databases(pattern)
+    dropped = drop_leftover_databases()  # what every run does at its start
+    assert leftover in dropped and _databases(pattern) == []
+    # This run's own database, whose process is alive, is kept.
+    assert _pg.dbname not in dropped and _databases(_pg.dbname) == [_pg.dbname]
+
+
+def test_a_missing_postgresql_database_is_created_on_first_use(
+    pg_admin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = pg_test_database_name()
+    url = f"{PG_ADMIN.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://')}/{name}"
+    assert _databases(name) == []
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", url)
+    try:
+        info = CliRunner().invoke(main, ["info"])
+        assert info.exit_code == 0 and "schema revision: none yet" in info.output, info.output
+        assert _databases(name) == []  # info only looks
+        created = CliRunner().invoke(
+            main, ["org", "create", "--org-id", "1", "--name", "A", "--region", "EU"]
+        )
+        assert created.exit_code == 0, created.output
+        assert _databases(name) == [name]
+        db = Database(url)  # and the next process finds it there
+        with db.read() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM orgs")).scalar_one() == 1
+        db.close()
+    finally:
+        _drop(name)
