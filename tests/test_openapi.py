@@ -89,3 +89,55 @@ def test_success_schemas_are_the_models_alone(spec: dict) -> None:  # type: igno
             for status, response in op["responses"].items():
                 schema = response.get("content", {}).get("application/json", {}).get("schema", {})
                 assert not ("$ref" in schema and "type" in schema), (method, path, status, schema)
+
+
+def _operations(spec: dict) -> list[tuple[str, str, dict]]:  # type: ignore[type-arg]
+    return [(path, method, op) for path, ops in spec["paths"].items() for method, op in ops.items()]
+
+
+def test_every_path_parameter_is_described(spec: dict) -> None:  # type: ignore[type-arg]
+    for path, method, op in _operations(spec):
+        for param in op.get("parameters", []):
+            if param["in"] == "path":
+                assert param.get("description"), (method, path, param["name"])
+
+
+def test_every_route_with_a_body_declares_413_and_415_and_every_route_503(spec: dict) -> None:  # type: ignore[type-arg]
+    for path, method, op in _operations(spec):
+        expected = {"503"} | ({"413", "415"} if "requestBody" in op else set())
+        assert expected <= set(op["responses"]), (method, path, sorted(op["responses"]))
+
+
+def test_the_headers_sent_are_declared(spec: dict) -> None:  # type: ignore[type-arg]
+    for path, method, op in _operations(spec):
+        for status, response in op["responses"].items():
+            assert "X-Request-Id" in response.get("headers", {}), (method, path, status)
+    cdp_write = spec["paths"]["/cdp/v1/users"]["post"]["responses"]["200"]["headers"]
+    assert "X-Profilehub-Notices" in cdp_write
+    for path in ("/v2/crm/people", "/v2/crm/companies", "/v2/crm/{objectSlug}"):
+        for status in ("200", "201"):
+            headers = spec["paths"][path]["put"]["responses"][status]["headers"]
+            assert headers["X-Profilehub-Matches"]["schema"]["type"] == "integer", (path, status)
+            assert "X-Profilehub-Notices" in headers, (path, status)
+    for path in ("/v2/crm/people/{id}", "/v2/crm/companies/{id}"):
+        assert "X-Profilehub-Notices" in spec["paths"][path]["patch"]["responses"]["200"]["headers"]
+
+
+def test_the_cdp_bulk_items_are_documented_as_write_bodies(spec: dict) -> None:  # type: ignore[type-arg]
+    body = spec["paths"]["/cdp/v1/users/_bulk"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ]
+    assert body["type"] == "array" and body["maxItems"] == 1000
+    assert body["items"] == {"$ref": "#/components/schemas/WriteUserRequest"}
+
+
+def test_get_one_profile_is_documented_as_a_single_profile(spec: dict) -> None:  # type: ignore[type-arg]
+    op = spec["paths"]["/cdp/v1/users/{ucid}"]["get"]
+    assert op["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Profile"
+    }
+    params = {(p["in"], p["name"]): p for p in op["parameters"]}
+    assert params["query", "orgId"]["required"] and not params["query", "region"].get("required")
+    assert params["path", "ucid"]["required"]
+    assert {"apikey": []} in op["security"] and "profile.read" in params["header", "scopes"]["description"]
+    assert {"400", "401", "403", "404", "405"} <= set(op["responses"])

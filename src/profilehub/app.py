@@ -19,6 +19,7 @@ from profilehub.crm.routes import router as crm_router
 from profilehub.errors import ServiceUnavailable
 from profilehub.http import BodyLimitMiddleware, JSONResponse, install_error_handlers, install_openapi_errors
 from profilehub.oidc import JwtVerifier
+from profilehub.openapi_extras import install_openapi_extras
 from profilehub.profiles import ProfileService
 from profilehub.request_log import RequestLogMiddleware, RouteNoteMiddleware
 from profilehub.routing_errors import install_routing_errors
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi_errors(app)
     install_routing_errors(app)
+    install_openapi_extras(app)
     # Added later is outer. Innermost, the route template is noted for the access log; the fast
     # path sits inside the body limit, so it sees only bodies the limit allows; outermost, every
     # answer (a 413 too) gets its request id and access log line.

@@ -88,6 +88,12 @@ async def write_users_bulk(
     records: list[Any] = Body(
         description="A JSON array of up to 1,000 bodies of `POST /cdp/v1/users`, each with the "
         "apikey's `orgId`.",
+        # Items are validated one by one (a bad one is answered at its index), so the parameter
+        # takes anything; the document still says what each item is.
+        json_schema_extra={
+            "items": {"$ref": "#/components/schemas/WriteUserRequest"},
+            "maxItems": MAX_BULK_WRITES,
+        },
     ),
     principal: Principal = Depends(cdp_principal("profile.write")),
     service: ProfileService = Depends(_service),

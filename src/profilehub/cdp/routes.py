@@ -31,6 +31,7 @@ from profilehub.http import (
     notices_header,
 )
 from profilehub.oidc import JwtVerifier, token_scopes
+from profilehub.openapi_extras import NOTICES_HEADER
 from profilehub.orgs import MAX_ORG_ID
 from profilehub.profiles import ProfileService
 from profilehub.request_log import note_org, note_route
@@ -128,7 +129,14 @@ def _service(request: Request) -> ProfileService:
     "/users",
     summary="Write user profile data",
     response_class=JSONResponse,
-    responses={200: {"model": list[Profile], "description": "Profile written successfully"}, **ERRORS},
+    responses={
+        200: {
+            "model": list[Profile],
+            "description": "Profile written successfully",
+            "headers": NOTICES_HEADER,
+        },
+        **ERRORS,
+    },
 )
 async def write_user(
     body: WriteUserRequest,
@@ -168,7 +176,14 @@ async def search_users(
     "/users/{ucid}",
     summary="Get one user profile by ucid",
     response_class=JSONResponse,
-    responses={200: {"model": Profile, "description": "The profile (one object, not an array)"}, **ERRORS},
+    responses={
+        200: {"model": Profile, "description": "The profile (one object, not an array)"},
+        **ERRORS,
+        405: {
+            "model": ErrorBody,
+            "description": "The ucid is an action (`_search`, `_delete`, `_bulk`): POST it",
+        },
+    },
 )
 async def get_user(
     request: Request,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import fastapi.responses
-from fastapi import APIRouter, Body, Depends, Query, Request, Security
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
@@ -38,6 +38,7 @@ from profilehub.crm.record_store import Page
 from profilehub.crm.records import RecordResult
 from profilehub.errors import ProfilehubError, Unauthorized, error_body
 from profilehub.http import JSONResponse, notices_header
+from profilehub.openapi_extras import MATCH_AND_NOTICES_HEADERS, NOTICES_HEADER
 from profilehub.request_log import note_org
 from profilehub.store.database import Database
 
@@ -62,6 +63,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 MATCHES_HEADER = "X-Profilehub-Matches"
+PersonId = Annotated[str, Path(description="The person's `id`, as answered when it was created")]
+CompanyId = Annotated[str, Path(description="The company's `id`, as answered when it was created")]
+ObjectSlug = Annotated[
+    str, Path(description="The object's slug: `people`, `companies` or a custom object's (e.g. `products`)")
+]
+AttributeKey = Annotated[str, Path(description="The attribute's key (e.g. `sku`)")]
+RecordObject = Annotated[str, Path(description="A custom object's slug (e.g. `products`)")]
+RecordId = Annotated[str, Path(description="The record's `id`, as answered when it was created")]
 COUNT = Query(20, ge=1, le=100, description="Page size, 1-100")
 PAGE = Query(1, ge=1, le=1_000_000, description="Page number, from 1")
 SEARCH = Query(None, max_length=200, description="Case-insensitive text search")
@@ -187,8 +196,16 @@ async def _write_person(
     "/people",
     summary="Create or update a person (upsert by matching attribute)",
     responses={
-        200: {"model": PersonAnswer, "description": "Updated: a person with the matching value was found"},
-        201: {"model": PersonAnswer, "description": "Created: no person matched"},
+        200: {
+            "model": PersonAnswer,
+            "description": "Updated: a person with the matching value was found",
+            "headers": MATCH_AND_NOTICES_HEADERS,
+        },
+        201: {
+            "model": PersonAnswer,
+            "description": "Created: no person matched",
+            "headers": MATCH_AND_NOTICES_HEADERS,
+        },
         **ERRORS,
     },
 )
@@ -212,7 +229,10 @@ async def upsert_person(
     "/people",
     status_code=201,
     summary="Create a person",
-    responses={201: {"model": PersonAnswer, "description": "Created"}, **ERRORS},
+    responses={
+        201: {"model": PersonAnswer, "description": "Created", "headers": MATCH_AND_NOTICES_HEADERS},
+        **ERRORS,
+    },
 )
 async def create_person(request: Request, body: PersonWrite, principal: Principal = writer) -> JSONResponse:
     """Create a person without matching; an email of another person is still a 409."""
@@ -243,17 +263,17 @@ async def list_people(
     summary="Get a person",
     responses={200: {"model": PersonAnswer, "description": "OK"}, **ERRORS},
 )
-async def get_person(request: Request, id: str, principal: Principal = reader) -> JSONResponse:
+async def get_person(request: Request, id: PersonId, principal: Principal = reader) -> JSONResponse:
     return _answer(200, "person", await _read(request, lambda c: people.get_person(c, principal.org_id, id)))
 
 
 @router.patch(
     "/people/{id}",
     summary="Update a person",
-    responses={200: {"model": PersonAnswer, "description": "Updated"}, **ERRORS},
+    responses={200: {"model": PersonAnswer, "description": "Updated", "headers": NOTICES_HEADER}, **ERRORS},
 )
 async def patch_person(
-    request: Request, id: str, body: PersonWrite, principal: Principal = writer
+    request: Request, id: PersonId, body: PersonWrite, principal: Principal = writer
 ) -> JSONResponse:
     """Fields left out are kept; `emails` given replaces the list; `null` clears a field."""
     result = await _db(request).awrite(
@@ -267,7 +287,7 @@ async def patch_person(
     summary="Delete a person",
     responses={200: {"model": DeletedAnswer, "description": "Deleted"}, **ERRORS},
 )
-async def delete_person(request: Request, id: str, principal: Principal = writer) -> JSONResponse:
+async def delete_person(request: Request, id: PersonId, principal: Principal = writer) -> JSONResponse:
     await _db(request).awrite(people.delete_person_job(principal.org_id, id, principal.actor))
     return _deleted()
 
@@ -288,8 +308,8 @@ async def _write_company(
     "/companies",
     summary="Create or update a company by domain",
     responses={
-        200: {"model": CompanyAnswer, "description": "Updated"},
-        201: {"model": CompanyAnswer, "description": "Created"},
+        200: {"model": CompanyAnswer, "description": "Updated", "headers": MATCH_AND_NOTICES_HEADERS},
+        201: {"model": CompanyAnswer, "description": "Created", "headers": MATCH_AND_NOTICES_HEADERS},
         **ERRORS,
     },
 )
@@ -306,7 +326,10 @@ async def upsert_company(
     "/companies",
     status_code=201,
     summary="Create a company",
-    responses={201: {"model": CompanyAnswer, "description": "Created"}, **ERRORS},
+    responses={
+        201: {"model": CompanyAnswer, "description": "Created", "headers": MATCH_AND_NOTICES_HEADERS},
+        **ERRORS,
+    },
 )
 async def create_company(request: Request, body: CompanyWrite, principal: Principal = writer) -> JSONResponse:
     return await _write_company(request, body, None, principal)
@@ -337,7 +360,7 @@ async def list_companies(
     summary="Get a company",
     responses={200: {"model": CompanyAnswer, "description": "OK"}, **ERRORS},
 )
-async def get_company(request: Request, id: str, principal: Principal = reader) -> JSONResponse:
+async def get_company(request: Request, id: CompanyId, principal: Principal = reader) -> JSONResponse:
     return _answer(
         200, "company", await _read(request, lambda c: companies.get_company(c, principal.org_id, id))
     )
@@ -346,10 +369,10 @@ async def get_company(request: Request, id: str, principal: Principal = reader) 
 @router.patch(
     "/companies/{id}",
     summary="Update a company",
-    responses={200: {"model": CompanyAnswer, "description": "Updated"}, **ERRORS},
+    responses={200: {"model": CompanyAnswer, "description": "Updated", "headers": NOTICES_HEADER}, **ERRORS},
 )
 async def patch_company(
-    request: Request, id: str, body: CompanyWrite, principal: Principal = writer
+    request: Request, id: CompanyId, body: CompanyWrite, principal: Principal = writer
 ) -> JSONResponse:
     result = await _db(request).awrite(
         companies.patch_company_job(principal.org_id, id, _body(body), principal.actor)
@@ -362,7 +385,7 @@ async def patch_company(
     summary="Delete a company",
     responses={200: {"model": DeletedAnswer, "description": "Deleted"}, **ERRORS},
 )
-async def delete_company(request: Request, id: str, principal: Principal = writer) -> JSONResponse:
+async def delete_company(request: Request, id: CompanyId, principal: Principal = writer) -> JSONResponse:
     """Its people are kept and lose their company."""
     await _db(request).awrite(companies.delete_company_job(principal.org_id, id, principal.actor))
     return _deleted()
@@ -399,7 +422,7 @@ async def create_object(request: Request, body: ObjectCreate, principal: Princip
     summary="Get an object and its attributes",
     responses={200: {"model": ObjectAnswer, "description": "OK"}, **ERRORS},
 )
-async def get_object(request: Request, slug: str, principal: Principal = reader) -> JSONResponse:
+async def get_object(request: Request, slug: ObjectSlug, principal: Principal = reader) -> JSONResponse:
     return _answer(
         200, "object", await _read(request, lambda c: objects.object_view(c, principal.org_id, slug))
     )
@@ -412,7 +435,7 @@ async def get_object(request: Request, slug: str, principal: Principal = reader)
     responses={201: {"model": AttributeAnswer, "description": "Created"}, **ERRORS},
 )
 async def add_attribute(
-    request: Request, slug: str, body: AttributeCreate, principal: Principal = writer
+    request: Request, slug: ObjectSlug, body: AttributeCreate, principal: Principal = writer
 ) -> JSONResponse:
     fields = body.model_dump(exclude_unset=True)
     view = await _db(request).awrite(
@@ -427,7 +450,11 @@ async def add_attribute(
     responses={200: {"model": AttributeAnswer, "description": "Updated"}, **ERRORS},
 )
 async def update_attribute(
-    request: Request, slug: str, key: str, body: AttributeUpdate, principal: Principal = writer
+    request: Request,
+    slug: ObjectSlug,
+    key: AttributeKey,
+    body: AttributeUpdate,
+    principal: Principal = writer,
 ) -> JSONResponse:
     """Type, key and isUnique cannot change; `options` replaces the list."""
     fields = _body(body)
@@ -444,14 +471,14 @@ async def update_attribute(
     "/{objectSlug}",
     summary="Create or update a record (upsert by matching attribute)",
     responses={
-        200: {"model": RecordAnswer, "description": "Updated"},
-        201: {"model": RecordAnswer, "description": "Created"},
+        200: {"model": RecordAnswer, "description": "Updated", "headers": MATCH_AND_NOTICES_HEADERS},
+        201: {"model": RecordAnswer, "description": "Created", "headers": MATCH_AND_NOTICES_HEADERS},
         **ERRORS,
     },
 )
 async def upsert_record(
     request: Request,
-    objectSlug: str,
+    objectSlug: RecordObject,
     body: dict[str, Any] = RECORD_BODY,
     matchingAttribute: str = Query(description="Key of the attribute to match by (exact equality)"),
     principal: Principal = writer,
@@ -466,10 +493,16 @@ async def upsert_record(
     "/{objectSlug}",
     status_code=201,
     summary="Create a record",
-    responses={201: {"model": RecordAnswer, "description": "Created"}, **ERRORS},
+    responses={
+        201: {"model": RecordAnswer, "description": "Created", "headers": MATCH_AND_NOTICES_HEADERS},
+        **ERRORS,
+    },
 )
 async def create_record(
-    request: Request, objectSlug: str, body: dict[str, Any] = RECORD_BODY, principal: Principal = writer
+    request: Request,
+    objectSlug: RecordObject,
+    body: dict[str, Any] = RECORD_BODY,
+    principal: Principal = writer,
 ) -> JSONResponse:
     result = await _db(request).awrite(
         records.upsert_record_job(principal.org_id, objectSlug, body, None, principal.actor)
@@ -484,7 +517,7 @@ async def create_record(
 )
 async def list_records(
     request: Request,
-    objectSlug: str,
+    objectSlug: RecordObject,
     count: int = COUNT,
     page: int = PAGE,
     search: str | None = SEARCH,
@@ -505,7 +538,7 @@ async def list_records(
     responses={200: {"model": RecordAnswer, "description": "OK"}, **ERRORS},
 )
 async def get_record(
-    request: Request, objectSlug: str, id: str, principal: Principal = reader
+    request: Request, objectSlug: RecordObject, id: RecordId, principal: Principal = reader
 ) -> JSONResponse:
     return _answer(
         200, "record", await _read(request, lambda c: records.get_record(c, principal.org_id, objectSlug, id))
@@ -519,8 +552,8 @@ async def get_record(
 )
 async def patch_record(
     request: Request,
-    objectSlug: str,
-    id: str,
+    objectSlug: RecordObject,
+    id: RecordId,
     body: dict[str, Any] = RECORD_BODY,
     principal: Principal = writer,
 ) -> JSONResponse:
@@ -536,7 +569,7 @@ async def patch_record(
     responses={200: {"model": DeletedAnswer, "description": "Deleted"}, **ERRORS},
 )
 async def delete_record(
-    request: Request, objectSlug: str, id: str, principal: Principal = writer
+    request: Request, objectSlug: RecordObject, id: RecordId, principal: Principal = writer
 ) -> JSONResponse:
     await _db(request).awrite(records.delete_record_job(principal.org_id, objectSlug, id, principal.actor))
     return _deleted()
