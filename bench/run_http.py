@@ -55,7 +55,7 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 60)
 
 
 @contextmanager
-def server(cmd: list[str], url: str, port: int, log: Path) -> Iterator[None]:
+def server(cmd: list[str], url: str, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """The server on ``port``, its stderr in ``log`` (a pipe nobody reads would fill up and stall
     the server once it has logged 64 KB)."""
     env = {**os.environ, "PROFILEHUB_DATABASE_URL": url}
@@ -65,7 +65,7 @@ def server(cmd: list[str], url: str, port: int, log: Path) -> Iterator[None]:
         )
     try:
         wait_ready(port, process)
-        yield
+        yield process
     finally:
         # The server and its workers are one process group, started by us above.
         os.killpg(process.pid, signal.SIGTERM)

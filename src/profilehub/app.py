@@ -17,7 +17,14 @@ from profilehub.cdp.routes import router as cdp_router
 from profilehub.config import Settings
 from profilehub.crm.routes import router as crm_router
 from profilehub.errors import ServiceUnavailable
-from profilehub.http import BodyLimitMiddleware, JSONResponse, install_error_handlers, install_openapi_errors
+from profilehub.gate import CredentialGate
+from profilehub.http import (
+    BodyLimitMiddleware,
+    HeadAsGetMiddleware,
+    JSONResponse,
+    install_error_handlers,
+    install_openapi_errors,
+)
 from profilehub.oidc import JwtVerifier
 from profilehub.openapi_extras import install_openapi_extras
 from profilehub.profiles import ProfileService
@@ -76,8 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RouteNoteMiddleware)
     app.add_middleware(FastWriteUser)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Outside the body limit, which reads a chunked body: no body is read before the credential.
+    app.add_middleware(CredentialGate)
+    app.add_middleware(HeadAsGetMiddleware)
     if settings.cors_origins:
-        # Outside the body limit, so a browser can read a 413 or 415 too.
+        # Outside the body limit and the credential gate, so a browser can read a 413, 415 or 401 too.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),

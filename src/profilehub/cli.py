@@ -184,6 +184,8 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
         port=port,
         workers=workers,
         log_config=logging_config(log_level, access_log),
+        # Read timeouts, and framing errors in the one error shape (see profilehub.serving).
+        http="profilehub.serving:HttpProtocol",
         access_log=False,
     )
 

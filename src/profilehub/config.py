@@ -74,6 +74,11 @@ class Settings:
     write_batch_size: int = 256
     # Seconds a credential lookup is cached in memory; a revoked key stops working within this.
     credential_cache_seconds: int = 5
+    # A client must send a request's headers within this many seconds (from the connection's
+    # start, or the request's first byte) and its body within this many after the headers; else
+    # it gets a 408 and the connection is closed. Only ``profilehub serve`` applies them.
+    header_timeout_seconds: int = 10
+    body_timeout_seconds: int = 30
     # OIDC/Okta JWTs on the CDP dialect: all three set, or none (JWTs then refused with 401).
     jwt_issuer: str = ""
     jwt_audience: str = ""
@@ -125,6 +130,8 @@ class Settings:
             max_body_bytes=_int_env("PROFILEHUB_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024),
             write_batch_size=_int_env("PROFILEHUB_WRITE_BATCH_SIZE", 256),
             credential_cache_seconds=_int_env("PROFILEHUB_CREDENTIAL_CACHE_SECONDS", 5, 0),
+            header_timeout_seconds=_int_env("PROFILEHUB_HEADER_TIMEOUT_SECONDS", 10),
+            body_timeout_seconds=_int_env("PROFILEHUB_BODY_TIMEOUT_SECONDS", 30),
             jwt_issuer=os.environ.get("PROFILEHUB_JWT_ISSUER", ""),
             jwt_audience=os.environ.get("PROFILEHUB_JWT_AUDIENCE", ""),
             jwt_jwks=os.environ.get("PROFILEHUB_JWT_JWKS", ""),

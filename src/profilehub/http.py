@@ -205,10 +205,37 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The rest of the body is not wanted: close rather than read it to reach the next request.
         response = error_response(
-            413, f"body: the request body is larger than {self.max_bytes} bytes", {"body": "too large"}
+            413,
+            f"body: the request body is larger than {self.max_bytes} bytes",
+            {"body": "too large"},
+            headers={"Connection": "close"},
         )
         await response(scope, receive, send)
+
+
+class HeadAsGetMiddleware:
+    """Answer ``HEAD`` on every ``GET`` route as ``GET`` does, without the body.
+
+    HTTP requires it of GET resources, and FastAPI registers a ``GET`` route for ``GET`` only (a
+    ``HEAD`` was a 405). The headers, ``Content-Length`` included, are the ``GET`` answer's.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 def install_openapi_errors(app: FastAPI) -> None:

@@ -68,18 +68,34 @@ def _check_ucid(ucid: str, field: str) -> str:
 MAX_VALUE_DEPTH = 32
 
 
+def _check_text(text: str, field: str, what: str = "text") -> None:
+    # NUL: PostgreSQL text cannot hold it, and the CRM refuses it, so both dialects refuse it.
+    if "\x00" in text:
+        raise BadRequest(f"{what} must not contain NUL characters", field=field)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadRequest(f"{what} is not valid Unicode (a lone surrogate)", field=field) from exc
+
+
 def _check_attribute_value(value: Any, field: str, depth: int = 0) -> None:
-    """Refuse what JSON parsers let through but cannot be stored faithfully."""
+    """Refuse what JSON parsers let through but cannot be stored faithfully, naming the attribute."""
     if depth > MAX_VALUE_DEPTH:
         raise BadRequest(f"values nest at most {MAX_VALUE_DEPTH} levels deep", field=field)
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, str):
+        _check_text(value, field)
+    elif isinstance(value, float) and not math.isfinite(value):
         # NaN, Infinity and overflowing literals like 1e400 would be stored as null
         raise BadRequest(f"{value} is not a finite number", field=field)
-    if isinstance(value, list):
+    elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        raise BadRequest("integers beyond 64 bits cannot be stored", field=field)
+    elif isinstance(value, list):
         for item in value:
             _check_attribute_value(item, field, depth + 1)
     elif isinstance(value, dict):
         for key, item in value.items():
+            _check_text(key, f"{field}.{key}", "a key")
             _check_attribute_value(item, f"{field}.{key}", depth + 1)
 
 
@@ -97,6 +113,7 @@ def prepare_upsert(upsert: Any) -> dict[str, dict[str, Any] | None]:
         if not isinstance(attrs, dict):
             raise BadRequest("must be an object of attributes (or null to clear the category)", field=f)
         for name in attrs:
+            _check_text(name, f"{f}.{name}", "an attribute name")
             if not name or len(name) > MAX_ATTRIBUTE_NAME:
                 raise BadRequest(f"attribute names are 1 to {MAX_ATTRIBUTE_NAME} characters", field=f)
             if name.startswith("_"):

@@ -74,23 +74,9 @@ def cdp_principal(scope: str) -> Callable[..., Awaitable[Principal]]:
             description="Comma-separated scopes for this call: profile.read, profile.write, profile.delete",
         ),
     ) -> Principal:
-        state = request.app.state
-        if apikey:
-            principal: Principal = state.verifier.verify(
-                state.db.read, apikey, CredentialKind.APIKEY, "apikey"
-            )
-        elif bearer is not None:
-            if bearer.credentials.startswith(f"{PREFIX[CredentialKind.APIKEY]}_"):
-                raise Unauthorized(
-                    "send the apikey in the apikey header, not as a bearer token", field="apikey"
-                )
-            if hint := wrong_kind_hint(bearer.credentials, CredentialKind.APIKEY):
-                raise Unauthorized(hint, field="Authorization")
-            principal = await _jwt_principal(request, bearer.credentials, org_header)
-        else:
-            raise Unauthorized(
-                "header is required (or Authorization: Bearer <JWT> with orgId)", field="apikey"
-            )
+        principal = await cdp_credential(
+            request.app.state, apikey, None if bearer is None else bearer.credentials, org_header
+        )
         note_org(request.scope, principal.org_id)
         check_cdp_scopes(principal, scopes, scope)
         return principal
@@ -98,8 +84,26 @@ def cdp_principal(scope: str) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
-async def _jwt_principal(request: Request, token: str, org_header: str | None) -> Principal:
-    state = request.app.state
+async def cdp_credential(
+    state: Any, apikey: str | None, bearer: str | None, org_header: str | None
+) -> Principal:
+    """Who calls, from the ``apikey`` header or a bearer JWT (with ``orgId``); 401 if nobody.
+
+    Also run by the credential gate before the body is read, so both answer alike.
+    """
+    if apikey:
+        principal: Principal = state.verifier.verify(state.db.read, apikey, CredentialKind.APIKEY, "apikey")
+        return principal
+    if bearer is not None:
+        if bearer.startswith(f"{PREFIX[CredentialKind.APIKEY]}_"):
+            raise Unauthorized("send the apikey in the apikey header, not as a bearer token", field="apikey")
+        if hint := wrong_kind_hint(bearer, CredentialKind.APIKEY):
+            raise Unauthorized(hint, field="Authorization")
+        return await _jwt_principal(state, bearer, org_header)
+    raise Unauthorized("header is required (or Authorization: Bearer <JWT> with orgId)", field="apikey")
+
+
+async def _jwt_principal(state: Any, token: str, org_header: str | None) -> Principal:
     verifier: JwtVerifier | None = state.jwt
     if verifier is None:
         raise Unauthorized(

@@ -84,17 +84,22 @@ def crm_principal(write: bool) -> Callable[..., Awaitable[Principal]]:
     async def dependency(
         request: Request, credentials: HTTPAuthorizationCredentials | None = Security(_bearer)
     ) -> Principal:
-        if credentials is None:
-            raise Unauthorized("header is required: Authorization: Bearer <token>", field="Authorization")
-        state = request.app.state
-        principal: Principal = state.verifier.verify(
-            state.db.read, credentials.credentials, CredentialKind.TOKEN, "Authorization"
+        principal = crm_credential(
+            request.app.state, None if credentials is None else credentials.credentials
         )
         note_org(request.scope, principal.org_id)
         check_crm_scope(principal, write)
         return principal
 
     return dependency
+
+
+def crm_credential(state: Any, token: str | None) -> Principal:
+    """Who calls, from the bearer token; 401 if nobody. Also run by the credential gate."""
+    if token is None:
+        raise Unauthorized("header is required: Authorization: Bearer <token>", field="Authorization")
+    principal: Principal = state.verifier.verify(state.db.read, token, CredentialKind.TOKEN, "Authorization")
+    return principal
 
 
 reader = Depends(crm_principal(write=False))
