@@ -128,7 +128,7 @@ def run(backend: str, seconds: float, attackers: int) -> dict[str, Any]:
             str(port),
             "--no-access-log",
         ]
-        with server(cmd, url, port) as process:
+        with server(cmd, url, port, OUT / "abuse-server.log") as process:
             alone = writer(port, apikey, seconds, 0)
             rss_before = _status_kb(process.pid, "VmRSS")
             sampler = RssSampler(process.pid)

@@ -124,11 +124,13 @@ def _error(raw: bytes, status: int, field: str) -> dict[str, Any]:
 
 def test_a_connection_stuck_in_its_headers_is_closed(server: tuple[int, OrgFixture]) -> None:
     port, _ = server
-    with _connect(port) as silent, _connect(port) as partial, _connect(port) as trickling:
+    with _connect(port) as partial:
         partial.sendall(b"POST /cdp/v1/users HTTP/1.1\r\nHost: x\r\n")
         _error(_until_closed(partial), 408, "headers")
-        # A header line a byte at a time is no way around it, nor sending nothing at all.
+    # A header line a byte at a time is no way around it, nor sending nothing at all.
+    with _connect(port) as trickling:
         _timed_out(_until_closed(trickling, b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 200), "headers")
+    with _connect(port) as silent:
         _error(_until_closed(silent), 408, "headers")
 
 
@@ -138,9 +140,11 @@ def test_a_connection_stuck_in_its_body_is_closed(server: tuple[int, OrgFixture]
         "POST /cdp/v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         f"apikey: {org.apikey}\r\nscopes: profile.write\r\nContent-Length: 1000\r\n\r\n"
     ).encode()
-    with _connect(port) as stalled, _connect(port) as trickling:
+    # Each connected when used: an idle connection would meet the header timeout instead.
+    with _connect(port) as stalled:
         stalled.sendall(head + b'{"orgId": 1234')
         _error(_until_closed(stalled), 408, "body")
+    with _connect(port) as trickling:
         trickling.sendall(head)
         _timed_out(_until_closed(trickling, b" " * 200), "body")
 

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from profilehub.cdp.routes import cdp_credential
 from profilehub.crm.routes import crm_credential
 from profilehub.errors import ProfilehubError
-from profilehub.http import JSONResponse, database_error_response, domain_error_response
+from profilehub.http import JSONResponse, domain_error_response
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -66,10 +66,10 @@ class CredentialGate:
             elif path.startswith("/v2/crm/"):
                 crm_credential(state, _bearer(scope))
         except ProfilehubError as exc:
-            response = domain_error_response(exc)
-        except sa.exc.DBAPIError as exc:
-            response = database_error_response(exc)
-        else:
-            await self.app(scope, receive, send)
+            await closing(domain_error_response(exc), scope)(scope, receive, send)
             return
-        await closing(response, scope)(scope, receive, send)
+        except sa.exc.DBAPIError:
+            # The credential cannot be checked while the database is down: the route tries again
+            # and answers (a 503, on a connection kept open), as it did before this gate.
+            pass
+        await self.app(scope, receive, send)
