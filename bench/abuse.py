@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import socket
 import sys
 import threading
@@ -27,7 +28,7 @@ import orjson
 
 from bench.backends import fresh_database
 from bench.figures import latency_ms, ratio
-from bench.machine import command_line, exclusive_run, load_note
+from bench.machine import command_line, cpus, exclusive_run, load_note
 from bench.run_http import free_port, server
 from profilehub.auth import CredentialKind, create_credential
 from profilehub.orgs import create_org
@@ -66,7 +67,8 @@ def attacker(port: int, stop_at: float, results: Any) -> None:
         except OSError:
             pass  # refused before the whole body was sent: the server closed on us
         counts[outcome] = counts.get(outcome, 0) + 1
-    results.put(counts)
+    cpu = os.times()
+    results.put((counts, cpu.user + cpu.system))
 
 
 def writer(port: int, apikey: str, seconds: float, first: int) -> dict[str, Any]:
@@ -89,6 +91,12 @@ def writer(port: int, apikey: str, seconds: float, first: int) -> dict[str, Any]
                 raise RuntimeError(f"the legitimate write failed: {response.status_code} {response.text}")
             n += 1
     return {"writes": len(latencies), "per_second": len(latencies) / seconds, **latency_ms(latencies)}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _status_kb(pid: int, field: str) -> int:
@@ -131,6 +139,7 @@ def run(backend: str, seconds: float, attackers: int) -> dict[str, Any]:
         with server(cmd, url, port, OUT / "abuse-server.log") as process:
             alone = writer(port, apikey, seconds, 0)
             rss_before = _status_kb(process.pid, "VmRSS")
+            server_cpu = _cpu_seconds(process.pid)
             sampler = RssSampler(process.pid)
             sampler.start()
             results: Any = multiprocessing.Queue()
@@ -143,9 +152,13 @@ def run(backend: str, seconds: float, attackers: int) -> dict[str, Any]:
                 p.start()
             time.sleep(0.5)  # the attackers are sending before the writer is timed
             attacked = writer(port, apikey, seconds - 0.5, 1_000_000)
+            server_cpu = _cpu_seconds(process.pid) - server_cpu
             answers: dict[str, int] = {}
+            attackers_cpu = 0.0
             for _ in procs:
-                for status, count in results.get(timeout=120).items():
+                counts, cpu = results.get(timeout=120)
+                attackers_cpu += cpu
+                for status, count in counts.items():
                     answers[status] = answers.get(status, 0) + count
             for p in procs:
                 p.join()
@@ -158,6 +171,8 @@ def run(backend: str, seconds: float, attackers: int) -> dict[str, Any]:
         "attacked": attacked,
         "attackers": attackers,
         "attack_answers": answers,
+        # CPU seconds during the attack phase: where the machine's time went.
+        "cpu_seconds": {"server": server_cpu, "attackers": attackers_cpu, "available": seconds * cpus()},
         "rss_mb": {"before": rss_before / 1024, "highest": sampler.highest_kb / 1024, "peak": peak / 1024},
     }
 
@@ -182,6 +197,11 @@ def main(argv: list[str] | None = None) -> None:
         f"p99 {attacked['p99']:.1f} ms -> {ratio(attacked['per_second'], alone['per_second'])} of alone (goal >= 0.9x)"
     )
     print(f"  attackers' 8 MB bodies, by answer: {result['attack_answers']}")
+    cpu = result["cpu_seconds"]
+    print(
+        f"  CPU during the attack: server {cpu['server']:.1f} s, attackers {cpu['attackers']:.1f} s, "
+        f"of {cpu['available']:.0f} CPU-seconds on this machine (the attackers run here too)"
+    )
     print(
         f"  server RSS: {rss['before']:.0f} MB before the attack, highest {rss['highest']:.0f} MB during it, "
         f"peak {rss['peak']:.0f} MB (goal < 200 MB)"

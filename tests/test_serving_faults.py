@@ -21,7 +21,8 @@ from profilehub.store.database import Database
 from tests.conftest import OrgFixture, make_org
 
 VENV_BIN = Path(sys.executable).parent
-TIMEOUT = 1  # the server's header and body timeouts here, in seconds
+TIMEOUT = 1  # the server's header timeout here, in seconds
+BODY_TIMEOUT = 3  # and its body timeout: beyond the 1 s pause before refusing a large anonymous body
 
 
 def _free_port() -> int:
@@ -42,7 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, OrgF
         **os.environ,
         "PROFILEHUB_DATABASE_URL": url,
         "PROFILEHUB_HEADER_TIMEOUT_SECONDS": str(TIMEOUT),
-        "PROFILEHUB_BODY_TIMEOUT_SECONDS": str(TIMEOUT),
+        "PROFILEHUB_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
     }
     with (home / "server.log").open("wb") as log:
         proc = subprocess.Popen(
@@ -68,7 +69,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, OrgF
 def _connect(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port))
     # Long enough for any timeout of the server's to have fired several times over.
-    sock.settimeout(10 * TIMEOUT + 5)
+    sock.settimeout(10 * BODY_TIMEOUT + 5)
     return sock
 
 
@@ -91,7 +92,7 @@ def _until_closed(sock: socket.socket, trickle: bytes = b"") -> bytes:
             if not chunk:
                 return received
         # Not closed yet (or never trickling): wait, far longer than the server's timeouts.
-        sock.settimeout(10 * TIMEOUT + 5)
+        sock.settimeout(10 * BODY_TIMEOUT + 5)
         while chunk := sock.recv(65536):
             received += chunk
     except (ConnectionResetError, BrokenPipeError):

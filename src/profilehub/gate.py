@@ -10,6 +10,8 @@ the body after it is not wanted. Scopes and org checks stay with the routes.
 
 from __future__ import annotations
 
+import asyncio
+
 import sqlalchemy as sa
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -19,6 +21,12 @@ from profilehub.errors import ProfilehubError
 from profilehub.http import JSONResponse, domain_error_response
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# A refused request announcing a larger body (or one of unknown length) is answered after this
+# pause. Meanwhile the server reads nothing (uvicorn stops reading past 64 KiB), so a client
+# sending large bodies without a credential spends its time waiting, not making the server accept,
+# parse headers and refuse in a tight loop: on a shared machine that loop was the remaining cost.
+LARGE_BODY_BYTES = 64 * 1024
+REFUSAL_PAUSE_SECONDS = 1.0
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -39,6 +47,13 @@ def has_body(scope: Scope) -> bool:
     if length is not None:
         return length.strip() not in ("", "0")
     return _header(scope, b"transfer-encoding") is not None
+
+
+def _large_body(scope: Scope) -> bool:
+    length = _header(scope, b"content-length")
+    if length is None:
+        return _header(scope, b"transfer-encoding") is not None
+    return not length.strip().isdigit() or int(length) > LARGE_BODY_BYTES
 
 
 def closing(response: JSONResponse, scope: Scope) -> JSONResponse:
@@ -66,6 +81,8 @@ class CredentialGate:
             elif path.startswith("/v2/crm/"):
                 crm_credential(state, _bearer(scope))
         except ProfilehubError as exc:
+            if _large_body(scope):
+                await asyncio.sleep(REFUSAL_PAUSE_SECONDS)
             await closing(domain_error_response(exc), scope)(scope, receive, send)
             return
         except sa.exc.DBAPIError:
