@@ -106,7 +106,10 @@ def _evict_secondary(strategy: Strategy, ids: dict[Identifier, int]) -> list[Ide
     for i in ids:
         by_type.setdefault(i.id_type, []).append(i)
     evicted: list[Identifier] = []
-    for id_type, values in by_type.items():
+    # In the strategy's order, not the dict's: a profile read from the database and the same
+    # profile built up in a batch's memory hold their ids in different orders, and the
+    # ``id_evicted`` notices must come out the same either way.
+    for id_type, values in sorted(by_type.items(), key=lambda kv: strategy.sort_key(kv[0])):
         rule = strategy.id_types.get(id_type)
         if rule is None or rule.id_class is not IdClass.SECONDARY or len(values) <= rule.max_per_profile:
             continue
