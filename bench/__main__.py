@@ -5,7 +5,8 @@ profiles, in a store made by ``bench.fill`` (bulk rows of the import's shapes) i
 
 Each benchmark makes its own fresh database (a SQLite file under bench/out, or a new PostgreSQL
 database at 127.0.0.1:5432 dropped afterwards), prints its figures beside a baseline measured in the
-same run on the same database, and the command that reproduces it.
+same run on the same database, the machine's load, and the command that reproduces it. Only one
+benchmark runs at a time on the machine (``bench/machine.py``: a second one refuses to start).
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace) -> None:
                 results.append(
                     bench_latency(dataset(OUT, large), small, backend, OUT, command(kind, backend))
                 )
+            results[-1]["machine"] = load_note()  # the load the figure was taken under
     (OUT / f"results-{started:%Y%m%dT%H%M%S}.json").write_bytes(orjson.dumps(results))
     sys.stdout.flush()
 
