@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 
 from profilehub import __version__, collector
@@ -16,7 +19,7 @@ from profilehub.cdp.routes import FastWriteUser
 from profilehub.cdp.routes import router as cdp_router
 from profilehub.config import Settings
 from profilehub.crm.routes import router as crm_router
-from profilehub.errors import ServiceUnavailable
+from profilehub.errors import ServiceUnavailable, Unauthorized
 from profilehub.gate import CredentialGate
 from profilehub.http import (
     BodyLimitMiddleware,
@@ -25,8 +28,9 @@ from profilehub.http import (
     install_error_handlers,
     install_openapi_errors,
 )
+from profilehub.metrics import CONTENT_TYPE, Metrics
 from profilehub.oidc import JwtVerifier
-from profilehub.openapi_extras import install_openapi_extras
+from profilehub.openapi_extras import ERROR_SCHEMA, install_openapi_extras
 from profilehub.profiles import ProfileService
 from profilehub.request_log import RequestLogMiddleware, RouteNoteMiddleware
 from profilehub.routing_errors import install_routing_errors
@@ -45,12 +49,19 @@ CORS_EXPOSED_HEADERS = [
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
-    db = Database(settings.database_url, write_batch_size=settings.write_batch_size)
+    metrics = Metrics()
+    db = Database(
+        settings.database_url,
+        write_batch_size=settings.write_batch_size,
+        on_batch=metrics.batch if settings.metrics else None,
+    )
+    metrics.watch_queue(db.write_queue_depth)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         db.close()
+        Metrics.process_exited(os.getpid())
 
     # Docs assets are served from the package, not a CDN: self-hosted installs are often offline.
     app = FastAPIOffline(
@@ -66,7 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = db
-    app.state.profiles = ProfileService(db)
+    app.state.metrics = metrics
+    app.state.profiles = ProfileService(db, metrics if settings.metrics else None)
     app.state.verifier = CredentialVerifier(settings.credential_cache_seconds)
     app.state.jwt = (
         JwtVerifier(settings.jwt_issuer, settings.jwt_audience, settings.jwt_jwks)
@@ -96,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=CORS_EXPOSED_HEADERS,
             max_age=600,
         )
-    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(RequestLogMiddleware, metrics=metrics if settings.metrics else None)
     app.include_router(cdp_bulk_router)
     app.include_router(cdp_router)
     app.include_router(crm_router)
@@ -110,7 +122,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ServiceUnavailable(fault.message, headers={"Retry-After": "1"})
         return {"status": "ok", "database": db.dialect}
 
+    if settings.metrics:
+        install_metrics_route(app, metrics, settings.metrics_token)
     return app
+
+
+def install_metrics_route(app: FastAPI, metrics: Metrics, token: str) -> None:
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        summary="Prometheus metrics (text format)",
+        response_class=Response,
+        responses={
+            200: {"content": {CONTENT_TYPE: {}}},
+            401: {
+                "description": "PROFILEHUB_METRICS_TOKEN is set and the request did not send it",
+                "content": ERROR_SCHEMA,
+            },
+        },
+    )
+    def metrics_route(request: Request) -> Response:
+        # Compared in constant time: the token is a secret, and a scraper's header is not.
+        sent = request.headers.get("authorization", "")
+        if token and not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            raise Unauthorized(
+                "Authorization: send 'Bearer <PROFILEHUB_METRICS_TOKEN>' to read /metrics",
+                field="Authorization",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 
 # Kept under this name for the serving test and the bench's baseline server.

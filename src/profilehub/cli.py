@@ -8,9 +8,11 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import os
 import re
 import socket
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,6 +41,7 @@ from profilehub.ingest import reader as ingest_reader
 from profilehub.ingest import runner as ingest_runner
 from profilehub.ingest.cdp import cdp_sink
 from profilehub.ingest.people import check_matching_attribute, people_sink
+from profilehub.metrics import MULTIPROC_ENV
 from profilehub.orgs import (
     MAX_ORG_ID,
     add_region,
@@ -177,6 +180,27 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
         soft_wrap=True,  # one line in a log, whatever its length
     )
     click.echo(f"API docs: {url}/docs (OpenAPI: {url}/openapi.json)")
+    with _metrics_shared(workers):
+        _run_uvicorn(uvicorn, host, port, workers, log_level, access_log)
+
+
+@contextmanager
+def _metrics_shared(workers: int) -> Iterator[None]:
+    """With several workers, /metrics sums them all (prometheus-client's multiprocess mode, in a
+    fresh folder per run, removed at exit); an operator's own PROMETHEUS_MULTIPROC_DIR is used as
+    it is (wiping it between runs is then theirs to do)."""
+    if workers == 1 or os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="profilehub-metrics-") as folder:
+        os.environ[MULTIPROC_ENV] = folder  # the workers are spawned with this environment
+        try:
+            yield
+        finally:
+            os.environ.pop(MULTIPROC_ENV, None)
+
+
+def _run_uvicorn(uvicorn: Any, host: str, port: int, workers: int, log_level: str, access_log: bool) -> None:
     uvicorn.run(
         "profilehub.app:create_server_app",
         factory=True,

@@ -65,6 +65,21 @@ def _int_env(name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+_TRUE = ("1", "on", "true", "yes")
+_FALSE = ("0", "off", "false", "no")
+
+
+def _bool_env(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise SettingsError(f"{name}: expected on or off, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = field(default_factory=default_database_url)
@@ -85,6 +100,10 @@ class Settings:
     jwt_jwks: str = ""  # a JWKS file path or an https:// URL
     # Browser origins allowed to call the API (CORS); none by default, "*" for any.
     cors_origins: tuple[str, ...] = ()
+    # GET /metrics (Prometheus text): on by default, unauthenticated unless a token is set (then
+    # scrapers send ``Authorization: Bearer <token>``). See docs/operations.md.
+    metrics: bool = True
+    metrics_token: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -135,6 +154,8 @@ class Settings:
             jwt_issuer=os.environ.get("PROFILEHUB_JWT_ISSUER", ""),
             jwt_audience=os.environ.get("PROFILEHUB_JWT_AUDIENCE", ""),
             jwt_jwks=os.environ.get("PROFILEHUB_JWT_JWKS", ""),
+            metrics=_bool_env("PROFILEHUB_METRICS", True),
+            metrics_token=os.environ.get("PROFILEHUB_METRICS_TOKEN", ""),
             cors_origins=tuple(
                 o.strip() for o in os.environ.get("PROFILEHUB_CORS_ORIGINS", "").split(",") if o.strip()
             ),

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy.engine import Connection
@@ -52,6 +52,8 @@ class WriteResult:
         self._outcome = outcome
         self.created = outcome.created
         self.notices = [n.as_dict() for n in outcome.notices]
+        self.merges = len(outcome.merged)
+        self.merges_refused = sum(1 for n in outcome.notices if n.code == "merge_refused")
 
     @cached_property
     def profile(self) -> dict[str, Any]:
@@ -224,10 +226,25 @@ def _result(strategy: Strategy, outcome: WriteOutcome) -> WriteResult:
 _WritePayload = tuple[Sequence[ProfileWrite], str, Prepared | None]
 
 
+class WriteObserver(Protocol):
+    def written(self, merges: int, refused: int) -> None: ...
+
+
 class ProfileService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, observer: WriteObserver | None = None) -> None:
         self.db = db
         self.strategies = StrategyCache()
+        self.observer = observer
+
+    def _observe(self, results: list[WriteResult | ProfilehubError]) -> None:
+        # Counted once the writer's transaction has committed, so a failed batch counts nothing.
+        if self.observer is not None:
+            merges = refused = 0
+            for r in results:
+                if isinstance(r, WriteResult):
+                    merges += r.merges
+                    refused += r.merges_refused
+            self.observer.written(merges, refused)
 
     # --- writes ---
     def _write_group(
@@ -297,6 +314,7 @@ class ProfileService:
         ``prepared``, when given, is ``prepare_writes`` of the same writes made earlier.
         """
         result: list[WriteResult | ProfilehubError] = self.db.write(self._write_job(writes, actor, prepared))
+        self._observe(result)
         return result
 
     def _prepare_ahead(self, writes: Sequence[ProfileWrite], actor: str) -> Prepared | None:
@@ -322,6 +340,7 @@ class ProfileService:
         result: list[WriteResult | ProfilehubError] = await self.db.awrite(
             self._write_job(writes, actor, prepared)
         )
+        self._observe(result)
         return result
 
     # --- reads ---

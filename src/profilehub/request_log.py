@@ -20,6 +20,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from profilehub.errors import error_body
+from profilehub.metrics import Metrics
 
 access_log = logging.getLogger("profilehub.access")
 error_log = logging.getLogger("profilehub.errors")
@@ -71,8 +72,9 @@ class RequestLogMiddleware:
     """Outermost layer: give each request an id, echo it, log one line, and turn an unexpected
     exception into a logged 500 in the error shape (with the id, so a report can be matched)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,6 +103,8 @@ class RequestLogMiddleware:
             if not started:
                 await _internal_error(send_with_id)
         finally:
+            if self.metrics is not None:
+                self.metrics.request(scope["method"], note.route, status, time.perf_counter() - start)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info("request", extra=_fields(scope, note, status, start))
             request_id_var.reset(token)

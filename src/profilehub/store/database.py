@@ -225,12 +225,27 @@ def _runs(batch: list[tuple[Job, Future[Any]]]) -> list[list[tuple[Job, Future[A
     return runs
 
 
+BatchObserver = Callable[[int, int], None]
+
+
+class WriteQueueFull(ServiceUnavailable):
+    """The writer has ``max_queued`` writes waiting: refused at once rather than queued behind them."""
+
+
 class _Writer:
     """One thread that commits queued jobs in batches."""
 
-    def __init__(self, engine: Engine, batch_size: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        batch_size: int,
+        max_queued: int | None = None,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
         self._engine = engine
         self._batch_size = batch_size
+        self._max_queued = max_queued
+        self._on_batch = on_batch
         self._queue: queue.SimpleQueue[tuple[Job, Future[Any]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="profilehub-writer", daemon=True)
         self._closed = False
@@ -242,9 +257,18 @@ class _Writer:
     def submit(self, job: Job) -> Future[Any]:
         if self._closed:
             raise ServiceUnavailable("the database writer is shut down")
+        # qsize() may be a few behind while other threads submit: the bound is approximate by that.
+        if self._max_queued is not None and self._queue.qsize() >= self._max_queued:
+            raise WriteQueueFull(
+                f"overloaded: {self._max_queued} writes are already waiting; retry shortly",
+                headers={"Retry-After": "1"},
+            )
         fut: Future[Any] = Future()
         self._queue.put((job, fut))
         return fut
+
+    def depth(self) -> int:
+        return self._queue.qsize()
 
     def close(self) -> None:
         if not self._closed:
@@ -268,6 +292,8 @@ class _Writer:
                     stop = True
                     break
                 batch.append(nxt)
+            if self._on_batch is not None:
+                self._on_batch(len(batch), self._queue.qsize())
             self._run_batch(batch)
             self._statistics.refresh()
             if stop:
@@ -362,7 +388,14 @@ def _probe_write(conn: Connection) -> None:
 
 
 class Database:
-    def __init__(self, url: str, *, write_batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        write_batch_size: int = 256,
+        write_queue_max: int | None = None,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
         self.url = url
         self.engine = make_engine(url)
         try:
@@ -373,7 +406,7 @@ class Database:
             create_database(url)
             migrate(self.engine)
         self._writer_engine = make_engine(url, writer=True)
-        self._writer = _Writer(self._writer_engine, write_batch_size)
+        self._writer = _Writer(self._writer_engine, write_batch_size, write_queue_max, on_batch)
         self._probe: Future[None] | None = None
         self._probe_lock = threading.Lock()
 
@@ -387,7 +420,11 @@ class Database:
             yield conn
 
     def submit(self, job: Callable[[Connection], T]) -> Future[T]:
+        """Queue ``job`` for the writer; ``WriteQueueFull`` when ``write_queue_max`` writes wait."""
         return self._writer.submit(job)
+
+    def write_queue_depth(self) -> int:
+        return self._writer.depth()
 
     def write_fault(self) -> DatabaseFault | None:
         """None while writes commit; else what stopped the last one (a full disk, a lock...).

@@ -1,0 +1,120 @@
+"""Prometheus metrics of one app: requests, the writer queue, merges. Served at ``GET /metrics``.
+
+Each app has its own registry (tests make many apps in one process). Under ``profilehub serve
+--workers N`` (N > 1) every worker is its own process with its own counters, and a scrape reaches
+one of them at random; so ``serve`` then sets ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's
+multiprocess mode: each worker writes its values to files there) and ``/metrics`` answers the sum
+over all workers, whichever one is scraped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Requests the router did not match (404s of any path) share one label: a path as sent would make
+# a series per scanner probe, and carries ids.
+UNMATCHED_ROUTE = "unmatched"
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "profilehub_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "profilehub_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its answer, by method and route template.",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "profilehub_write_queue_depth",
+            "Writes waiting for the writer (summed over server processes).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.batch_size = Histogram(
+            "profilehub_write_batch_size",
+            "Writes committed together in one writer transaction.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.merges = Counter("profilehub_merges", "Profiles merged into another by a write.", registry=r)
+        self.merges_refused = Counter(
+            "profilehub_merges_refused",
+            "Merges a write would have made but an idType's limit refused (merge_refused notices).",
+            registry=r,
+        )
+        self._depth: Callable[[], int] | None = None
+        # Label children by key: ``labels()`` checks and joins its arguments on every call.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    # --- observers, called by the HTTP shell and the writer ---
+    def request(self, method: str, route: str | None, status: int, seconds: float) -> None:
+        key = (method, route or UNMATCHED_ROUTE, status)
+        pair = self._children.get(key)
+        if pair is None:
+            pair = self._children[key] = (
+                self.requests.labels(key[0], key[1], str(status)),
+                self.latency.labels(key[0], key[1]),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def batch(self, size: int, waiting: int) -> None:
+        """The writer took ``size`` writes into one transaction; ``waiting`` are left queued."""
+        self.batch_size.observe(size)
+        self.queue_depth.set(waiting)
+
+    def written(self, merges: int, refused: int) -> None:
+        if merges:
+            self.merges.inc(merges)
+        if refused:
+            self.merges_refused.inc(refused)
+
+    def watch_queue(self, depth: Callable[[], int]) -> None:
+        """Read the queue's depth again at each scrape (the writer only sets it per batch, and a
+        stuck writer takes no batch)."""
+        self._depth = depth
+
+    # --- exposition ---
+    def render(self) -> bytes:
+        if self._depth is not None:
+            self.queue_depth.set(self._depth())
+        path = multiprocess_dir()
+        if path is None:
+            return generate_latest(self.registry)
+        collected = CollectorRegistry()
+        multiprocess.MultiProcessCollector(collected, path)  # type: ignore[no-untyped-call]
+        return generate_latest(collected)
+
+    @staticmethod
+    def process_exited(pid: int) -> None:
+        """Drop an exited worker's live gauges (its counters keep counting in the sum)."""
+        if multiprocess_dir() is not None:
+            multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

@@ -1,0 +1,167 @@
+"""GET /metrics: Prometheus text whose values move by what the requests did, on both databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from profilehub.app import create_app
+from profilehub.config import Settings
+from tests.cdp_client import Cdp
+from tests.conftest import OrgFixture
+from tests.serve_process import serve
+
+Sample = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def scrape(client: TestClient, **headers: str) -> dict[Sample, float]:
+    r = client.get("/metrics", headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict[Sample, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_request_counts_and_latency_move_by_the_requests_made(client: TestClient, org: OrgFixture) -> None:
+    cdp = Cdp(client, org)
+    before = scrape(client)
+    for i in range(3):
+        cdp.write({"email": f"p{i}@acme.com"})
+    for _ in range(2):
+        assert client.get("/cdp/v1/users/not-a-route/x").status_code in (404, 405)
+    r = client.post("/cdp/v1/users", json={"orgId": org.org_id}, headers=org.headers())
+    assert r.status_code == 400
+    after = scrape(client)
+
+    write = {"method": "POST", "route": "/cdp/v1/users"}
+    assert (
+        value(after, "profilehub_http_requests_total", **write, status="200")
+        - value(before, "profilehub_http_requests_total", **write, status="200")
+        == 3
+    )
+    assert (
+        value(after, "profilehub_http_requests_total", **write, status="400")
+        - value(before, "profilehub_http_requests_total", **write, status="400")
+        == 1
+    )
+    assert (
+        value(after, "profilehub_http_request_duration_seconds_count", **write)
+        - value(before, "profilehub_http_request_duration_seconds_count", **write)
+        == 4
+    )
+    # Seconds were measured, and every request fits the largest finite bucket.
+    assert value(after, "profilehub_http_request_duration_seconds_sum", **write) > value(
+        before, "profilehub_http_request_duration_seconds_sum", **write
+    )
+    assert value(after, "profilehub_http_request_duration_seconds_bucket", **write, le="+Inf") == value(
+        after, "profilehub_http_request_duration_seconds_count", **write
+    )
+    # Paths the router does not know share one label (no id-bearing path becomes a series).
+    unmatched = value(after, "profilehub_http_requests_total", method="GET", route="unmatched", status="404")
+    assert (
+        unmatched
+        - value(before, "profilehub_http_requests_total", method="GET", route="unmatched", status="404")
+        == 2
+    )
+    assert "/cdp/v1/users/not-a-route/x" not in client.get("/metrics").text
+    # The previous scrape itself is counted under its own route.
+    assert value(after, "profilehub_http_requests_total", method="GET", route="/metrics", status="200") >= 1
+
+
+def test_writer_batches_and_queue_depth(client: TestClient, org: OrgFixture) -> None:
+    cdp = Cdp(client, org)
+    before = scrape(client)
+    for i in range(4):
+        cdp.write({"email": f"q{i}@acme.com"})
+    r = client.post(
+        "/cdp/v1/users/_bulk",
+        json=[{"orgId": org.org_id, "region": "EU", "ids": {"email": f"b{i}@acme.com"}} for i in range(5)],
+        headers=org.headers(),
+    )
+    assert r.status_code == 200, r.text
+    after = scrape(client)
+    # One request after another: each write (the bulk request too) is a transaction of one job.
+    assert (
+        value(after, "profilehub_write_batch_size_count") - value(before, "profilehub_write_batch_size_count")
+        == 5
+    )
+    assert (
+        value(after, "profilehub_write_batch_size_sum") - value(before, "profilehub_write_batch_size_sum")
+        == 5
+    )
+    assert value(after, "profilehub_write_queue_depth") == 0
+
+
+def test_merges_and_refused_merges_are_counted(client: TestClient, org: OrgFixture) -> None:
+    cdp = Cdp(client, org)
+    before = scrape(client)
+    cdp.write({"email": "jane@acme.com"})
+    cdp.write({"crm_id": "C-1"})
+    cdp.write({"email": "jane@acme.com", "crm_id": "C-1"})  # one merge
+    cdp.write({"email": "john@acme.com"})
+    cdp.write({"crm_id": "C-1", "email": "john@acme.com"})  # two emails: refused
+    assert "merge_refused" in cdp.notice_codes()
+    after = scrape(client)
+    assert value(after, "profilehub_merges_total") - value(before, "profilehub_merges_total") == 1
+    assert (
+        value(after, "profilehub_merges_refused_total") - value(before, "profilehub_merges_refused_total")
+        == 1
+    )
+
+
+@pytest.fixture
+def settings_app(request: pytest.FixtureRequest, database_url: str) -> Iterator[FastAPI]:
+    application = create_app(Settings(database_url=database_url, **request.param))
+    yield application
+    application.state.db.close()
+
+
+@pytest.mark.parametrize("settings_app", [{"metrics_token": "s3cret-scrape"}], indirect=True)
+def test_a_metrics_token_is_required_when_set(settings_app: FastAPI) -> None:
+    with TestClient(settings_app) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            r = client.get("/metrics", headers=headers)
+            assert r.status_code == 401 and r.json()["success"] is False
+            assert "Authorization" in r.json()["message"]
+        assert value(scrape(client, Authorization="Bearer s3cret-scrape"), "profilehub_merges_total") == 0
+
+
+@pytest.mark.parametrize("settings_app", [{"metrics": False}], indirect=True)
+def test_metrics_off_is_a_404(settings_app: FastAPI) -> None:
+    with TestClient(settings_app) as client:
+        assert client.get("/metrics").status_code == 404
+
+
+def test_several_workers_answer_the_sum_over_all_of_them(tmp_path: Path) -> None:
+    # A scrape reaches one worker; each must answer for all (prometheus-client multiprocess mode).
+    health = {"method": "GET", "route": "/healthz", "status": "200"}
+
+    def healthz_count(base: str) -> float:
+        r = httpx.get(f"{base}/metrics")
+        assert r.status_code == 200
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(r.text)
+            for s in family.samples
+        }
+        return value(samples, "profilehub_http_requests_total", **health)
+
+    with serve(f"sqlite:///{tmp_path / 'workers.db'}", tmp_path, "--workers", "2") as server:
+        before = healthz_count(server.base)
+        for _ in range(40):  # a new connection each: the kernel spreads them over the workers
+            assert httpx.get(f"{server.base}/healthz").status_code == 200
+        assert {healthz_count(server.base) - before for _ in range(8)} == {40}
+        assert server.stop() == 0
