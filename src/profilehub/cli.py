@@ -62,12 +62,13 @@ console = Console()
 
 
 @contextmanager
-def open_db() -> Iterator[Database]:
+def open_db(*, bulk: bool = False) -> Iterator[Database]:
+    """``bulk``: for an import, which lets a server's writes to the same SQLite file go first."""
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
-    db = _connect(settings.database_url)
+    db = _connect(settings.database_url, bulk)
     try:
         yield db
     finally:
@@ -75,10 +76,10 @@ def open_db() -> Iterator[Database]:
 
 
 @contextmanager
-def open_org_db(org_id: int, region: str | None = None) -> Iterator[Database]:
+def open_org_db(org_id: int, region: str | None = None, *, bulk: bool = False) -> Iterator[Database]:
     """The database, once ``org_id`` is known to exist (and ``region`` to be one of its regions):
     a command about an org that does not exist is refused before it reads or writes anything."""
-    with open_db() as db:
+    with open_db(bulk=bulk) as db:
         check_org(db, org_id, region)
         yield db
 
@@ -100,9 +101,9 @@ def check_org(db: Database, org_id: int, region: str | None = None) -> str | Non
     return wanted
 
 
-def _connect(url: str) -> Database:
+def _connect(url: str, bulk: bool = False) -> Database:
     try:
-        return Database(url)
+        return Database(url, yields_to_waiting_writers=bulk)
     except sa.exc.DBAPIError as exc:  # unreachable, or a missing database that could not be created
         raise _unreachable(exc) from exc
 
@@ -620,6 +621,7 @@ def _run_import(
     max_rejects: int,
     map_example: str,
     sink: ingest_runner.Sink,
+    writers_waiting: Callable[[], bool],
 ) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -651,7 +653,13 @@ def _run_import(
         bar.update(task, completed=summary.offset, rate=summary.rate)
 
     importer = ingest_runner.Importer(
-        file, records, sink, batch_size=batch_size, progress=progress, workers=workers
+        file,
+        records,
+        sink,
+        batch_size=batch_size,
+        progress=progress,
+        workers=workers,
+        writers_waiting=writers_waiting,
     )
     interrupted = False
     stopped: ingest_runner.ImportStopped | None = None
@@ -736,7 +744,7 @@ def import_cdp(
     actor: str,
 ) -> None:
     """Write CDP profiles: each record is a POST /cdp/v1/users body (orgId, region optional)."""
-    with open_db() as database:
+    with open_db(bulk=True) as database:
         region = check_org(database, org_id, region) or region
         sink = cdp_sink(ProfileService(database), org_id, region, f"{actor}:{file.name}")
         _run_import(
@@ -750,6 +758,7 @@ def import_cdp(
             max_rejects,
             CDP_MAP_EXAMPLE,
             sink,
+            database.writers_waiting,
         )
 
 
@@ -779,7 +788,7 @@ def import_people(
     actor: str,
 ) -> None:
     """Upsert CRM people: each record is a PUT /v2/crm/people body (CSV: map columns to its fields)."""
-    with open_org_db(org_id) as database:
+    with open_org_db(org_id, bulk=True) as database:
         check_matching_attribute(database, org_id, matching_attribute)
         sink = people_sink(database, org_id, matching_attribute, f"{actor}:{file.name}")
         _run_import(
@@ -793,4 +802,5 @@ def import_people(
             max_rejects,
             PEOPLE_MAP_EXAMPLE,
             sink,
+            database.writers_waiting,
         )

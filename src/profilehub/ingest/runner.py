@@ -190,19 +190,25 @@ class ImportStopped(Exception):
         self.reason = reason
 
 
-def _batches(records: Iterator[SourceRecord], size: int) -> Iterator[list[SourceRecord]]:
+def _batches(records: Iterator[SourceRecord], size: Callable[[], int]) -> Iterator[list[SourceRecord]]:
+    """Batches of ``size()`` records, asked again for each batch."""
     batch: list[SourceRecord] = []
+    limit = size()
     for record in records:
         batch.append(record)
-        if len(batch) >= size:
+        if len(batch) >= limit:
             yield batch
             batch = []
+            limit = size()
     if batch:
         yield batch
 
 
 def _reason(error: ProfilehubError) -> str:
     return error.field or type(error).__name__
+
+
+SHARED_BATCH_DIVISOR = 10
 
 
 class Importer:
@@ -218,11 +224,16 @@ class Importer:
         progress: Progress | None = None,
         workers: int | None = None,
         early_stop: int = EARLY_STOP_RECORDS,
+        writers_waiting: Callable[[], bool] | None = None,
     ) -> None:
         self.source = source
         self.records = records
         self.sink = sink
         self.batch_size = batch_size
+        # Asked before each batch: while other writers wait for the database (a server on the same
+        # SQLite file), batches (one transaction each) are a tenth of the size, so the waiters'
+        # turns come sooner.
+        self.writers_waiting = writers_waiting
         self.progress = progress or (lambda _summary: None)
         self.workers = default_workers() if workers is None else workers
         self.early_stop = early_stop  # 0: never stop early
@@ -230,6 +241,11 @@ class Importer:
         self._head_reasons: set[str] = set()  # why they were rejected ("" for one written)
         self._stopped_for: str | None = None
         self._stop = threading.Event()  # set by Ctrl-C or an early stop; renewed by each run
+
+    def _next_batch_size(self) -> int:
+        if self.writers_waiting is not None and self.writers_waiting():
+            return max(1, self.batch_size // SHARED_BATCH_DIVISOR)
+        return self.batch_size
 
     def _worker_pool(self) -> Any:
         if not self.workers or not isinstance(self.sink, StagedSink):
@@ -277,7 +293,7 @@ class Importer:
                 ThreadPoolExecutor(1, thread_name_prefix="profilehub-import") as pool,
             ):
                 in_flight: tuple[list[SourceRecord], Future[Sequence[Outcome]]] | None = None
-                for batch in _batches(self.records(state.offset, state.line), self.batch_size):
+                for batch in _batches(self.records(state.offset, state.line), self._next_batch_size):
                     if stop.is_set():
                         interrupted = True  # this batch was read, not written: resume reads it again
                         break

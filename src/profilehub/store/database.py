@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 from profilehub.errors import ProfilehubError, ServiceUnavailable
 from profilehub.store.faults import DatabaseFault, FaultKind, classify
 from profilehub.store.statistics import PlannerStatistics
+from profilehub.store.turns import WriterTurns
 
 T = TypeVar("T")
 Job = Callable[[Connection], Any]
@@ -241,11 +242,13 @@ class _Writer:
         batch_size: int,
         max_queued: int | None = None,
         on_batch: BatchObserver | None = None,
+        turns: WriterTurns | None = None,
     ) -> None:
         self._engine = engine
         self._batch_size = batch_size
         self._max_queued = max_queued
         self._on_batch = on_batch
+        self._turns = turns
         self._queue: queue.SimpleQueue[tuple[Job, Future[Any]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="profilehub-writer", daemon=True)
         self._closed = False
@@ -283,18 +286,20 @@ class _Writer:
                 return
             batch = [item]
             stop = False
-            while len(batch) < self._batch_size:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            if self._on_batch is not None:
-                self._on_batch(len(batch), self._queue.qsize())
-            self._run_batch(batch)
+            # The batch is gathered once the turn is ours: what queued while waiting goes in it.
+            with self._turns.turn() if self._turns is not None else nullcontext():
+                while len(batch) < self._batch_size:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                if self._on_batch is not None:
+                    self._on_batch(len(batch), self._queue.qsize())
+                self._run_batch(batch)
             self._statistics.refresh()
             if stop:
                 return
@@ -387,7 +392,23 @@ def _probe_write(conn: Connection) -> None:
         conn.exec_driver_sql("SELECT 1")
 
 
+def _writer_turns(engine: Engine, polite: bool) -> WriterTurns | None:
+    """Turns at a SQLite file's write lock (see ``store/turns.py``); None for PostgreSQL and
+    in-memory databases, and where the lock files cannot be made (a read-only directory)."""
+    path = engine.url.database
+    if engine.dialect.name != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    try:
+        return WriterTurns(Path(path), polite=polite)
+    except OSError as exc:
+        log.warning("writing without turns at the write lock (%s): writers of this file may starve", exc)
+        return None
+
+
 class Database:
+    """The store's handle. ``yields_to_waiting_writers``: this process writes in bulk (the
+    importer) and lets other processes' writers waiting for the same SQLite file go first."""
+
     def __init__(
         self,
         url: str,
@@ -395,6 +416,7 @@ class Database:
         write_batch_size: int = 256,
         write_queue_max: int | None = None,
         on_batch: BatchObserver | None = None,
+        yields_to_waiting_writers: bool = False,
     ) -> None:
         self.url = url
         self.engine = make_engine(url)
@@ -406,7 +428,8 @@ class Database:
             create_database(url)
             migrate(self.engine)
         self._writer_engine = make_engine(url, writer=True)
-        self._writer = _Writer(self._writer_engine, write_batch_size, write_queue_max, on_batch)
+        self._turns = _writer_turns(self._writer_engine, yields_to_waiting_writers)
+        self._writer = _Writer(self._writer_engine, write_batch_size, write_queue_max, on_batch, self._turns)
         self._probe: Future[None] | None = None
         self._probe_lock = threading.Lock()
 
@@ -455,7 +478,13 @@ class Database:
     async def awrite(self, job: Callable[[Connection], T]) -> T:
         return await asyncio.wrap_future(self.submit(job))
 
+    def writers_waiting(self) -> bool:
+        """Whether another process's writer waits for this SQLite file (or did a moment ago)."""
+        return self._turns is not None and self._turns.others_waiting()
+
     def close(self) -> None:
         self._writer.close()
         self._writer_engine.dispose()
         self.engine.dispose()
+        if self._turns is not None:
+            self._turns.close()

@@ -1,0 +1,89 @@
+"""An importer beside the server on one SQLite file shares the write lock: a server write that
+waits gets in between two import transactions, and the import writes smaller transactions while
+server writes wait.
+
+SQLite only: the turns are about one file's lock (PostgreSQL writers queue on row locks).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from profilehub.ingest.reader import read_ndjson
+from profilehub.ingest.runner import Importer, Outcome
+from profilehub.store.database import Database
+
+
+def test_a_waiting_server_write_commits_between_two_import_transactions(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    server = Database(url)
+    importer = Database(url, yields_to_waiting_writers=True)
+    order: list[str] = []
+    inside_first = threading.Event()
+    finish_first = threading.Event()
+    second: list[Future[None]] = []
+
+    def first_import_batch(conn: Connection) -> None:
+        inside_first.set()
+        finish_first.wait(10)
+        order.append("import 1")
+
+    def second_import_batch(conn: Connection) -> None:
+        order.append("import 2")
+
+    def server_write(conn: Connection) -> None:
+        order.append("server")
+
+    try:
+        first = importer.submit(first_import_batch)
+        # As the importer does: its next batch is queued the moment the previous one commits.
+        first.add_done_callback(lambda _: second.append(importer.submit(second_import_batch)))
+        assert inside_first.wait(10)
+        waiting = server.submit(server_write)
+        time.sleep(0.3)  # the server's write is now waiting for the file (not a timed assertion)
+        finish_first.set()
+        waiting.result(timeout=30)
+        first.result(timeout=30)
+        second[0].result(timeout=30)
+        assert order == ["import 1", "server", "import 2"]
+        # and the importer has been told that writers wait (it then writes smaller batches)
+        assert importer.writers_waiting()
+    finally:
+        finish_first.set()
+        importer.close()
+        server.close()
+
+
+def test_the_importer_writes_smaller_batches_while_other_writers_wait(tmp_path: Path) -> None:
+    source = tmp_path / "records.ndjson"
+    source.write_text("".join(f'{{"n": {i}}}\n' for i in range(1000)))
+    sizes: list[int] = []
+    waiting = threading.Event()
+
+    class Written:
+        created = True
+
+    def sink(records: Sequence[dict[str, Any]]) -> Sequence[Outcome]:
+        sizes.append(len(records))
+        waiting.set()  # from the first batch on, a server write waits
+        return [Written() for _ in records]
+
+    importer = Importer(
+        source,
+        lambda offset, line: read_ndjson(source, offset, line),
+        sink,
+        batch_size=100,
+        workers=0,
+        writers_waiting=waiting.is_set,
+    )
+    summary = importer.run()
+    assert summary.created == 1000 and sum(sizes) == 1000
+    # The first batches were read before anyone waited; every later one is a tenth of the size.
+    assert sizes[0] == 100 and max(sizes[2:]) == 10, sizes
