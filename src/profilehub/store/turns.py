@@ -98,5 +98,7 @@ class WriterTurns:
                     fcntl.flock(self._writer, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        os.close(self._writer)
-        os.close(self._waiting)
+        if self._writer >= 0:  # a Database may be closed twice (its app's lifespan, then a test)
+            os.close(self._writer)
+            os.close(self._waiting)
+            self._writer = self._waiting = -1
