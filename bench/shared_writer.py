@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> None:
         url = f"sqlite:///{Path(tmp) / 'shared.db'}"
         apikey = _new_store(url)
         port = free_port()
-        serve = [PROFILEHUB, "serve", "--port", str(port)]
-        with server(serve, url, port):
+        serve = [PROFILEHUB, "serve", "--port", str(port), "--no-access-log"]
+        with server(serve, url, port, OUT / "shared-writer-server.log"):
             alone = load(port, server_data, apikey, args.clients, args.requests, args.seconds)
             started = time.monotonic()
             importer = _import(url, import_data.records)

@@ -208,7 +208,7 @@ def _reason(error: ProfilehubError) -> str:
     return error.field or type(error).__name__
 
 
-SHARED_BATCH_DIVISOR = 10
+SHARED_BATCH_DIVISOR = 20
 
 
 class Importer:
@@ -231,9 +231,11 @@ class Importer:
         self.sink = sink
         self.batch_size = batch_size
         # Asked before each batch: while other writers wait for the database (a server on the same
-        # SQLite file), batches (one transaction each) are a tenth of the size, so the waiters'
-        # turns come sooner.
+        # SQLite file), batches (one transaction each) are a twentieth of the size, so the waiters'
+        # turns come sooner; they start so, and double with each batch nobody waited for.
         self.writers_waiting = writers_waiting
+        self._shared_size = max(1, batch_size // SHARED_BATCH_DIVISOR)
+        self._size = 0  # the last batch's size (0: none yet)
         self.progress = progress or (lambda _summary: None)
         self.workers = default_workers() if workers is None else workers
         self.early_stop = early_stop  # 0: never stop early
@@ -243,9 +245,13 @@ class Importer:
         self._stop = threading.Event()  # set by Ctrl-C or an early stop; renewed by each run
 
     def _next_batch_size(self) -> int:
-        if self.writers_waiting is not None and self.writers_waiting():
-            return max(1, self.batch_size // SHARED_BATCH_DIVISOR)
-        return self.batch_size
+        if self.writers_waiting is None:
+            return self.batch_size
+        if self.writers_waiting() or not self._size:
+            self._size = self._shared_size
+        else:
+            self._size = min(self.batch_size, self._size * 2)
+        return self._size
 
     def _worker_pool(self) -> Any:
         if not self.workers or not isinstance(self.sink, StagedSink):

@@ -9,9 +9,12 @@ files beside the database:
 - ``<db>-writer``: held, exclusively, for the whole write transaction;
 - ``<db>-waiting``: held, shared, by each writer waiting for ``<db>-writer``.
 
-A polite writer (the importer) looks at ``<db>-waiting`` before each turn and, while anyone waits,
-lets them go first (for at most ``_MAX_YIELD`` seconds, so it never starves). Waiters look for the
-lock every millisecond, so a turn passes within about a millisecond of the commit. Other programs
+Before a turn, every writer lets those waiting go first (each gets one turn), so two servers or a
+server and an importer alternate instead of the one that just committed going on. A polite writer
+(the importer) also yields, while others write or wait, for as long as its own last turn lasted
+before it queues up itself: when both want the lock, the server gets about half of it. Yields last
+at most ``_MAX_YIELD`` seconds, so nobody starves. Waiters look for the lock every millisecond, so
+a turn passes within about a millisecond of the commit. Other programs
 writing the file still meet SQLite's lock and busy timeout as before; PostgreSQL needs none of this
 (its writers wait on row locks, in order).
 """
@@ -56,44 +59,58 @@ class WriterTurns:
         self._waiting = os.open(f"{database}-waiting", os.O_RDWR | os.O_CREAT, 0o644)
         self._lock = threading.Lock()  # the descriptors' locks belong to one thread at a time
         self._yielded = 0.0
+        self._last_held = 0.0  # how long this writer's last turn lasted
 
-    def others_waiting(self) -> bool:
-        """Whether a writer of another process waits for the file now (or, for a polite writer,
-        did at its last turns)."""
-        if time.monotonic() - self._yielded < _RECENT:
-            return True
+    def _waiters(self) -> bool:
         if _try(self._waiting, fcntl.LOCK_EX):
             fcntl.flock(self._waiting, fcntl.LOCK_UN)
             return False
         return True
 
+    def others_waiting(self) -> bool:
+        """Whether a writer of another process waits for the file now (or, for a polite writer,
+        did at its last turns)."""
+        return time.monotonic() - self._yielded < _RECENT or self._waiters()
+
+    def _share(self) -> bool:
+        """A polite writer's yield: while others write or wait, for as long as its own last turn
+        lasted (an even share of the lock when both want it). True when the lock came free and is
+        now ours."""
+        deadline = time.monotonic() + min(_MAX_YIELD, self._last_held)
+        while True:
+            if not self._waiters() and _try(self._writer, fcntl.LOCK_EX):
+                return True
+            self._yielded = time.monotonic()
+            if self._yielded > deadline:
+                return False
+            time.sleep(_POLL)
+
     def _let_waiters_go_first(self) -> None:
-        if _try(self._waiting, fcntl.LOCK_EX):
+        # Granted once every writer that waits has had its turn (a waiter stops waiting then).
+        if self._waiters() and _poll(self._waiting, fcntl.LOCK_EX, _MAX_YIELD):
             fcntl.flock(self._waiting, fcntl.LOCK_UN)
-            return
-        self._yielded = time.monotonic()
-        # Granted once every waiter has its turn (a waiter leaves the queue when it gets one).
-        if _poll(self._waiting, fcntl.LOCK_EX, _MAX_YIELD):
+
+    def _take(self) -> bool:
+        if self.polite and self._share():
+            return True
+        self._let_waiters_go_first()
+        if _try(self._writer, fcntl.LOCK_EX):
+            return True
+        fcntl.flock(self._waiting, fcntl.LOCK_SH)  # queue up: the next writer lets us go first
+        try:
+            return _poll(self._writer, fcntl.LOCK_EX, _MAX_WAIT)
+        finally:
             fcntl.flock(self._waiting, fcntl.LOCK_UN)
 
     @contextmanager
     def turn(self) -> Iterator[None]:
         with self._lock:
-            if self.polite:
-                self._let_waiters_go_first()
-            got = _try(self._writer, fcntl.LOCK_EX)
-            if not got:
-                if self.polite:
-                    got = _poll(self._writer, fcntl.LOCK_EX, _MAX_WAIT)
-                else:
-                    fcntl.flock(self._waiting, fcntl.LOCK_SH)  # queue up: polite writers yield
-                    try:
-                        got = _poll(self._writer, fcntl.LOCK_EX, _MAX_WAIT)
-                    finally:
-                        fcntl.flock(self._waiting, fcntl.LOCK_UN)
+            got = self._take()
+            started = time.monotonic()
             try:
                 yield
             finally:
+                self._last_held = time.monotonic() - started
                 if got:
                     fcntl.flock(self._writer, fcntl.LOCK_UN)
 
