@@ -37,6 +37,7 @@ TABLES = {
     "blocked_values": "config",
     "crm_objects": "config",
     "crm_attributes": "config",
+    "rate_limits": "config",
 }
 SCHEMA_BOOKKEEPING = {"alembic_version"}
 

@@ -32,6 +32,8 @@ from profilehub.metrics import CONTENT_TYPE, Metrics
 from profilehub.oidc import JwtVerifier
 from profilehub.openapi_extras import ERROR_SCHEMA, install_openapi_extras
 from profilehub.profiles import ProfileService
+from profilehub.ratelimit import make_rate_limiter
+from profilehub.ratelimit_http import RateLimitMiddleware
 from profilehub.request_log import RequestLogMiddleware, RouteNoteMiddleware
 from profilehub.routing_errors import install_routing_errors
 from profilehub.store.database import Database
@@ -44,6 +46,9 @@ CORS_EXPOSED_HEADERS = [
     "X-Profilehub-Matches",
     "Retry-After",
     "Allow",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
 ]
 
 
@@ -80,6 +85,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.profiles = ProfileService(db, metrics if settings.metrics else None)
     app.state.verifier = CredentialVerifier(settings.credential_cache_seconds)
+    app.state.rate_limiter = make_rate_limiter(
+        db.read, settings.credential_cache_seconds, settings.redis_url, settings.redis_prefix
+    )
     app.state.jwt = (
         JwtVerifier(settings.jwt_issuer, settings.jwt_audience, settings.jwt_jwks)
         if settings.jwt_enabled
@@ -95,6 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RouteNoteMiddleware)
     app.add_middleware(FastWriteUser)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Just inside the credential gate (which hands it the principal): over-limit bodies go unread.
+    app.add_middleware(RateLimitMiddleware)
     # Outside the body limit, which reads a chunked body: no body is read before the credential.
     app.add_middleware(CredentialGate)
     app.add_middleware(HeadAsGetMiddleware)

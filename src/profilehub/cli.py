@@ -52,6 +52,7 @@ from profilehub.orgs import (
     set_keep_raw_ids,
 )
 from profilehub.profiles import ProfileService
+from profilehub.ratelimit import MAX_RATE, RateLimit, any_rate_limits, get_rate_limit, set_rate_limit
 from profilehub.request_log import LOG_LEVELS, logging_config
 from profilehub.store.changes import history
 from profilehub.store.database import Database, database_missing, head_revision, schema_revision
@@ -171,7 +172,18 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     # Create or upgrade the schema once, before any worker starts.
-    _connect(settings.database_url).close()
+    db = _connect(settings.database_url)
+    try:
+        with db.read() as conn:
+            limited = any_rate_limits(conn)
+    finally:
+        db.close()
+    if workers > 1 and limited and not settings.redis_url:
+        click.echo(
+            f"warning: rate limits are counted per process without PROFILEHUB_REDIS_URL: "
+            f"{workers} workers allow up to {workers}x each org's limit",
+            err=True,
+        )
     _check_port_free(host, port)
     url = f"http://{host}:{port}"
     console.print(
@@ -311,6 +323,33 @@ def org_keep_raw_ids(org_id: int, choice: str) -> None:
     with open_org_db(org_id) as db:
         o = db.write(lambda c: set_keep_raw_ids(c, org_id, choice == "on"))
     click.echo(f"org {o.org_id} keeps raw ids: {'yes' if o.keep_raw_ids else 'no'}")
+
+
+@org.command("rate-limit")
+@org_id_option
+@click.option(
+    "--per-second",
+    type=click.IntRange(1, MAX_RATE),
+    help="Requests per second (all of the org's credentials).",
+)
+@click.option("--per-minute", type=click.IntRange(1, MAX_RATE), help="Requests per minute.")
+@click.option("--off", is_flag=True, help="Remove the org's limits.")
+@domain_errors
+def org_rate_limit(org_id: int, per_second: int | None, per_minute: int | None, off: bool) -> None:
+    """Set (replacing both), remove (--off) or show (no option) the org's request rate limits.
+
+    Over a limit, requests get 429 with Retry-After. Running servers apply a change within
+    PROFILEHUB_CREDENTIAL_CACHE_SECONDS. See docs/operations.md.
+    """
+    if off and (per_second or per_minute):
+        raise click.UsageError("--off: give either --off or --per-second/--per-minute, not both")
+    with open_org_db(org_id) as db:
+        if off or per_second or per_minute:
+            limit: RateLimit | None = db.write(lambda c: set_rate_limit(c, org_id, per_second, per_minute))
+        else:
+            with db.read() as conn:
+                limit = get_rate_limit(conn, org_id)
+    click.echo(f"org {org_id} rate limit: {limit.describe() if limit else 'none'}")
 
 
 # --- credentials ---

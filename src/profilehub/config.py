@@ -104,6 +104,10 @@ class Settings:
     # scrapers send ``Authorization: Bearer <token>``). See docs/operations.md.
     metrics: bool = True
     metrics_token: str = ""
+    # Rate limit counters shared by every server process (redis://host:port/db); unset, each
+    # process counts alone. Keys start with the prefix, so several installs can share a server.
+    redis_url: str = ""
+    redis_prefix: str = "profilehub"
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -121,6 +125,10 @@ class Settings:
         is_url = self.jwt_jwks.startswith(("https://", "http://"))
         if self.jwt_jwks and not is_url and not os.path.isfile(self.jwt_jwks):
             raise SettingsError(f"PROFILEHUB_JWT_JWKS: no such file {self.jwt_jwks!r}")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(
+                f"PROFILEHUB_REDIS_URL: {self.redis_url!r} is not a Redis URL; give redis://host:port/db"
+            )
         for origin in self.cors_origins:
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise SettingsError(
@@ -156,6 +164,8 @@ class Settings:
             jwt_jwks=os.environ.get("PROFILEHUB_JWT_JWKS", ""),
             metrics=_bool_env("PROFILEHUB_METRICS", True),
             metrics_token=os.environ.get("PROFILEHUB_METRICS_TOKEN", ""),
+            redis_url=os.environ.get("PROFILEHUB_REDIS_URL", "").strip(),
+            redis_prefix=os.environ.get("PROFILEHUB_REDIS_PREFIX", "").strip() or "profilehub",
             cors_origins=tuple(
                 o.strip() for o in os.environ.get("PROFILEHUB_CORS_ORIGINS", "").split(",") if o.strip()
             ),

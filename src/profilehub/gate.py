@@ -27,6 +27,8 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # parse headers and refuse in a tight loop: on a shared machine that loop was the remaining cost.
 LARGE_BODY_BYTES = 64 * 1024
 REFUSAL_PAUSE_SECONDS = 1.0
+# Where the gate leaves the checked principal in the ASGI scope (the rate limiter reads it).
+PRINCIPAL_KEY = "profilehub.principal"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -74,12 +76,15 @@ class CredentialGate:
         path: str = scope["path"]
         state = scope["app"].state
         try:
+            principal = None
             if path.startswith("/cdp/v1/"):
-                await cdp_credential(
+                principal = await cdp_credential(
                     state, _header(scope, b"apikey"), _bearer(scope), _header(scope, b"orgid")
                 )
             elif path.startswith("/v2/crm/"):
-                crm_credential(state, _bearer(scope))
+                principal = crm_credential(state, _bearer(scope))
+            if principal is not None:
+                scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
         except ProfilehubError as exc:
             if _large_body(scope):
                 await asyncio.sleep(REFUSAL_PAUSE_SECONDS)

@@ -194,3 +194,13 @@ crm_person_emails = sa.Table(
     sa.Column("position", sa.Integer, nullable=False),  # 0 is the primary email
     sa.Index("ix_crm_person_emails_person", "org_id", "person_id"),
 )
+
+# An org's request rate limits (``profilehub org rate-limit``); no row means no limit.
+rate_limits = sa.Table(
+    "rate_limits",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("per_second", sa.Integer, nullable=True),
+    sa.Column("per_minute", sa.Integer, nullable=True),
+    sa.Column("updated_ts", sa.BigInteger, nullable=False),
+)
