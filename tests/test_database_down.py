@@ -47,7 +47,7 @@ def _routes(org: OrgFixture) -> list[tuple[str, str, str, Any, dict[str, str]]]:
         ("CRM list", "GET", "/v2/crm/people", None, crm),
         ("CRM create", "POST", "/v2/crm/people", {"firstName": "Ada", "emails": ["ada@acme.com"]}, crm),
         ("CRM bulk", "PUT", "/v2/crm/people/_bulk", {"people": [{"emails": ["bo@acme.com"]}]}, crm),
-        ("health", "GET", "/healthz", None, {}),
+        ("readiness", "GET", "/readyz", None, {}),
     ]
 
 
@@ -77,6 +77,9 @@ def _check_every_route(app: FastAPI, org: OrgFixture, take_database_away: Callab
             assert error["success"] is False and error["status"] == 503, (what, error)
             assert error["message"].startswith("database:"), (what, error)
             assert conn.sock is keep_alive, f"{what}: the connection was closed"
+        # Alive all the same: restarting the process would not bring the database back.
+        status, _, text = _request(conn, "GET", "/healthz", None, {})
+        assert status == 200, text
         conn.close()
 
 

@@ -1,4 +1,4 @@
-"""A full disk: the server answers 503 naming it (writes and /healthz), fails each write at once,
+"""A full disk: the server answers 503 naming it (writes and /readyz), fails each write at once,
 recovers by itself once space is freed; the importer stops with one line, exit 1, and a checkpoint
 that --resume finishes from.
 
@@ -97,7 +97,7 @@ def test_server_names_the_full_disk_fails_fast_and_recovers(tiny_disk: TinyDisk)
     transactions: list[object] = []
     sa.event.listen(db._writer_engine, "begin", transactions.append)
     with TestClient(app) as client:
-        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 200
         tiny_disk.fill()
         body = {"orgId": ORG, "region": "EU", "ids": {"email": "ann@example.com"}}
         for attempt in range(3):
@@ -112,12 +112,13 @@ def test_server_names_the_full_disk_fails_fast_and_recovers(tiny_disk: TinyDisk)
             "/v2/crm/people", json={"emails": ["bob@example.com"], "firstName": "Bob"}, headers=org.bearer
         )
         assert person.status_code == 503 and "disk full" in person.json()["message"], person.text
-        health = client.get("/healthz")
-        assert health.status_code == 503, health.text
-        assert "disk full" in health.json()["message"], health.text
-        # Space back: /healthz sees it without any client write in between.
+        ready = client.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert "disk full" in ready.json()["message"], ready.text
+        assert client.get("/healthz").status_code == 200  # alive: a restart frees no space
+        # Space back: /readyz sees it without any client write in between.
         tiny_disk.free()
-        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 200
         assert client.post("/cdp/v1/users", json=body, headers=org.headers()).status_code == 200
 
 

@@ -36,7 +36,7 @@ from profilehub.ratelimit import make_rate_limiter
 from profilehub.ratelimit_http import RateLimitMiddleware
 from profilehub.request_log import RequestLogMiddleware, RouteNoteMiddleware
 from profilehub.routing_errors import install_routing_errors
-from profilehub.store.database import Database
+from profilehub.store.database import Database, head_revision, schema_problem
 
 # What a browser client may send and read; everything else a browser sends on its own.
 CORS_REQUEST_HEADERS = ["apikey", "scopes", "orgId", "Authorization", "Content-Type", "X-Request-Id"]
@@ -123,14 +123,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cdp_router)
     app.include_router(crm_router)
 
-    @app.get("/healthz", tags=["service"], summary="Liveness and database check")
+    @app.get("/healthz", tags=["service"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:
+        # Never the database: a liveness probe failing while the database is down would have the
+        # orchestrator restart every server process, which cannot bring the database back.
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz", tags=["service"], summary="Readiness: the database answers, takes writes, schema current"
+    )
+    def readyz() -> dict[str, str]:
+        # A database that does not answer raises here, answered 503 by the database-down handler.
         with db.read() as conn:
-            conn.exec_driver_sql("SELECT 1")
-        # Reads alone are not health: a database that refuses writes (a full disk) answers 503.
+            problem = schema_problem(conn)
+        if problem is not None:
+            raise ServiceUnavailable(problem, headers={"Retry-After": "10"})
+        # Reads alone are not readiness: a database that refuses writes (a full disk) answers 503.
         if (fault := db.write_fault()) is not None:
             raise ServiceUnavailable(fault.message, headers={"Retry-After": "1"})
-        return {"status": "ok", "database": db.dialect}
+        return {"status": "ready", "database": db.dialect, "schema": head_revision()}
 
     if settings.metrics:
         install_metrics_route(app, metrics, settings.metrics_token)

@@ -10,6 +10,7 @@ the same scope.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue
 import sqlite3
@@ -48,12 +49,42 @@ def _alembic_config(connection: Connection) -> Config:
     return cfg
 
 
-def head_revision() -> str:
+@functools.cache
+def _scripts() -> ScriptDirectory:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    head = ScriptDirectory.from_config(cfg).get_current_head()
+    return ScriptDirectory.from_config(cfg)
+
+
+def head_revision() -> str:
+    head = _scripts().get_current_head()
     assert head is not None
     return head
+
+
+def schema_problem(conn: Connection) -> str | None:
+    """Why this code cannot serve the schema ``conn`` sees (None: it is at the head revision).
+
+    A running server finds its schema changed under it when someone downgrades it or restores an
+    older backup (behind), or a newer profilehub upgrades it (ahead, a revision unknown here).
+    """
+    revision = MigrationContext.configure(conn).get_current_revision()
+    head = head_revision()
+    if revision == head:
+        return None
+    try:
+        known = revision is not None and _scripts().get_revision(revision) is not None
+    except Exception:  # alembic raises its own errors for an unknown or malformed revision
+        known = False
+    if known or revision is None:
+        return (
+            f"database: the schema is at revision {revision}, behind this version's {head}; "
+            "run 'profilehub db upgrade' (or restart profilehub serve, which upgrades it)"
+        )
+    return (
+        f"database: the schema is at revision {revision}, unknown to this version (head {head}): "
+        "a newer profilehub upgraded it; run that version"
+    )
 
 
 def schema_revision(url: str) -> str | None:
