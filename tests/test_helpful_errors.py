@@ -41,8 +41,8 @@ def test_an_unknown_path_is_a_404_in_the_error_shape(client: TestClient) -> None
     ("method", "path", "allowed"),
     [
         ("GET", "/cdp/v1/users", "POST"),
-        ("DELETE", "/v2/crm/people", "GET, POST, PUT"),
-        ("POST", "/v2/crm/people/{id}", "DELETE, GET, PATCH"),
+        ("DELETE", "/v2/crm/people", "GET, HEAD, POST, PUT"),
+        ("POST", "/v2/crm/people/{id}", "DELETE, GET, HEAD, PATCH"),
         ("GET", "/v2/crm/people/_bulk", None),  # a GET of person "_bulk": not a 405
         ("POST", "/v2/crm/objects/deals/attributes/code", "PATCH"),
     ],

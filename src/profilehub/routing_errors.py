@@ -36,6 +36,8 @@ def allowed_methods(app: FastAPI, template: str) -> list[str]:
     """Every method some route of ``template`` answers (from the OpenAPI paths, plus the route's
     own for undocumented routes such as /docs)."""
     methods = {m.upper() for m in app.openapi().get("paths", {}).get(template, {})}
+    if "GET" in methods:
+        methods.add("HEAD")  # answered on every GET route (http.HeadAsGetMiddleware)
     return sorted(methods)
 
 
