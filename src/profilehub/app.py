@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     db = Database(
         settings.database_url,
         write_batch_size=settings.write_batch_size,
+        write_queue_max=settings.write_queue_max,
         on_batch=metrics.batch if settings.metrics else None,
     )
     metrics.watch_queue(db.write_queue_depth)

@@ -87,6 +87,8 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     # How many queued writes the single writer commits in one transaction.
     write_batch_size: int = 256
+    # Writes (requests) that may wait for the writer; past it a write is answered 503 at once.
+    write_queue_max: int = 1024
     # Seconds a credential lookup is cached in memory; a revoked key stops working within this.
     credential_cache_seconds: int = 5
     # A client must send a request's headers within this many seconds (from the connection's
@@ -156,6 +158,7 @@ class Settings:
             database_url=database_url,
             max_body_bytes=_int_env("PROFILEHUB_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024),
             write_batch_size=_int_env("PROFILEHUB_WRITE_BATCH_SIZE", 256),
+            write_queue_max=_int_env("PROFILEHUB_WRITE_QUEUE_MAX", 1024),
             credential_cache_seconds=_int_env("PROFILEHUB_CREDENTIAL_CACHE_SECONDS", 5, 0),
             header_timeout_seconds=_int_env("PROFILEHUB_HEADER_TIMEOUT_SECONDS", 10),
             body_timeout_seconds=_int_env("PROFILEHUB_BODY_TIMEOUT_SECONDS", 30),
