@@ -27,6 +27,8 @@ TABLES = {
     "crm_values": "person",
     "crm_unique_values": "person",
     "crm_person_emails": "person",
+    # saved answers of keyed writes: deleted with the person they mention
+    "idempotency_keys": "person",
     # the change log: the erased ucids may remain (the erasure is recorded by ucid), no values
     "changes": "log",
     # an org's configuration: nothing of any person

@@ -28,6 +28,8 @@ from profilehub.http import (
     install_error_handlers,
     install_openapi_errors,
 )
+from profilehub.idempotency import IdempotencyKeys
+from profilehub.idempotency_gate import IdempotencyMiddleware
 from profilehub.metrics import CONTENT_TYPE, Metrics
 from profilehub.oidc import JwtVerifier
 from profilehub.openapi_extras import ERROR_SCHEMA, install_openapi_extras
@@ -86,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.profiles = ProfileService(db, metrics if settings.metrics else None)
     app.state.verifier = CredentialVerifier(settings.credential_cache_seconds)
+    app.state.idempotency = IdempotencyKeys()
     app.state.rate_limiter = make_rate_limiter(
         db.read, settings.credential_cache_seconds, settings.redis_url, settings.redis_prefix
     )
@@ -103,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # answer (a 413 too) gets its request id and access log line.
     app.add_middleware(RouteNoteMiddleware)
     app.add_middleware(FastWriteUser)
+    # Outside the fast path, so a replayed answer never reaches it; inside the body limit.
+    app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Just inside the credential gate (which hands it the principal): over-limit bodies go unread.
     app.add_middleware(RateLimitMiddleware)

@@ -19,6 +19,7 @@ import orjson
 from sqlalchemy.engine import Connection
 
 from profilehub.errors import BadRequest, NotFound, ProfilehubError, each_or_error
+from profilehub.idempotency import forget_answers
 from profilehub.identity.normalize import Identifier, coerce_id_value, normalise_ids
 from profilehub.identity.resolve import CATEGORIES, PreparedWrite, WriteOutcome, apply_write
 from profilehub.identity.strategy import Strategy, StrategyCache
@@ -333,13 +334,18 @@ class ProfileService:
             return None
         return Prepared(org_id, strategy.version, prepare_writes(strategy, writes, actor))
 
+    def write_job(self, writes: Sequence[ProfileWrite], actor: str) -> GroupJob:
+        """The writer job of ``writes`` (prepared ahead where it can be); its result is one
+        result or error per write. Pass the result to ``observe`` once committed."""
+        return self._write_job(writes, actor, self._prepare_ahead(writes, actor))
+
+    def observe(self, results: list[WriteResult | ProfilehubError]) -> None:
+        self._observe(results)
+
     async def awrite_batch(
         self, writes: Sequence[ProfileWrite], actor: str
     ) -> list[WriteResult | ProfilehubError]:
-        prepared = self._prepare_ahead(writes, actor)
-        result: list[WriteResult | ProfilehubError] = await self.db.awrite(
-            self._write_job(writes, actor, prepared)
-        )
+        result: list[WriteResult | ProfilehubError] = await self.db.awrite(self.write_job(writes, actor))
         self._observe(result)
         return result
 
@@ -458,6 +464,7 @@ class ProfileService:
             lock_scope(conn, org_id, f"profiles:{r}")
             linked = store.linked_ucids(conn, org_id, masters)
             store.delete_profiles(conn, org_id, masters)
+            forget_answers(conn, org_id, [*masters, *(u for m in masters for u in linked.get(m, []))])
             ts = now_ms()
             record(
                 conn,

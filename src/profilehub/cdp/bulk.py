@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends
+from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
 from profilehub.auth import Principal, check_org
@@ -17,6 +18,7 @@ from profilehub.cdp.models import ErrorBody, Profile, WriteUserRequest
 from profilehub.cdp.routes import ERRORS, _service, cdp_principal
 from profilehub.errors import BadRequest, PayloadTooLarge, ProfilehubError, error_body, unknown_field_message
 from profilehub.http import JSONResponse
+from profilehub.idempotency_http import answered
 from profilehub.profiles import ProfileService, ProfileWrite, WriteResult
 
 MAX_BULK_WRITES = 1000
@@ -97,7 +99,7 @@ async def write_users_bulk(
     ),
     principal: Principal = Depends(cdp_principal("profile.write")),
     service: ProfileService = Depends(_service),
-) -> JSONResponse:
+) -> Response:
     """Resolve and write every record in order, as if sent one by one; answer per record.
 
     A record that is refused (bad shape, foreign org, unknown idType, unknown ucid ...) is answered
@@ -116,9 +118,13 @@ async def write_users_bulk(
             positions.append(index)
         except ProfilehubError as exc:
             answers[index] = _answer(index, exc)
-    if writes:
-        for index, outcome in zip(
-            positions, await service.awrite_batch(writes, principal.actor), strict=True
-        ):
-            answers[index] = _answer(index, outcome)
-    return JSONResponse(answers)
+    if not writes:
+        return JSONResponse(answers)
+
+    def render(results: list[WriteResult | ProfilehubError]) -> JSONResponse:
+        out = list(answers)
+        for index, outcome in zip(positions, results, strict=True):
+            out[index] = _answer(index, outcome)
+        return JSONResponse(out)
+
+    return await answered(service.db, service.write_job(writes, principal.actor), render, service.observe)

@@ -30,10 +30,11 @@ from profilehub.http import (
     domain_error_response,
     notices_header,
 )
+from profilehub.idempotency_http import answered
 from profilehub.oidc import JwtVerifier, token_scopes
 from profilehub.openapi_extras import NOTICES_HEADER
 from profilehub.orgs import MAX_ORG_ID
-from profilehub.profiles import ProfileService
+from profilehub.profiles import ProfileService, WriteResult
 from profilehub.request_log import note_org, note_route
 from profilehub.routing_errors import method_not_allowed
 
@@ -146,17 +147,27 @@ async def write_user(
     body: WriteUserRequest,
     principal: Principal = Depends(cdp_principal("profile.write")),
     service: ProfileService = Depends(_service),
-) -> JSONResponse:
+) -> Response:
     """Resolve the ids to one profile (creating or merging as needed) and apply `upsert` to it.
 
     Whatever was ignored (blocked ids, ids over a limit, merges refused) is listed in the
     `X-Profilehub-Notices` header and in the profile's history; the body keeps the vendor's shape.
     """
     check_org(principal, body.orgId)
-    [result] = await service.awrite_batch([body.to_write()], principal.actor)
+    return await write_answer(service, body, principal)
+
+
+def _write_answer(results: list[WriteResult | ProfilehubError]) -> JSONResponse:
+    [result] = results
     if isinstance(result, ProfilehubError):
-        raise result
+        return domain_error_response(result)
     return JSONResponse([result.profile], headers=notices_header(result.notices))
+
+
+async def write_answer(service: ProfileService, body: WriteUserRequest, principal: Principal) -> Response:
+    """Write one profile and answer it (under an Idempotency-Key, saved with the write)."""
+    job = service.write_job([body.to_write()], principal.actor)
+    return await answered(service.db, job, _write_answer, service.observe)
 
 
 @router.post(
@@ -316,12 +327,9 @@ class FastWriteUser:
         note_org(scope, principal.org_id)
         note_route(scope, FastWriteUser.PATH)
         service: ProfileService = state.profiles
-        response: JSONResponse
+        response: Response
         try:
-            [result] = await service.awrite_batch([request.to_write()], principal.actor)
-            if isinstance(result, ProfilehubError):
-                raise result
-            response = JSONResponse([result.profile], headers=notices_header(result.notices))
+            response = await write_answer(service, request, principal)
         except ProfilehubError as exc:
             response = domain_error_response(exc)
         except sa.exc.DBAPIError as exc:

@@ -41,6 +41,7 @@ from profilehub.crm.records import (
 )
 from profilehub.crm.values import Attribute, render_value
 from profilehub.errors import BadRequest, Conflict, NotFound, ProfilehubError, each_or_error
+from profilehub.idempotency import forget_answers
 from profilehub.identity.normalize import normalise_email
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import Database, lock_scope
@@ -355,6 +356,7 @@ def delete_person_job(org_id: int, person_id: str, actor: str) -> Callable[[Conn
         _set_emails(conn, org_id, person_id, [])
         store.delete_record(conn, org_id, PEOPLE, person_id)
         scrub_change_values(conn, org_id, "crm_person", person_id)
+        forget_answers(conn, org_id, [person_id])  # saved answers of keyed writes of this person
         record(conn, [change_row(org_id, actor, "crm_person", person_id, "delete")])
 
     return job

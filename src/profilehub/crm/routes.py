@@ -7,6 +7,7 @@ from typing import Annotated, Any, TypeVar
 
 import fastapi.responses
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Security
+from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
@@ -37,7 +38,8 @@ from profilehub.crm.people import PersonResult
 from profilehub.crm.record_store import Page
 from profilehub.crm.records import RecordResult
 from profilehub.errors import ProfilehubError, Unauthorized, error_body
-from profilehub.http import JSONResponse, notices_header
+from profilehub.http import JSONResponse, domain_error_response, notices_header
+from profilehub.idempotency_http import answered
 from profilehub.openapi_extras import MATCH_AND_NOTICES_HEADERS, NOTICES_HEADER
 from profilehub.request_log import note_org
 from profilehub.store.database import Database
@@ -161,12 +163,14 @@ async def bulk_upsert_people(
     body: BulkPeopleWrite,
     matchingAttribute: str = Query("email", description="As for PUT /v2/crm/people"),
     principal: Principal = writer,
-) -> JSONResponse:
+) -> Response:
     """Each record is upserted as by `PUT /v2/crm/people`, in order; a bad record is reported at its
     index with its error while the others are written."""
-    results = await people.aupsert_people_batch(
-        _db(request), principal.org_id, body.people, matchingAttribute, principal.actor
-    )
+    job = people.people_upsert_job(principal.org_id, body.people, matchingAttribute, principal.actor)
+    return await answered(_db(request), job, _bulk_answer)
+
+
+def _bulk_answer(results: list[PersonResult | ProfilehubError]) -> Response:
     items: list[dict[str, Any]] = []
     for index, result in enumerate(results):
         if isinstance(result, ProfilehubError):
@@ -188,13 +192,15 @@ async def bulk_upsert_people(
 
 async def _write_person(
     request: Request, body: PersonWrite, matching: str | None, principal: Principal
-) -> JSONResponse:
-    [result] = await people.aupsert_people_batch(
-        _db(request), principal.org_id, [_body(body)], matching, principal.actor
-    )
-    if isinstance(result, ProfilehubError):
-        raise result
-    return _written("person", result, result.person)
+) -> Response:
+    def render(results: list[PersonResult | ProfilehubError]) -> Response:
+        [result] = results
+        if isinstance(result, ProfilehubError):
+            return domain_error_response(result)
+        return _written("person", result, result.person)
+
+    job = people.people_upsert_job(principal.org_id, [_body(body)], matching, principal.actor)
+    return await answered(_db(request), job, render)
 
 
 @router.put(
@@ -224,7 +230,7 @@ async def upsert_person(
         f"`{MATCHES_HEADER}` header says how many matched.",
     ),
     principal: Principal = writer,
-) -> JSONResponse:
+) -> Response:
     """Matched by email, the body's emails are added to the person's (none removed, the primary stays).
     Fields left out are kept."""
     return await _write_person(request, body, matchingAttribute, principal)
@@ -239,7 +245,7 @@ async def upsert_person(
         **ERRORS,
     },
 )
-async def create_person(request: Request, body: PersonWrite, principal: Principal = writer) -> JSONResponse:
+async def create_person(request: Request, body: PersonWrite, principal: Principal = writer) -> Response:
     """Create a person without matching; an email of another person is still a 409."""
     return await _write_person(request, body, None, principal)
 
@@ -302,11 +308,9 @@ async def delete_person(request: Request, id: PersonId, principal: Principal = w
 
 async def _write_company(
     request: Request, body: CompanyWrite, matching: str | None, principal: Principal
-) -> JSONResponse:
-    result = await _db(request).awrite(
-        companies.upsert_company_job(principal.org_id, _body(body), matching, principal.actor)
-    )
-    return _written("company", result, result.body)
+) -> Response:
+    job = companies.upsert_company_job(principal.org_id, _body(body), matching, principal.actor)
+    return await answered(_db(request), job, lambda result: _written("company", result, result.body))
 
 
 @router.put(
@@ -323,7 +327,7 @@ async def upsert_company(
     body: CompanyWrite,
     matchingAttribute: str = Query("domain", description="Only domain"),
     principal: Principal = writer,
-) -> JSONResponse:
+) -> Response:
     return await _write_company(request, body, matchingAttribute, principal)
 
 
@@ -336,7 +340,7 @@ async def upsert_company(
         **ERRORS,
     },
 )
-async def create_company(request: Request, body: CompanyWrite, principal: Principal = writer) -> JSONResponse:
+async def create_company(request: Request, body: CompanyWrite, principal: Principal = writer) -> Response:
     return await _write_company(request, body, None, principal)
 
 
@@ -487,11 +491,10 @@ async def upsert_record(
     body: dict[str, Any] = RECORD_BODY,
     matchingAttribute: str = Query(description="Key of the attribute to match by (exact equality)"),
     principal: Principal = writer,
-) -> JSONResponse:
+) -> Response:
     """The body is flat: attribute key to value. Several matches: the oldest is updated."""
     job = records.upsert_record_job(principal.org_id, objectSlug, body, matchingAttribute, principal.actor)
-    result = await _db(request).awrite(job)
-    return _written("record", result, result.body)
+    return await answered(_db(request), job, lambda result: _written("record", result, result.body))
 
 
 @router.post(
@@ -508,11 +511,9 @@ async def create_record(
     objectSlug: RecordObject,
     body: dict[str, Any] = RECORD_BODY,
     principal: Principal = writer,
-) -> JSONResponse:
-    result = await _db(request).awrite(
-        records.upsert_record_job(principal.org_id, objectSlug, body, None, principal.actor)
-    )
-    return _written("record", result, result.body)
+) -> Response:
+    job = records.upsert_record_job(principal.org_id, objectSlug, body, None, principal.actor)
+    return await answered(_db(request), job, lambda result: _written("record", result, result.body))
 
 
 @router.get(

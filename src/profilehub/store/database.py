@@ -234,14 +234,31 @@ class GroupJob:
     ``executemany`` writes instead of 64. Alone (or on a retry) a job is a group of one.
     """
 
-    __slots__ = ("group", "payload")
+    __slots__ = ("finish", "group", "payload")
 
-    def __init__(self, group: Callable[[Connection, list[Any]], list[Any]], payload: Any) -> None:
+    def __init__(
+        self,
+        group: Callable[[Connection, list[Any]], list[Any]],
+        payload: Any,
+        finish: Callable[[Connection, Any], Any] | None = None,
+    ) -> None:
         self.group = group
         self.payload = payload
+        self.finish = finish
+
+    def done(self, conn: Connection, value: Any) -> Any:
+        return value if self.finish is None else self.finish(conn, value)
 
     def __call__(self, conn: Connection) -> Any:
-        return self.group(conn, [self.payload])[0]
+        return self.done(conn, self.group(conn, [self.payload])[0])
+
+
+def then(job: Callable[[Connection], T], finish: Callable[[Connection, T], Any]) -> Job:
+    """``job``, then ``finish(conn, its result)`` in the same transaction (a group job still joins
+    its group); the job's result becomes ``finish``'s."""
+    if isinstance(job, GroupJob):
+        return GroupJob(job.group, job.payload, finish)
+    return lambda conn: finish(conn, job(conn))
 
 
 def _runs(batch: list[tuple[Job, Future[Any]]]) -> list[list[tuple[Job, Future[Any]]]]:
@@ -347,7 +364,10 @@ class _Writer:
                             if len(run) > 1 and isinstance(first, GroupJob):
                                 payloads = [j.payload for j, _ in run if isinstance(j, GroupJob)]
                                 values = first.group(conn, payloads)
-                                results += [(fut, True, v) for (_, fut), v in zip(run, values, strict=True)]
+                                results += [
+                                    (fut, True, j.done(conn, v) if isinstance(j, GroupJob) else v)
+                                    for (j, fut), v in zip(run, values, strict=True)
+                                ]
                             else:
                                 results.append((run[0][1], True, first(conn)))
                         except ProfilehubError as exc:

@@ -204,3 +204,18 @@ rate_limits = sa.Table(
     sa.Column("per_minute", sa.Integer, nullable=True),
     sa.Column("updated_ts", sa.BigInteger, nullable=False),
 )
+
+# The first answer to each write sent with an ``Idempotency-Key``, replayed for 24 h (see
+# profilehub.idempotency). Written in the transaction of the write it answers.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),  # sha256 of method, path, query, body
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("headers", sa.Text, nullable=False),  # JSON [[name, value], ...]
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+    sa.Index("ix_idempotency_keys_org_created", "org_id", "created_ts"),
+)
