@@ -8,6 +8,12 @@ connection being opened (or of the request's first byte, on a kept-alive connect
 body within ``PROFILEHUB_BODY_TIMEOUT_SECONDS`` after its headers; otherwise the client gets a
 408 and the connection is closed. An idle kept-alive connection is closed by uvicorn after 5 s.
 
+At shutdown (SIGTERM) uvicorn stops accepting connections, lets each request in progress finish,
+and closes every other connection at once, the ones whose next request has begun to arrive
+included (its headers not yet complete, or its bytes not yet read): that request was reset.
+Here a request that has begun is answered (then the connection closes), and a connection
+with no request in progress is kept ``SHUTDOWN_GRACE_SECONDS`` for one to begin.
+
 Requests the parser refuses (a bad request line or header, ``Content-Length: -1``, an unknown
 method) never reach the app; they are answered here, in the one error shape, and the connection
 is closed (nothing after the error can be framed).
@@ -48,9 +54,14 @@ def error_bytes(status: int, message: str, field: str) -> bytes:
     )
 
 
+SHUTDOWN_GRACE_SECONDS = 1.0
+
+
 class HttpProtocol(HttpToolsProtocol):
     _header_timer: TimerHandle | None = None
     _body_timer: TimerHandle | None = None
+    _request_begun = False
+    _shutting_down = False
 
     def connection_made(self, transport):  # type: ignore[no-untyped-def]
         super().connection_made(transport)
@@ -62,6 +73,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._request_begun = True
         self._arm_header_timer()
 
     def on_headers_complete(self) -> None:
@@ -70,7 +82,23 @@ class HttpProtocol(HttpToolsProtocol):
             self._header_timer = None
         # Cancelled by on_message_complete, which follows at once when there is no body.
         self._body_timer = self.loop.call_later(_timeouts()[1], self._body_timed_out)
+        self._request_begun = False
         super().on_headers_complete()
+        if self._shutting_down and self.cycle is not None:
+            self.cycle.keep_alive = False  # answered, then closed
+
+    def shutdown(self) -> None:
+        self._shutting_down = True
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+        elif not self._request_begun:
+            self.loop.call_later(SHUTDOWN_GRACE_SECONDS, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and not self._request_begun and not self.transport.is_closing():
+            self.transport.close()
 
     def on_message_complete(self) -> None:
         if self._body_timer is not None:
