@@ -98,7 +98,19 @@ def test_an_erasure_leaves_no_personal_data_in_any_table(
     a = cdp.write(
         {"email": ERASED["email"], "AdId": ERASED["AdId"]}, {"profile": ERASED_ATTRIBUTES["profile"]}
     )
-    c = cdp.write({"ga_clientid": ERASED["ga_clientid"]}, {"consent": ERASED_ATTRIBUTES["consent"]})
+    # Written with an Idempotency-Key: its saved answer holds the profile as it then was.
+    keyed = client.post(
+        "/cdp/v1/users",
+        json={
+            "orgId": org.org_id,
+            "region": "EU",
+            "ids": {"ga_clientid": ERASED["ga_clientid"]},
+            "upsert": {"consent": ERASED_ATTRIBUTES["consent"]},
+        },
+        headers={**org.headers(), "Idempotency-Key": "erase-9931"},
+    )
+    assert keyed.status_code == 200, keyed.text
+    [c] = keyed.json()
     b = cdp.write(
         {"crm_id": ERASED["crm_id"], "cellphone": ERASED["cellphone"]},
         {"mkt_preferences": ERASED_ATTRIBUTES["mkt_preferences"]},
@@ -114,6 +126,7 @@ def test_an_erasure_leaves_no_personal_data_in_any_table(
     # The person is there before, in every form looked for below (so the search can find them).
     assert {t for t in traces if t not in before} == set()
     assert all(u in before for u in ucids)
+    assert "consent-text-9931" in _all_rows(app)["idempotency_keys"]  # the saved answer
     # Also looked for afterwards: the values as they were sent, and the raw ones normalised.
     traces |= {v.strip().lower() for v in ERASED.values()} | {"+4930123459931"}
 
