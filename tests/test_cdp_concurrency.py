@@ -62,8 +62,9 @@ def test_concurrent_writes_with_different_ids_of_one_person_merge_into_one(
 def test_two_processes_writing_one_person_make_one_profile(
     database_url: str, app: FastAPI, org: OrgFixture
 ) -> None:
-    """A second, independent database handle stands in for a second server process: on SQLite the
-    BEGIN IMMEDIATE lock, on PostgreSQL the advisory lock, keeps the writers apart."""
+    """Two independent database handles in one process: on SQLite the BEGIN IMMEDIATE lock, on
+    PostgreSQL the advisory lock, keeps the writers apart. Two real server processes are in
+    test_cdp_multiprocess.py."""
     other = create_app(Settings(database_url=database_url))
     try:
         services = [app.state.profiles, other.state.profiles]
