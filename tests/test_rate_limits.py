@@ -196,6 +196,26 @@ def test_with_redis_two_processes_share_one_budget(two_apps: tuple[FastAPI, Fast
     assert _burst(two_apps) == [200, 200, 200, 200, 429, 429]
 
 
+@pytest.mark.parametrize("two_apps", ["redis"], indirect=True)
+def test_with_redis_budget_taken_in_blocks_never_exceeds_the_limit(two_apps: tuple[FastAPI, FastAPI]) -> None:
+    """A large limit is taken from Redis in blocks (here 5 of a limit of 10): each process serves
+    its block, and together they let through exactly the limit."""
+    org = make_org(two_apps[0].state.db)
+    for a in two_apps:
+        limit(a, org, per_second=10)
+        scripted(a)
+        a.state.rate_limiter.counters.share = 2
+    with TestClient(two_apps[0]) as first, TestClient(two_apps[1]) as second:
+        assert cdp_write(first, org).status_code == 200
+        r: Any = redis.Redis.from_url(REDIS_URL)
+        [key] = r.keys(f"{two_apps[0].state.settings.redis_prefix}:rl:{org.org_id}:1:*")
+        assert r.get(key) == b"5"  # one request took a block of 5 from Redis
+        r.close()
+        statuses = [200] + [cdp_write((second, first)[i % 2], org, i).status_code for i in range(15)]
+    assert statuses.count(200) == 10 and statuses.count(429) == 6
+    assert statuses[:10] == [200] * 10
+
+
 @pytest.mark.parametrize("two_apps", ["local"], indirect=True)
 def test_without_redis_each_process_counts_alone(two_apps: tuple[FastAPI, FastAPI]) -> None:
     # As documented: N processes without Redis allow up to N times the limit.

@@ -150,23 +150,44 @@ class LocalCounters:
         return True, counts
 
 
-# Check every window, then count in every window, in one atomic step on the Redis server.
-_TAKE = """
-local counts = {}
-for i = 1, #KEYS do
+# Take a block of units of every window KEYS[i] in one atomic step on the Redis server, or none
+# if any window has nothing left. ARGV per window: its limit, the block wanted, its length (s). Answers 1 or 0, then each window's count afterwards,
+# then what each was granted.
+_LEASE = """
+local n = #KEYS
+local counts, grants = {}, {}
+for i = 1, n do
   counts[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if counts[i] >= tonumber(ARGV[2 * i - 1]) then
-    table.insert(counts, 1, 0)
-    return counts
+  local left = tonumber(ARGV[3 * i - 2]) - counts[i]
+  if left <= 0 then
+    local out = {0}
+    for j = 1, n do out[j + 1] = counts[j]; out[n + j + 1] = 0 end
+    return out
   end
+  grants[i] = math.min(left, tonumber(ARGV[3 * i - 1]))
 end
-for i = 1, #KEYS do
-  counts[i] = redis.call('INCR', KEYS[i])
-  if counts[i] == 1 then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[2 * i]) + 1) end
+local out = {1}
+for i = 1, n do
+  counts[i] = redis.call('INCRBY', KEYS[i], grants[i])
+  if counts[i] == grants[i] then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[3 * i]) + 1) end
+  out[i + 1] = counts[i]; out[n + i + 1] = grants[i]
 end
-table.insert(counts, 1, 1)
-return counts
+return out
 """
+# Each process takes budget from Redis in blocks of this share of the limit (at least 1), so a
+# limit far above the load costs one Redis round trip per block, not one per request. Small
+# limits are counted request by request, exactly.
+LEASE_SHARE = 1000
+
+
+class _Lease:
+    """This process's share of one window: units granted by Redis, units used, Redis's count."""
+
+    __slots__ = ("granted", "index", "total", "used")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.granted = self.used = self.total = 0
 
 
 class RedisCounters:
@@ -175,24 +196,48 @@ class RedisCounters:
     def __init__(self, url: str, prefix: str) -> None:
         self._url = url
         self._prefix = prefix
-        self._clients: dict[int, Any] = {}  # per event loop: a client's connections belong to one
+        self._scripts: dict[int, Any] = {}  # per event loop: a client's connections belong to one
+        self._leases: dict[tuple[int, int], _Lease] = {}
+        self.share = LEASE_SHARE
 
-    def _client(self) -> Any:
+    def _script(self) -> Any:
         import redis.asyncio as aioredis
 
         loop = id(asyncio.get_running_loop())
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = aioredis.Redis.from_url(
-                self._url, socket_timeout=1, socket_connect_timeout=1
-            )
-        return client
+        script = self._scripts.get(loop)
+        if script is None:
+            client = aioredis.Redis.from_url(self._url, socket_timeout=1, socket_connect_timeout=1)
+            script = self._scripts[loop] = client.register_script(_LEASE)
+        return script
+
+    def _lease(self, org_id: int, length: int, index: int) -> _Lease:
+        lease = self._leases.get((org_id, length))
+        if lease is None or lease.index != index:
+            lease = self._leases[(org_id, length)] = _Lease(index)
+        return lease
 
     async def take(self, org_id: int, windows: list[tuple[int, int, int]]) -> tuple[bool, list[int]]:
-        keys = [f"{self._prefix}:rl:{org_id}:{length}:{index}" for length, index, _ in windows]
-        args = [v for length, _, limit in windows for v in (limit, length)]
-        answer = await self._client().eval(_TAKE, len(keys), *keys, *args)
-        return bool(answer[0]), [int(c) for c in answer[1:]]
+        for _ in range(8):  # other requests may use a block while this one waits for it
+            leases = [self._lease(org_id, length, index) for length, index, _ in windows]
+            short = [i for i, lease in enumerate(leases) if lease.used >= lease.granted]
+            if not short:
+                for lease in leases:
+                    lease.used += 1
+                # As counted: Redis's count, less what this process holds unused.
+                return True, [lease.total - (lease.granted - lease.used) for lease in leases]
+            wanted = [windows[i] for i in short]
+            keys = [f"{self._prefix}:rl:{org_id}:{length}:{index}" for length, index, _ in wanted]
+            args = [v for length, _, limit in wanted for v in (limit, max(1, limit // self.share), length)]
+            answer = [int(v) for v in await self._script()(keys=keys, args=args)]
+            counts, grants = answer[1 : len(keys) + 1], answer[len(keys) + 1 :]
+            for i, count, grant in zip(short, counts, grants, strict=True):
+                lease = self._lease(org_id, windows[i][0], windows[i][1])
+                lease.granted += grant
+                lease.total = max(lease.total, count)
+            if not answer[0]:
+                seen = dict(zip(short, counts, strict=True))
+                return False, [seen.get(i, lease.used) for i, lease in enumerate(leases)]
+        return False, [limit for _, _, limit in windows]
 
 
 class RateLimiter:
