@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -36,6 +36,9 @@ CONFORMANCE = [
     response_schema_conformance,
 ]
 AUTH = ("apikey", "authorization")
+# A generated object slug equal to one of these reaches the route of that name (``/v2/crm/people``
+# is the people list, not a record list), whose documented answer is another one.
+ROUTED_SLUGS = {"people", "companies", "objects"}
 
 
 @pytest.fixture
@@ -102,6 +105,7 @@ def _fuzz_mode(
     )
     def check(case: Any) -> None:
         nonlocal edges_sent
+        assume((case.path_parameters or {}).get("objectSlug") not in ROUTED_SLUGS)
         if isinstance(case.body, dict) and "orgId" in case.body:
             case.body["orgId"] = org.org_id  # reach the core, not only the org check
         if isinstance(case.query, dict) and "orgId" in case.query:
