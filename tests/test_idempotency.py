@@ -269,3 +269,20 @@ def test_a_bad_key_is_a_400_naming_the_header(client: TestClient, org: OrgFixtur
     r = client.post("/cdp/v1/users", json=write_body(org), headers=headers)
     assert_error(r, 400, "Idempotency-Key")
     assert json.loads(r.text)["status"] == 400
+
+
+def test_a_replay_is_counted_under_its_route(client: TestClient, org: OrgFixture) -> None:
+    from tests.test_metrics import scrape, value
+
+    for _ in range(2):
+        r = client.put(
+            "/v2/crm/people?matchingAttribute=email",
+            json={"firstName": "M", "emails": ["m@example.com"]},
+            headers={**org.bearer, "Idempotency-Key": "metrics"},
+        )
+        assert r.status_code == 201
+    samples = scrape(client)
+    assert (
+        value(samples, "profilehub_http_requests_total", method="PUT", route="/v2/crm/people", status="201")
+        == 2
+    )

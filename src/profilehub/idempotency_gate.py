@@ -21,6 +21,7 @@ from profilehub.gate import PRINCIPAL_KEY, _header, closing
 from profilehub.http import database_error_response, domain_error_response
 from profilehub.idempotency import FIELD, IdempotencyKeys, Stored, check_key, request_hash
 from profilehub.idempotency_http import PENDING, Pending, changed_request, replay
+from profilehub.request_log import note_org, note_route
 from profilehub.store.database import Database
 
 # The writes that honour the key (method, path): CDP write and _bulk; CRM upserts and creates of
@@ -104,9 +105,23 @@ class IdempotencyMiddleware:
             return database_error_response(exc)
         if stored is None:
             return None
+        # Answered here, not by the route: name it in the access log and metrics as the route would.
+        note_org(scope, org_id)
+        note_route(scope, _template(scope["path"]))
         if stored.request_hash != digest:
             return domain_error_response(changed_request())
         return replay(stored)
+
+
+def _template(path: str) -> str:
+    known = (
+        "/cdp/v1/users",
+        "/cdp/v1/users/_bulk",
+        "/v2/crm/people",
+        "/v2/crm/people/_bulk",
+        "/v2/crm/companies",
+    )
+    return path if path in known else "/v2/crm/{objectSlug}"
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
