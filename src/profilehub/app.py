@@ -41,7 +41,15 @@ from profilehub.routing_errors import install_routing_errors
 from profilehub.store.database import Database, head_revision, schema_problem
 
 # What a browser client may send and read; everything else a browser sends on its own.
-CORS_REQUEST_HEADERS = ["apikey", "scopes", "orgId", "Authorization", "Content-Type", "X-Request-Id"]
+CORS_REQUEST_HEADERS = [
+    "apikey",
+    "scopes",
+    "orgId",
+    "Authorization",
+    "Content-Type",
+    "X-Request-Id",
+    "Idempotency-Key",
+]
 CORS_EXPOSED_HEADERS = [
     "X-Request-Id",
     "X-Profilehub-Notices",
@@ -51,6 +59,7 @@ CORS_EXPOSED_HEADERS = [
     "RateLimit-Limit",
     "RateLimit-Remaining",
     "RateLimit-Reset",
+    "Idempotent-Replayed",
 ]
 
 
