@@ -15,7 +15,9 @@ from fastapi import FastAPI
 
 
 class TcpProxy:
-    """Forwards connections to ``target``; ``cut()`` drops them all and refuses new ones."""
+    """Forwards connections to ``target``; ``cut()`` drops them all and refuses new ones;
+    ``black_hole()`` drops them all and then accepts new ones but never answers, as a database
+    host behind a firewall that silently drops packets."""
 
     def __init__(self, host: str, port: int) -> None:
         self._target = (host, port)
@@ -24,6 +26,7 @@ class TcpProxy:
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._cut = False
+        self._black_hole = False
         # Polled: closing a socket does not interrupt an accept() blocked in another thread.
         self._listener.settimeout(0.05)
         threading.Thread(target=self._accept, daemon=True).start()
@@ -37,6 +40,10 @@ class TcpProxy:
             except OSError:
                 return
             client.settimeout(None)
+            if self._black_hole:
+                with self._lock:
+                    self._sockets.append(client)  # held open, never read nor answered
+                continue
             upstream = socket.create_connection(self._target)
             with self._lock:
                 self._sockets += [client, upstream]
@@ -55,11 +62,19 @@ class TcpProxy:
     def cut(self) -> None:
         self._cut = True
         self._listener.close()
+        self._drop_all()
+
+    def black_hole(self) -> None:
+        self._black_hole = True
+        self._drop_all()
+
+    def _drop_all(self) -> None:
         with self._lock:
             for s in self._sockets:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
                 s.close()
+            self._sockets.clear()
 
 
 @contextlib.contextmanager

@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         write_batch_size=settings.write_batch_size,
         write_queue_max=settings.write_queue_max,
         on_batch=metrics.batch if settings.metrics else None,
+        connect_timeout=settings.db_connect_timeout_seconds,
     )
     metrics.watch_queue(db.write_queue_depth)
 

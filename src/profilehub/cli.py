@@ -55,7 +55,13 @@ from profilehub.profiles import ProfileService
 from profilehub.ratelimit import MAX_RATE, RateLimit, any_rate_limits, get_rate_limit, set_rate_limit
 from profilehub.request_log import LOG_LEVELS, logging_config
 from profilehub.store.changes import history
-from profilehub.store.database import Database, database_missing, head_revision, schema_revision
+from profilehub.store.database import (
+    DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    Database,
+    database_missing,
+    head_revision,
+    schema_revision,
+)
 from profilehub.store.faults import classify
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,7 +75,7 @@ def open_db(*, bulk: bool = False) -> Iterator[Database]:
         settings = Settings.from_env()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
-    db = _connect(settings.database_url, bulk)
+    db = _connect(settings.database_url, bulk, settings.db_connect_timeout_seconds)
     try:
         yield db
     finally:
@@ -102,9 +108,11 @@ def check_org(db: Database, org_id: int, region: str | None = None) -> str | Non
     return wanted
 
 
-def _connect(url: str, bulk: bool = False) -> Database:
+def _connect(
+    url: str, bulk: bool = False, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_SECONDS
+) -> Database:
     try:
-        return Database(url, yields_to_waiting_writers=bulk)
+        return Database(url, yields_to_waiting_writers=bulk, connect_timeout=connect_timeout)
     except sa.exc.DBAPIError as exc:  # unreachable, or a missing database that could not be created
         raise _unreachable(exc) from exc
 
@@ -172,7 +180,7 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     # Create or upgrade the schema once, before any worker starts.
-    db = _connect(settings.database_url)
+    db = _connect(settings.database_url, connect_timeout=settings.db_connect_timeout_seconds)
     try:
         with db.read() as conn:
             limited = any_rate_limits(conn)

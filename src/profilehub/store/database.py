@@ -159,7 +159,15 @@ def _enable_wal(cur: Any) -> None:
             time.sleep(0.05)
 
 
-def make_engine(url: str, *, writer: bool = False) -> Engine:
+# Seconds a new PostgreSQL connection may take before it fails (PROFILEHUB_DB_CONNECT_TIMEOUT_SECONDS).
+# Without one, a database host that silently drops packets (a firewall, a host gone from the
+# network) holds every request until the kernel gives up, minutes later, instead of answering 503.
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 5
+
+
+def make_engine(
+    url: str, *, writer: bool = False, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_SECONDS
+) -> Engine:
     """The engine for reads, or (``writer``) the one connection of the writer thread.
 
     The writer's PostgreSQL connection is not pinged before each batch: the ping was a round trip
@@ -195,9 +203,13 @@ def make_engine(url: str, *, writer: bool = False) -> Engine:
                 conn.exec_driver_sql("BEGIN")
 
         return engine
+    # libpq (and psycopg) count the timeout per address tried, and treat less than 2 s as 2 s.
+    connect_args = {"connect_timeout": connect_timeout}
     if writer:
-        return sa.create_engine(url, pool_size=1, max_overflow=1, pool_pre_ping=False)
-    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        return sa.create_engine(
+            url, pool_size=1, max_overflow=1, pool_pre_ping=False, connect_args=connect_args
+        )
+    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args)
 
 
 def migrate(engine: Engine) -> None:
@@ -423,7 +435,11 @@ class _Writer:
                 return None
             except sa.exc.OperationalError as exc:  # deadlock, lock timeout: try again
                 fault = classify(exc)
-                if attempt == 4 or fault.persistent:
+                # The first retry opens a new connection (the old one may have died with a server
+                # restart); when that cannot reach the server either, further tries would each
+                # wait out the connect timeout again while the client waits.
+                gone = fault.kind is FaultKind.UNREACHABLE and attempt >= 1
+                if attempt == 4 or fault.persistent or gone:
                     self.fault = fault
                     fut.set_exception(exc)
                     # A deadlock is this job's bad luck; the others are the database's state.
@@ -468,9 +484,10 @@ class Database:
         write_queue_max: int | None = None,
         on_batch: BatchObserver | None = None,
         yields_to_waiting_writers: bool = False,
+        connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_SECONDS,
     ) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, connect_timeout=connect_timeout)
         try:
             migrate(self.engine)
         except sa.exc.OperationalError as exc:
@@ -478,7 +495,7 @@ class Database:
                 raise
             create_database(url)
             migrate(self.engine)
-        self._writer_engine = make_engine(url, writer=True)
+        self._writer_engine = make_engine(url, writer=True, connect_timeout=connect_timeout)
         self._turns = _writer_turns(self._writer_engine, yields_to_waiting_writers)
         self._writer = _Writer(self._writer_engine, write_batch_size, write_queue_max, on_batch, self._turns)
         self._probe: Future[None] | None = None
