@@ -4,6 +4,7 @@ fast write path too, per process or shared through Redis. The limiter's clock is
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -231,3 +232,28 @@ def test_redis_down_serves_unlimited(database_url: str) -> None:
             assert [cdp_write(client, org, i).status_code for i in range(3)] == [200] * 3
     finally:
         app.state.db.close()
+
+
+def test_serve_with_several_workers_warns_when_limits_are_counted_per_process(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, app: FastAPI, org: OrgFixture
+) -> None:
+    import uvicorn
+
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+
+    def serve(workers: int) -> str:
+        result = CliRunner().invoke(main, ["serve", "--port", port, "--workers", str(workers)])
+        assert result.exit_code == 0, result.output
+        return str(result.output)
+
+    assert "rate limits" not in serve(2)  # no org is limited
+    limit(app, org, per_second=100)
+    assert "2 workers allow up to 2x each org's limit" in serve(2)
+    assert "rate limits" not in serve(1)
+    monkeypatch.setenv("PROFILEHUB_REDIS_URL", REDIS_URL)
+    assert "rate limits" not in serve(2)

@@ -102,10 +102,13 @@ class LimitCache:
     def _current(self) -> dict[int, RateLimit]:
         now = time.monotonic()
         if now - self._loaded_at >= self._ttl:
-            with self._lock, self._read() as conn:
-                rows = conn.execute(sa.select(rate_limits)).all()
+            with self._lock:
+                # Tried once per ttl even when it fails: with the database down, requests are not
+                # each held up by a connection attempt here (the limits last read stay in force).
+                self._loaded_at = now
+                with self._read() as conn:
+                    rows = conn.execute(sa.select(rate_limits)).all()
             self._limits = {r.org_id: RateLimit(r.per_second, r.per_minute) for r in rows}
-            self._loaded_at = now
         return self._limits
 
     def any(self) -> bool:
