@@ -1,7 +1,9 @@
 """A write load that keeps its receipts: client threads write new people through a served
-profilehub, each write a person of its own (``crm_id`` ``ack-<n>``, attribute ``n``), and log
-every answer. What was acknowledged (2xx) must be found later, whatever happened to the server or
-the database meanwhile."""
+profilehub, each write a person of its own, and log every answer. Writes take turns over three
+routes: a CDP write and a CDP ``_bulk`` of one (``crm_id`` ``ack-<n>``, attribute ``n``), and a
+CRM person create (email ``ack-<n>@load.example``, its id kept from the answer). What was
+acknowledged (2xx) must be found later, whatever happened to the server or the database
+meanwhile."""
 
 from __future__ import annotations
 
@@ -21,7 +23,12 @@ class Answer:
     status: int | None  # None: no HTTP answer (refused, reset, timed out)
     retry_after: str | None = None
     error: str = ""
+    crm_id: str = ""  # the created CRM person's id
     at: float = field(default_factory=time.monotonic)
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
 
 
 def write_body(org_id: int, n: int) -> dict[str, object]:
@@ -57,22 +64,36 @@ class WriteLoad:
             t.join(timeout=self._timeout + 30)
             assert not t.is_alive(), "a client is still waiting for an answer"
 
+    def _send(self, client: httpx.Client, n: int) -> Answer:
+        org = self._org
+        if n % 3 == 2:
+            person = {"firstName": f"n{n}", "emails": [f"ack-{n}@load.example"]}
+            r = client.post("/v2/crm/people", json=person, headers=org.bearer)
+            created = r.json()["person"]["id"] if r.status_code == 201 else ""
+            return Answer(n, r.status_code, r.headers.get("retry-after"), r.text[:300], created)
+        if n % 3 == 1:
+            r = client.post("/cdp/v1/users/_bulk", json=[write_body(org.org_id, n)], headers=org.headers())
+            status = r.status_code
+            if status == 200 and r.json()[0]["status"] != 200:
+                status = r.json()[0]["status"]  # the record's own answer
+            return Answer(n, status, r.headers.get("retry-after"), r.text[:300])
+        r = client.post("/cdp/v1/users", json=write_body(org.org_id, n), headers=org.headers())
+        return Answer(n, r.status_code, r.headers.get("retry-after"), r.text[:300])
+
     def _client(self) -> None:
-        headers = {**self._org.headers(), "Content-Type": "application/json"}
         with httpx.Client(base_url=self.base, timeout=self._timeout) as client:
             while not self._stop.is_set():
                 n = next(self._numbers)
                 try:
-                    r = client.post("/cdp/v1/users", json=write_body(self._org.org_id, n), headers=headers)
-                    answer = Answer(n, r.status_code, r.headers.get("retry-after"), r.text[:300])
+                    answer = self._send(client, n)
                 except httpx.TransportError as exc:
                     answer = Answer(n, None, error=f"{type(exc).__name__}: {exc}")
                     time.sleep(0.01)  # a dead server refuses at once: do not spin
                 with self._lock:
                     self.answers.append(answer)
 
-    def acknowledged(self) -> list[int]:
-        return [a.n for a in self.answers if a.status is not None and 200 <= a.status < 300]
+    def acknowledged(self) -> list[Answer]:
+        return [a for a in self.answers if a.acknowledged]
 
     def wait_for_acks(self, count: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -81,11 +102,21 @@ class WriteLoad:
             time.sleep(0.02)
 
 
-def missing_acknowledged(base: str, org: OrgFixture, acknowledged: list[int]) -> list[str]:
+def missing_acknowledged(base: str, org: OrgFixture, answers: list[Answer]) -> list[str]:
     """What is wrong with each acknowledged write as the server at ``base`` finds it (empty: all
-    present, one profile each, with their attributes)."""
+    present, one profile or person each, with their attributes)."""
     problems: list[str] = []
+    acknowledged = [a.n for a in answers if not a.crm_id]
     with httpx.Client(base_url=base, timeout=60) as client:
+        for a in answers:
+            if a.crm_id:
+                got = client.get(f"/v2/crm/people/{a.crm_id}", headers=org.bearer)
+                person = got.json().get("person") if got.status_code == 200 else None
+                if person is None or (person["firstName"], person["emails"]) != (
+                    f"n{a.n}",
+                    [f"ack-{a.n}@load.example"],
+                ):
+                    problems.append(f"person ack-{a.n}: {got.status_code} {got.text[:200]}")
         for start in range(0, len(acknowledged), 500):
             chunk = acknowledged[start : start + 500]
             found = client.post(
