@@ -202,6 +202,7 @@ class RedisCounters:
         self._scripts: dict[int, Any] = {}  # per event loop: a client's connections belong to one
         self._leases: dict[tuple[int, int], _Lease] = {}
         self.share = LEASE_SHARE
+        self._locks: dict[tuple[int, int], asyncio.Lock] = {}
 
     def _script(self) -> Any:
         import redis.asyncio as aioredis
@@ -228,19 +229,35 @@ class RedisCounters:
                     lease.used += 1
                 # As counted: Redis's count, less what this process holds unused.
                 return True, [lease.total - (lease.granted - lease.used) for lease in leases]
-            wanted = [windows[i] for i in short]
-            keys = [f"{self._prefix}:rl:{org_id}:{length}:{index}" for length, index, _ in wanted]
-            args = [v for length, _, limit in wanted for v in (limit, max(1, limit // self.share), length)]
-            answer = [int(v) for v in await self._script()(keys=keys, args=args)]
-            counts, grants = answer[1 : len(keys) + 1], answer[len(keys) + 1 :]
-            for i, count, grant in zip(short, counts, grants, strict=True):
-                lease = self._lease(org_id, windows[i][0], windows[i][1])
-                lease.granted += grant
-                lease.total = max(lease.total, count)
-            if not answer[0]:
-                seen = dict(zip(short, counts, strict=True))
-                return False, [seen.get(i, lease.used) for i, lease in enumerate(leases)]
+            # One block request per org at a time: the requests arriving meanwhile (all of them, at
+            # each new second) use the block it brings instead of each asking Redis.
+            async with self._lock(org_id):
+                leases = [self._lease(org_id, length, index) for length, index, _ in windows]
+                short = [i for i, lease in enumerate(leases) if lease.used >= lease.granted]
+                if not short:
+                    continue
+                wanted = [windows[i] for i in short]
+                keys = [f"{self._prefix}:rl:{org_id}:{length}:{index}" for length, index, _ in wanted]
+                args = [
+                    v for length, _, limit in wanted for v in (limit, max(1, limit // self.share), length)
+                ]
+                answer = [int(v) for v in await self._script()(keys=keys, args=args)]
+                counts, grants = answer[1 : len(keys) + 1], answer[len(keys) + 1 :]
+                for i, count, grant in zip(short, counts, grants, strict=True):
+                    lease = self._lease(org_id, windows[i][0], windows[i][1])
+                    lease.granted += grant
+                    lease.total = max(lease.total, count)
+                if not answer[0]:
+                    seen = dict(zip(short, counts, strict=True))
+                    return False, [seen.get(i, lease.used) for i, lease in enumerate(leases)]
         return False, [limit for _, _, limit in windows]
+
+    def _lock(self, org_id: int) -> asyncio.Lock:
+        key = (id(asyncio.get_running_loop()), org_id)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
 
 
 class RateLimiter:
