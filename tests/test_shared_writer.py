@@ -53,15 +53,30 @@ def test_a_waiting_server_write_commits_between_two_import_transactions(tmp_path
         first.result(timeout=30)
         second[0].result(timeout=30)
         assert order == ["import 1", "server", "import 2"]
-        # and the importer has been told that writers wait (it then writes smaller batches)
-        assert importer.writers_waiting()
+        # and the importer has been told that writers wait (it then writes smaller batches), and
+        # that a server shares the file (which the server itself is not told of the importer)
+        assert importer.writers_waiting() and importer.writers_present()
+        assert not server.writers_present()
     finally:
         finish_first.set()
         importer.close()
         server.close()
 
 
-def _import(tmp_path: Path, waiting: threading.Event) -> list[int]:
+class Sharing:
+    """What the importer is told of other writers of its database."""
+
+    def __init__(self, *, waiting: bool = False, present: bool = False) -> None:
+        self.waiting, self.present = waiting, present
+
+    def writers_waiting(self) -> bool:
+        return self.waiting
+
+    def writers_present(self) -> bool:
+        return self.present or self.waiting
+
+
+def _import(tmp_path: Path, shared: Sharing) -> list[int]:
     """The sizes of the batches a 1,000-record import writes, with --batch-size 100."""
     source = tmp_path / "records.ndjson"
     source.write_text("".join(f'{{"n": {i}}}\n' for i in range(1000)))
@@ -80,7 +95,7 @@ def _import(tmp_path: Path, waiting: threading.Event) -> list[int]:
         sink,
         batch_size=100,
         workers=0,
-        writers_waiting=waiting.is_set,
+        shared=shared,
     )
     summary = importer.run()
     assert summary.created == 1000 and sum(sizes) == 1000
@@ -88,11 +103,13 @@ def _import(tmp_path: Path, waiting: threading.Event) -> list[int]:
 
 
 def test_the_importer_writes_small_batches_while_other_writers_wait(tmp_path: Path) -> None:
-    waiting = threading.Event()
-    waiting.set()
-    assert set(_import(tmp_path, waiting)) == {5}  # a twentieth of --batch-size
+    assert set(_import(tmp_path, Sharing(waiting=True))) == {5}  # a twentieth of --batch-size
 
 
-def test_the_importer_grows_its_batches_while_nobody_waits(tmp_path: Path) -> None:
-    # It starts small (a server may be waiting by the time a large first batch is written).
-    assert _import(tmp_path, threading.Event())[:7] == [5, 10, 20, 40, 80, 100, 100]
+def test_beside_a_server_the_importer_starts_small_and_grows_while_nobody_waits(tmp_path: Path) -> None:
+    # Small first (the server may wait by the time a large first batch is written), then doubling.
+    assert _import(tmp_path, Sharing(present=True))[:7] == [5, 10, 20, 40, 80, 100, 100]
+
+
+def test_alone_the_importer_writes_batches_of_batch_size(tmp_path: Path) -> None:
+    assert set(_import(tmp_path, Sharing())) == {100}

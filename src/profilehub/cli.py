@@ -668,7 +668,7 @@ def _run_import(
     max_rejects: int,
     map_example: str,
     sink: ingest_runner.Sink,
-    writers_waiting: Callable[[], bool],
+    shared: ingest_runner.SharedWriteLock,
 ) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -706,7 +706,7 @@ def _run_import(
         batch_size=batch_size,
         progress=progress,
         workers=workers,
-        writers_waiting=writers_waiting,
+        shared=shared,
     )
     interrupted = False
     stopped: ingest_runner.ImportStopped | None = None
@@ -805,7 +805,7 @@ def import_cdp(
             max_rejects,
             CDP_MAP_EXAMPLE,
             sink,
-            database.writers_waiting,
+            database,
         )
 
 
@@ -849,5 +849,5 @@ def import_people(
             max_rejects,
             PEOPLE_MAP_EXAMPLE,
             sink,
-            database.writers_waiting,
+            database,
         )

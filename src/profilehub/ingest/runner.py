@@ -211,6 +211,14 @@ def _reason(error: ProfilehubError) -> str:
 SHARED_BATCH_DIVISOR = 20
 
 
+class SharedWriteLock(Protocol):
+    """What the importer asks of the database it shares with other writers (``Database``)."""
+
+    def writers_waiting(self) -> bool: ...
+
+    def writers_present(self) -> bool: ...
+
+
 class Importer:
     """Runs one import of ``source`` through ``sink``; resumable from its checkpoint."""
 
@@ -224,7 +232,7 @@ class Importer:
         progress: Progress | None = None,
         workers: int | None = None,
         early_stop: int = EARLY_STOP_RECORDS,
-        writers_waiting: Callable[[], bool] | None = None,
+        shared: SharedWriteLock | None = None,
     ) -> None:
         self.source = source
         self.records = records
@@ -232,8 +240,9 @@ class Importer:
         self.batch_size = batch_size
         # Asked before each batch: while other writers wait for the database (a server on the same
         # SQLite file), batches (one transaction each) are a twentieth of the size, so the waiters'
-        # turns come sooner; they start so, and double with each batch nobody waited for.
-        self.writers_waiting = writers_waiting
+        # turns come sooner. Beside a server they start so, and double with each batch nobody
+        # waited for.
+        self.shared = shared
         self._shared_size = max(1, batch_size // SHARED_BATCH_DIVISOR)
         self._size = 0  # the last batch's size (0: none yet)
         self.progress = progress or (lambda _summary: None)
@@ -245,10 +254,12 @@ class Importer:
         self._stop = threading.Event()  # set by Ctrl-C or an early stop; renewed by each run
 
     def _next_batch_size(self) -> int:
-        if self.writers_waiting is None:
+        if self.shared is None:
             return self.batch_size
-        if self.writers_waiting() or not self._size:
+        if self.shared.writers_waiting():
             self._size = self._shared_size
+        elif not self._size:
+            self._size = self._shared_size if self.shared.writers_present() else self.batch_size
         else:
             self._size = min(self.batch_size, self._size * 2)
         return self._size

@@ -550,6 +550,10 @@ class Database:
         """Whether another process's writer waits for this SQLite file (or did a moment ago)."""
         return self._turns is not None and self._turns.others_waiting()
 
+    def writers_present(self) -> bool:
+        """Whether another process (a server) writes to this SQLite file, waiting or not."""
+        return self._turns is not None and self._turns.others_present()
+
     def close(self) -> None:
         self._writer.close()
         self._writer_engine.dispose()

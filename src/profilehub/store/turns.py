@@ -7,7 +7,9 @@ So every profilehub writer of a file takes a turn first, with two advisory locks
 files beside the database:
 
 - ``<db>-writer``: held, exclusively, for the whole write transaction;
-- ``<db>-waiting``: held, shared, by each writer waiting for ``<db>-writer``.
+- ``<db>-waiting``: held, shared, by each writer waiting for ``<db>-writer``;
+- ``<db>-present``: held, shared, by every writer but the importer's for as long as it is open,
+  so an importer knows from its start whether a server shares the file.
 
 Before a turn, every writer lets those waiting go first (each gets one turn), so two servers or a
 server and an importer alternate instead of the one that just committed going on. A polite writer
@@ -57,6 +59,9 @@ class WriterTurns:
         self.polite = polite
         self._writer = os.open(f"{database}-writer", os.O_RDWR | os.O_CREAT, 0o644)
         self._waiting = os.open(f"{database}-waiting", os.O_RDWR | os.O_CREAT, 0o644)
+        self._present = os.open(f"{database}-present", os.O_RDWR | os.O_CREAT, 0o644)
+        if not polite:
+            fcntl.flock(self._present, fcntl.LOCK_SH)
         self._lock = threading.Lock()  # the descriptors' locks belong to one thread at a time
         self._yielded = 0.0
         self._last_held = 0.0  # how long this writer's last turn lasted
@@ -71,6 +76,13 @@ class WriterTurns:
         """Whether a writer of another process waits for the file now (or, for a polite writer,
         did at its last turns)."""
         return time.monotonic() - self._yielded < _RECENT or self._waiters()
+
+    def others_present(self) -> bool:
+        """Whether another process has a (not polite) writer of the file open: a server."""
+        if _try(self._present, fcntl.LOCK_EX):
+            fcntl.flock(self._present, fcntl.LOCK_UN)
+            return False
+        return True
 
     def _share(self) -> bool:
         """A polite writer's yield: while others write or wait, for as long as its own last turn
@@ -118,4 +130,5 @@ class WriterTurns:
         if self._writer >= 0:  # a Database may be closed twice (its app's lifespan, then a test)
             os.close(self._writer)
             os.close(self._waiting)
-            self._writer = self._waiting = -1
+            os.close(self._present)
+            self._writer = self._waiting = self._present = -1
