@@ -136,7 +136,7 @@ def test_import_on_a_full_disk_stops_with_one_line_and_resumes(tiny_disk: TinyDi
             for i in range(records)
         )
     )
-    tiny_disk.fill(leave=320 * 1024)  # room for a few batches, not for all of them
+    tiny_disk.fill(leave=1024 * 1024)  # room for a few batches, not for all of them
     command = [str(Path(sys.executable).parent / "profilehub"), "import", "cdp", str(source)]
     command += ["--org-id", str(ORG), "--region", "EU", "--batch-size", "100", "--workers", "0", "--quiet"]
     env = {**os.environ, "PROFILEHUB_DATABASE_URL": tiny_disk.url}
