@@ -58,6 +58,7 @@ def test_every_command_about_an_org_refuses_an_unknown_one_before_reading_its_fi
     extra = {
         ("org", "add-region"): ["--region", "US"],
         ("org", "keep-raw-ids"): ["on"],
+        ("org", "rate-limit"): ["--per-second", "5"],
         ("apikey", "create"): ["--scopes", "profile.read"],
         ("apikey", "list"): [],
         ("apikey", "revoke"): ["--prefix", "phk_9999_abcdef"],
