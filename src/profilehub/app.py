@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         write_queue_max=settings.write_queue_max,
         on_batch=metrics.batch if settings.metrics else None,
         connect_timeout=settings.db_connect_timeout_seconds,
+        idle_in_transaction_timeout=settings.db_idle_in_transaction_timeout_seconds,
     )
     metrics.watch_queue(db.write_queue_depth)
 

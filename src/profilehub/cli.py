@@ -56,7 +56,6 @@ from profilehub.ratelimit import MAX_RATE, RateLimit, any_rate_limits, get_rate_
 from profilehub.request_log import LOG_LEVELS, logging_config
 from profilehub.store.changes import history
 from profilehub.store.database import (
-    DEFAULT_CONNECT_TIMEOUT_SECONDS,
     Database,
     database_missing,
     head_revision,
@@ -75,7 +74,7 @@ def open_db(*, bulk: bool = False) -> Iterator[Database]:
         settings = Settings.from_env()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
-    db = _connect(settings.database_url, bulk, settings.db_connect_timeout_seconds)
+    db = _connect(settings, bulk)
     try:
         yield db
     finally:
@@ -108,11 +107,14 @@ def check_org(db: Database, org_id: int, region: str | None = None) -> str | Non
     return wanted
 
 
-def _connect(
-    url: str, bulk: bool = False, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_SECONDS
-) -> Database:
+def _connect(settings: Settings, bulk: bool = False) -> Database:
     try:
-        return Database(url, yields_to_waiting_writers=bulk, connect_timeout=connect_timeout)
+        return Database(
+            settings.database_url,
+            yields_to_waiting_writers=bulk,
+            connect_timeout=settings.db_connect_timeout_seconds,
+            idle_in_transaction_timeout=settings.db_idle_in_transaction_timeout_seconds,
+        )
     except sa.exc.DBAPIError as exc:  # unreachable, or a missing database that could not be created
         raise _unreachable(exc) from exc
 
@@ -180,7 +182,7 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     # Create or upgrade the schema once, before any worker starts.
-    db = _connect(settings.database_url, connect_timeout=settings.db_connect_timeout_seconds)
+    db = _connect(settings)
     try:
         with db.read() as conn:
             limited = any_rate_limits(conn)

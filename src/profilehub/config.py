@@ -94,6 +94,9 @@ class Settings:
     # Seconds a new PostgreSQL connection may take to open; past it the request answers 503
     # (a database host that drops packets would otherwise hold requests for minutes).
     db_connect_timeout_seconds: int = 5
+    # PostgreSQL ends a transaction of ours left idle this long (0: never), releasing its locks:
+    # a server process frozen mid-write cannot hold its org's writes up for good.
+    db_idle_in_transaction_timeout_seconds: int = 60
     # A client must send a request's headers within this many seconds (from the connection's
     # start, or the request's first byte) and its body within this many after the headers; else
     # it gets a 408 and the connection is closed. Only ``profilehub serve`` applies them.
@@ -164,6 +167,9 @@ class Settings:
             write_queue_max=_int_env("PROFILEHUB_WRITE_QUEUE_MAX", 1024),
             credential_cache_seconds=_int_env("PROFILEHUB_CREDENTIAL_CACHE_SECONDS", 5, 0),
             db_connect_timeout_seconds=_int_env("PROFILEHUB_DB_CONNECT_TIMEOUT_SECONDS", 5),
+            db_idle_in_transaction_timeout_seconds=_int_env(
+                "PROFILEHUB_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 60, 0
+            ),
             header_timeout_seconds=_int_env("PROFILEHUB_HEADER_TIMEOUT_SECONDS", 10),
             body_timeout_seconds=_int_env("PROFILEHUB_BODY_TIMEOUT_SECONDS", 30),
             jwt_issuer=os.environ.get("PROFILEHUB_JWT_ISSUER", ""),

@@ -163,10 +163,20 @@ def _enable_wal(cur: Any) -> None:
 # Without one, a database host that silently drops packets (a firewall, a host gone from the
 # network) holds every request until the kernel gives up, minutes later, instead of answering 503.
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 5
+# Seconds PostgreSQL lets a session of ours sit idle inside a transaction before ending it
+# (PROFILEHUB_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS; 0: never). A profilehub process frozen or
+# cut off mid-write keeps its session, and so its org's write locks, open on the server: without
+# this, every other process's writes of that org would wait for them for good. Far above the
+# pauses between a write's statements, even an import batch's on a busy machine.
+DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 60
 
 
 def make_engine(
-    url: str, *, writer: bool = False, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_SECONDS
+    url: str,
+    *,
+    writer: bool = False,
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    idle_in_transaction_timeout: int = DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
 ) -> Engine:
     """The engine for reads, or (``writer``) the one connection of the writer thread.
 
@@ -204,7 +214,10 @@ def make_engine(
 
         return engine
     # libpq (and psycopg) count the timeout per address tried, and treat less than 2 s as 2 s.
-    connect_args = {"connect_timeout": connect_timeout}
+    connect_args: dict[str, Any] = {"connect_timeout": connect_timeout}
+    session = f"-c idle_in_transaction_session_timeout={idle_in_transaction_timeout * 1000}"
+    given = sa.engine.make_url(url).query.get("options")  # the URL's own ?options= are kept
+    connect_args["options"] = " ".join([*([given] if isinstance(given, str) else list(given or ())), session])
     if writer:
         return sa.create_engine(
             url, pool_size=1, max_overflow=1, pool_pre_ping=False, connect_args=connect_args
@@ -485,9 +498,16 @@ class Database:
         on_batch: BatchObserver | None = None,
         yields_to_waiting_writers: bool = False,
         connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_SECONDS,
+        idle_in_transaction_timeout: int = DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
     ) -> None:
         self.url = url
-        self.engine = make_engine(url, connect_timeout=connect_timeout)
+        engine = functools.partial(
+            make_engine,
+            url,
+            connect_timeout=connect_timeout,
+            idle_in_transaction_timeout=idle_in_transaction_timeout,
+        )
+        self.engine = engine()
         try:
             migrate(self.engine)
         except sa.exc.OperationalError as exc:
@@ -495,7 +515,7 @@ class Database:
                 raise
             create_database(url)
             migrate(self.engine)
-        self._writer_engine = make_engine(url, writer=True, connect_timeout=connect_timeout)
+        self._writer_engine = engine(writer=True)
         self._turns = _writer_turns(self._writer_engine, yields_to_waiting_writers)
         self._writer = _Writer(self._writer_engine, write_batch_size, write_queue_max, on_batch, self._turns)
         self._probe: Future[None] | None = None
