@@ -1,6 +1,7 @@
 """A legitimate writer beside four clients sending 8 MB bodies without any credential.
 
 ``python -m bench.abuse [--seconds 10] [--backend sqlite|postgres] [--attackers 4]``
+``python -m bench.abuse --bulk 8 [--clients 4] [--backend sqlite|postgres]``
 
 A real ``profilehub serve`` process (one worker) on a fresh database. One client writes single
 profiles (``POST /cdp/v1/users``, keep-alive, one request at a time) for ``--seconds`` alone, then
@@ -9,6 +10,12 @@ for as long again while ``--attackers`` processes each send, in a loop, an 8 MB 
 and their ratio (goal: under attack >= 0.9x of alone), the server's resident memory before, at
 its highest during the run (sampled every 0.1 s) and its peak (``VmHWM``; goal < 200 MB), what the
 attackers got, the command to reproduce, and the machine's load.
+
+With ``--bulk N``, no attack: ``--clients`` processes each send N *authenticated* ``_bulk``
+bodies of the worst shape for memory (1,000 records of ``WIDE_ATTRIBUTES`` small attributes, just
+under the default body limit), one after another. Printed: the server's RSS before, highest while
+they are sent (sampled every 0.1 s), ``VmHWM``, and after (goal < 200 MB throughout), the bodies'
+answers and time per body.
 """
 
 from __future__ import annotations
@@ -47,6 +54,120 @@ def attack_body() -> bytes:
         for i in range(1000)
     ]
     return orjson.dumps(records)
+
+
+WIDE_ATTRIBUTES = 700
+
+
+def wide_body(round_: int, client: int) -> bytes:
+    """1,000 records of ``WIDE_ATTRIBUTES`` small attributes each (about 7 MB): the most Python
+    objects a body under the limit can make the server build, within the per-record caps."""
+    attrs = {f"a{j}": j for j in range(WIDE_ATTRIBUTES)}
+    records = [
+        {"orgId": ORG_ID, "region": "EU", "ids": {"crm_id": f"B-{client}-{round_}-{i}"}, "upsert": {"profile": attrs}}
+        for i in range(1000)
+    ]
+    return orjson.dumps(records)
+
+
+def bulk_client(port: int, apikey: str, rounds: int, client: int, results: Any) -> None:
+    """Send ``rounds`` authenticated wide bodies, one after another; count answers, time each."""
+    headers = {"apikey": apikey, "scopes": "profile.write", "Content-Type": "application/json"}
+    counts: dict[str, int] = {}
+    seconds: list[float] = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
+        for round_ in range(rounds):
+            body = wide_body(round_, client)
+            started = time.perf_counter()
+            response = http.post("/cdp/v1/users/_bulk", content=body, headers=headers)
+            seconds.append(time.perf_counter() - started)
+            outcome = str(response.status_code)
+            if response.status_code == 200:
+                written = sum(1 for item in response.json() if item["status"] == 200)
+                outcome = f"200 ({written} written)"
+            counts[outcome] = counts.get(outcome, 0) + 1
+    results.put((counts, seconds, len(body)))
+
+
+def run_bulk(backend: str, rounds: int, clients: int) -> dict[str, Any]:
+    OUT.mkdir(exist_ok=True)
+    with fresh_database(backend, OUT) as url:
+        db = Database(url)
+        db.write(lambda c: create_org(c, ORG_ID, "Abuse bench", ["EU"]))
+        apikey = db.write(
+            lambda c: create_credential(c, ORG_ID, CredentialKind.APIKEY, "profile.write")
+        ).secret
+        db.close()
+        port = free_port()
+        cmd = [str(Path(sys.executable).parent / "profilehub"), "serve", "--port", str(port), "--no-access-log"]
+        with server(cmd, url, port, OUT / "abuse-server.log") as process:
+            writer(port, apikey, 1.0, 0)  # warm: the first requests' imports and caches
+            rss_before = _status_kb(process.pid, "VmRSS")
+            sampler = RssSampler(process.pid)
+            sampler.start()
+            results: Any = multiprocessing.Queue()
+            procs = [
+                multiprocessing.Process(target=bulk_client, args=(port, apikey, rounds, c, results))
+                for c in range(clients)
+            ]
+            started = time.monotonic()
+            for p in procs:
+                p.start()
+            answers: dict[str, int] = {}
+            per_body: list[float] = []
+            body_bytes = 0
+            for _ in procs:
+                counts, seconds, body_bytes = results.get(timeout=3600)
+                per_body += seconds
+                for status, count in counts.items():
+                    answers[status] = answers.get(status, 0) + count
+            for p in procs:
+                p.join()
+            wall = time.monotonic() - started
+            time.sleep(1.0)
+            sampler.running = False
+            sampler.join()
+            rss_after = _status_kb(process.pid, "VmRSS")
+            peak = _status_kb(process.pid, "VmHWM")
+    return {
+        "backend": backend,
+        "clients": clients,
+        "bodies": clients * rounds,
+        "body_bytes": body_bytes,
+        "answers": answers,
+        "wall_seconds": wall,
+        "seconds_per_body": latency_ms(per_body),
+        "rss_mb": {
+            "before": rss_before / 1024,
+            "highest": sampler.highest_kb / 1024,
+            "peak": peak / 1024,
+            "after": rss_after / 1024,
+        },
+    }
+
+
+def bulk_main(args: argparse.Namespace) -> None:
+    reproduce = (
+        f"{Path(sys.executable).name} -m bench.abuse --bulk {args.bulk} --clients {args.clients} "
+        f"--backend {args.backend}"
+    )
+    with exclusive_run(command_line()):
+        load_before = load_note()
+        result = run_bulk(args.backend, args.bulk, args.clients)
+    rss, took = result["rss_mb"], result["seconds_per_body"]
+    print(
+        f"bulk memory bench ({args.backend}): {args.clients} clients x {args.bulk} authenticated bodies of "
+        f"{result['body_bytes'] / 1e6:.1f} MB (1,000 records x {WIDE_ATTRIBUTES} attributes)"
+    )
+    print(f"  answers: {result['answers']}; {result['wall_seconds']:.1f} s in all, per body p50 "
+          f"{took['p50'] / 1000:.1f} s, p99 {took['p99'] / 1000:.1f} s (queueing included)")
+    print(
+        f"  server RSS: {rss['before']:.0f} MB before, highest {rss['highest']:.0f} MB while sending, "
+        f"peak {rss['peak']:.0f} MB (VmHWM), {rss['after']:.0f} MB 1 s after (goal < 200 MB)"
+    )
+    print(f"  {load_before} before; {load_note()} after")
+    print(f"  reproduce: {reproduce}")
+    print(orjson.dumps(result).decode())
 
 
 def attacker(port: int, stop_at: float, results: Any) -> None:
@@ -182,7 +303,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="Length of each phase.")
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--attackers", type=int, default=4)
+    parser.add_argument(
+        "--bulk", type=int, default=0, metavar="N", help="Instead: each client sends N authenticated wide bodies."
+    )
+    parser.add_argument("--clients", type=int, default=4, help="With --bulk: clients sending at once.")
     args = parser.parse_args(argv)
+    if args.bulk:
+        bulk_main(args)
+        return
     reproduce = f"{Path(sys.executable).name} -m bench.abuse --seconds {args.seconds:g} --backend {args.backend} --attackers {args.attackers}"
     with exclusive_run(command_line()):
         load_before = load_note()
