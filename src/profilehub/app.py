@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 
 from profilehub import __version__, collector
 from profilehub.auth import CredentialVerifier
+from profilehub.cdp.bulk_turns import BulkTurns
 from profilehub.cdp.bulk import router as cdp_bulk_router
 from profilehub.cdp.routes import FastWriteUser
 from profilehub.cdp.routes import router as cdp_router
@@ -120,6 +121,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outside the fast path, so a replayed answer never reaches it; inside the body limit.
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Outside the body limit (which reads a chunked body), inside the gate and the rate limiter, so
+    # only admitted _bulk requests wait for a turn, with their bodies unread.
+    app.add_middleware(BulkTurns)
     # Just inside the credential gate (which hands it the principal): over-limit bodies go unread.
     app.add_middleware(RateLimitMiddleware)
     # Outside the body limit, which reads a chunked body: no body is read before the credential.
