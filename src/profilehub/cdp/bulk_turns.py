@@ -14,6 +14,8 @@ import asyncio
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from profilehub.memory import give_back
+
 BULK_AT_ONCE = 1
 BULK_PATHS = frozenset({"/cdp/v1/users/_bulk"})
 
@@ -38,4 +40,7 @@ class BulkTurns:
             await self.app(scope, receive, send)
             return
         async with self._semaphore():
-            await self.app(scope, receive, send)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                give_back()
