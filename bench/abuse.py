@@ -64,7 +64,12 @@ def wide_body(round_: int, client: int) -> bytes:
     objects a body under the limit can make the server build, within the per-record caps."""
     attrs = {f"a{j}": j for j in range(WIDE_ATTRIBUTES)}
     records = [
-        {"orgId": ORG_ID, "region": "EU", "ids": {"crm_id": f"B-{client}-{round_}-{i}"}, "upsert": {"profile": attrs}}
+        {
+            "orgId": ORG_ID,
+            "region": "EU",
+            "ids": {"crm_id": f"B-{client}-{round_}-{i}"},
+            "upsert": {"profile": attrs},
+        }
         for i in range(1000)
     ]
     return orjson.dumps(records)
@@ -99,7 +104,13 @@ def run_bulk(backend: str, rounds: int, clients: int) -> dict[str, Any]:
         ).secret
         db.close()
         port = free_port()
-        cmd = [str(Path(sys.executable).parent / "profilehub"), "serve", "--port", str(port), "--no-access-log"]
+        cmd = [
+            str(Path(sys.executable).parent / "profilehub"),
+            "serve",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ]
         with server(cmd, url, port, OUT / "abuse-server.log") as process:
             writer(port, apikey, 1.0, 0)  # warm: the first requests' imports and caches
             rss_before = _status_kb(process.pid, "VmRSS")
@@ -159,8 +170,10 @@ def bulk_main(args: argparse.Namespace) -> None:
         f"bulk memory bench ({args.backend}): {args.clients} clients x {args.bulk} authenticated bodies of "
         f"{result['body_bytes'] / 1e6:.1f} MB (1,000 records x {WIDE_ATTRIBUTES} attributes)"
     )
-    print(f"  answers: {result['answers']}; {result['wall_seconds']:.1f} s in all, per body p50 "
-          f"{took['p50'] / 1000:.1f} s, p99 {took['p99'] / 1000:.1f} s (queueing included)")
+    print(
+        f"  answers: {result['answers']}; {result['wall_seconds']:.1f} s in all, per body p50 "
+        f"{took['p50'] / 1000:.1f} s, p99 {took['p99'] / 1000:.1f} s (queueing included)"
+    )
     print(
         f"  server RSS: {rss['before']:.0f} MB before, highest {rss['highest']:.0f} MB while sending, "
         f"peak {rss['peak']:.0f} MB (VmHWM), {rss['after']:.0f} MB 1 s after (goal < 200 MB)"
@@ -304,7 +317,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--attackers", type=int, default=4)
     parser.add_argument(
-        "--bulk", type=int, default=0, metavar="N", help="Instead: each client sends N authenticated wide bodies."
+        "--bulk",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Instead: each client sends N authenticated wide bodies.",
     )
     parser.add_argument("--clients", type=int, default=4, help="With --bulk: clients sending at once.")
     args = parser.parse_args(argv)

@@ -14,8 +14,8 @@ from fastapi_offline import FastAPIOffline
 
 from profilehub import __version__, collector
 from profilehub.auth import CredentialVerifier
-from profilehub.cdp.bulk_turns import BulkTurns
 from profilehub.cdp.bulk import router as cdp_bulk_router
+from profilehub.cdp.bulk_turns import BulkTurns
 from profilehub.cdp.routes import FastWriteUser
 from profilehub.cdp.routes import router as cdp_router
 from profilehub.config import Settings

@@ -134,6 +134,11 @@ class HttpProtocol(HttpToolsProtocol):
 
     def _body_timed_out(self) -> None:
         self._body_timer = None
+        if self.flow.read_paused:
+            # We stopped reading, the client did not stop sending: the app has not taken the body
+            # yet (a ``_bulk`` waiting for its turn). The client gets its full time again.
+            self._body_timer = self.loop.call_later(_timeouts()[1], self._body_timed_out)
+            return
         cycle = self.cycle
         answer = cycle is not None and not cycle.response_started
         if cycle is not None:
