@@ -77,6 +77,18 @@ def test_request_counts_and_latency_move_by_the_requests_made(client: TestClient
         == 2
     )
     assert "/cdp/v1/users/not-a-route/x" not in client.get("/metrics").text
+    # Routes outside the API too: the OpenAPI document is no unmatched path.
+    assert client.get("/openapi.json").status_code == 200
+    assert (
+        value(
+            scrape(client),
+            "profilehub_http_requests_total",
+            method="GET",
+            route="/openapi.json",
+            status="200",
+        )
+        == 1
+    )
     # The previous scrape itself is counted under its own route.
     assert value(after, "profilehub_http_requests_total", method="GET", route="/metrics", status="200") >= 1
 

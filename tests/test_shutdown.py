@@ -20,7 +20,7 @@ from tests.conftest import make_org
 from tests.serve_process import serve
 
 REQUESTS = 24
-RECORDS = 50  # per _bulk request: enough that the writer is still busy when the signal comes
+RECORDS = 100  # per _bulk request: enough that the writer is still busy when the signal comes
 
 
 def _bulk_request(apikey: str, org_id: int, n: int, host: str) -> bytes:
@@ -74,11 +74,16 @@ def test_sigterm_answers_and_keeps_every_queued_write(database_url: str, tmp_pat
         db.close()
     with serve(database_url, tmp_path) as server:
         host, port = urlsplit(server.base).hostname or "", urlsplit(server.base).port or 0
+        probe = f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
         socks = []
-        for n in range(REQUESTS):
+        for _ in range(REQUESTS):
             sock = socket.create_connection((host, port), timeout=120)
-            sock.sendall(_bulk_request(org.apikey, org.org_id, n, f"{host}:{port}"))
+            # An answer on it first: the server has accepted this connection, which stays open.
+            sock.sendall(probe)
+            assert _read_one(sock)[0] == 200
             socks.append(sock)
+        for n, sock in enumerate(socks):
+            sock.sendall(_bulk_request(org.apikey, org.org_id, n, f"{host}:{port}"))
         answers: list[tuple[int | None, str, float]] = [(None, "not read", 0.0)] * REQUESTS
 
         def read(n: int) -> None:
@@ -88,9 +93,6 @@ def test_sigterm_answers_and_keeps_every_queued_write(database_url: str, tmp_pat
         readers = [threading.Thread(target=read, args=(n,)) for n in range(REQUESTS)]
         for t in readers:
             t.start()
-        # Every request is sent; give the server's event loop a moment to accept the connections
-        # (a connection still in the kernel's listen queue when the listener closes is refused).
-        time.sleep(0.3)
         signalled = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         for t in readers:

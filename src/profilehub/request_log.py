@@ -123,6 +123,10 @@ class RouteNoteMiddleware:
         finally:
             note = scope.get(_SCOPE_KEY)
             route = scope.get("route")
+            if route is None and (endpoint := scope.get("endpoint")) is not None:
+                # Routes that are not API routes (/openapi.json, /docs) note only their endpoint.
+                routes = getattr(scope.get("app"), "routes", ())
+                route = next((r for r in routes if getattr(r, "endpoint", None) is endpoint), None)
             if note is not None and note.route is None and route is not None:
                 note.route = getattr(route, "path", None)
 
