@@ -211,6 +211,9 @@ def test_with_redis_budget_taken_in_blocks_never_exceeds_the_limit(two_apps: tup
         r: Any = redis.Redis.from_url(REDIS_URL)
         [key] = r.keys(f"{two_apps[0].state.settings.redis_prefix}:rl:{org.org_id}:1:*")
         assert r.get(key) == b"5"  # one request took a block of 5 from Redis
+        # The key expires after its window by the limiter's clock (here months ahead), not after a
+        # couple of real seconds: a slow run once saw its counts vanish mid-burst.
+        assert r.ttl(key) > 3600
         r.close()
         statuses = [200] + [cdp_write((second, first)[i % 2], org, i).status_code for i in range(15)]
     assert statuses.count(200) == 10 and statuses.count(429) == 6

@@ -154,7 +154,8 @@ class LocalCounters:
 
 
 # Take a block of units of every window KEYS[i] in one atomic step on the Redis server, or none
-# if any window has nothing left. ARGV per window: its limit, the block wanted, its length (s). Answers 1 or 0, then each window's count afterwards,
+# if any window has nothing left. ARGV per window: its limit, the block wanted, and when its key
+# may go (epoch seconds). Answers 1 or 0, then each window's count afterwards,
 # then what each was granted.
 _LEASE = """
 local n = #KEYS
@@ -172,7 +173,7 @@ end
 local out = {1}
 for i = 1, n do
   counts[i] = redis.call('INCRBY', KEYS[i], grants[i])
-  if counts[i] == grants[i] then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[3 * i]) + 1) end
+  if counts[i] == grants[i] then redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[3 * i])) end
   out[i + 1] = counts[i]; out[n + i + 1] = grants[i]
 end
 return out
@@ -239,7 +240,10 @@ class RedisCounters:
                 wanted = [windows[i] for i in short]
                 keys = [f"{self._prefix}:rl:{org_id}:{length}:{index}" for length, index, _ in wanted]
                 args = [
-                    v for length, _, limit in wanted for v in (limit, max(1, limit // self.share), length)
+                    v
+                    for length, index, limit in wanted
+                    # A key outlives its window by one more window: room for clocks a little apart.
+                    for v in (limit, max(1, limit // self.share), (index + 2) * length)
                 ]
                 answer = [int(v) for v in await self._script()(keys=keys, args=args)]
                 counts, grants = answer[1 : len(keys) + 1], answer[len(keys) + 1 :]
