@@ -138,6 +138,19 @@ def _content_type(scope: Scope) -> bytes:
     return b""
 
 
+def replay_messages(messages: list[Message], receive: Receive) -> Receive:
+    """A ``receive`` that gives the already-read ``messages`` again, then the client's own: for a
+    middleware that had to read a body before handing the request on."""
+    pending = list(messages)
+
+    async def again() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return again
+
+
 class BodyLimitMiddleware:
     """Refuse bodies over ``max_bytes`` with 413 before any handler parses them.
 
@@ -192,17 +205,8 @@ class BodyLimitMiddleware:
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        whole: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, replay_messages([whole], receive), send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The rest of the body is not wanted: close rather than read it to reach the next request.

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from profilehub.auth import Principal
 from profilehub.errors import Conflict, ProfilehubError
 from profilehub.gate import PRINCIPAL_KEY, _header, closing
-from profilehub.http import database_error_response, domain_error_response
+from profilehub.http import database_error_response, domain_error_response, replay_messages
 from profilehub.idempotency import FIELD, IdempotencyKeys, Stored, check_key, request_hash
 from profilehub.idempotency_http import PENDING, Pending, changed_request, replay
 from profilehub.request_log import note_org, note_route
@@ -55,7 +55,7 @@ class IdempotencyMiddleware:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
-                await self.app(scope, _replay(messages, receive), send)  # the client went away
+                await self.app(scope, replay_messages(messages, receive), send)  # the client went away
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -82,7 +82,7 @@ class IdempotencyMiddleware:
                 return
             token = PENDING.set(Pending(keys, org_id, key, digest))
             try:
-                await self.app(scope, _replay(messages, receive), send)
+                await self.app(scope, replay_messages(messages, receive), send)
             finally:
                 PENDING.reset(token)
         finally:
@@ -122,14 +122,3 @@ def _template(path: str) -> str:
         "/v2/crm/companies",
     )
     return path if path in known else "/v2/crm/{objectSlug}"
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    pending = list(messages)
-
-    async def again() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return again

@@ -29,6 +29,7 @@ from profilehub.http import (
     database_error_response,
     domain_error_response,
     notices_header,
+    replay_messages,
 )
 from profilehub.idempotency_http import answered
 from profilehub.oidc import JwtVerifier, token_scopes
@@ -284,7 +285,7 @@ class FastWriteUser:
                 if await self._write(scope, b"".join(chunks), receive, send):
                     return
                 break
-        await self.app(scope, _replay(messages, receive), send)
+        await self.app(scope, replay_messages(messages, receive), send)
 
     @staticmethod
     async def _write(scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
@@ -336,14 +337,3 @@ class FastWriteUser:
             response = database_error_response(exc)
         await response(scope, receive, send)
         return True
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    pending = list(messages)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay
