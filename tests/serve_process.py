@@ -1,5 +1,6 @@
-"""``profilehub serve`` as a real process for the operations tests: started on a free port, its
-output in a log file (a pipe nobody reads would stall it), stopped by the caller's signal."""
+"""``profilehub serve`` as a real process for the tests that need one: started on a free port, its
+output in a log file (a pipe nobody reads would stall it), stopped by the caller's signal or
+killed when the block ends."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from profilehub.store.database import Database
+from tests.conftest import OrgFixture, make_org
+
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -25,10 +29,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def new_org(database_url: str) -> OrgFixture:
+    """An org in the database at ``database_url``, made (with the schema) before a server starts."""
+    db = Database(database_url)
+    try:
+        return make_org(db)
+    finally:
+        db.close()
+
+
 class Served:
-    def __init__(self, proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
         self.proc = proc
-        self.base = base
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
         self.log = log
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -50,18 +64,25 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve(database_url: str, tmp_path: Path, *args: str, **env: str) -> Iterator[Served]:
+def serve(
+    database_url: str, log_dir: Path, *args: str, access_log: bool = False, **env: str
+) -> Iterator[Served]:
+    """``profilehub serve --port <free> *args``, ready (``/healthz`` 200) when the block starts;
+    ``env`` is added to this process's environment. The access log is off unless asked for."""
     port = free_port()
-    log = tmp_path / f"serve-{port}.log"
+    log = log_dir / f"serve-{port}.log"
     full_env = {**os.environ, "PROFILEHUB_DATABASE_URL": database_url, **env}
+    command = [str(VENV_BIN / "profilehub"), "serve", "--port", str(port), *args]
+    if not access_log:
+        command.append("--no-access-log")
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(VENV_BIN / "profilehub"), "serve", "--port", str(port), "--no-access-log", *args],
+            command,
             env=full_env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    served = Served(proc, f"http://127.0.0.1:{port}", log)
+    served = Served(proc, port, log)
     try:
         served.wait_ready()
         yield served

@@ -10,12 +10,8 @@ person, holding every id and every attribute written.
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 import random
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +22,9 @@ import sqlalchemy as sa
 
 from profilehub.store.database import Database
 from tests.cdp_client import id_values
-from tests.conftest import OrgFixture, make_org
+from tests.conftest import OrgFixture
+from tests.serve_process import new_org, serve
 
-VENV_BIN = Path(sys.executable).parent
 PEOPLE = 8
 WRITES_PER_PERSON = 24
 CLIENTS = 48
@@ -46,63 +42,12 @@ SUBSETS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_server(database_url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    env = {**os.environ, "PROFILEHUB_DATABASE_URL": database_url}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "profilehub"), "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"server did not start: {log.read_text()}")
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def two_servers(database_url: str, tmp_path: Path) -> Iterator[tuple[OrgFixture, list[str]]]:
-    db = Database(database_url)  # creates the schema before the servers start
-    try:
-        org = make_org(db)
-    finally:
-        db.close()
-    started: list[tuple[subprocess.Popen[bytes], str, Path]] = []
-    try:
-        for n in range(2):
-            log = tmp_path / f"server{n}.log"
-            proc, base = _start_server(database_url, log)
-            started.append((proc, base, log))
-        for proc, base, log in started:
-            _wait_ready(proc, base, log)
-        yield org, [base for _, base, _ in started]
-    finally:
-        for proc, _, _ in started:
-            proc.terminate()
-        for proc, _, _ in started:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    org = new_org(database_url)  # the schema exists before the servers start
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(serve(database_url, tmp_path, access_log=True)) for _ in range(2)]
+        yield org, [s.base for s in servers]
 
 
 def _person(p: int) -> dict[str, str]:

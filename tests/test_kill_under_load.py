@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from profilehub.store.database import Database
-from tests.conftest import make_org
-from tests.serve_process import serve
+from tests.serve_process import new_org, serve
 from tests.write_load import WriteLoad, missing_acknowledged
 
 
@@ -23,11 +21,7 @@ from tests.write_load import WriteLoad, missing_acknowledged
 def test_every_write_acknowledged_before_kill_9_is_found_after_restart(
     database_url: str, tmp_path: Path
 ) -> None:
-    db = Database(database_url)
-    try:
-        org = make_org(db)
-    finally:
-        db.close()
+    org = new_org(database_url)
     with serve(database_url, tmp_path) as server:
         load = WriteLoad(server.base, org, clients=8).start()
         try:

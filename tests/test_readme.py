@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.serve_process import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -37,42 +36,12 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert (ROOT / ".ci" / "run").read_text().strip().endswith("exec scripts/test")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def server(database_url: str) -> Iterator[tuple[int, dict[str, str]]]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PROFILEHUB_DATABASE_URL": database_url,
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "profilehub"), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                pytest.fail(f"server did not start: {out}")
-            time.sleep(0.1)
-        yield port, env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def server(database_url: str, tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    # The tour's commands (profilehub ...) are found on PATH, as after installing.
+    path = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    with serve(database_url, tmp_path, access_log=True, PATH=path) as served:
+        yield served.port, {**os.environ, "PROFILEHUB_DATABASE_URL": database_url, "PATH": path}
 
 
 def test_the_readme_tour_runs_as_written(server: tuple[int, dict[str, str]]) -> None:

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from profilehub.request_log import JsonFormatter
 from tests.conftest import OrgFixture, assert_error
+from tests.serve_process import free_port
 
 VENV_BIN = Path(sys.executable).parent
 SECRET_EMAIL = "zelda.secret@example.org"
@@ -121,12 +122,6 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "PROFILEHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}", **extra}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_taken_port_is_one_clear_error_and_a_non_zero_exit(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -146,7 +141,7 @@ def test_a_taken_port_is_one_clear_error_and_a_non_zero_exit(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("access_log", ["default", "off"])
 def test_serve_prints_the_docs_url_and_logs_json_lines(tmp_path: Path, access_log: str) -> None:
-    port = _free_port()
+    port = free_port()
     extra = {"PROFILEHUB_ACCESS_LOG": "0"} if access_log == "off" else {}
     proc = subprocess.Popen(
         [str(VENV_BIN / "profilehub"), "serve", "--port", str(port)],

@@ -5,65 +5,33 @@ for both databases, so the server runs on SQLite."""
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from profilehub.store.database import Database
-from tests.conftest import OrgFixture, make_org
+from tests.conftest import OrgFixture
+from tests.serve_process import new_org, serve
 
-VENV_BIN = Path(sys.executable).parent
 TIMEOUT = 1  # the server's header timeout here, in seconds
 BODY_TIMEOUT = 3  # and its body timeout: beyond the 1 s pause before refusing a large anonymous body
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, OrgFixture]]:
     home = tmp_path_factory.mktemp("serve")
     url = f"sqlite:///{home / 'profilehub.db'}"
-    db = Database(url)
-    org = make_org(db)
-    db.close()
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PROFILEHUB_DATABASE_URL": url,
-        "PROFILEHUB_HEADER_TIMEOUT_SECONDS": str(TIMEOUT),
-        "PROFILEHUB_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
-    }
-    with (home / "server.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "profilehub"), "serve", "--port", str(port)], env=env, stdout=log, stderr=log
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"server did not start: {(home / 'server.log').read_text()}")
-                time.sleep(0.1)
-            yield port, org
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    org = new_org(url)
+    with serve(
+        url,
+        home,
+        access_log=True,
+        PROFILEHUB_HEADER_TIMEOUT_SECONDS=str(TIMEOUT),
+        PROFILEHUB_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
+    ) as served:
+        yield served.port, org
 
 
 def _connect(port: int) -> socket.socket:

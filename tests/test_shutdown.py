@@ -10,14 +10,12 @@ import socket
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from profilehub.profiles import ProfileService
 from profilehub.store.database import Database
-from tests.conftest import make_org
-from tests.serve_process import serve
+from tests.serve_process import new_org, serve
 
 REQUESTS = 24
 RECORDS = 100  # per _bulk request: enough that the writer is still busy when the signal comes
@@ -67,13 +65,9 @@ def _read_answer(sock: socket.socket) -> tuple[int | None, str]:
 
 
 def test_sigterm_answers_and_keeps_every_queued_write(database_url: str, tmp_path: Path) -> None:
-    db = Database(database_url)
-    try:
-        org = make_org(db)
-    finally:
-        db.close()
+    org = new_org(database_url)
     with serve(database_url, tmp_path) as server:
-        host, port = urlsplit(server.base).hostname or "", urlsplit(server.base).port or 0
+        host, port = "127.0.0.1", server.port
         probe = f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
         socks = []
         for _ in range(REQUESTS):
@@ -144,13 +138,9 @@ def _read_one(sock: socket.socket) -> tuple[int, bytes]:
 def test_a_request_begun_on_an_open_connection_is_answered_after_sigterm(
     database_url: str, tmp_path: Path
 ) -> None:
-    db = Database(database_url)
-    try:
-        org = make_org(db)
-    finally:
-        db.close()
+    org = new_org(database_url)
     with serve(database_url, tmp_path) as server:
-        host, port = urlsplit(server.base).hostname or "", urlsplit(server.base).port or 0
+        host, port = "127.0.0.1", server.port
         address = f"{host}:{port}"
         probe = f"GET /healthz HTTP/1.1\r\nHost: {address}\r\n\r\n".encode()
         begun, idle = (socket.create_connection((host, port), timeout=60) for _ in range(2))
