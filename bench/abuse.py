@@ -24,9 +24,12 @@ import argparse
 import multiprocessing
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +97,10 @@ def bulk_client(port: int, apikey: str, rounds: int, client: int, results: Any) 
     results.put((counts, seconds, len(body)))
 
 
-def run_bulk(backend: str, rounds: int, clients: int) -> dict[str, Any]:
+@contextmanager
+def _served(backend: str) -> Iterator[tuple[int, str, subprocess.Popen[bytes]]]:
+    """``profilehub serve`` (one worker, no access log) on a fresh database holding the bench's
+    org: yields its port, a ``profile.write`` API key and the server process."""
     OUT.mkdir(exist_ok=True)
     with fresh_database(backend, OUT) as url:
         db = Database(url)
@@ -112,34 +118,39 @@ def run_bulk(backend: str, rounds: int, clients: int) -> dict[str, Any]:
             "--no-access-log",
         ]
         with server(cmd, url, port, OUT / "abuse-server.log") as process:
-            writer(port, apikey, 1.0, 0)  # warm: the first requests' imports and caches
-            rss_before = _status_kb(process.pid, "VmRSS")
-            sampler = RssSampler(process.pid)
-            sampler.start()
-            results: Any = multiprocessing.Queue()
-            procs = [
-                multiprocessing.Process(target=bulk_client, args=(port, apikey, rounds, c, results))
-                for c in range(clients)
-            ]
-            started = time.monotonic()
-            for p in procs:
-                p.start()
-            answers: dict[str, int] = {}
-            per_body: list[float] = []
-            body_bytes = 0
-            for _ in procs:
-                counts, seconds, body_bytes = results.get(timeout=3600)
-                per_body += seconds
-                for status, count in counts.items():
-                    answers[status] = answers.get(status, 0) + count
-            for p in procs:
-                p.join()
-            wall = time.monotonic() - started
-            time.sleep(1.0)
-            sampler.running = False
-            sampler.join()
-            rss_after = _status_kb(process.pid, "VmRSS")
-            peak = _status_kb(process.pid, "VmHWM")
+            yield port, apikey, process
+
+
+def run_bulk(backend: str, rounds: int, clients: int) -> dict[str, Any]:
+    with _served(backend) as (port, apikey, process):
+        writer(port, apikey, 1.0, 0)  # warm: the first requests' imports and caches
+        rss_before = _status_kb(process.pid, "VmRSS")
+        sampler = RssSampler(process.pid)
+        sampler.start()
+        results: Any = multiprocessing.Queue()
+        procs = [
+            multiprocessing.Process(target=bulk_client, args=(port, apikey, rounds, c, results))
+            for c in range(clients)
+        ]
+        started = time.monotonic()
+        for p in procs:
+            p.start()
+        answers: dict[str, int] = {}
+        per_body: list[float] = []
+        body_bytes = 0
+        for _ in procs:
+            counts, seconds, body_bytes = results.get(timeout=3600)
+            per_body += seconds
+            for status, count in counts.items():
+                answers[status] = answers.get(status, 0) + count
+        for p in procs:
+            p.join()
+        wall = time.monotonic() - started
+        time.sleep(1.0)
+        sampler.running = False
+        sampler.join()
+        rss_after = _status_kb(process.pid, "VmRSS")
+        peak = _status_kb(process.pid, "VmHWM")
     return {
         "backend": backend,
         "clients": clients,
@@ -254,51 +265,34 @@ class RssSampler(threading.Thread):
 
 
 def run(backend: str, seconds: float, attackers: int) -> dict[str, Any]:
-    OUT.mkdir(exist_ok=True)
-    with fresh_database(backend, OUT) as url:
-        db = Database(url)
-        db.write(lambda c: create_org(c, ORG_ID, "Abuse bench", ["EU"]))
-        apikey = db.write(
-            lambda c: create_credential(c, ORG_ID, CredentialKind.APIKEY, "profile.write")
-        ).secret
-        db.close()
-        port = free_port()
-        cmd = [
-            str(Path(sys.executable).parent / "profilehub"),
-            "serve",
-            "--port",
-            str(port),
-            "--no-access-log",
+    with _served(backend) as (port, apikey, process):
+        alone = writer(port, apikey, seconds, 0)
+        rss_before = _status_kb(process.pid, "VmRSS")
+        server_cpu = _cpu_seconds(process.pid)
+        sampler = RssSampler(process.pid)
+        sampler.start()
+        results: Any = multiprocessing.Queue()
+        stop_at = time.monotonic() + seconds
+        procs = [
+            multiprocessing.Process(target=attacker, args=(port, stop_at, results)) for _ in range(attackers)
         ]
-        with server(cmd, url, port, OUT / "abuse-server.log") as process:
-            alone = writer(port, apikey, seconds, 0)
-            rss_before = _status_kb(process.pid, "VmRSS")
-            server_cpu = _cpu_seconds(process.pid)
-            sampler = RssSampler(process.pid)
-            sampler.start()
-            results: Any = multiprocessing.Queue()
-            stop_at = time.monotonic() + seconds
-            procs = [
-                multiprocessing.Process(target=attacker, args=(port, stop_at, results))
-                for _ in range(attackers)
-            ]
-            for p in procs:
-                p.start()
-            time.sleep(0.5)  # the attackers are sending before the writer is timed
-            attacked = writer(port, apikey, seconds - 0.5, 1_000_000)
-            server_cpu = _cpu_seconds(process.pid) - server_cpu
-            answers: dict[str, int] = {}
-            attackers_cpu = 0.0
-            for _ in procs:
-                counts, cpu = results.get(timeout=120)
-                attackers_cpu += cpu
-                for status, count in counts.items():
-                    answers[status] = answers.get(status, 0) + count
-            for p in procs:
-                p.join()
-            sampler.running = False
-            sampler.join()
-            peak = _status_kb(process.pid, "VmHWM")
+        for p in procs:
+            p.start()
+        time.sleep(0.5)  # the attackers are sending before the writer is timed
+        attacked = writer(port, apikey, seconds - 0.5, 1_000_000)
+        server_cpu = _cpu_seconds(process.pid) - server_cpu
+        answers: dict[str, int] = {}
+        attackers_cpu = 0.0
+        for _ in procs:
+            counts, cpu = results.get(timeout=120)
+            attackers_cpu += cpu
+            for status, count in counts.items():
+                answers[status] = answers.get(status, 0) + count
+        for p in procs:
+            p.join()
+        sampler.running = False
+        sampler.join()
+        peak = _status_kb(process.pid, "VmHWM")
     return {
         "backend": backend,
         "alone": alone,

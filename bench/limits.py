@@ -26,9 +26,7 @@ from bench.backends import fresh_database
 from bench.figures import ratio
 from bench.generate import ORG_ID, dataset
 from bench.machine import command_line, exclusive_run, load_note
-from bench.run_http import ROOT, free_port, load, server
-from bench.run_import import setup_org
-from profilehub.auth import CredentialKind, create_credential
+from bench.run_http import ROOT, free_port, load, new_store, server
 from profilehub.ratelimit import (
     Counters,
     LocalCounters,
@@ -46,14 +44,11 @@ FAR_ABOVE = (1_000_000, 1_000_000_000)
 def one_run(backend: str, mode: str, redis_url: str, requests: int, clients: int) -> dict[str, Any]:
     data = dataset(OUT, max(requests, 1000), seed=11)
     with fresh_database(backend, OUT) as url:
-        setup_org(url)
-        db = Database(url)
-        apikey = db.write(
-            lambda c: create_credential(c, ORG_ID, CredentialKind.APIKEY, "profile.read,profile.write")
-        ).secret
+        apikey = new_store(url)
         if mode != "off":
+            db = Database(url)
             db.write(lambda c: set_rate_limit(c, ORG_ID, *FAR_ABOVE))
-        db.close()
+            db.close()
         port = free_port()
         serve = [str(ROOT / ".venv/bin/profilehub"), "serve", "--port", str(port), "--no-access-log"]
         saved = os.environ.get("PROFILEHUB_REDIS_URL")

@@ -26,13 +26,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.abuse import _cpu_seconds
 from bench.backends import fresh_database
-from bench.generate import ORG_ID, dataset
+from bench.generate import dataset
 from bench.machine import command_line, exclusive_run, load_note
-from bench.run_http import free_port, load, server
-from bench.run_import import setup_org
-from profilehub.auth import CredentialKind, create_credential
+from bench.run_http import free_port, load, new_store, server
 from profilehub.metrics import Metrics
-from profilehub.store.database import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILEHUB = str(ROOT / ".venv/bin/profilehub")
@@ -52,12 +49,7 @@ def _writes_counted(port: int) -> float:
 def _round(args: argparse.Namespace, metrics: bool) -> dict[str, Any]:
     data = dataset(OUT, args.requests, seed=7)
     with fresh_database(args.backend, OUT) as url:
-        setup_org(url)
-        db = Database(url)
-        apikey = db.write(
-            lambda c: create_credential(c, ORG_ID, CredentialKind.APIKEY, "profile.read,profile.write")
-        ).secret
-        db.close()
+        apikey = new_store(url)
         port = free_port()
         serve = [PROFILEHUB, "serve", "--port", str(port), "--workers", str(args.workers), "--no-access-log"]
         os.environ["PROFILEHUB_METRICS"] = "on" if metrics else "off"

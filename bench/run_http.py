@@ -39,6 +39,17 @@ def free_port() -> int:
     raise RuntimeError("no free port in 18600-18799")
 
 
+def new_store(url: str) -> str:
+    """Set up the bench's org in the fresh database at ``url``; return a read/write API key."""
+    setup_org(url)
+    db = Database(url)
+    apikey = db.write(
+        lambda c: create_credential(c, ORG_ID, CredentialKind.APIKEY, "profile.read,profile.write")
+    ).secret
+    db.close()
+    return apikey
+
+
 def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,12 +106,7 @@ def bench_http(
 ) -> dict[str, Any]:
     seconds = 120.0
     with fresh_database(backend, out) as url:
-        setup_org(url)
-        db = Database(url)
-        apikey = db.write(
-            lambda c: create_credential(c, ORG_ID, CredentialKind.APIKEY, "profile.read,profile.write")
-        ).secret
-        db.close()
+        apikey = new_store(url)
         port = free_port()
         # No access log: the baseline logs nothing either (like for like).
         serve = [str(ROOT / ".venv/bin/profilehub"), "serve", "--port", str(port), "--workers", str(workers)]

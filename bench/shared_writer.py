@@ -21,24 +21,11 @@ from typing import Any
 
 from bench.generate import ORG_ID, REGION, dataset
 from bench.machine import command_line, exclusive_run, load_note
-from bench.run_http import free_port, load, server
-from bench.run_import import setup_org
-from profilehub.auth import CredentialKind, create_credential
-from profilehub.store.database import Database
+from bench.run_http import free_port, load, new_store, server
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILEHUB = str(ROOT / ".venv/bin/profilehub")
 OUT = Path(__file__).resolve().parent / "out"
-
-
-def _new_store(url: str) -> str:
-    setup_org(url)
-    db = Database(url)
-    apikey = db.write(
-        lambda c: create_credential(c, ORG_ID, CredentialKind.APIKEY, "profile.read,profile.write")
-    ).secret
-    db.close()
-    return apikey
 
 
 def _import(url: str, source: Path) -> subprocess.Popen[str]:
@@ -68,7 +55,7 @@ def run(args: argparse.Namespace) -> None:
     import_data = dataset(OUT, args.records, seed=11)
     with tempfile.TemporaryDirectory(prefix="shared-writer-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'shared.db'}"
-        apikey = _new_store(url)
+        apikey = new_store(url)
         port = free_port()
         serve = [PROFILEHUB, "serve", "--port", str(port), "--no-access-log"]
         with server(serve, url, port, OUT / "shared-writer-server.log"):
@@ -78,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
             beside = load(port, server_data, apikey, args.clients, args.requests, args.seconds)
             import_beside = _finish(importer, started)
         url = f"sqlite:///{Path(tmp) / 'import-alone.db'}"
-        _new_store(url)
+        new_store(url)
         started = time.monotonic()
         import_alone = _finish(_import(url, import_data.records), started)
     print(f"[shared-writer sqlite] server, {args.clients} clients: " + _line("alone", alone))
