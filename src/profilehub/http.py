@@ -138,6 +138,21 @@ def _content_type(scope: Scope) -> bytes:
     return b""
 
 
+async def read_messages(receive: Receive) -> tuple[list[Message], bytes | None]:
+    """Every message of a request's body as received, and the body; None for the body when the
+    client went away first. Hand the messages on with ``replay_messages``."""
+    messages: list[Message] = []
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages, None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return messages, b"".join(chunks)
+
+
 def replay_messages(messages: list[Message], receive: Receive) -> Receive:
     """A ``receive`` that gives the already-read ``messages`` again, then the client's own: for a
     middleware that had to read a body before handing the request on."""

@@ -13,12 +13,12 @@ import re
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from profilehub.auth import Principal
 from profilehub.errors import Conflict, ProfilehubError
 from profilehub.gate import PRINCIPAL_KEY, _header, closing
-from profilehub.http import database_error_response, domain_error_response, replay_messages
+from profilehub.http import database_error_response, domain_error_response, read_messages, replay_messages
 from profilehub.idempotency import FIELD, IdempotencyKeys, Stored, check_key, request_hash
 from profilehub.idempotency_http import PENDING, Pending, changed_request, replay
 from profilehub.request_log import note_org, note_route
@@ -49,22 +49,13 @@ class IdempotencyMiddleware:
         except ProfilehubError as exc:
             await closing(domain_error_response(exc), scope)(scope, receive, send)
             return
-        messages: list[Message] = []
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                await self.app(scope, replay_messages(messages, receive), send)  # the client went away
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        messages, body = await read_messages(receive)
+        if body is None:  # the client went away
+            await self.app(scope, replay_messages(messages, receive), send)
+            return
         keys: IdempotencyKeys = scope["app"].state.idempotency
         org_id = principal.org_id
-        digest = request_hash(
-            scope["method"], scope["path"], scope.get("query_string", b""), b"".join(chunks)
-        )
+        digest = request_hash(scope["method"], scope["path"], scope.get("query_string", b""), body)
         flight = (org_id, key)
         if flight in keys.in_flight:
             busy = Conflict(

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from profilehub.auth import PREFIX, CredentialKind, Principal, check_cdp_scopes, check_org, wrong_kind_hint
 from profilehub.cdp.models import (
@@ -29,6 +29,7 @@ from profilehub.http import (
     database_error_response,
     domain_error_response,
     notices_header,
+    read_messages,
     replay_messages,
 )
 from profilehub.idempotency_http import answered
@@ -273,18 +274,9 @@ class FastWriteUser:
         ):
             await self.app(scope, receive, send)
             return
-        messages: list[Message] = []
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                if await self._write(scope, b"".join(chunks), receive, send):
-                    return
-                break
+        messages, body = await read_messages(receive)
+        if body is not None and await self._write(scope, body, receive, send):
+            return
         await self.app(scope, replay_messages(messages, receive), send)
 
     @staticmethod
