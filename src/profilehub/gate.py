@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from profilehub.cdp.routes import cdp_credential
 from profilehub.crm.routes import crm_credential
 from profilehub.errors import ProfilehubError
-from profilehub.http import JSONResponse, domain_error_response
+from profilehub.http import PRINCIPAL_KEY, JSONResponse, domain_error_response
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # A refused request announcing a larger body (or one of unknown length) is answered after this
@@ -27,8 +27,6 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # parse headers and refuse in a tight loop: on a shared machine that loop was the remaining cost.
 LARGE_BODY_BYTES = 64 * 1024
 REFUSAL_PAUSE_SECONDS = 1.0
-# Where the gate leaves the checked principal in the ASGI scope (the rate limiter reads it).
-PRINCIPAL_KEY = "profilehub.principal"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

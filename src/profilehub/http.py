@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from profilehub.auth import Principal
 from profilehub.errors import ProfilehubError, error_body, unknown_field_message
 from profilehub.store.faults import classify
 
@@ -151,6 +152,17 @@ async def read_messages(receive: Receive) -> tuple[list[Message], bytes | None]:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return messages, b"".join(chunks)
+
+
+# Where the credential gate leaves the principal it checked from the headers, so the rate limiter,
+# the idempotency gate and the routes' own credential dependencies do not check it again.
+PRINCIPAL_KEY = "profilehub.principal"
+
+
+def checked_principal(scope: Scope) -> Principal | None:
+    """The principal the credential gate checked for this request, if it did."""
+    principal: Principal | None = scope.get("state", {}).get(PRINCIPAL_KEY)
+    return principal
 
 
 def replay_messages(messages: list[Message], receive: Receive) -> Receive:

@@ -15,10 +15,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from profilehub.auth import Principal
 from profilehub.errors import Conflict, ProfilehubError
-from profilehub.gate import PRINCIPAL_KEY, _header, closing
-from profilehub.http import database_error_response, domain_error_response, read_messages, replay_messages
+from profilehub.gate import _header, closing
+from profilehub.http import (
+    checked_principal,
+    database_error_response,
+    domain_error_response,
+    read_messages,
+    replay_messages,
+)
 from profilehub.idempotency import FIELD, IdempotencyKeys, Stored, check_key, request_hash
 from profilehub.idempotency_http import PENDING, Pending, changed_request, replay
 from profilehub.request_log import note_org, note_route
@@ -39,7 +44,7 @@ class IdempotencyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         pattern = GUARDED.get(scope.get("method", "")) if scope["type"] == "http" else None
         raw = _header(scope, b"idempotency-key") if pattern is not None else None
-        principal: Principal | None = scope.get("state", {}).get(PRINCIPAL_KEY)
+        principal = checked_principal(scope)
         if raw is None or pattern is None or principal is None or not pattern.match(scope["path"]):
             # No key, not a guarded write, or a credential the route will refuse.
             await self.app(scope, receive, send)

@@ -14,8 +14,8 @@ from profilehub.auth import Principal
 from profilehub.cdp.routes import cdp_credential
 from profilehub.crm.routes import crm_credential
 from profilehub.errors import TooManyRequests
-from profilehub.gate import PRINCIPAL_KEY, _bearer, _header, closing
-from profilehub.http import domain_error_response
+from profilehub.gate import _bearer, _header, closing
+from profilehub.http import checked_principal, domain_error_response
 from profilehub.ratelimit import Decision, RateLimiter
 
 _PREFIXES = ("/cdp/v1/", "/v2/crm/")
@@ -30,7 +30,7 @@ def rate_headers(decision: Decision) -> dict[str, str]:
 
 
 async def _principal(scope: Scope) -> Principal | None:
-    known: Principal | None = scope.get("state", {}).get(PRINCIPAL_KEY)
+    known = checked_principal(scope)
     if known is not None:
         return known
     state = scope["app"].state

@@ -26,6 +26,7 @@ from profilehub.cdp.models import (
 from profilehub.errors import ProfilehubError, Unauthorized
 from profilehub.http import (
     JSONResponse,
+    checked_principal,
     database_error_response,
     domain_error_response,
     notices_header,
@@ -77,7 +78,7 @@ def cdp_principal(scope: str) -> Callable[..., Awaitable[Principal]]:
             description="Comma-separated scopes for this call: profile.read, profile.write, profile.delete",
         ),
     ) -> Principal:
-        principal = await cdp_credential(
+        principal = checked_principal(request.scope) or await cdp_credential(
             request.app.state, apikey, None if bearer is None else bearer.credentials, org_header
         )
         note_org(request.scope, principal.org_id)

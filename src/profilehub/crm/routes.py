@@ -38,7 +38,7 @@ from profilehub.crm.people import PersonResult
 from profilehub.crm.record_store import Page
 from profilehub.crm.records import RecordResult
 from profilehub.errors import ProfilehubError, Unauthorized, error_body
-from profilehub.http import JSONResponse, domain_error_response, notices_header
+from profilehub.http import JSONResponse, checked_principal, domain_error_response, notices_header
 from profilehub.idempotency_http import answered
 from profilehub.openapi_extras import MATCH_AND_NOTICES_HEADERS, NOTICES_HEADER
 from profilehub.request_log import note_org
@@ -86,7 +86,7 @@ def crm_principal(write: bool) -> Callable[..., Awaitable[Principal]]:
     async def dependency(
         request: Request, credentials: HTTPAuthorizationCredentials | None = Security(_bearer)
     ) -> Principal:
-        principal = crm_credential(
+        principal = checked_principal(request.scope) or crm_credential(
             request.app.state, None if credentials is None else credentials.credentials
         )
         note_org(request.scope, principal.org_id)
