@@ -26,8 +26,9 @@ from bench.machine import command_line, exclusive_run
 from profilehub.app import tune_gc_for_serving
 from profilehub.errors import ProfilehubError
 from profilehub.identity.normalize import Identifier, normalise_ids
-from profilehub.identity.strategy import Strategy, StrategyCache
+from profilehub.identity.strategy import Strategy
 from profilehub.store.database import Database, GroupJob
+from profilehub.store.strategy_store import StrategyCache
 
 # A request's body, the strategy its ids were normalised under ahead of the writer, and those ids.
 Payload = tuple[dict[str, Any], Strategy | None, list[Identifier] | None]

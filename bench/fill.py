@@ -55,7 +55,8 @@ import sqlalchemy as sa
 
 from bench.generate import ORG_ID, REGION
 from profilehub.identity.normalize import Identifier, email_hashes, normalise_ids, phone_hashes
-from profilehub.identity.strategy import Strategy, load_strategy
+from profilehub.identity.strategy import Strategy
+from profilehub.store.strategy_store import load_strategy
 
 # Filled profiles were "created" from here on, four a millisecond (an import's pace), so every
 # filled ucid sorts before any ucid a later write makes.

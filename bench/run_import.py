@@ -14,9 +14,9 @@ from bench.figures import ratio
 from bench.generate import DUMMY_EMAIL, ORG_ID, REGION, Dataset
 from bench.identity_check import check_identity
 from bench.machine import load_note
-from profilehub.identity.strategy import block_value
 from profilehub.orgs import create_org
 from profilehub.store.database import Database
+from profilehub.store.strategy_store import block_value
 
 
 def setup_org(url: str) -> None:

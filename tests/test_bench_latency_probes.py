@@ -10,12 +10,12 @@ from bench.run_import import setup_org
 from bench.run_latency import PROBES, probe_writes
 
 from profilehub.identity.normalize import normalise_ids
-from profilehub.identity.strategy import load_strategy
 from profilehub.ingest.cdp import cdp_sink
 from profilehub.ingest.reader import read_ndjson
 from profilehub.ingest.runner import Importer
 from profilehub.profiles import ProfileService
 from profilehub.store.database import Database
+from profilehub.store.strategy_store import load_strategy
 
 RECORDS = 1500
 

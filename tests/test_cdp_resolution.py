@@ -8,7 +8,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from profilehub.identity.strategy import IdClass, set_id_type
+from profilehub.identity.strategy import IdClass
+from profilehub.store.strategy_store import set_id_type
 from tests.cdp_client import Cdp, id_values
 from tests.conftest import OrgFixture, make_org
 
@@ -126,7 +127,7 @@ def test_a_write_with_only_blocked_ids_is_refused(client: TestClient, org: OrgFi
 
 
 def test_org_blocks_a_value_of_its_own(app: FastAPI, cdp: Cdp) -> None:
-    from profilehub.identity.strategy import block_value
+    from profilehub.store.strategy_store import block_value
 
     app.state.db.write(lambda c: block_value(c, 1234, "Test@Test.com", "*"))
     a = cdp.write({"crm_id": "A", "email_sha256_lowercase": "test@test.com"})

@@ -32,10 +32,11 @@ from hypothesis import strategies as st
 from profilehub.errors import ProfilehubError
 from profilehub.identity.normalize import Identifier
 from profilehub.identity.resolve import PreparedWrite
-from profilehub.identity.strategy import IdClass, Strategy, block_value, load_strategy, set_id_type
+from profilehub.identity.strategy import IdClass, Strategy
 from profilehub.orgs import create_org
 from profilehub.profiles import ProfileService, ProfileWrite, WriteResult, prepare_write
 from profilehub.store.database import Database
+from profilehub.store.strategy_store import block_value, load_strategy, set_id_type
 
 _org_ids = itertools.count(10_000)
 UNKNOWN_UCID = "0191e5a0-0000-7000-8000-000000000000"

@@ -17,13 +17,13 @@ from profilehub.cli import main
 from profilehub.errors import BadRequest
 from profilehub.identity.normalize import Identifier
 from profilehub.identity.resolve import PreparedWrite
-from profilehub.identity.strategy import block_value
 from profilehub.ingest import checkpoint
 from profilehub.ingest.cdp import cdp_sink, prepare_records, profile_write
 from profilehub.ingest.reader import ColumnMapping, read_csv, read_ndjson
 from profilehub.ingest.runner import Importer, Outcome, Sink
 from profilehub.profiles import ProfileService
 from profilehub.store.database import Database
+from profilehub.store.strategy_store import block_value
 from tests.conftest import make_org
 
 ORG = 1234

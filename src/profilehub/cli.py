@@ -34,7 +34,6 @@ from profilehub.auth import (
 )
 from profilehub.config import Settings, SettingsError, describe_database
 from profilehub.errors import ProfilehubError
-from profilehub.identity import strategy as strategies
 from profilehub.identity.strategy import IdClass
 from profilehub.ingest import checkpoint as ingest_checkpoint
 from profilehub.ingest import reader as ingest_reader
@@ -54,6 +53,7 @@ from profilehub.orgs import (
 from profilehub.profiles import ProfileService
 from profilehub.ratelimit import MAX_RATE, RateLimit, any_rate_limits, get_rate_limit, set_rate_limit
 from profilehub.request_log import LOG_LEVELS, logging_config
+from profilehub.store import strategy_store as strategies
 from profilehub.store.changes import history
 from profilehub.store.database import (
     Database,

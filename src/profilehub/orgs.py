@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub.errors import BadRequest, Conflict, NotFound
-from profilehub.identity.strategy import bump_strategy_version, seed_default_strategy
 from profilehub.store.changes import change_row, now_ms, record
+from profilehub.store.strategy_store import bump_strategy_version, seed_default_strategy
 from profilehub.store.tables import org_regions, orgs
 
 _REGION_RE = re.compile(r"^[A-Z]{2,16}$")

@@ -22,12 +22,13 @@ from profilehub.errors import BadRequest, NotFound, ProfilehubError, each_or_err
 from profilehub.idempotency import forget_answers
 from profilehub.identity.normalize import Identifier, coerce_id_value, normalise_ids
 from profilehub.identity.resolve import CATEGORIES, PreparedWrite, WriteOutcome, apply_write
-from profilehub.identity.strategy import Strategy, StrategyCache
+from profilehub.identity.storage import ProfileState
+from profilehub.identity.strategy import Strategy
 from profilehub.store import profile_store as store
 from profilehub.store.batch_store import BatchStore
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import Database, GroupJob, lock_scope
-from profilehub.store.profile_store import ProfileState
+from profilehub.store.strategy_store import StrategyCache
 
 MAX_ATTRIBUTE_NAME = 200
 MAX_SEARCH_VALUES = 1000

@@ -1,8 +1,9 @@
 """Resolution of one write: find candidate profiles, merge them, attach ids, apply the upsert.
 
-``apply_write`` first plans in memory from what it reads, and only then writes. Every domain error
-(an unknown ucid, say) is raised in the planning half, so a refused write has written nothing and
-the writer can keep the rest of its batch.
+The rules of docs/identity.md, on plain data: everything is read and written through a
+``ProfileStorage`` (no SQL here). ``apply_write`` first plans in memory from what it reads, and
+only then writes. Every domain error (an unknown ucid, say) is raised in the planning half, so a
+refused write has written nothing and the writer can keep the rest of its batch.
 """
 
 from __future__ import annotations
@@ -11,15 +12,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from profilehub.errors import NotFound
 from profilehub.identity.normalize import Identifier, Notice
+from profilehub.identity.storage import ProfileChange, ProfileState, ProfileStorage
 from profilehub.identity.strategy import IdClass, Strategy
 from profilehub.identity.ucid import new_ucid
-from profilehub.store.batch_store import BatchStore
-from profilehub.store.changes import change_row
-from profilehub.store.profile_store import ProfileState
 
 CATEGORIES = ("profile", "mkt_preferences", "consent")
 
@@ -134,27 +131,17 @@ def apply_upsert(data: dict[str, dict[str, Any]], upsert: dict[str, dict[str, An
         current["_ts"] = str(ts)
 
 
-def apply_write(
-    target: Connection | BatchStore, strategy: Strategy, write: PreparedWrite, now: int
-) -> WriteOutcome:
-    """Resolve and apply one write; against a ``BatchStore`` its rows are written at its flush."""
-    store = target if isinstance(target, BatchStore) else BatchStore(target)
-    outcome = _apply(store, strategy, write, now)
-    if store is not target:
-        store.flush()
-    return outcome
-
-
-def _apply(store: BatchStore, strategy: Strategy, write: PreparedWrite, now: int) -> WriteOutcome:
+def apply_write(storage: ProfileStorage, strategy: Strategy, write: PreparedWrite, now: int) -> WriteOutcome:
+    """Resolve and apply one write at time ``now`` (epoch ms) through ``storage``."""
     org_id, region = write.org_id, write.region
     notices = list(write.notices)
 
     # --- plan (reads only) ---
-    owners = store.find_owners(org_id, region, write.ids)
+    owners = storage.find_owners(org_id, region, write.ids)
     candidates = set(owners.values())
     named: str | None = None
     if write.ucid is not None:
-        target = store.resolve_ucids(org_id, [write.ucid]).get(write.ucid)
+        target = storage.resolve_ucids(org_id, [write.ucid]).get(write.ucid)
         if target is not None and target[1] == region:
             named = target[0]
             candidates.add(named)
@@ -168,7 +155,7 @@ def _apply(store: BatchStore, strategy: Strategy, write: PreparedWrite, now: int
                     "ucid",
                 )
             )
-    states = store.load_profiles(org_id, candidates)
+    states = storage.load_profiles(org_id, candidates)
     ordered = sorted(states.values(), key=lambda s: s.sort_key)
     created = not ordered
     if created:
@@ -237,35 +224,32 @@ def _apply(store: BatchStore, strategy: Strategy, write: PreparedWrite, now: int
 
     # --- write ---
     if created:
-        store.insert_profile(org_id, master)
+        storage.insert_profile(org_id, master)
     else:
-        store.update_profile(org_id, master)
+        storage.update_profile(org_id, master)
     if merged:
-        store.mark_merged(org_id, merged, master.ucid, now)
+        storage.mark_merged(org_id, merged, master.ucid, now)
     gone = [i for i in original_ids if i not in master.ids]
-    store.delete_ids(org_id, region, gone)
-    store.insert_ids(
+    storage.delete_ids(org_id, region, gone)
+    storage.insert_ids(
         org_id, region, master.ucid, {i: ts for i, ts in master.ids.items() if i not in original_ids}
     )
-    store.touch_ids(org_id, region, [i for i in touched if i in original_ids], now)
-    store.record(
-        [
-            change_row(
-                org_id,
-                write.actor,
-                "profile",
-                master.ucid,
-                "create" if created else ("merge" if merged else "update"),
-                {
-                    "region": region,
-                    "idTypes": sorted({i.id_type for i in write.ids}),
-                    "attributes": {c: sorted(a) if a else None for c, a in write.upsert.items()},
-                    "merged": merged,
-                    "notices": [n.as_dict() for n in notices],
-                },
-                now,
-            )
-        ],
+    storage.touch_ids(org_id, region, [i for i in touched if i in original_ids], now)
+    storage.record_change(
+        ProfileChange(
+            org_id,
+            write.actor,
+            master.ucid,
+            "create" if created else ("merge" if merged else "update"),
+            {
+                "region": region,
+                "idTypes": sorted({i.id_type for i in write.ids}),
+                "attributes": {c: sorted(a) if a else None for c, a in write.upsert.items()},
+                "merged": merged,
+                "notices": [n.as_dict() for n in notices],
+            },
+            now,
+        )
     )
-    linked = store.linked_ucids(org_id, [master.ucid]).get(master.ucid, []) if not created else []
+    linked = storage.linked_ucids(org_id, [master.ucid]).get(master.ucid, []) if not created else []
     return WriteOutcome(master, linked, created, merged, notices)

@@ -1,20 +1,18 @@
-"""Per-org identity strategy: which idTypes exist, their namespace, class, priority and limit."""
+"""Per-org identity strategy: which idTypes exist, their namespace, class, priority and limit.
+
+The model and its rules only; loading and editing it in the database is
+``profilehub.store.strategy_store``.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import re
-import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
-from profilehub.errors import BadRequest, NotFound
-from profilehub.store.changes import change_row, record
-from profilehub.store.tables import blocked_values, id_types, org_regions, orgs
+from profilehub.errors import BadRequest
 
 
 class IdClass(StrEnum):
@@ -134,198 +132,55 @@ class Strategy:
         return key if key is not None else (1_000_000, id_type)
 
 
-def seed_default_strategy(conn: Connection, org_id: int) -> None:
-    conn.execute(
-        id_types.insert(),
-        [
-            {
-                "org_id": org_id,
-                "id_type": t.name,
-                "namespace": t.namespace,
-                "id_class": t.id_class.value,
-                "priority": t.priority,
-                "max_per_profile": t.max_per_profile,
-            }
-            for t in DEFAULT_ID_TYPES
-        ],
-    )
-    conn.execute(
-        blocked_values.insert(),
-        [{"org_id": org_id, "id_type": "*", "value": v} for v in DEFAULT_BLOCKED_VALUES],
-    )
-
-
-def load_strategy(conn: Connection, org_id: int) -> Strategy:
-    org = conn.execute(
-        sa.select(orgs.c.strategy_version, orgs.c.keep_raw_ids).where(orgs.c.org_id == org_id)
-    ).first()
-    if org is None:
-        raise NotFound(f"unknown org {org_id}", field="orgId")
-    rules = {
-        r.id_type: IdType(r.id_type, r.namespace, IdClass(r.id_class), r.priority, r.max_per_profile)
-        for r in conn.execute(sa.select(id_types).where(id_types.c.org_id == org_id))
-    }
-    regions = frozenset(
-        conn.execute(sa.select(org_regions.c.region).where(org_regions.c.org_id == org_id)).scalars()
-    )
-    blocked: dict[str, set[str]] = {}
-    for r in conn.execute(sa.select(blocked_values).where(blocked_values.c.org_id == org_id)):
-        blocked.setdefault(r.id_type, set()).add(r.value.lower())
-    return Strategy(
-        org_id=org_id,
-        version=org.strategy_version,
-        keep_raw_ids=bool(org.keep_raw_ids),
-        regions=regions,
-        id_types=rules,
-        blocked={k: frozenset(v) for k, v in blocked.items()},
-    )
-
-
-class StrategyCache:
-    """Strategies by org, reloaded when the org's ``strategy_version`` moves.
-
-    The version check is one primary-key read, so a change made from the CLI in another process
-    takes effect on the next write.
-    """
-
-    def __init__(self) -> None:
-        self._by_org: dict[int, Strategy] = {}
-        self._lock = threading.Lock()
-
-    def cached(self, org_id: int) -> Strategy | None:
-        """The strategy last loaded for ``org_id``, without asking the database if it is current."""
-        with self._lock:
-            return self._by_org.get(org_id)
-
-    def get(self, conn: Connection, org_id: int) -> Strategy:
-        version = conn.execute(
-            sa.select(orgs.c.strategy_version).where(orgs.c.org_id == org_id)
-        ).scalar_one_or_none()
-        if version is None:
-            raise NotFound(f"unknown org {org_id}", field="orgId")
-        with self._lock:
-            cached = self._by_org.get(org_id)
-        if cached is not None and cached.version == version:
-            return cached
-        fresh = load_strategy(conn, org_id)
-        with self._lock:
-            self._by_org[org_id] = fresh
-        return fresh
-
-
-def bump_strategy_version(conn: Connection, org_id: int) -> None:
-    conn.execute(
-        orgs.update().where(orgs.c.org_id == org_id).values(strategy_version=orgs.c.strategy_version + 1)
-    )
-
-
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
 # Words the API gives a meaning of their own: `ucid` in search and delete, `linkedUcid` in ids.
 RESERVED_NAMES = frozenset({"ucid", "linkedUcid"})
 
 
-def _check_name(name: str, field: str) -> None:
+def check_name(name: str, field: str) -> None:
     if not _NAME_RE.match(name):
         raise BadRequest(f"{name!r}: a letter, then up to 99 letters, digits, '_', '.' or '-'", field=field)
     if name in RESERVED_NAMES:
         raise BadRequest(f"{name!r} is reserved", field=field)
 
 
-def set_id_type(
-    conn: Connection,
-    org_id: int,
+def check_id_type_edit(
+    name: str, *, namespace: str | None, priority: int | None, max_per_profile: int | None
+) -> None:
+    """Refuse an idType edit whose names or numbers can never be valid, whatever the org holds."""
+    check_name(name, "id_type")
+    if namespace is not None:
+        check_name(namespace, "namespace")
+    if priority is not None and priority < 1:
+        raise BadRequest("priority must be 1 or more (1 is the highest)", field="priority")
+    if max_per_profile is not None and max_per_profile < 1:
+        raise BadRequest("limit must be 1 or more", field="limit")
+
+
+def edited_id_type(
+    current: IdType | None,
     name: str,
     *,
     namespace: str | None = None,
     id_class: IdClass | None = None,
     priority: int | None = None,
     max_per_profile: int | None = None,
-    actor: str = "cli",
 ) -> IdType:
-    """Add an idType or change an existing one's namespace, class, priority or limit."""
-    _check_name(name, "id_type")
-    if namespace is not None:
-        _check_name(namespace, "namespace")
-    if priority is not None and priority < 1:
-        raise BadRequest("priority must be 1 or more (1 is the highest)", field="priority")
-    if max_per_profile is not None and max_per_profile < 1:
-        raise BadRequest("limit must be 1 or more", field="limit")
-    current = load_strategy(conn, org_id).id_types.get(name)
+    """The idType ``name`` after an edit: ``current`` with the given fields changed, or a new one
+    (its own namespace, primary, priority 100, limit 1, unless given)."""
+    check_id_type_edit(name, namespace=namespace, priority=priority, max_per_profile=max_per_profile)
     if current is None:
-        rule = IdType(
+        return IdType(
             name=name,
             namespace=namespace or name,
             id_class=id_class or IdClass.PRIMARY,
             priority=priority or 100,
             max_per_profile=max_per_profile or 1,
         )
-        conn.execute(
-            id_types.insert().values(
-                org_id=org_id,
-                id_type=rule.name,
-                namespace=rule.namespace,
-                id_class=rule.id_class.value,
-                priority=rule.priority,
-                max_per_profile=rule.max_per_profile,
-            )
-        )
-    else:
-        rule = IdType(
-            name=name,
-            namespace=namespace or current.namespace,
-            id_class=id_class or current.id_class,
-            priority=priority or current.priority,
-            max_per_profile=max_per_profile or current.max_per_profile,
-        )
-        conn.execute(
-            id_types.update()
-            .where(id_types.c.org_id == org_id, id_types.c.id_type == name)
-            .values(
-                namespace=rule.namespace,
-                id_class=rule.id_class.value,
-                priority=rule.priority,
-                max_per_profile=rule.max_per_profile,
-            )
-        )
-    bump_strategy_version(conn, org_id)
-    # Strategy changes decide what matches from now on: the change log says who made them, when.
-    detail = {
-        "namespace": rule.namespace,
-        "class": rule.id_class.value,
-        "priority": rule.priority,
-        "limit": rule.max_per_profile,
-    }
-    action = "create" if current is None else "update"
-    record(conn, [change_row(org_id, actor, "id_type", name, action, detail)])
-    return rule
-
-
-def _blocked_detail(value: str) -> dict[str, str]:
-    # A blocked value may be a real person's address: the change log keeps no id values (it
-    # outlives erasures), only the value's digest, which `block list` values can be checked against.
-    return {"valueSha256": hashlib.sha256(value.lower().encode()).hexdigest()}
-
-
-def block_value(conn: Connection, org_id: int, value: str, id_type: str = "*", actor: str = "cli") -> None:
-    strategy = load_strategy(conn, org_id)
-    if id_type != "*":
-        strategy.id_type(id_type, "id_type")
-    if value.lower() in strategy.blocked.get(id_type, frozenset()):
-        return
-    conn.execute(blocked_values.insert().values(org_id=org_id, id_type=id_type, value=value.lower()))
-    bump_strategy_version(conn, org_id)
-    record(conn, [change_row(org_id, actor, "blocked_value", id_type, "add", _blocked_detail(value))])
-
-
-def unblock_value(conn: Connection, org_id: int, value: str, id_type: str = "*", actor: str = "cli") -> bool:
-    deleted = conn.execute(
-        blocked_values.delete().where(
-            blocked_values.c.org_id == org_id,
-            blocked_values.c.id_type == id_type,
-            blocked_values.c.value == value.lower(),
-        )
-    ).rowcount
-    if deleted:
-        bump_strategy_version(conn, org_id)
-        record(conn, [change_row(org_id, actor, "blocked_value", id_type, "remove", _blocked_detail(value))])
-    return bool(deleted)
+    return IdType(
+        name=name,
+        namespace=namespace or current.namespace,
+        id_class=id_class or current.id_class,
+        priority=priority or current.priority,
+        max_per_profile=max_per_profile or current.max_per_profile,
+    )

@@ -19,7 +19,9 @@ import orjson
 from sqlalchemy.engine import Connection
 
 from profilehub.identity.normalize import Identifier
-from profilehub.store.profile_store import _CHUNK, ProfileState, _by_type, _chunks
+from profilehub.identity.storage import ProfileChange, ProfileState
+from profilehub.store.changes import change_row
+from profilehub.store.profile_store import _CHUNK, _by_type, _chunks
 
 IdKey = tuple[int, str, Identifier]  # (org, region, id)
 IdRow = tuple[str, int] | None  # (owner ucid, ts), or no row
@@ -414,8 +416,12 @@ class BatchStore:
             if owner is not None:
                 owner.ids[ident] = ts
 
-    def record(self, rows: list[dict[str, Any]]) -> None:
-        self._changes += rows
+    def record_change(self, change: ProfileChange) -> None:
+        self._changes.append(
+            change_row(
+                change.org_id, change.actor, "profile", change.ucid, change.action, change.detail, change.ts
+            )
+        )
 
     # --- the end of the batch ---
     def flush(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -11,25 +10,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub.identity.normalize import Identifier
+from profilehub.identity.storage import ProfileState
 from profilehub.store.tables import profile_ids, profiles
 
 # Keep IN lists well under SQLite's and psycopg's parameter limits.
 _CHUNK = 400
-
-
-@dataclass
-class ProfileState:
-    ucid: str
-    region: str
-    created_ts: int
-    updated_ts: int
-    data: dict[str, dict[str, Any]]
-    ids: dict[Identifier, int] = field(default_factory=dict)  # id -> last seen (epoch ms)
-
-    @property
-    def sort_key(self) -> tuple[int, str]:
-        """First-created wins a merge; the ucid breaks ties deterministically."""
-        return (self.created_ts, self.ucid)
 
 
 def _chunks(items: list[Any]) -> Iterable[list[Any]]:
