@@ -31,7 +31,7 @@ from profilehub import profiles
 from profilehub.ingest.cdp import cdp_sink
 from profilehub.ingest.reader import read_ndjson
 from profilehub.ingest.runner import Importer, ImportSummary
-from profilehub.store import batch_store, database
+from profilehub.store import batch_store, database, profile_storage
 
 OUT = Path(__file__).parent / "out"
 spent: defaultdict[str, float] = defaultdict(float)
@@ -58,14 +58,16 @@ def instrument() -> None:
     _timer(profiles.ProfileService, "_write_group", lambda *_: "resolution")
     _timer(store, "prefetch", lambda *_: "reads")
     _timer(store, "flush", lambda *_: "flush")
-    _timer(store, "_insert_many", lambda _self, table, *_: f"flush: INSERT {table}")
-    _timer(
-        store,
-        "_change_many",
-        lambda _self, verb, table, columns, *_: (
-            f"flush: {verb} {table}" + (f" ({', '.join(columns)})" if columns else "")
-        ),
-    )
+    # each database writes its statements its own way
+    for dialect in (profile_storage.SqliteProfileStorage, profile_storage.PostgresProfileStorage):
+        _timer(dialect, "_insert_many", lambda _self, table, *_: f"flush: INSERT {table}")
+        _timer(
+            dialect,
+            "_change_many",
+            lambda _self, verb, table, columns, *_: (
+                f"flush: {verb} {table}" + (f" ({', '.join(columns)})" if columns else "")
+            ),
+        )
 
 
 def uninstrument() -> None:

@@ -24,10 +24,10 @@ from profilehub.identity.normalize import Identifier, coerce_id_value, normalise
 from profilehub.identity.resolve import CATEGORIES, PreparedWrite, WriteOutcome, apply_write
 from profilehub.identity.storage import ProfileState
 from profilehub.identity.strategy import Strategy
-from profilehub.store import profile_store as store
-from profilehub.store.batch_store import BatchStore
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import Database, GroupJob, lock_scope
+from profilehub.store.profile_storage import profile_storage
+from profilehub.store.profile_store import delete_profiles
 from profilehub.store.strategy_store import StrategyCache
 
 MAX_ATTRIBUTE_NAME = 200
@@ -285,7 +285,7 @@ class ProfileService:
             ids += p.ids
             if p.ucid is not None:
                 ucids.append(p.ucid)
-        batch = BatchStore(conn)
+        batch = profile_storage(conn)
         for org_id, region in sorted(scopes):
             lock_scope(conn, org_id, f"profiles:{region}")
         for (org_id, region), (ids, ucids) in sorted(scopes.items()):
@@ -394,6 +394,7 @@ class ProfileService:
             raise BadRequest("must name at least one idType, namespace or ucid with values", field="search")
         with self.db.read() as conn:
             strategy = self.strategies.get(conn, org_id)
+            storage = profile_storage(conn)
             wanted = (
                 [strategy.check_region(r, "regions") for r in regions]
                 if regions
@@ -407,17 +408,17 @@ class ProfileService:
                 f = f"search.{key}"
                 values = self._values(raw, f, MAX_SEARCH_VALUES)
                 if key == "ucid":
-                    resolved = store.resolve_ucids(conn, org_id, [_check_ucid(str(v), f) for v in values])
+                    resolved = storage.resolve_ucids(org_id, [_check_ucid(str(v), f) for v in values])
                     masters += [m for m, region in resolved.values() if region in wanted]
                     continue
                 for region in wanted:
                     idents = [
                         i for v in values for i in self._lookup_keys(strategy, key, v, "search", region)
                     ]
-                    masters += list(store.find_owners(conn, org_id, region, idents).values())
+                    masters += list(storage.find_owners(org_id, region, idents).values())
             unique = list(dict.fromkeys(masters))
-            states = store.load_profiles(conn, org_id, unique)
-            linked = store.linked_ucids(conn, org_id, unique)
+            states = storage.load_profiles(org_id, unique)
+            linked = storage.linked_ucids(org_id, unique)
             return [profile_view(strategy, states[u], linked.get(u, [])) for u in unique if u in states]
 
     def get(self, org_id: int, ucid: str, region: str | None = None) -> dict[str, Any]:
@@ -426,13 +427,14 @@ class ProfileService:
         wanted = _check_ucid(ucid, "ucid")
         with self.db.read() as conn:
             strategy = self.strategies.get(conn, org_id)
+            storage = profile_storage(conn)
             in_region = strategy.check_region(region, "region") if region is not None else None
-            master, found_region = store.resolve_ucids(conn, org_id, [wanted]).get(wanted, (wanted, None))
-            state = store.load_profiles(conn, org_id, [master]).get(master) if found_region else None
+            master, found_region = storage.resolve_ucids(org_id, [wanted]).get(wanted, (wanted, None))
+            state = storage.load_profiles(org_id, [master]).get(master) if found_region else None
             if state is None or (in_region is not None and found_region != in_region):
                 where = f" in region {in_region}" if in_region is not None else ""
                 raise NotFound(f"no profile with ucid {wanted}{where} in org {org_id}", field="ucid")
-            linked = store.linked_ucids(conn, org_id, [master])
+            linked = storage.linked_ucids(org_id, [master])
             return profile_view(strategy, state, linked.get(master, []))
 
     # --- erasure ---
@@ -441,6 +443,7 @@ class ProfileService:
     ) -> Any:
         def job(conn: Connection) -> dict[str, Any]:
             strategy = self.strategies.get(conn, org_id)
+            storage = profile_storage(conn)
             r = strategy.check_region(region)
             if not isinstance(ids, dict) or len(ids) != 1:
                 raise BadRequest("name exactly one idType (or ucid) with its values", field="ids")
@@ -450,11 +453,11 @@ class ProfileService:
             not_found: list[str] = []
             for v in values:
                 if key == "ucid":
-                    hit = store.resolve_ucids(conn, org_id, [_check_ucid(str(v), "ids.ucid")]).get(str(v))
+                    hit = storage.resolve_ucids(org_id, [_check_ucid(str(v), "ids.ucid")]).get(str(v))
                     owner = [hit[0]] if hit and hit[1] == r else []
                 else:
                     idents = self._lookup_keys(strategy, key, v, "ids", r)
-                    owner = list(dict.fromkeys(store.find_owners(conn, org_id, r, idents).values()))
+                    owner = list(dict.fromkeys(storage.find_owners(org_id, r, idents).values()))
                 if owner:
                     masters += owner
                 else:
@@ -463,8 +466,8 @@ class ProfileService:
                     not_found.append(v if isinstance(v, str) else json.dumps(v))
             masters = list(dict.fromkeys(masters))
             lock_scope(conn, org_id, f"profiles:{r}")
-            linked = store.linked_ucids(conn, org_id, masters)
-            store.delete_profiles(conn, org_id, masters)
+            linked = storage.linked_ucids(org_id, masters)
+            delete_profiles(conn, org_id, masters)
             forget_answers(conn, org_id, [*masters, *(u for m in masters for u in linked.get(m, []))])
             ts = now_ms()
             record(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
@@ -183,4 +184,16 @@ def edited_id_type(
         id_class=id_class or current.id_class,
         priority=priority or current.priority,
         max_per_profile=max_per_profile or current.max_per_profile,
+    )
+
+
+def default_strategy(org_id: int, regions: Iterable[str], *, keep_raw_ids: bool = False) -> Strategy:
+    """The strategy every new org starts with (what the store seeds), without a database."""
+    return Strategy(
+        org_id=org_id,
+        version=1,
+        keep_raw_ids=keep_raw_ids,
+        regions=frozenset(regions),
+        id_types={t.name: t for t in DEFAULT_ID_TYPES},
+        blocked={"*": frozenset(v.lower() for v in DEFAULT_BLOCKED_VALUES)},
     )

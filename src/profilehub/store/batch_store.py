@@ -1,4 +1,9 @@
-"""A write batch's view of the profile store: reads once, remembers, writes everything at the end.
+"""The SQL ``ProfileStorage``: reads once, remembers, writes everything at the end.
+
+One ``BatchStore`` per transaction. The writer resolves a batch of writes through it, and search,
+get and erasure read through it too (the one implementation of profile reads). The SQL that
+SQLite and PostgreSQL write differently (id lookups, bulk inserts, updates and deletes) is in
+their subclasses, ``store.profile_storage``; ``profile_storage(conn)`` picks one.
 
 ``apply_write`` resolves one write at a time through the calls below, exactly as it would against
 the database, but each call is answered from memory when the batch already read or wrote that row.
@@ -11,7 +16,8 @@ same org and region meanwhile: the caller holds the writer and, on PostgreSQL, t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,22 +27,16 @@ from sqlalchemy.engine import Connection
 from profilehub.identity.normalize import Identifier
 from profilehub.identity.storage import ProfileChange, ProfileState
 from profilehub.store.changes import change_row
-from profilehub.store.profile_store import _CHUNK, _by_type, _chunks
 
 IdKey = tuple[int, str, Identifier]  # (org, region, id)
 IdRow = tuple[str, int] | None  # (owner ucid, ts), or no row
-# Column types for PostgreSQL arrays of the columns updated or matched in bulk.
-_PG_TYPES = {
-    "org_id": "bigint",
-    "ucid": "text",
-    "region": "text",
-    "id_type": "text",
-    "value": "text",
-    "ts": "bigint",
-    "updated_ts": "bigint",
-    "data": "text",
-    "merged_into": "text",
-}
+# Keep IN lists well under SQLite's and psycopg's parameter limits.
+CHUNK = 400
+
+
+def chunks(items: list[Any]) -> Iterator[list[Any]]:
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
 
 
 @dataclass
@@ -59,7 +59,7 @@ def _copy_data(data: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {category: dict(attrs) for category, attrs in data.items()}
 
 
-class BatchStore:
+class BatchStore(ABC):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._rows: dict[tuple[int, str], _Row | None] = {}
@@ -71,46 +71,31 @@ class BatchStore:
         # merged-away ucids whose merged_into moved to another master, and to which
         self._relinked: dict[tuple[int, str], str] = {}
         self._changes: list[dict[str, Any]] = []
-        # psycopg takes %s placeholders, sqlite3 takes ?
-        self._pyformat = conn.dialect.paramstyle in ("format", "pyformat")
 
-    # --- reads (answered from memory once read) ---
+    # --- what each database does its own way (store.profile_storage) ---
+    @abstractmethod
     def _sql(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Rows of driver-level SQL written with ``?`` placeholders, on the DB-API cursor itself:
         the hot path skips statement building and result-row wrapping."""
-        if self._pyformat:
-            sql = sql.replace("?", "%s")
-        cursor = self.conn.connection.cursor()
-        try:
-            cursor.execute(sql, tuple(params))
-            rows = [tuple(r) for r in cursor.fetchall()]
-        finally:
-            cursor.close()
-        return rows
 
-    def _sql_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        if rows:
-            if self._pyformat:
-                sql = sql.replace("?", "%s")
-            cursor = self.conn.connection.cursor()
-            try:
-                cursor.executemany(sql, rows)
-            finally:
-                cursor.close()
-
-    # An IN list of parameters on SQLite, in chunks under its parameter limit; one array on
-    # PostgreSQL (= ANY), so the statement text does not change with the number of values.
+    @abstractmethod
     def _parts(self, values: list[str]) -> Iterable[list[str]]:
-        if self._pyformat:
-            return [values] if values else []
-        return _chunks(values)
+        """``values`` in as many statements as the database needs (``_in`` matches one part)."""
 
+    @abstractmethod
     def _in(self, values: list[str]) -> str:
-        return "= ANY(%b)" if self._pyformat else f"IN ({', '.join('?' * len(values))})"
+        """SQL matching a column against one part of values, given as ``_values(part)``."""
 
-    def _values(self, values: list[str]) -> list[Any]:
-        return [values] if self._pyformat else values
+    @abstractmethod
+    def _values(self, values: list[str]) -> list[Any]: ...
 
+    @abstractmethod
+    def _read_ids_into(
+        self, org_id: int, region: str, ids: list[Identifier], found: dict[Identifier, tuple[str, int]]
+    ) -> None:
+        """Put the (owner, ts) of each of ``ids`` that has a row into ``found``."""
+
+    @abstractmethod
     def _change_many(
         self,
         verb: str,
@@ -119,106 +104,22 @@ class BatchStore:
         key_cols: tuple[str, ...],
         rows: list[tuple[Any, ...]],
     ) -> None:
-        """UPDATE (``set_cols`` then ``key_cols`` per row) or DELETE (``key_cols``) many rows by key.
+        """UPDATE (``set_cols`` then ``key_cols`` per row) or DELETE (``key_cols``) many rows by key."""
 
-        SQLite runs one statement per row in-process; PostgreSQL gets one statement whose rows
-        arrive as arrays (``unnest``), instead of a round of parsing and planning per row.
-        """
-        if not rows:
-            return
-        if not self._pyformat:
-            where = " AND ".join(f"{c} = ?" for c in key_cols)
-            if verb == "UPDATE":
-                self._sql_many(
-                    f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in set_cols)} WHERE {where}", rows
-                )
-            else:
-                self._sql_many(f"DELETE FROM {table} WHERE {where}", rows)
-            return
-        cols = set_cols + key_cols
-        arrays = [list(column) for column in zip(*rows, strict=True)]
-        # %b: arrays travel in binary, which skips psycopg's per-element quoting of text
-        source = f"unnest({', '.join(f'%b::{_PG_TYPES[c]}[]' for c in cols)}) AS v({', '.join(cols)})"
-        where = " AND ".join(f"t.{c} = v.{c}" for c in key_cols)
-        if verb == "UPDATE":
-            sql = f"UPDATE {table} AS t SET {', '.join(f'{c} = v.{c}' for c in set_cols)} FROM {source} WHERE {where}"
-        else:
-            sql = f"DELETE FROM {table} AS t USING {source} WHERE {where}"
-        cursor = self.conn.connection.cursor()
-        try:
-            cursor.execute(sql.replace("?", "%s"), arrays)
-        finally:
-            cursor.close()
-
+    @abstractmethod
     def _insert_many(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-        """New rows in bulk: PostgreSQL's COPY (several times faster than INSERTs), else executemany."""
-        if not rows:
-            return
-        if not self._pyformat:
-            marks = ", ".join("?" * len(columns))
-            self._sql_many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
-            return
-        cursor = self.conn.connection.cursor()
-        try:
-            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-        finally:
-            cursor.close()
+        """New rows in bulk."""
 
+    # --- reads (answered from memory once read) ---
     def _read_ids(self, org_id: int, region: str, ids: Iterable[Identifier]) -> None:
         missing = [i for i in set(ids) if (org_id, region, i) not in self._id_final]
         if not missing:
             return
         found: dict[Identifier, tuple[str, int]] = {}
-        read = self._read_ids_pg if self._pyformat else self._read_ids_sqlite
-        read(org_id, region, missing, found)
+        self._read_ids_into(org_id, region, missing, found)
         for i in missing:
             key = (org_id, region, i)
             self._id_initial[key] = self._id_final[key] = found.get(i)
-
-    def _read_ids_sqlite(
-        self, org_id: int, region: str, ids: list[Identifier], found: dict[Identifier, tuple[str, int]]
-    ) -> None:
-        # One statement per few hundred values: a UNION ALL of one primary-key lookup per idType.
-        parts: list[str] = []
-        params: list[Any] = []
-
-        def run() -> None:
-            for id_type, value, ucid, ts in self._sql(" UNION ALL ".join(parts), params):
-                found[Identifier(id_type, value)] = (ucid, ts)
-            parts.clear()
-            params.clear()
-
-        for id_type, values in _by_type(ids):
-            parts.append(
-                "SELECT id_type, value, ucid, ts FROM profile_ids WHERE org_id = ? AND region = ? "
-                f"AND id_type = ? AND value IN ({', '.join('?' * len(values))})"
-            )
-            params.extend((org_id, region, id_type, *values))
-            if len(params) >= _CHUNK:
-                run()
-        if parts:
-            run()
-
-    def _read_ids_pg(
-        self, org_id: int, region: str, ids: list[Identifier], found: dict[Identifier, tuple[str, int]]
-    ) -> None:
-        # One statement for the whole batch, one array per idType: the SQL text depends only on
-        # the idTypes present, and the values travel as arrays, not thousands of parameters.
-        grouped: dict[str, list[str]] = {}
-        for i in ids:
-            grouped.setdefault(i.id_type, []).append(i.value)
-        parts: list[str] = []
-        params: list[Any] = []
-        for id_type, values in sorted(grouped.items()):
-            parts.append(
-                "SELECT id_type, value, ucid, ts FROM profile_ids "
-                "WHERE org_id = ? AND region = ? AND id_type = ? AND value = ANY(%b)"
-            )
-            params += [org_id, region, id_type, values]
-        for id_type, value, ucid, ts in self._sql(" UNION ALL ".join(parts), params):
-            found[Identifier(id_type, value)] = (ucid, ts)
 
     def find_owners(self, org_id: int, region: str, ids: Iterable[Identifier]) -> dict[Identifier, str]:
         ids = list(ids)
