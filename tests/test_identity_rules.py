@@ -14,13 +14,26 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import example, given, settings
 
-from profilehub.errors import NotFound
+from profilehub.errors import NotFound, ProfilehubError
 from profilehub.identity.memory import MemoryStorage
 from profilehub.identity.normalize import Identifier, normalise_ids
 from profilehub.identity.resolve import PreparedWrite, WriteOutcome, apply_write
 from profilehub.identity.storage import ProfileState
 from profilehub.identity.strategy import IdClass, Strategy, default_strategy, edited_id_type
+from profilehub.profiles import prepare_write
+from tests.test_identity_properties import (
+    EVICTION_NOTICE_ORDER,
+    TIED_EVICTION,
+    TIED_MERGE,
+    UNKNOWN_UCID,
+    _Model,
+    _times,
+    _without_empty_categories,
+    _writes,
+    rounds,
+)
 
 ORG = 7
 T = 1_800_000_000_000  # write times are T + n ms
@@ -410,3 +423,72 @@ def test_each_write_is_logged_without_id_values() -> None:
     assert "crm_id" in first["idTypes"] and "email_sha256_lowercase" in first["idTypes"]
     logged = json.dumps([c.detail for c in w.storage.changes])
     assert "c-1" not in logged and "ann@example.com" not in logged and "Ann" not in logged
+
+
+# --- random write sequences: the core on MemoryStorage gives what the documented model gives ---
+# The same sequences and model as tests/test_identity_properties.py, which checks SQLite and
+# PostgreSQL against that model; here the core runs with no database, so many more examples fit.
+def _property_strategy() -> Strategy:
+    """What test_identity_properties' orgs hold: low secondary limits, g9 blocked for ga_clientid."""
+    base = _strategy(AdId=2, ga_clientid=1)
+    return replace(base, blocked={**base.blocked, "ga_clientid": frozenset({"g9"})})
+
+
+def _replay(storage: MemoryStorage, strategy: Strategy, plan: list[list[dict[str, Any]]]) -> list[Any]:
+    answers: list[Any] = []
+    for round_, times in zip(plan, _times(plan), strict=True):
+        clock = iter(times)
+        known = sorted(u for (_, u) in storage.profiles)  # ucids sort in creation order
+        for write in _writes(ORG, round_, known):
+            try:
+                prepared = prepare_write(strategy, write, "prop")
+            except ProfilehubError as exc:
+                answers.append(("error", exc.status))
+                continue
+            now = next(clock)  # as the service: a write refused in planning has had its time
+            try:
+                out = apply_write(storage, strategy, prepared, now)
+            except ProfilehubError as exc:
+                answers.append(("error", exc.status))
+                continue
+            answers.append(("ok", out.created, sorted(n.code for n in out.notices), out.master.ucid))
+    return answers
+
+
+def _memory_state(storage: MemoryStorage, answers: list[Any]) -> tuple[list[Any], Any]:
+    """Answers and rows in the model's terms: profiles named P0, P1, ... in creation order."""
+    names = {u: f"P{n}" for n, u in enumerate(sorted(u for (_, u) in storage.profiles))}
+    state = {
+        names[u]: (
+            p.region,
+            p.created_ts,
+            p.updated_ts,
+            p.data,
+            sorted((i.id_type, i.value, ts) for i, ts in p.ids.items()),
+            names[p.merged_into] if p.merged_into else None,
+        )
+        for (_, u), p in storage.profiles.items()
+    }
+    return [(*a[:3], names[a[3]]) if a[0] == "ok" else a for a in answers], state
+
+
+@settings(max_examples=200, deadline=None)
+@given(plan=rounds)
+@example(plan=[TIED_MERGE])
+@example(plan=[TIED_EVICTION])
+@example(plan=EVICTION_NOTICE_ORDER)
+def test_the_core_in_memory_follows_the_documented_model(plan: list[list[dict[str, Any]]]) -> None:
+    strategy = _property_strategy()
+    storage = MemoryStorage()
+    got_answers, got_state = _memory_state(storage, _replay(storage, strategy, plan))
+    model = _Model(strategy)
+    want_answers: list[Any] = []
+    for round_, times in zip(plan, _times(plan), strict=True):
+        writes = _writes(ORG, round_, [UNKNOWN_UCID] * len(model.profiles))
+        want_answers += model.write_round(list(zip(writes, (w["ucid"] for w in round_), strict=True)), times)
+    assert got_answers == want_answers
+    assert _without_empty_categories(got_state) == _without_empty_categories(model.state())
+    # and no id is owned by anything but a master of its region
+    for (_, region, _ident), (owner, _) in storage.owners.items():
+        profile = storage.profiles[(ORG, owner)]
+        assert profile.merged_into is None and profile.region == region
