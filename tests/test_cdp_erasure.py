@@ -40,6 +40,8 @@ TABLES = {
     "crm_objects": "config",
     "crm_attributes": "config",
     "rate_limits": "config",
+    # console sign-ins: hashes of the session and of the credential, nothing of any person
+    "console_sessions": "config",
 }
 SCHEMA_BOOKKEEPING = {"alembic_version"}
 

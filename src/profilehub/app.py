@@ -19,6 +19,7 @@ from profilehub.cdp.bulk_turns import BulkTurns
 from profilehub.cdp.routes import FastWriteUser
 from profilehub.cdp.routes import router as cdp_router
 from profilehub.config import Settings
+from profilehub.console import install_console
 from profilehub.crm.routes import router as crm_router
 from profilehub.errors import ServiceUnavailable, Unauthorized
 from profilehub.gate import CredentialGate
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cdp_bulk_router)
     app.include_router(cdp_router)
     app.include_router(crm_router)
+    install_console(app)
 
     @app.get("/healthz", tags=["service"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:

@@ -260,17 +260,35 @@ class CredentialVerifier:
         if org_id is None:
             return None
         with conn_factory() as conn:
-            row = conn.execute(
-                sa.select(credentials.c.scopes, credentials.c.prefix).where(
-                    credentials.c.org_id == org_id,
-                    credentials.c.secret_hash == hash_secret(secret),
-                    credentials.c.kind == kind.value,
-                    credentials.c.revoked_ts.is_(None),
-                )
-            ).first()
-        if row is None:
-            return None
-        return Principal(org_id, frozenset(row.scopes.split(",")), f"{kind.value}:{row.prefix}")
+            return principal_of_hash(conn, org_id, hash_secret(secret), kind)
+
+
+def credential_kind_of(secret: str) -> CredentialKind | None:
+    """Which kind of secret this looks like (``phk_``: apikey, ``pht_``: CRM token), if either."""
+    for kind, prefix in PREFIX.items():
+        if secret.startswith(f"{prefix}_"):
+            return kind
+    return None
+
+
+def principal_of_hash(
+    conn: Connection, org_id: int, secret_hash: str, kind: CredentialKind
+) -> Principal | None:
+    """The grant of the active credential whose secret hashes to ``secret_hash`` (None if revoked).
+
+    Console sessions keep only this hash, so a revoked key ends its sessions too.
+    """
+    row = conn.execute(
+        sa.select(credentials.c.scopes, credentials.c.prefix).where(
+            credentials.c.org_id == org_id,
+            credentials.c.secret_hash == secret_hash,
+            credentials.c.kind == kind.value,
+            credentials.c.revoked_ts.is_(None),
+        )
+    ).first()
+    if row is None:
+        return None
+    return Principal(org_id, frozenset(row.scopes.split(",")), f"{kind.value}:{row.prefix}")
 
 
 def check_cdp_scopes(principal: Principal, header: str | None, needed: str) -> frozenset[str]:

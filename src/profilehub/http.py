@@ -128,6 +128,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal error; it has been logged")
 
 
+CONSOLE_PREFIX = "/console/"
 # curl -d sends this type by default; its bodies here are JSON all the same.
 _LENIENT_TYPES = (b"", b"application/x-www-form-urlencoded")
 
@@ -193,7 +194,8 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["method"] in ("POST", "PUT", "PATCH"):
+        # The console's own forms are form-encoded; only its routes read them (the size limit holds).
+        if scope["method"] in ("POST", "PUT", "PATCH") and not scope["path"].startswith(CONSOLE_PREFIX):
             ctype = _content_type(scope)
             if ctype in _LENIENT_TYPES:
                 headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]

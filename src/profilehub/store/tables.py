@@ -219,3 +219,18 @@ idempotency_keys = sa.Table(
     sa.Column("created_ts", sa.BigInteger, nullable=False),
     sa.Index("ix_idempotency_keys_org_created", "org_id", "created_ts"),
 )
+
+# Console sign-ins (profilehub.console.sessions): a row per session, so signing out (or revoking
+# the key or token it was made from) ends it at once. Only the sha256 of the session secret is kept.
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("session_hash", sa.String(64), primary_key=True),
+    # The credential signed in with (credentials.secret_hash): its grant is read on every request.
+    sa.Column("credential_hash", sa.String(64), nullable=False),
+    sa.Column("credential_kind", sa.String(16), nullable=False),  # "apikey" or "token"
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+    sa.Column("expires_ts", sa.BigInteger, nullable=False),
+)

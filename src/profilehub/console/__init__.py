@@ -1,0 +1,19 @@
+"""The console at ``/console``: server-rendered pages for people to look at profiles, their
+identity graph and history, erase a person, browse CRM people and companies, and see their org.
+
+Thin routes (``routes``) over the services the API uses; templates and static assets (the
+vendored graph library among them, with its licence) live beside this file. See docs/console.md.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from profilehub.console.pages import STATIC
+from profilehub.console.routes import router
+
+
+def install_console(app: FastAPI) -> None:
+    app.include_router(router)
+    app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")

@@ -1,0 +1,48 @@
+"""CRM people and companies as the console lists them: the CRM dialect's own reads and paging."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from profilehub.crm import companies, people
+from profilehub.errors import BadRequest
+
+PAGE_SIZE = 25
+MAX_SEARCH = 200
+
+
+@dataclass(frozen=True)
+class Listing:
+    items: list[dict[str, Any]]
+    pagination: dict[str, Any]
+
+
+def _checked(page: int, search: str) -> tuple[int, str | None]:
+    if page < 1:
+        raise BadRequest("pages start at 1", field="page")
+    if len(search) > MAX_SEARCH:
+        raise BadRequest(f"at most {MAX_SEARCH} characters", field="q")
+    return page, search.strip() or None
+
+
+def people_page(conn: Connection, org_id: int, page: int, search: str) -> Listing:
+    page, term = _checked(page, search)
+    items, found = people.list_people(conn, org_id, page=page, count=PAGE_SIZE, search=term)
+    return Listing(items, found.pagination())
+
+
+def companies_page(conn: Connection, org_id: int, page: int, search: str) -> Listing:
+    page, term = _checked(page, search)
+    items, found = companies.list_companies(conn, org_id, page=page, count=PAGE_SIZE, search=term)
+    return Listing(items, found.pagination())
+
+
+def person(conn: Connection, org_id: int, person_id: str) -> dict[str, Any]:
+    return people.get_person(conn, org_id, person_id)
+
+
+def company(conn: Connection, org_id: int, company_id: str) -> dict[str, Any]:
+    return companies.get_company(conn, org_id, company_id)

@@ -1,0 +1,82 @@
+"""Rendering: the Jinja2 templates, the headers every console answer carries, the error page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import orjson
+from starlette.responses import HTMLResponse, Response
+
+from profilehub.console.person import iso
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+
+# Every script, style and image comes from profilehub itself; nothing inline, no eval, no frames.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    # Pages show personal data: never kept by the browser or a proxy.
+    "Cache-Control": "no-store",
+}
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_env.filters["iso"] = iso
+
+
+def show(value: Any) -> str:
+    """An attribute value as text: scalars as they are, lists and objects as compact JSON."""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+_env.filters["show"] = show
+
+
+def secure(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def render(template: str, status: int = 200, **context: Any) -> Response:
+    context.setdefault("session", None)
+    html = _env.get_template(template).render(**context)
+    return secure(HTMLResponse(html, status_code=status))
+
+
+TITLES = {
+    400: "That did not work",
+    401: "Sign in first",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflict",
+    413: "Too large",
+    429: "Slow down",
+    503: "Try again shortly",
+}
+
+
+def error_page(status: int, message: str, session: Any = None) -> Response:
+    return render(
+        "error.html",
+        status,
+        title=TITLES.get(status, "Something went wrong"),
+        message=message,
+        session=session,
+    )

@@ -1,0 +1,104 @@
+"""The console's main journeys in a real browser (Playwright driving Debian's chromium) against a
+real ``profilehub serve``, on SQLite and PostgreSQL: sign in, find a person by raw email, open the
+profile and the identity graph, erase, sign out. Any console message of type error (a script
+error, a failed asset, a Content-Security-Policy violation) fails the journey.
+
+Lean on purpose: one browser for the session, one server per backend, one journey each.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from bench.console_people import merged_person
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from tests.conftest import running_in_ci
+from tests.serve_process import new_org, serve
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        why = f"{CHROMIUM} is missing: run scripts/ensure-chromium (apt-get install chromium) as root"
+        if running_in_ci():
+            pytest.fail(f"CI=true and {why}")
+        pytest.skip(f"CHROMIUM UNAVAILABLE, browser test not run: {why}")
+    with sync_playwright() as playwright:
+        # The sandbox needs user namespaces, which a root CI run (or a container) does not have.
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        yield launched
+        launched.close()
+
+
+def _watch(page: Page) -> list[str]:
+    errors: list[str] = []
+
+    def console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            errors.append(f"{page.url}: {message.text}")
+
+    page.on("console", console)
+    page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
+    return errors
+
+
+def test_sign_in_find_look_erase_sign_out(browser: Browser, database_url: str, tmp_path: Path) -> None:
+    org = new_org(database_url)
+    with serve(database_url, tmp_path) as server, httpx.Client(base_url=server.base, timeout=30) as api:
+        person = merged_person(api, org.apikey, org.org_id, merged=3, email="ada.lovelace@example.org")
+        ucid = person["ucid"]
+        context = browser.new_context(base_url=server.base)
+        page = context.new_page()
+        errors = _watch(page)
+
+        page.goto("/console")
+        expect(page).to_have_url(re.compile(r"/console/sign-in$"))
+        page.fill("#credential", org.apikey)
+        page.click("button[type=submit]")
+        expect(page).to_have_url(re.compile(r"/console/search$"))
+
+        page.fill("#q", "  Ada.Lovelace@EXAMPLE.org ")
+        page.click("form.search button[type=submit]")
+        expect(page.locator("#results tbody tr")).to_have_count(1)
+        page.click(f"#results a:has-text('{ucid}')")
+
+        expect(page.locator("#ucid")).to_have_text(ucid)
+        expect(page.locator("#category-profile")).to_contain_text("Lovelace")
+        expect(page.locator("#category-consent")).to_contain_text("_ts")
+        expect(page.locator("#ids")).to_contain_text("email_sha256_lowercase")
+        expect(page.locator("#linked")).to_contain_text("Linked ucids (3)")
+        expect(page.locator("#linked")).to_contain_text("email, ga_clientid")
+        expect(page.locator("#history tbody tr")).to_have_count(8)
+
+        page.click("text=Identity graph")
+        graph = page.locator("#graph")
+        expect(graph).to_have_attribute("data-drawn", graph.get_attribute("data-nodes") or "none")
+        expect(graph.locator("canvas").first).to_be_visible()
+
+        page.click("text=Erase…")
+        expect(page.locator("#erase-button")).to_be_disabled()
+        page.fill("#confirm", ucid)
+        expect(page.locator("#erase-button")).to_be_enabled()
+        page.click("#erase-button")
+        expect(page.locator("#erased")).to_contain_text(ucid)
+
+        page.click("text=People search")
+        page.fill("#q", "ada.lovelace@example.org")
+        page.click("form.search button[type=submit]")
+        expect(page.locator("main")).to_contain_text("No profile holds that id.")
+
+        page.click(".signout button")
+        expect(page.locator("main")).to_contain_text("You have signed out.")
+        page.goto("/console/search")
+        expect(page).to_have_url(re.compile(r"/console/sign-in$"))
+        context.close()
+    assert errors == []

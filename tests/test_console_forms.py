@@ -1,0 +1,139 @@
+"""The console's answers to bad input: a clear HTML page with a 4xx, never a 500, nothing written.
+
+A wrong key, a foreign ucid, a stale CSRF token, a forged form, a missing scope and a revoked key
+each get their own page. The browser journeys are in test_console_browser.py.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from profilehub.auth import CredentialKind, create_credential, revoke_credential
+from tests.cdp_client import Cdp
+from tests.conftest import OrgFixture, make_org
+from tests.console_client import csrf_of, message_of, sign_in
+
+
+def _person(client: TestClient, org: OrgFixture, email: str = "ada.lovelace@example.org") -> str:
+    written = Cdp(client, org).write({"email": email}, {"profile": {"first_name": "Ada"}})
+    return str(written["ucid"])
+
+
+def _page(response: httpx.Response, status: int, words: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert words in message_of(response), message_of(response)
+
+
+def test_a_wrong_key_gets_a_sign_in_error_page(client: TestClient, org: OrgFixture) -> None:
+    form = client.get("/console/sign-in")
+    wrong = client.post("/console/sign-in", data={"credential": org.apikey + "x", "csrf": csrf_of(form)})
+    _page(wrong, 401, "unknown or revoked credential")
+    junk = client.post("/console/sign-in", data={"credential": "hunter2", "csrf": csrf_of(form)})
+    _page(junk, 401, "apikey (phk_...) or a CRM token")
+    assert "profilehub_console" not in client.cookies
+
+
+def test_a_foreign_or_malformed_ucid_is_not_found(client: TestClient, app: FastAPI, org: OrgFixture) -> None:
+    other = make_org(app.state.db, org_id=999)
+    foreign = _person(client, other)
+    sign_in(client, org.apikey)
+    _page(client.get(f"/console/profiles/{foreign}"), 404, f"no profile with ucid {foreign} in org 1234")
+    _page(client.get(f"/console/profiles/{foreign}/graph"), 404, "no profile with ucid")
+    _page(client.get("/console/profiles/not-a-ucid"), 400, "is not a ucid")
+
+
+def test_a_stale_csrf_token_is_refused_and_erases_nothing(client: TestClient, org: OrgFixture) -> None:
+    ucid = _person(client, org)
+    old = sign_in(client, org.apikey)
+    client.post("/console/sign-out", data={"csrf": old})
+    sign_in(client, org.apikey)
+    stale = client.post(f"/console/profiles/{ucid}/erase", data={"csrf": old, "confirm": ucid})
+    _page(stale, 403, "this form is out of date")
+    assert client.get(f"/console/profiles/{ucid}").status_code == 200
+
+
+def test_forged_forms_are_refused(client: TestClient, org: OrgFixture) -> None:
+    ucid = _person(client, org)
+    csrf = sign_in(client, org.apikey)
+    no_token = client.post(f"/console/profiles/{ucid}/erase", data={"confirm": ucid})
+    _page(no_token, 403, "csrf: this form is out of date")
+    other_site = client.post(
+        f"/console/profiles/{ucid}/erase",
+        data={"csrf": csrf, "confirm": ucid},
+        headers={"Origin": "https://attacker.example"},
+    )
+    _page(other_site, 403, "sent from another site")
+    as_json = client.post(f"/console/profiles/{ucid}/erase", json={"csrf": csrf, "confirm": ucid})
+    _page(as_json, 415, "the console takes its own forms only")
+    assert client.get(f"/console/profiles/{ucid}").status_code == 200
+    # A sign-in form without the cookie it came with (made on another site) is refused too.
+    client.cookies.clear()
+    forged = client.post("/console/sign-in", data={"credential": org.apikey, "csrf": "guessed"})
+    _page(forged, 403, "sign-in form is out of date")
+
+
+def test_erase_needs_the_typed_ucid_and_the_delete_scope(
+    client: TestClient, app: FastAPI, org: OrgFixture
+) -> None:
+    ucid = _person(client, org)
+    reader = app.state.db.write(
+        lambda c: create_credential(c, org.org_id, CredentialKind.APIKEY, "profile.read")
+    )
+    csrf = sign_in(client, reader.secret)
+    assert "Erase…" not in client.get(f"/console/profiles/{ucid}").text
+    refused = client.post(f"/console/profiles/{ucid}/erase", data={"csrf": csrf, "confirm": ucid})
+    _page(refused, 403, "this needs scope profile.delete")
+    csrf = sign_in(client, org.apikey)
+    mistyped = client.post(f"/console/profiles/{ucid}/erase", data={"csrf": csrf, "confirm": ucid[:-1]})
+    _page(mistyped, 400, f"confirm: type the ucid {ucid} exactly")
+    assert client.get(f"/console/profiles/{ucid}").status_code == 200
+
+
+def test_signing_out_or_revoking_the_key_ends_the_session(
+    client: TestClient, app: FastAPI, org: OrgFixture
+) -> None:
+    csrf = sign_in(client, org.apikey)
+    cookie = client.cookies["profilehub_console"]
+    out = client.post("/console/sign-out", data={"csrf": csrf})
+    assert "You have signed out." in out.text
+    client.cookies.set("profilehub_console", cookie, path="/console")
+    back = client.get("/console/search", follow_redirects=False)
+    assert back.status_code == 303 and back.headers["location"] == "/console/sign-in"
+    _page(client.post("/console/search", data={"csrf": csrf, "q": "a@b.co"}), 401, "session has ended")
+
+    sign_in(client, org.apikey)
+    assert client.get("/console/search").status_code == 200
+    prefix = org.apikey[: len("phk_1234_") + 6]
+    app.state.db.write(lambda c: revoke_credential(c, org.org_id, prefix))
+    assert client.get("/console/search", follow_redirects=False).status_code == 303
+
+
+def test_a_crm_token_sees_crm_pages_but_not_profiles(client: TestClient, org: OrgFixture) -> None:
+    ucid = _person(client, org)
+    client.put(
+        "/v2/crm/people?matchingAttribute=email",
+        json={"firstName": "Grace", "lastName": "Hopper", "emails": ["grace@example.org"]},
+        headers=org.bearer,
+    )
+    sign_in(client, org.token)
+    people = client.get("/console/people")
+    assert people.status_code == 200 and "Grace Hopper" in people.text
+    _page(client.get(f"/console/profiles/{ucid}"), 403, "this needs scope profile.read")
+    _page(client.get("/console/people?page=0"), 400, "page: pages start at 1")
+    _page(client.get("/console/people/not-an-id"), 404, "no person")
+
+
+@pytest.mark.parametrize(
+    ("typed", "words"),
+    [("ada", "not an email address, a phone number"), ("", "type an email address")],
+)
+def test_search_input_that_names_nothing(client: TestClient, org: OrgFixture, typed: str, words: str) -> None:
+    csrf = sign_in(client, org.apikey)
+    _page(client.post("/console/search", data={"csrf": csrf, "q": typed}), 400, words)
+    unknown = client.post("/console/search", data={"csrf": csrf, "q": "x", "id_type": "shoe_size"})
+    _page(unknown, 400, "unknown idType or namespace 'shoe_size'")
