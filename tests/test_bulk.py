@@ -38,9 +38,9 @@ def tricky_sequence(org_id: int) -> list[dict[str, Any]]:
         w({"email": "dan@x.com", "crm_id": "c-1"}),
         w({"crm_id": "c-2", "cellphone": "+447700900123"}),
         w({"email": "dan@x.com", "crm_id": "c-2"}, {"profile": {"note": "refused merge"}}),
-        {"orgId": org_id + 1, "region": "EU", "ids": {"email": "eve@x.com"}},
+        {"orgId": org_id + 1, "region": "EU", "upsert": {}, "ids": {"email": "eve@x.com"}},
         w({"email": "eve@x.com"}, region="MARS"),
-        {"orgId": org_id, "region": "EU", "ids": {"email": "fay@x.com"}, "unknown_key": 1},
+        {"orgId": org_id, "region": "EU", "upsert": {}, "ids": {"email": "fay@x.com"}, "unknown_key": 1},
         w({"email": "not-an-email"}),
         w({"email": "ann@x.com", "AdId": "ad-3"}),
         w({"email": "ann@x.com", "AdId": "ad-4"}),
@@ -100,13 +100,13 @@ def test_bad_records_are_answered_by_index_and_the_good_ones_written(
     client: TestClient, org: OrgFixture
 ) -> None:
     records: list[Any] = [
-        {"orgId": org.org_id, "region": "EU", "ids": {"email": "one@x.com"}},
-        {"orgId": org.org_id, "region": "EU", "ids": {"nope": "1"}},
+        {"orgId": org.org_id, "region": "EU", "upsert": {}, "ids": {"email": "one@x.com"}},
+        {"orgId": org.org_id, "region": "EU", "upsert": {}, "ids": {"nope": "1"}},
         "not an object",
         {"orgId": org.org_id, "region": "EU"},
-        {"orgId": 999, "region": "EU", "ids": {"email": "two@x.com"}},
+        {"orgId": 999, "region": "EU", "upsert": {}, "ids": {"email": "two@x.com"}},
         {"orgId": org.org_id, "region": "EU", "ids": {"email": "three@x.com"}, "upsert": {"bad": {}}},
-        {"orgId": "1234", "region": "EU", "ids": {"email": "four@x.com"}},
+        {"orgId": "1234", "region": "EU", "upsert": {}, "ids": {"email": "four@x.com"}},
         {
             "orgId": org.org_id,
             "region": "EU",
@@ -148,13 +148,17 @@ def test_bad_records_are_answered_by_index_and_the_good_ones_written(
 
 def test_notices_are_reported_per_record(client: TestClient, org: OrgFixture) -> None:
     items = bulk(
-        client, org, [{"orgId": org.org_id, "region": "EU", "ids": {"email": "a@x.com", "AdId": ZERO_UUID}}]
+        client,
+        org,
+        [{"orgId": org.org_id, "region": "EU", "upsert": {}, "ids": {"email": "a@x.com", "AdId": ZERO_UUID}}],
     ).json()
     assert [n["code"] for n in items[0]["notices"]] == ["blocked"]
 
 
 def test_more_than_1000_writes_are_refused(client: TestClient, org: OrgFixture) -> None:
-    records = [{"orgId": org.org_id, "region": "EU", "ids": {"AdId": f"a{n}"}} for n in range(1001)]
+    records = [
+        {"orgId": org.org_id, "region": "EU", "upsert": {}, "ids": {"AdId": f"a{n}"}} for n in range(1001)
+    ]
     assert_error(bulk(client, org, records), 413, "body")
     assert bulk(client, org, records[:1000]).status_code == 200
 
@@ -162,7 +166,7 @@ def test_more_than_1000_writes_are_refused(client: TestClient, org: OrgFixture) 
 def test_the_body_must_be_an_array(client: TestClient, org: OrgFixture) -> None:
     r = client.post(
         "/cdp/v1/users/_bulk",
-        json={"orgId": org.org_id, "region": "EU", "ids": {"email": "a@x.com"}},
+        json={"orgId": org.org_id, "region": "EU", "upsert": {}, "ids": {"email": "a@x.com"}},
         headers=org.headers("profile.write"),
     )
     assert_error(r, 400, "body")

@@ -65,7 +65,9 @@ def test_ceiling_writes_the_id_rows_profilehub_stores_for_such_a_record(database
     try:
         service = ProfileService(db)
         sink = cdp_sink(service, ORG_ID, REGION, "bench")
-        [outcome] = sink([{"ids": {"email": "a@b.co", "cellphone": "+4915012345678", "AdId": "ad-1"}}])
+        [outcome] = sink(
+            [{"upsert": {}, "ids": {"email": "a@b.co", "cellphone": "+4915012345678", "AdId": "ad-1"}}]
+        )
         assert not isinstance(outcome, Exception)
         with db.read() as conn:
             stored = conn.exec_driver_sql("SELECT id_type, value FROM profile_ids").all()

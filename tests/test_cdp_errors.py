@@ -114,7 +114,7 @@ def test_bad_input_names_the_field_and_writes_nothing(
     [
         (b"{not json", 400, "body"),
         (b"", 400, "body"),
-        (b'{"orgId": 1234, "region": "EU", "ids": {"crm_id": "\\ud800"}}', 400, None),
+        (b'{"orgId": 1234, "region": "EU", "upsert": {}, "ids": {"crm_id": "\\ud800"}}', 400, None),
     ],
 )
 def test_malformed_bodies(
@@ -203,12 +203,17 @@ RAW_BAD: list[tuple[str, str, bytes, str]] = [
         rb'{"orgId":1234,"region":"EU","ids":{"fpuid":"s1"},"upsert":{"profile":{"a\ud800":1}}}',
         "upsert.profile",
     ),
-    ("surrogate-region", W, rb'{"orgId":1234,"region":"E\ud800","ids":{"fpuid":"s1"}}', "region"),
+    ("surrogate-region", W, rb'{"orgId":1234,"region":"E\ud800","upsert":{},"ids":{"fpuid":"s1"}}', "region"),
     ("surrogate-search-key", S, rb'{"orgId":1234,"search":{"\ud800":["x"]}}', "search"),
     ("surrogate-delete-key", D, rb'{"orgId":1234,"region":"EU","ids":{"\ud800":["x"]}}', "ids"),
     ("surrogate-delete-value", D, rb'{"orgId":1234,"region":"EU","ids":{"fpuid":["\ud800"]}}', "ids.fpuid"),
     ("nul-id-value", W, rb'{"orgId":1234,"region":"EU","ids":{"fpuid":"n\u00003"},"upsert":{}}', "ids.fpuid"),
-    ("nul-email", W, rb'{"orgId":1234,"region":"EU","ids":{"email":"a\u0000@b.com"}}', "ids.email"),
+    (
+        "nul-email",
+        W,
+        rb'{"orgId":1234,"region":"EU","upsert":{},"ids":{"email":"a\u0000@b.com"}}',
+        "ids.email",
+    ),
     ("nul-search", S, rb'{"orgId":1234,"search":{"fpuid":["\u0000"]}}', "search.fpuid"),
     ("nul-delete", D, rb'{"orgId":1234,"region":"EU","ids":{"fpuid":["\u0000"]}}', "ids.fpuid"),
     ("null-search-value", S, rb'{"orgId":1234,"search":{"fpuid":[null]}}', "search.fpuid"),

@@ -81,7 +81,7 @@ CASES: list[tuple[str, bytes, dict[str, str], bool]] = [
     ("NUL", b'{"orgId":1234,"region":"EU","ids":{"crm_id":"X\\u0000"},"upsert":{}}', JSON, True),
     ("BOM", b"\xef\xbb\xbf" + _json(_body(ids={"crm_id": "C-8"})), JSON, True),
     ("not UTF-8", b'{"orgId":1234,"region":"EU","ids":{"crm_id":"\xff"}}', JSON, True),
-    ("duplicate keys", b'{"orgId":1,"orgId":1234,"region":"EU","ids":{"crm_id":"C-9"}}', JSON, True),
+    ("duplicate keys", b'{"orgId":1,"orgId":1234,"region":"EU","upsert":{},"ids":{"crm_id":"C-9"}}', JSON, True),
     ("nesting 20", _nested(20), JSON, True),
     ("nesting 150", _nested(150), JSON, True),
     ("nesting 3000", _nested(3000), JSON, True),

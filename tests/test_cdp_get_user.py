@@ -17,7 +17,9 @@ U = "/cdp/v1/users"
 
 
 def _write(client: TestClient, org: OrgFixture, ids: dict[str, str], region: str = "EU") -> dict[str, Any]:
-    r = client.post(U, json={"orgId": org.org_id, "region": region, "ids": ids}, headers=org.headers())
+    r = client.post(
+        U, json={"orgId": org.org_id, "region": region, "upsert": {}, "ids": ids}, headers=org.headers()
+    )
     assert r.status_code == 200, r.text
     return dict(r.json()[0])
 

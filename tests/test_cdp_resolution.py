@@ -219,7 +219,7 @@ def test_org_can_add_an_id_type(app: FastAPI, client: TestClient, cdp: Cdp, org:
     r = client.post(
         "/cdp/v1/users",
         headers=org.headers(),
-        json={"orgId": 1234, "region": "EU", "ids": {"icoms_account_uid": "41063074106"}},
+        json={"orgId": 1234, "region": "EU", "upsert": {}, "ids": {"icoms_account_uid": "41063074106"}},
     )
     assert r.status_code == 400 and "icoms_account_uid" in r.json()["message"]
     assert "email_sha256_lowercase" in r.json()["message"]  # the known idTypes are listed

@@ -53,13 +53,13 @@ def test_org_and_apikey_from_the_cli_work_over_http(run, database_url: str) -> N
         r = client.post(
             "/cdp/v1/users",
             headers={"apikey": key, "scopes": "profile.write"},
-            json={"orgId": 1234, "region": "UK", "ids": {"crm_id": "1"}},
+            json={"orgId": 1234, "region": "UK", "upsert": {}, "ids": {"crm_id": "1"}},
         )
         assert r.status_code == 200
         r = client.post(
             "/cdp/v1/users",
             headers={"apikey": token, "scopes": "profile.write"},
-            json={"orgId": 1234, "region": "UK", "ids": {"crm_id": "1"}},
+            json={"orgId": 1234, "region": "UK", "upsert": {}, "ids": {"crm_id": "1"}},
         )
         assert r.status_code == 401
     app.state.db.close()

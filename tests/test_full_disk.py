@@ -99,7 +99,7 @@ def test_server_names_the_full_disk_fails_fast_and_recovers(tiny_disk: TinyDisk)
     with TestClient(app) as client:
         assert client.get("/readyz").status_code == 200
         tiny_disk.fill()
-        body = {"orgId": ORG, "region": "EU", "ids": {"email": "ann@example.com"}}
+        body = {"orgId": ORG, "region": "EU", "upsert": {}, "ids": {"email": "ann@example.com"}}
         for attempt in range(3):
             transactions.clear()
             answer = client.post("/cdp/v1/users", json=body, headers=org.headers())

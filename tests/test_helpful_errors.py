@@ -89,7 +89,7 @@ def test_region_in_a_search_suggests_regions(client: TestClient, org: OrgFixture
 
 
 def test_regions_in_a_write_suggests_region(client: TestClient, org: OrgFixture) -> None:
-    bad = {"orgId": 1234, "regions": ["EU"], "ids": {"crm_id": "c1"}}
+    bad = {"orgId": 1234, "regions": ["EU"], "upsert": {}, "ids": {"crm_id": "c1"}}
     body = assert_error(client.post("/cdp/v1/users", json=bad, headers=org.headers()), 400, "regions")
     assert "did you mean region?" in body["errors"]["regions"], body
     [item] = client.post("/cdp/v1/users/_bulk", json=[bad], headers=org.headers()).json()

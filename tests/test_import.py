@@ -106,14 +106,14 @@ def test_rejects_file_lists_bad_records_with_reasons(
     service: ProfileService, tmp_path: Path, workers: int
 ) -> None:
     records: list[Any] = [
-        {"ids": {"email": "good@x.com"}},
+        {"upsert": {}, "ids": {"email": "good@x.com"}},
         "{not json",
-        {"ids": {"nope": "1"}},
-        {"orgId": 999, "ids": {"email": "other@x.com"}},
+        {"upsert": {}, "ids": {"nope": "1"}},
+        {"orgId": 999, "upsert": {}, "ids": {"email": "other@x.com"}},
         '["an", "array"]',
-        {"ids": {"email": "good2@x.com"}, "region": "MARS"},
-        {"ids": {"email": "good3@x.com"}, "extra": True},
-        {"ids": {"email": "good4@x.com"}},
+        {"upsert": {}, "ids": {"email": "good2@x.com"}, "region": "MARS"},
+        {"upsert": {}, "ids": {"email": "good3@x.com"}, "extra": True},
+        {"upsert": {}, "ids": {"email": "good4@x.com"}},
     ]
     path = write_ndjson(tmp_path / "mixed.ndjson", records)
     summary = run_import(service, path, batch_size=3, workers=workers)
@@ -153,8 +153,8 @@ def test_writes_prepared_before_a_strategy_change_are_prepared_again(
     # The importer prepares the next batch under the strategy of the last one; a value blocked
     # meanwhile must still be dropped when the batch is written.
     sink = cdp_sink(service, ORG, "EU", "test-import")
-    sink([{"ids": {"email": "first@x.com"}}])
-    records = [{"ids": {"email": "later@x.com", "AdId": "ad-blocked-later"}}]
+    sink([{"upsert": {}, "ids": {"email": "first@x.com"}}])
+    records = [{"upsert": {}, "ids": {"email": "later@x.com", "AdId": "ad-blocked-later"}}]
     job = sink.prepare_job(records)
     assert job is not None
     prepared = job[0](*job[1])
@@ -187,8 +187,8 @@ def test_resume_after_an_interruption_gives_the_same_final_state(
     service: ProfileService, db: Database, tmp_path: Path
 ) -> None:
     records: list[Any] = people(60)
-    records[40] = {"ids": {"bad_type": "x"}}  # a reject after the interruption point
-    records[5] = {"ids": {"bad_type": "y"}}  # and one before it
+    records[40] = {"upsert": {}, "ids": {"bad_type": "x"}}  # a reject after the interruption point
+    records[5] = {"upsert": {}, "ids": {"bad_type": "y"}}  # and one before it
     path = write_ndjson(tmp_path / "people.ndjson", records)
     sink = cdp_sink(service, ORG, "EU", "test-import")
     with pytest.raises(Interrupted):
@@ -245,11 +245,14 @@ def test_csv_with_a_column_mapping(tmp_path: Path) -> None:
         " ANN@x.com ,,ad-2,\n"
         'bob@x.com,"Bob, Jr.",,x\n'
     )
-    mapping = ColumnMapping.parse(["email=ids.email", "first_name=upsert.profile.first_name"])
+    # As `import cdp` reads a CSV: every row has an upsert, empty when its upsert cells are.
+    mapping = ColumnMapping.parse(
+        ["email=ids.email", "first_name=upsert.profile.first_name"], objects=("upsert",)
+    )
     records = list(read_csv(path, mapping))
     assert [r.data for r in records] == [
         {"ids": {"email": "ann@x.com", "AdId": "ad-1"}, "upsert": {"profile": {"first_name": "Ann"}}},
-        {"ids": {"email": " ANN@x.com ", "AdId": "ad-2"}},
+        {"upsert": {}, "ids": {"email": " ANN@x.com ", "AdId": "ad-2"}},
         {"ids": {"email": "bob@x.com"}, "upsert": {"profile": {"first_name": "Bob, Jr."}}},
     ]
     assert [r.line for r in records] == [2, 5, 6]
@@ -325,7 +328,7 @@ def test_writes_prepared_for_another_org_are_prepared_again(service: ProfileServ
     with db.read() as conn:
         mine, other = service.strategies.get(conn, ORG), service.strategies.get(conn, 5678)
     assert mine.version == other.version
-    records = [{"ids": {"email": "x@x.com", "AdId": "ad-shared"}}]
+    records = [{"upsert": {}, "ids": {"email": "x@x.com", "AdId": "ad-shared"}}]
     wrong = prepare_records(other, 5678, "EU", "test-import", records)
     writes = [profile_write(r, ORG, "EU") for r in records]
     assert wrong.org_id == 5678
@@ -343,9 +346,12 @@ def test_prepared_batches_survive_the_trip_from_a_worker_process(
     with db.read() as conn:
         strategy = service.strategies.get(conn, ORG)
     records: list[dict[str, Any]] = [
-        {"ids": {"email": " A@Example.com", "cellphone": "+4915000000001", "AdId": "blocked-ad"}},
+        {
+            "upsert": {},
+            "ids": {"email": " A@Example.com", "cellphone": "+4915000000001", "AdId": "blocked-ad"},
+        },
         {"ids": {}, "ucid": "0190b4c4-0000-7000-8000-000000000001", "upsert": {"consent": None}},
-        {"ids": {"email": "not an email"}},
+        {"upsert": {}, "ids": {"email": "not an email"}},
         {"ids": {"AdId": "ad-1"}, "upsert": {"profile": {"name": "Ann", "tags": ["a", "b"]}}},
     ]
     prepared = prepare_records(strategy, ORG, "EU", "test-import", records)

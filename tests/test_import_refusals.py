@@ -54,7 +54,9 @@ def test_every_command_about_an_org_refuses_an_unknown_one_before_reading_its_fi
     people = tmp_path / "people.csv"
     people.write_text("Email\n" + "".join(f"p{n}@x.com\n" for n in range(300)))
     profiles = tmp_path / "profiles.ndjson"
-    profiles.write_text("".join(json.dumps({"ids": {"email": f"p{n}@x.com"}}) + "\n" for n in range(300)))
+    profiles.write_text(
+        "".join(json.dumps({"upsert": {}, "ids": {"email": f"p{n}@x.com"}}) + "\n" for n in range(300))
+    )
     extra = {
         ("org", "add-region"): ["--region", "US"],
         ("org", "keep-raw-ids"): ["on"],
@@ -90,7 +92,7 @@ def test_every_command_about_an_org_refuses_an_unknown_one_before_reading_its_fi
 
 def test_an_import_into_a_region_the_org_lacks_is_refused_before_reading(cli: Invoke, tmp_path: Path) -> None:
     path = tmp_path / "profiles.ndjson"
-    path.write_text(json.dumps({"ids": {"email": "a@x.com"}}) + "\n")
+    path.write_text(json.dumps({"upsert": {}, "ids": {"email": "a@x.com"}}) + "\n")
     result = cli("import", "cdp", str(path), "--org-id", str(ORG), "--region", "US")
     assert result.exit_code == 1 and "no region 'US'" in result.output and "EU, UK" in result.output
     assert "records" not in result.output and not checkpoint.rejects_path(path).exists()
@@ -104,7 +106,10 @@ def test_an_import_whose_first_records_all_fail_alike_stops_early_and_fails(
 ) -> None:
     path = tmp_path / "profiles.ndjson"
     path.write_text(
-        "".join(json.dumps({"region": "US", "ids": {"email": f"p{n}@x.com"}}) + "\n" for n in range(5000))
+        "".join(
+            json.dumps({"region": "US", "upsert": {}, "ids": {"email": f"p{n}@x.com"}}) + "\n"
+            for n in range(5000)
+        )
     )
     result = cli(
         "import", "cdp", str(path), "--org-id", str(ORG), "--region", "EU", "--quiet", "--batch-size", "100"

@@ -56,7 +56,7 @@ def _alive(pid: int) -> bool:
 
 def test_killing_the_importer_ends_its_worker_processes(tmp_path: Path) -> None:
     records = tmp_path / "records.ndjson"
-    records.write_text('{"ids": {"email": "a@x.com"}}\n' * 10)
+    records.write_text('{"upsert": {}, "ids": {"email": "a@x.com"}}\n' * 10)
     script = tmp_path / "stuck_import.py"
     script.write_text(SCRIPT)
     importer = subprocess.Popen(
@@ -90,7 +90,9 @@ def _start_import_and_interrupt(
         capture_output=True,
     )
     source = tmp_path / "people.ndjson"
-    source.write_text("".join(f'{{"ids": {{"email": "p{n}@example.com"}}}}\n' for n in range(total)))
+    source.write_text(
+        "".join(f'{{"upsert": {{}}, "ids": {{"email": "p{n}@example.com"}}}}\n' for n in range(total))
+    )
     command: list[Any] = [bin_dir / "profilehub", "import", "cdp", source, "--org-id", "7", "--region", "EU"]
     # Set explicitly: this test run may itself have inherited SIGINT ignored (a background job).
     disposition = "SIG_DFL" if sigint == "default" else "SIG_IGN"

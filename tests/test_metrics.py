@@ -100,7 +100,10 @@ def test_writer_batches_and_queue_depth(client: TestClient, org: OrgFixture) -> 
         cdp.write({"email": f"q{i}@acme.com"})
     r = client.post(
         "/cdp/v1/users/_bulk",
-        json=[{"orgId": org.org_id, "region": "EU", "ids": {"email": f"b{i}@acme.com"}} for i in range(5)],
+        json=[
+            {"orgId": org.org_id, "region": "EU", "upsert": {}, "ids": {"email": f"b{i}@acme.com"}}
+            for i in range(5)
+        ],
         headers=org.headers(),
     )
     assert r.status_code == 200, r.text

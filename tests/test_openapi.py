@@ -33,7 +33,7 @@ def test_cdp_endpoints_are_documented(spec: dict, path: str) -> None:  # type: i
 
 def test_documented_schemas_match_the_bodies(spec: dict) -> None:  # type: ignore[type-arg]
     schemas = spec["components"]["schemas"]
-    assert set(schemas["WriteUserRequest"]["required"]) == {"orgId", "region"}
+    assert set(schemas["WriteUserRequest"]["required"]) == {"orgId", "region", "upsert"}
     assert set(schemas["WriteUserRequest"]["properties"]) == {"orgId", "region", "ids", "upsert", "ucid"}
     assert set(schemas["Profile"]["properties"]) == {
         "ucid",

@@ -15,7 +15,7 @@ from tests.conftest import OrgFixture
 
 def test_the_api_takes_a_region_in_any_case_as_the_cli_does(client: TestClient, org: OrgFixture) -> None:
     headers = org.headers()
-    body = {"orgId": org.org_id, "region": "eu", "ids": {"email": "ann@x.com"}}
+    body = {"orgId": org.org_id, "region": "eu", "upsert": {}, "ids": {"email": "ann@x.com"}}
     written = client.post("/cdp/v1/users", headers=headers, json=body)
     assert written.status_code == 200, written.text
     [profile] = written.json()
@@ -51,6 +51,6 @@ def test_an_import_record_may_name_its_region_in_any_case(
         == 0
     )
     path = tmp_path / "profiles.ndjson"
-    path.write_text(json.dumps({"region": "eu", "ids": {"email": "a@x.com"}}) + "\n")
+    path.write_text(json.dumps({"region": "eu", "upsert": {}, "ids": {"email": "a@x.com"}}) + "\n")
     result = runner.invoke(main, ["import", "cdp", str(path), "--org-id", "5", "--region", "Eu", "--quiet"])
     assert result.exit_code == 0 and "1 created" in result.output, result.output

@@ -172,7 +172,7 @@ def test_a_request_begun_on_an_open_connection_is_answered_after_sigterm(
 
 
 def _single_write(apikey: str, org_id: int, email: str, host: str) -> bytes:
-    body = json.dumps({"orgId": org_id, "region": "EU", "ids": {"email": email}}).encode()
+    body = json.dumps({"orgId": org_id, "region": "EU", "upsert": {}, "ids": {"email": email}}).encode()
     head = (
         f"POST /cdp/v1/users HTTP/1.1\r\nHost: {host}\r\napikey: {apikey}\r\nscopes: profile.write\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"

@@ -16,6 +16,7 @@ from profilehub import __version__, collector
 from profilehub.auth import CredentialVerifier
 from profilehub.cdp.bulk import router as cdp_bulk_router
 from profilehub.cdp.bulk_turns import BulkTurns
+from profilehub.cdp.models import WriteUserRequest
 from profilehub.cdp.routes import FastWriteUser
 from profilehub.cdp.routes import router as cdp_router
 from profilehub.config import Settings
@@ -113,7 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi_errors(app)
     install_routing_errors(app)
-    install_openapi_extras(app)
+    # Read by parse_write rather than as a parameter's type, so declared here.
+    install_openapi_extras(app, models=[WriteUserRequest])
     # Added later is outer. Innermost, the route template is noted for the access log; the fast
     # path sits inside the body limit, so it sees only bodies the limit allows; outermost, every
     # answer (a 413 too) gets its request id and access log line.

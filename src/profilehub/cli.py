@@ -671,12 +671,13 @@ def _run_import(
     map_example: str,
     sink: ingest_runner.Sink,
     shared: ingest_runner.SharedWriteLock,
+    csv_objects: tuple[str, ...] = (),
 ) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     is_csv = file_format == "csv" or (file_format == "auto" and file.suffix.lower() == ".csv")
     try:
-        mapping = ingest_reader.ColumnMapping.parse(mappings, map_example)
+        mapping = ingest_reader.ColumnMapping.parse(mappings, map_example, csv_objects)
         if is_csv:  # a bad --map is a usage error, said before any progress is drawn
             ingest_reader.csv_columns(file, mapping)
     except ingest_reader.SourceError as exc:
@@ -808,6 +809,8 @@ def import_cdp(
             CDP_MAP_EXAMPLE,
             sink,
             database,
+            # upsert is required; a row whose upsert cells are all empty writes its ids only
+            csv_objects=("upsert",),
         )
 
 

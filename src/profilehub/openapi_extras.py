@@ -9,9 +9,11 @@ declared by the routes that send them, with the definitions below.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 
 ERROR_SCHEMA = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 REQUEST_ID = {
@@ -47,8 +49,13 @@ _WITH_BODY: dict[str, str] = {
 }
 
 
-def _declare(schema: dict[str, Any]) -> None:
+def _declare(schema: dict[str, Any], models: Sequence[type[BaseModel]]) -> None:
     schema.setdefault("components", {}).setdefault("headers", {})["RequestId"] = REQUEST_ID
+    schemas = schema["components"].setdefault("schemas", {})
+    for model in models:
+        schemas.setdefault(
+            model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}")
+        )
     for ops in schema.get("paths", {}).values():
         for op in ops.values():
             responses = op.setdefault("responses", {})
@@ -61,8 +68,10 @@ def _declare(schema: dict[str, Any]) -> None:
                 }
 
 
-def install_openapi_extras(app: FastAPI) -> None:
-    """Wrap ``app.openapi`` (after ``install_openapi_errors``) to add the common answers once."""
+def install_openapi_extras(app: FastAPI, models: Sequence[type[BaseModel]] = ()) -> None:
+    """Wrap ``app.openapi`` (after ``install_openapi_errors``) to add the common answers once, and
+    the schemas of ``models``: bodies a route reads itself (from a ``$ref``) rather than by a
+    parameter's type, which FastAPI would not otherwise put in the document."""
     build = app.openapi
     declared = False
 
@@ -70,7 +79,7 @@ def install_openapi_extras(app: FastAPI) -> None:
         nonlocal declared
         schema = build()
         if not declared:
-            _declare(schema)
+            _declare(schema, models)
             declared = True
         return schema
 

@@ -1,8 +1,9 @@
 """``POST /cdp/v1/users/_bulk``: up to 1,000 writes of the ``POST /cdp/v1/users`` form at once.
 
-The body is a JSON array of write bodies. Every record is validated on its own, so a bad record
-becomes an error at its index while the good ones are written; the good ones go to the profile
-service as one batch (in request order), which resolves exactly as the same records sent singly.
+The body is a JSON array of write bodies. Every record is read on its own by ``parse_write`` (as
+the single endpoint reads its body), so a bad record becomes an error at its index while the good
+ones are written; the good ones go to the profile service as one batch (in request order), which
+resolves exactly as the same records sent singly.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from profilehub.auth import Principal, check_org
-from profilehub.cdp.models import ErrorBody, Profile, WriteUserRequest
+from profilehub.auth import Principal
+from profilehub.cdp.models import ErrorBody, Profile, parse_write
 from profilehub.cdp.routes import ERRORS, _service, cdp_principal
-from profilehub.errors import BadRequest, PayloadTooLarge, ProfilehubError, error_body, unknown_field_message
+from profilehub.errors import PayloadTooLarge, ProfilehubError, error_body
 from profilehub.http import JSONResponse
 from profilehub.idempotency_http import answered
 from profilehub.profiles import ProfileService, ProfileWrite, WriteResult
@@ -34,37 +35,6 @@ class BulkItem(BaseModel):
     notices: list[dict[str, Any]] | None = Field(
         default=None, description="What this write ignored or refused (the single endpoint's header)."
     )
-
-
-def _field_of(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "body"
-
-
-def validation_error(exc: ValidationError) -> BadRequest:
-    """The same message and per-field ``errors`` the single endpoint gives for a shape error."""
-    errors: dict[str, str] = {}
-    for err in exc.errors():
-        kind = err.get("type")
-        loc = tuple(err.get("loc", ()))
-        msg = {"extra_forbidden": "unknown field", "missing": "field required"}.get(
-            str(kind), str(err.get("msg", "invalid"))
-        )
-        if kind == "extra_forbidden" and len(loc) == 1:
-            msg = unknown_field_message(str(loc[0]), WriteUserRequest.model_fields)
-        errors.setdefault(_field_of(loc), msg)
-    return BadRequest("; ".join(f"{f}: {m}" for f, m in errors.items()), errors=errors)
-
-
-def parse_record(raw: Any, principal: Principal) -> ProfileWrite:
-    """One record of the array as a ``ProfileWrite``, or the error the single endpoint would give."""
-    if not isinstance(raw, dict):
-        raise BadRequest("each record must be a write body (a JSON object)", field="body")
-    try:
-        body = WriteUserRequest.model_validate(raw)
-    except ValidationError as exc:
-        raise validation_error(exc) from exc
-    check_org(principal, body.orgId)
-    return body.to_write()
 
 
 def _answer(index: int, outcome: WriteResult | ProfilehubError) -> dict[str, Any]:
@@ -114,7 +84,7 @@ async def write_users_bulk(
     positions: list[int] = []
     for index, raw in enumerate(records):
         try:
-            writes.append(parse_record(raw, principal))
+            writes.append(parse_write(raw, principal.org_id))
             positions.append(index)
         except ProfilehubError as exc:
             answers[index] = _answer(index, exc)

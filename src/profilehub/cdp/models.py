@@ -1,4 +1,5 @@
-"""Request and response shapes of the CDP dialect, as its vendor documents them.
+"""Request and response shapes of the CDP dialect, as its vendor documents them, and the one
+reader of a write body (``parse_write``).
 
 Ids and upsert contents are checked by the core (which names the field in its errors); the
 models here pin the top-level shape and describe everything for OpenAPI.
@@ -9,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
+from profilehub.errors import BadRequest, Forbidden, unknown_field_message
 from profilehub.profiles import ProfileWrite
 
 VENDOR_EXAMPLE: dict[str, Any] = {
@@ -37,8 +39,8 @@ class WriteUserRequest(BaseModel):
         "Raw email and cellphone values are normalised and hashed into the derived idTypes.",
     )
     upsert: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Attributes by category (profile, mkt_preferences, consent); null removes one.",
+        description="Attributes by category (profile, mkt_preferences, consent); null removes one. "
+        "Required, as the vendor marks it (`{}` writes ids only).",
     )
     ucid: UUID | None = Field(default=None, description="Target a specific profile.")
 
@@ -46,6 +48,45 @@ class WriteUserRequest(BaseModel):
         return ProfileWrite(
             self.orgId, self.region, self.ids, self.upsert, str(self.ucid) if self.ucid else None
         )
+
+
+def _field_of(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "body"
+
+
+def shape_error(exc: ValidationError) -> BadRequest:
+    """A write body's shape errors as one ``BadRequest``: every field in ``errors``, the first
+    one as its ``field`` (the import's reject reason)."""
+    errors: dict[str, str] = {}
+    for err in exc.errors():
+        kind = err.get("type")
+        loc = tuple(err.get("loc", ()))
+        msg = {"extra_forbidden": "unknown field", "missing": "field required"}.get(
+            str(kind), str(err.get("msg", "invalid"))
+        )
+        if kind == "extra_forbidden" and len(loc) == 1:
+            msg = unknown_field_message(str(loc[0]), WriteUserRequest.model_fields)
+        errors.setdefault(_field_of(loc), msg)
+    first = next(iter(errors), "body")
+    return BadRequest("; ".join(f"{f}: {m}" for f, m in errors.items()), field=first, errors=errors)
+
+
+def parse_write(raw: Any, org_id: int) -> ProfileWrite:
+    """The one reading of a ``POST /cdp/v1/users`` body, for every entry point (the route, its fast
+    path, ``_bulk`` and ``profilehub import cdp``), so a body is refused alike wherever it is sent.
+
+    ``org_id`` is the caller's org (the credential's, or the import's). Returns the write, or raises
+    a ``BadRequest`` naming the field (shape) or a ``Forbidden`` (another org's ``orgId``).
+    """
+    if not isinstance(raw, dict):
+        raise BadRequest("must be a write body (a JSON object)", field="body")
+    try:
+        body = WriteUserRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise shape_error(exc) from exc
+    if body.orgId != org_id:
+        raise Forbidden(f"{body.orgId} is not this credential's (or import's) org {org_id}", field="orgId")
+    return body.to_write()
 
 
 class SearchUsersRequest(BaseModel):

@@ -7,10 +7,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Security
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Security
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -21,7 +20,7 @@ from profilehub.cdp.models import (
     ErrorBody,
     Profile,
     SearchUsersRequest,
-    WriteUserRequest,
+    parse_write,
 )
 from profilehub.errors import ProfilehubError, Unauthorized
 from profilehub.http import (
@@ -37,7 +36,7 @@ from profilehub.idempotency_http import answered
 from profilehub.oidc import JwtVerifier, token_scopes
 from profilehub.openapi_extras import NOTICES_HEADER
 from profilehub.orgs import MAX_ORG_ID
-from profilehub.profiles import ProfileService, WriteResult
+from profilehub.profiles import ProfileService, ProfileWrite, WriteResult
 from profilehub.request_log import note_org, note_route
 from profilehub.routing_errors import method_not_allowed
 
@@ -147,7 +146,11 @@ def _service(request: Request) -> ProfileService:
     },
 )
 async def write_user(
-    body: WriteUserRequest,
+    body: Any = Body(
+        description="The write (see WriteUserRequest); read by the same parser as `_bulk` records "
+        "and imported records.",
+        json_schema_extra={"$ref": "#/components/schemas/WriteUserRequest"},
+    ),
     principal: Principal = Depends(cdp_principal("profile.write")),
     service: ProfileService = Depends(_service),
 ) -> Response:
@@ -156,8 +159,7 @@ async def write_user(
     Whatever was ignored (blocked ids, ids over a limit, merges refused) is listed in the
     `X-Profilehub-Notices` header and in the profile's history; the body keeps the vendor's shape.
     """
-    check_org(principal, body.orgId)
-    return await write_answer(service, body, principal)
+    return await write_answer(service, parse_write(body, principal.org_id), principal)
 
 
 def _write_answer(results: list[WriteResult | ProfilehubError]) -> JSONResponse:
@@ -167,9 +169,9 @@ def _write_answer(results: list[WriteResult | ProfilehubError]) -> JSONResponse:
     return JSONResponse([result.profile], headers=notices_header(result.notices))
 
 
-async def write_answer(service: ProfileService, body: WriteUserRequest, principal: Principal) -> Response:
+async def write_answer(service: ProfileService, write: ProfileWrite, principal: Principal) -> Response:
     """Write one profile and answer it (under an Idempotency-Key, saved with the write)."""
-    job = service.write_job([body.to_write()], principal.actor)
+    job = service.write_job([write], principal.actor)
     return await answered(service.db, job, _write_answer, service.observe)
 
 
@@ -252,10 +254,10 @@ class FastWriteUser:
 
     FastAPI's routing, dependency solving, body handling and exception middleware cost more CPU
     per request than the write itself. This runs the very same steps as ``write_user`` (the same
-    JSON parser, model, credential check, scope and org checks, profile service call and
-    response) and answers a write that gets that far. Whenever anything is unusual (another
-    content type, a body that does not parse or validate, a missing or refused credential, a JWT,
-    a foreign org) it has written nothing and sent nothing, and hands the request, body replayed,
+    JSON parser, ``parse_write``, credential and scope checks, profile service call and response)
+    and answers a write that gets that far. Whenever anything is unusual (another content type, a
+    body that does not parse or that ``parse_write`` refuses, a missing or refused credential, a
+    JWT) it has written nothing and sent nothing, and hands the request, body replayed,
     to the FastAPI route: every error comes from one place, with one body. The route stays
     registered, so OpenAPI documents it as before. Errors of the write itself are answered by the
     app's own handler functions.
@@ -305,25 +307,21 @@ class FastWriteUser:
             )
             check_cdp_scopes(principal, None if scopes is None else scopes.decode("latin-1"), "profile.write")
             # What Starlette's Request.json() does, so the same bodies parse to the same values.
-            data = json.loads(body)
-            if not isinstance(data, dict):
-                return False
-            request = WriteUserRequest.model_validate(data)
+            write = parse_write(json.loads(body), principal.org_id)
         except sa.exc.DBAPIError as exc:
             # The credential lookup: outside FastAPI's handlers an escaping driver error would be a
             # 500 and a reset connection, so answer it as every route does (503 while it is down).
             await database_error_response(exc)(scope, receive, send)
             return True
-        except (ProfilehubError, ValidationError, ValueError, RecursionError):
-            return False
-        if request.orgId != principal.org_id:
+        except (ProfilehubError, ValueError, RecursionError):
+            # The route answers it, with the same parser's error.
             return False
         note_org(scope, principal.org_id)
         note_route(scope, FastWriteUser.PATH)
         service: ProfileService = state.profiles
         response: Response
         try:
-            response = await write_answer(service, request, principal)
+            response = await write_answer(service, write, principal)
         except ProfilehubError as exc:
             response = domain_error_response(exc)
         except sa.exc.DBAPIError as exc:

@@ -11,29 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from profilehub.errors import BadRequest, Forbidden, ProfilehubError, each_or_error
+from profilehub.cdp.models import parse_write
+from profilehub.errors import ProfilehubError, each_or_error
 from profilehub.identity.strategy import Strategy
 from profilehub.ingest.runner import Outcome
 from profilehub.profiles import Prepared, ProfileService, ProfileWrite, prepare_writes
 
-_KEYS = {"orgId", "region", "ids", "upsert", "ucid"}
-
 
 def profile_write(record: dict[str, Any], org_id: int, region: str) -> ProfileWrite:
-    """A record as a write of ``org_id``; ``orgId`` and ``region`` default to the import's."""
-    unknown = sorted(set(record) - _KEYS)
-    if unknown:
-        raise BadRequest(f"unknown field(s) {', '.join(unknown)}", field=unknown[0])
-    record_org = record.get("orgId", org_id)
-    if record_org != org_id:
-        raise Forbidden(f"the record is for org {record_org!r}, the import for org {org_id}", field="orgId")
-    record_region = record.get("region", region)
-    if not isinstance(record_region, str):
-        raise BadRequest("must be a region code", field="region")
-    ucid = record.get("ucid")
-    if ucid is not None and not isinstance(ucid, str):
-        raise BadRequest("must be a ucid (a UUID string)", field="ucid")
-    return ProfileWrite(org_id, record_region, record.get("ids") or {}, record.get("upsert") or {}, ucid)
+    """A record as a write of ``org_id``, read by ``parse_write`` as the HTTP endpoints read their
+    bodies; ``orgId`` and ``region`` default to the import's, the rest is as the endpoint wants it
+    (``upsert`` is required)."""
+    return parse_write({"orgId": org_id, "region": region, **record}, org_id)
 
 
 def _writes(

@@ -62,14 +62,22 @@ class ColumnMapping:
     """CSV column -> dotted path in the record (``ids.email``, ``upsert.profile.first_name``).
 
     ``example`` is the ``--map`` shown in messages, in the words of the record being imported (a
-    CRM person's fields are not a CDP profile's paths).
+    CRM person's fields are not a CDP profile's paths). ``objects`` are the top-level fields every
+    row carries, as an empty object when no cell fills them: a CSV has no way to leave a required
+    object out (a CDP write's ``upsert``), and an empty cell says nothing.
     """
 
     paths: Mapping[str, str]
     example: str = "email=ids.email"
+    objects: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, options: tuple[str, ...] | list[str], example: str = "email=ids.email") -> ColumnMapping:
+    def parse(
+        cls,
+        options: tuple[str, ...] | list[str],
+        example: str = "email=ids.email",
+        objects: tuple[str, ...] = (),
+    ) -> ColumnMapping:
         paths: dict[str, str] = {}
         target = "PATH" if "." in example else "FIELD"
         for option in options:
@@ -77,7 +85,7 @@ class ColumnMapping:
             if not sep or not column.strip() or not path.strip():
                 raise SourceError(f"--map {option!r}: expected COLUMN={target}, e.g. {example}")
             paths[column.strip()] = path.strip()
-        return cls(paths, example)
+        return cls(paths, example, objects)
 
     def for_header(self, header: list[str]) -> dict[int, list[str]]:
         """Column index -> path parts. Unmapped columns that are paths themselves map to themselves."""
@@ -95,8 +103,8 @@ class ColumnMapping:
         return out
 
 
-def _nest(columns: dict[int, list[str]], row: list[str]) -> dict[str, Any]:
-    record: dict[str, Any] = {}
+def _nest(columns: dict[int, list[str]], row: list[str], objects: tuple[str, ...]) -> dict[str, Any]:
+    record: dict[str, Any] = {name: {} for name in objects}
     for index, parts in columns.items():
         if index >= len(row) or row[index] == "":
             continue  # an empty cell says nothing; it does not clear an attribute
@@ -179,5 +187,5 @@ def read_csv(path: Path, mapping: ColumnMapping, offset: int = 0, line: int = 0)
             if not any(cell.strip() for cell in row):
                 start = position["line"] + 1
                 continue
-            yield SourceRecord(start, position["end"], raw, _nest(columns, row))
+            yield SourceRecord(start, position["end"], raw, _nest(columns, row, mapping.objects))
             start = position["line"] + 1
