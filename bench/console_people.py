@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-SCOPES = "profile.read,profile.write,profile.delete"
+SCOPES = "profile.write"
 
 
 def _write(client: httpx.Client, apikey: str, body: dict[str, Any]) -> dict[str, Any]:

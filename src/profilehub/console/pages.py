@@ -9,7 +9,7 @@ import jinja2
 import orjson
 from starlette.responses import HTMLResponse, Response
 
-from profilehub.console.person import iso
+from profilehub.console.person import iso, short_ucid
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -36,12 +36,15 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
 )
 _env.filters["iso"] = iso
+_env.filters["short_ucid"] = short_ucid
 
 
 def show(value: Any) -> str:
     """An attribute value as text: scalars as they are, lists and objects as compact JSON."""
     if isinstance(value, str):
         return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ", ".join(value)
     return orjson.dumps(value).decode()
 
 

@@ -40,6 +40,17 @@ class Change:
 
 
 @dataclass(frozen=True)
+class HistoryRow:
+    when: str
+    what: str
+    actor: str
+    namespaces: str
+    id_types: str
+    attributes: str
+    notices: list[tuple[str, str]]  # (code, message)
+
+
+@dataclass(frozen=True)
 class MergeCause:
     """Why ``ucid`` was merged into the person: the write that matched both (None: not recorded)."""
 
@@ -59,6 +70,38 @@ class PersonPage:
     asked_ucid: str
     history: list[Change] = field(default_factory=list)
     merges: list[MergeCause] = field(default_factory=list)
+    id_namespaces: dict[str, str] = field(default_factory=dict)  # idType -> namespace
+
+    def history_rows(self) -> list[HistoryRow]:
+        """The history as the page shows it, worked out here rather than in the template: a person
+        with many merged profiles has hundreds of cells, and Jinja's per-cell calls add up."""
+        rows = []
+        for c in self.history:
+            what = c.action if c.ucid == self.ucid else f"{c.action} of {short_ucid(c.ucid)}"
+            if merged := c.detail.get("merged"):
+                what += f" ({len(merged)} merged)"
+            id_types = c.detail.get("idTypes") or []
+            attributes = "; ".join(
+                f"{category}: {', '.join(names) if names else 'cleared'}"
+                for category, names in (c.detail.get("attributes") or {}).items()
+            )
+            notices = [(n.get("code", ""), n.get("message", "")) for n in c.detail.get("notices") or []]
+            rows.append(
+                HistoryRow(
+                    c.when,
+                    what,
+                    c.actor,
+                    ", ".join(self.namespaces(id_types)),
+                    ", ".join(id_types),
+                    attributes,
+                    notices,
+                )
+            )
+        return rows
+
+    def namespaces(self, id_types: list[str]) -> list[str]:
+        """``id_types`` as their namespaces, in order, each once (a raw email's hashes: ``email``)."""
+        return list(dict.fromkeys(self.id_namespaces.get(t, t) for t in id_types))
 
     @property
     def ucid(self) -> str:
@@ -81,31 +124,53 @@ class PersonPage:
         return out
 
     def graph(self) -> dict[str, list[dict[str, Any]]]:
-        """Nodes and edges for the graph view: the person, the profiles merged into it (edges say
-        which write merged them, when and through which idTypes) and the ids it holds."""
+        """Nodes and edges for the graph view: the person; the profiles merged into it, each edge
+        saying through which namespaces (and when) a write merged it; and the ids it holds, boxed by
+        namespace."""
         nodes: list[dict[str, Any]] = [
-            {"data": {"id": self.ucid, "label": f"profile {self.ucid[:8]}", "kind": "master"}}
+            {"data": {"id": self.ucid, "label": short_ucid(self.ucid), "kind": "master"}}
         ]
         edges: list[dict[str, Any]] = []
         for cause in self.merges:
-            nodes.append({"data": {"id": cause.ucid, "label": f"merged {cause.ucid[:8]}", "kind": "merged"}})
-            label = (
-                f"merged {cause.change.when} via {', '.join(cause.namespaces) or 'ucid'}"
-                if cause.change
-                else "merged (cause not recorded)"
-            )
+            nodes.append({"data": {"id": cause.ucid, "label": short_ucid(cause.ucid), "kind": "merged"}})
+            label = f"via {', '.join(cause.namespaces) or 'ucid'}" if cause.change else "cause not recorded"
+            when = cause.change.when if cause.change else ""
             edges.append(
-                {"data": {"id": f"m:{cause.ucid}", "source": cause.ucid, "target": self.ucid, "label": label}}
+                {
+                    "data": {
+                        "id": f"m:{cause.ucid}",
+                        "source": cause.ucid,
+                        "target": self.ucid,
+                        "label": label,
+                        "when": when,
+                        "kind": "merge",
+                    }
+                }
             )
         for namespace, rows in self.ids_by_namespace():
+            box = f"ns:{namespace}"
+            nodes.append({"data": {"id": box, "label": namespace, "kind": "namespace"}})
+            edges.append(
+                {"data": {"id": f"h:{namespace}", "source": self.ucid, "target": box, "kind": "holds"}}
+            )
             for id_type, value, _ in rows:
-                node = f"id:{id_type}:{value}"
                 short = value if len(value) <= _LABEL_CHARS else f"{value[:_LABEL_CHARS]}…"
                 nodes.append(
-                    {"data": {"id": node, "label": f"{id_type}\n{short}", "kind": "id", "ns": namespace}}
+                    {
+                        "data": {
+                            "id": f"id:{id_type}:{value}",
+                            "label": f"{id_type}\n{short}",
+                            "kind": "id",
+                            "parent": box,
+                        }
+                    }
                 )
-                edges.append({"data": {"id": f"e:{node}", "source": self.ucid, "target": node, "label": ""}})
         return {"nodes": nodes, "edges": edges}
+
+
+def short_ucid(ucid: str) -> str:
+    """The end of a ucid: ucids are time-ordered (UUIDv7), so those of one person share their start."""
+    return f"…{ucid[-12:]}"
 
 
 def iso(ts: int | str | None) -> str:
@@ -141,10 +206,10 @@ def person_page(service: ProfileService, org_id: int, ucid: str) -> PersonPage:
     for change in reversed(merges):
         for gone in change.detail.get("merged") or []:
             merged_by.setdefault(gone, change)
+    page.id_namespaces = {name: rule.namespace for name, rule in strategy.id_types.items()}
     page.merges = []
     for u in linked:
         cause = merged_by.get(u)
         id_types = cause.detail.get("idTypes", []) if cause else []
-        namespaces = list(dict.fromkeys(strategy.namespace_of(t) for t in id_types))
-        page.merges.append(MergeCause(u, cause, namespaces))
+        page.merges.append(MergeCause(u, cause, page.namespaces(id_types)))
     return page
