@@ -27,6 +27,8 @@ TABLES = {
     "crm_values": "person",
     "crm_unique_values": "person",
     "crm_person_emails": "person",
+    # the journal of the person's writes (hashed ids, written values): erased with the person
+    "profile_writes": "person",
     # saved answers of keyed writes: deleted with the person they mention
     "idempotency_keys": "person",
     # the change log: the erased ucids may remain (the erasure is recorded by ucid), no values
@@ -40,6 +42,7 @@ TABLES = {
     "crm_objects": "config",
     "crm_attributes": "config",
     "rate_limits": "config",
+    "journal_retention": "config",
     # console sign-ins: hashes of the session and of the credential, nothing of any person
     "console_sessions": "config",
 }

@@ -54,7 +54,7 @@ from profilehub.profiles import ProfileService
 from profilehub.ratelimit import MAX_RATE, RateLimit, any_rate_limits, get_rate_limit, set_rate_limit
 from profilehub.request_log import LOG_LEVELS, logging_config
 from profilehub.store import strategy_store as strategies
-from profilehub.store.changes import history
+from profilehub.store.changes import history, now_ms
 from profilehub.store.database import (
     Database,
     database_missing,
@@ -62,6 +62,7 @@ from profilehub.store.database import (
     schema_revision,
 )
 from profilehub.store.faults import classify
+from profilehub.store.journal_store import prune_journal, retention_days, set_retention_days
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -594,6 +595,30 @@ def changes(org_id: int, ucid: str | None, person: str | None, after: str | None
             f"--after {last} --limit {limit}",
             err=True,
         )
+
+
+@org.command("journal-retention")
+@org_id_option
+@click.option("--days", type=click.IntRange(1, 365_000), help="Keep the journal this many days.")
+@click.option("--forever", is_flag=True, help="Keep the journal for ever (the default).")
+@domain_errors
+def org_journal_retention(org_id: int, days: int | None, forever: bool) -> None:
+    """Set (--days or --forever) or show how long the org keeps the journal of its profile writes.
+
+    Writes drop rows past it (within 10 minutes); an unmerge needs a person's whole journal. See
+    docs/unmerge.md.
+    """
+    if days and forever:
+        raise click.UsageError("give --days or --forever, not both")
+    with open_org_db(org_id) as db:
+        if days or forever:
+            db.write(lambda c: set_retention_days(c, org_id, days, now_ms()))
+            if days:
+                dropped = db.write(lambda c: prune_journal(c, now_ms(), org_id)).get(org_id, 0)
+                click.echo(f"dropped {dropped} journal entries older than {days} days")
+        with db.read() as conn:
+            kept = retention_days(conn, org_id)
+    click.echo(f"org {org_id} keeps its journal: {f'{kept} days' if kept else 'for ever'}")
 
 
 @main.group()

@@ -26,6 +26,7 @@ from profilehub.identity.storage import ProfileState
 from profilehub.identity.strategy import Strategy
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import Database, GroupJob, lock_scope
+from profilehub.store.journal_store import JournalPruner
 from profilehub.store.profile_storage import profile_storage
 from profilehub.store.profile_store import delete_profiles
 from profilehub.store.strategy_store import StrategyCache
@@ -62,7 +63,7 @@ class WriteResult:
         return profile_view(self._strategy, self._outcome.master, self._outcome.linked)
 
 
-def _check_ucid(ucid: str, field: str) -> str:
+def check_ucid(ucid: str, field: str) -> str:
     try:
         return str(uuid.UUID(ucid))
     except (ValueError, AttributeError, TypeError) as exc:
@@ -138,7 +139,7 @@ def prepare_write(strategy: Strategy, write: ProfileWrite, actor: str) -> Prepar
     if not isinstance(write.ids, dict):
         raise BadRequest("must be an object of idType to value", field="ids")
     upsert = prepare_upsert(write.upsert)
-    ucid = _check_ucid(write.ucid, "ucid") if write.ucid is not None else None
+    ucid = check_ucid(write.ucid, "ucid") if write.ucid is not None else None
     ids, notices = normalise_ids(strategy, write.ids, region)
     if not ids and ucid is None:
         why = "every id given is blocked or disabled" if write.ids else "no ids given"
@@ -233,10 +234,13 @@ class WriteObserver(Protocol):
 
 
 class ProfileService:
-    def __init__(self, db: Database, observer: WriteObserver | None = None) -> None:
+    def __init__(self, db: Database, observer: WriteObserver | None = None, journal: bool = True) -> None:
         self.db = db
         self.strategies = StrategyCache()
         self.observer = observer
+        # Whether writes keep their journal (docs/unmerge.md); off only for the bench's baseline.
+        self.journal = journal
+        self.journal_pruner = JournalPruner()
 
     def _observe(self, results: list[WriteResult | ProfilehubError]) -> None:
         # Counted once the writer's transaction has committed, so a failed batch counts nothing.
@@ -285,7 +289,7 @@ class ProfileService:
             ids += p.ids
             if p.ucid is not None:
                 ucids.append(p.ucid)
-        batch = profile_storage(conn)
+        batch = profile_storage(conn, self.journal)
         for org_id, region in sorted(scopes):
             lock_scope(conn, org_id, f"profiles:{region}")
         for (org_id, region), (ids, ucids) in sorted(scopes.items()):
@@ -296,6 +300,8 @@ class ProfileService:
             except ProfilehubError as exc:
                 out[index] = exc
         batch.flush()
+        if self.journal:
+            self.journal_pruner.prune(conn, (org_id for org_id, _ in scopes), now_ms())
         results = [o for o in out if o is not None]
         split: list[list[WriteResult | ProfilehubError]] = []
         for writes, _, _ in payloads:
@@ -408,7 +414,7 @@ class ProfileService:
                 f = f"search.{key}"
                 values = self._values(raw, f, MAX_SEARCH_VALUES)
                 if key == "ucid":
-                    resolved = storage.resolve_ucids(org_id, [_check_ucid(str(v), f) for v in values])
+                    resolved = storage.resolve_ucids(org_id, [check_ucid(str(v), f) for v in values])
                     masters += [m for m, region in resolved.values() if region in wanted]
                     continue
                 for region in wanted:
@@ -424,7 +430,7 @@ class ProfileService:
     def get(self, org_id: int, ucid: str, region: str | None = None) -> dict[str, Any]:
         """One profile by ucid; a ucid merged into another answers the profile it was merged into
         (as a search by ucid does). ``region``, when given, must be the profile's."""
-        wanted = _check_ucid(ucid, "ucid")
+        wanted = check_ucid(ucid, "ucid")
         with self.db.read() as conn:
             strategy = self.strategies.get(conn, org_id)
             storage = profile_storage(conn)
@@ -453,7 +459,7 @@ class ProfileService:
             not_found: list[str] = []
             for v in values:
                 if key == "ucid":
-                    hit = storage.resolve_ucids(org_id, [_check_ucid(str(v), "ids.ucid")]).get(str(v))
+                    hit = storage.resolve_ucids(org_id, [check_ucid(str(v), "ids.ucid")]).get(str(v))
                     owner = [hit[0]] if hit and hit[1] == r else []
                 else:
                     idents = self._lookup_keys(strategy, key, v, "ids", r)

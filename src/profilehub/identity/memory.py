@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from profilehub.identity.normalize import Identifier
-from profilehub.identity.storage import Data, ProfileChange, ProfileState, ProfileStorage
+from profilehub.identity.storage import Data, ProfileChange, ProfileState, ProfileStorage, WriteRecord
 
 
 @dataclass
@@ -35,12 +35,13 @@ def _copy(data: Data) -> dict[str, dict[str, Any]]:
 
 
 class MemoryStorage:
-    """All orgs' profiles, ids and change log in memory (not thread-safe: one writer at a time)."""
+    """All orgs' profiles, ids, change log and journal in memory (not thread-safe: one writer at a time)."""
 
     def __init__(self) -> None:
         self.profiles: dict[tuple[int, str], StoredProfile] = {}
         self.owners: dict[tuple[int, str, Identifier], tuple[str, int]] = {}  # id -> (owner, ts)
         self.changes: list[ProfileChange] = []
+        self.writes: list[WriteRecord] = []  # the journal, in write order
         self._linked: dict[tuple[int, str], list[tuple[int, str]]] = {}  # master -> [(created, ucid)]
 
     # --- reads ---
@@ -142,6 +143,9 @@ class MemoryStorage:
 
     def record_change(self, change: ProfileChange) -> None:
         self.changes.append(change)
+
+    def record_write(self, record: WriteRecord) -> None:
+        self.writes.append(record)
 
 
 if TYPE_CHECKING:  # mypy checks that it is a ProfileStorage; nothing to do at run time

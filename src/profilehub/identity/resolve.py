@@ -9,12 +9,13 @@ refused write has written nothing and the writer can keep the rest of its batch.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from profilehub.errors import NotFound
 from profilehub.identity.normalize import Identifier, Notice
-from profilehub.identity.storage import ProfileChange, ProfileState, ProfileStorage
+from profilehub.identity.storage import ProfileChange, ProfileState, ProfileStorage, WriteRecord
 from profilehub.identity.strategy import IdClass, Strategy
 from profilehub.identity.ucid import new_ucid
 
@@ -41,6 +42,11 @@ class WriteOutcome:
     created: bool
     merged: list[str]
     notices: list[Notice]
+    # How the write matched: the owner of each of its ids that had one, and the master the
+    # write's ucid resolved to (``_explain`` answers these); the candidates kept apart.
+    owners: dict[Identifier, str] = field(default_factory=dict)
+    named: str | None = None
+    refused: set[str] = field(default_factory=set)
 
 
 def _primary_fits(strategy: Strategy, a: dict[Identifier, int], b: dict[Identifier, int]) -> list[str]:
@@ -131,13 +137,41 @@ def apply_upsert(data: dict[str, dict[str, Any]], upsert: dict[str, dict[str, An
         current["_ts"] = str(ts)
 
 
-def apply_write(storage: ProfileStorage, strategy: Strategy, write: PreparedWrite, now: int) -> WriteOutcome:
-    """Resolve and apply one write at time ``now`` (epoch ms) through ``storage``."""
+def _merge_causes(
+    owners: dict[Identifier, str], named: str | None, merged: list[str]
+) -> dict[str, list[str]]:
+    """The idTypes of the write that matched each merged profile (``ucid``: the write named it)."""
+    causes: dict[str, list[str]] = {m: [] for m in merged}
+    for ident, owner in owners.items():
+        if owner in causes and ident.id_type not in causes[owner]:
+            causes[owner].append(ident.id_type)
+    if named is not None and named in causes:
+        causes[named].append("ucid")
+    return {m: sorted(types) for m, types in causes.items()}
+
+
+def apply_write(
+    storage: ProfileStorage,
+    strategy: Strategy,
+    write: PreparedWrite,
+    now: int,
+    non_linking: frozenset[Identifier] = frozenset(),
+    new_ucid: Callable[[], str] = new_ucid,
+) -> WriteOutcome:
+    """Resolve and apply one write at time ``now`` (epoch ms) through ``storage``.
+
+    ``non_linking`` ids find no profile: each is attached only where no other profile holds it
+    (how an unmerge replays a person's writes). ``new_ucid`` names a profile the write creates.
+    """
     org_id, region = write.org_id, write.region
     notices = list(write.notices)
 
     # --- plan (reads only) ---
-    owners = storage.find_owners(org_id, region, write.ids)
+    if non_linking:
+        owners = storage.find_owners(org_id, region, [i for i in write.ids if i not in non_linking])
+        held = storage.find_owners(org_id, region, [i for i in write.ids if i in non_linking])
+    else:
+        owners, held = storage.find_owners(org_id, region, write.ids), {}
     candidates = set(owners.values())
     named: str | None = None
     if write.ucid is not None:
@@ -182,6 +216,17 @@ def apply_write(storage: ProfileStorage, strategy: Strategy, write: PreparedWrit
     for ident in write.ids:
         owner = owners.get(ident)
         field_name = f"ids.{ident.id_type}"
+        holder = held.get(ident)
+        if holder is not None and holder != master.ucid and holder not in merged:
+            notices.append(
+                Notice(
+                    "id_owned_elsewhere",
+                    f"{field_name}: belongs to profile {holder} (not linking); not attached",
+                    field_name,
+                    {"ucid": holder},
+                )
+            )
+            continue
         if owner is not None and owner in refused:
             notices.append(
                 Notice(
@@ -235,6 +280,7 @@ def apply_write(storage: ProfileStorage, strategy: Strategy, write: PreparedWrit
         org_id, region, master.ucid, {i: ts for i, ts in master.ids.items() if i not in original_ids}
     )
     storage.touch_ids(org_id, region, [i for i in touched if i in original_ids], now)
+    causes = _merge_causes(owners, named, merged)
     storage.record_change(
         ProfileChange(
             org_id,
@@ -246,10 +292,25 @@ def apply_write(storage: ProfileStorage, strategy: Strategy, write: PreparedWrit
                 "idTypes": sorted({i.id_type for i in write.ids}),
                 "attributes": {c: sorted(a) if a else None for c, a in write.upsert.items()},
                 "merged": merged,
+                "mergedVia": causes,
                 "notices": [n.as_dict() for n in notices],
             },
             now,
         )
     )
+    storage.record_write(
+        WriteRecord(
+            org_id,
+            region,
+            master.ucid,
+            created,
+            tuple(write.ids),
+            write.upsert,
+            write.ucid,
+            write.actor,
+            now,
+            causes,
+        )
+    )
     linked = storage.linked_ucids(org_id, [master.ucid]).get(master.ucid, []) if not created else []
-    return WriteOutcome(master, linked, created, merged, notices)
+    return WriteOutcome(master, linked, created, merged, notices, owners, named, refused)

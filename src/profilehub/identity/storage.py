@@ -50,6 +50,28 @@ class ProfileChange:
     ts: int
 
 
+@dataclass(frozen=True)
+class WriteRecord:
+    """One applied write as the journal keeps it: enough to replay it (see ``identity.replay``).
+
+    ``ids`` are the write's normalised and derived ids (a raw email or phone only where the org
+    keeps raw ids), ``upsert`` its validated upsert. ``ucid`` is the master the write landed on;
+    ``created`` says that the write made it. ``merges`` maps each ucid the write merged into it to
+    the idTypes of the write that matched that profile (``ucid`` when the write named it).
+    """
+
+    org_id: int
+    region: str
+    ucid: str
+    created: bool
+    ids: tuple[Identifier, ...]
+    upsert: dict[str, dict[str, Any] | None]
+    named_ucid: str | None
+    actor: str
+    ts: int
+    merges: dict[str, list[str]] = field(default_factory=dict)
+
+
 class ProfileReader(Protocol):
     """Reads of the profile graph: what search, get and erasure need, and the first half of a write."""
 
@@ -101,4 +123,8 @@ class ProfileStorage(ProfileReader, Protocol):
 
     def record_change(self, change: ProfileChange) -> None:
         """An entry of the change log."""
+        ...
+
+    def record_write(self, record: WriteRecord) -> None:
+        """An entry of the person's journal (after the write's own changes, in write order)."""
         ...

@@ -25,8 +25,9 @@ import orjson
 from sqlalchemy.engine import Connection
 
 from profilehub.identity.normalize import Identifier
-from profilehub.identity.storage import ProfileChange, ProfileState
+from profilehub.identity.storage import ProfileChange, ProfileState, WriteRecord
 from profilehub.store.changes import change_row
+from profilehub.store.journal_store import CLOCK, JOURNAL_COLUMNS, journal_row
 
 IdKey = tuple[int, str, Identifier]  # (org, region, id)
 IdRow = tuple[str, int] | None  # (owner ucid, ts), or no row
@@ -60,8 +61,11 @@ def _copy_data(data: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 class BatchStore(ABC):
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, journal: bool = True) -> None:
         self.conn = conn
+        # Off only for the bench's baseline (bench/journal.py): every served write is journaled.
+        self.journal = journal
+        self._journal_rows: list[tuple[Any, ...]] = []
         self._rows: dict[tuple[int, str], _Row | None] = {}
         self._id_initial: dict[IdKey, IdRow] = {}
         self._id_final: dict[IdKey, IdRow] = {}
@@ -324,6 +328,10 @@ class BatchStore(ABC):
             )
         )
 
+    def record_write(self, record: WriteRecord) -> None:
+        if self.journal:
+            self._journal_rows.append(journal_row(record, CLOCK.next()))
+
     # --- the end of the batch ---
     def flush(self) -> None:
         """Write the batch's final rows; the batch may go on and flush again."""
@@ -400,3 +408,5 @@ class BatchStore(ABC):
             ],
         )
         self._changes = []
+        self._insert_many("profile_writes", JOURNAL_COLUMNS, self._journal_rows)
+        self._journal_rows = []

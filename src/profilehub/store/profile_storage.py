@@ -18,11 +18,12 @@ from profilehub.identity.normalize import Identifier
 from profilehub.store.batch_store import CHUNK, BatchStore, chunks
 
 
-def profile_storage(conn: Connection) -> BatchStore:
-    """The profile storage of ``conn``'s transaction (reads, and writes written at its ``flush``)."""
+def profile_storage(conn: Connection, journal: bool = True) -> BatchStore:
+    """The profile storage of ``conn``'s transaction (reads, and writes written at its ``flush``);
+    ``journal=False`` keeps no journal of the writes (the bench's baseline)."""
     if conn.dialect.name == "postgresql":
-        return PostgresProfileStorage(conn)
-    return SqliteProfileStorage(conn)
+        return PostgresProfileStorage(conn, journal)
+    return SqliteProfileStorage(conn, journal)
 
 
 def _by_type(ids: Iterable[Identifier]) -> Iterator[tuple[str, list[str]]]:

@@ -1,4 +1,4 @@
-"""Erasure of profiles. Profile reads and writes go through ``profile_storage`` (one
+"""Erasure of profiles (with their journal). Profile reads and writes go through ``profile_storage`` (one
 implementation, the batch store, for the writer and for search, get and erasure alike)."""
 
 from __future__ import annotations
@@ -7,11 +7,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub.store.batch_store import chunks
+from profilehub.store.journal_store import delete_journal
 from profilehub.store.tables import profile_ids, profiles
 
 
 def delete_profiles(conn: Connection, org_id: int, masters: list[str]) -> list[str]:
-    """Erase masters, everything merged into them, and their ids; return every erased ucid."""
+    """Erase masters, everything merged into them, their ids and journal; return every erased ucid."""
     erased: list[str] = []
     for part in chunks(sorted(set(masters))):
         erased += [
@@ -30,4 +31,5 @@ def delete_profiles(conn: Connection, org_id: int, masters: list[str]) -> list[s
                 sa.or_(profiles.c.ucid.in_(part), profiles.c.merged_into.in_(part)),
             )
         )
+    delete_journal(conn, org_id, erased)
     return erased

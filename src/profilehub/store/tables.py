@@ -234,3 +234,33 @@ console_sessions = sa.Table(
     sa.Column("created_ts", sa.BigInteger, nullable=False),
     sa.Column("expires_ts", sa.BigInteger, nullable=False),
 )
+
+# The journal (migration 0006): every applied profile write, to explain and undo merges
+# (profilehub.store.journal_store). Kept with the person: keyed by the master the write landed
+# on, so erasing a person's ucids erases its journal. Ids are stored as the write resolved them
+# (hashed unless the org keeps raw ids).
+profile_writes = sa.Table(
+    "profile_writes",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("ucid", sa.String(36), primary_key=True),
+    # Microseconds from a clock taken under the scope's write lock: the order writes happened in.
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Column("region", sa.String(16), nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("created", sa.Boolean, nullable=False),
+    sa.Column("named_ucid", sa.String(36), nullable=True),
+    sa.Column("ids", sa.Text, nullable=False),  # JSON [[idType, value], ...]
+    sa.Column("upsert", sa.Text, nullable=False),  # JSON, as validated
+    sa.Column("merges", sa.Text, nullable=False, server_default="{}"),  # JSON {ucid: [idTypes]}
+)
+
+# How long an org keeps its journal (``profilehub org journal-retention``); no row: for ever.
+journal_retention = sa.Table(
+    "journal_retention",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("max_age_days", sa.Integer, nullable=True),
+    sa.Column("updated_ts", sa.BigInteger, nullable=False),
+)
