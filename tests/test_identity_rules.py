@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from hypothesis import example, given, settings
 
-from profilehub.errors import NotFound, ProfilehubError
+from profilehub.errors import BadRequest, NotFound, ProfilehubError
 from profilehub.identity.memory import MemoryStorage
 from profilehub.identity.normalize import Identifier, normalise_ids
 from profilehub.identity.resolve import PreparedWrite, WriteOutcome, apply_write
@@ -423,6 +423,43 @@ def test_each_write_is_logged_without_id_values() -> None:
     assert "crm_id" in first["idTypes"] and "email_sha256_lowercase" in first["idTypes"]
     logged = json.dumps([c.detail for c in w.storage.changes])
     assert "c-1" not in logged and "ann@example.com" not in logged and "Ann" not in logged
+
+
+# --- editing the strategy ---
+@pytest.mark.parametrize(
+    ("name", "change", "want"),
+    [
+        ("loyalty_id", {}, ("loyalty_id", IdClass.PRIMARY, 100, 1)),  # a new one: its own namespace
+        ("loyalty_id", {"namespace": "crm", "max_per_profile": 3}, ("crm", IdClass.PRIMARY, 100, 3)),
+        ("AdId", {"priority": 2}, ("maid", IdClass.SECONDARY, 2, 5)),  # the rest stays
+        ("AdId", {"id_class": IdClass.DISABLED}, ("maid", IdClass.DISABLED, 5, 5)),
+    ],
+)
+def test_an_idtype_edit_changes_only_what_it_names(
+    name: str, change: dict[str, Any], want: tuple[str, IdClass, int, int]
+) -> None:
+    rule = edited_id_type(_strategy().id_types.get(name), name, **change)
+    assert (rule.name, rule.namespace, rule.id_class, rule.priority, rule.max_per_profile) == (name, *want)
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "field"),
+    [
+        ("ucid", {}, "id_type"),  # reserved: it means something else in search and delete
+        ("linkedUcid", {}, "id_type"),
+        ("1st", {}, "id_type"),
+        ("x" * 101, {}, "id_type"),
+        ("ok", {"namespace": "no space"}, "namespace"),
+        ("ok", {"priority": 0}, "priority"),
+        ("ok", {"max_per_profile": 0}, "limit"),
+    ],
+)
+def test_an_idtype_edit_that_can_never_be_valid_is_refused(
+    name: str, change: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(BadRequest) as caught:
+        edited_id_type(None, name, **change)
+    assert caught.value.field == field
 
 
 # --- random write sequences: the core on MemoryStorage gives what the documented model gives ---
