@@ -12,6 +12,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from profilehub.auth import CredentialKind, create_credential, revoke_credential
+from profilehub.store.changes import now_ms
+from profilehub.store.tables import console_sessions
 from tests.cdp_client import Cdp
 from tests.conftest import OrgFixture, make_org
 from tests.console_client import csrf_of, message_of, sign_in
@@ -137,3 +139,60 @@ def test_search_input_that_names_nothing(client: TestClient, org: OrgFixture, ty
     _page(client.post("/console/search", data={"csrf": csrf, "q": typed}), 400, words)
     unknown = client.post("/console/search", data={"csrf": csrf, "q": "x", "id_type": "shoe_size"})
     _page(unknown, 400, "unknown idType or namespace 'shoe_size'")
+
+
+def test_search_by_raw_phone_and_a_merged_away_ucid(client: TestClient, org: OrgFixture) -> None:
+    cdp = Cdp(client, org)
+    first = cdp.write({"cellphone": "+44 20 7946 0958"}, {"profile": {"first_name": "Alan"}}, region="UK")
+    second = cdp.write({"crm_id": "c-77"}, {"profile": {"last_name": "Turing"}}, region="UK")
+    cdp.write({"cellphone": "+442079460958", "crm_id": "c-77"}, {"profile": {}}, region="UK")
+    csrf = sign_in(client, org.apikey)
+    found = client.post("/console/search", data={"csrf": csrf, "q": "+44 (0)20 7946 0958"})
+    assert found.status_code == 200 and f"/console/profiles/{first['ucid']}" in found.text
+    by_id = client.post("/console/search", data={"csrf": csrf, "q": "c-77", "id_type": "crm_id"})
+    assert f"/console/profiles/{first['ucid']}" in by_id.text
+    merged_away = client.get(f"/console/profiles/{second['ucid']}")
+    assert merged_away.status_code == 200
+    assert f"ucid {second['ucid']} was merged into this person." in merged_away.text
+    assert "Turing" in merged_away.text and "Linked ucids (1)" in merged_away.text
+
+
+def test_blocking_a_value_from_the_org_page(client: TestClient, app: FastAPI, org: OrgFixture) -> None:
+    csrf = sign_in(client, org.apikey)
+    blocked = client.post(
+        "/console/admin/blocked", data={"csrf": csrf, "value": "Test@Example.com", "id_type": "email"}
+    )
+    row = '<td class="mono">test@example.com</td>'
+    assert blocked.status_code == 200 and row in blocked.text
+    written = client.post(
+        "/cdp/v1/users",
+        json={"orgId": org.org_id, "region": "EU", "ids": {"email": "test@example.com"}, "upsert": {}},
+        headers=org.headers(),
+    )
+    assert written.status_code == 400, written.text  # the only id is blocked: nothing to match on
+    client.post(
+        "/console/admin/blocked",
+        data={"csrf": csrf, "action": "unblock", "value": "test@example.com", "id_type": "email"},
+    )
+    assert row not in client.get("/console/admin").text
+    reader = app.state.db.write(
+        lambda c: create_credential(c, org.org_id, CredentialKind.APIKEY, "profile.read")
+    )
+    csrf = sign_in(client, reader.secret)
+    refused = client.post("/console/admin/blocked", data={"csrf": csrf, "value": "x@example.com"})
+    _page(refused, 403, "this needs scope profile.write")
+
+
+def test_odd_requests_get_pages_not_errors(client: TestClient, org: OrgFixture) -> None:
+    sign_in(client, org.apikey)
+    _page(client.get("/console/people?page=abc"), 400, "page")
+    _page(client.get("/console/no-such-page"), 404, "no console page")
+    assert client.get("/console/static/vendor/cytoscape-3.35.0.LICENSE").text.startswith("Copyright")
+
+
+def test_an_expired_session_signs_in_again(client: TestClient, app: FastAPI, org: OrgFixture) -> None:
+    sign_in(client, org.apikey)
+    assert client.get("/console/admin").status_code == 200
+    app.state.db.write(lambda c: c.execute(console_sessions.update().values(expires_ts=now_ms() - 1)))
+    gone = client.get("/console/admin", follow_redirects=False)
+    assert gone.status_code == 303 and gone.headers["location"] == "/console/sign-in"

@@ -15,5 +15,6 @@ from profilehub.console.routes import router
 
 
 def install_console(app: FastAPI) -> None:
-    app.include_router(router)
+    # The assets first: the router ends with a catch-all page for unknown console addresses.
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
+    app.include_router(router)

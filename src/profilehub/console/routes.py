@@ -32,7 +32,14 @@ from profilehub.console.sessions import (
     same_token,
     start_session,
 )
-from profilehub.errors import BadRequest, Forbidden, ProfilehubError, Unauthorized, UnsupportedMediaType
+from profilehub.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    ProfilehubError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from profilehub.profiles import ProfileService
 from profilehub.store.database import Database
 from profilehub.store.strategy_store import block_value, unblock_value
@@ -376,3 +383,9 @@ async def admin_block(request: Request) -> Response:
     else:
         await _db(request).awrite(lambda c: block_value(c, session.org_id, value, id_type, actor))
     return _see(f"{COOKIE_PATH}/admin")
+
+
+@router.get("/{anything:path}")
+async def no_such_page(request: Request, anything: str) -> Response:
+    # Last: a mistyped console address gets a console page, not the API's JSON 404.
+    raise NotFound(f"no console page {anything!r}; start at /console", field="path")
