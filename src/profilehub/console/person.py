@@ -61,7 +61,7 @@ class MergeCause:
 
     @property
     def via(self) -> list[str]:
-        return list(self.change.detail.get("idTypes", [])) if self.change else []
+        return linking_id_types(self.change, self.ucid) if self.change else []
 
 
 @dataclass
@@ -168,6 +168,15 @@ class PersonPage:
         return {"nodes": nodes, "edges": edges}
 
 
+def linking_id_types(change: Change, merged: str) -> list[str]:
+    """The idTypes through which ``change`` merged ``merged`` (``ucid`` when the write named it).
+
+    Writes since the journal record exactly that (``mergedVia``); for older ones, the write's own
+    idTypes are the closest the change log has."""
+    via = (change.detail.get("mergedVia") or {}).get(merged)
+    return list(via) if via is not None else list(change.detail.get("idTypes", []))
+
+
 def short_ucid(ucid: str) -> str:
     """The end of a ucid: ucids are time-ordered (UUIDv7), so those of one person share their start."""
     return f"…{ucid[-12:]}"
@@ -210,6 +219,5 @@ def person_page(service: ProfileService, org_id: int, ucid: str) -> PersonPage:
     page.merges = []
     for u in linked:
         cause = merged_by.get(u)
-        id_types = cause.detail.get("idTypes", []) if cause else []
-        page.merges.append(MergeCause(u, cause, page.namespaces(id_types)))
+        page.merges.append(MergeCause(u, cause, page.namespaces(linking_id_types(cause, u) if cause else [])))
     return page
