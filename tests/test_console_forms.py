@@ -187,6 +187,7 @@ def test_odd_requests_get_pages_not_errors(client: TestClient, org: OrgFixture) 
     sign_in(client, org.apikey)
     _page(client.get("/console/people?page=abc"), 400, "page")
     _page(client.get("/console/no-such-page"), 404, "no console page")
+    assert client.get("/console/", follow_redirects=False).headers["location"] == "/console"
     assert client.get("/console/static/vendor/cytoscape-3.35.0.LICENSE").text.startswith("Copyright")
 
 

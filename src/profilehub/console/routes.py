@@ -388,4 +388,6 @@ async def admin_block(request: Request) -> Response:
 @router.get("/{anything:path}")
 async def no_such_page(request: Request, anything: str) -> Response:
     # Last: a mistyped console address gets a console page, not the API's JSON 404.
+    if not anything:
+        return _see(COOKIE_PATH)  # /console/
     raise NotFound(f"no console page {anything!r}; start at /console", field="path")
