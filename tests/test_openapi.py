@@ -9,6 +9,7 @@ CDP_ENDPOINTS = {
     "/cdp/v1/users": ("WriteUserRequest", "profile.write"),
     "/cdp/v1/users/_search": ("SearchUsersRequest", "profile.read"),
     "/cdp/v1/users/_delete": ("DeleteUsersRequest", "profile.delete"),
+    "/cdp/v1/users/_explain": ("WriteUserRequest", "profile.read"),
 }
 
 
