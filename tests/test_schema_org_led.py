@@ -24,6 +24,8 @@ from profilehub.store.tables import metadata
 # Tables not led by org_id, each with why it is global (what Citus would make of it).
 GLOBAL_TABLES = {
     "alembic_version": "migration bookkeeping, one row: stays a local table on the coordinator",
+    "event_sequence": "the events' cursor, one row for the database (commit-ordered ids across orgs): "
+    "a local table on the coordinator",
 }
 
 

@@ -26,6 +26,15 @@ from profilehub.identity.storage import ProfileState
 from profilehub.identity.strategy import Strategy
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import Database, GroupJob, lock_scope
+from profilehub.store.events import (
+    PROFILE_CREATED,
+    PROFILE_ERASED,
+    PROFILE_MERGED,
+    PROFILE_UPDATED,
+    EventRow,
+    append_events,
+    forget_events,
+)
 from profilehub.store.journal_store import JournalPruner
 from profilehub.store.profile_storage import profile_storage
 from profilehub.store.profile_store import delete_profiles
@@ -61,6 +70,15 @@ class WriteResult:
     @cached_property
     def profile(self) -> dict[str, Any]:
         return profile_view(self._strategy, self._outcome.master, self._outcome.linked)
+
+    def event(self, org_id: int) -> EventRow:
+        """The change event of this write: ``data.profile`` is the answer's profile."""
+        o = self._outcome
+        data: dict[str, Any] = {"profile": self.profile}
+        if o.merged:
+            data["mergedUcids"] = list(o.merged)
+        kind = PROFILE_CREATED if o.created else PROFILE_MERGED if o.merged else PROFILE_UPDATED
+        return EventRow(org_id, kind, o.master.updated_ts, o.master.ucid, data, o.master.region)
 
 
 def check_ucid(ucid: str, field: str) -> str:
@@ -294,14 +312,17 @@ class ProfileService:
             lock_scope(conn, org_id, f"profiles:{region}")
         for (org_id, region), (ids, ucids) in sorted(scopes.items()):
             batch.prefetch(org_id, region, ids, ucids)
+        events: list[EventRow] = []
         for index, strategy, prepared in ready:
             try:
-                out[index] = _result(strategy, apply_write(batch, strategy, prepared, now_ms()))
+                result = out[index] = _result(strategy, apply_write(batch, strategy, prepared, now_ms()))
+                events.append(result.event(prepared.org_id))
             except ProfilehubError as exc:
                 out[index] = exc
         batch.flush()
         if self.journal:
             self.journal_pruner.prune(conn, (org_id for org_id, _ in scopes), now_ms())
+        append_events(conn, events)
         results = [o for o in out if o is not None]
         split: list[list[WriteResult | ProfilehubError]] = []
         for writes, _, _ in payloads:
@@ -443,6 +464,11 @@ class ProfileService:
             linked = storage.linked_ucids(org_id, [master])
             return profile_view(strategy, state, linked.get(master, []))
 
+    def org_region(self, org_id: int, region: str) -> str:
+        """``region`` as the org stores it (codes are case-insensitive); 400 when not the org's."""
+        with self.db.read() as conn:
+            return self.strategies.get(conn, org_id).check_region(region, "region")
+
     # --- erasure ---
     def _delete_job(
         self, org_id: int, region: str, ids: dict[str, Any], actor: str, send_email_notification: bool
@@ -493,6 +519,15 @@ class ProfileService:
                         },
                         ts,
                     )
+                    for u in masters
+                ],
+            )
+            # The earlier events held the erased values; the erasure's own holds the ucids only.
+            forget_events(conn, org_id, [*masters, *(u for m in masters for u in linked.get(m, []))])
+            append_events(
+                conn,
+                [
+                    EventRow(org_id, PROFILE_ERASED, ts, u, {"ucids": [u, *linked.get(u, [])]}, r)
                     for u in masters
                 ],
             )

@@ -159,3 +159,22 @@ class ErrorBody(BaseModel):
     status: int
     message: str
     errors: dict[str, str] | None = None
+
+
+class ChangeEvent(BaseModel):
+    """One change event (docs/events.md); the CDP and CRM feeds answer the same shape."""
+
+    id: str = Field(description="The event's cursor: pass it (or the page's `next`) as `after`.")
+    type: str = Field(description="`profile.created`, `person.updated`, …: see docs/events.md.")
+    orgId: int
+    region: str | None = Field(default=None, description="CDP events only: the profile's region.")
+    ts: int = Field(description="Epoch ms of the change.")
+    data: dict[str, Any] = Field(
+        description="`profile` (with `mergedUcids` on a merge), `ucids` on an erasure; "
+        "`person`, `company`, `record`, or `id` on a delete."
+    )
+
+
+class ChangesPage(BaseModel):
+    changes: list[ChangeEvent] = Field(description="In commit order; empty when nothing followed `after`.")
+    next: str = Field(description="The `after` of the next page: the last event's id, or `after` again.")

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from profilehub.auth import PREFIX, CredentialKind, Principal, check_cdp_scopes, check_org, wrong_kind_hint
 from profilehub.cdp.models import (
+    ChangesPage,
     DeleteUsersRequest,
     DeleteUsersResponse,
     ErrorBody,
@@ -23,6 +24,7 @@ from profilehub.cdp.models import (
     parse_write,
 )
 from profilehub.errors import ProfilehubError, Unauthorized
+from profilehub.feeds import parse_query, pull
 from profilehub.http import (
     JSONResponse,
     checked_principal,
@@ -240,6 +242,40 @@ async def delete_users(
         body.orgId, body.region, body.ids, principal.actor, body.sendEmailNotification
     )
     return JSONResponse(result)
+
+
+AFTER = Query(default=None, description="An event `id` (or a page's `next`); absent: from the first.")
+LIMIT = Query(default=None, description="Events per page, 1 to 1000 (default 100).")
+WAIT = Query(
+    default=None,
+    description="Seconds (0 to 30, default 0) to wait for an event when none follows `after` (long poll).",
+)
+
+
+@router.get(
+    "/changes",
+    summary="Follow profile changes",
+    responses={200: {"model": ChangesPage, "description": "The events after `after`"}, **ERRORS},
+)
+async def changes(
+    request: Request,
+    orgId: int = Query(ge=1, le=MAX_ORG_ID, description="Organisation id; must be the apikey's org."),
+    after: str | None = AFTER,
+    limit: str | None = LIMIT,
+    wait: str | None = WAIT,
+    region: str | None = Query(
+        default=None, min_length=1, max_length=16, description="Only this region's events."
+    ),
+    principal: Principal = Depends(cdp_principal("profile.read")),
+    service: ProfileService = Depends(_service),
+) -> Response:
+    """The org's `profile.*` events after the cursor, in commit order (see docs/events.md)."""
+    check_org(principal, orgId)
+    query = parse_query(after, limit, wait)
+    if region is not None:
+        region = await run_in_threadpool(service.org_region, orgId, region)
+    body = await pull(request.app.state.db, orgId, "cdp", query, region=region)
+    return Response(body, media_type="application/json")
 
 
 # --- the hot route without FastAPI's per-request machinery ---

@@ -28,6 +28,7 @@ from profilehub.crm.values import Attribute, check_storable, render_value
 from profilehub.errors import BadRequest, Conflict, NotFound
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import lock_scope
+from profilehub.store.events import EventRow, append_events, forget_events
 
 STANDARD = {
     f.name: f
@@ -137,7 +138,10 @@ def _save_company(
         detail.update(matchedBy=matched_by, matches=matches)
     action = "create" if previous is None else "update"
     record(conn, [change_row(org_id, actor, "crm_company", saved.record_id, action, detail, ts)])
-    return RecordResult(company_view(saved, attrs), previous is None, matches, parsed.notices)
+    view = company_view(saved, attrs)
+    kind = "company.created" if previous is None else "company.updated"
+    append_events(conn, [EventRow(org_id, kind, ts, saved.record_id, {"company": view})])
+    return RecordResult(view, previous is None, matches, parsed.notices)
 
 
 def upsert_company_job(
@@ -203,6 +207,12 @@ def delete_company_job(org_id: int, company_id: str, actor: str) -> Callable[[Co
                 ),
             ],
         )
+        # people imports this module (a person shows its company): imported here, not at the top.
+        from profilehub.crm.people import person_updated_events
+
+        forget_events(conn, org_id, [company_id])
+        deleted = EventRow(org_id, "company.deleted", ts, company_id, {"id": company_id})
+        append_events(conn, [deleted, *person_updated_events(conn, org_id, people, ts)])
 
     return job
 

@@ -33,8 +33,9 @@ from profilehub.store.tables import crm_attributes, crm_objects
 
 PEOPLE = "people"
 COMPANIES = "companies"
-# "objects" is the path of the object API itself, so no object may be called that.
-RESERVED_SLUGS = frozenset({PEOPLE, COMPANIES, "objects"})
+# "objects" is the path of the object API itself and "changes" the change feed's, so no object
+# may be called either.
+RESERVED_SLUGS = frozenset({PEOPLE, COMPANIES, "objects", "changes"})
 _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{2,59}$")
 RELATION_TYPES = ("one_to_one", "one_to_many", "many_to_one", "many_to_many")
 SINGLE_RELATIONS = frozenset({"one_to_one", "many_to_one"})

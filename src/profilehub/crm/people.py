@@ -45,6 +45,7 @@ from profilehub.idempotency import forget_answers
 from profilehub.identity.normalize import normalise_email
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import Database, lock_scope
+from profilehub.store.events import EventRow, append_events, forget_events
 from profilehub.store.tables import crm_person_emails
 
 STANDARD = {
@@ -264,6 +265,8 @@ def _save_person(
     entry = {"changed": changed(previous, merged), **detail}
     record(conn, [change_row(org_id, actor, "crm_person", saved.record_id, action, entry, ts)])
     [view] = _views(conn, org_id, [saved], attrs)
+    kind = "person.created" if previous is None else "person.updated"
+    append_events(conn, [EventRow(org_id, kind, ts, saved.record_id, {"person": view})])
     return PersonResult(view, previous is None, matches, given.body.notices)
 
 
@@ -358,8 +361,19 @@ def delete_person_job(org_id: int, person_id: str, actor: str) -> Callable[[Conn
         scrub_change_values(conn, org_id, "crm_person", person_id)
         forget_answers(conn, org_id, [person_id])  # saved answers of keyed writes of this person
         record(conn, [change_row(org_id, actor, "crm_person", person_id, "delete")])
+        forget_events(conn, org_id, [person_id])
+        append_events(conn, [EventRow(org_id, "person.deleted", now_ms(), person_id, {"id": person_id})])
 
     return job
+
+
+def person_updated_events(
+    conn: Connection, org_id: int, person_ids: Sequence[str], ts: int
+) -> list[EventRow]:
+    """``person.updated`` of people changed by another write (a deleted company's), as GET answers them."""
+    recs = store.load_records(conn, org_id, PEOPLE, list(person_ids))
+    views = _views(conn, org_id, list(recs.values()), custom_attributes(conn, org_id, PEOPLE))
+    return [EventRow(org_id, "person.updated", ts, v["id"], {"person": v}) for v in views]
 
 
 def get_person(conn: Connection, org_id: int, person_id: str) -> dict[str, Any]:

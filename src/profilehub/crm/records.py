@@ -28,6 +28,7 @@ from profilehub.crm.values import Attribute, check_storable, check_value, match_
 from profilehub.errors import BadRequest, NotFound
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import lock_scope
+from profilehub.store.events import EventRow, append_events, forget_events
 from profilehub.store.tables import changes
 
 # API documentation generators put this in every string field of an example request. A client
@@ -249,6 +250,10 @@ def _save(
     action = "create" if previous is None else "update"
     entry = {"object": slug, "changed": changed(previous, merged), **detail}
     record(conn, [change_row(org_id, actor, "crm_record", saved.record_id, action, entry, ts)])
+    kind = "record.created" if previous is None else "record.updated"
+    append_events(
+        conn, [EventRow(org_id, kind, ts, saved.record_id, {"record": record_view(slug, attrs, saved)})]
+    )
     return saved
 
 
@@ -298,6 +303,9 @@ def delete_record_job(org_id: int, slug: str, record_id: str, actor: str) -> Cal
         store.delete_record(conn, org_id, slug, record_id)
         scrub_change_values(conn, org_id, "crm_record", record_id)
         record(conn, [change_row(org_id, actor, "crm_record", record_id, "delete", {"object": slug})])
+        deleted = {"id": record_id, "objectSlug": slug}
+        forget_events(conn, org_id, [record_id])
+        append_events(conn, [EventRow(org_id, "record.deleted", now_ms(), record_id, deleted)])
 
     return job
 

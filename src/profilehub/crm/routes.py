@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
 from profilehub.auth import CredentialKind, Principal, check_crm_scope
-from profilehub.cdp.models import ErrorBody
+from profilehub.cdp.models import ChangesPage, ErrorBody
 from profilehub.crm import companies, objects, people, records
 from profilehub.crm.models import (
     AttributeAnswer,
@@ -38,6 +38,7 @@ from profilehub.crm.people import PersonResult
 from profilehub.crm.record_store import Page
 from profilehub.crm.records import RecordResult
 from profilehub.errors import ProfilehubError, Unauthorized, error_body
+from profilehub.feeds import parse_query, pull
 from profilehub.http import JSONResponse, checked_principal, domain_error_response, notices_header
 from profilehub.idempotency_http import answered
 from profilehub.openapi_extras import MATCH_AND_NOTICES_HEADERS, NOTICES_HEADER
@@ -474,6 +475,29 @@ async def update_attribute(
 
 
 # --- records of custom objects ---
+
+
+@router.get(
+    "/changes",
+    summary="Follow CRM changes",
+    responses={200: {"model": ChangesPage, "description": "The events after `after`"}, **ERRORS},
+)
+async def changes(
+    request: Request,
+    after: str | None = Query(
+        default=None, description="An event `id` (or a page's `next`); absent: from the first."
+    ),
+    limit: str | None = Query(default=None, description="Events per page, 1 to 1000 (default 100)."),
+    wait: str | None = Query(
+        default=None,
+        description="Seconds (0 to 30, default 0) to wait for an event when none follows `after` (long poll).",
+    ),
+    principal: Principal = reader,
+) -> Response:
+    """The org's `person.*`, `company.*` and `record.*` events after the cursor, in commit order
+    (see docs/events.md)."""
+    body = await pull(_db(request), principal.org_id, "crm", parse_query(after, limit, wait))
+    return Response(body, media_type="application/json")
 
 
 @router.put(

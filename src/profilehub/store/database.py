@@ -30,6 +30,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from profilehub.errors import ProfilehubError, ServiceUnavailable
+from profilehub.store.events import EventBell, collected
 from profilehub.store.faults import DatabaseFault, FaultKind, classify
 from profilehub.store.statistics import PlannerStatistics
 from profilehub.store.turns import WriterTurns
@@ -316,8 +317,10 @@ class _Writer:
         max_queued: int | None = None,
         on_batch: BatchObserver | None = None,
         turns: WriterTurns | None = None,
+        bell: EventBell | None = None,
     ) -> None:
         self._engine = engine
+        self._bell = bell
         self._batch_size = batch_size
         self._max_queued = max_queued
         self._on_batch = on_batch
@@ -390,9 +393,10 @@ class _Writer:
         try:
             with self._engine.connect() as conn:
                 conn = conn.execution_options(immediate=True)
-                with conn.begin():
+                with conn.begin(), collected(conn) as events:
                     for run in _runs(batch):
                         first = run[0][0]
+                        appended = len(events)
                         try:
                             if len(run) > 1 and isinstance(first, GroupJob):
                                 payloads = [j.payload for j, _ in run if isinstance(j, GroupJob)]
@@ -405,6 +409,7 @@ class _Writer:
                                 results.append((run[0][1], True, first(conn)))
                         except ProfilehubError as exc:
                             # Jobs raise domain errors only before they write anything.
+                            del events[appended:]
                             results += [(fut, False, exc) for _, fut in run]
         except sa.exc.DBAPIError as exc:
             fault = classify(exc)
@@ -422,11 +427,17 @@ class _Writer:
             self._retry_alone(batch)
             return
         self.fault = None
+        if events:
+            self._rang()
         for fut, ok, value in results:
             if ok:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+
+    def _rang(self) -> None:
+        if self._bell is not None:
+            self._bell.ring()
 
     def _retry_alone(self, batch: list[tuple[Job, Future[Any]]]) -> None:
         log.exception("batch of %d writes failed; retrying them one by one", len(batch))
@@ -446,9 +457,11 @@ class _Writer:
             try:
                 with self._engine.connect() as conn:
                     conn = conn.execution_options(immediate=True)
-                    with conn.begin():
+                    with conn.begin(), collected(conn) as events:
                         value = job(conn)
                 self.fault = None
+                if events:
+                    self._rang()
                 fut.set_result(value)
                 return None
             except ProfilehubError as exc:
@@ -525,7 +538,11 @@ class Database:
             migrate(self.engine)
         self._writer_engine = engine(writer=True)
         self._turns = _writer_turns(self._writer_engine, yields_to_waiting_writers)
-        self._writer = _Writer(self._writer_engine, write_batch_size, write_queue_max, on_batch, self._turns)
+        # Rung after each commit that wrote events: long-polls of the change feeds wake on it.
+        self.event_bell = EventBell()
+        self._writer = _Writer(
+            self._writer_engine, write_batch_size, write_queue_max, on_batch, self._turns, self.event_bell
+        )
         self._probe: Future[None] | None = None
         self._probe_lock = threading.Lock()
 

@@ -264,3 +264,33 @@ journal_retention = sa.Table(
     sa.Column("max_age_days", sa.Integer, nullable=True),
     sa.Column("updated_ts", sa.BigInteger, nullable=False),
 )
+
+# --- change delivery (migration 0007; see profilehub.store.events and docs/events.md) ---
+
+# The outbox: one row per committed change, written in the transaction of the change.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    # The cursor: unique in the database and allocated in commit order (see event_sequence).
+    sa.Column("event_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("feed", sa.String(8), nullable=False),  # "cdp" or "crm": which pull feed carries it
+    sa.Column("type", sa.String(40), nullable=False),
+    sa.Column("region", sa.String(16), nullable=True),  # CDP events only
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    # What delivery keeps in order per endpoint: the profile's ucid, the person's or record's id.
+    sa.Column("entity_id", sa.String(64), nullable=False),
+    sa.Column("data", sa.Text, nullable=False),  # JSON
+    sa.Index("ix_events_feed", "org_id", "feed", "event_id"),
+    sa.Index("ix_events_entity", "org_id", "entity_id"),  # what an erasure deletes
+)
+
+# The last event id handed out, one row. Taking it (an UPDATE) is the last thing a writing
+# transaction does and holds the row until commit, so ids are allocated in commit order and a
+# reader past id N can never later see an id below N commit (see docs/events.md#cursors).
+event_sequence = sa.Table(
+    "event_sequence",
+    metadata,
+    sa.Column("name", sa.String(40), primary_key=True),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+)

@@ -1,0 +1,89 @@
+"""Pull feeds of change events: the events after a cursor, waiting a while when there are none.
+
+Shared by ``GET /cdp/v1/changes`` and ``GET /v2/crm/changes``; knows nothing of HTTP. A wait
+holds no database connection: each look is a short read, and between looks the wait sleeps on the
+writer's ``EventBell`` (a commit of this process wakes it at once) or ``POLL_SECONDS`` (commits of
+other processes, which ring no bell here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from profilehub.errors import BadRequest
+from profilehub.store.database import Database
+from profilehub.store.events import Event, event_bytes, parse_cursor, read_events
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+MAX_WAIT_SECONDS = 30
+POLL_SECONDS = 1.0
+_NUMBER = re.compile(r"^[0-9]{1,6}(\.[0-9]{1,3})?$")
+
+
+@dataclass(frozen=True)
+class FeedQuery:
+    after: int
+    limit: int
+    wait: float
+
+
+def parse_query(after: str | None, limit: str | None, wait: str | None) -> FeedQuery:
+    """The feed's query parameters, each refused by name when out of range."""
+    if limit is None:
+        count = DEFAULT_LIMIT
+    elif limit.isascii() and limit.isdigit() and len(limit) <= 6 and 1 <= int(limit) <= MAX_LIMIT:
+        count = int(limit)
+    else:
+        raise BadRequest(f"{limit!r} is not a whole number from 1 to {MAX_LIMIT}", field="limit")
+    if wait is None:
+        seconds = 0.0
+    elif _NUMBER.match(wait) and float(wait) <= MAX_WAIT_SECONDS:
+        seconds = float(wait)
+    else:
+        raise BadRequest(f"{wait!r} is not a number of seconds from 0 to {MAX_WAIT_SECONDS}", field="wait")
+    return FeedQuery(parse_cursor(after, "after"), count, seconds)
+
+
+async def pull(
+    db: Database,
+    org_id: int,
+    feed: str,
+    query: FeedQuery,
+    *,
+    region: str | None = None,
+) -> bytes:
+    """The answer ``{"changes": [event, …], "next": "<id>"}`` as JSON bytes; ``region`` (as
+    stored) keeps one region's events."""
+    deadline = time.monotonic() + query.wait
+    while True:
+        seen = db.event_bell.count
+        found = await asyncio.to_thread(_look, db, org_id, feed, query, region)
+        left = deadline - time.monotonic()
+        if found or left <= 0:
+            break
+        await db.event_bell.wait(seen, min(POLL_SECONDS, left))
+    last = found[-1].event_id if found else query.after
+    return (
+        b'{"changes":['
+        + b",".join(event_bytes(e) for e in found)
+        + b'],"next":'
+        + orjson.dumps(str(last))
+        + b"}"
+    )
+
+
+def _look(
+    db: Database,
+    org_id: int,
+    feed: str,
+    query: FeedQuery,
+    region: str | None,
+) -> list[Event]:
+    with db.read() as conn:
+        return read_events(conn, org_id, query.after, query.limit, feed=feed, region=region)

@@ -1,0 +1,285 @@
+"""The outbox: every committed change as an event, numbered by a cursor and read back in order.
+
+Shape, for code that writes, pulls or delivers events (docs/events.md is the user's reference):
+
+- Table ``events`` (``store/tables.py``): ``org_id``, ``event_id`` (the cursor), ``feed`` (``"cdp"``
+  for ``profile.*`` events, ``"crm"`` for the rest), ``type``, ``region`` (CDP events; None for
+  CRM), ``ts`` (epoch ms), ``entity_id`` (the ordering key: the profile's ucid, the person's,
+  company's or record's id) and ``data`` (JSON text).
+- ``EventRow``: what a write appends; ``append_events(conn, rows)`` in the write's own
+  transaction. ``event_id`` is not the caller's: it is allocated when the rows are inserted.
+- ``forget_events(conn, org_id, entity_ids)``: an erasure or a CRM delete removes the earlier
+  events of what it erased (they hold its values) before it appends its own; so ids have gaps
+  and an event not yet fetched or delivered may vanish.
+- ``read_events(conn, org_id, after, limit, feed=None, region=None)`` -> ``list[Event]``: the
+  org's events with ``event_id > after``, lowest first. ``Event.data`` stays JSON text.
+- ``event_json(event)`` -> the wire shape ``{"id": "<event_id>", "type", "orgId", "region" (CDP
+  events only), "ts", "data"}``; ``event_bytes(event)`` is the same as JSON bytes without parsing
+  ``data`` again. ``parse_cursor`` reads an ``id`` back (``"0"``: from the beginning).
+- ``EventBell``: rung by the writer thread after each commit that wrote events, so long-polls
+  in the same process wake at once (others poll).
+
+Cursors are allocated in commit order. A sequence or autoincrement would not be: on PostgreSQL
+two transactions can take ids 7 and 8 and commit 8 first, and a reader that has passed 8 never
+sees 7. Here the ids come from one counter row (``event_sequence``) that a transaction updates as
+its last statement and holds until it commits (SQLite has a single writer anyway), so an id is
+only ever visible after every smaller one. Inside the writer (every ``Database.write`` job) the
+rows are collected and inserted just before commit, so the row is held for milliseconds and never
+while a job waits on another lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from profilehub.errors import BadRequest
+from profilehub.store.tables import event_sequence, events
+
+PROFILE_CREATED = "profile.created"
+PROFILE_UPDATED = "profile.updated"
+PROFILE_MERGED = "profile.merged"
+PROFILE_UNMERGED = "profile.unmerged"
+PROFILE_ERASED = "profile.erased"
+CDP_TYPES = (PROFILE_CREATED, PROFILE_UPDATED, PROFILE_MERGED, PROFILE_UNMERGED, PROFILE_ERASED)
+CRM_TYPES = tuple(
+    f"{entity}.{action}"
+    for entity in ("person", "company", "record")
+    for action in ("created", "updated", "deleted")
+)
+EVENT_TYPES = CDP_TYPES + CRM_TYPES
+FEEDS = ("cdp", "crm")
+
+_PENDING = "profilehub.pending_events"  # Connection.info key of the writer's collected rows
+_SEQUENCE = "events"
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One change to record. ``data`` is JSON-serialisable; ``region`` only for CDP events."""
+
+    org_id: int
+    type: str
+    ts: int
+    entity_id: str
+    data: dict[str, Any]
+    region: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One stored event; ``data`` is its JSON text."""
+
+    event_id: int
+    org_id: int
+    type: str
+    region: str | None
+    ts: int
+    entity_id: str
+    data: str
+
+    @property
+    def feed(self) -> str:
+        return feed_of(self.type)
+
+
+def feed_of(event_type: str) -> str:
+    return "cdp" if event_type.startswith("profile.") else "crm"
+
+
+def append_events(conn: Connection, rows: list[EventRow]) -> None:
+    """Record ``rows`` in the transaction ``conn`` is in: they commit or roll back with it.
+
+    In the writer the rows wait for the end of the transaction (see the module's docstring);
+    elsewhere they are inserted now.
+    """
+    if not rows:
+        return
+    pending: list[EventRow] | None = conn.info.get(_PENDING)
+    if pending is not None:
+        pending += rows
+    else:
+        insert_events(conn, rows)
+
+
+@contextmanager
+def collected(conn: Connection) -> Iterator[list[EventRow]]:
+    """Collect what ``append_events`` is given on ``conn`` and insert it when the block ends
+    without an error: the writer wraps each transaction's jobs in this. The caller may drop rows
+    from the yielded list (those of a job that failed)."""
+    pending: list[EventRow] = []
+    conn.info[_PENDING] = pending
+    try:
+        yield pending
+        del conn.info[_PENDING]
+        insert_events(conn, pending)
+    finally:
+        conn.info.pop(_PENDING, None)
+
+
+def insert_events(conn: Connection, rows: list[EventRow]) -> None:
+    """Number ``rows`` from the counter (taking its row until commit) and insert them."""
+    if not rows:
+        return
+    last = conn.execute(
+        sa.update(event_sequence)
+        .where(event_sequence.c.name == _SEQUENCE)
+        .values(last_id=event_sequence.c.last_id + len(rows))
+        .returning(event_sequence.c.last_id)
+    ).scalar_one()
+    first = int(last) - len(rows) + 1
+    conn.execute(
+        events.insert(),
+        [
+            {
+                "org_id": r.org_id,
+                "event_id": first + i,
+                "feed": feed_of(r.type),
+                "type": r.type,
+                "region": r.region,
+                "ts": r.ts,
+                "entity_id": r.entity_id,
+                "data": orjson.dumps(r.data).decode(),
+            }
+            for i, r in enumerate(rows)
+        ],
+    )
+
+
+def forget_events(conn: Connection, org_id: int, entity_ids: list[str]) -> None:
+    """Delete the events of erased or deleted entities (they carry their values), including those
+    still waiting for this transaction's commit. Their ids are gone from the feeds for good."""
+    if not entity_ids:
+        return
+    gone = set(entity_ids)
+    pending: list[EventRow] | None = conn.info.get(_PENDING)
+    if pending:
+        pending[:] = [r for r in pending if not (r.org_id == org_id and r.entity_id in gone)]
+    for start in range(0, len(entity_ids), 500):
+        conn.execute(
+            events.delete().where(
+                events.c.org_id == org_id, events.c.entity_id.in_(entity_ids[start : start + 500])
+            )
+        )
+
+
+def read_events(
+    conn: Connection,
+    org_id: int,
+    after: int,
+    limit: int,
+    *,
+    feed: str | None = None,
+    region: str | None = None,
+) -> list[Event]:
+    """The org's events after cursor ``after``, in cursor (= commit) order, at most ``limit``."""
+    q = sa.select(
+        events.c.event_id,
+        events.c.org_id,
+        events.c.type,
+        events.c.region,
+        events.c.ts,
+        events.c.entity_id,
+        events.c.data,
+    ).where(events.c.org_id == org_id, events.c.event_id > after)
+    if feed is not None:
+        q = q.where(events.c.feed == feed)
+    if region is not None:
+        q = q.where(events.c.region == region)
+    q = q.order_by(events.c.event_id).limit(limit)
+    return [Event(*row) for row in conn.execute(q)]
+
+
+def last_event_id(conn: Connection) -> int:
+    """The newest cursor handed out in the database (0: none yet)."""
+    return int(
+        conn.execute(
+            sa.select(event_sequence.c.last_id).where(event_sequence.c.name == _SEQUENCE)
+        ).scalar_one()
+    )
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """The event as the feeds and deliveries carry it."""
+    out: dict[str, Any] = {"id": str(event.event_id), "type": event.type, "orgId": event.org_id}
+    if event.region is not None:
+        out["region"] = event.region
+    out["ts"] = event.ts
+    out["data"] = orjson.loads(event.data)
+    return out
+
+
+def event_bytes(event: Event) -> bytes:
+    """``event_json`` as JSON bytes, ``data`` spliced in as stored rather than parsed again."""
+    out: dict[str, Any] = {"id": str(event.event_id), "type": event.type, "orgId": event.org_id}
+    if event.region is not None:
+        out["region"] = event.region
+    out["ts"] = event.ts
+    out["data"] = orjson.Fragment(event.data)
+    return orjson.dumps(out)
+
+
+def parse_cursor(raw: str | None, field: str = "after") -> int:
+    """An event id given back as a cursor; None or absent is the beginning (0)."""
+    if raw is None:
+        return 0
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) >= 2**63:
+        raise BadRequest(f"{raw!r} is not an event id (the id or next of a change)", field=field)
+    return int(raw)
+
+
+class EventBell:
+    """Wakes waiters in this process when the writer commits events.
+
+    A counter, so a waiter that read nothing at count ``seen`` and only then starts to wait still
+    wakes for a commit that landed in between.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def ring(self) -> None:
+        """Called by the writer thread after a commit that wrote events."""
+        with self._lock:
+            self._count += 1
+            waiters, self._waiters = self._waiters, []
+        for loop, fut in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(_wake, fut)
+
+    async def wait(self, seen: int, timeout: float) -> None:
+        """Return once the count differs from ``seen``, or after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._count != seen:
+                return
+            self._waiters.append((loop, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                if (loop, fut) in self._waiters:
+                    self._waiters.remove((loop, fut))
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

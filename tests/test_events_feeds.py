@@ -1,0 +1,191 @@
+"""``GET /cdp/v1/changes`` and ``GET /v2/crm/changes``: what writes, bulk writes and imports show,
+paging by cursor, long polls that wake on a write, bad parameters, and org isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from profilehub.cli import main
+from profilehub.profiles import ProfileService, ProfileWrite
+from profilehub.store.database import Database
+from profilehub.store.events import event_json, read_events
+from tests.conftest import OrgFixture, assert_error, make_org, run_concurrently
+
+OTHER_ORG = 77
+
+
+def cdp_changes(client: TestClient, org: OrgFixture, **params: Any) -> httpx.Response:
+    return client.get(
+        "/cdp/v1/changes", params={"orgId": org.org_id, **params}, headers=org.headers("profile.read")
+    )
+
+
+def crm_changes(client: TestClient, org: OrgFixture, **params: Any) -> httpx.Response:
+    return client.get("/v2/crm/changes", params=params, headers=org.bearer)
+
+
+def _page(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    page: dict[str, Any] = response.json()
+    assert set(page) == {"changes", "next"}
+    return page
+
+
+def _write(client: TestClient, org: OrgFixture, ids: dict[str, Any], region: str = "EU") -> dict[str, Any]:
+    body = {"orgId": org.org_id, "region": region, "ids": ids, "upsert": {"profile": {"n": 1}}}
+    r = client.post("/cdp/v1/users", json=body, headers=org.headers())
+    assert r.status_code == 200, r.text
+    [profile] = r.json()
+    return dict(profile)
+
+
+def test_writes_and_bulk_writes_are_followed_page_by_page(client: TestClient, org: OrgFixture) -> None:
+    first = _write(client, org, {"email": "a@example.com"})
+    records = [
+        {"orgId": org.org_id, "region": "UK", "ids": {"email": "b@example.com"}, "upsert": {}},
+        {"orgId": org.org_id, "region": "EU", "ids": {"email": "not an email"}, "upsert": {}},  # refused
+        {
+            "orgId": org.org_id,
+            "region": "EU",
+            "ids": {"email": "a@example.com", "AdId": "ad-1"},
+            "upsert": {},
+        },
+    ]
+    r = client.post("/cdp/v1/users/_bulk", json=records, headers=org.headers())
+    assert r.status_code == 200, r.text
+    answers = r.json()
+    client.post("/v2/crm/people", json={"firstName": "Crm"}, headers=org.bearer)  # another feed's
+
+    seen: list[dict[str, Any]] = []
+    after = "0"
+    pages = 0
+    while page := _page(cdp_changes(client, org, after=after, limit=2))["changes"]:
+        seen += page
+        after = page[-1]["id"]
+        pages += 1
+    assert pages == 2
+    assert [e["type"] for e in seen] == ["profile.created", "profile.created", "profile.updated"]
+    assert [e["data"]["profile"] for e in seen] == [first, answers[0]["profile"], answers[2]["profile"]]
+    assert [e["region"] for e in seen] == ["EU", "UK", "EU"]
+    assert all(e["orgId"] == org.org_id for e in seen)
+    # At the end, next stays where it is; a region's feed has that region's events only.
+    assert _page(cdp_changes(client, org, after=after)) == {"changes": [], "next": after}
+    [uk] = _page(cdp_changes(client, org, region="uk"))["changes"]
+    assert uk == seen[1]
+
+    [person] = _page(crm_changes(client, org))["changes"]
+    assert person["type"] == "person.created" and person["data"]["person"]["firstName"] == "Crm"
+    assert "region" not in person and int(person["id"]) > int(seen[-1]["id"])
+
+
+def test_an_import_is_in_the_feed(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
+    db = Database(database_url)
+    try:
+        org = make_org(db)
+        lines = [{"ids": {"email": f"p{i}@example.com"}, "upsert": {"profile": {"i": i}}} for i in range(3)]
+        path = tmp_path / "people.ndjson"
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        args = ["import", "cdp", str(path), "--org-id", str(org.org_id), "--region", "EU", "--quiet"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        with db.read() as conn:
+            events = [event_json(e) for e in read_events(conn, org.org_id, 0, 100)]
+    finally:
+        db.close()
+    assert [e["type"] for e in events] == ["profile.created"] * 3
+    assert [e["data"]["profile"]["profile"]["i"] for e in events] == [0, 1, 2]
+
+
+BAD_PARAMETERS = [
+    ({"after": "x"}, "after"),
+    ({"after": "-1"}, "after"),
+    ({"after": "9" * 30}, "after"),
+    ({"limit": "0"}, "limit"),
+    ({"limit": "1001"}, "limit"),
+    ({"limit": "ten"}, "limit"),
+    ({"wait": "31"}, "wait"),
+    ({"wait": "-1"}, "wait"),
+    ({"wait": "soon"}, "wait"),
+]
+
+
+def test_bad_parameters_are_400s_naming_them(client: TestClient, org: OrgFixture) -> None:
+    for params, field in BAD_PARAMETERS:
+        assert_error(cdp_changes(client, org, **params), 400, field)
+        assert_error(crm_changes(client, org, **params), 400, field)
+
+
+def test_feeds_are_scoped_and_org_isolated(client: TestClient, app: FastAPI, org: OrgFixture) -> None:
+    other = make_org(app.state.db, OTHER_ORG)
+    _write(client, org, {"email": "mine@example.com"})
+    client.post("/v2/crm/people", json={"firstName": "Mine"}, headers=org.bearer)
+    _write(client, other, {"email": "theirs@example.com"})
+    client.post("/v2/crm/people", json={"firstName": "Theirs"}, headers=other.bearer)
+
+    [mine] = _page(cdp_changes(client, org))["changes"]
+    [theirs] = _page(cdp_changes(client, other))["changes"]
+    assert mine["orgId"] == org.org_id and theirs["orgId"] == OTHER_ORG
+    assert [e["data"]["person"]["firstName"] for e in _page(crm_changes(client, org))["changes"]] == ["Mine"]
+    assert [e["data"]["person"]["firstName"] for e in _page(crm_changes(client, other))["changes"]] == [
+        "Theirs"
+    ]
+    # Another org's id, a missing scope, a CRM token on the CDP feed: refused.
+    r = client.get("/cdp/v1/changes", params={"orgId": OTHER_ORG}, headers=org.headers("profile.read"))
+    assert_error(r, 403)
+    assert_error(cdp_changes(client, org, region="US"), 400, "region")
+    assert_error(
+        client.get("/cdp/v1/changes", params={"orgId": org.org_id}, headers=org.headers("profile.write")), 403
+    )
+    assert_error(client.get("/cdp/v1/changes", params={"orgId": org.org_id}, headers=org.bearer), 401)
+    assert_error(client.get("/v2/crm/changes"), 401)
+
+
+def test_a_long_poll_answers_when_a_write_lands(client: TestClient, app: FastAPI, org: OrgFixture) -> None:
+    _write(client, org, {"email": "before@example.com"})
+    after = _page(cdp_changes(client, org))["next"]
+
+    async def poll(ac: httpx.AsyncClient) -> httpx.Response:
+        params = {"orgId": org.org_id, "after": after, "wait": 30}
+        return await ac.get("/cdp/v1/changes", params=params, headers=org.headers("profile.read"))
+
+    async def write_soon(ac: httpx.AsyncClient) -> httpx.Response:
+        await asyncio.sleep(0.3)  # the poll is waiting by then (were it not, it finds the event at once)
+        body = {"orgId": org.org_id, "region": "EU", "ids": {"email": "during@example.com"}, "upsert": {}}
+        return await ac.post("/cdp/v1/users", json=body, headers=org.headers())
+
+    polled, written = run_concurrently(app, lambda ac: [poll(ac), write_soon(ac)])
+    assert written.status_code == 200, written.text
+    [event] = _page(polled)["changes"]
+    assert event["data"]["profile"] == written.json()[0]
+
+
+def test_a_long_poll_sees_another_processs_write(client: TestClient, app: FastAPI, org: OrgFixture) -> None:
+    """A write of another process (here another database handle, as the importer's) rings no bell
+    in this one: the wait finds it by looking again."""
+    other = Database(app.state.db.url)
+
+    async def poll(ac: httpx.AsyncClient) -> httpx.Response:
+        params = {"orgId": org.org_id, "wait": 30}
+        return await ac.get("/cdp/v1/changes", params=params, headers=org.headers("profile.read"))
+
+    async def write_elsewhere(ac: httpx.AsyncClient) -> None:
+        await asyncio.sleep(0.3)
+        writes = [ProfileWrite(org.org_id, "EU", {"email": "elsewhere@example.com"}, {})]
+        await asyncio.to_thread(ProfileService(other).write_batch, writes, "elsewhere")
+
+    try:
+        polled, _ = run_concurrently(app, lambda ac: [poll(ac), write_elsewhere(ac)])
+    finally:
+        other.close()
+    [event] = _page(polled)["changes"]
+    assert event["type"] == "profile.created"
