@@ -41,6 +41,7 @@ CRM_ROUTES: dict[str, dict[str, tuple[str | None, str, str]]] = {
         "post": ("ObjectCreate", "201", "ObjectAnswer"),
     },
     "/v2/crm/objects/{slug}": {"get": (None, "200", "ObjectAnswer")},
+    "/v2/crm/changes": {"get": (None, "200", "ChangesPage")},
     "/v2/crm/objects/{slug}/attributes": {"post": ("AttributeCreate", "201", "AttributeAnswer")},
     "/v2/crm/objects/{slug}/attributes/{key}": {"patch": ("AttributeUpdate", "200", "AttributeAnswer")},
     "/v2/crm/{objectSlug}": {

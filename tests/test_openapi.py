@@ -142,3 +142,13 @@ def test_get_one_profile_is_documented_as_a_single_profile(spec: dict) -> None: 
     assert params["path", "ucid"]["required"]
     assert {"apikey": []} in op["security"] and "profile.read" in params["header", "scopes"]["description"]
     assert {"400", "401", "403", "404", "405"} <= set(op["responses"])
+
+
+def test_the_cdp_change_feed_is_documented(spec: dict) -> None:  # type: ignore[type-arg]
+    op = spec["paths"]["/cdp/v1/changes"]["get"]
+    assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ChangesPage")
+    assert {"400", "401", "403"} <= set(op["responses"])
+    assert {"apikey": []} in op["security"]
+    query = {p["name"]: p for p in op["parameters"] if p["in"] == "query"}
+    assert set(query) == {"orgId", "after", "limit", "wait", "region"}
+    assert all(p.get("description") for p in query.values())

@@ -58,6 +58,7 @@ def test_the_readme_tour_runs_as_written(server: tuple[int, dict[str, str]]) -> 
     out = result.stdout
     assert '"user_gender":"M"' in out  # the vendor example's answer
     assert '"deletedProfiles":1' in out  # the tour erased Jane
+    assert '{"changes":[{"id":"' in out and '"type":"profile.' in out  # the change feed's first page
     assert '"price":35' in out  # the custom record as last written
     # The import examples ran on the sample files, every record written.
     assert "4 records" in out and "3 records" in out and " rejected" in out

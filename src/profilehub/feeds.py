@@ -23,6 +23,9 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_WAIT_SECONDS = 30
 POLL_SECONDS = 1.0
+# Set when the server begins to shut down: waits then answer within POLL_SECONDS instead of
+# holding the shutdown for up to MAX_WAIT_SECONDS.
+_stopping = False
 _NUMBER = re.compile(r"^[0-9]{1,6}(\.[0-9]{1,3})?$")
 
 
@@ -65,7 +68,7 @@ async def pull(
         seen = db.event_bell.count
         found = await asyncio.to_thread(_look, db, org_id, feed, query, region)
         left = deadline - time.monotonic()
-        if found or left <= 0:
+        if found or left <= 0 or _stopping:
             break
         await db.event_bell.wait(seen, min(POLL_SECONDS, left))
     last = found[-1].event_id if found else query.after
@@ -76,6 +79,12 @@ async def pull(
         + orjson.dumps(str(last))
         + b"}"
     )
+
+
+def stop_waiting() -> None:
+    """Let every wait of this process answer what it has (the server is shutting down)."""
+    global _stopping
+    _stopping = True
 
 
 def _look(

@@ -11,6 +11,7 @@ body within ``PROFILEHUB_BODY_TIMEOUT_SECONDS`` after its headers; otherwise the
 At shutdown (SIGTERM) uvicorn stops accepting connections, lets each request in progress finish,
 and closes every other connection at once, the ones whose next request has begun to arrive
 included (its headers not yet complete, or its bytes not yet read): that request was reset.
+A change feed's long poll in progress answers within a second (what it has, maybe nothing).
 Here a request that has begun is answered (then the connection closes), and a connection
 with no request in progress is kept ``SHUTDOWN_GRACE_SECONDS`` for one to begin.
 
@@ -31,6 +32,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from profilehub.config import Settings
 from profilehub.errors import error_body
+from profilehub.feeds import stop_waiting
 
 
 @functools.cache
@@ -89,6 +91,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         self._shutting_down = True
+        stop_waiting()  # long polls of the change feeds answer now rather than at their end
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             cycle.keep_alive = False
