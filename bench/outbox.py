@@ -30,7 +30,7 @@ from bench.run_http import free_port, load, server
 ROOT = Path(__file__).resolve().parent.parent
 PROFILEHUB = str(ROOT / ".venv/bin/profilehub")
 OUT = Path(__file__).resolve().parent / "out"
-EVENTS_MIGRATION = "src/profilehub/store/migrations/versions/0005_events.py"
+EVENTS_MIGRATION = "src/profilehub/store/migrations/versions/0007_events.py"
 
 
 def _git(*args: str) -> bytes:
