@@ -62,13 +62,20 @@
       { selector: "edge[kind = 'merge']", style: {
         "width": 2, "line-color": "#e2b97a", "target-arrow-shape": "triangle", "target-arrow-color": "#d08c2b",
         "label": "data(label)", "font-size": 8, "color": "#8a5a14", "text-rotation": "autorotate",
-        "text-background-color": "#fff", "text-background-opacity": 0.85, "text-background-padding": 1 } }
+        "text-background-color": "#fff", "text-background-opacity": 0.85, "text-background-padding": 1 } },
+      { selector: "edge.quiet", style: { "label": "" } }
     ],
     layout: { name: "preset", positions: positions(data.nodes), fit: true, padding: 30 }
   });
-  // An edge's time is shown when it is tapped, beside its label.
+  // Many merges: their labels would cover each other, so each shows when its edge is tapped.
+  var merges = cy.edges("[kind = 'merge']");
+  if (merges.length > 12) {
+    merges.addClass("quiet");
+  }
+  // A tapped edge shows its label, with the merge's time.
   cy.on("tap", "edge[kind = 'merge']", function (event) {
     var edge = event.target;
+    edge.removeClass("quiet");
     var label = edge.data("label");
     var when = edge.data("when");
     if (when && label.indexOf(when) < 0) {
