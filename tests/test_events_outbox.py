@@ -24,9 +24,11 @@ ORG = 1234
 OTHER = 99
 
 
-def _events(db: Database, org_id: int = ORG, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+def _events(
+    db: Database, org_id: int = ORG, after: int = 0, limit: int = 1000, feed: str | None = None
+) -> list[dict[str, Any]]:
     with db.read() as conn:
-        return [event_json(e) for e in read_events(conn, org_id, after, limit)]
+        return [event_json(e) for e in read_events(conn, org_id, after, limit, feed=feed)]
 
 
 def _all_event_text(db: Database) -> str:
@@ -94,7 +96,10 @@ def test_a_rolled_back_write_leaves_no_event(db: Database) -> None:
         raise RuntimeError("the transaction fails after the write")
 
     with pytest.raises(RuntimeError):
-        db.write(then(people_upsert_job(ORG, [{"firstName": "Rolled", "lastName": "Back"}], None, "t"), fail))
+        job = people_upsert_job(
+            ProfileService(db), ORG, [{"firstName": "Rolled", "lastName": "Back"}], None, "t"
+        )
+        db.write(then(job, fail))
     assert _events(db) == []
     # A refused record of a batch has no event; its neighbours have theirs.
     results = upsert_people_batch(
@@ -129,7 +134,14 @@ def test_crm_changes_are_events_with_their_answers(db: Database) -> None:
         and isinstance(cy, PersonResult)
     )
 
-    events = _events(db)
+    # Bo's emails made and then touched the profile Bo is linked to (docs/crm.md): CDP feed events.
+    profile_events = _events(db, feed="cdp")
+    assert [e["type"] for e in profile_events] == ["profile.created", "profile.updated"]
+    linked = profile_events[-1]["data"]["profile"]
+    assert linked["ucid"] == updated.person["ucid"]
+    assert [c["crm_person_id"] for c in linked["ids"]["crm"]] == [created.person["id"]]
+
+    events = _events(db, feed="crm")
     assert [e["type"] for e in events] == [
         "person.created",
         "person.updated",
@@ -152,9 +164,9 @@ def test_crm_changes_are_events_with_their_answers(db: Database) -> None:
     assert [e["data"] for e in events] == answers
 
     db.write(companies.delete_company_job(ORG, company.body["id"], "t"))
-    db.write(delete_person_job(ORG, created.person["id"], "t"))
+    db.write(delete_person_job(ProfileService(db), ORG, created.person["id"], "t"))
     db.write(records.delete_record_job(ORG, "deals", deal.body["id"], "t"))
-    events = _events(db)
+    events = _events(db, feed="crm")
     # What was deleted leaves its own events only: the earlier ones held its values.
     assert [e["type"] for e in events] == [
         "person.created",  # Cy

@@ -152,6 +152,9 @@ class DeleteUsersResponse(BaseModel):
     ucids: list[str]
     deletedProfiles: int
     profilesNotFound: list[str] = Field(description="The values (as text) that matched no profile.")
+    deletedPeople: int = Field(
+        description="CRM people linked to the erased profiles, deleted with them (docs/crm.md)."
+    )
 
 
 class ErrorBody(BaseModel):

@@ -107,6 +107,10 @@ class Person(BaseModel):
     customAttributes: dict[str, Any]
     createdAt: str = Field(description="ISO 8601, UTC (+00:00)")
     updatedAt: str = Field(description="ISO 8601, UTC (+00:00)")
+    ucid: str | None = Field(
+        description="The CDP profile the person is linked to in the org's home region; null when "
+        "the person has no email or phone number, or its identifiers belong to another person's profile"
+    )
 
 
 class PersonAnswer(BaseModel):

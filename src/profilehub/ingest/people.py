@@ -8,6 +8,7 @@ from typing import Any
 from profilehub.crm.objects import PEOPLE, custom_attributes
 from profilehub.crm.people import MAX_BATCH, resolve_matching, upsert_people_batch
 from profilehub.ingest.runner import Outcome, Sink
+from profilehub.profiles import ProfileService
 from profilehub.store.database import Database
 
 
@@ -20,11 +21,13 @@ def person_body(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def people_sink(db: Database, org_id: int, matching_attribute: str, actor: str) -> Sink:
+    profiles = ProfileService(db)  # one strategy cache for the whole import
+
     def write(records: Sequence[dict[str, Any]]) -> Sequence[Outcome]:
         out: list[Outcome] = []
         for start in range(0, len(records), MAX_BATCH):
             part = [person_body(r) for r in records[start : start + MAX_BATCH]]
-            out += upsert_people_batch(db, org_id, part, matching_attribute, actor)
+            out += upsert_people_batch(db, org_id, part, matching_attribute, actor, profiles)
         return out
 
     return write
