@@ -15,7 +15,8 @@ Shape, for code that writes, pulls or delivers events (docs/events.md is the use
   org's events with ``event_id > after``, lowest first. ``Event.data`` stays JSON text.
 - ``event_json(event)`` -> the wire shape ``{"id": "<event_id>", "type", "orgId", "region" (CDP
   events only), "ts", "data"}``; ``event_bytes(event)`` is the same as JSON bytes without parsing
-  ``data`` again. ``parse_cursor`` reads an ``id`` back (``"0"``: from the beginning).
+  ``data`` again. ``parse_cursor`` reads an ``id`` back (``"0"``: from the beginning);
+  ``last_event_id(conn)`` is the newest id handed out in the database (the "now" of a cursor).
 - ``EventBell``: rung by the writer thread after each commit that wrote events, so long-polls
   in the same process wake at once (others poll).
 
