@@ -6,6 +6,7 @@ Through the services (the HTTP feeds are in test_events_feeds.py), on both datab
 from __future__ import annotations
 
 import hashlib
+import threading
 from typing import Any
 
 import pytest
@@ -204,3 +205,47 @@ def test_cursors_page_through_one_orgs_events(db: Database) -> None:
     assert len(others) == 5
     # One cursor for the database: the two orgs' ids interleave and never repeat.
     assert sorted({e.event_id for e in mine} | {e.event_id for e in others}) == list(range(1, 11))
+
+
+def test_a_reader_following_concurrent_writers_misses_no_event(database_url: str) -> None:
+    """Two writers (two handles, as two processes) of one org in two regions commit at once; a
+    reader following the org's feed by cursor meanwhile ends with every event. Were ids drawn
+    before commit, a later commit of a smaller id would fall behind the reader's cursor."""
+    writers = [Database(database_url), Database(database_url)]
+    reader = writers[0]
+    make_org(reader, ORG)
+    done = threading.Event()
+
+    def write(db: Database, region: str) -> None:
+        service = ProfileService(db)
+        for n in range(40):
+            writes = [
+                ProfileWrite(ORG, region, {"email": f"{region}{n}-{i}@example.com"}, {}) for i in range(3)
+            ]
+            service.write_batch(writes, "t")
+
+    threads = [
+        threading.Thread(target=write, args=(db, region))
+        for db, region in zip(writers, ("EU", "UK"), strict=True)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        followed: list[int] = []
+        after = 0
+        while not done.is_set():
+            if not any(t.is_alive() for t in threads):
+                done.set()  # one more look after the last commit
+            with reader.read() as conn:
+                page = read_events(conn, ORG, after, 1000)
+            followed += [e.event_id for e in page]
+            after = page[-1].event_id if page else after
+        with reader.read() as conn:
+            stored = [e.event_id for e in read_events(conn, ORG, 0, 1000)]
+    finally:
+        for t in threads:
+            t.join()
+        for db in writers:
+            db.close()
+    assert len(stored) == 240
+    assert followed == stored
