@@ -215,3 +215,26 @@ def test_explain_a_write_shows_the_merge_and_writes_nothing(client: TestClient, 
     _page(missing, 400, "id_type_1: choose the idType")
     nothing = client.post("/console/explain", data={"csrf": csrf, "region": "EU"})
     _page(nothing, 400, "ids: a write needs a usable id or a ucid")
+
+
+def test_a_crm_person_and_its_profile_link_to_each_other(client: TestClient, org: OrgFixture) -> None:
+    made = client.put(
+        "/v2/crm/people?matchingAttribute=email",
+        json={"firstName": "Grace", "lastName": "Hopper", "emails": ["grace@example.org"]},
+        headers=org.bearer,
+    )
+    person = made.json()["person"]
+    assert person["ucid"], made.text
+    sign_in(client, org.token)
+    page = client.get(f"/console/people/{person['id']}")
+    assert f"<code>{person['ucid']}</code>" in page.text and "granted profile.read to open it" in page.text
+    csrf = sign_in(client, org.apikey)
+    found = client.post("/console/search", data={"csrf": csrf, "q": "GRACE@example.org"})
+    assert f"/console/profiles/{person['ucid']}" in found.text
+    profile = client.get(f"/console/profiles/{person['ucid']}")
+    assert "crm_person_id" in profile.text and person["id"] in profile.text
+    erased = client.post(
+        f"/console/profiles/{person['ucid']}/erase", data={"csrf": csrf, "confirm": person["ucid"]}
+    )
+    assert "and 1 linked CRM person" in erased.text
+    assert client.get(f"/v2/crm/people/{person['id']}", headers=org.bearer).status_code == 404
