@@ -27,7 +27,7 @@ from profilehub.identity.resolve import CATEGORIES, PreparedWrite, WriteOutcome,
 from profilehub.identity.storage import ProfileState
 from profilehub.identity.strategy import CRM_PERSON_ID, Strategy
 from profilehub.store.changes import change_row, now_ms, record
-from profilehub.store.database import Database, GroupJob, lock_scope
+from profilehub.store.database import Database, GroupJob, lock_scope, savepoint
 from profilehub.store.events import (
     PROFILE_CREATED,
     PROFILE_ERASED,
@@ -286,6 +286,10 @@ def _result(strategy: Strategy, outcome: WriteOutcome) -> WriteResult:
 _WritePayload = tuple[Sequence[ProfileWrite], str, Prepared | None]
 
 
+class _ApplyAgain(Exception):
+    """A write was refused while the batch applied: roll the batch's savepoint back, apply again."""
+
+
 @dataclass
 class PersonIdentity:
     """A CRM person as a write to the identity graph: its link id, emails and phone number.
@@ -405,32 +409,70 @@ class ProfileService:
             ids += p.ids
             if p.ucid is not None:
                 ucids.append(p.ucid)
-        batch = profile_storage(conn, self.journal)
         for org_id, region in sorted(scopes):
             lock_scope(conn, org_id, f"profiles:{region}")
-        for (org_id, region), (ids, ucids) in sorted(scopes.items()):
-            batch.prefetch(org_id, region, ids, ucids)
-        events: list[EventRow] = []
-        now = 0
-        for index, strategy, prepared in ready:
-            try:
-                now = now_ms()
-                result = out[index] = _result(strategy, apply_write(batch, strategy, prepared, now))
-                events.append(result.event(prepared.org_id))
-            except ProfilehubError as exc:
-                out[index] = exc
-        batch.flush()
-        if self.journal and ready:
-            # At the last write's time: the clock is read once per write and nowhere else, so a
-            # batch and the same writes one by one see the same times (test_identity_properties).
-            self.journal_pruner.prune(conn, (org_id for org_id, _ in scopes), now)
-        append_events(conn, events)
+        for index, outcome in self._apply_all_or_nothing(conn, scopes, ready).items():
+            out[index] = outcome
         results = [o for o in out if o is not None]
         split: list[list[WriteResult | ProfilehubError]] = []
         for writes, _, _ in payloads:
             split.append(results[: len(writes)])
             results = results[len(writes) :]
         return split
+
+    def _apply_all_or_nothing(
+        self,
+        conn: Connection,
+        scopes: dict[tuple[int, str], tuple[list[Identifier], list[str]]],
+        ready: list[tuple[int, Strategy, PreparedWrite]],
+    ) -> dict[int, WriteResult | ProfilehubError]:
+        """Apply the ready writes in order (the caller holds the scopes' locks), each all-or-nothing
+        by the database.
+
+        The writes share one storage (read ahead in a few queries, written in a few statements),
+        so they apply together in a savepoint. When one is refused while it applies, by when it may
+        have changed what the writes after it see, the savepoint is rolled back and the batch
+        applied again without it: it leaves nothing, and the others resolve as if it had never been
+        sent. Refusals are rare (the checks that need no storage ran before), so the usual cost is
+        one savepoint.
+        """
+        refused: dict[int, WriteResult | ProfilehubError] = {}
+        # Each write keeps the time it was first applied at: applied again, it is the same write.
+        stamps: dict[int, int] = {}
+        while True:
+            done = dict(refused)
+            again = False
+            try:
+                with savepoint(conn):
+                    storage = profile_storage(conn, self.journal)
+                    for (org_id, region), (ids, ucids) in sorted(scopes.items()):
+                        storage.prefetch(org_id, region, ids, ucids)
+                    events: list[EventRow] = []
+                    for index, strategy, prepared in ready:
+                        if index in refused:
+                            continue
+                        try:
+                            now = stamps.setdefault(index, now_ms())
+                            result = done[index] = _result(
+                                strategy, apply_write(storage, strategy, prepared, now)
+                            )
+                            events.append(result.event(prepared.org_id))
+                        except ProfilehubError as exc:
+                            done[index] = refused[index] = exc
+                            again = True
+                    if again:
+                        raise _ApplyAgain
+                    storage.flush()
+                    if self.journal and stamps:
+                        # At the last write's time: the clock is read once per write and nowhere else,
+                        # so a batch and the same writes one by one see the same times.
+                        self.journal_pruner.prune(
+                            conn, (org_id for org_id, _ in scopes), max(stamps.values())
+                        )
+                    append_events(conn, events)
+                    return done
+            except _ApplyAgain:
+                continue  # rolled back: again without the writes refused
 
     def _write_job(self, writes: Sequence[ProfileWrite], actor: str, prepared: Prepared | None) -> GroupJob:
         if prepared is not None and len(prepared.items) != len(writes):

@@ -112,6 +112,13 @@ def append_events(conn: Connection, rows: list[EventRow]) -> None:
         insert_events(conn, rows)
 
 
+def pending_events(conn: Connection) -> list[EventRow] | None:
+    """The rows the writer has collected on ``conn`` so far (None outside the writer): a savepoint
+    rolled back drops the ones appended after it began."""
+    pending: list[EventRow] | None = conn.info.get(_PENDING)
+    return pending
+
+
 @contextmanager
 def collected(conn: Connection) -> Iterator[list[EventRow]]:
     """Collect what ``append_events`` is given on ``conn`` and insert it when the block ends
