@@ -731,12 +731,13 @@ def _run_import(
     sink: ingest_runner.Sink,
     shared: ingest_runner.SharedWriteLock,
     csv_objects: tuple[str, ...] = (),
+    csv_lists: tuple[str, ...] = (),
 ) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     is_csv = file_format == "csv" or (file_format == "auto" and file.suffix.lower() == ".csv")
     try:
-        mapping = ingest_reader.ColumnMapping.parse(mappings, map_example, csv_objects)
+        mapping = ingest_reader.ColumnMapping.parse(mappings, map_example, csv_objects, csv_lists)
         if is_csv:  # a bad --map is a usage error, said before any progress is drawn
             ingest_reader.csv_columns(file, mapping)
     except ingest_reader.SourceError as exc:
@@ -914,4 +915,5 @@ def import_people(
             PEOPLE_MAP_EXAMPLE,
             sink,
             database,
+            csv_lists=("emails",),  # a column mapped to emails holds one address
         )

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
+
+from profilehub.errors import Unprocessable, shape_errors
 
 VENDOR_PERSON_EXAMPLE: dict[str, Any] = {
     "firstName": "Jane",
@@ -76,6 +78,26 @@ class PersonWrite(BaseModel):
     customAttributes: dict[str, Any] | None = Field(
         default=None, description="Values of the custom attributes of people, by key."
     )
+
+
+def parse_person(raw: Any) -> dict[str, Any]:
+    """The one reading of a person body's shape, for every entry point (``PUT``, ``POST`` and
+    ``PATCH /people``, each record of ``/people/_bulk``, ``profilehub import people``): the body's
+    fields as given (those left out stay out), or an ``Unprocessable`` naming each field of the
+    wrong JSON type, as the dialect answers shape errors. The rules on the values (a name, valid
+    emails, a company of the org, custom attributes) are the core's (``crm.people.read_person``).
+    """
+    if not isinstance(raw, dict):
+        raise Unprocessable("must be a person body (a JSON object)", field="body")
+    try:
+        person = PersonWrite.model_validate(raw)
+    except ValidationError as exc:
+        errors = shape_errors(exc.errors(), PersonWrite.model_fields)
+        first = next(iter(errors), "body")
+        raise Unprocessable(
+            "; ".join(f"{f}: {m}" for f, m in errors.items()), field=first, errors=errors
+        ) from exc
+    return person.model_dump(exclude_unset=True)
 
 
 class CompanyRef(BaseModel):

@@ -29,6 +29,7 @@ from profilehub.crm.fields import (
     read_body,
     socials_view,
 )
+from profilehub.crm.models import parse_person
 from profilehub.crm.objects import LOCK, PEOPLE, custom_attributes
 from profilehub.crm.people_batch import PeopleBatch
 from profilehub.crm.record_store import Page, StoredRecord, is_record_id, iso, new_record_id
@@ -187,7 +188,7 @@ def _company_id(conn: Connection, org_id: int, value: Any) -> str | None:
 
 def read_person(conn: Connection, org_id: int, raw: Any, attrs: Mapping[str, Attribute]) -> PersonInput:
     """Check a person body completely; nothing is written."""
-    body = read_body(conn, org_id, raw, STANDARD, attrs, frozenset({"emails"}))
+    body = read_body(conn, org_id, parse_person(raw), STANDARD, attrs, frozenset({"emails"}))
     if "companyId" in body.special:
         body.values["company_id"] = _company_id(conn, org_id, body.special["companyId"])
     emails = _emails(body.special["emails"]) if "emails" in body.special else None
