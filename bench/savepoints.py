@@ -2,8 +2,8 @@
 
 ``python -m bench.savepoints [--writes N] [--clients C] [--backend sqlite|postgres]`` queues, wave
 after wave, ``C`` concurrent writes for the one writer, as ``C`` HTTP clients do: CDP single writes
-(a group job each, so one savepoint per batch plus one per group) and CRM person upserts (a job
-each: a savepoint per job and one per record). Each workload runs twice on one fresh database: as
+and CRM person upserts (group jobs each: a savepoint per batch's run of them, one more per
+identity-graph batch). Each workload runs twice on one fresh database: as
 shipped, and as the baseline with ``Connection.begin_nested`` made a no-op (the writer as it was
 before, one transaction per batch and nothing else), alternating, so both meet the same load. It
 prints writes/s of each and their ratio beside the machine's load.
@@ -88,10 +88,11 @@ def _cdp_jobs(service: ProfileService, tag: str, clients: int) -> Callable[[int]
     return jobs
 
 
-def _crm_jobs(tag: str, clients: int) -> Callable[[int], list[Any]]:
+def _crm_jobs(service: ProfileService, tag: str, clients: int) -> Callable[[int], list[Any]]:
     def jobs(first: int) -> list[Any]:
         return [
             people_upsert_job(
+                service,
                 ORG_ID,
                 [{"firstName": f"P{n}", "emails": [f"{tag}{n % (clients * 4)}@bench.example"]}],
                 "email",
@@ -116,7 +117,7 @@ def run(url: str, writes: int, clients: int) -> list[tuple[str, bool, float]]:
             with _savepoints(savepoints):
                 seconds = _waves(db, _cdp_jobs(service, tag, clients), writes, clients)
                 out.append(("cdp write", savepoints, writes / seconds))
-                seconds = _waves(db, _crm_jobs(tag, clients), writes, clients)
+                seconds = _waves(db, _crm_jobs(service, tag, clients), writes, clients)
                 out.append(("crm upsert", savepoints, writes / seconds))
         return out
     finally:

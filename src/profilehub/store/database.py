@@ -16,7 +16,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -29,14 +29,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
-from profilehub.errors import ProfilehubError, ServiceUnavailable, each_or_error
+from profilehub.errors import ProfilehubError, ServiceUnavailable
 from profilehub.store.events import EventBell, collected, pending_events
 from profilehub.store.faults import DatabaseFault, FaultKind, classify
 from profilehub.store.statistics import PlannerStatistics
 from profilehub.store.turns import WriterTurns
 
 T = TypeVar("T")
-Item = TypeVar("Item")
 Job = Callable[[Connection], Any]
 log = logging.getLogger(__name__)
 
@@ -343,19 +342,6 @@ def _run_in_savepoints(
         if len(run) == 1:
             return [(run[0][1], False, exc)]
     return [result for item in run for result in _run_in_savepoints(conn, [item])]
-
-
-def each_in_savepoint(
-    conn: Connection, fn: Callable[[Item], T], items: Iterable[Item]
-) -> list[T | ProfilehubError]:
-    """``fn`` of each item in a savepoint of its own, or the ``ProfilehubError`` that refused it: for
-    a job answering per record, so a record refused after it wrote leaves nothing of itself."""
-
-    def one(item: Item) -> T:
-        with savepoint(conn):
-            return fn(item)
-
-    return each_or_error(one, items)
 
 
 BatchObserver = Callable[[int, int], None]
