@@ -19,7 +19,8 @@ from profilehub.errors import BadRequest
 from profilehub.identity.resolve import PreparedWrite
 from profilehub.orgs import create_org
 from profilehub.store.database import Database, GroupJob
-from profilehub.store.tables import orgs
+from profilehub.store.events import EventRow, append_events
+from profilehub.store.tables import events, orgs
 from tests.cdp_client import Cdp
 from tests.conftest import OrgFixture
 
@@ -54,6 +55,10 @@ class Batched:
         with self.db.read() as conn:
             return {row.org_id for row in conn.execute(sa.select(orgs.c.org_id))}
 
+    def event_orgs(self) -> set[int]:
+        with self.db.read() as conn:
+            return {row.org_id for row in conn.execute(sa.select(events.c.org_id))}
+
 
 @pytest.fixture
 def batched(database_url: str) -> Iterator[Batched]:
@@ -65,6 +70,7 @@ def batched(database_url: str) -> Iterator[Batched]:
 def _org(org_id: int, fail_after_insert: bool = False) -> Callable[[Connection], int]:
     def job(conn: Connection) -> int:
         create_org(conn, org_id, f"Org {org_id}", ["EU"])
+        append_events(conn, [EventRow(org_id, "person.created", 1, f"p{org_id}", {})])
         if fail_after_insert:
             raise BadRequest("refused after its insert (injected)", field="name")
         return org_id
@@ -77,6 +83,8 @@ def test_a_job_that_fails_after_writing_leaves_nothing_while_its_neighbours_comm
     assert before.result() == 701 and after.result() == 703
     assert isinstance(doomed.exception(), BadRequest)
     assert batched.org_ids() >= {701, 703} and 702 not in batched.org_ids()
+    # Nor does its change event: nothing that rolled back is delivered.
+    assert batched.event_orgs() == {701, 703}
 
 
 def _insert_orgs(conn: Connection, payloads: list[tuple[int, bool]]) -> list[int]:
