@@ -31,6 +31,8 @@ TABLES = {
     "profile_writes": "person",
     # saved answers of keyed writes: deleted with the person they mention
     "idempotency_keys": "person",
+    # events waiting for a webhook endpoint: erased with their profile, as the outbox's are
+    "webhook_pending": "person",
     # the change log: the erased ucids may remain (the erasure is recorded by ucid), no values
     "changes": "log",
     # the change events: an erasure deletes the erased profiles' events, its own names ucids only
@@ -47,6 +49,8 @@ TABLES = {
     "journal_retention": "config",
     # console sign-ins: hashes of the session and of the credential, nothing of any person
     "console_sessions": "config",
+    "webhook_endpoints": "config",
+    "stream_cursors": "config",
 }
 SCHEMA_BOOKKEEPING = {"alembic_version", "event_sequence"}
 

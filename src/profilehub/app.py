@@ -23,6 +23,10 @@ from profilehub.cdp.routes import router as cdp_router
 from profilehub.config import Settings
 from profilehub.console import install_console
 from profilehub.crm.routes import router as crm_router
+from profilehub.delivery import endpoints
+from profilehub.delivery.routes import router as admin_router
+from profilehub.delivery.runner import BackgroundDeliverer, Deliverer
+from profilehub.delivery.settings import DeliverySettings
 from profilehub.errors import ServiceUnavailable, Unauthorized
 from profilehub.gate import CredentialGate
 from profilehub.http import (
@@ -67,8 +71,12 @@ CORS_EXPOSED_HEADERS = [
 ]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, delivery: DeliverySettings | None = None) -> FastAPI:
+    """``delivery``: how the background deliverer retries and polls (default: from the
+    environment); only used with ``settings.deliver_in_background``."""
     settings = settings or Settings.from_env()
+    if settings.deliver_in_background and delivery is None:
+        delivery = DeliverySettings.from_env()
     metrics = Metrics()
     db = Database(
         settings.database_url,
@@ -80,9 +88,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     metrics.watch_queue(db.write_queue_depth)
 
+    def webhook_backlogs() -> dict[str, int]:
+        with db.read() as conn:
+            return endpoints.backlogs(conn)
+
+    metrics.watch_backlog(webhook_backlogs)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Webhooks go out from a thread of their own (its own loop and HTTP client), so a slow
+        # or unreachable endpoint never holds up a request; several workers share the work
+        # through the endpoints' leases.
+        delivering = None
+        if delivery is not None and settings.deliver_in_background:
+            delivering = BackgroundDeliverer(Deliverer(db, delivery))
+            delivering.start()
         yield
+        if delivering is not None:
+            delivering.stop()
         db.close()
         Metrics.process_exited(os.getpid())
 
@@ -149,6 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cdp_router)
     app.include_router(crm_router)
     install_console(app)
+    app.include_router(admin_router)
 
     @app.get("/healthz", tags=["service"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:

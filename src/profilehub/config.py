@@ -116,6 +116,13 @@ class Settings:
     # process counts alone. Keys start with the prefix, so several installs can share a server.
     redis_url: str = ""
     redis_prefix: str = "profilehub"
+    # The admin HTTP API (/admin/v1: webhook endpoints of any org) takes this as a bearer token;
+    # unset, that API answers 401 to everyone and only the CLI manages endpoints.
+    admin_token: str = ""
+    # The app delivers webhooks in a background thread (see profilehub.delivery). From the
+    # environment (``profilehub serve``) it is on unless PROFILEHUB_SERVE_DELIVERS=off, for those
+    # who run ``profilehub deliver`` on other hosts; apps built in code (tests) opt in.
+    deliver_in_background: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -179,6 +186,8 @@ class Settings:
             metrics_token=os.environ.get("PROFILEHUB_METRICS_TOKEN", ""),
             redis_url=os.environ.get("PROFILEHUB_REDIS_URL", "").strip(),
             redis_prefix=os.environ.get("PROFILEHUB_REDIS_PREFIX", "").strip() or "profilehub",
+            admin_token=os.environ.get("PROFILEHUB_ADMIN_TOKEN", "").strip(),
+            deliver_in_background=_bool_env("PROFILEHUB_SERVE_DELIVERS", True),
             cors_origins=tuple(
                 o.strip() for o in os.environ.get("PROFILEHUB_CORS_ORIGINS", "").split(",") if o.strip()
             ),

@@ -9,6 +9,7 @@ over all workers, whichever one is scraped.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 
@@ -22,6 +23,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Requests the router did not match (404s of any path) share one label: a path as sent would make
@@ -70,7 +72,16 @@ class Metrics:
             "Merges a write would have made but an idType's limit refused (merge_refused notices).",
             registry=r,
         )
+        self.webhook_backlog = Gauge(
+            "profilehub_webhook_backlog_events",
+            "Events an enabled webhook endpoint has yet to receive: committed after its cursor, "
+            "plus those waiting for a retry (read from the database at each scrape).",
+            ["endpoint"],
+            registry=r,
+            multiprocess_mode="max",  # every process reads the same rows
+        )
         self._depth: Callable[[], int] | None = None
+        self._backlog: Callable[[], dict[str, int]] | None = None
         # Label children by key: ``labels()`` checks and joins its arguments on every call.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
@@ -102,10 +113,25 @@ class Metrics:
         stuck writer takes no batch)."""
         self._depth = depth
 
+    def watch_backlog(self, backlog: Callable[[], dict[str, int]]) -> None:
+        """Read the webhook endpoints' backlogs at each scrape."""
+        self._backlog = backlog
+
+    def _read_backlog(self) -> None:
+        try:
+            found = self._backlog() if self._backlog is not None else {}
+        except Exception:  # the database is away: the scrape still answers, without these
+            log.warning("metrics: cannot read the webhook backlog", exc_info=True)
+            return
+        self.webhook_backlog.clear()
+        for endpoint, count in found.items():
+            self.webhook_backlog.labels(endpoint).set(count)
+
     # --- exposition ---
     def render(self) -> bytes:
         if self._depth is not None:
             self.queue_depth.set(self._depth())
+        self._read_backlog()
         path = multiprocess_dir()
         if path is None:
             return generate_latest(self.registry)

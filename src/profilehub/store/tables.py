@@ -20,8 +20,6 @@ orgs = sa.Table(
     # Bumped whenever the identity strategy changes, so caches know to reload it.
     sa.Column("strategy_version", sa.Integer, nullable=False, server_default="1"),
     sa.Column("created_ts", sa.BigInteger, nullable=False),
-    # Where the org's CRM people resolve in the identity graph (one of its regions).
-    sa.Column("home_region", sa.String(16), nullable=True),
 )
 
 org_regions = sa.Table(
@@ -295,4 +293,63 @@ event_sequence = sa.Table(
     metadata,
     sa.Column("name", sa.String(40), primary_key=True),
     sa.Column("last_id", sa.BigInteger, nullable=False),
+)
+
+
+# --- push delivery ---
+# Delivery state lives in the database, not in a process, so ``profilehub deliver`` can run on any
+# host, several at once, and pick up after a crash: each endpoint (and each stream of an org) is
+# worked by one process at a time, the holder of its lease (``lease_owner`` until ``lease_until``).
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    # "wh_<orgId>_<random>": the org is in the id, so commands need no --org-id besides it.
+    sa.Column("endpoint_id", sa.String(64), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    # Comma-separated event types; empty: every type.
+    sa.Column("event_types", sa.Text, nullable=False, server_default=""),
+    # The Standard Webhooks signing secret (whsec_...). Signing needs the secret itself, so it is
+    # stored as given, not hashed: the database is as sensitive as the secrets it holds.
+    sa.Column("secret", sa.String(100), nullable=False),
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+    sa.Column("disabled_ts", sa.BigInteger, nullable=True),
+    sa.Column("disabled_reason", sa.Text, nullable=True),
+    # The last event handled: delivered, skipped (another type), or parked in webhook_pending.
+    sa.Column("cursor", sa.BigInteger, nullable=False, server_default="0"),
+    # Since when deliveries fail without a success in between (None: the last one succeeded).
+    sa.Column("failing_since", sa.BigInteger, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("delivered", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.BigInteger, nullable=True),
+)
+
+# Events an endpoint has not taken yet: failed ones waiting for their next attempt, and the later
+# events of the same ordering key (a profile, a person...) queued behind them.
+webhook_pending = sa.Table(
+    "webhook_pending",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("endpoint_id", sa.String(64), primary_key=True),
+    sa.Column("event_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("ordering_key", sa.String(64), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # the event JSON, sent as is on every attempt
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_ts", sa.BigInteger, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Index("ix_webhook_pending_key", "org_id", "endpoint_id", "ordering_key", "event_id"),
+    sa.Index("ix_webhook_pending_due", "org_id", "endpoint_id", "next_attempt_ts"),
+)
+
+# How far a stream (NATS JetStream) has published each org's events.
+stream_cursors = sa.Table(
+    "stream_cursors",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("stream", sa.String(200), primary_key=True),
+    sa.Column("cursor", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("published", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.BigInteger, nullable=True),
 )

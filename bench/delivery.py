@@ -1,0 +1,211 @@
+"""Webhook delivery under write load: ``profilehub serve`` taking the CDP write load of the HTTP
+bench (``bench.load``: N keep-alive clients posting ``/cdp/v1/users``), with background delivery
+off (``PROFILEHUB_SERVE_DELIVERS=off``, no endpoint) and on (one endpoint, a local receiver), in
+alternating rounds of one run, a fresh database each.
+
+Printed per "on" round: events written and received, the backlog (events committed but not yet
+received) sampled every second during the load (start, middle, end, highest: flat means delivery
+keeps up), how long the rest took to arrive after the load stopped, and the write-to-receipt
+latency p50/p95/p99 (receipt time minus the event's ``ts``, the write's commit time in ms). Then
+the writes/s with delivery on over off (medians; goal >= 0.9x).
+
+The receiver is a minimal asyncio HTTP/1.1 server in this process (answers 204, notes
+``webhook-id`` and the event's ``ts``); it shares the machine's cores with the server and the
+load generator, as a receiver on the same host would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.backends import fresh_database
+from bench.figures import latency_ms
+from bench.generate import ORG_ID, dataset
+from bench.machine import command_line, exclusive_run, load_note
+from bench.run_http import free_port, load, new_store, server
+from profilehub.delivery import endpoints
+from profilehub.store.database import Database
+from profilehub.store.events import last_event_id
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILEHUB = str(ROOT / ".venv/bin/profilehub")
+OUT = Path(__file__).resolve().parent / "out"
+
+
+class Receiver:
+    """Counts deliveries and their latency; one asyncio loop in a thread."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.latencies: list[float] = []
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        threading.Thread(target=self._main, daemon=True).start()
+        self._ready.wait(10)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port))
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length, event_id = 0, ""
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    key = name.strip().lower()
+                    if key == b"content-length":
+                        length = int(value)
+                    elif key == b"webhook-id":
+                        event_id = value.strip().decode()
+                body = await reader.readexactly(length)
+                now_ms = time.time() * 1000
+                if event_id not in self.ids:
+                    self.ids.add(event_id)
+                    self.latencies.append((now_ms - orjson.loads(body)["ts"]) / 1000)
+                writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def _backlog(db: Database, receiver: Receiver, first: int) -> int:
+    with db.read() as conn:
+        written = last_event_id(conn) - first
+    return written - len(receiver.ids)
+
+
+def _round(args: argparse.Namespace, deliver: bool) -> dict[str, Any]:
+    data = dataset(OUT, args.requests, seed=7)
+    with fresh_database(args.backend, OUT) as url:
+        apikey = new_store(url)
+        db = Database(url)
+        receiver = Receiver() if deliver else None
+        try:
+            with db.read() as conn:
+                first = last_event_id(conn)
+            if receiver is not None:
+                db.write(
+                    lambda c: endpoints.create_endpoint(
+                        c, ORG_ID, f"http://127.0.0.1:{receiver.port}/hook", start_after=first
+                    )
+                )
+            port = free_port()
+            serve = [
+                PROFILEHUB,
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--no-access-log",
+            ]
+            os.environ["PROFILEHUB_SERVE_DELIVERS"] = "on" if deliver else "off"
+            try:
+                with server(serve, url, port, OUT / "delivery-server.log"):
+                    samples: list[int] = []
+                    done = threading.Event()
+
+                    def sample() -> None:
+                        while not done.wait(1.0):
+                            if receiver is not None:
+                                samples.append(_backlog(db, receiver, first))
+
+                    sampler = threading.Thread(target=sample, daemon=True)
+                    sampler.start()
+                    result = load(port, data, apikey, args.clients, args.requests, args.seconds)
+                    done.set()
+                    sampler.join()
+                    if receiver is not None:
+                        stopped = time.monotonic()
+                        while _backlog(db, receiver, first) > 0 and time.monotonic() - stopped < 120:
+                            time.sleep(0.05)
+                        result["drain_seconds"] = time.monotonic() - stopped
+                        result["backlog"] = samples
+                        result["received"] = len(receiver.ids)
+                        result["delivery_ms"] = latency_ms(receiver.latencies)
+                    with db.read() as conn:
+                        result["events"] = last_event_id(conn) - first
+            finally:
+                os.environ.pop("PROFILEHUB_SERVE_DELIVERS", None)
+        finally:
+            if receiver is not None:
+                receiver.stop()
+            db.close()
+    return result
+
+
+def _backlog_note(samples: list[int]) -> str:
+    if not samples:
+        return "no samples"
+    middle = samples[len(samples) // 2]
+    return f"start {samples[0]:,}, middle {middle:,}, end {samples[-1]:,}, highest {max(samples):,}"
+
+
+def run(args: argparse.Namespace) -> None:
+    OUT.mkdir(exist_ok=True)
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for n in range(args.rounds):
+        # Alternate which mode goes first, so a drift in the machine's load hits both alike.
+        for deliver in (False, True) if n % 2 == 0 else (True, False):
+            result = _round(args, deliver)
+            rates[deliver].append(result["rate"])
+            line = (
+                f"[delivery {args.backend}] round {n + 1} delivery {'on ' if deliver else 'off'}: "
+                f"{result['requests']:,} writes, {result['rate']:,.0f}/s, p99 {result['latency_ms']['p99']:.1f} ms, "
+                f"statuses {result['statuses']}"
+            )
+            if deliver:
+                lat = result["delivery_ms"]
+                line += (
+                    f"; {result['received']:,} of {result['events']:,} events received; backlog during the "
+                    f"load (events) {_backlog_note(result['backlog'])}; the rest arrived {result['drain_seconds']:.1f} s "
+                    f"after the load; write-to-receipt p50/p95/p99 {lat['p50']:.0f}/{lat['p95']:.0f}/{lat['p99']:.0f} ms"
+                )
+            print(line)
+            sys.stdout.flush()
+    off, on = statistics.median(rates[False]), statistics.median(rates[True])
+    print(
+        f"[delivery {args.backend}] {args.clients} clients, {args.workers} worker(s), {args.rounds} rounds: "
+        f"delivery off {off:,.0f} writes/s, on {on:,.0f} writes/s: on/off {on / off:.2f}x "
+        f"(medians; goal >= 0.9x); {load_note()}"
+    )
+    print(f"[delivery {args.backend}] reproduce: {args.reproduce}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.delivery", description=__doc__)
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--requests", type=int, default=6000, help="Writes per round (at most).")
+    parser.add_argument("--seconds", type=float, default=30.0, help="Longest a round's load runs.")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2, help="Rounds of each mode (alternating).")
+    args = parser.parse_args(argv)
+    args.reproduce = f".venv/bin/python -m bench.delivery {' '.join(sys.argv[1:] if argv is None else argv)}"
+    with exclusive_run(command_line()):
+        run(args)
+
+
+if __name__ == "__main__":
+    main()

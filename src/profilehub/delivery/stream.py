@@ -1,0 +1,151 @@
+"""Publishing every event to NATS JetStream (``profilehub deliver --nats nats://HOST:4222``).
+
+Subject ``profilehub.<orgId>.<type>`` in a stream (default ``PROFILEHUB``, subjects
+``profilehub.>``) created when missing. Each message carries ``Nats-Msg-Id: <orgId>:<event
+id>`` (the org too: event ids restart in another database, say a staging copy, that publishes
+to the same broker), so JetStream drops a repeat within its duplicate window (2 minutes by
+default): a deliverer that
+died after publishing and before committing its cursor publishes those events again, and the
+stream keeps one copy. Per org, one deliverer at a time publishes (a lease on ``stream_cursors``),
+in event order, and commits the cursor once JetStream has acknowledged the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.errors import BadRequestError, NotFoundError
+from sqlalchemy.engine import Connection
+
+from profilehub.delivery import leases
+from profilehub.errors import ServiceUnavailable
+from profilehub.store.events import event_bytes, read_events
+from profilehub.store.tables import stream_cursors
+
+log = logging.getLogger(__name__)
+DEFAULT_STREAM = "PROFILEHUB"
+CONNECT_SECONDS = 10
+SUBJECT_PREFIX = "profilehub"
+
+
+class StreamUnavailable(ServiceUnavailable):
+    """The broker cannot be reached, or the stream cannot be made (another covers its subjects)."""
+
+
+def subject(org_id: int, event_type: str) -> str:
+    return f"{SUBJECT_PREFIX}.{org_id}.{event_type}"
+
+
+async def _broker_error(exc: Exception) -> None:
+    # One line, not nats-py's default traceback per failed (re)connect.
+    log.warning("NATS: %s", exc)
+
+
+def msg_id(org_id: int, event_id: int) -> str:
+    return f"{org_id}:{event_id}"
+
+
+class JetStreamPublisher:
+    def __init__(self, nc: NATS, js: JetStreamContext, stream: str) -> None:
+        self.nc = nc
+        self.js = js
+        self.stream = stream
+
+    @property
+    def name(self) -> str:
+        """The cursor row's name: one cursor per stream, whichever server it is reached on."""
+        return f"nats:{self.stream}"
+
+    @classmethod
+    async def connect(cls, url: str, stream: str = DEFAULT_STREAM) -> JetStreamPublisher:
+        nc = NATS()
+        # Once connected it reconnects forever (a broker restart pauses publishing; the cursor
+        # waits), but a broker unreachable at start is an error to report, not to wait out.
+        try:
+            await asyncio.wait_for(
+                nc.connect(
+                    servers=[url],
+                    connect_timeout=5,
+                    max_reconnect_attempts=-1,
+                    name="profilehub-deliver",
+                    error_cb=_broker_error,
+                ),
+                CONNECT_SECONDS,
+            )
+        except TimeoutError:
+            raise StreamUnavailable(f"--nats: no NATS server answers at {url}") from None
+        js = nc.jetstream()
+        try:
+            await js.stream_info(stream)
+        except NotFoundError:
+            try:
+                await js.add_stream(name=stream, subjects=[f"{SUBJECT_PREFIX}.>"])
+            except BadRequestError as exc:
+                try:
+                    await js.stream_info(stream)  # another deliverer made it meanwhile
+                except NotFoundError:
+                    await nc.close()
+                    raise StreamUnavailable(
+                        f"--stream: cannot create JetStream stream {stream!r}: {exc.description}"
+                    ) from exc
+        return cls(nc, js, stream)
+
+    async def publish(self, org_id: int, batch: list[tuple[int, str, bytes]]) -> None:
+        """Publish (event id, type, body) in order; returns once JetStream acknowledged all."""
+        acks = [
+            await self.js.publish_async(
+                subject(org_id, event_type),
+                body,
+                stream=self.stream,
+                headers={"Nats-Msg-Id": msg_id(org_id, event_id)},
+            )
+            for event_id, event_type, body in batch
+        ]
+        await asyncio.gather(*acks)
+
+    async def close(self) -> None:
+        await self.nc.drain()
+
+
+def ensure_cursor(conn: Connection, org_id: int, name: str) -> None:
+    """The org's cursor row for this stream, from the first event on (a new stream gets them all)."""
+    where = (stream_cursors.c.org_id == org_id, stream_cursors.c.stream == name)
+    if conn.execute(sa.select(stream_cursors.c.cursor).where(*where)).first() is None:
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    stream_cursors.insert().values(org_id=org_id, stream=name, cursor=0, published=0)
+                )
+        except sa.exc.IntegrityError:
+            pass  # another deliverer inserted it at the same moment
+
+
+def read_batch(
+    conn: Connection, org_id: int, name: str, limit: int
+) -> tuple[int, list[tuple[int, str, bytes]]]:
+    cursor = int(
+        conn.execute(
+            sa.select(stream_cursors.c.cursor).where(
+                stream_cursors.c.org_id == org_id, stream_cursors.c.stream == name
+            )
+        ).scalar_one()
+    )
+    events = read_events(conn, org_id, cursor, limit)
+    return cursor, [(e.event_id, e.type, event_bytes(e)) for e in events]
+
+
+def commit_batch(
+    conn: Connection, org_id: int, name: str, owner: str, until: int, cursor: int, published: int
+) -> None:
+    key: dict[str, Any] = {"org_id": org_id, "stream": name}
+    leases.renew(conn, stream_cursors, key, owner, until)
+    conn.execute(
+        stream_cursors.update()
+        .where(stream_cursors.c.org_id == org_id, stream_cursors.c.stream == name)
+        .values(cursor=cursor, published=stream_cursors.c.published + published)
+    )

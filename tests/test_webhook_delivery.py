@@ -1,0 +1,248 @@
+"""Webhook delivery on both databases, against a real receiver: signatures, retries with the same
+webhook-id, per-profile order, disabling, replay, an outage caught up in order."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from standardwebhooks.webhooks import Webhook
+
+from profilehub.delivery import endpoints
+from profilehub.delivery.runner import BackgroundDeliverer, Deliverer
+from profilehub.delivery.settings import DEFAULT_RETRY_SCHEDULE, DeliverySettings
+from profilehub.profiles import ProfileService, ProfileWrite
+from profilehub.store.database import Database
+from profilehub.store.events import last_event_id
+from profilehub.store.tables import webhook_pending
+from tests.conftest import make_org
+from tests.webhook_receiver import Received, Receiver, wait_for
+
+ORG = 1234
+FAST = DeliverySettings(retry_schedule=(0.1, 0.1, 0.1), timeout_seconds=2, lease_seconds=5, poll_seconds=0.02)
+
+
+class Clock:
+    """Wall time plus an offset the test moves forward (a 10-minute outage in no time)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest.fixture
+def store(db: Database) -> Database:
+    make_org(db, ORG)
+    return db
+
+
+@contextlib.contextmanager
+def delivering(
+    db: Database, settings: DeliverySettings = FAST, clock: Callable[[], float] = time.time
+) -> Iterator[Deliverer]:
+    deliverer = Deliverer(db, settings, clock=clock)
+    background = BackgroundDeliverer(deliverer)
+    background.start()
+    try:
+        yield deliverer
+    finally:
+        background.stop()
+
+
+def add_endpoint(db: Database, url: str, *types: str) -> endpoints.CreatedEndpoint:
+    return db.write(
+        lambda c: endpoints.create_endpoint(c, ORG, url, list(types), start_after=last_event_id(c))
+    )
+
+
+def write(db: Database, person: str, n: int) -> None:
+    [result] = ProfileService(db).write_batch(
+        [ProfileWrite(ORG, "EU", {"crm_id": person}, {"profile": {"n": n}})], "test"
+    )
+    assert not isinstance(result, Exception), result
+
+
+def state(db: Database, endpoint_id: str) -> endpoints.Endpoint:
+    with db.read() as conn:
+        return endpoints.get_endpoint(conn, endpoint_id)
+
+
+def per_person(received: list[Received]) -> dict[str, list[int]]:
+    """Each person's `n` values in the order they arrived."""
+    out: dict[str, list[int]] = defaultdict(list)
+    for r in received:
+        profile: dict[str, Any] = r.event["data"]["profile"]
+        out[profile["ucid"]].append(profile["profile"]["n"])
+    return dict(out)
+
+
+def test_deliveries_are_signed_and_verify_with_standardwebhooks(store: Database) -> None:
+    receiver = Receiver()
+    made = add_endpoint(store, receiver.url)
+    with delivering(store):
+        write(store, "A", 1)
+        write(store, "A", 2)
+        wait_for("two deliveries", lambda: len(receiver.delivered()) == 2)
+    verifier = Webhook(made.secret)
+    for r in receiver.delivered():
+        event = verifier.verify(r.body, r.headers)
+        assert event["id"] == r.webhook_id and event["orgId"] == ORG and event["region"] == "EU"
+    first, second = (r.event for r in receiver.delivered())
+    assert (first["type"], second["type"]) == ("profile.created", "profile.updated")
+    assert int(first["id"]) < int(second["id"])
+    tampered = dict(receiver.delivered()[0].headers, **{"webhook-id": second["id"]})
+    with pytest.raises(Exception, match="No matching signature"):
+        verifier.verify(receiver.delivered()[0].body, tampered)
+    assert state(store, made.endpoint.endpoint_id).delivered == 2
+
+
+def test_a_500_then_a_200_gets_the_same_event_again(store: Database) -> None:
+    answers = iter([500, 200])
+    receiver = Receiver(lambda _: next(answers, 200))
+    add_endpoint(store, receiver.url)
+    with delivering(store):
+        write(store, "A", 1)
+        wait_for("the retry", lambda: len(receiver.delivered()) == 1)
+    failed, delivered = receiver.all()
+    assert failed.status == 500 and delivered.status == 200
+    assert failed.webhook_id == delivered.webhook_id and failed.body == delivered.body
+
+
+def test_one_profile_stays_in_order_while_others_go_on(store: Database) -> None:
+    """A's first event fails for a while: A's later events wait behind it, B's are delivered."""
+    stuck = {"on": True}
+
+    def answer(r: Received) -> int:
+        n = r.event["data"]["profile"]["profile"]["n"]
+        return 503 if stuck["on"] and n == 1 else 200
+
+    receiver = Receiver(answer)
+    add_endpoint(store, receiver.url)
+    patient = DeliverySettings(
+        retry_schedule=(0.2,) * 100, timeout_seconds=2, lease_seconds=5, poll_seconds=0.02
+    )
+    with delivering(store, patient):
+        write(store, "A", 1)
+        for n in range(2, 6):
+            write(store, "A", n)
+            write(store, "B", 100 + n)
+        wait_for("B's events", lambda: len(receiver.delivered()) == 4)
+        assert {r.event["data"]["profile"]["profile"]["n"] for r in receiver.delivered()} == {
+            102,
+            103,
+            104,
+            105,
+        }
+        stuck["on"] = False
+        wait_for("A's events", lambda: len(receiver.delivered()) == 9)
+    orders = sorted(per_person(receiver.delivered()).values())
+    assert orders == [[1, 2, 3, 4, 5], [102, 103, 104, 105]]
+
+
+def test_an_endpoint_failing_through_the_schedule_is_disabled_and_keeps_its_events(store: Database) -> None:
+    up = {"on": False}
+    receiver = Receiver(lambda _: 200 if up["on"] else 500)
+    made = add_endpoint(store, receiver.url)
+    endpoint_id = made.endpoint.endpoint_id
+    with delivering(store):
+        write(store, "A", 1)
+        write(store, "A", 2)
+        wait_for("disabled", lambda: state(store, endpoint_id).state == "disabled")
+        # The first attempt and one per step of the schedule, then no more.
+        assert len(receiver.all()) == 1 + len(FAST.retry_schedule)
+        found = state(store, endpoint_id)
+        assert "failed 4 times" in str(found.disabled_reason) and found.pending == 2
+        write(store, "A", 3)
+        time.sleep(0.3)
+        assert len(receiver.all()) == 1 + len(FAST.retry_schedule), "a disabled endpoint gets nothing"
+        up["on"] = True
+        store.write(lambda c: endpoints.set_enabled(c, endpoint_id, True))
+        wait_for("everything, in order", lambda: len(receiver.delivered()) == 3)
+    assert list(per_person(receiver.delivered()).values()) == [[1, 2, 3]]
+    assert state(store, endpoint_id).state == "enabled" and state(store, endpoint_id).pending == 0
+
+
+def test_replay_sends_the_events_after_a_cursor_again(store: Database) -> None:
+    receiver = Receiver()
+    made = add_endpoint(store, receiver.url)
+    with delivering(store):
+        for n in range(1, 5):
+            write(store, "A", n)
+        wait_for("four", lambda: len(receiver.delivered()) == 4)
+        ids = [r.webhook_id for r in receiver.delivered()]
+        store.write(lambda c: endpoints.replay_from(c, made.endpoint.endpoint_id, int(ids[1])))
+        wait_for("the replay", lambda: len(receiver.delivered()) == 6)
+    assert [r.webhook_id for r in receiver.delivered()] == [*ids, *ids[2:]]
+
+
+def test_only_the_subscribed_event_types_are_sent(store: Database) -> None:
+    receiver = Receiver()
+    add_endpoint(store, receiver.url, "profile.updated")
+    with delivering(store):
+        write(store, "A", 1)
+        write(store, "A", 2)
+        write(store, "B", 3)
+        write(store, "B", 4)
+        wait_for("the updates", lambda: len(receiver.delivered()) == 2)
+        time.sleep(0.2)
+    assert [r.event["type"] for r in receiver.all()] == ["profile.updated", "profile.updated"]
+
+
+def test_a_ten_minute_outage_is_caught_up_in_order(store: Database) -> None:
+    """Production's schedule (5 s, 5 min, 30 min, ...) on a clock the test moves: the receiver is
+    down while writes go on, ten minutes pass, it comes back, and every event arrives, each
+    profile's in order."""
+    clock = Clock()
+    receiver = Receiver()
+    made = add_endpoint(store, receiver.url)
+    endpoint_id = made.endpoint.endpoint_id
+    settings = DeliverySettings(
+        retry_schedule=DEFAULT_RETRY_SCHEDULE, timeout_seconds=2, lease_seconds=5, poll_seconds=0.02
+    )
+    with delivering(store, settings, clock):
+        write(store, "A", 0)
+        wait_for("the first", lambda: len(receiver.delivered()) == 1)
+        receiver.stop()
+        for n in range(1, 11):
+            for person in "ABC":
+                write(store, person, n)
+        wait_for("every event tried or queued", lambda: state(store, endpoint_id).pending == 30)
+        assert state(store, endpoint_id).state == "failing"
+        clock.offset += 300  # 5 minutes: retries come on their schedule, the receiver is still down
+        time.sleep(0.3)
+        receiver.start()
+        clock.offset += 300
+        wait_for("the catch-up", lambda: len(receiver.delivered()) == 31)
+    orders = per_person(receiver.delivered())
+    assert sorted(orders.values()) == [[0, *range(1, 11)], list(range(1, 11)), list(range(1, 11))]
+    found = state(store, endpoint_id)
+    assert found.state == "enabled" and found.pending == 0 and found.delivered == 31
+
+
+def test_erasing_a_profile_drops_its_waiting_events_and_delivers_the_erasure(store: Database) -> None:
+    up = {"on": False}
+    receiver = Receiver(lambda _: 200 if up["on"] else 500)
+    made = add_endpoint(store, receiver.url)
+    endpoint_id = made.endpoint.endpoint_id
+    with delivering(
+        store,
+        DeliverySettings(retry_schedule=(0.3,) * 20, timeout_seconds=2, lease_seconds=5, poll_seconds=0.02),
+    ):
+        write(store, "A", 1)
+        write(store, "A", 2)
+        wait_for("A's events waiting", lambda: state(store, endpoint_id).pending == 2)
+        ProfileService(store).delete(ORG, "EU", {"crm_id": ["A"]}, "test")
+        with store.read() as conn:
+            bodies = conn.execute(sa.select(webhook_pending.c.body)).scalars().all()
+        assert not any('"n":' in b for b in bodies), "an erased profile's values wait for delivery"
+        up["on"] = True
+        wait_for("the erasure", lambda: len(receiver.delivered()) == 1)
+    [erased] = receiver.delivered()
+    assert erased.event["type"] == "profile.erased" and "profile" not in erased.event["data"]
