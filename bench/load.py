@@ -1,7 +1,8 @@
 """An HTTP/1.1 load generator for 127.0.0.1 only: N keep-alive clients, bounded in count and time.
 
 ``python -m bench.load --port P --file records.ndjson --apikey K --clients 64 --requests 20000``
-sends each record as a ``POST /cdp/v1/users`` body and prints one JSON line: throughput, latency
+sends each record as a ``POST /cdp/v1/users`` body (or, with ``--method PUT --path
+/v2/crm/people?matchingAttribute=email --bearer T``, as a CRM person upsert) and prints one JSON line: throughput, latency
 percentiles, statuses. Hand-rolled on asyncio streams (no client library), so the generator spends
 little of the machine's two cores that the server needs.
 """
@@ -21,10 +22,10 @@ from bench.figures import latency_ms
 from bench.machine import command_line, exclusive_run
 
 
-def _request(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+def _request(path: str, body: bytes, headers: dict[str, str], method: str = "POST") -> bytes:
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     return (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n{head}\r\n"
     ).encode() + body
 
@@ -44,7 +45,13 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def run(
-    port: int, path: str, bodies: list[bytes], headers: dict[str, str], clients: int, deadline: float
+    port: int,
+    path: str,
+    bodies: list[bytes],
+    headers: dict[str, str],
+    clients: int,
+    deadline: float,
+    method: str = "POST",
 ) -> dict[str, object]:
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
@@ -58,7 +65,7 @@ async def run(
                 body = bodies[next_index]
                 next_index += 1
                 started = time.perf_counter()
-                writer.write(_request(path, body, headers))
+                writer.write(_request(path, body, headers, method))
                 status = await _read_response(reader)
                 latencies.append(time.perf_counter() - started)
                 statuses[status] += 1
@@ -81,7 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--file", type=Path, required=True)
-    parser.add_argument("--apikey", required=True)
+    parser.add_argument("--apikey", help="A CDP API key (scope profile.write); or --bearer.")
+    parser.add_argument("--bearer", help="A CRM token, sent as Authorization: Bearer (instead of --apikey).")
+    parser.add_argument("--method", default="POST", choices=["POST", "PUT"])
     parser.add_argument("--path", default="/cdp/v1/users")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--requests", type=int, default=20000)
@@ -100,7 +109,13 @@ def run_load(args: argparse.Namespace) -> None:
             if len(bodies) >= args.requests:
                 break
             bodies.append(line.rstrip(b"\n"))
-    headers = {"apikey": args.apikey, "scopes": "profile.write"}
+    if (args.apikey is None) == (args.bearer is None):
+        raise SystemExit("give one of --apikey and --bearer")
+    headers = (
+        {"apikey": args.apikey, "scopes": "profile.write"}
+        if args.apikey
+        else {"Authorization": f"Bearer {args.bearer}"}
+    )
     try:
         import uvloop
 
@@ -108,7 +123,7 @@ def run_load(args: argparse.Namespace) -> None:
     except ImportError:  # the plain loop works too, a little slower
         pass
     deadline = time.monotonic() + args.seconds
-    result = asyncio.run(run(args.port, args.path, bodies, headers, args.clients, deadline))
+    result = asyncio.run(run(args.port, args.path, bodies, headers, args.clients, deadline, args.method))
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 
 

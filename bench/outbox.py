@@ -6,6 +6,8 @@ The build before is the tree of the parent of the commit that added the events m
 (``--baseline REF`` picks another), unpacked with ``git archive`` into bench/out and run from this
 venv with its ``src`` first on ``PYTHONPATH``. The issue's bar for delivery on is at least 0.9x.
 The server's CPU per write is printed too: it moves less than the rate on a busy machine.
+``--import`` times ``profilehub import cdp``'s importer on the same records instead (p99 is then
+of a batch, and the CPU that of the importer's process).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import tarfile
 from io import BytesIO
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from bench.abuse import _cpu_seconds
 from bench.backends import fresh_database
@@ -64,7 +68,27 @@ def _setup(url: str, src: Path | None) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+def _import_round(args: argparse.Namespace, src: Path | None) -> dict[str, Any]:
+    """``profilehub import cdp``'s importer (``bench.import_worker``) on the records, timed."""
+    data = dataset(OUT, args.requests, seed=7)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*([str(src)] if src else []), str(ROOT)])}
+    with fresh_database(args.backend, OUT) as url:
+        _setup(url, src)
+        cmd = [sys.executable, "-m", "bench.import_worker", str(data.records), "--url", url]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
+    result["requests"] = result["records"]
+    result["latency_ms"] = result["batch_ms"]
+    result["cpu_ms_per_write"] = result["cpu_seconds"] * 1000 / result["records"]
+    result["statuses"] = {"rejected": result["rejected"]}
+    return result
+
+
 def _round(args: argparse.Namespace, src: Path | None) -> dict[str, Any]:
+    if args.imports:
+        return _import_round(args, src)
     data = dataset(OUT, args.requests, seed=7)
     with fresh_database(args.backend, OUT) as url:
         apikey = _setup(url, src)
@@ -93,6 +117,7 @@ def run(args: argparse.Namespace) -> None:
     rates: dict[str, list[float]] = {m: [] for m in modes}
     p99: dict[str, list[float]] = {m: [] for m in modes}
     cpu: dict[str, list[float]] = {m: [] for m in modes}
+    what = f"{args.backend}{' import' if args.imports else ''}"
     for n in range(args.rounds):
         # Alternate which build goes first, so a drift in the machine's load hits both alike.
         for mode in ("without", "with") if n % 2 == 0 else ("with", "without"):
@@ -101,7 +126,7 @@ def run(args: argparse.Namespace) -> None:
             p99[mode].append(result["latency_ms"]["p99"])
             cpu[mode].append(result["cpu_ms_per_write"])
             print(
-                f"[outbox {args.backend}] round {n + 1} {mode:7} outbox: {result['requests']:,} writes, "
+                f"[outbox {what}] round {n + 1} {mode:7} outbox: {result['requests']:,} writes, "
                 f"{result['rate']:,.0f}/s, p99 {result['latency_ms']['p99']:.1f} ms, "
                 f"server CPU {result['cpu_ms_per_write']:.3f} ms/write, statuses {result['statuses']}; "
                 f"{load_note()}"
@@ -110,13 +135,14 @@ def run(args: argparse.Namespace) -> None:
     off, on = statistics.median(rates["without"]), statistics.median(rates["with"])
     cpu_off, cpu_on = statistics.median(cpu["without"]), statistics.median(cpu["with"])
     print(
-        f"[outbox {args.backend}] {args.clients} clients, {args.workers} worker(s), {args.rounds} rounds: "
+        f"[outbox {what}] {'import cdp' if args.imports else f'{args.clients} clients, {args.workers} worker(s)'}, "
+        f"{args.rounds} rounds: "
         f"without the outbox ({commit}) {off:,.0f} writes/s (p99 {statistics.median(p99['without']):.1f} ms), "
         f"with it {on:,.0f} writes/s (p99 {statistics.median(p99['with']):.1f} ms): {on / off:.2f}x "
         f"(medians; bar >= 0.9x); server CPU per write {cpu_off:.3f} -> {cpu_on:.3f} ms "
         f"({cpu_on / cpu_off:.2f}x); {load_note()}"
     )
-    print(f"[outbox {args.backend}] reproduce: {args.reproduce}")
+    print(f"[outbox {what}] reproduce: {args.reproduce}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,6 +154,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2, help="Rounds of each build (alternating).")
     parser.add_argument("--baseline", default=None, help="Git ref of the build without the outbox.")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="store_true",
+        help="Time profilehub import cdp of the records (one process, CPU per record) instead of HTTP writes.",
+    )
     args = parser.parse_args(argv)
     args.reproduce = f".venv/bin/python -m bench.outbox {' '.join(sys.argv[1:] if argv is None else argv)}"
     with exclusive_run(command_line()):

@@ -53,6 +53,12 @@ def _org(url: str) -> tuple[str, str]:
 
 def _people(api: httpx.Client, key: str, token: str) -> str:
     person = merged_person(api, key, ORG_ID, merged=4, email="ada.lovelace@example.org")
+    # A visitor not yet known to be Ada, for the explain page.
+    api.post(
+        "/cdp/v1/users",
+        json={"orgId": ORG_ID, "region": "EU", "ids": {"ga_clientid": "GA1.2.99.1700000099"}, "upsert": {}},
+        headers={"apikey": key, "scopes": "profile.write"},
+    ).raise_for_status()
     crm = {"Authorization": f"Bearer {token}"}
     companies = {}
     for name, domain in (("Analytical Engines", "engines.example"), ("Difference Ltd", "difference.example")):
@@ -133,6 +139,13 @@ def _browse(base: str, key: str, token: str, ucid: str) -> None:
         _shot(page, "graph")
         page.click("text=Erase…")
         _shot(page, "erase")
+        page.goto("/console/explain")
+        page.fill("input[name=value_1]", "ada.lovelace@example.org")
+        page.select_option("select[name=id_type_1]", "email")
+        page.select_option("select[name=id_type_2]", "ga_clientid")
+        page.fill("input[name=value_2]", "GA1.2.99.1700000099")
+        page.click("#explain-form button[type=submit]")
+        _shot(page, "explain")
         page.goto("/console/admin")
         _shot(page, "org", full=True)
         page.goto("/console/profiles/00000000-0000-4000-8000-000000000000")

@@ -7,6 +7,7 @@ unreachable they are skipped with a loud reason, except under CI=true, where tha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hashlib
 import os
@@ -90,12 +91,14 @@ class _Postgres:
         self.created = False
         self.schemas = 0
 
-    def start(self) -> None:
+    def start(self, *, create: bool = True, drop_leftovers: bool = True) -> None:
         try:
-            drop_leftover_databases()
+            if drop_leftovers:
+                drop_leftover_databases()
             with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
-                conn.execute(f'CREATE DATABASE "{self.dbname}"')
-            self.created = True
+                if create:
+                    conn.execute(f'CREATE DATABASE "{self.dbname}"')
+            self.created = create
         except psycopg.Error as exc:
             self.error = f"PostgreSQL at {PG_ADMIN} is unreachable: {exc}".strip()
 
@@ -126,8 +129,37 @@ def running_in_ci(environ: Mapping[str, str] = os.environ) -> bool:
     return environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started that still run (Linux: every thread's ``children`` list)."""
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in children.read_text().split()]
+        except OSError:
+            continue  # the thread ended meanwhile
+    return found
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # Under xdist the workers hold the databases: they are interrupted as by a terminal's Ctrl-C
+    # (which reaches the whole process group), not left running until the controller's teardown
+    # gives up on them.
+    if _role == "controller":
+        for child in child_pids(os.getpid()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGINT)
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+_role = "alone"
+
+
+def _xdist_role(config: pytest.Config) -> str:
+    """ "controller" hands tests to pytest-xdist's workers and runs none; "worker" runs them
+    (`scripts/test` runs with ``-n``); "alone" is a plain run."""
+    if hasattr(config, "workerinput"):
+        return "worker"
+    return "controller" if config.pluginmanager.has_plugin("dsession") else "alone"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -136,7 +168,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, _interrupt)
-    _pg.start()
+    # Under xdist each worker has a database of its own (named by its pid, as a run's is); only
+    # the controller, whose output is what the terminal shows, drops leftovers and says whether
+    # PostgreSQL is there (two workers dropping one leftover at once could trip over each other).
+    global _role
+    role = _role = _xdist_role(session.config)
+    _pg.start(create=role != "controller", drop_leftovers=role != "worker")
     if _pg.error:
         banner = "=" * 30
         print(
@@ -145,8 +182,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
+@pytest.hookimpl(trylast=True)  # under xdist: after the controller has stopped its workers
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _pg.stop()
+    if _role == "controller":
+        # A worker drops its own database when it ends; one that an interrupted run's teardown
+        # killed (its process now gone) left its database behind, so it goes here, not next run.
+        with contextlib.suppress(psycopg.Error):
+            drop_leftover_databases()
     shutil.rmtree(_DATA_HOME, ignore_errors=True)
 
 

@@ -197,3 +197,44 @@ def test_an_expired_session_signs_in_again(client: TestClient, app: FastAPI, org
     app.state.db.write(lambda c: c.execute(console_sessions.update().values(expires_ts=now_ms() - 1)))
     gone = client.get("/console/admin", follow_redirects=False)
     assert gone.status_code == 303 and gone.headers["location"] == "/console/sign-in"
+
+
+def test_explain_a_write_shows_the_merge_and_writes_nothing(client: TestClient, org: OrgFixture) -> None:
+    cdp = Cdp(client, org)
+    first = cdp.write({"email": "ada@example.org"}, {"profile": {"first_name": "Ada"}})
+    second = cdp.write({"ga_clientid": "GA1.2.7.1700000000"}, {"profile": {"visits": 3}})
+    csrf = sign_in(client, org.apikey)
+    form = {"csrf": csrf, "region": "EU", "id_type_1": "email", "value_1": " Ada@Example.org "}
+    form |= {"id_type_2": "ga_clientid", "value_2": "GA1.2.7.1700000000"}
+    answer = client.post("/console/explain", data=form)
+    assert answer.status_code == 200, answer.text
+    assert f'land on <a href="/console/profiles/{first["ucid"]}">' in answer.text
+    assert "merge 1 profile into it" in answer.text and "merged in" in answer.text
+    assert client.get(f"/console/profiles/{second['ucid']}").text.count("Linked ucids (0)") == 1
+    missing = client.post("/console/explain", data={"csrf": csrf, "region": "EU", "value_1": "x"})
+    _page(missing, 400, "id_type_1: choose the idType")
+    nothing = client.post("/console/explain", data={"csrf": csrf, "region": "EU"})
+    _page(nothing, 400, "ids: a write needs a usable id or a ucid")
+
+
+def test_a_crm_person_and_its_profile_link_to_each_other(client: TestClient, org: OrgFixture) -> None:
+    made = client.put(
+        "/v2/crm/people?matchingAttribute=email",
+        json={"firstName": "Grace", "lastName": "Hopper", "emails": ["grace@example.org"]},
+        headers=org.bearer,
+    )
+    person = made.json()["person"]
+    assert person["ucid"], made.text
+    sign_in(client, org.token)
+    page = client.get(f"/console/people/{person['id']}")
+    assert f"<code>{person['ucid']}</code>" in page.text and "granted profile.read to open it" in page.text
+    csrf = sign_in(client, org.apikey)
+    found = client.post("/console/search", data={"csrf": csrf, "q": "GRACE@example.org"})
+    assert f"/console/profiles/{person['ucid']}" in found.text
+    profile = client.get(f"/console/profiles/{person['ucid']}")
+    assert "crm_person_id" in profile.text and person["id"] in profile.text
+    erased = client.post(
+        f"/console/profiles/{person['ucid']}/erase", data={"csrf": csrf, "confirm": person["ucid"]}
+    )
+    assert "and 1 linked CRM person" in erased.text
+    assert client.get(f"/v2/crm/people/{person['id']}", headers=org.bearer).status_code == 404

@@ -91,7 +91,7 @@ def test_bulk_reports_bad_records_by_index_and_writes_the_good_ones(
     assert body["success"] is False
     results = body["results"]
     assert [x["index"] for x in results] == list(range(len(people)))
-    assert [x["status"] for x in results] == [201, 400, 409, 400, 400, 200]
+    assert [x["status"] for x in results] == [201, 400, 409, 400, 422, 200]
     assert "firstName" in results[1]["errors"] and "emails" in results[2]["errors"]
     assert "emails.0" in results[3]["errors"] and "body" in results[4]["errors"]
     assert results[5]["person"]["id"] == results[0]["person"]["id"]

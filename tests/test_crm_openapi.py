@@ -119,6 +119,7 @@ def test_person_schema_lists_every_vendor_field(spec: dict[str, Any]) -> None:
     assert set(schemas["Person"]["properties"]) == {
         "id", "firstName", "lastName", "salutation", "emails", "jobTitle", "description", "phoneNumber",
         "primaryLocation", "avatarUrl", "company", "socials", "customAttributes", "createdAt", "updatedAt",
+        "ucid",  # the CDP profile the person is linked to (docs/crm.md)
     }  # fmt: skip
     assert set(VENDOR_PERSON_EXAMPLE) <= set(schemas["PersonWrite"]["properties"])
 

@@ -27,6 +27,7 @@ PERSON_FIELDS = {
     "customAttributes",
     "createdAt",
     "updatedAt",
+    "ucid",  # the CDP profile the person is linked to (docs/crm.md)
 }
 
 

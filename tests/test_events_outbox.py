@@ -6,6 +6,7 @@ Through the services (the HTTP feeds are in test_events_feeds.py), on both datab
 from __future__ import annotations
 
 import hashlib
+import threading
 from typing import Any
 
 import pytest
@@ -24,9 +25,11 @@ ORG = 1234
 OTHER = 99
 
 
-def _events(db: Database, org_id: int = ORG, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+def _events(
+    db: Database, org_id: int = ORG, after: int = 0, limit: int = 1000, feed: str | None = None
+) -> list[dict[str, Any]]:
     with db.read() as conn:
-        return [event_json(e) for e in read_events(conn, org_id, after, limit)]
+        return [event_json(e) for e in read_events(conn, org_id, after, limit, feed=feed)]
 
 
 def _all_event_text(db: Database) -> str:
@@ -94,7 +97,10 @@ def test_a_rolled_back_write_leaves_no_event(db: Database) -> None:
         raise RuntimeError("the transaction fails after the write")
 
     with pytest.raises(RuntimeError):
-        db.write(then(people_upsert_job(ORG, [{"firstName": "Rolled", "lastName": "Back"}], None, "t"), fail))
+        job = people_upsert_job(
+            ProfileService(db), ORG, [{"firstName": "Rolled", "lastName": "Back"}], None, "t"
+        )
+        db.write(then(job, fail))
     assert _events(db) == []
     # A refused record of a batch has no event; its neighbours have theirs.
     results = upsert_people_batch(
@@ -129,7 +135,14 @@ def test_crm_changes_are_events_with_their_answers(db: Database) -> None:
         and isinstance(cy, PersonResult)
     )
 
-    events = _events(db)
+    # Bo's emails made and then touched the profile Bo is linked to (docs/crm.md): CDP feed events.
+    profile_events = _events(db, feed="cdp")
+    assert [e["type"] for e in profile_events] == ["profile.created", "profile.updated"]
+    linked = profile_events[-1]["data"]["profile"]
+    assert linked["ucid"] == updated.person["ucid"]
+    assert [c["crm_person_id"] for c in linked["ids"]["crm"]] == [created.person["id"]]
+
+    events = _events(db, feed="crm")
     assert [e["type"] for e in events] == [
         "person.created",
         "person.updated",
@@ -152,9 +165,9 @@ def test_crm_changes_are_events_with_their_answers(db: Database) -> None:
     assert [e["data"] for e in events] == answers
 
     db.write(companies.delete_company_job(ORG, company.body["id"], "t"))
-    db.write(delete_person_job(ORG, created.person["id"], "t"))
+    db.write(delete_person_job(ProfileService(db), ORG, created.person["id"], "t"))
     db.write(records.delete_record_job(ORG, "deals", deal.body["id"], "t"))
-    events = _events(db)
+    events = _events(db, feed="crm")
     # What was deleted leaves its own events only: the earlier ones held its values.
     assert [e["type"] for e in events] == [
         "person.created",  # Cy
@@ -192,3 +205,47 @@ def test_cursors_page_through_one_orgs_events(db: Database) -> None:
     assert len(others) == 5
     # One cursor for the database: the two orgs' ids interleave and never repeat.
     assert sorted({e.event_id for e in mine} | {e.event_id for e in others}) == list(range(1, 11))
+
+
+def test_a_reader_following_concurrent_writers_misses_no_event(database_url: str) -> None:
+    """Two writers (two handles, as two processes) of one org in two regions commit at once; a
+    reader following the org's feed by cursor meanwhile ends with every event. Were ids drawn
+    before commit, a later commit of a smaller id would fall behind the reader's cursor."""
+    writers = [Database(database_url), Database(database_url)]
+    reader = writers[0]
+    make_org(reader, ORG)
+    done = threading.Event()
+
+    def write(db: Database, region: str) -> None:
+        service = ProfileService(db)
+        for n in range(40):
+            writes = [
+                ProfileWrite(ORG, region, {"email": f"{region}{n}-{i}@example.com"}, {}) for i in range(3)
+            ]
+            service.write_batch(writes, "t")
+
+    threads = [
+        threading.Thread(target=write, args=(db, region))
+        for db, region in zip(writers, ("EU", "UK"), strict=True)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        followed: list[int] = []
+        after = 0
+        while not done.is_set():
+            if not any(t.is_alive() for t in threads):
+                done.set()  # one more look after the last commit
+            with reader.read() as conn:
+                page = read_events(conn, ORG, after, 1000)
+            followed += [e.event_id for e in page]
+            after = page[-1].event_id if page else after
+        with reader.read() as conn:
+            stored = [e.event_id for e in read_events(conn, ORG, 0, 1000)]
+    finally:
+        for t in threads:
+            t.join()
+        for db in writers:
+            db.close()
+    assert len(stored) == 240
+    assert followed == stored

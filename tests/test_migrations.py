@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import sqlalchemy as sa
 from alembic import command
 from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner
 
+from profilehub.cli import main
+from profilehub.crm.people import get_person, upsert_people_batch
+from profilehub.orgs import get_org
 from profilehub.profiles import ProfileService, ProfileWrite
 from profilehub.store.database import Database, _alembic_config, head_revision, make_engine
+from profilehub.store.strategy_store import load_strategy, seed_default_strategy
 from tests.conftest import make_org
 
 FIRST_RELEASE = "0001"
+ANN = "00000000-0000-4000-8000-00000000a001"
+BOB = "00000000-0000-4000-8000-00000000b002"
 
 
 def test_first_release_database_upgrades_in_place(database_url: str) -> None:
@@ -69,3 +79,76 @@ def test_reopening_a_current_database_changes_nothing(database_url: str) -> None
             assert conn.execute(sa.text("SELECT count(*) FROM orgs")).scalar_one() == 1
     finally:
         again.close()
+
+
+def test_a_store_before_crm_links_upgrades_and_links_its_people(database_url: str) -> None:
+    """At 0007 (the last revision without links), with orgs, profiles and CRM people in it."""
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0007")
+    with engine.begin() as conn:
+        for org_id in (42, 43):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO orgs (org_id, name, keep_raw_ids, strategy_version, created_ts) "
+                    f"VALUES ({org_id}, 'Old', false, 1, 1)"
+                )
+            )
+            conn.execute(sa.text(f"INSERT INTO org_regions VALUES ({org_id}, 'UK'), ({org_id}, 'EU')"))
+        seed_default_strategy(conn, 42)
+        # as 0007 seeded it: the link idType came with 0008
+        conn.execute(sa.text("DELETE FROM id_types WHERE id_type = 'crm_person_id'"))
+        # A profile of the CDP dialect holding ann's email (its sha256 digest), and two people.
+        conn.execute(
+            sa.text(
+                "INSERT INTO profiles (org_id, ucid, region, created_ts, updated_ts, merged_into, data) "
+                "VALUES (42, '00000000-0000-4000-8000-000000000001', 'EU', 5, 6, NULL, '{}')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO profile_ids VALUES (42, 'EU', 'email_sha256_lowercase', :h, "
+                "'00000000-0000-4000-8000-000000000001', 6)"
+            ),
+            {"h": hashlib.sha256(b"ann@old.example").hexdigest()},
+        )
+        for seq, (pid, email) in enumerate([(ANN, "ann@old.example"), (BOB, "bob@old.example")], 1):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO crm_records (org_id, object_slug, record_id, seq, data, search_text, "
+                    "created_ts, updated_ts) VALUES (42, 'people', :id, :seq, :data, '', 7, 7)"
+                ),
+                {"id": pid, "seq": seq, "data": json.dumps({"first_name": "Old", "emails": [email]})},
+            )
+            conn.execute(
+                sa.text("INSERT INTO crm_person_emails VALUES (42, :e, :id, 0)"), {"e": email, "id": pid}
+            )
+    engine.dispose()
+
+    db = Database(database_url)  # opening it is the upgrade
+    try:
+        with db.read() as conn:
+            assert get_org(conn, 42).home_region == "EU"  # the first region, alphabetically
+            assert "crm_person_id" in load_strategy(conn, 42).id_types
+            assert get_person(conn, 42, ANN)["ucid"] is None  # not linked yet
+        result = CliRunner().invoke(
+            main, ["org", "link-people", "--org-id", "42"], env={"PROFILEHUB_DATABASE_URL": database_url}
+        )
+        assert result.exit_code == 0, result.output
+        assert "linked 2 people" in result.output
+        service = ProfileService(db)
+        [ann] = service.search(42, None, {"email": ["ann@old.example"]})
+        assert ann["ucid"] == "00000000-0000-4000-8000-000000000001"  # joined the CDP profile
+        assert ann["ids"]["crm"][0]["crm_person_id"] == ANN
+        with db.read() as conn:
+            assert get_person(conn, 42, ANN)["ucid"] == ann["ucid"]
+            assert get_person(conn, 42, BOB)["ucid"] is not None
+        again = CliRunner().invoke(
+            main, ["org", "link-people", "--org-id", "42"], env={"PROFILEHUB_DATABASE_URL": database_url}
+        )
+        assert "linked 0 people" in again.output
+        # and a person's next write links it too (here: one written since, without the command)
+        [bob] = upsert_people_batch(db, 42, [{"emails": ["bob@old.example"], "lastName": "B"}], "email", "t")
+        assert not isinstance(bob, Exception) and bob.person["ucid"] is not None
+    finally:
+        db.close()

@@ -50,6 +50,7 @@ def test_documented_schemas_match_the_bodies(spec: dict) -> None:  # type: ignor
         "ucids",
         "deletedProfiles",
         "profilesNotFound",
+        "deletedPeople",
     }
     assert set(schemas["ErrorBody"]["properties"]) == {"success", "status", "message", "errors"}
 

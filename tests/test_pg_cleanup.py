@@ -18,7 +18,14 @@ from click.testing import CliRunner
 
 from profilehub.cli import main
 from profilehub.store.database import Database
-from tests.conftest import PG_ADMIN, _pg, drop_leftover_databases, pg_test_database_name, running_in_ci
+from tests.conftest import (
+    PG_ADMIN,
+    _pg,
+    child_pids,
+    drop_leftover_databases,
+    pg_test_database_name,
+    running_in_ci,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,54 +50,72 @@ def _drop(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _databases_of(pids: list[int]) -> list[str]:
+    return [name for pid in pids for name in _databases(pg_test_database_name(pid).rsplit("_", 1)[0] + "_%")]
+
+
 @pytest.fixture
-def test_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """A pytest run with this suite's conftest, parked in a test once its database exists."""
+def test_run(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """A pytest run with this suite's conftest, parked in a test once its database exists; with
+    ``-n 1`` (param "xdist", as scripts/test runs) the database is its worker's. Yields the run and
+    the pids whose databases it made."""
     (tmp_path / "conftest.py").write_text("from tests.conftest import *  # noqa: F403\n")
     (tmp_path / "test_parked.py").write_text("import time\n\ndef test_parked():\n    time.sleep(120)\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    workers = ["-n", "1"] if getattr(request, "param", "plain") == "xdist" else ["-n", "0"]
     run = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *workers, str(tmp_path)],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    pattern = pg_test_database_name(run.pid).rsplit("_", 1)[0] + "_%"
-    deadline = time.monotonic() + 60
-    while not _databases(pattern):
+    pids: list[int] = []
+    # Generous: two pytest start-ups (controller and worker) on a loaded 2-core machine.
+    deadline = time.monotonic() + 180
+    while not _databases_of(pids):
         assert run.poll() is None and time.monotonic() < deadline, "the test run made no database"
         time.sleep(0.2)
+        pids = [run.pid, *child_pids(run.pid)]
     time.sleep(1)  # into the parked test
-    yield run, pattern
+    yield run, pids
     if run.poll() is None:
         run.kill()
     run.wait(timeout=30)
-    for name in _databases(pattern):
+    for name in _databases_of(pids):
         _drop(name)
 
 
-# SIGHUP takes the same handler as SIGTERM.
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+# SIGHUP takes the same handler as SIGTERM. The SIGTERM run spreads its tests over an xdist worker
+# as scripts/test does: the controller, not the worker, is the process that gets the signal.
+@pytest.mark.parametrize(
+    ("signum", "test_run"),
+    [(signal.SIGINT, "plain"), (signal.SIGTERM, "xdist")],
+    ids=["SIGINT", "SIGTERM-xdist"],
+    indirect=["test_run"],
+)
 def test_an_interrupted_test_run_drops_its_database(
-    pg_admin: str, test_run: tuple[subprocess.Popen[str], str], signum: int
+    pg_admin: str, test_run: tuple[subprocess.Popen[str], list[int]], signum: int
 ) -> None:
-    run, pattern = test_run
+    run, pids = test_run
+    assert _databases_of(pids)
     run.send_signal(signum)
-    output, _ = run.communicate(timeout=60)
-    assert _databases(pattern) == [], output
+    output, _ = run.communicate(timeout=90)
+    assert _databases_of(pids) == [], output
 
 
 def test_a_killed_test_run_s_database_is_dropped_by_the_next_run(
-    pg_admin: str, test_run: tuple[subprocess.Popen[str], str]
+    pg_admin: str, test_run: tuple[subprocess.Popen[str], list[int]]
 ) -> None:
-    run, pattern = test_run
+    run, pids = test_run
     run.kill()  # SIGKILL: no clean-up at all
     run.wait(timeout=30)
-    [leftover] = _databases(pattern)
+    [leftover] = _databases_of(pids)
     dropped = drop_leftover_databases()  # what every run does at its start
-    assert leftover in dropped and _databases(pattern) == []
+    assert leftover in dropped and _databases_of(pids) == []
     # This run's own database, whose process is alive, is kept.
     assert _pg.dbname not in dropped and _databases(_pg.dbname) == [_pg.dbname]
 

@@ -1,6 +1,6 @@
 """One reading of a CDP write body wherever it is sent (issue 11): the same bad body is refused with
-the same status and field by ``POST /cdp/v1/users``, by ``_bulk`` (at its index) and by
-``profilehub import cdp`` (as a reject whose reason is that field)."""
+the same status and field by ``POST /cdp/v1/users``, by ``_explain``, by ``_bulk`` (at its index)
+and by ``profilehub import cdp`` (as a reject whose reason is that field)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ def test_a_bad_write_is_refused_alike_by_every_entry_point(
 ) -> None:
     bodies = [body for _, body, _, _ in CASES]
     single = [client.post("/cdp/v1/users", json=body, headers=org.headers()) for body in bodies]
+    explain = [client.post("/cdp/v1/users/_explain", json=body, headers=org.headers()) for body in bodies]
     bulk = client.post("/cdp/v1/users/_bulk", json=bodies, headers=org.headers())
     assert bulk.status_code == 200, bulk.text
     source = tmp_path / "writes.ndjson"
@@ -91,6 +92,7 @@ def test_a_bad_write_is_refused_alike_by_every_entry_point(
     for n, (case, _, status, field) in enumerate(CASES):
         answers = {
             "single": single[n].json() if single[n].status_code == status else single[n].text,
+            "explain": explain[n].json() if explain[n].status_code == status else explain[n].text,
             "bulk": bulk.json()[n].get("error") or bulk.json()[n],
             "import": rejects.get(n + 1, "written"),
         }

@@ -33,6 +33,7 @@ from profilehub.auth import (
     revoke_credential,
 )
 from profilehub.config import Settings, SettingsError, describe_database
+from profilehub.crm.people import link_people_job
 from profilehub.errors import ProfilehubError
 from profilehub.identity.strategy import IdClass
 from profilehub.ingest import checkpoint as ingest_checkpoint
@@ -295,12 +296,25 @@ def org() -> None:
 @click.option("--name", required=True, help="Display name.")
 @click.option("--region", "regions", multiple=True, required=True, help="A region (repeat for more).")
 @click.option("--keep-raw-ids", is_flag=True, help="Keep raw emails and phone numbers besides their hashes.")
+@click.option(
+    "--home-region",
+    help="The region where the org's CRM people resolve in the identity graph (default: the first --region).",
+)
 @domain_errors
-def org_create(org_id: int, name: str, regions: tuple[str, ...], keep_raw_ids: bool) -> None:
+def org_create(
+    org_id: int, name: str, regions: tuple[str, ...], keep_raw_ids: bool, home_region: str | None
+) -> None:
     """Create an org with the default identity strategy."""
     with open_db() as db:
-        created = db.write(lambda c: create_org(c, org_id, name, list(regions), keep_raw_ids=keep_raw_ids))
-    click.echo(f"created org {created.org_id} ({created.name}), regions {', '.join(created.regions)}")
+        created = db.write(
+            lambda c: create_org(
+                c, org_id, name, list(regions), keep_raw_ids=keep_raw_ids, home_region=home_region
+            )
+        )
+    click.echo(
+        f"created org {created.org_id} ({created.name}), regions {', '.join(created.regions)}, "
+        f"home region {created.home_region}"
+    )
 
 
 @org.command("list")
@@ -308,10 +322,30 @@ def org_list() -> None:
     """List orgs."""
     with open_db() as db, db.read() as conn:
         rows = list_orgs(conn)
-    table = Table("org id", "name", "regions", "keeps raw ids")
+    table = Table("org id", "name", "regions", "home region", "keeps raw ids")
     for o in rows:
-        table.add_row(str(o.org_id), o.name, ", ".join(o.regions), "yes" if o.keep_raw_ids else "no")
+        table.add_row(
+            str(o.org_id), o.name, ", ".join(o.regions), o.home_region, "yes" if o.keep_raw_ids else "no"
+        )
     console.print(table)
+
+
+@org.command("link-people")
+@org_id_option
+@domain_errors
+def org_link_people(org_id: int) -> None:
+    """Link the org's CRM people to the identity graph (people written before links existed;
+    later writes link by themselves). Safe to run again: linked people are left as they are."""
+    with open_org_db(org_id) as db:
+        profiles = ProfileService(db)
+        total, after = 0, 0
+        while True:
+            linked, last = db.write(link_people_job(profiles, org_id, after, "cli:link-people"))
+            total += linked
+            if last is None:
+                break
+            after = last
+    click.echo(f"linked {total} people of org {org_id}")
 
 
 @org.command("add-region")
@@ -697,12 +731,13 @@ def _run_import(
     sink: ingest_runner.Sink,
     shared: ingest_runner.SharedWriteLock,
     csv_objects: tuple[str, ...] = (),
+    csv_lists: tuple[str, ...] = (),
 ) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     is_csv = file_format == "csv" or (file_format == "auto" and file.suffix.lower() == ".csv")
     try:
-        mapping = ingest_reader.ColumnMapping.parse(mappings, map_example, csv_objects)
+        mapping = ingest_reader.ColumnMapping.parse(mappings, map_example, csv_objects, csv_lists)
         if is_csv:  # a bad --map is a usage error, said before any progress is drawn
             ingest_reader.csv_columns(file, mapping)
     except ingest_reader.SourceError as exc:
@@ -880,6 +915,7 @@ def import_people(
             PEOPLE_MAP_EXAMPLE,
             sink,
             database,
+            csv_lists=("emails",),  # a column mapped to emails holds one address
         )
 
 

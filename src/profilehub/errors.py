@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -131,6 +131,22 @@ def unknown_field_message(name: str, known: Iterable[str]) -> str:
     """ "unknown field", naming the known field it is close to (``region`` beside ``regions``)."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.8)
     return f"unknown field; did you mean {close[0]}?" if close else "unknown field"
+
+
+def shape_errors(errors: Iterable[Mapping[str, Any]], known: Iterable[str]) -> dict[str, str]:
+    """A request model's validation errors (pydantic's ``errors()``) as field path to message, the
+    first per field, in the words every shape error of both dialects uses."""
+    out: dict[str, str] = {}
+    for err in errors:
+        kind = str(err.get("type"))
+        loc = tuple(err.get("loc", ()))
+        msg = {"extra_forbidden": "unknown field", "missing": "field required"}.get(
+            kind, str(err.get("msg", "invalid"))
+        )
+        if kind == "extra_forbidden" and len(loc) == 1:
+            msg = unknown_field_message(str(loc[0]), known)
+        out.setdefault(".".join(str(p) for p in loc) or "body", msg)
+    return out
 
 
 def _printable(text: str) -> str:

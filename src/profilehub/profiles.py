@@ -16,16 +16,18 @@ from functools import cached_property
 from typing import Any, Protocol
 
 import orjson
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from profilehub.crm.erasure import erase_people, lock_people
 from profilehub.errors import BadRequest, NotFound, ProfilehubError, each_or_error
 from profilehub.idempotency import forget_answers
-from profilehub.identity.normalize import Identifier, coerce_id_value, normalise_ids
+from profilehub.identity.normalize import Identifier, Notice, coerce_id_value, normalise_ids
 from profilehub.identity.resolve import CATEGORIES, PreparedWrite, WriteOutcome, apply_write
 from profilehub.identity.storage import ProfileState
-from profilehub.identity.strategy import Strategy
+from profilehub.identity.strategy import CRM_PERSON_ID, Strategy
 from profilehub.store.changes import change_row, now_ms, record
-from profilehub.store.database import Database, GroupJob, lock_scope
+from profilehub.store.database import Database, GroupJob, lock_scope, savepoint
 from profilehub.store.events import (
     PROFILE_CREATED,
     PROFILE_ERASED,
@@ -39,6 +41,7 @@ from profilehub.store.journal_store import JournalPruner
 from profilehub.store.profile_storage import profile_storage
 from profilehub.store.profile_store import delete_profiles
 from profilehub.store.strategy_store import StrategyCache
+from profilehub.store.tables import profile_ids
 
 MAX_ATTRIBUTE_NAME = 200
 MAX_SEARCH_VALUES = 1000
@@ -156,6 +159,13 @@ def prepare_write(strategy: Strategy, write: ProfileWrite, actor: str) -> Prepar
     region = strategy.check_region(write.region)
     if not isinstance(write.ids, dict):
         raise BadRequest("must be an object of idType to value", field="ids")
+    if CRM_PERSON_ID in write.ids:
+        # A CDP client naming a CRM person would link (and on erasure delete) a person it never saw.
+        raise BadRequest(
+            f"{CRM_PERSON_ID} links a CRM person and is written only by the CRM dialect; "
+            "search by it instead",
+            field=f"ids.{CRM_PERSON_ID}",
+        )
     upsert = prepare_upsert(write.upsert)
     ucid = check_ucid(write.ucid, "ucid") if write.ucid is not None else None
     ids, notices = normalise_ids(strategy, write.ids, region)
@@ -221,6 +231,35 @@ def _unpack_prepared(org_id: int, strategy_version: int, packed: list[Any]) -> P
     return Prepared(org_id, strategy_version, items)
 
 
+def people_links(conn: Connection, org_id: int, region: str, person_ids: Sequence[str]) -> dict[str, str]:
+    """The ucid of the profile each linked person belongs to, by person id."""
+    owners = profile_storage(conn).find_owners(org_id, region, [person_link(p) for p in person_ids])
+    return {ident.value: ucid for ident, ucid in owners.items()}
+
+
+def linked_people(conn: Connection, org_id: int, region: str, masters: Sequence[str]) -> dict[str, list[str]]:
+    """The CRM people linked to each of these profiles (masters hold their merged profiles' links)."""
+    out: dict[str, list[str]] = {}
+    for part in _chunked(list(masters)):
+        rows = conn.execute(
+            sa.select(profile_ids.c.ucid, profile_ids.c.value)
+            .where(
+                profile_ids.c.org_id == org_id,
+                profile_ids.c.region == region,
+                profile_ids.c.id_type == CRM_PERSON_ID,
+                profile_ids.c.ucid.in_(part),
+            )
+            .order_by(profile_ids.c.value)
+        )
+        for ucid, person_id in rows:
+            out.setdefault(ucid, []).append(person_id)
+    return out
+
+
+def _chunked(items: list[str], size: int = 500) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 def profile_view(strategy: Strategy, state: ProfileState, linked: Sequence[str]) -> dict[str, Any]:
     ids: dict[str, list[Any]] = {}
     for ident in sorted(state.ids, key=lambda i: (strategy.sort_key(i.id_type), state.ids[i], i.value)):
@@ -245,6 +284,69 @@ def _result(strategy: Strategy, outcome: WriteOutcome) -> WriteResult:
 
 
 _WritePayload = tuple[Sequence[ProfileWrite], str, Prepared | None]
+
+
+class _ApplyAgain(Exception):
+    """A write was refused while the batch applied: roll the batch's savepoint back, apply again."""
+
+
+@dataclass
+class PersonIdentity:
+    """A CRM person as a write to the identity graph: its link id, emails and phone number.
+
+    ``dropped``: emails the person no longer has (a PATCH replaced its list); the profile the
+    person is linked to lets go of them before the write, so the new ones can take their place.
+    """
+
+    person_id: str
+    emails: list[str]
+    phone: str | None
+    dropped: list[str] = field(default_factory=list)
+
+
+def person_link(person_id: str) -> Identifier:
+    return Identifier(CRM_PERSON_ID, person_id)
+
+
+def _email_ids(strategy: Strategy, region: str, emails: Sequence[str]) -> list[Identifier]:
+    ids: list[Identifier] = []
+    for i, email in enumerate(emails):
+        found, _ = normalise_ids(strategy, {"email": email}, region, field_prefix=f"emails.{i}")
+        ids += found
+    return ids
+
+
+def prepare_person(
+    strategy: Strategy, org_id: int, region: str, person: PersonIdentity, actor: str
+) -> tuple[PreparedWrite, list[Identifier]] | None:
+    """The write that resolves ``person`` in the graph (None: it has no email or phone number to
+    resolve by), and the ids its dropped emails stand for. Never raises: the CRM has checked the
+    values already; one the graph's rules refuse (a blocked value, a phone number the graph's
+    parser reads differently) is left out with a notice."""
+    notices: list[Notice] = []
+    ids: list[Identifier] = []
+    for i, email in enumerate(person.emails):
+        try:
+            found, more = normalise_ids(strategy, {"email": email}, region, field_prefix=f"emails.{i}")
+        except BadRequest as exc:
+            notices.append(Notice("not_in_graph", exc.message, f"emails.{i}"))
+            continue
+        ids += found
+        notices += more
+    if person.phone:
+        try:
+            found, more = normalise_ids(strategy, {"cellphone": person.phone}, region, "phoneNumber")
+            ids += found
+            notices += more
+        except BadRequest as exc:
+            notices.append(Notice("not_in_graph", exc.message, "phoneNumber"))
+    if not ids:
+        return None
+    if strategy.id_types.get(CRM_PERSON_ID) is None:
+        return None  # the org removed the link idType: people stay out of the graph
+    link = [person_link(person.person_id)]
+    dropped = _email_ids(strategy, region, person.dropped) if person.dropped else []
+    return PreparedWrite(org_id, region, link + ids, {}, None, actor, notices), dropped
 
 
 class WriteObserver(Protocol):
@@ -307,28 +409,70 @@ class ProfileService:
             ids += p.ids
             if p.ucid is not None:
                 ucids.append(p.ucid)
-        batch = profile_storage(conn, self.journal)
         for org_id, region in sorted(scopes):
             lock_scope(conn, org_id, f"profiles:{region}")
-        for (org_id, region), (ids, ucids) in sorted(scopes.items()):
-            batch.prefetch(org_id, region, ids, ucids)
-        events: list[EventRow] = []
-        for index, strategy, prepared in ready:
-            try:
-                result = out[index] = _result(strategy, apply_write(batch, strategy, prepared, now_ms()))
-                events.append(result.event(prepared.org_id))
-            except ProfilehubError as exc:
-                out[index] = exc
-        batch.flush()
-        if self.journal:
-            self.journal_pruner.prune(conn, (org_id for org_id, _ in scopes), now_ms())
-        append_events(conn, events)
+        for index, outcome in self._apply_all_or_nothing(conn, scopes, ready).items():
+            out[index] = outcome
         results = [o for o in out if o is not None]
         split: list[list[WriteResult | ProfilehubError]] = []
         for writes, _, _ in payloads:
             split.append(results[: len(writes)])
             results = results[len(writes) :]
         return split
+
+    def _apply_all_or_nothing(
+        self,
+        conn: Connection,
+        scopes: dict[tuple[int, str], tuple[list[Identifier], list[str]]],
+        ready: list[tuple[int, Strategy, PreparedWrite]],
+    ) -> dict[int, WriteResult | ProfilehubError]:
+        """Apply the ready writes in order (the caller holds the scopes' locks), each all-or-nothing
+        by the database.
+
+        The writes share one storage (read ahead in a few queries, written in a few statements),
+        so they apply together in a savepoint. When one is refused while it applies, by when it may
+        have changed what the writes after it see, the savepoint is rolled back and the batch
+        applied again without it: it leaves nothing, and the others resolve as if it had never been
+        sent. Refusals are rare (the checks that need no storage ran before), so the usual cost is
+        one savepoint.
+        """
+        refused: dict[int, WriteResult | ProfilehubError] = {}
+        # Each write keeps the time it was first applied at: applied again, it is the same write.
+        stamps: dict[int, int] = {}
+        while True:
+            done = dict(refused)
+            again = False
+            try:
+                with savepoint(conn):
+                    storage = profile_storage(conn, self.journal)
+                    for (org_id, region), (ids, ucids) in sorted(scopes.items()):
+                        storage.prefetch(org_id, region, ids, ucids)
+                    events: list[EventRow] = []
+                    for index, strategy, prepared in ready:
+                        if index in refused:
+                            continue
+                        try:
+                            now = stamps.setdefault(index, now_ms())
+                            result = done[index] = _result(
+                                strategy, apply_write(storage, strategy, prepared, now)
+                            )
+                            events.append(result.event(prepared.org_id))
+                        except ProfilehubError as exc:
+                            done[index] = refused[index] = exc
+                            again = True
+                    if again:
+                        raise _ApplyAgain
+                    storage.flush()
+                    if self.journal and stamps:
+                        # At the last write's time: the clock is read once per write and nowhere else,
+                        # so a batch and the same writes one by one see the same times.
+                        self.journal_pruner.prune(
+                            conn, (org_id for org_id, _ in scopes), max(stamps.values())
+                        )
+                    append_events(conn, events)
+                    return done
+            except _ApplyAgain:
+                continue  # rolled back: again without the writes refused
 
     def _write_job(self, writes: Sequence[ProfileWrite], actor: str, prepared: Prepared | None) -> GroupJob:
         if prepared is not None and len(prepared.items) != len(writes):
@@ -369,6 +513,52 @@ class ProfileService:
 
     def observe(self, results: list[WriteResult | ProfilehubError]) -> None:
         self._observe(results)
+
+    # --- CRM people in the graph (called inside the CRM dialect's writer jobs) ---
+    def strategy(self, conn: Connection, org_id: int) -> Strategy:
+        return self.strategies.get(conn, org_id)
+
+    def write_people(
+        self,
+        conn: Connection,
+        org_id: int,
+        region: str,
+        people: Sequence[tuple[PreparedWrite, list[Identifier]]],
+    ) -> list[WriteResult]:
+        """Resolve people (``prepare_person``) in the graph, in the caller's writer transaction,
+        by the same rules and batch machinery as CDP writes.
+
+        Before each write, the profile the person is linked to lets go of the person's dropped
+        emails, so a PATCH that replaces an email moves the graph with it.
+        """
+        strategy = self.strategies.get(conn, org_id)
+        lock_scope(conn, org_id, f"profiles:{region}")
+        batch = profile_storage(conn, self.journal)
+        batch.prefetch(org_id, region, [i for p, dropped in people for i in (*p.ids, *dropped)], [])
+        results: list[WriteResult] = []
+        now = 0
+        for prepared, dropped in people:
+            if dropped:
+                link = prepared.ids[0]
+                owners = batch.find_owners(org_id, region, [link, *dropped])
+                holder = owners.get(link)
+                if holder is not None:
+                    batch.delete_ids(org_id, region, [i for i in dropped if owners.get(i) == holder])
+            now = now_ms()
+            results.append(_result(strategy, apply_write(batch, strategy, prepared, now)))
+        batch.flush()
+        if self.journal and people:
+            self.journal_pruner.prune(conn, [org_id], now)
+        append_events(conn, [r.event(org_id) for r in results])
+        self._observe(list(results))
+        return results
+
+    def unlink_people(self, conn: Connection, org_id: int, region: str, person_ids: Sequence[str]) -> None:
+        """Remove the links of deleted CRM people; the profiles and their other ids stay."""
+        lock_scope(conn, org_id, f"profiles:{region}")
+        batch = profile_storage(conn, self.journal)
+        batch.delete_ids(org_id, region, [person_link(p) for p in person_ids])
+        batch.flush()
 
     async def awrite_batch(
         self, writes: Sequence[ProfileWrite], actor: str
@@ -497,7 +687,14 @@ class ProfileService:
                     # bits is valid JSON but not for orjson), since the erasure is committed by then.
                     not_found.append(v if isinstance(v, str) else json.dumps(v))
             masters = list(dict.fromkeys(masters))
+            # The CRM's lock first, as the CRM's writes take them (no deadlock between the two).
+            lock_people(conn, org_id)
             lock_scope(conn, org_id, f"profiles:{r}")
+            # Erasure is whole: the CRM people linked to these profiles go with them.
+            people_of = linked_people(conn, org_id, r, masters)
+            erased_people = erase_people(
+                conn, org_id, [p for m in masters for p in people_of.get(m, [])], actor, "profile erased"
+            )
             linked = storage.linked_ucids(org_id, masters)
             delete_profiles(conn, org_id, masters)
             forget_answers(conn, org_id, [*masters, *(u for m in masters for u in linked.get(m, []))])
@@ -516,6 +713,7 @@ class ProfileService:
                             "by": key,
                             "sendEmailNotification": send_email_notification,
                             "linkedUcid": linked.get(u, []),
+                            "crmPeople": people_of.get(u, []),
                         },
                         ts,
                     )
@@ -531,7 +729,12 @@ class ProfileService:
                     for u in masters
                 ],
             )
-            return {"ucids": masters, "deletedProfiles": len(masters), "profilesNotFound": not_found}
+            return {
+                "ucids": masters,
+                "deletedProfiles": len(masters),
+                "profilesNotFound": not_found,
+                "deletedPeople": len(erased_people),
+            }
 
         return job
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from profilehub.auth import Principal, check_org
-from profilehub.cdp.models import WriteUserRequest
+from profilehub.auth import Principal
+from profilehub.cdp.models import parse_write
 from profilehub.cdp.routes import ERRORS, _service, cdp_principal
 from profilehub.http import JSONResponse
 from profilehub.lineage import explain
@@ -56,12 +56,15 @@ class ExplainAnswer(BaseModel):
     responses={200: {"model": ExplainAnswer, "description": "The decision; nothing was written"}, **ERRORS},
 )
 async def explain_write(
-    body: WriteUserRequest,
+    body: Any = Body(
+        description="A write (see WriteUserRequest), read by the write's own parser.",
+        json_schema_extra={"$ref": "#/components/schemas/WriteUserRequest"},
+    ),
     principal: Principal = Depends(cdp_principal("profile.read")),
     service: ProfileService = Depends(_service),
 ) -> JSONResponse:
     """The body of a `POST /cdp/v1/users` write. Answers what that write would do now (the profile
     it lands on, the profiles it matches and through which ids, the merges it makes or refuses, its
     notices), by the same rules as the write, and writes nothing. Bad input fails as the write would."""
-    check_org(principal, body.orgId)
-    return JSONResponse(await run_in_threadpool(explain, service, body.to_write(), principal.actor))
+    write = parse_write(body, principal.org_id)
+    return JSONResponse(await run_in_threadpool(explain, service, write, principal.actor))

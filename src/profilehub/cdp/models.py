@@ -12,7 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
-from profilehub.errors import BadRequest, Forbidden, unknown_field_message
+from profilehub.errors import BadRequest, Forbidden, shape_errors
 from profilehub.profiles import ProfileWrite
 
 VENDOR_EXAMPLE: dict[str, Any] = {
@@ -50,23 +50,10 @@ class WriteUserRequest(BaseModel):
         )
 
 
-def _field_of(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "body"
-
-
 def shape_error(exc: ValidationError) -> BadRequest:
     """A write body's shape errors as one ``BadRequest``: every field in ``errors``, the first
     one as its ``field`` (the import's reject reason)."""
-    errors: dict[str, str] = {}
-    for err in exc.errors():
-        kind = err.get("type")
-        loc = tuple(err.get("loc", ()))
-        msg = {"extra_forbidden": "unknown field", "missing": "field required"}.get(
-            str(kind), str(err.get("msg", "invalid"))
-        )
-        if kind == "extra_forbidden" and len(loc) == 1:
-            msg = unknown_field_message(str(loc[0]), WriteUserRequest.model_fields)
-        errors.setdefault(_field_of(loc), msg)
+    errors = shape_errors(exc.errors(), WriteUserRequest.model_fields)
     first = next(iter(errors), "body")
     return BadRequest("; ".join(f"{f}: {m}" for f, m in errors.items()), field=first, errors=errors)
 
@@ -152,6 +139,9 @@ class DeleteUsersResponse(BaseModel):
     ucids: list[str]
     deletedProfiles: int
     profilesNotFound: list[str] = Field(description="The values (as text) that matched no profile.")
+    deletedPeople: int = Field(
+        description="CRM people linked to the erased profiles, deleted with them (docs/crm.md)."
+    )
 
 
 class ErrorBody(BaseModel):

@@ -21,6 +21,7 @@ from starlette.responses import RedirectResponse, Response
 
 from profilehub.auth import credential_kind_of
 from profilehub.console import admin, crm
+from profilehub.console.explaining import ID_ROWS, write_from_form
 from profilehub.console.finder import find_people
 from profilehub.console.pages import error_page, render, secure
 from profilehub.console.person import person_page
@@ -40,6 +41,7 @@ from profilehub.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from profilehub.lineage import explain
 from profilehub.profiles import ProfileService
 from profilehub.store.database import Database
 from profilehub.store.strategy_store import block_value, unblock_value
@@ -321,6 +323,39 @@ async def erase(request: Request, ucid: str) -> Response:
         session.org_id, profile["region"], {"ucid": [profile["ucid"]]}, session.principal.actor
     )
     return render("erased.html", session=session, result=result)
+
+
+@router.get("/explain")
+async def explain_form(request: Request) -> Response:
+    session = await _session(request)
+    _need(session, "profile.read")
+    return await _explain_page(request, session, {}, None)
+
+
+@router.post("/explain")
+async def explain_write(request: Request) -> Response:
+    session = await _session(request)
+    _need(session, "profile.read")
+    form = await _checked_form(request, session)
+    write = write_from_form(session.org_id, form)
+    answer = await run_in_threadpool(explain, _profiles(request), write, session.principal.actor)
+    return await _explain_page(request, session, form, answer)
+
+
+async def _explain_page(
+    request: Request, session: ConsoleSession, form: dict[str, str], answer: dict[str, Any] | None
+) -> Response:
+    strategy = await _read(_db(request), lambda c: _profiles(request).strategies.get(c, session.org_id))
+    return render(
+        "explain.html",
+        session=session,
+        form=form,
+        answer=answer,
+        refused={r["ucid"] for r in answer["refused"]} if answer else set(),
+        regions=sorted(strategy.regions),
+        id_types=sorted(strategy.id_types),
+        rows=ID_ROWS,
+    )
 
 
 # --- CRM people and companies (the CRM services and scopes) ---

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
+
+from profilehub.errors import Unprocessable, shape_errors
 
 VENDOR_PERSON_EXAMPLE: dict[str, Any] = {
     "firstName": "Jane",
@@ -78,6 +80,26 @@ class PersonWrite(BaseModel):
     )
 
 
+def parse_person(raw: Any) -> dict[str, Any]:
+    """The one reading of a person body's shape, for every entry point (``PUT``, ``POST`` and
+    ``PATCH /people``, each record of ``/people/_bulk``, ``profilehub import people``): the body's
+    fields as given (those left out stay out), or an ``Unprocessable`` naming each field of the
+    wrong JSON type, as the dialect answers shape errors. The rules on the values (a name, valid
+    emails, a company of the org, custom attributes) are the core's (``crm.people.read_person``).
+    """
+    if not isinstance(raw, dict):
+        raise Unprocessable("must be a person body (a JSON object)", field="body")
+    try:
+        person = PersonWrite.model_validate(raw)
+    except ValidationError as exc:
+        errors = shape_errors(exc.errors(), PersonWrite.model_fields)
+        first = next(iter(errors), "body")
+        raise Unprocessable(
+            "; ".join(f"{f}: {m}" for f, m in errors.items()), field=first, errors=errors
+        ) from exc
+    return person.model_dump(exclude_unset=True)
+
+
 class CompanyRef(BaseModel):
     id: str
     name: str | None
@@ -107,6 +129,10 @@ class Person(BaseModel):
     customAttributes: dict[str, Any]
     createdAt: str = Field(description="ISO 8601, UTC (+00:00)")
     updatedAt: str = Field(description="ISO 8601, UTC (+00:00)")
+    ucid: str | None = Field(
+        description="The CDP profile the person is linked to in the org's home region; null when "
+        "the person has no email or phone number, or its identifiers belong to another person's profile"
+    )
 
 
 class PersonAnswer(BaseModel):

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 from profilehub.crm import record_store as store
 from profilehub.crm.companies import company_summary, load_companies
+from profilehub.crm.erasure import erase_people
 from profilehub.crm.fields import (
     ParsedBody,
     StandardField,
@@ -28,8 +29,10 @@ from profilehub.crm.fields import (
     read_body,
     socials_view,
 )
+from profilehub.crm.models import parse_person
 from profilehub.crm.objects import LOCK, PEOPLE, custom_attributes
-from profilehub.crm.record_store import Page, StoredRecord, iso
+from profilehub.crm.people_batch import PeopleBatch
+from profilehub.crm.record_store import Page, StoredRecord, is_record_id, iso, new_record_id
 from profilehub.crm.records import (
     Matching,
     changed,
@@ -37,15 +40,17 @@ from profilehub.crm.records import (
     check_unique,
     find_target,
     indexed_types,
-    scrub_change_values,
 )
 from profilehub.crm.values import Attribute, render_value
 from profilehub.errors import BadRequest, Conflict, NotFound, ProfilehubError, each_or_error
-from profilehub.idempotency import forget_answers
-from profilehub.identity.normalize import normalise_email
-from profilehub.store.changes import change_row, now_ms, record
-from profilehub.store.database import Database, lock_scope
-from profilehub.store.events import EventRow, append_events, forget_events
+from profilehub.identity.normalize import Identifier, normalise_email
+from profilehub.identity.resolve import PreparedWrite
+from profilehub.identity.strategy import Strategy
+from profilehub.orgs import home_region
+from profilehub.profiles import PersonIdentity, ProfileService, people_links, prepare_person
+from profilehub.store.changes import change_row, now_ms
+from profilehub.store.database import Database, GroupJob, lock_scope
+from profilehub.store.events import EventRow, append_events
 from profilehub.store.tables import crm_person_emails
 
 STANDARD = {
@@ -84,6 +89,7 @@ class PersonResult:
     created: bool
     matches: int = 0
     notices: list[dict[str, Any]] = field(default_factory=list)
+    ts: int = 0  # when it was written (epoch ms)
 
 
 @dataclass
@@ -93,7 +99,7 @@ class PersonInput:
 
 
 def person_view(
-    rec: StoredRecord, attrs: Mapping[str, Attribute], company: StoredRecord | None
+    rec: StoredRecord, attrs: Mapping[str, Attribute], company: StoredRecord | None, ucid: str | None
 ) -> dict[str, Any]:
     v = rec.values
     return {
@@ -112,16 +118,26 @@ def person_view(
         "customAttributes": {k: render_value(a, v.get(k)) for k, a in attrs.items()},
         "createdAt": iso(rec.created_ts),
         "updatedAt": iso(rec.updated_ts),
+        "ucid": ucid,
     }
 
 
 def _views(
-    conn: Connection, org_id: int, recs: Sequence[StoredRecord], attrs: Mapping[str, Attribute]
+    conn: Connection,
+    org_id: int,
+    recs: Sequence[StoredRecord],
+    attrs: Mapping[str, Attribute],
+    home: str | None = None,
 ) -> list[dict[str, Any]]:
+    """The answers' people; ``home`` None: their ``ucid`` is filled in by the caller."""
     companies = load_companies(
         conn, org_id, [r.values["company_id"] for r in recs if r.values.get("company_id")]
     )
-    return [person_view(r, attrs, companies.get(r.values.get("company_id", ""))) for r in recs]
+    ucids = people_links(conn, org_id, home, [r.record_id for r in recs]) if home is not None else {}
+    return [
+        person_view(r, attrs, companies.get(r.values.get("company_id", "")), ucids.get(r.record_id))
+        for r in recs
+    ]
 
 
 def resolve_matching(matching_attribute: str, attrs: Mapping[str, Attribute]) -> Matching:
@@ -172,7 +188,7 @@ def _company_id(conn: Connection, org_id: int, value: Any) -> str | None:
 
 def read_person(conn: Connection, org_id: int, raw: Any, attrs: Mapping[str, Attribute]) -> PersonInput:
     """Check a person body completely; nothing is written."""
-    body = read_body(conn, org_id, raw, STANDARD, attrs, frozenset({"emails"}))
+    body = read_body(conn, org_id, parse_person(raw), STANDARD, attrs, frozenset({"emails"}))
     if "companyId" in body.special:
         body.values["company_id"] = _company_id(conn, org_id, body.special["companyId"])
     emails = _emails(body.special["emails"]) if "emails" in body.special else None
@@ -204,10 +220,31 @@ def _set_emails(conn: Connection, org_id: int, person_id: str, emails: Sequence[
         )
 
 
+@dataclass
+class _OrgWrites:
+    """What one writer transaction knows of an org's people writes, and the people it saved that
+    are still to be resolved in the identity graph (all at once, on one batch)."""
+
+    org_id: int
+    attrs: Mapping[str, Attribute]
+    home: str
+    strategy: Strategy
+    rows: PeopleBatch
+    saved: list[PersonResult] = field(default_factory=list)
+    graph: list[tuple[PreparedWrite, list[Identifier]]] = field(default_factory=list)
+    graph_of: list[PersonResult] = field(default_factory=list)
+
+
+def _org_writes(conn: Connection, profiles: ProfileService, org_id: int) -> _OrgWrites:
+    lock_scope(conn, org_id, LOCK)
+    strategy = profiles.strategy(conn, org_id)
+    attrs = custom_attributes(conn, org_id, PEOPLE)
+    return _OrgWrites(org_id, attrs, home_region(conn, org_id), strategy, PeopleBatch(conn, org_id))
+
+
 def _save_person(
     conn: Connection,
-    org_id: int,
-    attrs: Mapping[str, Attribute],
+    org: _OrgWrites,
     given: PersonInput,
     previous: StoredRecord | None,
     *,
@@ -216,6 +253,7 @@ def _save_person(
     detail: Mapping[str, Any],
     matches: int = 0,
 ) -> PersonResult:
+    org_id, attrs = org.org_id, org.attrs
     record_id = previous.record_id if previous else None
     merged = {**(previous.values if previous else {}), **given.body.values}
     if given.body.socials is not None:
@@ -235,17 +273,27 @@ def _save_person(
         message = "firstName: firstName or lastName is required"
         raise BadRequest(message, field="firstName", errors=dict.fromkeys(("firstName", "lastName"), message))
     for email in emails:
-        owner = email_owner(conn, org_id, email)
+        owner = org.rows.email_owner(email)
         if owner is not None and owner != record_id:
             raise Conflict(f"{email} already belongs to person {owner}", field="emails")
     check_required(attrs, merged, "customAttributes.")
-    check_unique(conn, org_id, PEOPLE, attrs, merged, record_id, "customAttributes.")
+    if any(a.is_unique for a in attrs.values()):
+        org.rows.flush()  # the check reads the table
+        check_unique(conn, org_id, PEOPLE, attrs, merged, record_id, "customAttributes.")
+    new_id = record_id or new_record_id()
+    # The person's write to the identity graph, prepared (never refused) before anything is written.
+    graph = prepare_person(
+        org.strategy,
+        org_id,
+        org.home,
+        PersonIdentity(
+            new_id, emails, merged.get("phone_number"), [e for e in old_emails if e not in emails]
+        ),
+        actor,
+    )
     # Everything is checked: from here on, only writes.
     ts = now_ms()
-    saved = store.save_record(
-        conn,
-        org_id,
-        PEOPLE,
+    saved = org.rows.save(
         previous,
         merged,
         indexed={**INDEXED, **indexed_types(attrs)},
@@ -258,27 +306,60 @@ def _save_person(
             ]
         ),
         ts=ts,
+        record_id=new_id,
     )
     if emails != old_emails or previous is None:
-        _set_emails(conn, org_id, saved.record_id, emails)
+        org.rows.set_emails(saved.record_id, old_emails, emails)
     action = "create" if previous is None else "update"
     entry = {"changed": changed(previous, merged), **detail}
-    record(conn, [change_row(org_id, actor, "crm_person", saved.record_id, action, entry, ts)])
+    org.rows.record([change_row(org_id, actor, "crm_person", saved.record_id, action, entry, ts)])
     [view] = _views(conn, org_id, [saved], attrs)
-    kind = "person.created" if previous is None else "person.updated"
-    append_events(conn, [EventRow(org_id, kind, ts, saved.record_id, {"person": view})])
-    return PersonResult(view, previous is None, matches, given.body.notices)
+    result = PersonResult(view, previous is None, matches, given.body.notices, ts)
+    org.saved.append(result)
+    if graph is not None:
+        org.graph.append(graph)
+        org.graph_of.append(result)
+    return result
+
+
+def _resolve_in_graph(conn: Connection, profiles: ProfileService, org: _OrgWrites) -> None:
+    """Write the saved people's rows, resolve them in the identity graph and give their answers
+    their ``ucid``."""
+    org.rows.flush()
+    if org.graph:
+        written = profiles.write_people(conn, org.org_id, org.home, org.graph)
+        for result, outcome in zip(org.graph_of, written, strict=True):
+            result.notices += outcome.notices
+    ucids = people_links(conn, org.org_id, org.home, [r.person["id"] for r in org.saved])
+    events: list[EventRow] = []
+    for result in org.saved:
+        result.person["ucid"] = ucids.get(result.person["id"])
+        kind = "person.created" if result.created else "person.updated"
+        events.append(EventRow(org.org_id, kind, result.ts, result.person["id"], {"person": result.person}))
+    append_events(conn, events)
+    for result in org.graph_of:
+        if result.person["ucid"] is None:
+            result.notices.append(
+                {
+                    "code": "not_linked",
+                    "message": "the person's emails and phone number belong to a profile linked to "
+                    "another person: not linked to a profile (docs/crm.md)",
+                }
+            )
+    org.saved, org.graph, org.graph_of = [], [], []
 
 
 def _upsert_one(
     conn: Connection,
-    org_id: int,
-    attrs: Mapping[str, Attribute],
+    org: _OrgWrites,
     raw: Any,
     matching: Matching | None,
     actor: str,
 ) -> PersonResult:
-    given = read_person(conn, org_id, raw, attrs)
+    org_id = org.org_id
+    if any(a.type == "relation" for a in org.attrs.values()):
+        org.rows.flush()  # a relation may name a person written earlier in the batch
+    given = read_person(conn, org_id, raw, org.attrs)
     target: str | None = None
     matches = 0
     by_email = matching is not None and matching.key == "emails"
@@ -288,81 +369,177 @@ def _upsert_one(
                 f"matchingAttribute is {matching.slug}, so the body must give at least one email",
                 field="emails",
             )
-        target = email_owner(conn, org_id, given.emails[0])
+        target = org.rows.email_owner(given.emails[0])
         matches = 1 if target else 0
     elif matching is not None:
+        org.rows.flush()  # the match reads the value index
         target, matches = find_target(conn, org_id, PEOPLE, matching, given.body.values.get(matching.key))
-    previous = store.load_record(conn, org_id, PEOPLE, target) if target else None
+    previous = org.rows.load(target) if target else None
     detail = {"matchedBy": matching.slug, "matches": matches} if matching else {}
     return _save_person(
-        conn, org_id, attrs, given, previous, add_emails=by_email, actor=actor, detail=detail, matches=matches
+        conn, org, given, previous, add_emails=by_email, actor=actor, detail=detail, matches=matches
     )
 
 
+_UpsertPayload = tuple[ProfileService, int, Sequence[Any], str | None, str]
+Results = list[PersonResult | ProfilehubError]
+
+
+def _body_emails(records: Sequence[Any]) -> list[str]:
+    """The valid emails the bodies name (each body is checked again, and refused, on its turn)."""
+    found: list[str] = []
+    for raw in records:
+        emails = raw.get("emails") if isinstance(raw, dict) else None
+        for email in emails if isinstance(emails, list) else []:
+            try:
+                found.append(normalise_email(email, "emails") if isinstance(email, str) else "")
+            except BadRequest:
+                continue
+    return [e for e in found if e]
+
+
+class FailedCall(list[PersonResult | ProfilehubError]):
+    """The results of a call that failed as a whole (an unknown matching attribute): its error
+    once per record, and as ``error``."""
+
+    def __init__(self, error: ProfilehubError, records: int) -> None:
+        super().__init__([error] * records)
+        self.error = error
+
+
+def _upsert_payload(
+    conn: Connection, org: _OrgWrites, records: Sequence[Any], matching_attribute: str | None, actor: str
+) -> Results:
+    # An unknown matching attribute fails the whole call, before it writes anything.
+    try:
+        matching = resolve_matching(matching_attribute, org.attrs) if matching_attribute is not None else None
+    except ProfilehubError as exc:
+        return FailedCall(exc, len(records))
+    # _upsert_one raises only before that record has written anything
+    return each_or_error(lambda raw: _upsert_one(conn, org, raw, matching, actor), records)
+
+
+def _upsert_group(conn: Connection, payloads: list[_UpsertPayload]) -> list[Results]:
+    """The person writes of several jobs, in queue order, in one transaction: the CRM rows one
+    record at a time, then the people's identity-graph writes as one batch per org."""
+    out: list[Results] = []
+    orgs: dict[int, tuple[ProfileService, _OrgWrites]] = {}
+    emails: dict[int, list[str]] = {}
+    for profiles, org_id, records, _, _ in payloads:
+        try:
+            if org_id not in orgs:
+                orgs[org_id] = (profiles, _org_writes(conn, profiles, org_id))
+        except ProfilehubError:
+            continue  # answered below
+        emails.setdefault(org_id, []).extend(_body_emails(records))
+    for org_id, found in emails.items():
+        orgs[org_id][1].rows.prefetch(found)
+    for profiles, org_id, records, matching_attribute, actor in payloads:
+        try:
+            if org_id not in orgs:
+                orgs[org_id] = (profiles, _org_writes(conn, profiles, org_id))
+        except ProfilehubError as exc:
+            out.append(FailedCall(exc, len(records)))
+            continue
+        out.append(_upsert_payload(conn, orgs[org_id][1], records, matching_attribute, actor))
+    for profiles, org in orgs.values():
+        _resolve_in_graph(conn, profiles, org)
+    return out
+
+
 def people_upsert_job(
-    org_id: int, records: Sequence[Any], matching_attribute: str | None, actor: str
-) -> Callable[[Connection], list[PersonResult | ProfilehubError]]:
-    """The writer job behind every person write: upsert each body (create when no matching attribute)."""
+    profiles: ProfileService, org_id: int, records: Sequence[Any], matching_attribute: str | None, actor: str
+) -> GroupJob:
+    """The writer job behind every person write: upsert each body (create when no matching
+    attribute). Concurrent jobs share one transaction and one identity-graph batch."""
     if len(records) > MAX_BATCH:
         raise BadRequest(f"at most {MAX_BATCH} people per request", field="body")
+    return GroupJob(_upsert_group, (profiles, org_id, records, matching_attribute, actor))
 
-    def job(conn: Connection) -> list[PersonResult | ProfilehubError]:
-        lock_scope(conn, org_id, LOCK)
-        attrs = custom_attributes(conn, org_id, PEOPLE)
-        # A matching attribute that does not exist fails the whole call, before anything is written.
-        matching = resolve_matching(matching_attribute, attrs) if matching_attribute is not None else None
-        # _upsert_one raises only before that record has written anything
-        return each_or_error(lambda raw: _upsert_one(conn, org_id, attrs, raw, matching, actor), records)
 
-    return job
+def unwrap(results: Results) -> Results:
+    """Results of ``people_upsert_job``; raises the error of the whole call (an unknown matching
+    attribute), which the job reports as every record's error."""
+    if isinstance(results, FailedCall):
+        raise results.error
+    return results
 
 
 def upsert_people_batch(
-    db: Database, org_id: int, records: list[dict[str, Any]], matching_attribute: str | None, actor: str
-) -> list[PersonResult | ProfilehubError]:
+    db: Database,
+    org_id: int,
+    records: list[dict[str, Any]],
+    matching_attribute: str | None,
+    actor: str,
+    profiles: ProfileService | None = None,
+) -> Results:
     """Upsert people in order; one result or error per record, in the same order.
 
     ``matching_attribute`` None creates every record (``POST /people``). Errors of the call itself
     (an unknown matching attribute, too many records) are raised.
     """
-    return db.write(people_upsert_job(org_id, records, matching_attribute, actor))
-
-
-async def aupsert_people_batch(
-    db: Database, org_id: int, records: list[dict[str, Any]], matching_attribute: str | None, actor: str
-) -> list[PersonResult | ProfilehubError]:
-    return await db.awrite(people_upsert_job(org_id, records, matching_attribute, actor))
+    service = profiles if profiles is not None else ProfileService(db)
+    return unwrap(db.write(people_upsert_job(service, org_id, records, matching_attribute, actor)))
 
 
 def patch_person_job(
-    org_id: int, person_id: str, raw: Any, actor: str
+    profiles: ProfileService, org_id: int, person_id: str, raw: Any, actor: str
 ) -> Callable[[Connection], PersonResult]:
     """Partial update: fields left out are kept; ``emails`` given replaces the list."""
 
     def job(conn: Connection) -> PersonResult:
-        lock_scope(conn, org_id, LOCK)
-        attrs = custom_attributes(conn, org_id, PEOPLE)
-        previous = store.load_record(conn, org_id, PEOPLE, person_id)
+        org = _org_writes(conn, profiles, org_id)
+        previous = org.rows.load(person_id) if is_record_id(person_id) else None
         if previous is None:
             raise NotFound(f"no person {person_id}", field="id")
-        given = read_person(conn, org_id, raw, attrs)
-        return _save_person(conn, org_id, attrs, given, previous, add_emails=False, actor=actor, detail={})
+        given = read_person(conn, org_id, raw, org.attrs)
+        result = _save_person(conn, org, given, previous, add_emails=False, actor=actor, detail={})
+        _resolve_in_graph(conn, profiles, org)
+        return result
 
     return job
 
 
-def delete_person_job(org_id: int, person_id: str, actor: str) -> Callable[[Connection], None]:
+def delete_person_job(
+    profiles: ProfileService, org_id: int, person_id: str, actor: str
+) -> Callable[[Connection], None]:
+    """The person and its link go; the profile it was linked to stays (with its ids)."""
+
     def job(conn: Connection) -> None:
         lock_scope(conn, org_id, LOCK)
         if store.load_record(conn, org_id, PEOPLE, person_id) is None:
             raise NotFound(f"no person {person_id}", field="id")
-        _set_emails(conn, org_id, person_id, [])
-        store.delete_record(conn, org_id, PEOPLE, person_id)
-        scrub_change_values(conn, org_id, "crm_person", person_id)
-        forget_answers(conn, org_id, [person_id])  # saved answers of keyed writes of this person
-        record(conn, [change_row(org_id, actor, "crm_person", person_id, "delete")])
-        forget_events(conn, org_id, [person_id])
-        append_events(conn, [EventRow(org_id, "person.deleted", now_ms(), person_id, {"id": person_id})])
+        erase_people(conn, org_id, [person_id], actor)
+        profiles.unlink_people(conn, org_id, home_region(conn, org_id), [person_id])
+
+    return job
+
+
+LINK_BATCH = 500
+
+
+def link_people_job(
+    profiles: ProfileService, org_id: int, after_seq: int, actor: str
+) -> Callable[[Connection], tuple[int, int | None]]:
+    """Link up to ``LINK_BATCH`` people created after ``after_seq`` that have no link yet (people
+    written before links existed): how many were linked, and the last ``seq`` seen (None: done)."""
+
+    def job(conn: Connection) -> tuple[int, int | None]:
+        org = _org_writes(conn, profiles, org_id)
+        found = store.records_after(conn, org_id, PEOPLE, after_seq, LINK_BATCH)
+        linked = people_links(conn, org_id, org.home, [r.record_id for r in found])
+        for rec in found:
+            if rec.record_id in linked:
+                continue
+            emails = list(rec.values.get("emails") or [])
+            identity = PersonIdentity(rec.record_id, emails, rec.values.get("phone_number"))
+            graph = prepare_person(org.strategy, org_id, org.home, identity, actor)
+            if graph is not None:
+                org.graph.append(graph)
+        if org.graph:
+            profiles.write_people(conn, org_id, org.home, org.graph)
+        now = people_links(conn, org_id, org.home, [r.record_id for r in found])
+        return len(set(now) - set(linked)), (found[-1].seq if len(found) == LINK_BATCH else None)
 
     return job
 
@@ -372,7 +549,8 @@ def person_updated_events(
 ) -> list[EventRow]:
     """``person.updated`` of people changed by another write (a deleted company's), as GET answers them."""
     recs = store.load_records(conn, org_id, PEOPLE, list(person_ids))
-    views = _views(conn, org_id, list(recs.values()), custom_attributes(conn, org_id, PEOPLE))
+    attrs = custom_attributes(conn, org_id, PEOPLE)
+    views = _views(conn, org_id, list(recs.values()), attrs, home_region(conn, org_id))
     return [EventRow(org_id, "person.updated", ts, v["id"], {"person": v}) for v in views]
 
 
@@ -380,7 +558,8 @@ def get_person(conn: Connection, org_id: int, person_id: str) -> dict[str, Any]:
     rec = store.load_record(conn, org_id, PEOPLE, person_id)
     if rec is None:
         raise NotFound(f"no person {person_id}", field="id")
-    [view] = _views(conn, org_id, [rec], custom_attributes(conn, org_id, PEOPLE))
+    attrs = custom_attributes(conn, org_id, PEOPLE)
+    [view] = _views(conn, org_id, [rec], attrs, home_region(conn, org_id))
     return view
 
 
@@ -389,4 +568,5 @@ def list_people(
 ) -> tuple[list[dict[str, Any]], Page]:
     """A page of people in creation order; ``search`` looks in names, emails, job title, location, phone."""
     found = store.list_records(conn, org_id, PEOPLE, page=page, count=count, search=search)
-    return _views(conn, org_id, found.records, custom_attributes(conn, org_id, PEOPLE)), found
+    attrs = custom_attributes(conn, org_id, PEOPLE)
+    return _views(conn, org_id, found.records, attrs, home_region(conn, org_id)), found

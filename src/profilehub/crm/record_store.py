@@ -117,7 +117,7 @@ def unique_owner(conn: Connection, org_id: int, slug: str, key: str, value: str)
     return owner
 
 
-def _next_seq(conn: Connection, org_id: int, slug: str) -> int:
+def next_seq(conn: Connection, org_id: int, slug: str) -> int:
     top = conn.execute(
         sa.select(sa.func.max(crm_records.c.seq)).where(
             crm_records.c.org_id == org_id, crm_records.c.object_slug == slug
@@ -146,16 +146,18 @@ def save_record(
     unique: Iterable[str],
     search_text: str,
     ts: int,
+    record_id: str | None = None,
 ) -> StoredRecord:
     """Insert (``previous`` is None) or replace a record and rebuild its value index.
 
     ``indexed`` maps each matchable attribute key to its type; ``unique`` names the keys whose
-    values go to ``crm_unique_values`` as well.
+    values go to ``crm_unique_values`` as well. ``record_id``: the new record's id, when the caller
+    needed it before the write (people are linked to the identity graph by it).
     """
     clean = {k: v for k, v in values.items() if v is not None}
     data = orjson.dumps(clean).decode()
     if previous is None:
-        record_id, seq, created = new_record_id(), _next_seq(conn, org_id, slug), ts
+        record_id, seq, created = record_id or new_record_id(), next_seq(conn, org_id, slug), ts
         conn.execute(
             crm_records.insert().values(
                 org_id=org_id,
@@ -216,6 +218,19 @@ def delete_record(conn: Connection, org_id: int, slug: str, record_id: str) -> b
         )
     ).rowcount
     return bool(gone)
+
+
+def records_after(conn: Connection, org_id: int, slug: str, after_seq: int, limit: int) -> list[StoredRecord]:
+    """Up to ``limit`` records of ``slug`` created after ``after_seq``, in creation order."""
+    rows = conn.execute(
+        sa.select(crm_records)
+        .where(
+            crm_records.c.org_id == org_id, crm_records.c.object_slug == slug, crm_records.c.seq > after_seq
+        )
+        .order_by(crm_records.c.seq)
+        .limit(limit)
+    )
+    return [_row_to_record(r) for r in rows]
 
 
 def _like_pattern(term: str) -> str:

@@ -42,6 +42,7 @@ from profilehub.feeds import parse_query, pull
 from profilehub.http import JSONResponse, checked_principal, domain_error_response, notices_header
 from profilehub.idempotency_http import answered
 from profilehub.openapi_extras import MATCH_AND_NOTICES_HEADERS, NOTICES_HEADER
+from profilehub.profiles import ProfileService
 from profilehub.request_log import note_org
 from profilehub.store.database import Database
 
@@ -114,6 +115,11 @@ def _db(request: Request) -> Database:
     return db
 
 
+def _profiles(request: Request) -> ProfileService:
+    service: ProfileService = request.app.state.profiles
+    return service
+
+
 async def _read(request: Request, query: Callable[[Connection], T]) -> T:
     db = _db(request)
 
@@ -167,11 +173,15 @@ async def bulk_upsert_people(
 ) -> Response:
     """Each record is upserted as by `PUT /v2/crm/people`, in order; a bad record is reported at its
     index with its error while the others are written."""
-    job = people.people_upsert_job(principal.org_id, body.people, matchingAttribute, principal.actor)
+    job = people.people_upsert_job(
+        _profiles(request), principal.org_id, body.people, matchingAttribute, principal.actor
+    )
     return await answered(_db(request), job, _bulk_answer)
 
 
 def _bulk_answer(results: list[PersonResult | ProfilehubError]) -> Response:
+    if isinstance(results, people.FailedCall):
+        return domain_error_response(results.error)
     items: list[dict[str, Any]] = []
     for index, result in enumerate(results):
         if isinstance(result, ProfilehubError):
@@ -200,7 +210,9 @@ async def _write_person(
             return domain_error_response(result)
         return _written("person", result, result.person)
 
-    job = people.people_upsert_job(principal.org_id, [_body(body)], matching, principal.actor)
+    job = people.people_upsert_job(
+        _profiles(request), principal.org_id, [_body(body)], matching, principal.actor
+    )
     return await answered(_db(request), job, render)
 
 
@@ -289,7 +301,7 @@ async def patch_person(
 ) -> JSONResponse:
     """Fields left out are kept; `emails` given replaces the list; `null` clears a field."""
     result = await _db(request).awrite(
-        people.patch_person_job(principal.org_id, id, _body(body), principal.actor)
+        people.patch_person_job(_profiles(request), principal.org_id, id, _body(body), principal.actor)
     )
     return _answer(200, "person", result.person, notices_header(result.notices))
 
@@ -300,7 +312,9 @@ async def patch_person(
     responses={200: {"model": DeletedAnswer, "description": "Deleted"}, **ERRORS},
 )
 async def delete_person(request: Request, id: PersonId, principal: Principal = writer) -> JSONResponse:
-    await _db(request).awrite(people.delete_person_job(principal.org_id, id, principal.actor))
+    await _db(request).awrite(
+        people.delete_person_job(_profiles(request), principal.org_id, id, principal.actor)
+    )
     return _deleted()
 
 

@@ -48,8 +48,11 @@ CELLPHONE_HASH_TYPES = (
     "cellphone_number_e164_md5",
     "cellphone_number_e164_sha1",
 )
+CRM_PERSON_ID = "crm_person_id"
 DEFAULT_ID_TYPES: tuple[IdType, ...] = (
     _id("crm_id", "crm", P, 1, 1),
+    # The link to a CRM person, written only by the CRM dialect (docs/crm.md): one person per profile.
+    _id(CRM_PERSON_ID, "crm", P, 1, 1),
     _id("email", "email", P, 2, 1),
     *(_id(t, "email", P, 2, 1) for t in EMAIL_HASH_TYPES),
     _id("cellphone", "cellphone", P, 3, 1),

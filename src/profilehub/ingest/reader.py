@@ -64,12 +64,15 @@ class ColumnMapping:
     ``example`` is the ``--map`` shown in messages, in the words of the record being imported (a
     CRM person's fields are not a CDP profile's paths). ``objects`` are the top-level fields every
     row carries, as an empty object when no cell fills them: a CSV has no way to leave a required
-    object out (a CDP write's ``upsert``), and an empty cell says nothing.
+    object out (a CDP write's ``upsert``), and an empty cell says nothing. ``lists`` are the
+    top-level fields whose cell is the one item of a list (a person's ``emails``): a cell holds
+    text, the body wants an array.
     """
 
     paths: Mapping[str, str]
     example: str = "email=ids.email"
     objects: tuple[str, ...] = ()
+    lists: tuple[str, ...] = ()
 
     @classmethod
     def parse(
@@ -77,6 +80,7 @@ class ColumnMapping:
         options: tuple[str, ...] | list[str],
         example: str = "email=ids.email",
         objects: tuple[str, ...] = (),
+        lists: tuple[str, ...] = (),
     ) -> ColumnMapping:
         paths: dict[str, str] = {}
         target = "PATH" if "." in example else "FIELD"
@@ -85,7 +89,7 @@ class ColumnMapping:
             if not sep or not column.strip() or not path.strip():
                 raise SourceError(f"--map {option!r}: expected COLUMN={target}, e.g. {example}")
             paths[column.strip()] = path.strip()
-        return cls(paths, example, objects)
+        return cls(paths, example, objects, lists)
 
     def for_header(self, header: list[str]) -> dict[int, list[str]]:
         """Column index -> path parts. Unmapped columns that are paths themselves map to themselves."""
@@ -103,15 +107,16 @@ class ColumnMapping:
         return out
 
 
-def _nest(columns: dict[int, list[str]], row: list[str], objects: tuple[str, ...]) -> dict[str, Any]:
-    record: dict[str, Any] = {name: {} for name in objects}
+def _nest(columns: dict[int, list[str]], row: list[str], mapping: ColumnMapping) -> dict[str, Any]:
+    record: dict[str, Any] = {name: {} for name in mapping.objects}
     for index, parts in columns.items():
         if index >= len(row) or row[index] == "":
             continue  # an empty cell says nothing; it does not clear an attribute
         node = record
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = row[index]
+        one_of_a_list = len(parts) == 1 and parts[0] in mapping.lists
+        node[parts[-1]] = [row[index]] if one_of_a_list else row[index]
     return record
 
 
@@ -187,5 +192,5 @@ def read_csv(path: Path, mapping: ColumnMapping, offset: int = 0, line: int = 0)
             if not any(cell.strip() for cell in row):
                 start = position["line"] + 1
                 continue
-            yield SourceRecord(start, position["end"], raw, _nest(columns, row, mapping.objects))
+            yield SourceRecord(start, position["end"], raw, _nest(columns, row, mapping))
             start = position["line"] + 1

@@ -30,7 +30,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from profilehub.errors import ProfilehubError, ServiceUnavailable
-from profilehub.store.events import EventBell, collected
+from profilehub.store.events import EventBell, collected, pending_events
 from profilehub.store.faults import DatabaseFault, FaultKind, classify
 from profilehub.store.statistics import PlannerStatistics
 from profilehub.store.turns import WriterTurns
@@ -300,6 +300,50 @@ def _runs(batch: list[tuple[Job, Future[Any]]]) -> list[list[tuple[Job, Future[A
     return runs
 
 
+@contextmanager
+def savepoint(conn: Connection) -> Iterator[None]:
+    """A savepoint around the block: rolled back when it raises, with the change events the block
+    collected for the writer's transaction (they would describe writes that no longer exist)."""
+    pending = pending_events(conn)
+    mark = len(pending) if pending is not None else 0
+    try:
+        with conn.begin_nested():
+            yield
+    except BaseException:
+        if pending is not None:
+            del pending[mark:]
+        raise
+
+
+def _attempt(conn: Connection, run: list[tuple[Job, Future[Any]]]) -> list[tuple[Future[Any], bool, Any]]:
+    """Run ``run`` (one job, or consecutive jobs of one group in one call) in a savepoint."""
+    first = run[0][0]
+    with savepoint(conn):
+        if len(run) > 1 and isinstance(first, GroupJob):
+            values = first.group(conn, [j.payload for j, _ in run if isinstance(j, GroupJob)])
+            return [
+                (fut, True, j.done(conn, v) if isinstance(j, GroupJob) else v)
+                for (j, fut), v in zip(run, values, strict=True)
+            ]
+        return [(run[0][1], True, first(conn))]
+
+
+def _run_in_savepoints(
+    conn: Connection, run: list[tuple[Job, Future[Any]]]
+) -> list[tuple[Future[Any], bool, Any]]:
+    """Each job of ``run`` all-or-nothing, by the database rather than by the convention that jobs
+    refuse before they write: a job that raises a domain error, whatever it wrote by then, has its
+    savepoint rolled back while the batch's other jobs commit. A group run that raises runs its jobs
+    again one by one, each in its own savepoint, so one job's error never fails its neighbours.
+    Any other error still fails the whole transaction (the batch is then retried job by job)."""
+    try:
+        return _attempt(conn, run)
+    except ProfilehubError as exc:
+        if len(run) == 1:
+            return [(run[0][1], False, exc)]
+    return [result for item in run for result in _run_in_savepoints(conn, [item])]
+
+
 BatchObserver = Callable[[int, int], None]
 
 
@@ -395,22 +439,7 @@ class _Writer:
                 conn = conn.execution_options(immediate=True)
                 with conn.begin(), collected(conn) as events:
                     for run in _runs(batch):
-                        first = run[0][0]
-                        appended = len(events)
-                        try:
-                            if len(run) > 1 and isinstance(first, GroupJob):
-                                payloads = [j.payload for j, _ in run if isinstance(j, GroupJob)]
-                                values = first.group(conn, payloads)
-                                results += [
-                                    (fut, True, j.done(conn, v) if isinstance(j, GroupJob) else v)
-                                    for (j, fut), v in zip(run, values, strict=True)
-                                ]
-                            else:
-                                results.append((run[0][1], True, first(conn)))
-                        except ProfilehubError as exc:
-                            # Jobs raise domain errors only before they write anything.
-                            del events[appended:]
-                            results += [(fut, False, exc) for _, fut in run]
+                        results += _run_in_savepoints(conn, run)
         except sa.exc.DBAPIError as exc:
             fault = classify(exc)
             if fault.persistent:

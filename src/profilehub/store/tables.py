@@ -20,6 +20,8 @@ orgs = sa.Table(
     # Bumped whenever the identity strategy changes, so caches know to reload it.
     sa.Column("strategy_version", sa.Integer, nullable=False, server_default="1"),
     sa.Column("created_ts", sa.BigInteger, nullable=False),
+    # Where the org's CRM people resolve in the identity graph (one of its regions).
+    sa.Column("home_region", sa.String(16), nullable=True),
 )
 
 org_regions = sa.Table(

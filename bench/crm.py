@@ -1,0 +1,136 @@
+"""CRM person upserts beside CDP writes: ``python -m bench.crm`` (both databases, ~2 minutes).
+
+One ``profilehub serve`` per database takes, from N keep-alive clients (default 64), first CDP
+writes (``POST /cdp/v1/users`` by email) and then CRM upserts (``PUT /v2/crm/people?matchingAttribute=email``),
+each stream 1 in 4 a returning person, the people of the two streams apart. It prints both
+rates and latencies side by side, the CRM/CDP ratio, the machine's load, and the reproduce command.
+The CDP stream is the same-run baseline: the goal is CRM at >= 0.8x its writes/s, with p99 < 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.backends import fresh_database
+from bench.figures import ratio
+from bench.generate import ORG_ID, REGION
+from bench.machine import command_line, exclusive_run, load_note
+from bench.run_http import ROOT, free_port, server
+from bench.run_import import setup_org
+from profilehub.auth import CredentialKind, create_credential
+from profilehub.store.database import Database
+
+OUT = Path(__file__).resolve().parent / "out"
+CRM_PATH = "/v2/crm/people?matchingAttribute=email"
+
+
+def bodies(kind: str, count: int, seed: int = 11) -> list[dict[str, Any]]:
+    """``count`` write bodies; each 4th names a person written before (a returning person)."""
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    people = 0
+    for n in range(count):
+        if n % 4 == 3:
+            who = rng.randrange(people)
+        else:
+            who, people = people, people + 1
+        email = f"{kind}.person.{who}@bench.example"
+        if kind == "cdp":
+            out.append(
+                {
+                    "orgId": ORG_ID,
+                    "region": REGION,
+                    "ids": {"email": email},
+                    "upsert": {"profile": {"first_name": f"P{who}", "visits": n}},
+                }
+            )
+        else:
+            out.append({"firstName": f"P{who}", "lastName": "Bench", "emails": [email], "jobTitle": f"t{n}"})
+    return out
+
+
+def _load(
+    port: int, file: Path, auth: list[str], method: str, path: str, clients: int, count: int
+) -> dict[str, Any]:
+    cmd = [
+        sys.executable, "-m", "bench.load", "--port", str(port), "--file", str(file), *auth,
+        "--method", method, "--path", path, "--clients", str(clients), "--requests", str(count),
+        "--seconds", "300",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=420, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _credentials(url: str) -> tuple[str, str]:
+    setup_org(url)
+    db = Database(url)
+    try:
+        key = db.write(lambda c: create_credential(c, ORG_ID, CredentialKind.APIKEY, "profile.write")).secret
+        token = db.write(lambda c: create_credential(c, ORG_ID, CredentialKind.TOKEN, "crm:write")).secret
+    finally:
+        db.close()
+    return key, token
+
+
+def _line(name: str, r: dict[str, Any]) -> str:
+    lat = r["latency_ms"]
+    return (
+        f"{name} {r['requests']:,} in {r['seconds']:.1f} s: {r['rate']:,.0f}/s, "
+        f"p50/p95/p99 {lat['p50']:.1f}/{lat['p95']:.1f}/{lat['p99']:.1f} ms, statuses {r['statuses']}"
+    )
+
+
+def bench_crm(backend: str, requests: int, clients: int, reproduce: str) -> dict[str, Any]:
+    OUT.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for kind in ("cdp", "crm"):
+        files[kind] = OUT / f"crm-bench-{kind}.ndjson"
+        files[kind].write_bytes(b"".join(orjson.dumps(b) + b"\n" for b in bodies(kind, requests)))
+    with fresh_database(backend, OUT) as url:
+        key, token = _credentials(url)
+        port = free_port()
+        serve = [str(ROOT / ".venv/bin/profilehub"), "serve", "--port", str(port), "--no-access-log"]
+        with server(serve, url, port, OUT / "crm-bench-server.log"):
+            load_before = load_note()
+            cdp = _load(port, files["cdp"], ["--apikey", key], "POST", "/cdp/v1/users", clients, requests)
+            crm = _load(port, files["crm"], ["--bearer", token], "PUT", CRM_PATH, clients, requests)
+            load_after = load_note()
+    print(f"[crm {backend}] {clients} keep-alive clients, 1 in 4 a returning person, one server process:")
+    print(f"[crm {backend}]   CDP POST /cdp/v1/users (baseline): {_line('', cdp).strip()}")
+    print(f"[crm {backend}]   CRM PUT /v2/crm/people by email:   {_line('', crm).strip()}")
+    print(
+        f"[crm {backend}]   CRM/CDP writes/s {ratio(crm['rate'], cdp['rate'])} (goal >= 0.8x), "
+        f"CRM p99 {crm['latency_ms']['p99']:.1f} ms (goal < 50 ms); before: {load_before}; after: {load_after}"
+    )
+    print(f"[crm {backend}] reproduce: {reproduce}")
+    sys.stdout.flush()
+    return {"backend": backend, "cdp": cdp, "crm": crm}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.crm", description=__doc__)
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], action="append", help="Repeatable.")
+    parser.add_argument("--requests", type=int, default=6000, help="Requests of each stream.")
+    parser.add_argument("--clients", type=int, default=64)
+    args = parser.parse_args(argv)
+    with exclusive_run(command_line()):
+        for backend in args.backend or ["sqlite", "postgres"]:
+            reproduce = (
+                f".venv/bin/python -m bench.crm --backend {backend} --requests {args.requests} "
+                f"--clients {args.clients}"
+            )
+            bench_crm(backend, args.requests, args.clients, reproduce)
+
+
+if __name__ == "__main__":
+    main()

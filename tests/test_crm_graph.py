@@ -1,0 +1,224 @@
+"""One person across both dialects: CRM people resolve in the org's identity graph (docs/crm.md)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.cdp_client import Cdp
+from tests.conftest import OrgFixture, assert_error, make_org, run_concurrently
+
+PEOPLE = "/v2/crm/people"
+
+
+def upsert(client: TestClient, org: OrgFixture, body: dict[str, Any]) -> dict[str, Any]:
+    r = client.put(f"{PEOPLE}?matchingAttribute=email", json=body, headers=org.bearer)
+    assert r.status_code in (200, 201), r.text
+    return dict(r.json()["person"])
+
+
+def digests(email: str) -> dict[str, str]:
+    def h(name: str, text: str) -> str:
+        return hashlib.new(name, text.encode()).hexdigest()
+
+    return {
+        "email_sha256_lowercase": h("sha256", email.lower()),
+        "email_sha256_uppercase": h("sha256", email.upper()),
+        "email_md5_lowercase": h("md5", email.lower()),
+        "email_md5_uppercase": h("md5", email.upper()),
+        "email_sha1_lowercase": h("sha1", email.lower()),
+    }
+
+
+def test_a_crm_person_is_found_by_cdp_search_by_email_and_every_derived_hash(
+    client: TestClient, org: OrgFixture
+) -> None:
+    person = upsert(client, org, {"firstName": "Ana", "emails": ["Ana.Lima@Example.com"]})
+    assert person["ucid"] is not None
+    cdp = Cdp(client, org)
+    email = "ana.lima@example.com"
+    searches: list[dict[str, list[Any]]] = [
+        {"email": ["  ANA.LIMA@example.com "]},  # raw, normalised as a write would be
+        *({id_type: [value]} for id_type, value in digests(email).items()),
+        {"email": [digests(email)["email_sha256_lowercase"]]},  # by namespace
+    ]
+    for search in searches:
+        [found] = cdp.search(search)
+        assert found["ucid"] == person["ucid"], search
+        assert [e["crm_person_id"] for e in found["ids"]["crm"]] == [person["id"]]
+        assert found["ids"]["crm"][0]["_ts"].isdigit()
+    # and the CRM answers the same link on reads
+    got = client.get(f"{PEOPLE}/{person['id']}", headers=org.bearer).json()["person"]
+    assert got["ucid"] == person["ucid"]
+    listed = client.get(PEOPLE, headers=org.bearer).json()["collection"]
+    assert [p["ucid"] for p in listed] == [person["ucid"]]
+
+
+def test_a_person_joins_the_profile_a_cdp_write_made_and_the_phone_number_links_too(
+    client: TestClient, org: OrgFixture
+) -> None:
+    cdp = Cdp(client, org)
+    earlier = cdp.write({"email": "bo@example.com"}, {"profile": {"plan": "gold"}})
+    person = upsert(
+        client, org, {"firstName": "Bo", "emails": ["bo@example.com"], "phoneNumber": "+4930123456"}
+    )
+    assert person["ucid"] == earlier["ucid"]
+    [found] = cdp.search({"cellphone": ["+49 30 123456"]})
+    assert found["ucid"] == earlier["ucid"] and found["profile"]["plan"] == "gold"
+    # a CDP write by the phone number lands on the same profile
+    assert cdp.write({"cellphone": "+4930123456"})["ucid"] == earlier["ucid"]
+
+
+def test_the_home_region_is_where_people_resolve(app: FastAPI, client: TestClient) -> None:
+    from profilehub.orgs import create_org, get_org
+
+    db = app.state.db
+    db.write(lambda c: create_org(c, 77, "Home", ["EU", "US"], home_region="us"))
+    assert db.write(lambda c: get_org(c, 77)).home_region == "US"
+    org = make_org(db, org_id=78, regions=("UK", "EU"))  # default: the first region given
+    with db.read() as conn:
+        assert get_org(conn, 78).home_region == "UK"
+    person = upsert(client, org, {"lastName": "Uk", "emails": ["uk@example.com"]})
+    cdp = Cdp(client, org)
+    assert cdp.search({"email": ["uk@example.com"]}, regions=["EU"]) == []
+    [found] = cdp.search({"email": ["uk@example.com"]}, regions=["UK"])
+    assert found["ucid"] == person["ucid"] and found["region"] == "UK"
+
+
+def test_a_home_region_outside_the_regions_is_refused(app: FastAPI) -> None:
+    from profilehub.errors import BadRequest
+    from profilehub.orgs import create_org
+
+    with pytest.raises(BadRequest) as refused:
+        app.state.db.write(lambda c: create_org(c, 79, "X", ["EU"], home_region="US"))
+    assert refused.value.field == "homeRegion"
+
+
+def test_cdp_writes_cannot_name_a_crm_person(client: TestClient, org: OrgFixture) -> None:
+    r = client.post(
+        "/cdp/v1/users",
+        json={"orgId": org.org_id, "region": "EU", "ids": {"crm_person_id": "x"}, "upsert": {}},
+        headers=org.headers(),
+    )
+    assert_error(r, 400, "ids.crm_person_id")
+
+
+def test_a_cdp_erasure_deletes_the_linked_people_and_says_how_many(
+    client: TestClient, org: OrgFixture
+) -> None:
+    cdp = Cdp(client, org)
+    ana = upsert(client, org, {"firstName": "Ana", "emails": ["ana@example.com"]})
+    kept = upsert(client, org, {"firstName": "Kim", "emails": ["kim@example.com"]})
+    result = cdp.delete({"email": ["ana@example.com"]})
+    assert result["deletedProfiles"] == 1 and result["deletedPeople"] == 1
+    assert result["ucids"] == [ana["ucid"]]
+    assert client.get(f"{PEOPLE}/{ana['id']}", headers=org.bearer).status_code == 404
+    assert client.get(f"{PEOPLE}/{kept['id']}", headers=org.bearer).status_code == 200
+    # the email is free again for a new person, who gets a new profile
+    again = upsert(client, org, {"firstName": "Ana", "emails": ["ana@example.com"]})
+    assert again["id"] != ana["id"] and again["ucid"] not in (None, ana["ucid"])
+    # an erasure of a profile without people says 0
+    cdp.write({"fpuid": "f-1"})
+    assert cdp.delete({"fpuid": ["f-1"]})["deletedPeople"] == 0
+
+
+def test_crm_delete_removes_the_person_and_its_link_but_keeps_the_profile(
+    client: TestClient, org: OrgFixture
+) -> None:
+    cdp = Cdp(client, org)
+    person = upsert(client, org, {"firstName": "Dee", "emails": ["dee@example.com"]})
+    assert client.delete(f"{PEOPLE}/{person['id']}", headers=org.bearer).status_code == 200
+    [found] = cdp.search({"email": ["dee@example.com"]})
+    assert found["ucid"] == person["ucid"]
+    assert "crm" not in found["ids"]
+    assert cdp.search({"crm_person_id": [person["id"]]}) == []
+
+
+def test_a_patch_that_replaces_the_emails_moves_the_link_with_them(
+    client: TestClient, org: OrgFixture
+) -> None:
+    cdp = Cdp(client, org)
+    person = upsert(client, org, {"firstName": "Eve", "emails": ["old@example.com"]})
+    r = client.patch(f"{PEOPLE}/{person['id']}", json={"emails": ["new@example.com"]}, headers=org.bearer)
+    assert r.status_code == 200, r.text
+    assert r.json()["person"]["ucid"] == person["ucid"]
+    [found] = cdp.search({"email": ["new@example.com"]})
+    assert found["ucid"] == person["ucid"]
+    assert cdp.search({"email": ["old@example.com"]}) == []
+
+
+def test_two_people_whose_identifiers_meet_one_profile_stay_two(client: TestClient, org: OrgFixture) -> None:
+    first = upsert(
+        client, org, {"firstName": "One", "emails": ["one@example.com"], "phoneNumber": "+4930555000"}
+    )
+    r = client.put(
+        f"{PEOPLE}?matchingAttribute=email",
+        json={"firstName": "Two", "emails": ["two@example.com"], "phoneNumber": "+4930555000"},
+        headers=org.bearer,
+    )
+    assert r.status_code == 201, r.text
+    second = r.json()["person"]
+    # the shared phone number belongs to the first person's profile, which holds one person
+    assert second["ucid"] is None
+    assert "not_linked" in r.headers["X-Profilehub-Notices"]
+    [found] = Cdp(client, org).search({"cellphone": ["+4930555000"]})
+    assert found["ucid"] == first["ucid"] and [c["crm_person_id"] for c in found["ids"]["crm"]] == [
+        first["id"]
+    ]
+
+
+def test_links_stay_inside_their_org(app: FastAPI, client: TestClient, org: OrgFixture) -> None:
+    other = make_org(app.state.db, org_id=4321)
+    mine = upsert(client, org, {"firstName": "Same", "emails": ["same@example.com"]})
+    theirs = upsert(client, other, {"firstName": "Same", "emails": ["same@example.com"]})
+    assert mine["ucid"] != theirs["ucid"]
+    [found] = Cdp(client, other).search({"email": ["same@example.com"]})
+    assert [c["crm_person_id"] for c in found["ids"]["crm"]] == [theirs["id"]]
+    assert Cdp(client, other).delete({"email": ["same@example.com"]})["deletedPeople"] == 1
+    assert client.get(f"{PEOPLE}/{mine['id']}", headers=org.bearer).status_code == 200
+    assert Cdp(client, org).search({"crm_person_id": [mine["id"]]})[0]["ucid"] == mine["ucid"]
+
+
+def test_concurrent_crm_upserts_and_cdp_writes_of_one_person_make_one_person_and_one_profile(
+    app: FastAPI, client: TestClient, org: OrgFixture
+) -> None:
+    def calls(ac: httpx.AsyncClient) -> list[Any]:
+        out = []
+        for n in range(32):
+            out.append(
+                ac.put(
+                    f"{PEOPLE}?matchingAttribute=email",
+                    json={"firstName": f"N{n}", "emails": ["same.person@example.com"]},
+                    headers=org.bearer,
+                )
+            )
+            out.append(
+                ac.post(
+                    "/cdp/v1/users",
+                    json={
+                        "orgId": org.org_id,
+                        "region": "EU",
+                        "ids": {"email": "same.person@example.com", "AdId": f"ad-{n}"},
+                        "upsert": {"profile": {"n": n}},
+                    },
+                    headers=org.headers(),
+                )
+            )
+        return out
+
+    answers = run_concurrently(app, calls)
+    assert all(a.status_code in (200, 201) for a in answers), [
+        a.text for a in answers if a.status_code >= 300
+    ]
+    people = client.get(PEOPLE, headers=org.bearer).json()
+    assert people["pagination"]["total"] == 1
+    [person] = people["collection"]
+    found = Cdp(client, org).search({"email": ["same.person@example.com"]})
+    assert [p["ucid"] for p in found] == [person["ucid"]]
+    assert [c["crm_person_id"] for c in found[0]["ids"]["crm"]] == [person["id"]]
+    assert {a.json()["person"]["ucid"] for a in answers if "person" in a.json()} == {person["ucid"]}

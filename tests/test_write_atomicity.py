@@ -1,0 +1,137 @@
+"""Every job in a writer batch is all-or-nothing by the database (a savepoint each), not by the
+convention that jobs refuse before they write (issue 11): a job that fails after writing leaves
+nothing of itself, while its batch neighbours commit."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Connection
+
+from profilehub import profiles
+from profilehub.errors import BadRequest
+from profilehub.identity.resolve import PreparedWrite
+from profilehub.orgs import create_org
+from profilehub.store.database import Database, GroupJob
+from profilehub.store.events import EventRow, append_events
+from profilehub.store.tables import events, orgs
+from tests.cdp_client import Cdp
+from tests.conftest import OrgFixture
+
+
+class Batched:
+    """A database whose writer is held by a first job while the jobs under test queue behind it,
+    so that they run as one batch; ``sizes`` are the batches it ran."""
+
+    def __init__(self, url: str) -> None:
+        self.sizes: list[int] = []
+        self.db = Database(url, on_batch=lambda size, _queued: self.sizes.append(size))
+
+    def run_together(self, jobs: list[Callable[[Connection], Any]]) -> list[Future[Any]]:
+        started, release = threading.Event(), threading.Event()
+
+        def hold(_: Connection) -> None:
+            started.set()
+            release.wait(30)
+
+        held = self.db.submit(hold)
+        assert started.wait(30)
+        futures = [self.db.submit(job) for job in jobs]
+        assert self.db.write_queue_depth() == len(jobs)
+        release.set()
+        held.result(30)
+        for future in futures:
+            future.exception(30)  # wait for each, whichever way it ended
+        assert self.sizes[-1] == len(jobs), self.sizes  # they did run as one batch
+        return futures
+
+    def org_ids(self) -> set[int]:
+        with self.db.read() as conn:
+            return {row.org_id for row in conn.execute(sa.select(orgs.c.org_id))}
+
+    def event_orgs(self) -> set[int]:
+        with self.db.read() as conn:
+            return {row.org_id for row in conn.execute(sa.select(events.c.org_id))}
+
+
+@pytest.fixture
+def batched(database_url: str) -> Iterator[Batched]:
+    b = Batched(database_url)
+    yield b
+    b.db.close()
+
+
+def _org(org_id: int, fail_after_insert: bool = False) -> Callable[[Connection], int]:
+    def job(conn: Connection) -> int:
+        create_org(conn, org_id, f"Org {org_id}", ["EU"])
+        append_events(conn, [EventRow(org_id, "person.created", 1, f"p{org_id}", {})])
+        if fail_after_insert:
+            raise BadRequest("refused after its insert (injected)", field="name")
+        return org_id
+
+    return job
+
+
+def test_a_job_that_fails_after_writing_leaves_nothing_while_its_neighbours_commit(batched: Batched) -> None:
+    before, doomed, after = batched.run_together([_org(701), _org(702, fail_after_insert=True), _org(703)])
+    assert before.result() == 701 and after.result() == 703
+    assert isinstance(doomed.exception(), BadRequest)
+    assert batched.org_ids() >= {701, 703} and 702 not in batched.org_ids()
+    # Nor does its change event: nothing that rolled back is delivered.
+    assert batched.event_orgs() == {701, 703}
+
+
+def _insert_orgs(conn: Connection, payloads: list[tuple[int, bool]]) -> list[int]:
+    """A group job: every payload's org in one call, failing after the inserts if one is bad."""
+    for org_id, _ in payloads:
+        create_org(conn, org_id, f"Org {org_id}", ["EU"])
+    if any(bad for _, bad in payloads):
+        raise BadRequest("one of the group is refused after the inserts (injected)", field="name")
+    return [org_id for org_id, _ in payloads]
+
+
+def test_a_group_that_fails_after_writing_commits_its_good_jobs_alone(batched: Batched) -> None:
+    jobs = [GroupJob(_insert_orgs, (org_id, org_id == 712)) for org_id in (711, 712, 713)]
+    first, doomed, last = batched.run_together(list(jobs))
+    assert (first.result(), last.result()) == (711, 713)
+    assert isinstance(doomed.exception(), BadRequest)
+    assert batched.org_ids() >= {711, 713} and 712 not in batched.org_ids()
+
+
+def test_a_profile_write_refused_after_it_applied_leaves_nothing_of_itself(
+    client: TestClient, org: OrgFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write whose identity resolution fails after it changed the batch's state (a fault injected
+    after it applied) is undone, and the writes after it in the same ``_bulk`` resolve without it."""
+    applied = profiles.apply_write
+
+    def apply_then_fail(storage: Any, strategy: Any, write: PreparedWrite, now: int) -> Any:
+        outcome = applied(storage, strategy, write, now)
+        if "explode" in (write.upsert.get("profile") or {}):
+            raise BadRequest("refused after it applied (injected)", field="upsert.profile.explode")
+        return outcome
+
+    monkeypatch.setattr(profiles, "apply_write", apply_then_fail)
+    records = [
+        {"ids": {"email": "ann@x.com"}, "upsert": {"profile": {"n": 1}}},
+        {"ids": {"email": "bob@x.com", "crm_id": "C-7"}, "upsert": {"profile": {"explode": True}}},
+        {"ids": {"email": "cy@x.com", "crm_id": "C-7"}, "upsert": {"profile": {"n": 3}}},
+    ]
+    r = client.post(
+        "/cdp/v1/users/_bulk",
+        json=[{"orgId": org.org_id, "region": "EU", **rec} for rec in records],
+        headers=org.headers(),
+    )
+    assert [item["status"] for item in r.json()] == [200, 400, 200], r.text
+    cdp = Cdp(client, org)
+    assert cdp.search({"email": ["bob@x.com"]}) == []
+    [cy] = cdp.search({"crm_id": ["C-7"]})
+    assert [p["ucid"] for p in cdp.search({"email": ["cy@x.com"]})] == [cy["ucid"]]
+    assert cy["profile"]["n"] == 3 and "explode" not in cy["profile"], cy
+    assert [p["profile"]["n"] for p in cdp.search({"email": ["ann@x.com"]})] == [1]
