@@ -277,7 +277,9 @@ def replay_from(conn: Connection, endpoint_id: str, after: int, *, actor: str = 
             webhook_endpoints.c.org_id == endpoint.org_id,
             webhook_endpoints.c.endpoint_id == endpoint.endpoint_id,
         )
-        .values(cursor=after)
+        # The lease goes too: a round under way (it read from the old cursor) then cannot commit
+        # its cursor over this one; the deliverer takes the endpoint again from here.
+        .values(cursor=after, lease_owner=None, lease_until=None)
     )
     record(
         conn,
