@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from bench.console_people import merged_person  # noqa: E402
 
 from profilehub.auth import CredentialKind, create_credential  # noqa: E402
+from profilehub.delivery.endpoints import create_endpoint, set_enabled  # noqa: E402
 from profilehub.orgs import create_org  # noqa: E402
 from profilehub.store.database import Database  # noqa: E402
 
@@ -46,6 +47,11 @@ def _org(url: str) -> tuple[str, str]:
         token = db.write(
             lambda c: create_credential(c, ORG_ID, CredentialKind.TOKEN, "crm:read,crm:write", name="sales")
         )
+        # Loopback addresses where nothing listens: the server's deliveries fail (shown as such)
+        # and reach no other machine.
+        db.write(lambda c: create_endpoint(c, ORG_ID, "http://127.0.0.1:9/crm-sync", ["profile.merged"]))
+        paused = db.write(lambda c: create_endpoint(c, ORG_ID, "http://127.0.0.1:9/warehouse"))
+        db.write(lambda c: set_enabled(c, paused.endpoint.endpoint_id, False))
         return key.secret, token.secret
     finally:
         db.close()

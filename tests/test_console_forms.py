@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from profilehub.auth import CredentialKind, create_credential, revoke_credential
+from profilehub.delivery.endpoints import create_endpoint, set_enabled
 from profilehub.store.changes import now_ms
 from profilehub.store.tables import console_sessions
 from tests.cdp_client import Cdp
@@ -238,3 +239,27 @@ def test_a_crm_person_and_its_profile_link_to_each_other(client: TestClient, org
     )
     assert "and 1 linked CRM person" in erased.text
     assert client.get(f"/v2/crm/people/{person['id']}", headers=org.bearer).status_code == 404
+
+
+def test_the_org_page_shows_webhooks_and_their_state(
+    client: TestClient, app: FastAPI, org: OrgFixture
+) -> None:
+    db = app.state.db
+    # Loopback addresses nothing listens on: the test sends nothing anywhere.
+    kept = db.write(lambda c: create_endpoint(c, org.org_id, "http://127.0.0.1:9/kept", ["profile.merged"]))
+    paused = db.write(lambda c: create_endpoint(c, org.org_id, "http://127.0.0.1:9/paused"))
+    db.write(lambda c: set_enabled(c, paused.endpoint.endpoint_id, False))
+    sign_in(client, org.apikey)
+    page = client.get("/console/admin").text
+    rows = {
+        e.endpoint_id: page.split(f">{e.endpoint_id}<", 1)[1].split("</tr>", 1)[0]
+        for e in (kept.endpoint, paused.endpoint)
+    }
+    assert "http://127.0.0.1:9/kept" in rows[kept.endpoint.endpoint_id]
+    assert (
+        "profile.merged" in rows[kept.endpoint.endpoint_id] and "enabled" in rows[kept.endpoint.endpoint_id]
+    )
+    assert (
+        "<td>disabled " in rows[paused.endpoint.endpoint_id] and ">all<" in rows[paused.endpoint.endpoint_id]
+    )
+    assert kept.secret not in page

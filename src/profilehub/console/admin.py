@@ -1,5 +1,5 @@
-"""The org admin page's reads: the org, its keys and tokens (prefixes only), its identity strategy
-and blocked values. Changes go through the functions the CLI uses (``profilehub block``...)."""
+"""The org admin page's reads: the org, its keys and tokens (prefixes only), its identity strategy,
+blocked values and webhook endpoints with their delivery state. Changes go through the functions the CLI uses (``profilehub block``...)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from profilehub.auth import list_credentials
+from profilehub.delivery.endpoints import Endpoint, list_endpoints
 from profilehub.identity.strategy import IdType
 from profilehub.orgs import Org, get_org
 from profilehub.profiles import ProfileService
@@ -20,6 +21,7 @@ class OrgAdmin:
     keys: list[dict[str, Any]]
     id_types: list[IdType]
     blocked: list[tuple[str, str]]  # (idType or "*", value)
+    webhooks: list[Endpoint]
 
 
 def org_admin(conn: Connection, service: ProfileService, org_id: int) -> OrgAdmin:
@@ -29,4 +31,5 @@ def org_admin(conn: Connection, service: ProfileService, org_id: int) -> OrgAdmi
         keys=list_credentials(conn, org_id),
         id_types=sorted(strategy.id_types.values(), key=lambda t: (t.priority, t.name)),
         blocked=sorted((t, v) for t, values in strategy.blocked.items() for v in values),
+        webhooks=list_endpoints(conn, org_id),
     )
