@@ -49,6 +49,8 @@ class DeliverySettings:
     # How often an idle deliverer looks for new events (``profilehub serve`` is also woken by
     # its own writes at once).
     poll_seconds: float = 0.5
+    # After a round that delivered something, wait this long before the next (see runner).
+    linger_seconds: float = 0.02
     # Events read, and deliveries in flight, per endpoint at a time (one per ordering key).
     batch_size: int = 200
     concurrency: int = 32
