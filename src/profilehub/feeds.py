@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -60,15 +61,17 @@ async def pull(
     query: FeedQuery,
     *,
     region: str | None = None,
+    gone: Callable[[], Awaitable[bool]] | None = None,
 ) -> bytes:
     """The answer ``{"changes": [event, …], "next": "<id>"}`` as JSON bytes; ``region`` (as
-    stored) keeps one region's events."""
+    stored) keeps one region's events. ``gone`` says whether the asker has left: a wait then
+    stops looking (its answer goes nowhere)."""
     deadline = time.monotonic() + query.wait
     while True:
         seen = db.event_bell.count
         found = await asyncio.to_thread(_look, db, org_id, feed, query, region)
         left = deadline - time.monotonic()
-        if found or left <= 0 or _stopping:
+        if found or left <= 0 or _stopping or (gone is not None and await gone()):
             break
         await db.event_bell.wait(seen, min(POLL_SECONDS, left))
     last = found[-1].event_id if found else query.after

@@ -274,7 +274,7 @@ async def changes(
     query = parse_query(after, limit, wait)
     if region is not None:
         region = await run_in_threadpool(service.org_region, orgId, region)
-    body = await pull(request.app.state.db, orgId, "cdp", query, region=region)
+    body = await pull(request.app.state.db, orgId, "cdp", query, region=region, gone=request.is_disconnected)
     return Response(body, media_type="application/json")
 
 

@@ -510,7 +510,9 @@ async def changes(
 ) -> Response:
     """The org's `person.*`, `company.*` and `record.*` events after the cursor, in commit order
     (see docs/events.md)."""
-    body = await pull(_db(request), principal.org_id, "crm", parse_query(after, limit, wait))
+    body = await pull(
+        _db(request), principal.org_id, "crm", parse_query(after, limit, wait), gone=request.is_disconnected
+    )
     return Response(body, media_type="application/json")
 
 
