@@ -10,6 +10,7 @@ CDP_ENDPOINTS = {
     "/cdp/v1/users/_search": ("SearchUsersRequest", "profile.read"),
     "/cdp/v1/users/_delete": ("DeleteUsersRequest", "profile.delete"),
     "/cdp/v1/users/_explain": ("WriteUserRequest", "profile.read"),
+    "/cdp/v1/users/_unmerge": ("UnmergeRequest", "profile.write"),
 }
 
 

@@ -7,13 +7,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from profilehub.errors import NotFound
+from sqlalchemy.engine import Connection
+
+from profilehub.errors import BadRequest, Conflict, NotFound
+from profilehub.identity.normalize import Identifier
+from profilehub.identity.replay import replay
 from profilehub.identity.resolve import WriteOutcome, apply_write
 from profilehub.identity.storage import WriteRecord
-from profilehub.profiles import ProfileService, ProfileWrite, check_ucid, prepare_write
-from profilehub.store.changes import now_ms
+from profilehub.profiles import ProfileService, ProfileWrite, check_ucid, prepare_write, profile_view
+from profilehub.store.changes import change_row, now_ms, record
+from profilehub.store.database import lock_scope
 from profilehub.store.journal_store import person_journal
+from profilehub.store.person_store import replace_person
 from profilehub.store.profile_storage import profile_storage
+
+MAX_UNMERGE_VALUES = 100
 
 # What an explanation calls the profile a write would create (its ucid is made by the write).
 NEW_PROFILE = "(new profile)"
@@ -93,3 +101,108 @@ def explanation(outcome: WriteOutcome, named_ucid: str | None) -> dict[str, Any]
         "refused": refused,
         "notices": [n.as_dict() for n in outcome.notices],
     }
+
+
+def _unmerge_ids(
+    service: ProfileService, strategy: Any, ids: Any, region: str
+) -> list[tuple[str, Any, list[Identifier]]]:
+    """``{idType or namespace: [values]}`` as ``(key, value, the stored ids it stands for)``."""
+    if not isinstance(ids, dict) or not ids:
+        raise BadRequest("must name at least one idType (or namespace) with values", field="ids")
+    out: list[tuple[str, Any, list[Identifier]]] = []
+    total = 0
+    for key, raw in ids.items():
+        values = service._values(raw, f"ids.{key}", MAX_UNMERGE_VALUES)
+        total += len(values)
+        if total > MAX_UNMERGE_VALUES:
+            raise BadRequest(f"at most {MAX_UNMERGE_VALUES} values in one unmerge", field="ids")
+        out += [(key, v, service._lookup_keys(strategy, key, v, "ids", region)) for v in values]
+    return out
+
+
+def _unmerge_job(service: ProfileService, org_id: int, region: str, ucid: str, ids: Any, actor: str) -> Any:
+    def job(conn: Connection) -> list[dict[str, Any]]:
+        strategy = service.strategies.get(conn, org_id)
+        r = strategy.check_region(region)
+        wanted = check_ucid(ucid, "ucid")
+        asked = _unmerge_ids(service, strategy, ids, r)
+        lock_scope(conn, org_id, f"profiles:{r}")
+        storage = profile_storage(conn)
+        hit = storage.resolve_ucids(org_id, [wanted]).get(wanted)
+        if hit is None or hit[1] != r:
+            raise NotFound(f"no profile with ucid {wanted} in region {r} of org {org_id}", field="ucid")
+        master = hit[0]
+        person = [master, *storage.linked_ucids(org_id, [master]).get(master, [])]
+        journal = person_journal(conn, org_id, person)
+        held = set(storage.load_profiles(org_id, [master])[master].ids)
+        held.update(i for _, rec in journal for i in rec.ids)
+        absent = [f"{key} {value!r}" for key, value, idents in asked if not held.intersection(idents)]
+        if absent:
+            first = next(key for key, _, idents in asked if not held.intersection(idents))
+            raise BadRequest(
+                f"not on profile {master} (nor in its writes): {', '.join(absent)}", field=f"ids.{first}"
+            )
+        born = {rec.ucid for _, rec in journal if rec.created}
+        if lost := [u for u in person if u not in born]:
+            raise Conflict(
+                f"the journal no longer holds the first writes of {', '.join(lost)} (kept by retention, "
+                "or written before the journal existed), so this person cannot be rebuilt; nothing changed",
+                field="ucid",
+            )
+        non_linking = frozenset(i for _, _, idents in asked for i in idents if i in held)
+        # Ids of the person's writes that other people hold now stay theirs (see ``replay``).
+        owners = storage.find_owners(org_id, r, {i for _, rec in journal for i in rec.ids})
+        taken = frozenset(i for i, owner in owners.items() if owner not in person)
+        rebuilt = replay(strategy, [rec for _, rec in journal], non_linking, taken=taken)
+        masters = rebuilt.masters(org_id)
+        replace_person(
+            conn,
+            org_id,
+            person,
+            rebuilt.storage,
+            [(seq, rec) for (seq, _), rec in zip(journal, rebuilt.records, strict=True)],
+        )
+        ts = now_ms()
+        id_types = sorted({i.id_type for i in non_linking})
+        record(
+            conn,
+            [
+                change_row(
+                    org_id,
+                    actor,
+                    "profile",
+                    m,
+                    "unmerge",
+                    {"region": r, "from": master, "idTypes": id_types, "ucids": masters},
+                    ts,
+                )
+                for m in masters
+            ],
+        )
+        first = rebuilt.storage.resolve_ucids(org_id, [wanted])[wanted][0]
+        order = [first, *(m for m in masters if m != first)]
+        states = rebuilt.storage.load_profiles(org_id, order)
+        linked = rebuilt.storage.linked_ucids(org_id, order)
+        views = [profile_view(strategy, states[m], linked.get(m, [])) for m in order]
+        return views
+
+    return job
+
+
+def unmerge(
+    service: ProfileService, org_id: int, region: str, ucid: str, ids: Any, actor: str
+) -> list[dict[str, Any]]:
+    """Rebuild the person ``ucid`` belongs to from its journal as if ``ids`` had never linked
+    anything (docs/unmerge.md), as one writer job. Answers the resulting profiles, the one now
+    holding ``ucid`` first."""
+    result: list[dict[str, Any]] = service.db.write(_unmerge_job(service, org_id, region, ucid, ids, actor))
+    return result
+
+
+async def aunmerge(
+    service: ProfileService, org_id: int, region: str, ucid: str, ids: Any, actor: str
+) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = await service.db.awrite(
+        _unmerge_job(service, org_id, region, ucid, ids, actor)
+    )
+    return result

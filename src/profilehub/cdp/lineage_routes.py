@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 
-from profilehub.auth import Principal
-from profilehub.cdp.models import parse_write
+from profilehub.auth import Principal, check_org
+from profilehub.cdp.models import ErrorBody, Profile, parse_write
 from profilehub.cdp.routes import ERRORS, _service, cdp_principal
 from profilehub.http import JSONResponse
-from profilehub.lineage import explain
+from profilehub.lineage import aunmerge, explain
 from profilehub.profiles import ProfileService
 
 router = APIRouter(prefix="/cdp/v1", tags=["CDP profiles"])
@@ -68,3 +68,57 @@ async def explain_write(
     notices), by the same rules as the write, and writes nothing. Bad input fails as the write would."""
     write = parse_write(body, principal.org_id)
     return JSONResponse(await run_in_threadpool(explain, service, write, principal.actor))
+
+
+class UnmergeRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "orgId": 1234,
+                    "region": "EU",
+                    "ucid": "0191e5a0-7c3e-7d51-9a5e-3f1d2c4b5a69",
+                    "ids": {"crm_id": ["crm-1"]},
+                }
+            ]
+        },
+    )
+
+    orgId: StrictInt
+    region: str = Field(min_length=1, max_length=16)
+    ucid: str = Field(description="Any ucid of the person (its master or one merged into it).")
+    ids: dict[str, Any] = Field(
+        description="idType (or namespace) to the values that should never have linked anything "
+        "(at most 100 in all); a raw email or phone stands for its hashes. Each must be on the person."
+    )
+
+
+@router.post(
+    "/users/_unmerge",
+    summary="Undo a merge",
+    response_class=JSONResponse,
+    responses={
+        200: {
+            "model": list[Profile],
+            "description": "The profiles the person became, the one holding `ucid` first",
+        },
+        **ERRORS,
+        409: {
+            "model": ErrorBody,
+            "description": "The person's journal is incomplete (retention): it cannot be rebuilt",
+        },
+    },
+)
+async def unmerge_person(
+    body: UnmergeRequest,
+    principal: Principal = Depends(cdp_principal("profile.write")),
+    service: ProfileService = Depends(_service),
+) -> JSONResponse:
+    """Rebuild the person `ucid` belongs to from the journal of its writes, in order, as if the
+    listed ids had never linked anything: each stays with the profile it first attached to, and
+    profiles merged in only through them come back under their own ucids with their own
+    attributes and ids. See docs/unmerge.md."""
+    check_org(principal, body.orgId)
+    result = await aunmerge(service, body.orgId, body.region, body.ucid, body.ids, principal.actor)
+    return JSONResponse(result)

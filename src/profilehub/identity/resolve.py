@@ -20,6 +20,8 @@ from profilehub.identity.strategy import IdClass, Strategy
 from profilehub.identity.ucid import new_ucid
 
 CATEGORIES = ("profile", "mkt_preferences", "consent")
+# The holder of a ``taken`` id (see ``apply_write``).
+ANOTHER_PERSON = "(another person)"
 
 
 @dataclass
@@ -157,19 +159,25 @@ def apply_write(
     now: int,
     non_linking: frozenset[Identifier] = frozenset(),
     new_ucid: Callable[[], str] = new_ucid,
+    taken: frozenset[Identifier] = frozenset(),
 ) -> WriteOutcome:
     """Resolve and apply one write at time ``now`` (epoch ms) through ``storage``.
 
-    ``non_linking`` ids find no profile: each is attached only where no other profile holds it
-    (how an unmerge replays a person's writes). ``new_ucid`` names a profile the write creates.
+    How an unmerge replays a person's writes: ``non_linking`` ids find no profile, and each is
+    attached only where no other profile holds it; ``taken`` ids are held by someone outside the
+    storage (another person), so they link nothing and are never attached. ``new_ucid`` names a
+    profile the write creates.
     """
     org_id, region = write.org_id, write.region
     notices = list(write.notices)
 
     # --- plan (reads only) ---
-    if non_linking:
-        owners = storage.find_owners(org_id, region, [i for i in write.ids if i not in non_linking])
+    if non_linking or taken:
+        owners = storage.find_owners(
+            org_id, region, [i for i in write.ids if i not in non_linking and i not in taken]
+        )
         held = storage.find_owners(org_id, region, [i for i in write.ids if i in non_linking])
+        held.update((i, ANOTHER_PERSON) for i in write.ids if i in taken)
     else:
         owners, held = storage.find_owners(org_id, region, write.ids), {}
     candidates = set(owners.values())
