@@ -74,6 +74,12 @@ def test_unmerging_the_id_that_linked_gives_the_merged_profile_back(app: FastAPI
     [entry] = [c for c in log if c["action"] == "unmerge"]
     assert entry["detail"]["idTypes"] == ["crm_id"] and entry["detail"]["ucids"] == [a["ucid"], b["ucid"]]
 
+    # The change feed has one profile.unmerged event per resulting profile, the profile as answered.
+    feed = client.get("/cdp/v1/changes", params={"orgId": org.org_id, "limit": 1000}, headers=org.headers())
+    events = [e for e in feed.json()["changes"] if e["type"] == "profile.unmerged"]
+    assert [e["data"]["profile"] for e in events] == [got_b, got_a]
+    assert {e["data"]["unmergedFrom"] for e in events} == {a["ucid"]}
+
     # A write with both ids merges them again, as before; unmerging is not a block.
     again = cdp.write({"email": EMAIL, "crm_id": "crm-1"})
     assert again["ucid"] == a["ucid"] and again["ids"]["linkedUcid"] == [b["ucid"]]

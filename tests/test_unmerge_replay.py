@@ -162,3 +162,28 @@ def test_a_write_whose_only_link_was_unmerged_makes_a_profile_of_its_own() -> No
     assert states[second].data["profile"] == {"k1": 2, "_ts": str(T + 1)}
     assert set(states[second].ids) == {Identifier("fpuid", "f1")}  # the AdId stayed with a
     assert ad in states[a].ids
+
+
+def test_an_id_evicted_for_lack_of_room_comes_back_once_there_is_room() -> None:
+    strategy = replace(
+        _BASE,
+        id_types={
+            **_BASE.id_types,
+            "AdId": edited_id_type(_BASE.id_types["AdId"], "AdId", max_per_profile=1),
+        },
+    )
+    storage = MemoryStorage()
+
+    def write(at: int, ids: dict[str, str]) -> str:
+        prepared = prepare_write(strategy, ProfileWrite(ORG, "EU", ids, {}), "t")
+        return apply_write(storage, strategy, prepared, T + at, new_ucid=_ucids(at)).master.ucid
+
+    a = write(0, {"crm_id": "1", "AdId": "ad-0"})
+    b = write(1, {"fpuid": "f1", "AdId": "ad-1"})
+    assert write(2, {"crm_id": "1", "fpuid": "f1"}) == a  # b merged in; ad-0 evicted (limit 1)
+    assert Identifier("AdId", "ad-0") not in storage.load_profiles(ORG, [a])[a].ids
+    rebuilt = replay(strategy, storage.writes, frozenset([Identifier("fpuid", "f1")]))
+    states = rebuilt.storage.load_profiles(ORG, [a, b])
+    # Apart again, each holds its own AdId, as if they had never merged.
+    assert set(states[a].ids) == {Identifier("crm_id", "1"), Identifier("AdId", "ad-0")}
+    assert set(states[b].ids) == {Identifier("fpuid", "f1"), Identifier("AdId", "ad-1")}

@@ -14,9 +14,11 @@ from profilehub.identity.normalize import Identifier
 from profilehub.identity.replay import replay
 from profilehub.identity.resolve import WriteOutcome, apply_write
 from profilehub.identity.storage import WriteRecord
+from profilehub.identity.strategy import CRM_PERSON_ID
 from profilehub.profiles import ProfileService, ProfileWrite, check_ucid, prepare_write, profile_view
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import lock_scope
+from profilehub.store.events import PROFILE_UNMERGED, EventRow, append_events
 from profilehub.store.journal_store import person_journal
 from profilehub.store.person_store import replace_person
 from profilehub.store.profile_storage import profile_storage
@@ -134,8 +136,9 @@ def _unmerge_job(service: ProfileService, org_id: int, region: str, ucid: str, i
         master = hit[0]
         person = [master, *storage.linked_ucids(org_id, [master]).get(master, [])]
         journal = person_journal(conn, org_id, person)
-        held = set(storage.load_profiles(org_id, [master])[master].ids)
-        held.update(i for _, rec in journal for i in rec.ids)
+        now_held = set(storage.load_profiles(org_id, [master])[master].ids)
+        journaled = {i for _, rec in journal for i in rec.ids}
+        held = now_held | journaled
         absent = [f"{key} {value!r}" for key, value, idents in asked if not held.intersection(idents)]
         if absent:
             first = next(key for key, _, idents in asked if not held.intersection(idents))
@@ -149,10 +152,21 @@ def _unmerge_job(service: ProfileService, org_id: int, region: str, ucid: str, i
                 "or written before the journal existed), so this person cannot be rebuilt; nothing changed",
                 field="ucid",
             )
+        if unrecorded := sorted({i.id_type for i in now_held - journaled}):
+            raise Conflict(
+                f"the person holds ids no journaled write gave it ({', '.join(unrecorded)}), so it cannot "
+                "be rebuilt from its journal; nothing changed",
+                field="ucid",
+            )
         non_linking = frozenset(i for _, _, idents in asked for i in idents if i in held)
-        # Ids of the person's writes that other people hold now stay theirs (see ``replay``).
-        owners = storage.find_owners(org_id, r, {i for _, rec in journal for i in rec.ids})
-        taken = frozenset(i for i, owner in owners.items() if owner not in person)
+        # Ids of the person's writes that another person holds now stay theirs, and the link of a
+        # CRM person deleted since is not made again (see ``replay``); the rest is replayed.
+        owners = storage.find_owners(org_id, r, journaled - now_held)
+        taken = frozenset(
+            i
+            for i in journaled - now_held
+            if owners.get(i, master) not in person or i.id_type == CRM_PERSON_ID
+        )
         rebuilt = replay(strategy, [rec for _, rec in journal], non_linking, taken=taken)
         masters = rebuilt.masters(org_id)
         replace_person(
@@ -184,6 +198,13 @@ def _unmerge_job(service: ProfileService, org_id: int, region: str, ucid: str, i
         states = rebuilt.storage.load_profiles(org_id, order)
         linked = rebuilt.storage.linked_ucids(org_id, order)
         views = [profile_view(strategy, states[m], linked.get(m, [])) for m in order]
+        append_events(
+            conn,
+            [
+                EventRow(org_id, PROFILE_UNMERGED, ts, v["ucid"], {"profile": v, "unmergedFrom": master}, r)
+                for v in views
+            ],
+        )
         return views
 
     return job

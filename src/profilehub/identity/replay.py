@@ -46,9 +46,9 @@ def replay(
 ) -> Rebuilt:
     """Apply ``records`` (one person's journal, oldest first) as if ``non_linking`` never linked.
 
-    ``taken``: ids of these writes that other people hold now. The replay leaves them where they
-    are: they link nothing and are attached to no rebuilt profile (an id the person once had and
-    lost to someone else stays lost, and one it was refused for stays refused).
+    ``taken``: ids of these writes that are not the person's to have (another person holds them
+    now). The replay leaves them where they are: they link nothing and are attached to no rebuilt
+    profile.
 
     A write that originally created a profile gives it its original ucid; one that now creates a
     profile it did not create before gets ``fresh_ucid()``. A profile whose first write now lands
