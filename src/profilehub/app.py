@@ -22,6 +22,7 @@ from profilehub.cdp.routes import FastWriteUser
 from profilehub.cdp.routes import router as cdp_router
 from profilehub.config import Settings
 from profilehub.console import install_console
+from profilehub.crm.fast import FastUpsertPerson
 from profilehub.crm.routes import router as crm_router
 from profilehub.delivery import endpoints
 from profilehub.delivery.routes import router as admin_router
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None, delivery: DeliverySettings | No
     # answer (a 413 too) gets its request id and access log line.
     app.add_middleware(RouteNoteMiddleware)
     app.add_middleware(FastWriteUser)
+    app.add_middleware(FastUpsertPerson)  # the CRM's hot route, likewise
     # Outside the fast path, so a replayed answer never reaches it; inside the body limit.
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

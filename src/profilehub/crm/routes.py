@@ -204,16 +204,23 @@ def _bulk_answer(results: list[PersonResult | ProfilehubError]) -> Response:
 async def _write_person(
     request: Request, body: PersonWrite, matching: str | None, principal: Principal
 ) -> Response:
+    return await write_person_answer(request.app.state, _body(body), matching, principal)
+
+
+async def write_person_answer(
+    state: Any, body: dict[str, Any], matching: str | None, principal: Principal
+) -> Response:
+    """Upsert (``matching`` None: create) one person and answer it; also the fast path's answer
+    (``crm/fast.py``)."""
+
     def render(results: list[PersonResult | ProfilehubError]) -> Response:
         [result] = results
         if isinstance(result, ProfilehubError):
             return domain_error_response(result)
         return _written("person", result, result.person)
 
-    job = people.people_upsert_job(
-        _profiles(request), principal.org_id, [_body(body)], matching, principal.actor
-    )
-    return await answered(_db(request), job, render)
+    job = people.people_upsert_job(state.profiles, principal.org_id, [body], matching, principal.actor)
+    return await answered(state.db, job, render)
 
 
 @router.put(

@@ -1,0 +1,133 @@
+"""The fast path of PUT /v2/crm/people answers exactly as the FastAPI route does.
+
+As tests/test_cdp_fast_write.py for CDP writes: the same requests go to an app with the fast
+path and to one without it, each on its own fresh database; statuses, headers and bodies must
+match once the values that differ by nature (ids, ucids, timestamps) are masked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from profilehub.app import create_app
+from profilehub.config import Settings
+from profilehub.crm.fast import FastUpsertPerson
+from tests.conftest import OrgFixture, _pg, make_org
+
+P = "/v2/crm/people"
+JSON = {"Content-Type": "application/json"}
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+ANA = {"firstName": "Ana", "emails": ["Ana@Example.com"], "phoneNumber": "+4930123456"}
+# (label, query, body bytes, extra headers, send the org's token)
+CASES: list[tuple[str, str, bytes, dict[str, str], bool]] = [
+    ("created", "?matchingAttribute=email", _json(ANA), JSON, True),
+    ("updated", "?matchingAttribute=email", _json({**ANA, "jobTitle": "CTO"}), JSON, True),
+    ("default matching", "", _json({"lastName": "Bo", "emails": ["bo@example.com"]}), JSON, True),
+    ("emails slug", "?matchingAttribute=emails", _json({"lastName": "Bo", "emails": ["bo@example.com", "b2@example.com"]}), JSON, True),
+    ("by phone", "?matchingAttribute=phone_number", _json({"firstName": "Cy", "phoneNumber": "+4930999999"}), JSON, True),
+    ("charset", "", _json({"firstName": "Di", "emails": ["di@example.com"]}), {"Content-Type": "application/json; charset=utf-8"}, True),
+    ("form type", "", _json({"firstName": "Ed", "emails": ["ed@example.com"]}), {"Content-Type": "application/x-www-form-urlencoded"}, True),
+    ("unknown matching", "?matchingAttribute=shoe", _json(ANA), JSON, True),
+    ("empty matching", "?matchingAttribute=", _json(ANA), JSON, True),
+    ("two matchings", "?matchingAttribute=email&matchingAttribute=phone_number", _json(ANA), JSON, True),
+    ("no name", "", _json({"emails": ["x@example.com"]}), JSON, True),
+    ("bad email", "", _json({"firstName": "X", "emails": ["nope"]}), JSON, True),
+    ("email of another", "?matchingAttribute=phone_number", _json({"firstName": "Z", "phoneNumber": "+4930123456", "emails": ["bo@example.com"]}), JSON, True),
+    ("emails not a list", "", _json({"firstName": "X", "emails": "x@example.com"}), JSON, True),
+    ("unknown field", "", _json({"firstName": "X", "emails": ["u@example.com"], "shoe": 1}), JSON, True),
+    ("array body", "", _json([ANA]), JSON, True),
+    ("not JSON", "", b"{nope", JSON, True),
+    ("empty body", "", b"", JSON, True),
+    ("NUL", "", b'{"firstName":"A\\u0000","emails":["n@example.com"]}', JSON, True),
+    ("no token", "", _json(ANA), JSON, False),
+    ("unknown token", "", _json(ANA), {**JSON, "Authorization": "Bearer pht_1234_nope"}, False),
+    ("apikey as token", "", _json(ANA), {**JSON, "Authorization": "Bearer <apikey>"}, False),
+    ("basic scheme", "", _json(ANA), {**JSON, "Authorization": "Basic abc"}, False),
+]  # fmt: skip
+
+# Successful upserts the fast path leaves to the framework (the rest must take it).
+FRAMEWORK_ONLY = {"two matchings", "form type"}
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    if isinstance(value, str):
+        return _ISO.sub("<ts>", _UUID.sub("<uuid>", value))
+    return value
+
+
+def _answer(
+    client: TestClient, org: OrgFixture, query: str, body: bytes, headers: dict[str, str], auth: bool
+) -> Any:
+    sent = {k: v.replace("<apikey>", org.apikey) for k, v in headers.items()}
+    if auth:
+        sent = {**org.bearer, **sent}
+    response = client.put(P + query, content=body, headers=sent)
+    kept = {
+        k: v
+        for k, v in response.headers.items()
+        if k.lower() not in ("date", "server", "content-length", "x-request-id")
+    }
+    try:
+        content: Any = response.json()
+    except ValueError:
+        content = response.text
+    return response.status_code, _mask(kept), _mask(content)
+
+
+@pytest.fixture
+def apps(database_url: str) -> Iterator[tuple[TestClient, TestClient, OrgFixture, OrgFixture]]:
+    other = (
+        database_url.replace("profilehub.db", "framework.db")
+        if database_url.startswith("sqlite")
+        else _pg.new_url()
+    )
+    fast = create_app(Settings(database_url=database_url, max_body_bytes=256 * 1024))
+    framework = create_app(Settings(database_url=other, max_body_bytes=256 * 1024))
+    framework.user_middleware = [m for m in framework.user_middleware if m.cls is not FastUpsertPerson]
+    orgs = make_org(fast.state.db), make_org(framework.state.db)
+    try:
+        with TestClient(fast) as a, TestClient(framework) as b:
+            yield a, b, *orgs
+    finally:
+        fast.state.db.close()
+        framework.state.db.close()
+
+
+def test_fast_path_answers_as_the_framework_route(
+    apps: tuple[TestClient, TestClient, OrgFixture, OrgFixture], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast, framework, fast_org, framework_org = apps
+    answered: list[bool] = []
+    original = FastUpsertPerson._upsert
+
+    async def spy(*args: Any) -> bool:
+        done = await original(*args)
+        answered.append(done)
+        return done
+
+    monkeypatch.setattr(FastUpsertPerson, "_upsert", spy)
+    for label, query, body, headers, auth in CASES:
+        answered.clear()
+        ours = _answer(fast, fast_org, query, body, headers, auth)
+        theirs = _answer(framework, framework_org, query, body, headers, auth)
+        assert ours == theirs, label
+        if ours[0] in (200, 201) and label not in FRAMEWORK_ONLY:
+            assert answered == [True], label
