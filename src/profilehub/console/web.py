@@ -1,0 +1,167 @@
+"""The console's web plumbing: its route class (domain errors as HTML pages, security headers),
+the session of a request, scope checks, and reading forms with their CSRF token checked."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse, Response
+
+from profilehub.console.pages import error_page, secure
+from profilehub.console.sessions import ConsoleSession, load_session, same_token
+from profilehub.errors import BadRequest, Forbidden, ProfilehubError, Unauthorized, UnsupportedMediaType
+from profilehub.profiles import ProfileService
+from profilehub.store.database import Database
+
+SESSION_COOKIE = "profilehub_console"
+# The sign-in form's CSRF token, double-submitted (cookie and field): there is no session yet.
+SIGN_IN_COOKIE = "profilehub_console_signin"
+COOKIE_PATH = "/console"
+MAX_FORM_BYTES = 64 * 1024
+
+
+class SignInRequired(Unauthorized):
+    """No live session: pages send the browser to the sign-in form, forms answer 401."""
+
+
+class ConsoleRoute(APIRoute):
+    """Answers a domain or validation error as an HTML page, and adds the console's headers."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def run(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except SignInRequired as exc:
+                if request.method in ("GET", "HEAD"):
+                    response = RedirectResponse(f"{COOKIE_PATH}/sign-in", status_code=303)
+                else:
+                    response = error_page(401, exc.message)
+            except ProfilehubError as exc:
+                response = error_page(exc.status, exc.message, getattr(request.state, "console", None))
+            except RequestValidationError as exc:
+                fields = "; ".join(
+                    f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}" for e in exc.errors()
+                )
+                response = error_page(400, fields, getattr(request.state, "console", None))
+            return secure(response)
+
+        return run
+
+
+router = APIRouter(prefix=COOKIE_PATH, include_in_schema=False, route_class=ConsoleRoute)
+
+
+# --- plumbing ---
+
+
+def db_of(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def profiles_of(request: Request) -> ProfileService:
+    service: ProfileService = request.app.state.profiles
+    return service
+
+
+def read(db: Database, query: Callable[[Any], Any]) -> Awaitable[Any]:
+    def run() -> Any:
+        with db.read() as conn:
+            return query(conn)
+
+    return run_in_threadpool(run)
+
+
+async def current_session(request: Request) -> ConsoleSession:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    session: ConsoleSession | None = await read(db_of(request), lambda c: load_session(c, cookie))
+    if session is None:
+        raise SignInRequired(
+            "your session has ended (or you have not signed in); sign in again", field="session"
+        )
+    request.state.console = session
+    return session
+
+
+def need(session: ConsoleSession, *scopes: str) -> None:
+    """The session's credential must be granted one of ``scopes`` (as its API endpoint needs)."""
+    if not session.principal.scopes & set(scopes):
+        granted = ", ".join(sorted(session.principal.scopes))
+        raise Forbidden(
+            f"this needs scope {' or '.join(scopes)}; the credential you signed in with has {granted}",
+            field="scopes",
+        )
+
+
+def check_same_origin(request: Request) -> None:
+    # Belt and braces beside the SameSite cookie and the token: a browser names the page that sent
+    # a form; one from another site is refused before anything else.
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+        raise Forbidden("this form was sent from another site", field="csrf")
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The form's fields; a field sent more than once counts with its first value."""
+    form: dict[str, str] = {}
+    for name, value in await read_form_pairs(request):
+        form.setdefault(name, value)
+    return form
+
+
+async def read_form_pairs(request: Request) -> list[tuple[str, str]]:
+    """The form's fields in order, repeated ones (checkboxes of one name) included."""
+    check_same_origin(request)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("the console takes its own forms only", field="Content-Type")
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise BadRequest(f"a form is at most {MAX_FORM_BYTES} bytes", field="body")
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError as exc:
+        raise BadRequest("the form is not UTF-8", field="body") from exc
+
+
+async def checked_form(request: Request, session: ConsoleSession) -> dict[str, str]:
+    """The form, once its CSRF token is the session's (403 otherwise)."""
+    form: dict[str, str] = {}
+    for name, value in await checked_form_pairs(request, session):
+        form.setdefault(name, value)
+    return form
+
+
+async def checked_form_pairs(request: Request, session: ConsoleSession) -> list[tuple[str, str]]:
+    pairs = await read_form_pairs(request)
+    if not same_token(session.csrf_token, next((v for k, v in pairs if k == "csrf"), None)):
+        raise Forbidden(
+            "this form is out of date or was not made by this console; go back, reload the page and "
+            "send it again",
+            field="csrf",
+        )
+    return pairs
+
+
+def cookie_secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def see(path: str) -> Response:
+    return RedirectResponse(path, status_code=303)
+
+
+def home_of(session: ConsoleSession) -> str:
+    if session.can("profile.read"):
+        return f"{COOKIE_PATH}/search"
+    if session.principal.scopes & {"crm:read", "crm:write"}:
+        return f"{COOKIE_PATH}/people"
+    return f"{COOKIE_PATH}/admin"
