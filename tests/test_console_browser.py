@@ -1,6 +1,6 @@
 """The console's main journeys in a real browser (Playwright driving Debian's chromium) against a
 real ``profilehub serve``, on SQLite and PostgreSQL: sign in, find a person by raw email, open the
-profile and the identity graph, erase, sign out. Any console message of type error (a script
+profile and the identity graph, unmerge, erase, sign out. Any console message of type error (a script
 error, a failed asset, a Content-Security-Policy violation) fails the journey.
 
 Lean on purpose: one browser for the session, one server per backend, one journey each.
@@ -51,7 +51,9 @@ def _watch(page: Page) -> list[str]:
     return errors
 
 
-def test_sign_in_find_look_erase_sign_out(browser: Browser, database_url: str, tmp_path: Path) -> None:
+def test_sign_in_find_look_unmerge_erase_sign_out(
+    browser: Browser, database_url: str, tmp_path: Path
+) -> None:
     org = new_org(database_url)
     with serve(database_url, tmp_path) as server, httpx.Client(base_url=server.base, timeout=30) as api:
         person = merged_person(api, org.apikey, org.org_id, merged=3, email="ada.lovelace@example.org")
@@ -84,6 +86,13 @@ def test_sign_in_find_look_erase_sign_out(browser: Browser, database_url: str, t
         graph = page.locator("#graph")
         expect(graph).to_have_attribute("data-drawn", graph.get_attribute("data-nodes") or "none")
         expect(graph.locator("canvas").first).to_be_visible()
+
+        page.click("text=Unmerge…")
+        page.check("input[aria-label='unlink ga_clientid GA1.2.p1.1700000000']")
+        page.click("#unmerge-button")
+        expect(page.locator("#unmerged")).to_contain_text("The person is now 2 profiles")
+        page.click(f"#unmerged a:has-text('{ucid}')")
+        expect(page.locator("#linked")).to_contain_text("Linked ucids (2)")
 
         page.click("text=Erase…")
         expect(page.locator("#erase-button")).to_be_disabled()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from bench.console_people import merged_person
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -263,3 +264,40 @@ def test_the_org_page_shows_webhooks_and_their_state(
         "<td>disabled " in rows[paused.endpoint.endpoint_id] and ">all<" in rows[paused.endpoint.endpoint_id]
     )
     assert kept.secret not in page
+
+
+def test_unmerge_brings_a_profile_back_under_its_own_ucid(
+    client: TestClient, app: FastAPI, org: OrgFixture
+) -> None:
+    person = merged_person(client, org.apikey, org.org_id, merged=2, email="ada@example.org")
+    linked = person["ids"]["linkedUcid"]
+    assert len(linked) == 2
+    csrf = sign_in(client, org.apikey)
+    form = client.get(f"/console/profiles/{person['ucid']}/unmerge")
+    assert 'value="ga_clientid=GA1.2.p1.1700000000"' in form.text
+    done = client.post(
+        f"/console/profiles/{person['ucid']}/unmerge",
+        data={"csrf": csrf, "id": "ga_clientid=GA1.2.p1.1700000000"},
+    )
+    assert done.status_code == 200, done.text
+    assert "The person is now 2 profiles" in done.text and f"/console/profiles/{linked[0]}" in done.text
+    assert "Linked ucids (1)" in client.get(f"/console/profiles/{person['ucid']}").text
+    _page(
+        client.post(f"/console/profiles/{person['ucid']}/unmerge", data={"csrf": csrf}),
+        400,
+        "ids: tick at least",
+    )
+    not_there = client.post(
+        f"/console/profiles/{person['ucid']}/unmerge",
+        data={"csrf": csrf, "extra_type": "fpuid", "extra_value": "never-seen"},
+    )
+    _page(not_there, 400, "not on profile")
+    reader = app.state.db.write(
+        lambda c: create_credential(c, org.org_id, CredentialKind.APIKEY, "profile.read")
+    )
+    csrf = sign_in(client, reader.secret)
+    refused = client.post(
+        f"/console/profiles/{person['ucid']}/unmerge",
+        data={"csrf": csrf, "id": "ga_clientid=GA1.2.p2.1700000000"},
+    )
+    _page(refused, 403, "this needs scope profile.write")

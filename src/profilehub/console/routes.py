@@ -33,6 +33,7 @@ from profilehub.console.web import (
     SESSION_COOKIE,
     SIGN_IN_COOKIE,
     checked_form,
+    checked_form_pairs,
     cookie_secure,
     current_session,
     db_of,
@@ -50,7 +51,7 @@ from profilehub.errors import (
     NotFound,
     Unauthorized,
 )
-from profilehub.lineage import explain
+from profilehub.lineage import aunmerge, explain
 from profilehub.store.strategy_store import block_value, unblock_value
 
 # The router the routes below register on (it is made in ``web``, with the console's route class).
@@ -201,6 +202,39 @@ async def erase(request: Request, ucid: str) -> Response:
         session.org_id, profile["region"], {"ucid": [profile["ucid"]]}, session.principal.actor
     )
     return render("erased.html", session=session, result=result)
+
+
+@router.get("/profiles/{ucid}/unmerge")
+async def unmerge_form(request: Request, ucid: str) -> Response:
+    session = await current_session(request)
+    need(session, "profile.write")
+    page = await _person(request, session, ucid)
+    strategy = await read(db_of(request), lambda c: profiles_of(request).strategies.get(c, session.org_id))
+    return render("unmerge.html", session=session, page=page, id_types=sorted(strategy.id_types))
+
+
+@router.post("/profiles/{ucid}/unmerge")
+async def unmerge(request: Request, ucid: str) -> Response:
+    session = await current_session(request)
+    need(session, "profile.write")
+    pairs = await checked_form_pairs(request, session)
+    ids: dict[str, list[str]] = {}
+    for name, value in pairs:
+        if name == "id":
+            # "<idType>=<value>": idType names never hold "=".
+            id_type, _, id_value = value.partition("=")
+            ids.setdefault(id_type, []).append(id_value)
+    form = dict(pairs)
+    if (extra := form.get("extra_type", "").strip()) and form.get("extra_value", "").strip():
+        ids.setdefault(extra, []).append(form["extra_value"])
+    if not ids:
+        raise BadRequest("tick at least one id that should not have linked anything", field="ids")
+    service = profiles_of(request)
+    profile = await run_in_threadpool(service.get, session.org_id, ucid)
+    profiles = await aunmerge(
+        service, session.org_id, profile["region"], profile["ucid"], ids, session.principal.actor
+    )
+    return render("unmerged.html", session=session, profiles=profiles)
 
 
 @router.get("/explain")
