@@ -4,6 +4,7 @@ webhook-id, per-profile order, disabling, replay, an outage caught up in order."
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -246,3 +247,25 @@ def test_erasing_a_profile_drops_its_waiting_events_and_delivers_the_erasure(sto
         wait_for("the erasure", lambda: len(receiver.delivered()) == 1)
     [erased] = receiver.delivered()
     assert erased.event["type"] == "profile.erased" and "profile" not in erased.event["data"]
+
+
+def test_a_hanging_endpoint_does_not_hold_up_writes(store: Database) -> None:
+    """The receiver takes requests and does not answer until released: writes go on meanwhile."""
+    release = threading.Event()
+
+    def answer(_: Received) -> int:
+        release.wait(30)
+        return 200
+
+    receiver = Receiver(answer)
+    add_endpoint(store, receiver.url)
+    with delivering(
+        store, DeliverySettings(retry_schedule=(0.1,) * 50, timeout_seconds=20, poll_seconds=0.02)
+    ):
+        write(store, "A", 0)
+        wait_for("the first delivery to reach the receiver", lambda: receiver.arrived == 1)
+        for n in range(1, 21):
+            write(store, f"P{n}", n)  # each returns once committed; none waits for the receiver
+        assert receiver.delivered() == [], "the receiver has answered nothing yet"
+        release.set()
+        wait_for("everything", lambda: len(receiver.delivered()) == 21)

@@ -33,6 +33,7 @@ class Receiver:
     def __init__(self, answer: Callable[[Received], int] | None = None) -> None:
         self.answer: Callable[[Received], int] = answer or (lambda _: 200)
         self.received: list[Received] = []
+        self.arrived = 0  # requests read, answered or not yet
         self._lock = threading.Lock()
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
@@ -52,6 +53,8 @@ class Receiver:
                 if len(body) < length:  # the sender died mid-request (kill -9): nothing arrived
                     return
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver._lock:
+                    receiver.arrived += 1
                 status = receiver.answer(Received(headers, body, 0))
                 with receiver._lock:
                     receiver.received.append(Received(headers, body, status))

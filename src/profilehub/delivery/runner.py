@@ -70,7 +70,7 @@ class Deliverer:
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; then hand every lease back."""
         self._stop = stop
-        sender = WebhookSender(self.settings.timeout_seconds)
+        sender = WebhookSender(self.settings.timeout_seconds, self.settings.concurrency)
         publisher = None
         if self.nats_url:
             publisher = await JetStreamPublisher.connect(self.nats_url, self.nats_stream or "PROFILEHUB")
@@ -92,7 +92,7 @@ class Deliverer:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
             self._tasks.clear()
-            await sender.aclose()
+            await asyncio.to_thread(sender.close)
             if publisher is not None:
                 await publisher.close()
             try:

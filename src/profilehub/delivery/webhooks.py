@@ -193,16 +193,17 @@ async def send_in_key_order(
         chains[item.key].append(item)
     gate = asyncio.Semaphore(concurrency)
 
+    def send_chain(chain: list[Item]) -> None:
+        for item in chain:
+            if time.monotonic() > deadline:
+                return
+            item.outcome = sender.post(target.url, target.signer, str(item.event_id), item.body, clock())
+            if not item.outcome.delivered:
+                return
+
     async def run(chain: list[Item]) -> None:
         async with gate:
-            for item in chain:
-                if time.monotonic() > deadline:
-                    return
-                item.outcome = await sender.send(
-                    target.url, target.signer, str(item.event_id), item.body, clock()
-                )
-                if not item.outcome.delivered:
-                    return
+            await asyncio.get_running_loop().run_in_executor(sender.pool, send_chain, chain)
 
     await asyncio.gather(*(run(chain) for chain in chains.values()))
 
