@@ -77,14 +77,18 @@ def test_writes_and_bulk_writes_are_followed_page_by_page(client: TestClient, or
     assert [e["data"]["profile"] for e in seen] == [first, answers[0]["profile"], answers[2]["profile"]]
     assert [e["region"] for e in seen] == ["EU", "UK", "EU"]
     assert all(e["orgId"] == org.org_id for e in seen)
-    # At the end, next stays where it is; a region's feed has that region's events only.
-    assert _page(cdp_changes(client, org, after=after)) == {"changes": [], "next": after}
-    [uk] = _page(cdp_changes(client, org, region="uk"))["changes"]
-    assert uk == seen[1]
-
     [person] = _page(crm_changes(client, org))["changes"]
     assert person["type"] == "person.created" and person["data"]["person"]["firstName"] == "Crm"
     assert "region" not in person and int(person["id"]) > int(seen[-1]["id"])
+    # At the end, next moves past the other feed's events (not read again), then stays.
+    assert _page(cdp_changes(client, org, after=after)) == {"changes": [], "next": person["id"]}
+    assert _page(cdp_changes(client, org, after=person["id"])) == {"changes": [], "next": person["id"]}
+    # A region's feed has that region's events only, and moves past the others' too.
+    assert _page(cdp_changes(client, org, region="uk")) == {"changes": [seen[1]], "next": person["id"]}
+    assert _page(cdp_changes(client, org, region="uk", limit=1)) == {
+        "changes": [seen[1]],
+        "next": seen[1]["id"],
+    }
 
 
 def test_an_import_is_in_the_feed(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

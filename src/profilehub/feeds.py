@@ -18,7 +18,7 @@ import orjson
 
 from profilehub.errors import BadRequest
 from profilehub.store.database import Database
-from profilehub.store.events import Event, event_bytes, parse_cursor, read_events
+from profilehub.store.events import Event, event_bytes, newest_event_id, parse_cursor, read_events
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -69,12 +69,11 @@ async def pull(
     deadline = time.monotonic() + query.wait
     while True:
         seen = db.event_bell.count
-        found = await asyncio.to_thread(_look, db, org_id, feed, query, region)
+        found, last = await asyncio.to_thread(_look, db, org_id, feed, query, region)
         left = deadline - time.monotonic()
         if found or left <= 0 or _stopping or (gone is not None and await gone()):
             break
         await db.event_bell.wait(seen, min(POLL_SECONDS, left))
-    last = found[-1].event_id if found else query.after
     return (
         b'{"changes":['
         + b",".join(event_bytes(e) for e in found)
@@ -96,6 +95,16 @@ def _look(
     feed: str,
     query: FeedQuery,
     region: str | None,
-) -> list[Event]:
+) -> tuple[list[Event], int]:
+    """The page, and the cursor after it: past the org's events of other feeds or regions too, so
+    a feed that is quiet while another is busy does not read the same rows again at each look.
+
+    The org's newest id is read first, and the page only up to it: an event of this feed that
+    commits in between has a greater id and waits for the next look.
+    """
     with db.read() as conn:
-        return read_events(conn, org_id, query.after, query.limit, feed=feed, region=region)
+        newest = newest_event_id(conn, org_id)
+        if newest <= query.after:
+            return [], query.after
+        found = read_events(conn, org_id, query.after, query.limit, feed=feed, region=region, upto=newest)
+    return found, found[-1].event_id if len(found) == query.limit else newest

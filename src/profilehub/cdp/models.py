@@ -167,4 +167,7 @@ class ChangeEvent(BaseModel):
 
 class ChangesPage(BaseModel):
     changes: list[ChangeEvent] = Field(description="In commit order; empty when nothing followed `after`.")
-    next: str = Field(description="The `after` of the next page: the last event's id, or `after` again.")
+    next: str = Field(
+        description="The `after` of the next page: the last event's id after a full page, else past "
+        "everything the read looked at (other feeds' events too), or `after` again when nothing followed it."
+    )

@@ -11,8 +11,10 @@ Shape, for code that writes, pulls or delivers events (docs/events.md is the use
 - ``forget_events(conn, org_id, entity_ids)``: an erasure or a CRM delete removes the earlier
   events of what it erased (they hold its values) before it appends its own; so ids have gaps
   and an event not yet fetched or delivered may vanish.
-- ``read_events(conn, org_id, after, limit, feed=None, region=None)`` -> ``list[Event]``: the
-  org's events with ``event_id > after``, lowest first. ``Event.data`` stays JSON text.
+- ``read_events(conn, org_id, after, limit, feed=None, region=None, upto=None)`` ->
+  ``list[Event]``: the org's events with ``after < event_id <= upto``, lowest first.
+  ``Event.data`` stays JSON text. ``newest_event_id(conn, org_id)`` bounds a filtered read whose
+  cursor may then move past what the filter skipped (``feeds.py``).
 - ``event_json(event)`` -> the wire shape ``{"id": "<event_id>", "type", "orgId", "region" (CDP
   events only), "ts", "data"}``; ``event_bytes(event)`` is the same as JSON bytes without parsing
   ``data`` again. ``parse_cursor`` reads an ``id`` back (``"0"``: from the beginning);
@@ -209,8 +211,10 @@ def read_events(
     *,
     feed: str | None = None,
     region: str | None = None,
+    upto: int | None = None,
 ) -> list[Event]:
-    """The org's events after cursor ``after``, in cursor (= commit) order, at most ``limit``."""
+    """The org's events after cursor ``after`` (and at most ``upto``), in cursor (= commit) order,
+    at most ``limit``."""
     q = sa.select(
         events.c.event_id,
         events.c.org_id,
@@ -224,8 +228,25 @@ def read_events(
         q = q.where(events.c.feed == feed)
     if region is not None:
         q = q.where(events.c.region == region)
+    if upto is not None:
+        q = q.where(events.c.event_id <= upto)
     q = q.order_by(events.c.event_id).limit(limit)
     return [Event(*row) for row in conn.execute(q)]
+
+
+def newest_event_id(conn: Connection, org_id: int) -> int:
+    """The org's newest event id (0: none).
+
+    Every smaller id of the org had committed (or rolled back) by the time this one did, so a
+    filtered read up to it that finds nothing more may move its cursor here.
+    """
+    q = (
+        sa.select(events.c.event_id)
+        .where(events.c.org_id == org_id)
+        .order_by(events.c.event_id.desc())
+        .limit(1)
+    )
+    return int(conn.execute(q).scalar() or 0)
 
 
 def last_event_id(conn: Connection) -> int:
