@@ -222,3 +222,15 @@ def test_concurrent_crm_upserts_and_cdp_writes_of_one_person_make_one_person_and
     assert [p["ucid"] for p in found] == [person["ucid"]]
     assert [c["crm_person_id"] for c in found[0]["ids"]["crm"]] == [person["id"]]
     assert {a.json()["person"]["ucid"] for a in answers if "person" in a.json()} == {person["ucid"]}
+
+
+def test_an_org_that_disables_the_link_keeps_its_people_out_of_the_graph(
+    app: FastAPI, client: TestClient, org: OrgFixture
+) -> None:
+    from profilehub.identity.strategy import IdClass
+    from profilehub.store.strategy_store import set_id_type
+
+    app.state.db.write(lambda c: set_id_type(c, org.org_id, "crm_person_id", id_class=IdClass.DISABLED))
+    person = upsert(client, org, {"firstName": "Off", "emails": ["off@example.com"]})
+    assert person["ucid"] is None
+    assert Cdp(client, org).search({"email": ["off@example.com"]}) == []

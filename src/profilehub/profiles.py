@@ -25,7 +25,7 @@ from profilehub.idempotency import forget_answers
 from profilehub.identity.normalize import Identifier, Notice, coerce_id_value, normalise_ids
 from profilehub.identity.resolve import CATEGORIES, PreparedWrite, WriteOutcome, apply_write
 from profilehub.identity.storage import ProfileState
-from profilehub.identity.strategy import CRM_PERSON_ID, Strategy
+from profilehub.identity.strategy import CRM_PERSON_ID, IdClass, Strategy
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import Database, GroupJob, lock_scope, savepoint
 from profilehub.store.events import (
@@ -342,8 +342,9 @@ def prepare_person(
             notices.append(Notice("not_in_graph", exc.message, "phoneNumber"))
     if not ids:
         return None
-    if strategy.id_types.get(CRM_PERSON_ID) is None:
-        return None  # the org removed the link idType: people stay out of the graph
+    rule = strategy.id_types.get(CRM_PERSON_ID)
+    if rule is None or rule.id_class is IdClass.DISABLED:
+        return None  # the org disabled the link idType: its people stay out of the graph
     link = [person_link(person.person_id)]
     dropped = _email_ids(strategy, region, person.dropped) if person.dropped else []
     return PreparedWrite(org_id, region, link + ids, {}, None, actor, notices), dropped
