@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
-import pytest
-from fastapi.testclient import TestClient
+from typing import Any
 
+import pytest
+import schemathesis
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from profilehub.ratelimit import set_rate_limit
+from tests.conftest import OrgFixture
+
+CONFORMANCE = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 CDP_ENDPOINTS = {
     "/cdp/v1/users": ("WriteUserRequest", "profile.write"),
     "/cdp/v1/users/_search": ("SearchUsersRequest", "profile.read"),
@@ -154,3 +173,96 @@ def test_the_cdp_change_feed_is_documented(spec: dict) -> None:  # type: ignore[
     query = {p["name"]: p for p in op["parameters"] if p["in"] == "query"}
     assert set(query) == {"orgId", "after", "limit", "wait", "region"}
     assert all(p.get("description") for p in query.values())
+
+
+# --- operations: rate limits, idempotency keys, overload (issue 15) ---
+
+API_PREFIXES = ("/cdp/v1/", "/v2/crm/")
+KEYED_WRITES = {
+    ("post", "/cdp/v1/users"),
+    ("post", "/cdp/v1/users/_bulk"),
+    ("put", "/v2/crm/people"),
+    ("post", "/v2/crm/people"),
+    ("put", "/v2/crm/people/_bulk"),
+    ("put", "/v2/crm/companies"),
+    ("post", "/v2/crm/companies"),
+    ("put", "/v2/crm/{objectSlug}"),
+    ("post", "/v2/crm/{objectSlug}"),
+}
+
+
+def _headers(spec: dict, response: dict) -> dict:  # type: ignore[type-arg]
+    """A response's headers with ``$ref``s resolved."""
+    out = {}
+    for name, header in response.get("headers", {}).items():
+        if "$ref" in header:
+            header = spec["components"]["headers"][header["$ref"].rsplit("/", 1)[1]]
+        out[name] = header
+    return out
+
+
+def test_every_api_route_declares_its_429_and_503_with_when_to_retry(spec: dict) -> None:  # type: ignore[type-arg]
+    api = [(path, method, op) for path, method, op in _operations(spec) if path.startswith(API_PREFIXES)]
+    assert len(api) >= 25
+    for path, method, op in api:
+        too_many = _headers(spec, op["responses"]["429"])
+        for name in ("Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
+            assert too_many[name]["required"] is True, (method, path, name)
+        assert _headers(spec, op["responses"]["503"])["Retry-After"]["required"] is True, (method, path)
+        for status, response in op["responses"].items():
+            # A limited org's every answer carries them: declared, not promised.
+            assert _headers(spec, response)["RateLimit-Remaining"]["required"] is (status == "429")
+
+
+def test_the_writes_that_honour_an_idempotency_key_declare_it(spec: dict) -> None:  # type: ignore[type-arg]
+    for path, method, op in _operations(spec):
+        declared = [p for p in op.get("parameters", []) if p["name"] == "Idempotency-Key"]
+        if (method, path) not in KEYED_WRITES:
+            assert declared == [], (method, path)  # DELETE, PATCH, objects/...: the key is ignored
+            continue
+        [param] = declared
+        assert param["in"] == "header" and param["required"] is False
+        assert param["schema"]["maxLength"] == 255
+        assert "in flight" not in op["responses"]["409"]["description"]
+        assert "Idempotency-Key" in op["responses"]["409"]["description"], (method, path)
+        assert "Idempotency-Key" in op["responses"]["422"]["description"], (method, path)
+        assert _headers(spec, op["responses"]["409"])["Retry-After"]["required"] is False
+        for status, response in op["responses"].items():
+            if status.startswith("2"):
+                assert _headers(spec, response)["Idempotent-Replayed"]["required"] is False, (path, status)
+
+
+def test_rate_limit_and_idempotency_answers_conform_to_the_document(
+    app: FastAPI, client: TestClient, org: OrgFixture
+) -> None:
+    """Real 200, replayed 200, 422 and 429 answers, checked by schemathesis against the document:
+    status declared, every required header present, bodies of the declared schema."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    write = schema["/cdp/v1/users"]["POST"]
+    headers = {**org.headers(), "Idempotency-Key": "order-17"}
+    body = {"orgId": org.org_id, "region": "EU", "ids": {"email": "jane@acme.com"}}
+
+    def call(sent: dict, **extra: str) -> Any:
+        case = write.Case(body=sent, headers={**headers, **extra}, media_type="application/json")
+        response = case.call()
+        case.validate_response(response, checks=CONFORMANCE)
+        return response
+
+    def header(response: Any, name: str) -> str | None:
+        values = response.headers.get(name.lower())  # schemathesis: lower-case names, lists
+        return values[0] if values else None
+
+    first = call(body)
+    assert first.status_code == 200 and header(first, "Idempotent-Replayed") is None
+    again = call(body)
+    assert again.status_code == 200 and header(again, "Idempotent-Replayed") == "true"
+    assert again.json() == first.json()
+    changed = call({**body, "ids": {"email": "john@acme.com"}})
+    assert changed.status_code == 422 and "Idempotency-Key" in changed.json()["message"]
+    app.state.db.write(lambda c: set_rate_limit(c, org.org_id, 1, None))
+    app.state.rate_limiter.limits.invalidate()
+    app.state.rate_limiter.clock = lambda: 1_800_000_000.5  # one second for the whole burst
+    limited = [call(body, **{"Idempotency-Key": f"k{i}"}) for i in range(2)]
+    assert [r.status_code for r in limited] == [200, 429]
+    assert header(limited[0], "RateLimit-Remaining") == "0"
+    assert header(limited[1], "Retry-After") == "1" and header(limited[1], "RateLimit-Limit") == "1"

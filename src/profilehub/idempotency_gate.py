@@ -8,8 +8,6 @@ the route runs with the key pending, and ``idempotency_http.answered`` saves its
 
 from __future__ import annotations
 
-import re
-
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -25,16 +23,9 @@ from profilehub.http import (
     replay_messages,
 )
 from profilehub.idempotency import FIELD, IdempotencyKeys, Stored, check_key, request_hash
-from profilehub.idempotency_http import PENDING, Pending, changed_request, replay
+from profilehub.idempotency_http import GUARDED, PENDING, Pending, changed_request, replay
 from profilehub.request_log import note_org, note_route
 from profilehub.store.database import Database
-
-# The writes that honour the key (method, path): CDP write and _bulk; CRM upserts and creates of
-# people, companies and records (not objects/...). Other routes ignore the header.
-GUARDED = {
-    "POST": re.compile(r"^/cdp/v1/users(/_bulk)?$|^/v2/crm/(?!objects$)[^/]+$"),
-    "PUT": re.compile(r"^/v2/crm/people/_bulk$|^/v2/crm/(?!objects$)[^/]+$"),
-}
 
 
 class IdempotencyMiddleware:

@@ -7,6 +7,7 @@ transaction fails on the key, rolls back, and that request answers the first's a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -23,6 +24,13 @@ from profilehub.store.database import Database, then
 
 T = TypeVar("T")
 REPLAYED_HEADER = "Idempotent-Replayed"
+# The writes that honour the key (method, path): CDP write and _bulk; CRM upserts and creates of
+# people, companies and records (not objects/...). Other routes ignore the header. The OpenAPI
+# document's path templates match too ("/v2/crm/{objectSlug}"), so it declares the header from here.
+GUARDED = {
+    "POST": re.compile(r"^/cdp/v1/users(/_bulk)?$|^/v2/crm/(?!objects$)[^/]+$"),
+    "PUT": re.compile(r"^/v2/crm/people/_bulk$|^/v2/crm/(?!objects$)[^/]+$"),
+}
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 ConnFactory = Callable[[], Any]
 MAX_RATE = 1_000_000_000
+# The requests an org's limits count: the API's paths (not /healthz, /metrics, the docs).
+LIMITED_PREFIXES = ("/cdp/v1/", "/v2/crm/")
 
 
 @dataclass(frozen=True)

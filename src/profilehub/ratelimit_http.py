@@ -16,9 +16,7 @@ from profilehub.crm.routes import crm_credential
 from profilehub.errors import TooManyRequests
 from profilehub.gate import _bearer, _header, closing
 from profilehub.http import checked_principal, domain_error_response
-from profilehub.ratelimit import Decision, RateLimiter
-
-_PREFIXES = ("/cdp/v1/", "/v2/crm/")
+from profilehub.ratelimit import LIMITED_PREFIXES, Decision, RateLimiter
 
 
 def rate_headers(decision: Decision) -> dict[str, str]:
@@ -51,7 +49,7 @@ class RateLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limiter: RateLimiter | None = None
-        if scope["type"] == "http" and scope["path"].startswith(_PREFIXES):
+        if scope["type"] == "http" and scope["path"].startswith(LIMITED_PREFIXES):
             limiter = scope["app"].state.rate_limiter
         decision = None
         try:

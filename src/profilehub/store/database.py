@@ -379,7 +379,7 @@ class _Writer:
 
     def submit(self, job: Job) -> Future[Any]:
         if self._closed:
-            raise ServiceUnavailable("the database writer is shut down")
+            raise ServiceUnavailable("the database writer is shut down", headers={"Retry-After": "1"})
         # qsize() may be a few behind while other threads submit: the bound is approximate by that.
         if self._max_queued is not None and self._queue.qsize() >= self._max_queued:
             raise WriteQueueFull(
