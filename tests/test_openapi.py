@@ -240,7 +240,7 @@ def test_rate_limit_and_idempotency_answers_conform_to_the_document(
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     write = schema["/cdp/v1/users"]["POST"]
     headers = {**org.headers(), "Idempotency-Key": "order-17"}
-    body = {"orgId": org.org_id, "region": "EU", "ids": {"email": "jane@acme.com"}}
+    body = {"orgId": org.org_id, "region": "EU", "ids": {"email": "jane@acme.com"}, "upsert": {}}
 
     def call(sent: dict, **extra: str) -> Any:
         case = write.Case(body=sent, headers={**headers, **extra}, media_type="application/json")

@@ -39,6 +39,7 @@ from profilehub.http import (
 )
 from profilehub.idempotency import IdempotencyKeys
 from profilehub.idempotency_gate import IdempotencyMiddleware
+from profilehub.ingest import progress as import_progress
 from profilehub.metrics import CONTENT_TYPE, Metrics
 from profilehub.oidc import JwtVerifier
 from profilehub.openapi_extras import ERROR_SCHEMA, install_openapi_extras
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, delivery: DeliverySettings | No
         idle_in_transaction_timeout=settings.db_idle_in_transaction_timeout_seconds,
     )
     metrics.watch_queue(db.write_queue_depth)
+    metrics.watch_imports(lambda: import_progress.runs_to_show(db))
 
     def webhook_backlogs() -> dict[str, int]:
         with db.read() as conn:

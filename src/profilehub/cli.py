@@ -15,7 +15,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +37,7 @@ from profilehub.crm.people import link_people_job
 from profilehub.errors import ProfilehubError
 from profilehub.identity.strategy import IdClass
 from profilehub.ingest import checkpoint as ingest_checkpoint
+from profilehub.ingest import progress as import_progress
 from profilehub.ingest import reader as ingest_reader
 from profilehub.ingest import runner as ingest_runner
 from profilehub.ingest.cdp import cdp_sink
@@ -729,7 +730,9 @@ def _run_import(
     max_rejects: int,
     map_example: str,
     sink: ingest_runner.Sink,
-    shared: ingest_runner.SharedWriteLock,
+    database: Database,
+    org_id: int,
+    kind: str,
     csv_objects: tuple[str, ...] = (),
     csv_lists: tuple[str, ...] = (),
 ) -> None:
@@ -759,8 +762,12 @@ def _run_import(
     )
     task = bar.add_task(file.name, total=file.stat().st_size, rate=0.0)
 
+    # The run's progress in the database, for the servers' /metrics (profilehub.ingest.progress).
+    recorder = import_progress.ProgressRecorder(database, org_id, kind, file)
+
     def progress(summary: ingest_runner.ImportSummary) -> None:
         bar.update(task, completed=summary.offset, rate=summary.rate)
+        recorder(summary)
 
     importer = ingest_runner.Importer(
         file,
@@ -769,13 +776,26 @@ def _run_import(
         batch_size=batch_size,
         progress=progress,
         workers=workers,
-        shared=shared,
+        shared=database,
     )
     interrupted = False
     stopped: ingest_runner.ImportStopped | None = None
     try:
-        with bar:
-            summary = importer.run(resume=resume)
+        recorder.start()
+        try:
+            with bar:
+                summary = importer.run(resume=resume)
+        except BaseException as exc:
+            ended = getattr(exc, "summary", None) or importer.summary
+            state = {
+                ingest_runner.ImportInterrupted: "interrupted",
+                KeyboardInterrupt: "interrupted",
+                ingest_runner.ImportStopped: "stopped",
+            }.get(type(exc), "failed")
+            with suppress(Exception):  # the database may be what failed
+                recorder.finish(ended or ingest_runner.ImportSummary(file, file.stat().st_size), state)
+            raise
+        recorder.finish(summary, "done")
     except ingest_runner.ImportInterrupted as exc:
         summary, interrupted = exc.summary, True
     except ingest_runner.ImportStopped as exc:
@@ -869,6 +889,8 @@ def import_cdp(
             CDP_MAP_EXAMPLE,
             sink,
             database,
+            org_id,
+            "cdp",
             # upsert is required; a row whose upsert cells are all empty writes its ids only
             csv_objects=("upsert",),
         )
@@ -915,6 +937,8 @@ def import_people(
             PEOPLE_MAP_EXAMPLE,
             sink,
             database,
+            org_id,
+            "people",
             csv_lists=("emails",),  # a column mapped to emails holds one address
         )
 

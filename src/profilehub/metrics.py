@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+import sqlalchemy as sa
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -22,6 +23,11 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from profilehub.ingest.progress import STATES, ImportRun
 
 log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -82,6 +88,7 @@ class Metrics:
         )
         self._depth: Callable[[], int] | None = None
         self._backlog: Callable[[], dict[str, int]] | None = None
+        self._imports: ImportsCollector | None = None
         # Label children by key: ``labels()`` checks and joins its arguments on every call.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
@@ -127,6 +134,13 @@ class Metrics:
         for endpoint, count in found.items():
             self.webhook_backlog.labels(endpoint).set(count)
 
+    def watch_imports(self, runs: Callable[[], list[ImportRun]]) -> None:
+        """Show the imports ``runs()`` finds (read from the database at each scrape: imports run
+        in processes of their own, see profilehub.ingest.progress)."""
+        self._imports = ImportsCollector(runs)
+        if multiprocess_dir() is None:
+            self.registry.register(self._imports)
+
     # --- exposition ---
     def render(self) -> bytes:
         if self._depth is not None:
@@ -137,6 +151,8 @@ class Metrics:
             return generate_latest(self.registry)
         collected = CollectorRegistry()
         multiprocess.MultiProcessCollector(collected, path)  # type: ignore[no-untyped-call]
+        if self._imports is not None:
+            collected.register(self._imports)
         return generate_latest(collected)
 
     @staticmethod
@@ -144,3 +160,69 @@ class Metrics:
         """Drop an exited worker's live gauges (its counters keep counting in the sum)."""
         if multiprocess_dir() is not None:
             multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+_IMPORT_LABELS = ["org_id", "import_id", "kind", "source"]
+
+
+class ImportsCollector(Collector):
+    """Gauges per import run, from the database's ``import_runs`` at each scrape.
+
+    A scrape while the database is down leaves these series out instead of failing the whole
+    answer (the other metrics are what an operator looks at then)."""
+
+    def __init__(self, runs: Callable[[], list[ImportRun]]) -> None:
+        self.runs = runs
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            runs = self.runs()
+        except sa.exc.SQLAlchemyError:
+            log.warning("import progress not shown in /metrics: the database did not answer")
+            return
+        records = GaugeMetricFamily(
+            "profilehub_import_records",
+            "Records of an import run so far, by outcome (read = created + updated + rejected).",
+            labels=[*_IMPORT_LABELS, "outcome"],
+        )
+        source = GaugeMetricFamily(
+            "profilehub_import_source_bytes", "Size of the import's file.", labels=_IMPORT_LABELS
+        )
+        read = GaugeMetricFamily(
+            "profilehub_import_read_bytes",
+            "Bytes of the file committed so far (up to the last checkpoint).",
+            labels=_IMPORT_LABELS,
+        )
+        state = GaugeMetricFamily(
+            "profilehub_import_state",
+            "1 for the run's state: running, done, interrupted (Ctrl-C), stopped (its first records "
+            "all rejected alike) or failed.",
+            labels=[*_IMPORT_LABELS, "state"],
+        )
+        times = {
+            name: GaugeMetricFamily(
+                f"profilehub_import_{name}_timestamp_seconds", help_text, labels=_IMPORT_LABELS
+            )
+            for name, help_text in (
+                ("started", "When the run started (Unix time)."),
+                (
+                    "updated",
+                    "The run's last progress (Unix time); a running import whose process was "
+                    "killed stops moving it.",
+                ),
+                ("finished", "When the run ended (Unix time); absent while it runs."),
+            )
+        }
+        for run in runs:
+            labels = [str(run.org_id), run.run_id, run.kind, run.source]
+            for outcome, count in run.records.items():
+                records.add_metric([*labels, outcome], count)
+            source.add_metric(labels, run.source_bytes)
+            read.add_metric(labels, run.read_bytes)
+            for name in STATES:
+                state.add_metric([*labels, name], 1.0 if run.state == name else 0.0)
+            times["started"].add_metric(labels, run.started_ts / 1000)
+            times["updated"].add_metric(labels, run.updated_ts / 1000)
+            if run.finished_ts is not None:
+                times["finished"].add_metric(labels, run.finished_ts / 1000)
+        yield from (records, source, read, state, *times.values())

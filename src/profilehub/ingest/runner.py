@@ -252,6 +252,8 @@ class Importer:
         self._head_reasons: set[str] = set()  # why they were rejected ("" for one written)
         self._stopped_for: str | None = None
         self._stop = threading.Event()  # set by Ctrl-C or an early stop; renewed by each run
+        # The last run's counts as they stand (also after it failed midway): what it reports.
+        self.summary: ImportSummary | None = None
 
     def _next_batch_size(self) -> int:
         if self.shared is None:
@@ -293,6 +295,7 @@ class Importer:
         saved = checkpoints.load(self.source) if resume else None
         state = saved or Checkpoint(size, mtime_ns)
         summary = ImportSummary(self.source, size, state.offset, state.line, resumed_from_line=state.line)
+        self.summary = summary
         for name, value in state.counts.items():
             setattr(summary, name, value)
         rejects_file = checkpoints.rejects_path(self.source)

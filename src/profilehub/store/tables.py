@@ -355,3 +355,25 @@ stream_cursors = sa.Table(
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("lease_until", sa.BigInteger, nullable=True),
 )
+
+# Each run of ``profilehub import`` (a process of its own), its counts updated as it goes, so that
+# ``serve``'s ``/metrics`` can show imports in progress (profilehub.ingest.progress).
+import_runs = sa.Table(
+    "import_runs",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # cdp, people
+    sa.Column("source", sa.String(255), nullable=False),  # the file's name, not its path
+    sa.Column("state", sa.String(16), nullable=False),  # running, done, interrupted, stopped, failed
+    sa.Column("source_bytes", sa.BigInteger, nullable=False),
+    sa.Column("read_bytes", sa.BigInteger, nullable=False),
+    sa.Column("records_read", sa.BigInteger, nullable=False),
+    sa.Column("records_created", sa.BigInteger, nullable=False),
+    sa.Column("records_updated", sa.BigInteger, nullable=False),
+    sa.Column("records_rejected", sa.BigInteger, nullable=False),
+    sa.Column("started_ts", sa.BigInteger, nullable=False),
+    sa.Column("updated_ts", sa.BigInteger, nullable=False),
+    sa.Column("finished_ts", sa.BigInteger, nullable=True),
+    sa.Index("ix_import_runs_org_updated", "org_id", "updated_ts"),
+)
