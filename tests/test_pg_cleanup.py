@@ -103,7 +103,7 @@ def test_an_interrupted_test_run_drops_its_database(
     run, pids = test_run
     assert _databases_of(pids)
     run.send_signal(signum)
-    output, _ = run.communicate(timeout=90)
+    output, _ = run.communicate(timeout=180)
     assert _databases_of(pids) == [], output
 
 
