@@ -3,14 +3,15 @@ real ``profilehub serve``, on SQLite and PostgreSQL: sign in, find a person by r
 profile and the identity graph, unmerge, erase, sign out. Any console message of type error (a script
 error, a failed asset, a Content-Security-Policy violation) fails the journey.
 
-Lean on purpose: one browser for the session, one server per backend, one journey each.
+Lean on purpose: one server and one browser per backend, one journey each.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -24,91 +25,106 @@ from tests.serve_process import new_org, serve
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+def _chromium_or_skip() -> None:
     if not CHROMIUM.exists():
         why = f"{CHROMIUM} is missing: run scripts/ensure-chromium (apt-get install chromium) as root"
         if running_in_ci():
             pytest.fail(f"CI=true and {why}")
         pytest.skip(f"CHROMIUM UNAVAILABLE, browser test not run: {why}")
-    with sync_playwright() as playwright:
-        # The sandbox needs user namespaces, which a root CI run (or a container) does not have.
-        args = ["--no-sandbox"] if os.geteuid() == 0 else []
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
-        yield launched
-        launched.close()
 
 
-def _watch(page: Page) -> list[str]:
-    errors: list[str] = []
+def _in_a_browser(journey: Callable[[Browser], None]) -> None:
+    """Run ``journey`` with a fresh chromium in a thread of its own.
 
+    Playwright's sync API marks its event loop as the running one in the thread that uses it, between
+    calls too; in the suite's own thread that broke every later test that calls ``asyncio.run()``.
+    """
+
+    def run() -> None:
+        with sync_playwright() as playwright:
+            # The sandbox needs user namespaces, which a root CI run (or a container) does not have.
+            args = ["--no-sandbox"] if os.geteuid() == 0 else []
+            launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
+            try:
+                journey(launched)
+            finally:
+                launched.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(run).result()
+
+
+def _watch(page: Page, errors: list[str]) -> None:
     def console(message: ConsoleMessage) -> None:
         if message.type == "error":
             errors.append(f"{page.url}: {message.text}")
 
     page.on("console", console)
     page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
-    return errors
 
 
-def test_sign_in_find_look_unmerge_erase_sign_out(
-    browser: Browser, database_url: str, tmp_path: Path
-) -> None:
+def test_sign_in_find_look_unmerge_erase_sign_out(database_url: str, tmp_path: Path) -> None:
+    _chromium_or_skip()
     org = new_org(database_url)
     with serve(database_url, tmp_path) as server, httpx.Client(base_url=server.base, timeout=30) as api:
         person = merged_person(api, org.apikey, org.org_id, merged=3, email="ada.lovelace@example.org")
         ucid = person["ucid"]
-        context = browser.new_context(base_url=server.base)
-        page = context.new_page()
-        errors = _watch(page)
+        errors: list[str] = []
 
-        page.goto("/console")
-        expect(page).to_have_url(re.compile(r"/console/sign-in$"))
-        page.fill("#credential", org.apikey)
-        page.click("button[type=submit]")
-        expect(page).to_have_url(re.compile(r"/console/search$"))
+        def journey(browser: Browser) -> None:
+            context = browser.new_context(base_url=server.base)
+            page = context.new_page()
+            _watch(page, errors)
 
-        page.fill("#q", "  Ada.Lovelace@EXAMPLE.org ")
-        page.click("form.search button[type=submit]")
-        expect(page.locator("#results tbody tr")).to_have_count(1)
-        page.click(f"#results a:has-text('{ucid}')")
+            page.goto("/console")
+            expect(page).to_have_url(re.compile(r"/console/sign-in$"))
+            page.fill("#credential", org.apikey)
+            page.click("button[type=submit]")
+            expect(page).to_have_url(re.compile(r"/console/search$"))
 
-        expect(page.locator("#ucid")).to_have_text(ucid)
-        expect(page.locator("#category-profile")).to_contain_text("Lovelace")
-        expect(page.locator("#category-consent")).to_contain_text("_ts")
-        expect(page.locator("#ids")).to_contain_text("email_sha256_lowercase")
-        expect(page.locator("#linked")).to_contain_text("Linked ucids (3)")
-        # Each was merged through its Google Analytics client id alone (the email was the person's).
-        expect(page.locator("#linked td[title='ga_clientid']")).to_have_count(3)
-        expect(page.locator("#history tbody tr")).to_have_count(8)
+            page.fill("#q", "  Ada.Lovelace@EXAMPLE.org ")
+            page.click("form.search button[type=submit]")
+            expect(page.locator("#results tbody tr")).to_have_count(1)
+            page.click(f"#results a:has-text('{ucid}')")
 
-        page.click("text=Identity graph")
-        graph = page.locator("#graph")
-        expect(graph).to_have_attribute("data-drawn", graph.get_attribute("data-nodes") or "none")
-        expect(graph.locator("canvas").first).to_be_visible()
+            expect(page.locator("#ucid")).to_have_text(ucid)
+            expect(page.locator("#category-profile")).to_contain_text("Lovelace")
+            expect(page.locator("#category-consent")).to_contain_text("_ts")
+            expect(page.locator("#ids")).to_contain_text("email_sha256_lowercase")
+            expect(page.locator("#linked")).to_contain_text("Linked ucids (3)")
+            # Each was merged through its Google Analytics client id alone (the email was the person's).
+            expect(page.locator("#linked td[title='ga_clientid']")).to_have_count(3)
+            expect(page.locator("#history tbody tr")).to_have_count(8)
 
-        page.click("text=Unmerge…")
-        page.check("input[aria-label='unlink ga_clientid GA1.2.p1.1700000000']")
-        page.click("#unmerge-button")
-        expect(page.locator("#unmerged")).to_contain_text("The person is now 2 profiles")
-        page.click(f"#unmerged a:has-text('{ucid}')")
-        expect(page.locator("#linked")).to_contain_text("Linked ucids (2)")
+            page.click("text=Identity graph")
+            graph = page.locator("#graph")
+            expect(graph).to_have_attribute("data-drawn", graph.get_attribute("data-nodes") or "none")
+            expect(graph.locator("canvas").first).to_be_visible()
 
-        page.click("text=Erase…")
-        expect(page.locator("#erase-button")).to_be_disabled()
-        page.fill("#confirm", ucid)
-        expect(page.locator("#erase-button")).to_be_enabled()
-        page.click("#erase-button")
-        expect(page.locator("#erased")).to_contain_text(ucid)
+            page.click("text=Unmerge…")
+            page.check("input[aria-label='unlink ga_clientid GA1.2.p1.1700000000']")
+            page.click("#unmerge-button")
+            expect(page.locator("#unmerged")).to_contain_text("The person is now 2 profiles")
+            page.click(f"#unmerged a:has-text('{ucid}')")
+            expect(page.locator("#linked")).to_contain_text("Linked ucids (2)")
 
-        page.click("text=People search")
-        page.fill("#q", "ada.lovelace@example.org")
-        page.click("form.search button[type=submit]")
-        expect(page.locator("main")).to_contain_text("No profile holds that id.")
+            page.click("text=Erase…")
+            expect(page.locator("#erase-button")).to_be_disabled()
+            page.fill("#confirm", ucid)
+            expect(page.locator("#erase-button")).to_be_enabled()
+            page.click("#erase-button")
+            expect(page.locator("#erased")).to_contain_text(ucid)
 
-        page.click(".signout button")
-        expect(page.locator("main")).to_contain_text("You have signed out.")
-        page.goto("/console/search")
-        expect(page).to_have_url(re.compile(r"/console/sign-in$"))
-        context.close()
+            page.click("text=People search")
+            page.fill("#q", "ada.lovelace@example.org")
+            page.click("form.search button[type=submit]")
+            expect(page.locator("main")).to_contain_text("No profile holds that id.")
+
+            page.click(".signout button")
+            expect(page.locator("main")).to_contain_text("You have signed out.")
+            page.goto("/console/search")
+            expect(page).to_have_url(re.compile(r"/console/sign-in$"))
+            context.close()
+
+        _in_a_browser(journey)
     assert errors == []
