@@ -276,7 +276,12 @@ def test_search_by_namespace_and_delete_erases_everything(cdp: Cdp) -> None:
     cdp.write({"crm_id": "C-1", "AdId": "ad-1"})  # merges b into a
     assert [p["ucid"] for p in cdp.search({"maid": ["ad-1"]})] == [a["ucid"]]
     result = cdp.delete({"email": ["jane@acme.com", "nobody@acme.com"]})
-    assert result == {"ucids": [a["ucid"]], "deletedProfiles": 1, "profilesNotFound": ["nobody@acme.com"]}
+    assert result == {
+        "ucids": [a["ucid"]],
+        "deletedProfiles": 1,
+        "profilesNotFound": ["nobody@acme.com"],
+        "deletedPeople": 0,
+    }
     assert cdp.search({"ucid": [a["ucid"], b["ucid"]], "crm_id": ["C-1"], "AdId": ["ad-1"]}) == []
     # Ids of an erased person are free: a new write creates a new person.
     assert cdp.write({"crm_id": "C-1"})["ucid"] not in (a["ucid"], b["ucid"])
@@ -289,6 +294,7 @@ def test_delete_by_ucid(cdp: Cdp) -> None:
         "ucids": [],
         "deletedProfiles": 0,
         "profilesNotFound": [a["ucid"]],
+        "deletedPeople": 0,
     }
 
 
