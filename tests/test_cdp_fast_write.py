@@ -156,14 +156,14 @@ def test_fast_path_answers_as_the_framework_route(
 ) -> None:
     fast, framework, fast_org, framework_org = apps
     answered: list[bool] = []
-    original = FastWriteUser._write
+    original = FastWriteUser.answer
 
     async def spy(*args: Any) -> bool:
         done = await original(*args)
         answered.append(done)
         return done
 
-    monkeypatch.setattr(FastWriteUser, "_write", staticmethod(spy))
+    monkeypatch.setattr(FastWriteUser, "answer", spy)
     for label, body, headers, auth in CASES:
         answered.clear()
         ours = _answer(fast, fast_org, body, headers, auth)

@@ -116,14 +116,14 @@ def test_fast_path_answers_as_the_framework_route(
 ) -> None:
     fast, framework, fast_org, framework_org = apps
     answered: list[bool] = []
-    original = FastUpsertPerson._upsert
+    original = FastUpsertPerson.answer
 
     async def spy(*args: Any) -> bool:
         done = await original(*args)
         answered.append(done)
         return done
 
-    monkeypatch.setattr(FastUpsertPerson, "_upsert", spy)
+    monkeypatch.setattr(FastUpsertPerson, "answer", spy)
     for label, query, body, headers, auth in CASES:
         answered.clear()
         ours = _answer(fast, fast_org, query, body, headers, auth)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import sqlalchemy as sa
@@ -334,3 +334,35 @@ def install_openapi_errors(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+class FastRoute:
+    """An ASGI middleware that answers one hot route itself, without FastAPI's per-request machinery.
+
+    ``answer`` runs the route's own steps and returns True having answered, or False having
+    written and sent nothing; the request then goes on, body replayed, to the FastAPI route, so
+    every error comes from one place (see ``cdp/routes.FastWriteUser``).
+    """
+
+    PATH: ClassVar[str]
+    METHOD: ClassVar[str]
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != self.PATH
+            or scope["method"] != self.METHOD
+            or scope.get("root_path")
+        ):
+            await self.app(scope, receive, send)
+            return
+        messages, body = await read_messages(receive)
+        if body is not None and await self.answer(scope, body, receive, send):
+            return
+        await self.app(scope, replay_messages(messages, receive), send)
+
+    async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
+        raise NotImplementedError

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Secu
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from profilehub.auth import PREFIX, CredentialKind, Principal, check_cdp_scopes, check_org, wrong_kind_hint
 from profilehub.cdp.models import (
@@ -26,13 +26,12 @@ from profilehub.cdp.models import (
 from profilehub.errors import ProfilehubError, Unauthorized
 from profilehub.feeds import parse_query, pull
 from profilehub.http import (
+    FastRoute,
     JSONResponse,
     checked_principal,
     database_error_response,
     domain_error_response,
     notices_header,
-    read_messages,
-    replay_messages,
 )
 from profilehub.idempotency_http import answered
 from profilehub.oidc import JwtVerifier, token_scopes
@@ -285,7 +284,7 @@ async def changes(
 _FAST_MAX_BRACKETS = 200
 
 
-class FastWriteUser:
+class FastWriteUser(FastRoute):
     """ASGI middleware answering a plain successful ``POST /cdp/v1/users`` directly.
 
     FastAPI's routing, dependency solving, body handling and exception middleware cost more CPU
@@ -300,26 +299,9 @@ class FastWriteUser:
     """
 
     PATH = "/cdp/v1/users"
+    METHOD = "POST"
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["path"] != self.PATH
-            or scope["method"] != "POST"
-            or scope.get("root_path")
-        ):
-            await self.app(scope, receive, send)
-            return
-        messages, body = await read_messages(receive)
-        if body is not None and await self._write(scope, body, receive, send):
-            return
-        await self.app(scope, replay_messages(messages, receive), send)
-
-    @staticmethod
-    async def _write(scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
+    async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
         """Answer the write and return True, or return False having done nothing visible."""
         content_type = apikey = scopes = None
         for name, value in scope["headers"]:

@@ -17,18 +17,17 @@ from urllib.parse import parse_qsl
 import sqlalchemy as sa
 from fastapi.responses import Response
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from profilehub.auth import Principal, check_crm_scope
 from profilehub.crm.models import PersonWrite
 from profilehub.crm.routes import crm_credential, write_person_answer
 from profilehub.errors import ProfilehubError
 from profilehub.http import (
+    FastRoute,
     checked_principal,
     database_error_response,
     domain_error_response,
-    read_messages,
-    replay_messages,
 )
 from profilehub.request_log import note_org, note_route
 
@@ -36,25 +35,9 @@ from profilehub.request_log import note_org, note_route
 _FAST_MAX_BRACKETS = 200
 
 
-class FastUpsertPerson:
+class FastUpsertPerson(FastRoute):
     PATH = "/v2/crm/people"
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["path"] != self.PATH
-            or scope["method"] != "PUT"
-            or scope.get("root_path")
-        ):
-            await self.app(scope, receive, send)
-            return
-        messages, body = await read_messages(receive)
-        if body is not None and await self._upsert(scope, body, receive, send):
-            return
-        await self.app(scope, replay_messages(messages, receive), send)
+    METHOD = "PUT"
 
     @staticmethod
     def _matching(scope: Scope) -> str | None:
@@ -67,7 +50,7 @@ class FastUpsertPerson:
             return value
         return None
 
-    async def _upsert(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
+    async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
         """Answer the upsert and return True, or return False having done nothing visible."""
         content_type = authorization = None
         for name, value in scope["headers"]:
