@@ -25,6 +25,7 @@ from profilehub.crm import record_store as store
 from profilehub.crm.objects import PEOPLE
 from profilehub.crm.record_store import StoredRecord
 from profilehub.crm.values import match_key
+from profilehub.store.rows import insert_rows
 from profilehub.store.tables import crm_person_emails
 
 _CHUNK = 500
@@ -197,19 +198,7 @@ class PeopleBatch:
             cursor.close()
 
     def _insert(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
-        if not self._postgres:
-            marks = ", ".join("?" * len(columns))
-            self._run(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows, many=True)
-            return
-        cursor = self.conn.connection.cursor()
-        try:
-            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-        finally:
-            cursor.close()
+        insert_rows(self.conn, table, columns, rows)
 
     def _delete_of(self, table: str, column: str, ids: list[str], *, slug: bool) -> None:
         where = "org_id = {m} AND object_slug = {m} AND " if slug else "org_id = {m} AND "

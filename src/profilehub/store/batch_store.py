@@ -28,6 +28,7 @@ from profilehub.identity.normalize import Identifier
 from profilehub.identity.storage import ProfileChange, ProfileState, WriteRecord
 from profilehub.store.changes import change_row
 from profilehub.store.journal_store import CLOCK, JOURNAL_COLUMNS, journal_row
+from profilehub.store.rows import insert_rows
 
 IdKey = tuple[int, str, Identifier]  # (org, region, id)
 IdRow = tuple[str, int] | None  # (owner ucid, ts), or no row
@@ -110,9 +111,8 @@ class BatchStore(ABC):
     ) -> None:
         """UPDATE (``set_cols`` then ``key_cols`` per row) or DELETE (``key_cols``) many rows by key."""
 
-    @abstractmethod
     def _insert_many(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-        """New rows in bulk."""
+        insert_rows(self.conn, table, columns, rows)
 
     # --- reads (answered from memory once read) ---
     def _read_ids(self, org_id: int, region: str, ids: Iterable[Identifier]) -> None:

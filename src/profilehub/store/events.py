@@ -46,6 +46,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub.errors import BadRequest
+from profilehub.store.rows import insert_rows
 from profilehub.store.tables import event_sequence, events, webhook_pending
 
 PROFILE_CREATED = "profile.created"
@@ -142,7 +143,7 @@ _COLUMNS = ("org_id", "event_id", "feed", "type", "region", "ts", "entity_id", "
 def insert_events(conn: Connection, rows: list[EventRow]) -> None:
     """Number ``rows`` from the counter (taking its row until commit) and insert them.
 
-    On the driver's own cursor, as the profile writes are (``store/profile_storage.py``): built as
+    On the driver's own cursor, as the profile writes are (``store/rows.py``): built as
     SQLAlchemy statements, these two cost the writer a tenth of a write's time.
     """
     if not rows:
@@ -172,15 +173,9 @@ def insert_events(conn: Connection, rows: list[EventRow]) -> None:
             )
             for i, r in enumerate(rows)
         ]
-        if postgres:
-            with cursor.copy(f"COPY events ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
-                for v in values:
-                    copy.write_row(v)
-        else:
-            marks = ", ".join("?" * len(_COLUMNS))
-            cursor.executemany(f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({marks})", values)
     finally:
         cursor.close()
+    insert_rows(conn, "events", _COLUMNS, values)
 
 
 def forget_events(conn: Connection, org_id: int, entity_ids: list[str]) -> None:

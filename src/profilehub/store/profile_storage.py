@@ -111,10 +111,6 @@ class SqliteProfileStorage(BatchStore):
         else:
             self._sql_many(f"DELETE FROM {table} WHERE {where}", rows)
 
-    def _insert_many(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-        marks = ", ".join("?" * len(columns))
-        self._sql_many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
-
 
 # Column types for PostgreSQL arrays of the columns updated or matched in bulk.
 _PG_TYPES = {
@@ -194,17 +190,5 @@ class PostgresProfileStorage(BatchStore):
         cursor = self.conn.connection.cursor()
         try:
             cursor.execute(sql, arrays)
-        finally:
-            cursor.close()
-
-    def _insert_many(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-        # COPY: several times faster than INSERTs
-        if not rows:
-            return
-        cursor = self.conn.connection.cursor()
-        try:
-            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
         finally:
             cursor.close()
