@@ -32,6 +32,7 @@ from profilehub.auth import (
     list_credentials,
     revoke_credential,
 )
+from profilehub.bulk.engine import BulkImporter, BulkInterrupted
 from profilehub.config import Settings, SettingsError, describe_database
 from profilehub.crm.people import link_people_job
 from profilehub.errors import ProfilehubError
@@ -40,7 +41,7 @@ from profilehub.ingest import checkpoint as ingest_checkpoint
 from profilehub.ingest import progress as import_progress
 from profilehub.ingest import reader as ingest_reader
 from profilehub.ingest import runner as ingest_runner
-from profilehub.ingest.cdp import cdp_sink
+from profilehub.ingest.cdp import CdpSink, cdp_sink
 from profilehub.ingest.people import check_matching_attribute, people_sink
 from profilehub.metrics import MULTIPROC_ENV
 from profilehub.orgs import (
@@ -735,6 +736,8 @@ def _run_import(
     kind: str,
     csv_objects: tuple[str, ...] = (),
     csv_lists: tuple[str, ...] = (),
+    bulk: bool = False,
+    at: int | None = None,
 ) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -778,17 +781,28 @@ def _run_import(
         workers=workers,
         shared=database,
     )
+    bulk_importer: BulkImporter | None = None
+    if bulk:
+        if resume:
+            raise click.ClickException(
+                "--resume: a --bulk import is all or nothing (an interrupted one wrote nothing); "
+                "run it again without --resume"
+            )
+        if not isinstance(sink, CdpSink):
+            raise click.ClickException("--bulk: only CDP imports have a bulk path so far")
+        bulk_importer = BulkImporter(file, records, sink, progress=progress, workers=workers, at=at)
     interrupted = False
     stopped: ingest_runner.ImportStopped | None = None
     try:
         recorder.start()
         try:
             with bar:
-                summary = importer.run(resume=resume)
+                summary = bulk_importer.run() if bulk_importer else importer.run(resume=resume)
         except BaseException as exc:
-            ended = getattr(exc, "summary", None) or importer.summary
+            ended = getattr(exc, "summary", None) or (bulk_importer or importer).summary
             state = {
                 ingest_runner.ImportInterrupted: "interrupted",
+                BulkInterrupted: "interrupted",
                 KeyboardInterrupt: "interrupted",
                 ingest_runner.ImportStopped: "stopped",
             }.get(type(exc), "failed")
@@ -798,6 +812,10 @@ def _run_import(
         recorder.finish(summary, "done")
     except ingest_runner.ImportInterrupted as exc:
         summary, interrupted = exc.summary, True
+    except BulkInterrupted as exc:
+        raise click.ClickException(
+            "interrupted: the --bulk import was rolled back, nothing of it was written; run it again"
+        ) from exc
     except ingest_runner.ImportStopped as exc:
         summary, stopped = exc.summary, exc
     except (ingest_reader.SourceError, ingest_checkpoint.CheckpointMismatch) as exc:
@@ -850,6 +868,10 @@ def _database_stopped_import(file: Path, exc: sa.exc.OperationalError) -> str:
     return f"import stopped: database {classify(exc).cause}: {where}"
 
 
+def _fixed(at: int) -> Callable[[], int]:
+    return lambda: at
+
+
 @import_group.command("cdp")
 @_import_options(
     "COLUMN=PATH",
@@ -859,6 +881,21 @@ def _database_stopped_import(file: Path, exc: sa.exc.OperationalError) -> str:
 )
 @click.option("--region", required=True, help="Region of records that name none (any case: eu is EU).")
 @click.option("--actor", default="import", show_default=True, help="Who the change log names.")
+@click.option(
+    "--bulk",
+    is_flag=True,
+    help="Resolve the whole file at once and write it in one transaction (a backfill): faster, "
+    "all or nothing, the same profiles as without it. See docs/bulk.md.",
+)
+@click.option(
+    "--at",
+    "at",
+    type=click.IntRange(0),
+    default=None,
+    metavar="MS",
+    help="Write every record at this time (epoch ms), file order breaking ties. With --bulk the "
+    "default is the run's start time.",
+)
 @domain_errors
 def import_cdp(
     file: Path,
@@ -872,11 +909,15 @@ def import_cdp(
     quiet: bool,
     region: str,
     actor: str,
+    bulk: bool,
+    at: int | None,
 ) -> None:
     """Write CDP profiles: each record is a POST /cdp/v1/users body (orgId, region optional)."""
     with open_db(bulk=True) as database:
         region = check_org(database, org_id, region) or region
-        sink = cdp_sink(ProfileService(database), org_id, region, f"{actor}:{file.name}")
+        # --at: every record written at that time, on both paths (ties broken by file order)
+        service = ProfileService(database) if at is None else ProfileService(database, clock=_fixed(at))
+        sink = cdp_sink(service, org_id, region, f"{actor}:{file.name}")
         _run_import(
             file,
             file_format,
@@ -893,6 +934,8 @@ def import_cdp(
             "cdp",
             # upsert is required; a row whose upsert cells are all empty writes its ids only
             csv_objects=("upsert",),
+            bulk=bulk,
+            at=at,
         )
 
 

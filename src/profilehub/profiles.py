@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
@@ -355,8 +355,17 @@ class WriteObserver(Protocol):
 
 
 class ProfileService:
-    def __init__(self, db: Database, observer: WriteObserver | None = None, journal: bool = True) -> None:
+    def __init__(
+        self,
+        db: Database,
+        observer: WriteObserver | None = None,
+        journal: bool = True,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self.db = db
+        # The time (epoch ms) each write is applied at: an import given ``--at`` writes every
+        # record at one time, as the bulk path does, so both resolve alike (docs/bulk.md).
+        self.clock = clock
         self.strategies = StrategyCache()
         self.observer = observer
         # Whether writes keep their journal (docs/unmerge.md); off only for the bench's baseline.
@@ -453,7 +462,7 @@ class ProfileService:
                         if index in refused:
                             continue
                         try:
-                            now = stamps.setdefault(index, now_ms())
+                            now = stamps.setdefault(index, self.clock())
                             result = done[index] = _result(
                                 strategy, apply_write(storage, strategy, prepared, now)
                             )

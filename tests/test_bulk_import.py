@@ -1,0 +1,194 @@
+"""``profilehub import cdp --bulk``: the same profiles, rejects and logs as the online importer given
+the same clock; all or nothing; into a scope that already holds profiles; under the scope's lock.
+
+The broad equivalence gate (generated ugly sets) is tests/test_bulk_equivalence.py; these are the
+bulk path's own focused cases.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from profilehub import bulk
+from profilehub.bulk import engine
+from profilehub.cli import main
+from profilehub.ingest import checkpoint
+from profilehub.ingest.cdp import cdp_sink
+from profilehub.ingest.reader import read_ndjson
+from profilehub.ingest.runner import Importer
+from profilehub.profiles import ProfileService
+from profilehub.store.database import Database
+from tests.conftest import make_org
+from tests.test_import import people, snapshot, write_ndjson
+
+AT = 1_780_000_000_000
+ONLINE, BULK = 1234, 5678
+
+
+def ugly() -> list[Any]:
+    """Merges, a clear, Unicode case, a blocked-looking dummy, shape errors, an unknown ucid."""
+    records: list[Any] = list(people(12))
+    records += [
+        {"ids": {"email": "STRASSE@example.com"}, "upsert": {"profile": {"city": "Köln"}}},
+        {"ids": {"email": "straße@example.com", "AdId": "ad-0"}, "upsert": {"consent": None}},
+        {"ids": {"email": "İstanbul@example.com"}, "upsert": {"profile": {"seq": None}}},
+        {"ids": {}, "upsert": {}},  # no id: refused (ids)
+        "not json",  # refused (parse)
+        {"ids": {"email": "x@example.com"}},  # no upsert: refused (upsert)
+        {"ucid": "0190d5a4-0000-7000-8000-000000000000", "upsert": {"profile": {"a": 1}}},  # 404
+        {"ids": {"cellphone": "+4915000000002", "email": "person0@example.com"}, "upsert": {}},
+    ]
+    return records
+
+
+def counts(db: Database, org_id: int) -> dict[str, int]:
+    with db.read() as conn:
+        return {
+            table: conn.exec_driver_sql(f"SELECT count(*) FROM {table} WHERE org_id = {org_id}").scalar_one()
+            for table in ("profiles", "profile_ids", "profile_writes", "events")
+        }
+
+
+def change_log(db: Database, org_id: int) -> list[tuple[Any, ...]]:
+    """The change log's entries, ucids left out (they differ between orgs)."""
+    with db.read() as conn:
+        rows = conn.exec_driver_sql(
+            f"SELECT ts, action, detail FROM changes WHERE org_id = {org_id} AND entity = 'profile'"
+        ).all()
+    out = []
+    for ts, action, detail in rows:
+        d = json.loads(detail)
+        out.append(
+            (
+                ts,
+                action,
+                d["idTypes"],
+                json.dumps(d["attributes"], sort_keys=True),
+                len(d["merged"]),
+                len(d["notices"]),
+            )
+        )
+    # One clock for the whole file: entries share their ms, and change ids order those by chance.
+    return sorted(out)
+
+
+def online(db: Database, path: Path, org_id: int = ONLINE) -> Any:
+    service = ProfileService(db, clock=lambda: AT)
+    return Importer(
+        path,
+        lambda offset, line: read_ndjson(path, offset, line),
+        cdp_sink(service, org_id, "EU", "test-import"),
+        batch_size=5,
+        workers=0,
+    ).run()
+
+
+def bulk_run(db: Database, path: Path, org_id: int = BULK, **kw: Any) -> bulk.BulkSummary:
+    return bulk.run_bulk_import(
+        path,
+        lambda offset, line: read_ndjson(path, offset, line),
+        cdp_sink(ProfileService(db), org_id, "EU", "test-import"),
+        workers=0,
+        at=AT,
+        **kw,
+    )
+
+
+@pytest.fixture
+def orgs(db: Database) -> Database:
+    make_org(db, ONLINE)
+    make_org(db, BULK)
+    return db
+
+
+def test_bulk_gives_what_the_online_importer_gives(orgs: Database, tmp_path: Path) -> None:
+    path = write_ndjson(tmp_path / "ugly.ndjson", ugly())
+    one_by_one = online(orgs, path)
+    online_rejects = checkpoint.rejects_path(path).read_text()
+    summary = bulk_run(orgs, path)
+    assert (summary.read, summary.created, summary.updated, summary.rejected) == (
+        one_by_one.read,
+        one_by_one.created,
+        one_by_one.updated,
+        one_by_one.rejected,
+    )
+    assert (
+        summary.reject_reasons
+        == one_by_one.reject_reasons
+        == {
+            "ids": 1,
+            "parse": 1,
+            "upsert": 1,
+            "ucid": 1,
+        }
+    )
+    assert checkpoint.rejects_path(path).read_text() == online_rejects
+    assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)
+    assert change_log(orgs, BULK) == change_log(orgs, ONLINE)
+    assert counts(orgs, BULK) == counts(orgs, ONLINE)
+    assert summary.at == AT and summary.peak_rss_bytes > 0
+
+
+def test_bulk_into_a_scope_that_holds_profiles(orgs: Database, tmp_path: Path) -> None:
+    """Profiles already stored are found, merged and updated as the online path does."""
+    first = write_ndjson(tmp_path / "first.ndjson", people(9))
+    second = write_ndjson(tmp_path / "second.ndjson", ugly())
+    online(orgs, first)
+    online(orgs, first, BULK)
+    online(orgs, second)
+    summary = bulk_run(orgs, second)
+    assert summary.updated > 0
+    assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)
+    assert change_log(orgs, BULK) == change_log(orgs, ONLINE)
+
+
+def test_an_interrupted_bulk_import_writes_nothing(
+    orgs: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the writes are applied: the transaction is rolled back, not half written."""
+    path = write_ndjson(tmp_path / "people.ndjson", people(30))
+    before = counts(orgs, BULK)
+    importer: list[engine.BulkImporter] = []
+    real_init = engine.BulkImporter.__init__
+    calls = 0
+
+    def keep(self: engine.BulkImporter, *a: Any, **kw: Any) -> None:
+        real_init(self, *a, **kw)
+        importer.append(self)
+
+    def apply_then_press_ctrl_c(*a: Any, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 20:
+            importer[0]._stop.set()  # what the Ctrl-C handler does
+        return real_apply(*a, **kw)
+
+    real_apply = engine.apply_write
+    monkeypatch.setattr(engine.BulkImporter, "__init__", keep)
+    monkeypatch.setattr(engine, "apply_write", apply_then_press_ctrl_c)
+    monkeypatch.setattr(engine, "STOP_CHECK_EVERY", 1)
+    with pytest.raises(bulk.BulkInterrupted):
+        bulk_run(orgs, path)
+    assert counts(orgs, BULK) == before
+    assert calls == 20
+
+
+def test_cli_bulk_and_at(orgs: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", orgs.url)
+    path = write_ndjson(tmp_path / "ugly.ndjson", ugly())
+    runner = CliRunner()
+    args = ["import", "cdp", str(path), "--region", "EU", "--quiet", "--max-rejects", "10", "--workers", "0"]
+    done = runner.invoke(main, [*args, "--org-id", str(ONLINE), "--at", str(AT)])
+    assert done.exit_code == 0, done.output
+    done = runner.invoke(main, [*args, "--org-id", str(BULK), "--at", str(AT), "--bulk"])
+    assert done.exit_code == 0, done.output
+    assert "4 rejected" in done.output
+    assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)
+    assert change_log(orgs, BULK) == change_log(orgs, ONLINE)
+    refused = runner.invoke(main, [*args, "--org-id", str(BULK), "--bulk", "--resume"])
+    assert refused.exit_code == 1 and "all or nothing" in refused.output
