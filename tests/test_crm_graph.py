@@ -137,6 +137,15 @@ def test_crm_delete_removes_the_person_and_its_link_but_keeps_the_profile(
     assert found["ucid"] == person["ucid"]
     assert "crm" not in found["ids"]
     assert cdp.search({"crm_person_id": [person["id"]]}) == []
+    # the profile that lost its link is announced, as the search now answers it
+    feed = client.get(
+        "/cdp/v1/changes", params={"orgId": org.org_id, "limit": 1000}, headers=org.headers()
+    ).json()["changes"]
+    first, last = feed[0], feed[-1]
+    assert last["type"] == "profile.updated" and last["data"]["profile"] == found, last
+    assert first["data"]["profile"]["ucid"] == person["ucid"]
+    assert found["updated_ts"] >= first["data"]["profile"]["updated_ts"] == first["ts"]
+    assert last["ts"] == found["updated_ts"]
 
 
 def test_a_patch_that_replaces_the_emails_moves_the_link_with_them(

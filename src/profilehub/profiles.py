@@ -16,7 +16,6 @@ from functools import cached_property
 from typing import Any, Protocol
 
 import orjson
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub.crm.erasure import erase_people, lock_people
@@ -41,7 +40,6 @@ from profilehub.store.journal_store import JournalPruner
 from profilehub.store.profile_storage import profile_storage
 from profilehub.store.profile_store import delete_profiles
 from profilehub.store.strategy_store import StrategyCache
-from profilehub.store.tables import profile_ids
 
 MAX_ATTRIBUTE_NAME = 200
 MAX_SEARCH_VALUES = 1000
@@ -235,29 +233,6 @@ def people_links(conn: Connection, org_id: int, region: str, person_ids: Sequenc
     """The ucid of the profile each linked person belongs to, by person id."""
     owners = profile_storage(conn).find_owners(org_id, region, [person_link(p) for p in person_ids])
     return {ident.value: ucid for ident, ucid in owners.items()}
-
-
-def linked_people(conn: Connection, org_id: int, region: str, masters: Sequence[str]) -> dict[str, list[str]]:
-    """The CRM people linked to each of these profiles (masters hold their merged profiles' links)."""
-    out: dict[str, list[str]] = {}
-    for part in _chunked(list(masters)):
-        rows = conn.execute(
-            sa.select(profile_ids.c.ucid, profile_ids.c.value)
-            .where(
-                profile_ids.c.org_id == org_id,
-                profile_ids.c.region == region,
-                profile_ids.c.id_type == CRM_PERSON_ID,
-                profile_ids.c.ucid.in_(part),
-            )
-            .order_by(profile_ids.c.value)
-        )
-        for ucid, person_id in rows:
-            out.setdefault(ucid, []).append(person_id)
-    return out
-
-
-def _chunked(items: list[str], size: int = 500) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def profile_view(strategy: Strategy, state: ProfileState, linked: Sequence[str]) -> dict[str, Any]:
@@ -564,11 +539,35 @@ class ProfileService:
         return results
 
     def unlink_people(self, conn: Connection, org_id: int, region: str, person_ids: Sequence[str]) -> None:
-        """Remove the links of deleted CRM people; the profiles and their other ids stay."""
+        """Remove the links of deleted CRM people; the profiles and their other ids stay, and each
+        that lost a link is updated (``updated_ts``) and announced as ``profile.updated``."""
         lock_scope(conn, org_id, f"profiles:{region}")
+        strategy = self.strategies.get(conn, org_id)
         batch = profile_storage(conn, self.journal)
-        batch.delete_ids(org_id, region, [person_link(p) for p in person_ids])
+        links = [person_link(p) for p in person_ids]
+        holders = sorted(set(batch.find_owners(org_id, region, links).values()))
+        batch.delete_ids(org_id, region, links)
+        now = now_ms()
+        states = batch.load_profiles(org_id, holders)
+        for state in states.values():
+            state.updated_ts = now
+            batch.update_profile(org_id, state)
         batch.flush()
+        linked = batch.linked_ucids(org_id, holders)
+        append_events(
+            conn,
+            [
+                EventRow(
+                    org_id,
+                    PROFILE_UPDATED,
+                    now,
+                    ucid,
+                    {"profile": profile_view(strategy, state, linked.get(ucid, []))},
+                    region,
+                )
+                for ucid, state in states.items()
+            ],
+        )
 
     async def awrite_batch(
         self, writes: Sequence[ProfileWrite], actor: str
@@ -701,7 +700,7 @@ class ProfileService:
             lock_people(conn, org_id)
             lock_scope(conn, org_id, f"profiles:{r}")
             # Erasure is whole: the CRM people linked to these profiles go with them.
-            people_of = linked_people(conn, org_id, r, masters)
+            people_of = storage.ids_of_type(org_id, masters, CRM_PERSON_ID)
             erased_people = erase_people(
                 conn, org_id, [p for m in masters for p in people_of.get(m, [])], actor, "profile erased"
             )

@@ -75,6 +75,15 @@ class MemoryStorage:
                 out[m] = [u for _, u in linked]
         return out
 
+    def ids_of_type(self, org_id: int, masters: Iterable[str], id_type: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for m in masters:
+            row = self.profiles.get((org_id, m))
+            values = sorted(i.value for i in (row.ids if row else {}) if i.id_type == id_type)
+            if values:
+                out[m] = values
+        return out
+
     def masters(self, org_id: int) -> list[str]:
         """The org's master ucids, oldest first."""
         found = [

@@ -91,6 +91,11 @@ class ProfileReader(Protocol):
         """Each master's merged-away ucids, oldest first (masters with none are left out)."""
         ...
 
+    def ids_of_type(self, org_id: int, masters: Iterable[str], id_type: str) -> dict[str, list[str]]:
+        """The values of ``id_type`` each master holds, sorted (masters with none are left out):
+        e.g. the CRM people linked to a profile."""
+        ...
+
 
 class ProfileStorage(ProfileReader, Protocol):
     """Reads and writes of the profile graph, as one write's resolution makes them."""

@@ -228,6 +228,17 @@ class BatchStore(ABC):
                 out[m] = [u for _, u in linked]
         return out
 
+    def ids_of_type(self, org_id: int, masters: Iterable[str], id_type: str) -> dict[str, list[str]]:
+        masters = list(masters)
+        self._read_rows(org_id, masters, with_ids=True)
+        out: dict[str, list[str]] = {}
+        for m in masters:
+            row = self._rows[(org_id, m)]
+            values = sorted(i.value for i in (row.ids if row else {}) if i.id_type == id_type)
+            if values:
+                out[m] = values
+        return out
+
     def prefetch(self, org_id: int, region: str, ids: Iterable[Identifier], ucids: Iterable[str]) -> None:
         """Read, in a few queries, what a batch's writes will ask for one by one."""
         owners = set(self.find_owners(org_id, region, ids).values())
