@@ -1,6 +1,7 @@
 """``profilehub serve`` as a real process for the tests that need one: started on a free port, its
 output in a log file (a pipe nobody reads would stall it), stopped by the caller's signal or
-killed when the block ends."""
+killed when the block ends, with every process it started (``--workers 2`` forks workers, which
+outlived a killed master when a test failed and kept the port and their database connections)."""
 
 from __future__ import annotations
 
@@ -81,12 +82,22 @@ def serve(
             env=full_env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            # A process group of its own, so the whole server (master and workers) can be killed
+            # at once below, whatever state a failed test left it in.
+            start_new_session=True,
         )
     served = Served(proc, port, log)
     try:
         served.wait_ready()
         yield served
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
+        kill_group(proc)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``proc``'s process group (it leads one: ``start_new_session``) and reap ``proc``.
+
+    Also after ``proc`` itself ended: a master killed by a test leaves its workers running."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
