@@ -53,6 +53,10 @@ TABLES = {
     "stream_cursors": "config",
     # import progress for /metrics: a file's name and counts, nothing of any person
     "import_runs": "config",
+    # suppression: each org's secret key, and keyed fingerprints of erased ids (HMAC-SHA256, so
+    # no value or plain hash of the person; docs/privacy.md)
+    "suppression_keys": "config",
+    "suppressed_ids": "config",
 }
 SCHEMA_BOOKKEEPING = {"alembic_version", "event_sequence"}
 

@@ -30,6 +30,7 @@ CDP_ENDPOINTS = {
     "/cdp/v1/users/_delete": ("DeleteUsersRequest", "profile.delete"),
     "/cdp/v1/users/_explain": ("WriteUserRequest", "profile.read"),
     "/cdp/v1/users/_unmerge": ("UnmergeRequest", "profile.write"),
+    "/cdp/v1/users/_unsuppress": ("UnsuppressRequest", "profile.delete"),
 }
 
 
@@ -71,6 +72,7 @@ def test_documented_schemas_match_the_bodies(spec: dict) -> None:  # type: ignor
         "deletedProfiles",
         "profilesNotFound",
         "deletedPeople",
+        "suppressedIds",
     }
     assert set(schemas["ErrorBody"]["properties"]) == {"success", "status", "message", "errors"}
 

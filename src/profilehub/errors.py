@@ -86,6 +86,14 @@ class Conflict(ProfilehubError):
     status = 409
 
 
+class Suppressed(Conflict):
+    """A write every id of which is suppressed (an erased person's): it writes nothing.
+
+    ``reason`` names it among an import's rejects (where others are named by their field)."""
+
+    reason = "id_suppressed"
+
+
 class PayloadTooLarge(ProfilehubError):
     status = 413
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from profilehub.errors import BadRequest, Conflict, NotFound
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.strategy_store import bump_strategy_version, seed_default_strategy
+from profilehub.store.suppression_store import create_key
 from profilehub.store.tables import org_regions, orgs
 
 _REGION_RE = re.compile(r"^[A-Z]{2,16}$")
@@ -72,6 +73,7 @@ def create_org(
     )
     conn.execute(org_regions.insert(), [{"org_id": org_id, "region": r} for r in clean])
     seed_default_strategy(conn, org_id)
+    create_key(conn, org_id)
     record(
         conn,
         [

@@ -19,12 +19,13 @@ import orjson
 from sqlalchemy.engine import Connection
 
 from profilehub.crm.erasure import erase_people, lock_people
-from profilehub.errors import BadRequest, NotFound, ProfilehubError, each_or_error
+from profilehub.errors import BadRequest, NotFound, ProfilehubError, Suppressed, each_or_error
 from profilehub.idempotency import forget_answers
 from profilehub.identity.normalize import Identifier, Notice, coerce_id_value, normalise_ids
 from profilehub.identity.resolve import CATEGORIES, PreparedWrite, WriteOutcome, apply_write
 from profilehub.identity.storage import ProfileState
 from profilehub.identity.strategy import CRM_PERSON_ID, IdClass, Strategy
+from profilehub.identity.suppression import ID_SUPPRESSED
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import Database, GroupJob, lock_scope, savepoint
 from profilehub.store.events import (
@@ -40,6 +41,7 @@ from profilehub.store.journal_store import JournalPruner
 from profilehub.store.profile_storage import profile_storage
 from profilehub.store.profile_store import delete_profiles
 from profilehub.store.strategy_store import StrategyCache
+from profilehub.suppression import suppress_erased, unsuppress_ids
 
 MAX_ATTRIBUTE_NAME = 200
 MAX_SEARCH_VALUES = 1000
@@ -166,8 +168,14 @@ def prepare_write(strategy: Strategy, write: ProfileWrite, actor: str) -> Prepar
         )
     upsert = prepare_upsert(write.upsert)
     ucid = check_ucid(write.ucid, "ucid") if write.ucid is not None else None
-    ids, notices = normalise_ids(strategy, write.ids, region)
+    ids, notices = normalise_ids(strategy, write.ids, region, suppression=strategy.suppression)
     if not ids and ucid is None:
+        if any(n.code == ID_SUPPRESSED for n in notices):
+            raise Suppressed(
+                "every usable id of this write is suppressed (an erased person's ids; "
+                "POST /cdp/v1/users/_unsuppress lifts it): nothing was written",
+                field="ids",
+            )
         why = "every id given is blocked or disabled" if write.ids else "no ids given"
         raise BadRequest(f"a write needs a usable id or a ucid ({why})", field="ids")
     return PreparedWrite(write.org_id, region, ids, upsert, ucid, actor, notices)
@@ -670,7 +678,13 @@ class ProfileService:
 
     # --- erasure ---
     def _delete_job(
-        self, org_id: int, region: str, ids: dict[str, Any], actor: str, send_email_notification: bool
+        self,
+        org_id: int,
+        region: str,
+        ids: dict[str, Any],
+        actor: str,
+        send_email_notification: bool,
+        suppress: bool = True,
     ) -> Any:
         def job(conn: Connection) -> dict[str, Any]:
             strategy = self.strategies.get(conn, org_id)
@@ -705,6 +719,8 @@ class ProfileService:
                 conn, org_id, [p for m in masters for p in people_of.get(m, [])], actor, "profile erased"
             )
             linked = storage.linked_ucids(org_id, masters)
+            every = [*masters, *(u for m in masters for u in linked.get(m, []))]
+            suppressed = suppress_erased(conn, org_id, r, every) if suppress else 0
             delete_profiles(conn, org_id, masters)
             forget_answers(conn, org_id, [*masters, *(u for m in masters for u in linked.get(m, []))])
             ts = now_ms()
@@ -743,23 +759,58 @@ class ProfileService:
                 "deletedProfiles": len(masters),
                 "profilesNotFound": not_found,
                 "deletedPeople": len(erased_people),
+                "suppressedIds": suppressed,
             }
 
         return job
 
     def delete(
-        self, org_id: int, region: str, ids: dict[str, Any], actor: str, send_email_notification: bool = False
+        self,
+        org_id: int,
+        region: str,
+        ids: dict[str, Any],
+        actor: str,
+        send_email_notification: bool = False,
+        suppress: bool = True,
     ) -> dict[str, Any]:
-        """Erase the profiles that own the given ids (or ucids), with all they merged."""
+        """Erase the profiles that own the given ids (or ucids), with all they merged; unless
+        ``suppress`` is False, their ids are suppressed (docs/privacy.md)."""
         result: dict[str, Any] = self.db.write(
-            self._delete_job(org_id, region, ids, actor, send_email_notification)
+            self._delete_job(org_id, region, ids, actor, send_email_notification, suppress)
         )
         return result
 
     async def adelete(
-        self, org_id: int, region: str, ids: dict[str, Any], actor: str, send_email_notification: bool = False
+        self,
+        org_id: int,
+        region: str,
+        ids: dict[str, Any],
+        actor: str,
+        send_email_notification: bool = False,
+        suppress: bool = True,
     ) -> dict[str, Any]:
         result: dict[str, Any] = await self.db.awrite(
-            self._delete_job(org_id, region, ids, actor, send_email_notification)
+            self._delete_job(org_id, region, ids, actor, send_email_notification, suppress)
         )
+        return result
+
+    def _unsuppress_job(self, org_id: int, region: str, ids: Any, actor: str) -> Any:
+        def job(conn: Connection) -> dict[str, Any]:
+            strategy = self.strategies.get(conn, org_id)
+            r = strategy.check_region(region)
+            return unsuppress_ids(
+                conn,
+                strategy,
+                r,
+                ids,
+                actor,
+                lambda key, value, reg: self._lookup_keys(strategy, key, value, "ids", reg),
+                self._values,
+            )
+
+        return job
+
+    async def aunsuppress(self, org_id: int, region: str, ids: Any, actor: str) -> dict[str, Any]:
+        """Lift the suppression of ids (docs/privacy.md); answers how many fingerprints went."""
+        result: dict[str, Any] = await self.db.awrite(self._unsuppress_job(org_id, region, ids, actor))
         return result

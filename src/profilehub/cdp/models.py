@@ -115,6 +115,11 @@ class DeleteUsersRequest(BaseModel):
         default=False,
         description="Recorded with the erasure in the change log; profilehub sends no email itself.",
     )
+    suppress: StrictBool = Field(
+        default=True,
+        description="Keep a keyed fingerprint of every erased id (never the value), so later writes "
+        "and imports carrying one drop it (docs/privacy.md); false skips it.",
+    )
 
 
 class IdRecord(BaseModel):
@@ -142,6 +147,32 @@ class DeleteUsersResponse(BaseModel):
     deletedPeople: int = Field(
         description="CRM people linked to the erased profiles, deleted with them (docs/crm.md)."
     )
+    suppressedIds: int = Field(
+        description='Fingerprints of erased ids newly suppressed (0 with `"suppress": false`): '
+        "a raw email or phone number counts once per form a write can carry (raw and each hash)."
+    )
+
+
+class UnsuppressRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"orgId": 1234, "region": "EU", "ids": {"email": ["jane.doe@acme.com"]}}]
+        },
+    )
+
+    orgId: StrictInt
+    region: str = Field(min_length=1, max_length=16)
+    ids: dict[str, Any] = Field(
+        description="idType (or namespace) to values, at most 400 in all; a raw email or phone "
+        "number lifts every hashed form of it too."
+    )
+
+
+class UnsuppressResponse(BaseModel):
+    orgId: int
+    region: str
+    removedFingerprints: int = Field(description="How many suppressed fingerprints were removed.")
 
 
 class ErrorBody(BaseModel):

@@ -21,6 +21,8 @@ from profilehub.cdp.models import (
     ErrorBody,
     Profile,
     SearchUsersRequest,
+    UnsuppressRequest,
+    UnsuppressResponse,
     parse_write,
 )
 from profilehub.errors import ProfilehubError, Unauthorized
@@ -144,6 +146,7 @@ def _service(request: Request) -> ProfileService:
             "headers": NOTICES_HEADER,
         },
         **ERRORS,
+        409: {"model": ErrorBody, "description": "Every id of the write is suppressed: nothing was written"},
     },
 )
 async def write_user(
@@ -157,7 +160,7 @@ async def write_user(
 ) -> Response:
     """Resolve the ids to one profile (creating or merging as needed) and apply `upsert` to it.
 
-    Whatever was ignored (blocked ids, ids over a limit, merges refused) is listed in the
+    Whatever was ignored (blocked or suppressed ids, ids over a limit, merges refused) is listed in the
     `X-Profilehub-Notices` header and in the profile's history; the body keeps the vendor's shape.
     """
     return await write_answer(service, parse_write(body, principal.org_id), principal)
@@ -238,9 +241,26 @@ async def delete_users(
     """Erase the profiles owning the given ids (one idType, or `ucid`) and all merged into them."""
     check_org(principal, body.orgId)
     result = await service.adelete(
-        body.orgId, body.region, body.ids, principal.actor, body.sendEmailNotification
+        body.orgId, body.region, body.ids, principal.actor, body.sendEmailNotification, body.suppress
     )
     return JSONResponse(result)
+
+
+@router.post(
+    "/users/_unsuppress",
+    summary="Lift the suppression of erased ids",
+    response_class=JSONResponse,
+    responses={200: {"model": UnsuppressResponse, "description": "How many fingerprints went"}, **ERRORS},
+)
+async def unsuppress_users(
+    body: UnsuppressRequest,
+    principal: Principal = Depends(cdp_principal("profile.delete")),
+    service: ProfileService = Depends(_service),
+) -> JSONResponse:
+    """Let writes carry these ids again: removes their fingerprints kept by `_delete` (see
+    docs/privacy.md). A raw email or phone number lifts every hashed form of it too."""
+    check_org(principal, body.orgId)
+    return JSONResponse(await service.aunsuppress(body.orgId, body.region, body.ids, principal.actor))
 
 
 AFTER = Query(default=None, description="An event `id` (or a page's `next`); absent: from the first.")

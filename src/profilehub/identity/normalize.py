@@ -18,6 +18,7 @@ from profilehub.identity.strategy import (
     IdClass,
     Strategy,
 )
+from profilehub.identity.suppression import ID_SUPPRESSED, Suppression
 
 MAX_ID_LENGTH = 512
 _HASHED_RE = re.compile(r"(sha256|sha1|md5)", re.IGNORECASE)
@@ -162,16 +163,30 @@ def normalise_value(strategy: Strategy, id_type: str, value: str, field: str, re
     return value.strip()
 
 
+def suppressed_notice(field: str) -> Notice:
+    return Notice(ID_SUPPRESSED, f"{field}: suppressed (an erased person's id); dropped", field)
+
+
 def normalise_ids(
-    strategy: Strategy, ids: dict[str, Any], region: str, field_prefix: str = "ids"
+    strategy: Strategy,
+    ids: dict[str, Any],
+    region: str,
+    field_prefix: str = "ids",
+    suppression: Suppression | None = None,
 ) -> tuple[list[Identifier], list[Notice]]:
     """Validate, normalise and derive a write's ids; drop blocked and disabled ones (as notices).
 
-    An id given explicitly wins over the same idType derived from a raw value.
+    An id given explicitly wins over the same idType derived from a raw value. With
+    ``suppression`` (a write's, not a search's), suppressed ids are dropped too: a raw email or
+    phone number goes with all its hashes when any one of them (or the raw value) is suppressed,
+    so an erasure that only ever saw one hash still keeps the whole address out.
     """
     explicit: dict[str, str] = {}
     derived: dict[str, str] = {}
     notices: list[Notice] = []
+    if suppression is not None and not suppression.active(region):
+        suppression = None
+    checked: set[Identifier] = set()
     for id_type, raw in ids.items():
         field = f"{field_prefix}.{id_type}"
         strategy.id_type(id_type, field)
@@ -185,12 +200,15 @@ def normalise_ids(
         if id_type in ("email", "cellphone") and strategy.is_blocked(id_type, value):
             notices.append(Notice("blocked", f"{field}: value is blocked", field))
             continue
-        if id_type == "email":
-            derived.update(email_hashes(value))
-            if strategy.keep_raw_ids:
-                explicit[id_type] = value
-        elif id_type == "cellphone":
-            derived.update(phone_hashes(value))
+        if id_type in ("email", "cellphone"):
+            hashes = email_hashes(value) if id_type == "email" else phone_hashes(value)
+            if suppression is not None:
+                family = [Identifier(id_type, value), *(Identifier(t, h) for t, h in hashes.items())]
+                if suppression.any_held(region, family):
+                    notices.append(suppressed_notice(field))
+                    continue
+                checked.update(family)
+            derived.update(hashes)
             if strategy.keep_raw_ids:
                 explicit[id_type] = value
         else:
@@ -219,6 +237,10 @@ def normalise_ids(
         if strategy.is_blocked(id_type, value):
             notices.append(Notice("blocked", f"{field}: value is blocked", field))
             continue
-        out.append(Identifier(id_type, value))
+        ident = Identifier(id_type, value)
+        if suppression is not None and ident not in checked and suppression.holds(region, ident):
+            notices.append(suppressed_notice(field))
+            continue
+        out.append(ident)
     out.sort(key=lambda i: strategy.sort_key(i.id_type))
     return out, notices

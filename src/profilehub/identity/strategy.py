@@ -14,6 +14,7 @@ from enum import StrEnum
 from functools import cached_property
 
 from profilehub.errors import BadRequest
+from profilehub.identity.suppression import Suppression
 
 
 class IdClass(StrEnum):
@@ -88,6 +89,8 @@ class Strategy:
     id_types: dict[str, IdType]
     # Lower-cased blocked values per idType; "*" applies to all.
     blocked: dict[str, frozenset[str]]
+    # Fingerprints of erased ids that writes drop (None: the org has never suppressed any).
+    suppression: Suppression | None = None
 
     def id_type(self, name: str, field: str) -> IdType:
         rule = self.id_types.get(name)

@@ -23,6 +23,7 @@ from profilehub.identity.strategy import (
     edited_id_type,
 )
 from profilehub.store.changes import change_row, record
+from profilehub.store.suppression_store import load_suppression
 from profilehub.store.tables import blocked_values, id_types, org_regions, orgs
 
 
@@ -70,6 +71,7 @@ def load_strategy(conn: Connection, org_id: int) -> Strategy:
         regions=regions,
         id_types=rules,
         blocked={k: frozenset(v) for k, v in blocked.items()},
+        suppression=load_suppression(conn, org_id),
     )
 
 

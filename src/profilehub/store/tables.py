@@ -377,3 +377,24 @@ import_runs = sa.Table(
     sa.Column("finished_ts", sa.BigInteger, nullable=True),
     sa.Index("ix_import_runs_org_updated", "org_id", "updated_ts"),
 )
+
+# Each org's secret key for suppression fingerprints (HMAC-SHA256), made with the org (or, for
+# an org older than suppression, at its first erasure). Never leaves the server.
+suppression_keys = sa.Table(
+    "suppression_keys",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("key", sa.String(64), nullable=False),  # hex
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+)
+
+# Keyed fingerprints of erased ids (never the values): writes carrying one drop it
+# (profilehub.identity.suppression, docs/privacy.md).
+suppressed_ids = sa.Table(
+    "suppressed_ids",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("region", sa.String(16), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), primary_key=True),  # HMAC-SHA256, hex
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+)

@@ -1,0 +1,184 @@
+"""Suppression: ``_delete`` keeps keyed fingerprints of the erased ids, and a later write carrying
+any form of one (raw, or any hash a raw email or phone number derives) drops it; a write left
+with no usable id is a 409 that writes nothing. ``_unsuppress`` lifts it. See docs/privacy.md."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from profilehub.identity.normalize import email_hashes, phone_hashes
+from profilehub.profiles import ProfileService, ProfileWrite, WriteResult
+from profilehub.store.database import Database
+from profilehub.store.tables import suppressed_ids, suppression_keys
+from tests.cdp_client import Cdp, id_values
+from tests.conftest import OrgFixture, assert_error, make_org
+
+EMAIL = "Gone.Person.5512@Example.org"
+PHONE = "+49 30 5512 0001"
+E164 = "+493055120001"
+PERSON = {"email": EMAIL, "cellphone": PHONE, "crm_id": "crm-gone-5512"}
+
+
+def _write(client: TestClient, org: OrgFixture, ids: dict[str, Any], **more: Any) -> Any:
+    body = {"orgId": org.org_id, "region": "EU", "ids": ids, "upsert": {"profile": {"x": 1}}, **more}
+    return client.post("/cdp/v1/users", json=body, headers=org.headers())
+
+
+def _delete(client: TestClient, org: OrgFixture, ids: dict[str, Any], **more: Any) -> dict[str, Any]:
+    body = {"orgId": org.org_id, "region": "EU", "ids": ids, **more}
+    r = client.post("/cdp/v1/users/_delete", json=body, headers=org.headers())
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _unsuppress(client: TestClient, org: OrgFixture, ids: dict[str, Any]) -> Any:
+    body = {"orgId": org.org_id, "region": "EU", "ids": ids}
+    return client.post("/cdp/v1/users/_unsuppress", json=body, headers=org.headers())
+
+
+def _erase_person(client: TestClient, org: OrgFixture) -> dict[str, Any]:
+    Cdp(client, org).write(PERSON, {"profile": {"first_name": "Gone"}})
+    return _delete(client, org, {"email": [EMAIL]})
+
+
+def _every_form() -> list[dict[str, str]]:
+    """Each form a write can carry the erased email or phone number in, written as a client would
+    (other case, spaces, another phone format)."""
+    email = EMAIL.lower()
+    forms: list[dict[str, str]] = [{"email": f"  {EMAIL.upper()} "}, {"cellphone": "+49 (30) 5512-0001"}]
+    forms += [{t: f" {h.upper()} "} for t, h in email_hashes(email).items()]
+    forms += [{t: h} for t, h in phone_hashes(E164).items()]
+    return forms
+
+
+def test_every_form_of_an_erased_email_or_phone_is_refused_and_writes_nothing(
+    client: TestClient, org: OrgFixture
+) -> None:
+    erased = _erase_person(client, org)
+    assert erased["deletedProfiles"] == 1
+    assert erased["suppressedIds"] == 5 + 3 + 1  # the email's hashes, the phone's, the crm_id
+    cdp = Cdp(client, org)
+    for ids in [*_every_form(), {"crm_id": "crm-gone-5512"}]:
+        r = _write(client, org, ids)
+        body = assert_error(r, 409, "ids")
+        assert "suppressed" in body["message"], ids
+        # nothing written: no profile holds any form of the person
+        assert cdp.search({"email": [EMAIL]}) == []
+        assert cdp.search({next(iter(ids)): [next(iter(ids.values()))]}) == [], ids
+
+
+def test_a_suppressed_id_is_dropped_and_the_rest_is_written(client: TestClient, org: OrgFixture) -> None:
+    _erase_person(client, org)
+    cdp = Cdp(client, org)
+    profile = cdp.write({"email": EMAIL, "crm_id": "crm-new-1"}, {"profile": {"first_name": "New"}})
+    assert id_values(profile, "crm_id") == ["crm-new-1"]
+    assert not any(ns in profile["ids"] for ns in ("email", "cellphone"))
+    [notice] = [n for n in cdp.last_notices if n["code"] == "id_suppressed"]
+    assert notice["field"] == "ids.email"
+    assert EMAIL.lower() not in json.dumps(cdp.last_notices).lower()  # never the value
+    assert cdp.search({"email": [EMAIL]}) == []
+
+
+def test_bulk_answers_409_at_the_index_of_a_record_left_without_ids(
+    client: TestClient, org: OrgFixture
+) -> None:
+    _erase_person(client, org)
+    records = [
+        {"orgId": org.org_id, "region": "EU", "ids": ids, "upsert": {}}
+        for ids in ({"email": EMAIL}, {"email": EMAIL, "AdId": "ad-7"}, {"AdId": "ad-8"})
+    ]
+    r = client.post("/cdp/v1/users/_bulk", json=records, headers=org.headers())
+    assert r.status_code == 200, r.text
+    first, second, third = r.json()
+    assert first["status"] == 409 and "suppressed" in first["error"]["message"]
+    assert second["status"] == 200 and [n["code"] for n in second["notices"]] == ["id_suppressed"]
+    assert third["status"] == 200 and "notices" not in third
+    assert Cdp(client, org).search({"email": [EMAIL]}) == []
+
+
+def test_suppress_false_keeps_no_fingerprint(client: TestClient, org: OrgFixture, app: FastAPI) -> None:
+    Cdp(client, org).write(PERSON, {})
+    assert _delete(client, org, {"email": [EMAIL]}, suppress=False)["suppressedIds"] == 0
+    with app.state.db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(suppressed_ids)).scalar() == 0
+    assert _write(client, org, {"email": EMAIL}).status_code == 200
+
+
+def test_unsuppress_lifts_what_it_names_only(client: TestClient, org: OrgFixture) -> None:
+    _erase_person(client, org)
+    no_scope = client.post(
+        "/cdp/v1/users/_unsuppress",
+        json={"orgId": org.org_id, "region": "EU", "ids": {"email": [EMAIL]}},
+        headers=org.headers("profile.read,profile.write"),
+    )
+    assert_error(no_scope, 403)
+    r = _unsuppress(client, org, {"email": [EMAIL]})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"orgId": org.org_id, "region": "EU", "removedFingerprints": 5}
+    assert _unsuppress(client, org, {"email": [EMAIL]}).json()["removedFingerprints"] == 0
+    assert (
+        _write(
+            client, org, {"email_md5_lowercase": email_hashes(EMAIL.lower())["email_md5_lowercase"]}
+        ).status_code
+        == 200
+    )
+    assert_error(_write(client, org, {"cellphone": PHONE}), 409, "ids")
+    bad = _unsuppress(client, org, {"nope": ["x"]})
+    assert_error(bad, 400, "ids.nope")
+
+
+def test_explain_predicts_suppression(client: TestClient, org: OrgFixture) -> None:
+    _erase_person(client, org)
+    body = {"orgId": org.org_id, "region": "EU", "ids": {"email": EMAIL, "AdId": "ad-1"}, "upsert": {}}
+    r = client.post("/cdp/v1/users/_explain", json=body, headers=org.headers())
+    assert r.status_code == 200, r.text
+    assert [n["code"] for n in r.json()["notices"]] == ["id_suppressed"]
+    body["ids"] = {"email": EMAIL}
+    only = client.post("/cdp/v1/users/_explain", json=body, headers=org.headers())
+    assert_error(only, 409, "ids")
+
+
+def test_other_orgs_and_regions_are_unaffected(client: TestClient, org: OrgFixture, app: FastAPI) -> None:
+    other = make_org(app.state.db, 5678)
+    _erase_person(client, org)
+    assert _write(client, other, {"email": EMAIL}).status_code == 200
+    uk = _write(client, org, {"email": EMAIL}, region="UK")
+    assert uk.status_code == 200 and uk.headers.get("X-Profilehub-Notices") is None
+    assert_error(_write(client, org, {"email": EMAIL}), 409, "ids")
+
+
+def test_an_org_older_than_suppression_gets_its_key_at_its_first_erasure(
+    client: TestClient, org: OrgFixture, app: FastAPI
+) -> None:
+    app.state.db.write(lambda c: c.execute(suppression_keys.delete()))
+    assert _erase_person(client, org)["suppressedIds"] == 9
+    assert_error(_write(client, org, {"email": EMAIL}), 409, "ids")
+
+
+def test_an_org_keeping_raw_ids_suppresses_the_raw_value_too(client: TestClient, app: FastAPI) -> None:
+    org = make_org(app.state.db, 77, keep_raw_ids=True)
+    assert _erase_person(client, org)["suppressedIds"] == 6 + 4 + 1
+    assert_error(_write(client, org, {"email": EMAIL.lower()}), 409, "ids")
+    assert _unsuppress(client, org, {"cellphone": [PHONE]}).json()["removedFingerprints"] == 4
+
+
+def test_another_process_sees_the_suppression_at_its_next_write(
+    client: TestClient, org: OrgFixture, database_url: str
+) -> None:
+    # A second server process: its own database engine and strategy cache, warmed before the
+    # erasure; the database is the truth, so its next write drops the id.
+    other_db = Database(database_url)
+    try:
+        other = ProfileService(other_db)
+        warm = ProfileWrite(org.org_id, "EU", {"crm_id": "warm-1"}, {})
+        assert isinstance(other.write_batch([warm], "test")[0], WriteResult)
+        _erase_person(client, org)
+        [result] = other.write_batch([ProfileWrite(org.org_id, "EU", {"email": EMAIL}, {})], "test")
+        assert getattr(result, "status", None) == 409
+    finally:
+        other_db.close()
