@@ -676,6 +676,7 @@ def import_group() -> None:
 
 
 CDP_MAP_EXAMPLE = "email=ids.email"
+MAX_AT_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 PEOPLE_MAP_EXAMPLE = "Email=emails"
 
 
@@ -709,6 +710,17 @@ def _import_options(map_metavar: str, map_help: str) -> Callable[[F], F]:
                 help="Processes that validate and normalise the next batch while this one is written "
                 "(CDP imports only). Default: the cores the writer leaves free, at most 4; 0 does it "
                 "all in the writer.",
+            ),
+            click.option(
+                "--at",
+                "at_ms",
+                type=click.IntRange(0, MAX_AT_MS),
+                default=None,
+                metavar="MS",
+                help="Write every record at this time (epoch milliseconds) instead of the clock's "
+                "time as each is written, so two imports of the same file write the same profiles "
+                "(records tie in time; the rules' tie-breaks then follow file order). Give the same "
+                "--at again with --resume. With --bulk the default is the run's start time.",
             ),
             click.option("--resume", is_flag=True, help="Continue after the last committed batch."),
             click.option("--quiet", is_flag=True, help="No progress bar, only the summary."),
@@ -856,6 +868,11 @@ def _run_import(
         )
 
 
+def _fixed_clock(at_ms: int | None) -> Callable[[], int] | None:
+    """``--at``: every write of the import at that time; None keeps the wall clock."""
+    return None if at_ms is None else lambda: at_ms
+
+
 def _database_stopped_import(file: Path, exc: sa.exc.OperationalError) -> str:
     """One line for an import the database stopped (a full disk): the cause, and where it stands."""
     saved = ingest_checkpoint.load(file)
@@ -866,10 +883,6 @@ def _database_stopped_import(file: Path, exc: sa.exc.OperationalError) -> str:
         else "nothing was written; once fixed, run the same command again"
     )
     return f"import stopped: database {classify(exc).cause}: {where}"
-
-
-def _fixed(at: int) -> Callable[[], int]:
-    return lambda: at
 
 
 @import_group.command("cdp")
@@ -887,15 +900,6 @@ def _fixed(at: int) -> Callable[[], int]:
     help="Resolve the whole file at once and write it in one transaction (a backfill): faster, "
     "all or nothing, the same profiles as without it. See docs/bulk.md.",
 )
-@click.option(
-    "--at",
-    "at",
-    type=click.IntRange(0),
-    default=None,
-    metavar="MS",
-    help="Write every record at this time (epoch ms), file order breaking ties. With --bulk the "
-    "default is the run's start time.",
-)
 @domain_errors
 def import_cdp(
     file: Path,
@@ -905,18 +909,17 @@ def import_cdp(
     batch_size: int,
     max_rejects: int,
     workers: int | None,
+    at_ms: int | None,
     resume: bool,
     quiet: bool,
     region: str,
     actor: str,
     bulk: bool,
-    at: int | None,
 ) -> None:
     """Write CDP profiles: each record is a POST /cdp/v1/users body (orgId, region optional)."""
     with open_db(bulk=True) as database:
         region = check_org(database, org_id, region) or region
-        # --at: every record written at that time, on both paths (ties broken by file order)
-        service = ProfileService(database) if at is None else ProfileService(database, clock=_fixed(at))
+        service = ProfileService(database, clock=_fixed_clock(at_ms))
         sink = cdp_sink(service, org_id, region, f"{actor}:{file.name}")
         _run_import(
             file,
@@ -935,7 +938,7 @@ def import_cdp(
             # upsert is required; a row whose upsert cells are all empty writes its ids only
             csv_objects=("upsert",),
             bulk=bulk,
-            at=at,
+            at=at_ms,
         )
 
 
@@ -959,6 +962,7 @@ def import_people(
     batch_size: int,
     max_rejects: int,
     workers: int | None,
+    at_ms: int | None,
     resume: bool,
     quiet: bool,
     matching_attribute: str,
@@ -967,7 +971,8 @@ def import_people(
     """Upsert CRM people: each record is a PUT /v2/crm/people body (CSV: map columns to its fields)."""
     with open_org_db(org_id, bulk=True) as database:
         check_matching_attribute(database, org_id, matching_attribute)
-        sink = people_sink(database, org_id, matching_attribute, f"{actor}:{file.name}")
+        actor = f"{actor}:{file.name}"
+        sink = people_sink(database, org_id, matching_attribute, actor, _fixed_clock(at_ms))
         _run_import(
             file,
             file_format,

@@ -343,11 +343,11 @@ class ProfileService:
         db: Database,
         observer: WriteObserver | None = None,
         journal: bool = True,
-        clock: Callable[[], int] = now_ms,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         self.db = db
-        # The time (epoch ms) each write is applied at: an import given ``--at`` writes every
-        # record at one time, as the bulk path does, so both resolve alike (docs/bulk.md).
+        # The time of each write (epoch ms), asked once per write; None: the wall clock. An import
+        # given ``--at`` passes a fixed time, so two runs of one file write the same rows.
         self.clock = clock
         self.strategies = StrategyCache()
         self.observer = observer
@@ -366,6 +366,16 @@ class ProfileService:
             self.observer.written(merges, refused)
 
     # --- writes ---
+    def now(self) -> int:
+        """The time of the next write (epoch ms)."""
+        return self.clock() if self.clock is not None else now_ms()
+
+    def _prune_time(self, last_write: int) -> int:
+        # Retention is measured from the wall clock. With the wall clock as the write clock that is
+        # the last write's time (so a batch and the same writes one by one prune alike); a fixed
+        # clock may lie far in the past or future, where it would prune too little or too much.
+        return last_write if self.clock is None else now_ms()
+
     def _write_group(
         self, conn: Connection, payloads: list[_WritePayload]
     ) -> list[list[WriteResult | ProfilehubError]]:
@@ -445,7 +455,7 @@ class ProfileService:
                         if index in refused:
                             continue
                         try:
-                            now = stamps.setdefault(index, self.clock())
+                            now = stamps.setdefault(index, self.now())
                             result = done[index] = _result(
                                 strategy, apply_write(storage, strategy, prepared, now)
                             )
@@ -460,7 +470,7 @@ class ProfileService:
                         # At the last write's time: the clock is read once per write and nowhere else,
                         # so a batch and the same writes one by one see the same times.
                         self.journal_pruner.prune(
-                            conn, (org_id for org_id, _ in scopes), max(stamps.values())
+                            conn, (org_id for org_id, _ in scopes), self._prune_time(max(stamps.values()))
                         )
                     append_events(conn, events)
                     return done
@@ -537,11 +547,11 @@ class ProfileService:
                 holder = owners.get(link)
                 if holder is not None:
                     batch.delete_ids(org_id, region, [i for i in dropped if owners.get(i) == holder])
-            now = now_ms()
+            now = self.now()
             results.append(_result(strategy, apply_write(batch, strategy, prepared, now)))
         batch.flush()
         if self.journal and people:
-            self.journal_pruner.prune(conn, [org_id], now)
+            self.journal_pruner.prune(conn, [org_id], self._prune_time(now))
         append_events(conn, [r.event(org_id) for r in results])
         self._observe(list(results))
         return results

@@ -48,7 +48,7 @@ from profilehub.identity.resolve import PreparedWrite
 from profilehub.identity.strategy import Strategy
 from profilehub.orgs import home_region
 from profilehub.profiles import PersonIdentity, ProfileService, people_links, prepare_person
-from profilehub.store.changes import change_row, now_ms
+from profilehub.store.changes import change_row
 from profilehub.store.database import Database, GroupJob, lock_scope
 from profilehub.store.events import EventRow, append_events
 from profilehub.store.tables import crm_person_emails
@@ -230,6 +230,7 @@ class _OrgWrites:
     home: str
     strategy: Strategy
     rows: PeopleBatch
+    now: Callable[[], int]  # the write clock (``ProfileService.now``): the time of each person's save
     saved: list[PersonResult] = field(default_factory=list)
     graph: list[tuple[PreparedWrite, list[Identifier]]] = field(default_factory=list)
     graph_of: list[PersonResult] = field(default_factory=list)
@@ -239,7 +240,9 @@ def _org_writes(conn: Connection, profiles: ProfileService, org_id: int) -> _Org
     lock_scope(conn, org_id, LOCK)
     strategy = profiles.strategy(conn, org_id)
     attrs = custom_attributes(conn, org_id, PEOPLE)
-    return _OrgWrites(org_id, attrs, home_region(conn, org_id), strategy, PeopleBatch(conn, org_id))
+    return _OrgWrites(
+        org_id, attrs, home_region(conn, org_id), strategy, PeopleBatch(conn, org_id), profiles.now
+    )
 
 
 def _save_person(
@@ -292,7 +295,7 @@ def _save_person(
         actor,
     )
     # Everything is checked: from here on, only writes.
-    ts = now_ms()
+    ts = org.now()
     saved = org.rows.save(
         previous,
         merged,

@@ -3,7 +3,7 @@ attribute and read as the endpoint reads its body (``crm.models.parse_person``, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from profilehub.crm.objects import PEOPLE, custom_attributes
@@ -13,8 +13,11 @@ from profilehub.profiles import ProfileService
 from profilehub.store.database import Database
 
 
-def people_sink(db: Database, org_id: int, matching_attribute: str, actor: str) -> Sink:
-    profiles = ProfileService(db)  # one strategy cache for the whole import
+def people_sink(
+    db: Database, org_id: int, matching_attribute: str, actor: str, clock: Callable[[], int] | None = None
+) -> Sink:
+    """``clock``: the time of each write (epoch ms), the wall clock when None (``import --at``)."""
+    profiles = ProfileService(db, clock=clock)  # one strategy cache for the whole import
 
     def write(records: Sequence[dict[str, Any]]) -> Sequence[Outcome]:
         out: list[Outcome] = []
