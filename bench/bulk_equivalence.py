@@ -174,7 +174,12 @@ def snapshot(db: Database, org_id: int, since: Watermark | None = None) -> Snaps
             )
         ]
         raw["people"] = [
-            {"id": r.record_id, "data": orjson.loads(r.data), "created_ts": r.created_ts, "updated_ts": r.updated_ts}
+            {
+                "id": r.record_id,
+                "data": orjson.loads(r.data),
+                "created_ts": r.created_ts,
+                "updated_ts": r.updated_ts,
+            }
             for r in conn.execute(
                 sa.select(crm_records).where(
                     crm_records.c.org_id == org_id, crm_records.c.object_slug == "people"

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.bulk_equivalence import Watermark, compare, snapshot
 from click.testing import CliRunner
 
-from bench.bulk_equivalence import Watermark, compare, snapshot
 from profilehub.cli import main
 from profilehub.store.database import Database
 from tests.conftest import make_org
@@ -36,7 +36,9 @@ def _import(kind: str, path: Path, org_id: int, *extra: str) -> None:
     assert result.exit_code == 0, result.output
 
 
-def test_two_cdp_imports_at_one_time_write_the_same(database_url: str, tmp_path: Path, monkeypatch: Any) -> None:
+def test_two_cdp_imports_at_one_time_write_the_same(
+    database_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
     monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
     db = Database(database_url)
     make_org(db, 1)

@@ -13,7 +13,6 @@ from sqlalchemy.engine import Connection
 
 from profilehub.store.tables import changes
 
-
 _id_lock = threading.Lock()
 _id_ms = -1
 _id_counter = 0
