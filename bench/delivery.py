@@ -19,14 +19,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 
 from bench.backends import fresh_database
 from bench.figures import latency_ms
@@ -36,6 +39,7 @@ from bench.run_http import free_port, load, new_store, server
 from profilehub.delivery import endpoints
 from profilehub.store.database import Database
 from profilehub.store.events import last_event_id
+from profilehub.store.tables import webhook_endpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILEHUB = str(ROOT / ".venv/bin/profilehub")
@@ -85,8 +89,104 @@ class Receiver:
         finally:
             writer.close()
 
+    def cpu(self) -> float:
+        """CPU seconds of the receiver's thread so far."""
+
+        async def spent() -> float:
+            return time.thread_time()
+
+        return asyncio.run_coroutine_threadsafe(spent(), self._loop).result(10)
+
     def stop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _pids(match: Callable[[int, str], bool]) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            pgid = int(stat.rsplit(")", 1)[1].split()[2])
+            if match(pgid, cmdline):
+                out.append(int(entry.name))
+    return out
+
+
+class CpuMeter:
+    """CPU seconds spent during the load by the server's processes (its process group: the
+    server, its workers, a deliverer it started), the database's own processes (PostgreSQL
+    backends serving the bench's database) and the receiver's thread."""
+
+    def __init__(self, serve_pid: int, database: str | None) -> None:
+        self.serve_pid = serve_pid
+        self.database = database
+        self.start = self._read()
+
+    def _groups(self) -> dict[str, list[int]]:
+        groups = {"server": _pids(lambda pgid, _: pgid == self.serve_pid), "postgres": []}
+        for pid in groups["server"]:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if Path(f"/proc/{pid}").exists() else b""
+            if b"deliver" in cmdline and pid != self.serve_pid:
+                groups.setdefault("deliverer", []).append(pid)
+        groups["server"] = [p for p in groups["server"] if p not in groups.get("deliverer", [])]
+        if self.database:
+            groups["postgres"] = _pids(lambda _, cmd: f" {self.database} " in cmd)
+        return groups
+
+    def _read(self) -> dict[int, float]:
+        return {pid: _cpu_seconds(pid) for pids in self._groups().values() for pid in pids}
+
+    def spent(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, pids in self._groups().items():
+            out[name] = sum(_cpu_seconds(pid) - self.start.get(pid, 0.0) for pid in pids)
+        return out
+
+
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def _wait_for_deliverer(db: Database) -> None:
+    """Until the server's deliverer holds the endpoint: the load starts once delivery runs."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with db.read() as conn:
+            if conn.execute(sa.select(webhook_endpoints.c.lease_owner)).scalar():
+                return
+        time.sleep(0.1)
+    raise RuntimeError("the server's deliverer did not take the endpoint within 60 s")
+
+
+def _transactions(db: Database) -> int | None:
+    """Transactions of the bench's PostgreSQL database so far (every process's; None on SQLite)."""
+    if db.dialect != "postgresql":
+        return None
+    with db.read() as conn:
+        return int(
+            conn.execute(
+                sa.text(
+                    "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+                )
+            ).scalar_one()
+        )
 
 
 def _backlog(db: Database, receiver: Receiver, first: int) -> int:
@@ -120,9 +220,17 @@ def _round(args: argparse.Namespace, deliver: bool) -> dict[str, Any]:
                 str(args.workers),
                 "--no-access-log",
             ]
-            os.environ["PROFILEHUB_SERVE_DELIVERS"] = "on" if deliver else "off"
+            os.environ["PROFILEHUB_SERVE_DELIVERS"] = args.deliver_in if deliver else "off"
             try:
-                with server(serve, url, port, OUT / "delivery-server.log"):
+                with server(serve, url, port, OUT / "delivery-server.log") as served:
+                    if receiver is not None:
+                        _wait_for_deliverer(db)
+                    xacts = _transactions(db)
+                    meter = CpuMeter(
+                        served.pid, url.rsplit("/", 1)[1] if args.backend == "postgres" else None
+                    )
+                    receiver_cpu = receiver.cpu() if receiver is not None else 0.0
+                    children_cpu = _children_cpu()
                     samples: list[int] = []
                     done = threading.Event()
 
@@ -135,6 +243,17 @@ def _round(args: argparse.Namespace, deliver: bool) -> dict[str, Any]:
                     sampler.start()
                     result = load(port, data, apikey, args.clients, args.requests, args.seconds)
                     done.set()
+                    cpu = meter.spent()
+                    if xacts is not None:
+                        time.sleep(1.0)  # PostgreSQL publishes its counters at most once a second
+                        spent = (_transactions(db) or 0) - xacts
+                        result["transactions_per_write"] = spent / max(1, result["requests"])
+                    cpu["load generator"] = _children_cpu() - children_cpu
+                    if receiver is not None:
+                        cpu["receiver"] = receiver.cpu() - receiver_cpu
+                    result["cpu_ms_per_write"] = {
+                        k: v * 1000 / max(1, result["requests"]) for k, v in cpu.items()
+                    }
                     sampler.join()
                     if receiver is not None:
                         stopped = time.monotonic()
@@ -182,6 +301,11 @@ def run(args: argparse.Namespace) -> None:
                     f"load (events) {_backlog_note(result['backlog'])}; the rest arrived {result['drain_seconds']:.1f} s "
                     f"after the load; write-to-receipt p50/p95/p99 {lat['p50']:.0f}/{lat['p95']:.0f}/{lat['p99']:.0f} ms"
                 )
+            cpu = ", ".join(f"{k} {v:.2f}" for k, v in result["cpu_ms_per_write"].items())
+            line += f"; CPU ms per write: {cpu}"
+            if "transactions_per_write" in result:
+                line += f"; database transactions per write {result['transactions_per_write']:.2f}"
+            line += f"; {load_note()}"
             print(line)
             sys.stdout.flush()
     off, on = statistics.median(rates[False]), statistics.median(rates[True])
@@ -201,6 +325,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2, help="Rounds of each mode (alternating).")
+    parser.add_argument(
+        "--deliver-in",
+        choices=["process", "thread"],
+        default="process",
+        help="PROFILEHUB_SERVE_DELIVERS of the rounds with delivery on.",
+    )
     args = parser.parse_args(argv)
     args.reproduce = f".venv/bin/python -m bench.delivery {' '.join(sys.argv[1:] if argv is None else argv)}"
     with exclusive_run(command_line()):

@@ -1,6 +1,6 @@
 """`profilehub deliver` as real processes: two at once deliver each event once, `kill -9` mid-stream
 loses nothing, `--nats` publishes every event to JetStream, and `profilehub serve` delivers in the
-background."""
+background from a process of its own, which ends with it."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ from pathlib import Path
 import nats
 import nats.js.errors
 import pytest
+import sqlalchemy as sa
 
 from profilehub.delivery import endpoints
 from profilehub.profiles import ProfileService, ProfileWrite
 from profilehub.store.database import Database
 from profilehub.store.events import last_event_id
+from profilehub.store.tables import webhook_endpoints
 from tests.conftest import make_org, running_in_ci
 from tests.serve_process import VENV_BIN, serve
 from tests.webhook_receiver import Receiver, wait_for
@@ -137,9 +139,43 @@ def test_serve_delivers_in_the_background(database_url: str, tmp_path: Path) -> 
         )
         assert r.status_code == 200, r.text
         wait_for("the webhook", lambda: len(receiver.delivered()) == 1)
+        [child] = children(served.proc.pid)
+        assert "profilehub.delivery.process" in child[1], "serve delivers from a process of its own"
+        # However the server ends, its deliverer ends too, and hands its lease back on the way.
+        served.stop(signal.SIGKILL)
+        wait_for("the deliverer process to end", lambda: not running(child[0]))
     event = receiver.delivered()[0].event
     assert event["type"] == "profile.created" and event["data"]["profile"]["ucid"] == r.json()[0]["ucid"]
-    assert made.endpoint.endpoint_id
+    db = Database(database_url)
+    try:
+        with db.read() as conn:
+            assert endpoints.get_endpoint(conn, made.endpoint.endpoint_id).delivered == 1
+            owner = conn.execute(sa.select(webhook_endpoints.c.lease_owner)).scalar()
+        assert owner is None, "the lease was not handed back"
+    finally:
+        db.close()
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    """The running processes whose parent is ``pid``: (pid, command line)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid and fields[0] != "Z":
+                    found.append(
+                        (int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+                    )
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its new parent to reap it has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _nats_reachable() -> bool:

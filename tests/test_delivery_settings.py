@@ -9,21 +9,34 @@ from profilehub.config import Settings, SettingsError
 from profilehub.delivery.settings import DEFAULT_RETRY_SCHEDULE, DeliverySettings
 
 
-@pytest.mark.parametrize(("value", "expected"), [("", True), ("on", True), ("off", False), ("0", False)])
-def test_serve_delivers_in_the_background_unless_switched_off(
-    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", "process"),
+        ("on", "process"),
+        ("process", "process"),
+        ("Thread", "thread"),
+        ("off", "off"),
+        ("0", "off"),
+    ],
+)
+def test_serve_delivers_from_a_process_of_its_own_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: str
 ) -> None:
     monkeypatch.setenv("PROFILEHUB_SERVE_DELIVERS", value)
-    assert Settings.from_env().deliver_in_background is expected
+    settings = Settings.from_env()
+    assert settings.serve_delivers == expected
+    assert settings.deliver_in_background is (expected != "off")
 
 
-def test_the_retry_schedule_and_timings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert DeliverySettings.from_env().retry_schedule == DEFAULT_RETRY_SCHEDULE
+def test_the_retry_schedule_and_timings_are_part_of_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env().delivery.retry_schedule == DEFAULT_RETRY_SCHEDULE
     assert DEFAULT_RETRY_SCHEDULE[0] <= 5 and sum(DEFAULT_RETRY_SCHEDULE) >= 24 * 3600
     monkeypatch.setenv("PROFILEHUB_WEBHOOK_RETRY_SCHEDULE", "1, 60,3600")
     monkeypatch.setenv("PROFILEHUB_WEBHOOK_TIMEOUT_SECONDS", "2.5")
-    found = DeliverySettings.from_env()
+    found = Settings.from_env().delivery
     assert found.retry_schedule == (1.0, 60.0, 3600.0) and found.timeout_seconds == 2.5
+    assert found == DeliverySettings.from_env()
 
 
 @pytest.mark.parametrize(
@@ -42,4 +55,3 @@ def test_bad_values_are_refused_naming_the_variable(
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=name):
         Settings.from_env()
-        DeliverySettings.from_env()

@@ -25,6 +25,7 @@ from profilehub.console import install_console
 from profilehub.crm.fast import FastUpsertPerson
 from profilehub.crm.routes import router as crm_router
 from profilehub.delivery import endpoints
+from profilehub.delivery.process import DelivererProcess
 from profilehub.delivery.routes import router as admin_router
 from profilehub.delivery.runner import BackgroundDeliverer, Deliverer
 from profilehub.delivery.settings import DeliverySettings
@@ -74,11 +75,10 @@ CORS_EXPOSED_HEADERS = [
 
 
 def create_app(settings: Settings | None = None, delivery: DeliverySettings | None = None) -> FastAPI:
-    """``delivery``: how the background deliverer retries and polls (default: from the
-    environment); only used with ``settings.deliver_in_background``."""
+    """``delivery``: how the background deliverer retries and polls (default:
+    ``settings.delivery``); only used with ``settings.serve_delivers`` set to thread."""
     settings = settings or Settings.from_env()
-    if settings.deliver_in_background and delivery is None:
-        delivery = DeliverySettings.from_env()
+    delivery = delivery or settings.delivery
     metrics = Metrics()
     db = Database(
         settings.database_url,
@@ -99,12 +99,16 @@ def create_app(settings: Settings | None = None, delivery: DeliverySettings | No
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # Webhooks go out from a thread of their own (its own loop and HTTP client), so a slow
-        # or unreachable endpoint never holds up a request; several workers share the work
-        # through the endpoints' leases.
-        delivering = None
-        if delivery is not None and settings.deliver_in_background:
+        # Webhooks go out from a process beside this one (by default: see delivery/process.py) or
+        # a thread of this one, each with its own loop and HTTP connections, so a slow or
+        # unreachable endpoint never holds up a request; several workers' deliverers share the
+        # work through the endpoints' leases.
+        delivering: BackgroundDeliverer | DelivererProcess | None = None
+        if settings.serve_delivers == "thread":
             delivering = BackgroundDeliverer(Deliverer(db, delivery))
+        elif settings.serve_delivers == "process":
+            delivering = DelivererProcess(db.event_bell, delivery.timeout_seconds + 10)
+        if delivering is not None:
             delivering.start()
         yield
         if delivering is not None:

@@ -80,6 +80,85 @@ def _bool_env(name: str, default: bool) -> bool:
     raise SettingsError(f"{name}: expected on or off, got {raw!r}")
 
 
+def _float_env(name: str, default: float, minimum: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: expected a number of seconds, got {raw!r}") from exc
+    if value < minimum:
+        raise SettingsError(f"{name}: must be at least {minimum}, got {raw}")
+    return value
+
+
+# Seconds to wait after each failed attempt of an event: a first retry within 5 s, then the
+# schedule Standard Webhooks' reference implementations use, about 27.5 hours in all. An event
+# still failing after the last step disables its endpoint (its events wait; nothing is dropped).
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+def parse_schedule(raw: str, name: str = "PROFILEHUB_WEBHOOK_RETRY_SCHEDULE") -> tuple[float, ...]:
+    try:
+        steps = tuple(float(s) for s in raw.split(",") if s.strip())
+    except ValueError as exc:
+        raise SettingsError(
+            f"{name}: expected seconds separated by commas (5,300,1800), got {raw!r}"
+        ) from exc
+    if not steps or any(s < 0 for s in steps):
+        raise SettingsError(f"{name}: give at least one delay, none negative (e.g. 5,300,1800), got {raw!r}")
+    return steps
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """How deliverers (``profilehub deliver``, and ``serve``'s own) retry, wait and batch."""
+
+    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    # Seconds an endpoint has to answer a delivery; past it, the attempt failed.
+    timeout_seconds: float = 10.0
+    # A deliverer holds an endpoint (or an org's stream) this long without renewing it; one that
+    # died is replaced after it, and its unacknowledged events are delivered again.
+    lease_seconds: float = 30.0
+    # How often an idle deliverer looks for new events (``profilehub serve``'s own deliverer is
+    # also woken by the server's writes at once).
+    poll_seconds: float = 0.5
+    # After a round that delivered something, wait this long before the next: under a steady write
+    # load a round then takes dozens of events for its few queries, not the one or two of the
+    # last commit (see delivery/runner.py).
+    linger_seconds: float = 0.05
+    # Events read, and deliveries in flight, per endpoint at a time (one per ordering key).
+    batch_size: int = 200
+    concurrency: int = 32
+
+    @classmethod
+    def from_env(cls) -> DeliverySettings:
+        raw = os.environ.get("PROFILEHUB_WEBHOOK_RETRY_SCHEDULE", "").strip()
+        return cls(
+            retry_schedule=parse_schedule(raw) if raw else DEFAULT_RETRY_SCHEDULE,
+            timeout_seconds=_float_env("PROFILEHUB_WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.1),
+            lease_seconds=_float_env("PROFILEHUB_DELIVERY_LEASE_SECONDS", 30.0, 1.0),
+            poll_seconds=_float_env("PROFILEHUB_DELIVERY_POLL_SECONDS", 0.5, 0.01),
+        )
+
+
+# Where ``profilehub serve`` delivers webhooks (PROFILEHUB_SERVE_DELIVERS).
+SERVE_DELIVERS = ("process", "thread", "off")
+
+
+def _serve_delivers_env() -> str:
+    name = "PROFILEHUB_SERVE_DELIVERS"
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "" or raw in _TRUE:
+        return "process"
+    if raw in _FALSE:
+        return "off"
+    if raw in SERVE_DELIVERS:
+        return raw
+    raise SettingsError(f"{name}: expected process, thread or off, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = field(default_factory=default_database_url)
@@ -119,14 +198,20 @@ class Settings:
     # The admin HTTP API (/admin/v1: webhook endpoints of any org) takes this as a bearer token;
     # unset, that API answers 401 to everyone and only the CLI manages endpoints.
     admin_token: str = ""
-    # The app delivers webhooks in a background thread (see profilehub.delivery). From the
-    # environment (``profilehub serve``) it is on unless PROFILEHUB_SERVE_DELIVERS=off, for those
-    # who run ``profilehub deliver`` on other hosts; apps built in code (tests) opt in.
-    deliver_in_background: bool = False
+    # Whether the app delivers webhooks itself (see profilehub.delivery): "process", a deliverer
+    # process beside each server process (the default of ``profilehub serve``: it takes nothing
+    # of the server's interpreter); "thread", one in a thread of each server process; "off", for
+    # those who run ``profilehub deliver`` elsewhere. Apps built in code (tests) opt in.
+    serve_delivers: str = "off"
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "database_url", normalise_database_url(self.database_url))
+        if self.serve_delivers not in SERVE_DELIVERS:
+            raise SettingsError(
+                f"PROFILEHUB_SERVE_DELIVERS: expected process, thread or off, got {self.serve_delivers!r}"
+            )
         jwt_parts = {
             "PROFILEHUB_JWT_ISSUER": self.jwt_issuer,
             "PROFILEHUB_JWT_AUDIENCE": self.jwt_audience,
@@ -150,6 +235,10 @@ class Settings:
                     f"PROFILEHUB_CORS_ORIGINS: {origin!r} is not an origin; "
                     "give scheme://host[:port] (no path), comma-separated, or *"
                 )
+
+    @property
+    def deliver_in_background(self) -> bool:
+        return self.serve_delivers != "off"
 
     @property
     def jwt_enabled(self) -> bool:
@@ -187,7 +276,8 @@ class Settings:
             redis_url=os.environ.get("PROFILEHUB_REDIS_URL", "").strip(),
             redis_prefix=os.environ.get("PROFILEHUB_REDIS_PREFIX", "").strip() or "profilehub",
             admin_token=os.environ.get("PROFILEHUB_ADMIN_TOKEN", "").strip(),
-            deliver_in_background=_bool_env("PROFILEHUB_SERVE_DELIVERS", True),
+            serve_delivers=_serve_delivers_env(),
+            delivery=DeliverySettings.from_env(),
             cors_origins=tuple(
                 o.strip() for o in os.environ.get("PROFILEHUB_CORS_ORIGINS", "").split(",") if o.strip()
             ),

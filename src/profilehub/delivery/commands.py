@@ -10,11 +10,10 @@ from datetime import UTC, datetime
 import click
 
 from profilehub.cli import domain_errors, open_db, open_org_db, org_id_option
-from profilehub.config import SettingsError
+from profilehub.config import Settings, SettingsError
 from profilehub.delivery import endpoints
 from profilehub.delivery.endpoints import Endpoint
 from profilehub.delivery.runner import Deliverer
-from profilehub.delivery.settings import DeliverySettings
 from profilehub.delivery.stream import DEFAULT_STREAM, StreamUnavailable
 from profilehub.errors import ProfilehubError
 from profilehub.store.events import EVENT_TYPES, last_event_id, parse_cursor
@@ -167,7 +166,7 @@ def deliver(nats_url: str | None, stream: str, no_webhooks: bool) -> None:
     if no_webhooks and not nats_url:
         raise click.UsageError("--no-webhooks: give --nats too, or there is nothing to deliver")
     try:
-        settings = DeliverySettings.from_env()
+        settings = Settings.from_env().delivery
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     # Warnings (an endpoint's round failing, the database away) as lines on stderr, never a URL

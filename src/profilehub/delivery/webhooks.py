@@ -49,6 +49,11 @@ class Target:
     cursor: int
     failing_since: int | None
     disabled: bool
+    # Whether events wait in webhook_pending (then new events of their keys queue behind them),
+    # and whether any is due now (then the round retries first): read with the row, so a healthy
+    # endpoint's round costs no query of that table.
+    has_pending: bool = True
+    has_due: bool = True
     signer: Webhook = field(init=False)
 
     def __post_init__(self) -> None:
@@ -83,11 +88,14 @@ class RoundResult:
     blocked_keys: set[str] = field(default_factory=set)
 
 
-def load_target(conn: Connection, org_id: int, endpoint_id: str) -> Target | None:
+def load_target(conn: Connection, org_id: int, endpoint_id: str, now: int) -> Target | None:
+    mine = (webhook_pending.c.org_id == org_id, webhook_pending.c.endpoint_id == endpoint_id)
     row = conn.execute(
-        sa.select(webhook_endpoints).where(
-            webhook_endpoints.c.org_id == org_id, webhook_endpoints.c.endpoint_id == endpoint_id
-        )
+        sa.select(
+            webhook_endpoints,
+            sa.exists().where(*mine).label("has_pending"),
+            sa.exists().where(*mine, webhook_pending.c.next_attempt_ts <= now).label("has_due"),
+        ).where(webhook_endpoints.c.org_id == org_id, webhook_endpoints.c.endpoint_id == endpoint_id)
     ).first()
     if row is None:
         return None
@@ -100,6 +108,8 @@ def load_target(conn: Connection, org_id: int, endpoint_id: str) -> Target | Non
         cursor=int(row.cursor),
         failing_since=row.failing_since,
         disabled=row.disabled_ts is not None,
+        has_pending=bool(row.has_pending),
+        has_due=bool(row.has_due),
     )
 
 
@@ -225,14 +235,54 @@ def commit_round(
 ) -> None:
     """Record a round: renew the lease (or stop with ``LeaseLost`` before writing anything),
     delete delivered events, reschedule failed ones, queue the rest, move the cursor."""
-    if result.cursor is not None and _cursor(conn, target) != target.cursor:
-        # Replayed meanwhile: this round's reading is stale (what it sent was sent once more).
-        raise StaleRound("the cursor moved during the round", field="cursor")
-    leases.renew(conn, webhook_endpoints, target.key, owner, now_ms + int(settings.lease_seconds * 1000))
     delivered = [i for i in [*result.retried, *result.new] if i.outcome is not None and i.outcome.delivered]
     failed = [i for i in [*result.retried, *result.new] if i.outcome is not None and not i.outcome.delivered]
     retried_ids = {i.event_id for i in result.retried}
     where = _pending_where(target)
+    exhausted: Item | None = None
+    for item in failed:
+        if next_attempt(item.attempts + 1, settings.retry_schedule, now_ms) is None:
+            exhausted = exhausted or item
+
+    # The endpoint's row first, in one statement that also renews the lease and checks that the
+    # cursor is where the round read it: a healthy round's commit is this statement alone.
+    values: dict[str, object] = {"lease_until": now_ms + int(settings.lease_seconds * 1000)}
+    if result.cursor is not None:
+        values["cursor"] = result.cursor
+    if delivered:
+        values["delivered"] = webhook_endpoints.c.delivered + len(delivered)
+    if failed:
+        values["last_error"] = _error(failed[-1])
+        if target.failing_since is None:
+            values["failing_since"] = now_ms
+    elif delivered and target.failing_since is not None:
+        values["failing_since"] = None
+    if exhausted is not None:
+        values["disabled_ts"] = now_ms
+        values["disabled_reason"] = (
+            f"event {exhausted.event_id} failed {exhausted.attempts + 1} times over the retry schedule "
+            f"(last: {_error(exhausted)}); its events wait: enable the endpoint to deliver them"
+        )
+    row = webhook_endpoints.c
+    update = webhook_endpoints.update().where(
+        row.org_id == target.org_id, row.endpoint_id == target.endpoint_id, row.lease_owner == owner
+    )
+    if result.cursor is not None:
+        update = update.where(row.cursor == target.cursor)
+    if not conn.execute(update.values(**values)).rowcount:
+        # Nothing written: either another deliverer holds the lease now, or the cursor was moved
+        # (a replay) while the round ran and its reading is stale (what it sent was sent once
+        # more). Either way the round records nothing.
+        if result.cursor is not None and _cursor(conn, target) != target.cursor:
+            raise StaleRound("the cursor moved during the round", field="cursor")
+        raise leases.LeaseLost(f"lease of {target.key} lost", field="lease")
+    if not failed and delivered and target.failing_since is not None:
+        # The endpoint answers again: everything waiting is due now, in order.
+        conn.execute(
+            webhook_pending.update()
+            .where(*where, webhook_pending.c.next_attempt_ts != BEHIND)
+            .values(next_attempt_ts=now_ms)
+        )
 
     gone = [i.event_id for i in delivered if i.event_id in retried_ids]
     for start in range(0, len(gone), 500):
@@ -245,12 +295,8 @@ def commit_round(
     for item in [*result.retried, *result.new]:
         if (item.outcome is None or not item.outcome.delivered) and item.key not in heads:
             heads[item.key] = item
-    exhausted: Item | None = None
     for item in failed:
-        when = next_attempt(item.attempts + 1, settings.retry_schedule, now_ms)
-        if when is None:
-            exhausted = exhausted or item
-            when = now_ms
+        when = next_attempt(item.attempts + 1, settings.retry_schedule, now_ms) or now_ms
         if item.event_id in retried_ids:
             conn.execute(
                 webhook_pending.update()
@@ -315,39 +361,6 @@ def commit_round(
         rows = [q for q in queued if q["event_id"] not in present]
         if rows:
             conn.execute(webhook_pending.insert(), rows)
-
-    values: dict[str, object] = {}
-    if result.cursor is not None:
-        values["cursor"] = result.cursor
-    if delivered:
-        values["delivered"] = webhook_endpoints.c.delivered + len(delivered)
-    if failed:
-        values["last_error"] = _error(failed[-1])
-        if target.failing_since is None:
-            values["failing_since"] = now_ms
-    elif delivered and target.failing_since is not None:
-        # The endpoint answers again: everything waiting is due now, in order.
-        values["failing_since"] = None
-        conn.execute(
-            webhook_pending.update()
-            .where(*where, webhook_pending.c.next_attempt_ts != BEHIND)
-            .values(next_attempt_ts=now_ms)
-        )
-    if exhausted is not None:
-        values["disabled_ts"] = now_ms
-        values["disabled_reason"] = (
-            f"event {exhausted.event_id} failed {exhausted.attempts + 1} times over the retry schedule "
-            f"(last: {_error(exhausted)}); its events wait: enable the endpoint to deliver them"
-        )
-    if values:
-        conn.execute(
-            webhook_endpoints.update()
-            .where(
-                webhook_endpoints.c.org_id == target.org_id,
-                webhook_endpoints.c.endpoint_id == target.endpoint_id,
-            )
-            .values(**values)
-        )
 
 
 class StaleRound(Conflict):
@@ -415,13 +428,15 @@ class EndpointRounds:
 
     def _load(self) -> Target | None:
         with self.db.read() as conn:
-            return load_target(conn, self.org_id, self.endpoint_id)
+            return load_target(conn, self.org_id, self.endpoint_id, self._now_ms())
 
     def _deadline(self) -> float:
         # Half the lease: the round's commit renews it long before it runs out.
         return time.monotonic() + self.settings.lease_seconds / 2
 
     async def _retries(self, target: Target) -> bool:
+        if not target.has_due:
+            return False
         now = self._now_ms()
 
         def load() -> list[Item]:
@@ -445,7 +460,9 @@ class EndpointRounds:
         def load() -> tuple[list[Item], int | None, set[str]]:
             with self.db.read() as conn:
                 items, cursor = new_items(conn, target, self.settings.batch_size)
-                return items, cursor, pending_keys(conn, target, (i.key for i in items)) if items else set()
+                if not items or not target.has_pending:
+                    return items, cursor, set()
+                return items, cursor, pending_keys(conn, target, (i.key for i in items))
 
         items, cursor, blocked = await asyncio.to_thread(load)
         if cursor is None:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -293,6 +293,17 @@ class EventBell:
         self._lock = threading.Lock()
         self._count = 0
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._listeners: list[Callable[[], None]] = []
+
+    def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (in the ringing thread; it must not block) at every ring: how a
+        deliverer in another process is woken (``delivery/process.py``)."""
+        with self._lock:
+            self._listeners = [*self._listeners, callback]
+
+    def unlisten(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            self._listeners = [c for c in self._listeners if c != callback]
 
     @property
     def count(self) -> int:
@@ -303,6 +314,9 @@ class EventBell:
         with self._lock:
             self._count += 1
             waiters, self._waiters = self._waiters, []
+            listeners = self._listeners
+        for callback in listeners:
+            callback()
         for loop, fut in waiters:
             with contextlib.suppress(RuntimeError):  # that loop has closed
                 loop.call_soon_threadsafe(_wake, fut)

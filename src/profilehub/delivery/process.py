@@ -1,0 +1,131 @@
+"""The deliverer process ``profilehub serve`` starts beside each server process
+(``PROFILEHUB_SERVE_DELIVERS=process``, the default).
+
+Why a process and not a thread: a server process spends its interpreter on requests and its
+single writer; a deliverer thread in it takes the same interpreter lock for every round and every
+request it sends, and the writes slowed by a third (bench/NOTES-delivery.md). In a process of its
+own it runs on another core.
+
+The two are tied by a pipe, the child's stdin: the server writes a byte after each commit that
+wrote events (its ``EventBell``), which wakes the deliverer at once as a thread would be woken;
+when the server process ends, however it ends (``kill -9`` included), the pipe closes and the
+deliverer stops (cleanly: rounds under way are recorded and its leases handed back). The child
+reads every setting from the environment it inherits, as the server did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import logging.config
+import os
+import signal
+import subprocess
+import sys
+
+from profilehub.config import Settings, SettingsError
+from profilehub.delivery.runner import Deliverer
+from profilehub.store.database import Database
+from profilehub.store.events import EventBell
+
+log = logging.getLogger(__name__)
+
+
+class DelivererProcess:
+    """The server's side: starts the child, rings it after commits with events, stops it."""
+
+    def __init__(self, bell: EventBell, grace_seconds: float) -> None:
+        self.bell = bell
+        self.grace_seconds = grace_seconds
+        self.process: subprocess.Popen[bytes] | None = None
+        self._fd: int | None = None
+
+    def start(self) -> None:
+        # The server's log level (from --log-level or the environment) for the child's lines too.
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "profilehub.delivery.process"],
+            stdin=subprocess.PIPE,
+            env={**os.environ, "PROFILEHUB_LOG_LEVEL": level},
+        )
+        assert self.process.stdin is not None
+        self._fd = self.process.stdin.fileno()
+        os.set_blocking(self._fd, False)
+        self.bell.listen(self._ring)
+        log.info("delivery: deliverer process %d started", self.process.pid)
+
+    def _ring(self) -> None:
+        """In the writer's thread after a commit with events: never blocks. A full pipe already
+        holds a wake-up the child has not read; a closed one is a child that has gone."""
+        fd = self._fd
+        if fd is None:
+            return
+        with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
+            os.write(fd, b"\x01")
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None:
+            return
+        self.bell.unlisten(self._ring)
+        self._fd = None
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()  # end of input: the child finishes its rounds and stops
+        try:
+            process.wait(self.grace_seconds)
+        except subprocess.TimeoutExpired:
+            log.warning("delivery: deliverer process %d did not stop; killed", process.pid)
+            process.kill()
+            process.wait()
+
+
+async def _deliver(deliverer: Deliverer, bell: EventBell) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Ctrl-C reaches the whole process group; the server's own shutdown then closes the pipe.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    stdin = sys.stdin.fileno()
+    os.set_blocking(stdin, False)
+
+    def woken() -> None:
+        try:
+            data = os.read(stdin, 4096)
+        except BlockingIOError:
+            return
+        if not data:  # the server process has gone
+            loop.remove_reader(stdin)
+            stop.set()
+            return
+        bell.ring()
+
+    loop.add_reader(stdin, woken)
+    await deliverer.run(stop)
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    from profilehub.request_log import logging_config
+
+    logging.config.dictConfig(logging_config(os.environ.get("PROFILEHUB_LOG_LEVEL", "info"), False))
+    db = Database(
+        settings.database_url,
+        connect_timeout=settings.db_connect_timeout_seconds,
+        idle_in_transaction_timeout=settings.db_idle_in_transaction_timeout_seconds,
+    )
+    try:
+        deliverer = Deliverer(db, settings.delivery)
+        log.info("delivery: delivering webhooks as %s", deliverer.owner)
+        asyncio.run(_deliver(deliverer, db.event_bell))
+    finally:
+        db.close()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except SettingsError as exc:  # the server checked the same settings first; kept for safety
+        print(f"profilehub deliverer: {exc}", file=sys.stderr)
+        sys.exit(2)
