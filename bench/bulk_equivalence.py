@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -313,3 +314,128 @@ def ucid_map(a: Snapshot, b: Snapshot) -> dict[str, str]:
     """``a``'s ucids to ``b``'s of the same label (for a reader who wants to look at both)."""
     by_label = {label: u for u, label in b.labels.items()}
     return {u: by_label[label] for u, label in a.labels.items() if label in by_label}
+
+
+# --- the gate: one file through both paths ---
+
+ONLINE_ORG, BULK_ORG = 7001, 7002
+COUNTS = re.compile(r"([\d,]+) records in .*?: ([\d,]+) created, ([\d,]+) updated, ([\d,]+) rejected")
+Importer = Callable[[str, Path, int, str, int, bool], tuple[int, str]]
+
+
+def cli_import(url: str, path: Path, org_id: int, region: str, at: int, bulk: bool) -> tuple[int, str]:
+    """``profilehub import cdp`` in this process (exit status, output): the command a user runs."""
+    from click.testing import CliRunner
+
+    from profilehub.cli import main
+
+    args = ["import", "cdp", str(path), "--org-id", str(org_id), "--region", region, "--at", str(at)]
+    args += ["--quiet", "--workers", "0", "--max-rejects", "1000000000", *(["--bulk"] if bulk else [])]
+    result = CliRunner().invoke(main, args, env={"PROFILEHUB_DATABASE_URL": url})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def make_orgs(url: str, org_ids: Iterable[int], region: str = "EU") -> None:
+    """Orgs alike: the default strategy, the shared dummy email blocked (as ``bench.run_import``)."""
+    from bench.generate import DUMMY_EMAIL
+    from profilehub.orgs import create_org
+    from profilehub.store.strategy_store import block_value
+
+    db = Database(url)
+    try:
+        for org_id in org_ids:
+            db.write(lambda c, o=org_id: create_org(c, o, f"Gate {o}", [region]))
+            db.write(lambda c, o=org_id: block_value(c, o, DUMMY_EMAIL))
+    finally:
+        db.close()
+
+
+@dataclass
+class GateResult:
+    differences: list[str]
+    online: str  # the summary line of each run
+    bulk: str
+    counts: dict[str, int]  # rows per section (the online org's)
+
+    @property
+    def same(self) -> bool:
+        return not self.differences
+
+    def line(self) -> str:
+        if self.same:
+            what = ", ".join(f"{n:,} {name}" for name, n in self.counts.items())
+            return f"equivalent: the same {what}"
+        return f"NOT equivalent: {len(self.differences)} difference line(s); first: {self.differences[0]}"
+
+
+def _counts_of(output: str) -> str:
+    found = COUNTS.search(output)
+    return found.group(0).split(": ", 1)[1] if found else f"(no summary: {output.strip()[-300:]})"
+
+
+def run_gate(
+    url: str,
+    main_records: list[Any],
+    folder: Path,
+    at: int,
+    *,
+    seed_records: Sequence[Any] = (),
+    region: str = "EU",
+    importer: Importer = cli_import,
+    orgs: tuple[int, int] = (ONLINE_ORG, BULK_ORG),
+    limit: int = 10,
+) -> GateResult:
+    """Import ``main_records`` with ``--at at`` through the online importer into ``orgs[0]`` and
+    through ``--bulk`` into ``orgs[1]`` (both made here, after ``seed_records`` went online into
+    the first at ``at - 1000`` and its profiles were cloned into the second), and compare.
+
+    Ucid markers in ``main_records`` (``bench.gate_set``) are replaced by the seeded ucids, which
+    both orgs share. The two runs read files of the same name in two folders, so the actor the
+    change log names is the same."""
+    from bench.gate_set import materialise, write_file
+
+    online_org, bulk_org = orgs
+    make_orgs(url, orgs, region)
+    db = Database(url)
+    try:
+        if seed_records:
+            seed = write_file(list(seed_records), _folder(folder / "seed") / "seed.ndjson")
+            status, output = importer(url, seed, online_org, region, at - 1000, False)
+            if status not in (0, 1):
+                raise RuntimeError(f"seeding failed ({status}): {output}")
+            clone_profiles(db, online_org, bulk_org)
+        records = materialise(main_records, db, online_org, region)
+        paths = [write_file(records, _folder(folder / side) / "gate.ndjson") for side in ("online", "bulk")]
+        marks = [Watermark.read(db, org) for org in orgs]
+        outputs = []
+        for path, org, bulk in zip(paths, orgs, (False, True), strict=True):
+            status, output = importer(url, path, org, region, at, bulk)
+            if status not in (0, 1):  # 1: records rejected, as expected of an ugly file
+                raise RuntimeError(f"{'bulk' if bulk else 'online'} import failed ({status}): {output}")
+            outputs.append(output)
+        one, two = (snapshot(db, org, mark) for org, mark in zip(orgs, marks, strict=True))
+    finally:
+        db.close()
+    differences = compare(one, two, limit)
+    online, bulk = (_counts_of(o) for o in outputs)
+    if online != bulk:
+        differences.insert(0, f"summary: online {online!r}, bulk {bulk!r}")
+    rejects = [_rejects(p) for p in paths]
+    if rejects[0] != rejects[1]:
+        differences.insert(0, f"rejects: online {len(rejects[0])} line(s), bulk {len(rejects[1])}")
+        differences += _compare_ordered("rejects", rejects[0], rejects[1], limit)
+    return GateResult(differences, online, bulk, one.counts())
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _rejects(path: Path) -> list[Any]:
+    from profilehub.ingest.checkpoint import rejects_path
+
+    found = rejects_path(path)
+    return [orjson.loads(line) for line in found.read_bytes().splitlines()] if found.exists() else []
