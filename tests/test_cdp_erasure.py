@@ -37,6 +37,8 @@ TABLES = {
     "changes": "log",
     # the change events: an erasure deletes the erased profiles' events, its own names ucids only
     "events": "log",
+    # signed erasure receipts: the erased ucids and counts, no values (docs/privacy.md)
+    "erasure_receipts": "log",
     # an org's configuration: nothing of any person
     "orgs": "config",
     "org_regions": "config",
@@ -57,6 +59,8 @@ TABLES = {
     # no value or plain hash of the person; docs/privacy.md)
     "suppression_keys": "config",
     "suppressed_ids": "config",
+    # each org's receipt signing key
+    "receipt_keys": "config",
 }
 SCHEMA_BOOKKEEPING = {"alembic_version", "event_sequence"}
 

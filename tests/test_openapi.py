@@ -73,6 +73,7 @@ def test_documented_schemas_match_the_bodies(spec: dict) -> None:  # type: ignor
         "profilesNotFound",
         "deletedPeople",
         "suppressedIds",
+        "receiptId",
     }
     assert set(schemas["ErrorBody"]["properties"]) == {"success", "status", "message", "errors"}
 

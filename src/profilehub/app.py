@@ -50,6 +50,7 @@ from profilehub.ratelimit_http import RateLimitMiddleware
 from profilehub.request_log import RequestLogMiddleware, RouteNoteMiddleware
 from profilehub.routing_errors import install_routing_errors
 from profilehub.store.database import Database, head_revision, schema_problem
+from profilehub.store.receipt_store import ReceiptKeys
 
 # What a browser client may send and read; everything else a browser sends on its own.
 CORS_REQUEST_HEADERS = [
@@ -131,7 +132,11 @@ def create_app(settings: Settings | None = None, delivery: DeliverySettings | No
     app.state.settings = settings
     app.state.db = db
     app.state.metrics = metrics
-    app.state.profiles = ProfileService(db, metrics if settings.metrics else None)
+    app.state.profiles = ProfileService(
+        db,
+        metrics if settings.metrics else None,
+        receipt_keys=ReceiptKeys(settings.receipt_key_passphrase),
+    )
     app.state.verifier = CredentialVerifier(settings.credential_cache_seconds)
     app.state.idempotency = IdempotencyKeys()
     app.state.rate_limiter = make_rate_limiter(

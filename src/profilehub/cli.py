@@ -46,6 +46,7 @@ from profilehub.ingest.people import check_matching_attribute, people_sink
 from profilehub.metrics import MULTIPROC_ENV
 from profilehub.orgs import (
     MAX_ORG_ID,
+    Org,
     add_region,
     create_org,
     get_org,
@@ -66,6 +67,7 @@ from profilehub.store.database import (
 )
 from profilehub.store.faults import classify
 from profilehub.store.journal_store import prune_journal, retention_days, set_retention_days
+from profilehub.store.receipt_store import ReceiptKeys
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -92,6 +94,14 @@ def open_org_db(org_id: int, region: str | None = None, *, bulk: bool = False) -
     with open_db(bulk=bulk) as db:
         check_org(db, org_id, region)
         yield db
+
+
+def receipt_keys() -> ReceiptKeys:
+    """What signs erasure receipts, with the passphrase from the environment (docs/privacy.md)."""
+    try:
+        return ReceiptKeys(Settings.from_env().receipt_key_passphrase)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def check_org(db: Database, org_id: int, region: str | None = None) -> str | None:
@@ -306,13 +316,16 @@ def org() -> None:
 def org_create(
     org_id: int, name: str, regions: tuple[str, ...], keep_raw_ids: bool, home_region: str | None
 ) -> None:
-    """Create an org with the default identity strategy."""
+    """Create an org with the default identity strategy and its erasure receipt key."""
+    keys = receipt_keys()
+
+    def job(c: sa.Connection) -> Org:
+        made = create_org(c, org_id, name, list(regions), keep_raw_ids=keep_raw_ids, home_region=home_region)
+        keys.signing_key(c, org_id)
+        return made
+
     with open_db() as db:
-        created = db.write(
-            lambda c: create_org(
-                c, org_id, name, list(regions), keep_raw_ids=keep_raw_ids, home_region=home_region
-            )
-        )
+        created = db.write(job)
     click.echo(
         f"created org {created.org_id} ({created.name}), regions {', '.join(created.regions)}, "
         f"home region {created.home_region}"
@@ -995,9 +1008,11 @@ def _add_delivery_commands() -> None:
     # Push delivery's commands live beside their core and use the helpers above: imported once
     # this module is complete.
     from profilehub.delivery.commands import deliver, webhook
+    from profilehub.receipt_commands import receipt
 
     main.add_command(webhook)
     main.add_command(deliver)
+    main.add_command(receipt)
 
 
 _add_delivery_commands()

@@ -204,6 +204,9 @@ class Settings:
     # those who run ``profilehub deliver`` elsewhere. Apps built in code (tests) opt in.
     serve_delivers: str = "off"
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    # Encrypts each org's erasure receipt signing key in the database (docs/privacy.md); unset,
+    # the keys are stored in the clear and the database alone lets one sign receipts.
+    receipt_key_passphrase: str = field(default="", repr=False)
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -278,6 +281,7 @@ class Settings:
             admin_token=os.environ.get("PROFILEHUB_ADMIN_TOKEN", "").strip(),
             serve_delivers=_serve_delivers_env(),
             delivery=DeliverySettings.from_env(),
+            receipt_key_passphrase=os.environ.get("PROFILEHUB_RECEIPT_KEY_PASSPHRASE", ""),
             cors_origins=tuple(
                 o.strip() for o in os.environ.get("PROFILEHUB_CORS_ORIGINS", "").split(",") if o.strip()
             ),

@@ -29,6 +29,7 @@ from profilehub.identity.suppression import ID_SUPPRESSED
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import Database, GroupJob, lock_scope, savepoint
 from profilehub.store.events import (
+    ERASURE_NOTIFICATION_REQUESTED,
     PROFILE_CREATED,
     PROFILE_ERASED,
     PROFILE_MERGED,
@@ -40,6 +41,7 @@ from profilehub.store.events import (
 from profilehub.store.journal_store import JournalPruner
 from profilehub.store.profile_storage import profile_storage
 from profilehub.store.profile_store import delete_profiles
+from profilehub.store.receipt_store import ReceiptKeys, erasure_counts, issue_receipt
 from profilehub.store.strategy_store import StrategyCache
 from profilehub.suppression import suppress_erased, unsuppress_ids
 
@@ -344,11 +346,14 @@ class ProfileService:
         observer: WriteObserver | None = None,
         journal: bool = True,
         clock: Callable[[], int] | None = None,
+        receipt_keys: ReceiptKeys | None = None,
     ) -> None:
         self.db = db
         # The time of each write (epoch ms), asked once per write; None: the wall clock. An import
         # given ``--at`` passes a fixed time, so two runs of one file write the same rows.
         self.clock = clock
+        # What signs erasure receipts (docs/privacy.md); the server's is given the passphrase.
+        self.receipt_keys = receipt_keys if receipt_keys is not None else ReceiptKeys()
         self.strategies = StrategyCache()
         self.observer = observer
         # Whether writes keep their journal (docs/unmerge.md); off only for the bench's baseline.
@@ -731,6 +736,8 @@ class ProfileService:
             linked = storage.linked_ucids(org_id, masters)
             every = [*masters, *(u for m in masters for u in linked.get(m, []))]
             suppressed = suppress_erased(conn, org_id, r, every) if suppress else 0
+            erased = [u for m in masters for u in (m, *linked.get(m, []))]
+            counts = erasure_counts(conn, org_id, masters, erased)
             delete_profiles(conn, org_id, masters)
             forget_answers(conn, org_id, [*masters, *(u for m in masters for u in linked.get(m, []))])
             ts = now_ms()
@@ -764,12 +771,38 @@ class ProfileService:
                     for u in masters
                 ],
             )
+            counts |= {
+                "profiles": len(masters),
+                "mergedProfiles": len(erased) - len(masters),
+                "deletedPeople": len(erased_people),
+                "valuesNotFound": len(not_found),
+                "suppressedIds": suppressed,
+            }
+            receipt = issue_receipt(
+                conn,
+                self.receipt_keys,
+                org_id=org_id,
+                region=r,
+                by=key,
+                ucids=erased,
+                counts=counts,
+                actor=actor,
+                send_email_notification=send_email_notification,
+                ts=ts,
+            )
+            if send_email_notification:
+                data = {"receiptId": receipt["receiptId"], "ucids": erased}
+                append_events(
+                    conn,
+                    [EventRow(org_id, ERASURE_NOTIFICATION_REQUESTED, ts, receipt["receiptId"], data, r)],
+                )
             return {
                 "ucids": masters,
                 "deletedProfiles": len(masters),
                 "profilesNotFound": not_found,
                 "deletedPeople": len(erased_people),
                 "suppressedIds": suppressed,
+                "receiptId": receipt["receiptId"],
             }
 
         return job

@@ -151,6 +151,9 @@ class DeleteUsersResponse(BaseModel):
         description='Fingerprints of erased ids newly suppressed (0 with `"suppress": false`): '
         "a raw email or phone number counts once per form a write can carry (raw and each hash)."
     )
+    receiptId: str = Field(
+        description="The erasure's signed receipt: GET /cdp/v1/erasures/{receiptId} (docs/privacy.md)."
+    )
 
 
 class UnsuppressRequest(BaseModel):
@@ -173,6 +176,40 @@ class UnsuppressResponse(BaseModel):
     orgId: int
     region: str
     removedFingerprints: int = Field(description="How many suppressed fingerprints were removed.")
+
+
+class ErasureCounts(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    profiles: int = Field(description="Profiles erased (the masters the request's ids found).")
+    mergedProfiles: int = Field(description="Profiles merged into them, erased with them.")
+    ids: int = Field(description="Ids (rows of the identity graph) erased.")
+    journalRows: int = Field(description="Journal entries (applied writes) erased.")
+    events: int = Field(description="Earlier change events of the erased ucids deleted.")
+    deletedPeople: int = Field(description="Linked CRM people deleted.")
+    valuesNotFound: int = Field(description="Values of the request that matched no profile.")
+    suppressedIds: int = Field(description="Fingerprints of the erased ids newly suppressed.")
+
+
+class ErasureReceipt(BaseModel):
+    """A signed erasure receipt (docs/privacy.md): `profilehub receipt verify FILE` checks it."""
+
+    model_config = ConfigDict(extra="allow")
+    format: str = Field(description="`profilehub-erasure-receipt/1`.")
+    receiptId: str
+    orgId: int
+    region: str
+    erasedAt: int = Field(description="Epoch ms of the erasure.")
+    erasedBy: str = Field(description="Who erased, as the change log names it (`apikey:<prefix>`).")
+    by: str = Field(description="The idType (or `ucid`) the request named; never its values.")
+    ucids: list[str] = Field(description="Every erased ucid: each profile found, then those merged into it.")
+    counts: ErasureCounts
+    sendEmailNotification: bool
+    algorithm: str = Field(description="`Ed25519`.")
+    keyId: str = Field(description="First 16 hex digits of SHA-256 of the raw public key.")
+    publicKey: str = Field(description="The signing key, base64 of its 32 raw bytes.")
+    signature: str = Field(
+        description="Ed25519 signature (base64) of the canonical form of every other field."
+    )
 
 
 class ErrorBody(BaseModel):

@@ -18,6 +18,7 @@ from profilehub.cdp.models import (
     ChangesPage,
     DeleteUsersRequest,
     DeleteUsersResponse,
+    ErasureReceipt,
     ErrorBody,
     Profile,
     SearchUsersRequest,
@@ -42,6 +43,7 @@ from profilehub.orgs import MAX_ORG_ID
 from profilehub.profiles import ProfileService, ProfileWrite, WriteResult
 from profilehub.request_log import note_org, note_route
 from profilehub.routing_errors import method_not_allowed
+from profilehub.store.receipt_store import load_receipt
 
 router = APIRouter(prefix="/cdp/v1", tags=["CDP profiles"])
 _bearer = HTTPBearer(
@@ -263,6 +265,33 @@ async def unsuppress_users(
     return JSONResponse(await service.aunsuppress(body.orgId, body.region, body.ids, principal.actor))
 
 
+@router.get(
+    "/erasures/{receiptId}",
+    summary="Get an erasure receipt",
+    response_class=JSONResponse,
+    responses={
+        200: {"model": ErasureReceipt, "description": "The receipt, as signed"},
+        **ERRORS,
+        404: {"model": ErrorBody, "description": "The org has no receipt of that id"},
+    },
+)
+async def get_erasure_receipt(
+    request: Request,
+    receiptId: str = Path(description="The `receiptId` a `_delete` answered."),
+    orgId: int = Query(ge=1, le=MAX_ORG_ID, description="Organisation id; must be the apikey's org."),
+    principal: Principal = Depends(cdp_principal("profile.delete")),
+) -> JSONResponse:
+    """What an erasure removed (ucids and counts, no values), when and by whom, signed with the
+    org's receipt key: save it and check it offline with `profilehub receipt verify FILE`."""
+    check_org(principal, orgId)
+
+    def read() -> dict[str, Any]:
+        with request.app.state.db.read() as conn:
+            return load_receipt(conn, orgId, receiptId)
+
+    return JSONResponse(await run_in_threadpool(read))
+
+
 AFTER = Query(default=None, description="An event `id` (or a page's `next`); absent: from the first.")
 LIMIT = Query(default=None, description="Events per page, 1 to 1000 (default 100).")
 WAIT = Query(
@@ -288,7 +317,7 @@ async def changes(
     principal: Principal = Depends(cdp_principal("profile.read")),
     service: ProfileService = Depends(_service),
 ) -> Response:
-    """The org's `profile.*` events after the cursor, in commit order (see docs/events.md)."""
+    """The org's `profile.*` and `erasure.*` events after the cursor, in commit order (see docs/events.md)."""
     check_org(principal, orgId)
     query = parse_query(after, limit, wait)
     if region is not None:

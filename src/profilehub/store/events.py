@@ -54,7 +54,17 @@ PROFILE_UPDATED = "profile.updated"
 PROFILE_MERGED = "profile.merged"
 PROFILE_UNMERGED = "profile.unmerged"
 PROFILE_ERASED = "profile.erased"
-CDP_TYPES = (PROFILE_CREATED, PROFILE_UPDATED, PROFILE_MERGED, PROFILE_UNMERGED, PROFILE_ERASED)
+# For the org's mailer: an erasure asked (sendEmailNotification) that the person be told; profilehub
+# sends no email itself. Carries the receipt id and the ucids, no values (docs/privacy.md).
+ERASURE_NOTIFICATION_REQUESTED = "erasure.notification_requested"
+CDP_TYPES = (
+    PROFILE_CREATED,
+    PROFILE_UPDATED,
+    PROFILE_MERGED,
+    PROFILE_UNMERGED,
+    PROFILE_ERASED,
+    ERASURE_NOTIFICATION_REQUESTED,
+)
 CRM_TYPES = tuple(
     f"{entity}.{action}"
     for entity in ("person", "company", "record")
@@ -97,7 +107,7 @@ class Event:
 
 
 def feed_of(event_type: str) -> str:
-    return "cdp" if event_type.startswith("profile.") else "crm"
+    return "cdp" if event_type.startswith(("profile.", "erasure.")) else "crm"
 
 
 def append_events(conn: Connection, rows: list[EventRow]) -> None:

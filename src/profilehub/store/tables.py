@@ -398,3 +398,29 @@ suppressed_ids = sa.Table(
     sa.Column("fingerprint", sa.String(64), primary_key=True),  # HMAC-SHA256, hex
     sa.Column("created_ts", sa.BigInteger, nullable=False),
 )
+
+# --- erasure receipts (migration 0012; profilehub.store.receipt_store, docs/privacy.md) ---
+
+# Each org's Ed25519 key that signs its erasure receipts. ``private_key`` is PKCS#8 PEM, encrypted
+# with PROFILEHUB_RECEIPT_KEY_PASSPHRASE when that was set as the key was made (else in the clear):
+# whoever reads this column without the passphrase can sign receipts in the org's name.
+receipt_keys = sa.Table(
+    "receipt_keys",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("key_id", sa.String(16), nullable=False),  # receipts.key_id of the public key
+    sa.Column("public_key", sa.String(64), nullable=False),  # base64 of the 32 raw bytes
+    sa.Column("private_key", sa.Text, nullable=False),
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+)
+
+# One signed receipt per erasure (``_delete``), written in the erasure's transaction. It names the
+# erased ucids and counts, never a value or id of the person.
+erasure_receipts = sa.Table(
+    "erasure_receipts",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("receipt_id", sa.String(36), primary_key=True),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # the receipt JSON as signed, signature included
+)

@@ -1,0 +1,237 @@
+"""Erasure receipts: ``_delete`` answers a ``receiptId``, ``GET /cdp/v1/erasures/{id}`` answers the
+signed receipt, and it verifies offline (``profilehub receipt verify``) until anything in it changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from profilehub.cli import main
+from profilehub.receipts import ReceiptInvalid, public_pem, verify
+from profilehub.store.database import Database
+from profilehub.store.receipt_store import ReceiptKeyLocked, ReceiptKeys
+from profilehub.store.tables import receipt_keys
+from tests.cdp_client import Cdp
+from tests.conftest import OrgFixture, assert_error, make_org
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _erase(client: TestClient, org: OrgFixture, ids: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    r = client.post(
+        "/cdp/v1/users/_delete",
+        json={"orgId": org.org_id, "region": "EU", "ids": ids, **extra},
+        headers=org.headers(),
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _receipt(client: TestClient, org: OrgFixture, receipt_id: str) -> dict[str, Any]:
+    r = client.get(f"/cdp/v1/erasures/{receipt_id}", params={"orgId": org.org_id}, headers=org.headers())
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _pinned(db: Database, org_id: int) -> Ed25519PublicKey:
+    return db.write(lambda c: ReceiptKeys().public_key(c, org_id))
+
+
+def _merged_person(cdp: Cdp) -> tuple[str, str]:
+    """Two profiles of one person, the second merged into the first; their ucids."""
+    a = cdp.write({"email": "receipt.me@example.org"}, {"profile": {"first_name": "Rhea7712"}})
+    b = cdp.write({"crm_id": "crm-7712"}, {"profile": {"city": "Receiptville7712"}})
+    merged = cdp.write({"email": "receipt.me@example.org", "crm_id": "crm-7712"})
+    assert merged["ucid"] == a["ucid"] and merged["ids"]["linkedUcid"] == [b["ucid"]]
+    return a["ucid"], b["ucid"]
+
+
+def test_an_erasure_answers_a_receipt_that_verifies_with_the_orgs_key(
+    app: FastAPI, client: TestClient
+) -> None:
+    org = make_org(app.state.db)
+    cdp = Cdp(client, org)
+    master, merged = _merged_person(cdp)
+    answer = _erase(client, org, {"email": ["receipt.me@example.org", "nobody@example.org"]})
+    assert answer["ucids"] == [master]
+    receipt = _receipt(client, org, answer["receiptId"])
+
+    assert verify(receipt, _pinned(app.state.db, org.org_id)).pinned
+    assert receipt["receiptId"] == answer["receiptId"]
+    assert (receipt["orgId"], receipt["region"], receipt["by"]) == (org.org_id, "EU", "email")
+    assert receipt["ucids"] == [master, merged]
+    assert receipt["erasedBy"].startswith(f"apikey:phk_{org.org_id}_")
+    assert receipt["sendEmailNotification"] is False
+    counts = receipt["counts"]
+    assert (counts["profiles"], counts["mergedProfiles"], counts["deletedPeople"]) == (1, 1, 0)
+    assert counts["valuesNotFound"] == 1
+    assert counts["ids"] >= 2 and counts["journalRows"] == 3 and counts["events"] == 3
+    # What was erased by ucid and count only: none of the person's values.
+    text = json.dumps(receipt).lower()
+    assert not any(v in text for v in ("receipt.me", "nobody@", "crm-7712", "rhea7712", "receiptville"))
+
+
+def test_a_receipt_fails_once_any_field_is_changed_added_or_removed(app: FastAPI, client: TestClient) -> None:
+    org = make_org(app.state.db)
+    cdp = Cdp(client, org)
+    _merged_person(cdp)
+    receipt = _receipt(client, org, _erase(client, org, {"crm_id": ["crm-7712"]})["receiptId"])
+    pinned = _pinned(app.state.db, org.org_id)
+    verify(receipt, pinned)
+    tampered: list[dict[str, Any]] = []
+    for name, value in receipt.items():
+        if name == "signature":
+            continue
+        changed = copy.deepcopy(receipt)
+        if isinstance(value, bool):
+            changed[name] = not value
+        elif isinstance(value, int):
+            changed[name] = value + 1
+        elif isinstance(value, list):
+            changed[name] = value[:-1]
+        elif isinstance(value, dict):
+            changed[name] = {**value, "ids": value["ids"] - 1}
+        else:
+            changed[name] = value[:-1] + ("0" if value[-1] != "0" else "1")
+        tampered.append(changed)
+    added = copy.deepcopy(receipt)
+    added["note"] = "x"
+    removed = copy.deepcopy(receipt)
+    del removed["by"]
+    resigned = copy.deepcopy(receipt)
+    resigned["signature"] = resigned["signature"][:-4] + (
+        "AAA=" if resigned["signature"][-4:] != "AAA=" else "BBB="
+    )
+    for bad in [*tampered, added, removed, resigned]:
+        for key in (pinned, None):
+            with pytest.raises(ReceiptInvalid):
+                verify(bad, key)
+
+
+def test_a_receipt_fails_with_another_orgs_key(app: FastAPI, client: TestClient) -> None:
+    org, other = make_org(app.state.db), make_org(app.state.db, org_id=5678)
+    Cdp(client, org).write({"crm_id": "c-1"})
+    receipt = _receipt(client, org, _erase(client, org, {"crm_id": ["c-1"]})["receiptId"])
+    with pytest.raises(ReceiptInvalid, match="not by the key given"):
+        verify(receipt, _pinned(app.state.db, other.org_id))
+    # Re-pointed at the other org's key, the signature no longer matches.
+    forged = {**receipt, "publicKey": _receipt_key_b64(app.state.db, other.org_id)}
+    with pytest.raises(ReceiptInvalid, match="signature does not match"):
+        verify(forged)
+
+
+def _receipt_key_b64(db: Database, org_id: int) -> str:
+    with db.read() as conn:
+        return str(
+            conn.execute(receipt_keys.select().where(receipt_keys.c.org_id == org_id)).one().public_key
+        )
+
+
+def test_the_receipt_route_refuses_bad_unknown_and_foreign_requests(app: FastAPI, client: TestClient) -> None:
+    org, other = make_org(app.state.db), make_org(app.state.db, org_id=5678)
+    Cdp(client, org).write({"crm_id": "c-1"})
+    receipt_id = _erase(client, org, {"crm_id": ["c-1"]})["receiptId"]
+    url = f"/cdp/v1/erasures/{receipt_id}"
+
+    assert_error(client.get(url, params={"orgId": org.org_id}, headers=org.headers("profile.read")), 403)
+    assert_error(client.get(url, headers=org.headers()), 400, "orgId")
+    assert_error(client.get(url, params={"orgId": "x"}, headers=org.headers()), 400, "orgId")
+    assert_error(client.get(url, params={"orgId": other.org_id}, headers=org.headers()), 403, "orgId")
+    bad = client.get("/cdp/v1/erasures/not-a-uuid", params={"orgId": org.org_id}, headers=org.headers())
+    assert_error(bad, 400, "receiptId")
+    unknown = f"/cdp/v1/erasures/{'0' * 8}-0000-4000-8000-{'0' * 12}"
+    assert_error(client.get(unknown, params={"orgId": org.org_id}, headers=org.headers()), 404, "receiptId")
+    # Another org's receipt is unknown to this org.
+    assert_error(client.get(url, params={"orgId": other.org_id}, headers=other.headers()), 404, "receiptId")
+    # An erasure that found nobody still has its receipt.
+    none = _erase(client, org, {"crm_id": ["nobody"]})
+    assert none["deletedProfiles"] == 0
+    assert _receipt(client, org, none["receiptId"])["counts"]["valuesNotFound"] == 1
+
+
+def test_send_email_notification_is_on_the_receipt_and_an_event_for_the_mailer(
+    app: FastAPI, client: TestClient
+) -> None:
+    org = make_org(app.state.db)
+    cdp = Cdp(client, org)
+    master, merged = _merged_person(cdp)
+    Cdp(client, org).write({"crm_id": "quiet-1"})
+    asked = _erase(client, org, {"ucid": [master]}, sendEmailNotification=True)
+    quiet = _erase(client, org, {"crm_id": ["quiet-1"]})
+    assert _receipt(client, org, asked["receiptId"])["sendEmailNotification"] is True
+
+    page = client.get("/cdp/v1/changes", params={"orgId": org.org_id}, headers=org.headers("profile.read"))
+    assert page.status_code == 200, page.text
+    notes = [e for e in page.json()["changes"] if e["type"] == "erasure.notification_requested"]
+    assert [(e["region"], e["data"]) for e in notes] == [
+        ("EU", {"receiptId": asked["receiptId"], "ucids": [master, merged]})
+    ]
+    assert quiet["receiptId"] not in page.text
+    # The erased person's earlier events are gone: the feed holds the erasures' own events only.
+    assert "rhea7712" not in page.text.lower()
+
+
+def test_receipt_verify_and_key_on_the_command_line(
+    app: FastAPI, client: TestClient, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org, other = make_org(app.state.db), make_org(app.state.db, org_id=5678)
+    Cdp(client, org).write({"crm_id": "c-1"})
+    receipt = _receipt(client, org, _erase(client, org, {"crm_id": ["c-1"]})["receiptId"])
+    saved = tmp_path / "receipt.json"
+    saved.write_text(json.dumps(receipt, indent=2))
+    runner = CliRunner()
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
+    keys = {}
+    for o in (org, other):
+        got = runner.invoke(main, ["receipt", "key", "--org-id", str(o.org_id)])
+        assert got.exit_code == 0, got.output
+        keys[o.org_id] = tmp_path / f"{o.org_id}.pem"
+        keys[o.org_id].write_text(got.stdout)
+    assert keys[org.org_id].read_text() == public_pem(_pinned(app.state.db, org.org_id))
+
+    # Offline: no database is needed to verify.
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    ok = runner.invoke(main, ["receipt", "verify", str(saved), "--public-key", str(keys[org.org_id])])
+    assert ok.exit_code == 0 and ok.output.startswith("valid"), ok.output
+    assert "the key given" in ok.output
+    alone = runner.invoke(main, ["receipt", "verify", str(saved)])
+    assert alone.exit_code == 0 and "pin the org's key" in alone.output, alone.output
+
+    wrong_key = runner.invoke(
+        main, ["receipt", "verify", str(saved), "--public-key", str(keys[other.org_id])]
+    )
+    assert wrong_key.exit_code == 1 and "invalid" in wrong_key.output, wrong_key.output
+    saved.write_text(json.dumps({**receipt, "erasedBy": "apikey:someone-else"}))
+    changed = runner.invoke(main, ["receipt", "verify", str(saved), "--public-key", str(keys[org.org_id])])
+    assert changed.exit_code == 1 and "signature does not match" in changed.output, changed.output
+    saved.write_text("{not json")
+    garbled = runner.invoke(main, ["receipt", "verify", str(saved)])
+    assert garbled.exit_code == 1 and "not a JSON receipt" in garbled.output
+
+
+def test_a_passphrase_keeps_the_signing_key_encrypted_in_the_database(db: Database) -> None:
+    make_org(db)
+    clear = db.write(lambda c: ReceiptKeys().signing_key(c, 1234))  # made before a passphrase was set
+
+    def stored() -> str:
+        with db.read() as conn:
+            return str(conn.execute(receipt_keys.select()).one().private_key)
+
+    assert stored().startswith("-----BEGIN PRIVATE KEY-----")
+    # Once the passphrase is set, the next use stores the same key encrypted.
+    opened = db.write(lambda c: ReceiptKeys("s3cret").signing_key(c, 1234))
+    assert opened.public_key().public_bytes_raw() == clear.public_key().public_bytes_raw()
+    assert stored().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    with pytest.raises(ReceiptKeyLocked, match="PROFILEHUB_RECEIPT_KEY_PASSPHRASE"):
+        db.write(lambda c: ReceiptKeys().signing_key(c, 1234))
+    with pytest.raises(ReceiptKeyLocked, match="another passphrase"):
+        db.write(lambda c: ReceiptKeys("wrong").signing_key(c, 1234))
