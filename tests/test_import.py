@@ -143,7 +143,11 @@ def test_preparing_in_worker_processes_gives_the_same_profiles_as_inline(
         batch_size=10,
         workers=2,
     ).run()
-    assert inline.counts() == other.counts() == {"read": 90, "created": 60, "updated": 30, "rejected": 0}
+    assert (
+        inline.counts()
+        == other.counts()
+        == {"read": 90, "created": 60, "updated": 30, "rejected": 0, "suppressed": 0}
+    )
     assert snapshot(db) == snapshot(db, org_id=5678)
 
 
@@ -312,7 +316,7 @@ def test_text_that_bulk_loading_must_escape_round_trips(service: ProfileService,
     ]
     path = write_ndjson(tmp_path / "tricky.ndjson", records)
     summary = run_import(service, path, workers=0)
-    assert summary.counts() == {"read": 2, "created": 2, "updated": 0, "rejected": 0}
+    assert summary.counts() == {"read": 2, "created": 2, "updated": 0, "rejected": 0, "suppressed": 0}
     [found] = service.search(ORG, None, {"crm_id": [f"c\\0\t{tricky}"]})
     assert found["profile"]["note"] == tricky
     assert found["ids"]["fpuid"][0]["fpuid"] == "\\N"

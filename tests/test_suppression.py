@@ -5,18 +5,26 @@ with no usable id is a 409 that writes nothing. ``_unsuppress`` lifts it. See do
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from profilehub import bulk
 from profilehub.identity.normalize import email_hashes, phone_hashes
+from profilehub.ingest import checkpoint
+from profilehub.ingest.cdp import cdp_sink
+from profilehub.ingest.reader import read_ndjson
+from profilehub.ingest.runner import Importer, ImportSummary
 from profilehub.profiles import ProfileService, ProfileWrite, WriteResult
 from profilehub.store.database import Database
 from profilehub.store.tables import suppressed_ids, suppression_keys
 from tests.cdp_client import Cdp, id_values
 from tests.conftest import OrgFixture, assert_error, make_org
+from tests.test_import import write_ndjson
 
 EMAIL = "Gone.Person.5512@Example.org"
 PHONE = "+49 30 5512 0001"
@@ -182,3 +190,42 @@ def test_another_process_sees_the_suppression_at_its_next_write(
         assert getattr(result, "status", None) == 409
     finally:
         other_db.close()
+
+
+IMPORTED = [
+    {"ids": {"email": EMAIL}, "upsert": {}},  # left without ids: rejected
+    {"ids": {"email": EMAIL.upper(), "AdId": "ad-imp-1"}, "upsert": {}},  # written without the email
+    {"ids": {"AdId": "ad-imp-2"}, "upsert": {}},  # nothing suppressed
+    {"ids": {"cellphone_number_e164_sha1": phone_hashes(E164)["cellphone_number_e164_sha1"]}, "upsert": {}},
+]
+
+
+def _erased_in_core(db: Database, org_id: int = 1234) -> ProfileService:
+    make_org(db, org_id)
+    service = ProfileService(db)
+    service.write_batch([ProfileWrite(org_id, "EU", PERSON, {})], "test")
+    assert service.delete(org_id, "EU", {"email": [EMAIL]}, "test")["suppressedIds"] == 9
+    return service
+
+
+@pytest.mark.parametrize("how", ["online", "online-worker-processes", "bulk"])
+def test_imports_count_suppressed_records_and_reject_those_left_without_ids(
+    db: Database, tmp_path: Path, how: str
+) -> None:
+    service = _erased_in_core(db)
+    path = write_ndjson(tmp_path / "old.ndjson", IMPORTED)
+    read = lambda offset, line: read_ndjson(path, offset, line)  # noqa: E731
+    sink = cdp_sink(service, 1234, "EU", "test-import")
+    if how == "bulk":
+        summary: ImportSummary = bulk.run_bulk_import(path, read, sink, workers=0)
+    else:
+        workers = 2 if how == "online-worker-processes" else 0
+        summary = Importer(path, read, sink, batch_size=2, workers=workers).run()
+    assert (summary.read, summary.created, summary.rejected, summary.suppressed) == (4, 2, 2, 3)
+    assert summary.reject_reasons == {"id_suppressed": 2}
+    rejects = [json.loads(line) for line in checkpoint.rejects_path(path).read_text().splitlines()]
+    assert [(r["line"], r["error"]["status"]) for r in rejects] == [(1, 409), (4, 409)]
+    assert "suppressed" in rejects[0]["error"]["message"]
+    assert service.search(1234, None, {"email": [EMAIL]}) == []
+    [written] = service.search(1234, None, {"AdId": ["ad-imp-1"]})
+    assert "email" not in written["ids"]

@@ -850,6 +850,7 @@ def _run_import(
     console.print(
         f"{summary.read:,} records in {summary.seconds:.1f}s ({summary.rate:,.0f}/s): "
         f"{summary.created:,} created, {summary.updated:,} updated, {summary.rejected:,} rejected"
+        + (f", {summary.suppressed:,} carried a suppressed id" if summary.suppressed else "")
         + (f" (resumed after line {summary.resumed_from_line:,})" if summary.resumed_from_line else ""),
         highlight=False,
         soft_wrap=True,

@@ -43,8 +43,10 @@ from profilehub.ingest.runner import (
     ImportSummary,
     Progress,
     RecordSource,
+    _reason,
     _start_worker,
     _stop_on_interrupt,
+    carried_suppressed,
     default_workers,
 )
 from profilehub.profiles import Prepared, WriteResult, prepare_write
@@ -119,10 +121,6 @@ class _Plan:
 
 class _Again(Exception):
     """A write was refused while it applied: roll back and apply the rest again without it."""
-
-
-def _reason(error: ProfilehubError) -> str:
-    return error.field or type(error).__name__
 
 
 class BulkImporter:
@@ -360,6 +358,8 @@ class BulkImporter:
                     self._reject(record, body, "parse", summary, rejects)
                     continue
                 error = refused.get(index) if isinstance(item, PreparedWrite) else item
+                if carried_suppressed(item if error is None else error):
+                    summary.suppressed += 1
                 if error is not None:
                     body = error_body(error.status, error.message, error.errors)
                     self._reject(record, body, _reason(error), summary, rejects)

@@ -27,6 +27,7 @@ import orjson
 
 from profilehub import collector
 from profilehub.errors import ProfilehubError, error_body
+from profilehub.identity.suppression import ID_SUPPRESSED
 from profilehub.ingest import checkpoint as checkpoints
 from profilehub.ingest.checkpoint import Checkpoint
 from profilehub.ingest.reader import SourceRecord
@@ -96,6 +97,8 @@ class ImportSummary:
     created: int = 0
     updated: int = 0
     rejected: int = 0
+    # Records that carried a suppressed id (written without it, or rejected: docs/privacy.md).
+    suppressed: int = 0
     resumed_from_line: int = 0
     seconds: float = 0.0
     reject_reasons: dict[str, int] = field(default_factory=dict)
@@ -116,6 +119,7 @@ class ImportSummary:
             "created": self.created,
             "updated": self.updated,
             "rejected": self.rejected,
+            "suppressed": self.suppressed,
         }
 
 
@@ -205,7 +209,16 @@ def _batches(records: Iterator[SourceRecord], size: Callable[[], int]) -> Iterat
 
 
 def _reason(error: ProfilehubError) -> str:
-    return error.field or type(error).__name__
+    # A few errors name their own reason (``Suppressed``: id_suppressed); the rest, their field.
+    return getattr(error, "reason", None) or error.field or type(error).__name__
+
+
+def carried_suppressed(outcome: Any) -> bool:
+    """Whether a record's outcome says it carried a suppressed id (written without it, or refused)."""
+    if isinstance(outcome, ProfilehubError):
+        return getattr(outcome, "reason", None) == ID_SUPPRESSED
+    notices = getattr(outcome, "notices", None) or ()
+    return any((n.get("code") if isinstance(n, dict) else n.code) == ID_SUPPRESSED for n in notices)
 
 
 SHARED_BATCH_DIVISOR = 20
@@ -351,6 +364,8 @@ class Importer:
                 self._reject(record, body, "parse", summary, rejects)
                 continue
             outcome = next(outcomes)
+            if carried_suppressed(outcome):
+                summary.suppressed += 1
             if isinstance(outcome, ProfilehubError):
                 body = error_body(outcome.status, outcome.message, outcome.errors)
                 self._reject(record, body, _reason(outcome), summary, rejects)
