@@ -20,9 +20,10 @@ alike, e.g. with ``clone_profiles``).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,8 @@ def _labels(conn: Connection, org_id: int) -> dict[str, str]:
     # People first: a person's write to the graph carries the person's id (the link idType).
     people_only = dict(labels)
     seen: Counter[bytes] = Counter()
-    created = conn.execute(
+    created = _stream(
+        conn,
         sa.select(
             profile_writes.c.ucid,
             profile_writes.c.region,
@@ -97,21 +99,22 @@ def _labels(conn: Connection, org_id: int) -> dict[str, str]:
             profile_writes.c.named_ucid,
         )
         .where(profile_writes.c.org_id == org_id, profile_writes.c.created)
-        .order_by(profile_writes.c.seq)
+        .order_by(profile_writes.c.seq),
     )
     for ucid, region, ids, upsert, named in created:
         content = orjson.dumps(
             _relabel([region, orjson.loads(ids), orjson.loads(upsert), named], people_only),
             option=orjson.OPT_SORT_KEYS,
         )
-        seen[content] += 1
-        digest = _digest(content)
-        labels.setdefault(ucid, f"<ucid {digest}#{seen[content]}>")
+        key = hashlib.blake2b(content, digest_size=8).digest()  # a million contents: keep them small
+        seen[key] += 1
+        labels.setdefault(ucid, f"<ucid {key.hex()[:10]}#{seen[key]}>")
     # Profiles no journal row created (journal off): by creation order.
-    rest = conn.execute(
+    rest = _stream(
+        conn,
         sa.select(profiles.c.ucid)
         .where(profiles.c.org_id == org_id)
-        .order_by(profiles.c.created_ts, profiles.c.ucid)
+        .order_by(profiles.c.created_ts, profiles.c.ucid),
     )
     n = 0
     for (ucid,) in rest:
@@ -121,28 +124,16 @@ def _labels(conn: Connection, org_id: int) -> dict[str, str]:
     return labels
 
 
-def _digest(content: bytes) -> str:
-    import hashlib
+def _stream(conn: Connection, query: Any) -> Iterator[Any]:
+    # a server-side cursor on PostgreSQL: a million rows are never all in memory at once
+    yield from conn.execution_options(stream_results=True, yield_per=5000).execute(query)
 
-    return hashlib.sha1(content).hexdigest()[:10]
 
-
-def snapshot(db: Database, org_id: int, since: Watermark | None = None) -> Snapshot:
-    since = since or Watermark()
-    with db.read() as conn:
-        labels = _labels(conn, org_id)
-        raw: dict[str, list[Any]] = {}
-        rows = conn.execute(
-            sa.select(
-                profiles.c.ucid,
-                profiles.c.region,
-                profiles.c.created_ts,
-                profiles.c.updated_ts,
-                profiles.c.merged_into,
-                profiles.c.data,
-            ).where(profiles.c.org_id == org_id)
-        ).all()
-        raw["profiles"] = [
+def _sections(conn: Connection, org_id: int, since: Watermark) -> Iterator[tuple[str, Iterator[Any]]]:
+    """Each section's rows as stored (ucids not yet labelled), one section after the other."""
+    yield (
+        "profiles",
+        (
             {
                 "ucid": r.ucid,
                 "region": r.region,
@@ -151,43 +142,52 @@ def snapshot(db: Database, org_id: int, since: Watermark | None = None) -> Snaps
                 "merged_into": r.merged_into,
                 "data": orjson.loads(r.data),
             }
-            for r in rows
-        ]
-        children: dict[str, list[tuple[int, str]]] = {}
-        for r in rows:
-            if r.merged_into is not None:
-                children.setdefault(r.merged_into, []).append((r.created_ts, r.ucid))
-        # As the profile's answer lists them: oldest first, by (created_ts, ucid).
-        raw["linkedUcid"] = [
-            {"ucid": master, "linkedUcid": [u for _, u in sorted(linked)]}
-            for master, linked in children.items()
-        ]
-        raw["ids"] = [
-            list(r)
-            for r in conn.execute(
-                sa.select(
-                    profile_ids.c.region,
-                    profile_ids.c.id_type,
-                    profile_ids.c.value,
-                    profile_ids.c.ucid,
-                    profile_ids.c.ts,
-                ).where(profile_ids.c.org_id == org_id)
-            )
-        ]
-        raw["people"] = [
+            for r in _stream(conn, sa.select(profiles).where(profiles.c.org_id == org_id))
+        ),
+    )
+    children: dict[str, list[tuple[int, str]]] = {}
+    merged = sa.select(profiles.c.merged_into, profiles.c.created_ts, profiles.c.ucid).where(
+        profiles.c.org_id == org_id, profiles.c.merged_into.is_not(None)
+    )
+    for master, created_ts, ucid in conn.execute(merged):
+        children.setdefault(master, []).append((created_ts, ucid))
+    # As the profile's answer lists them: oldest first, by (created_ts, ucid).
+    yield (
+        "linkedUcid",
+        iter(
+            [
+                {"ucid": master, "linkedUcid": [u for _, u in sorted(linked)]}
+                for master, linked in children.items()
+            ]
+        ),
+    )
+    ids = sa.select(
+        profile_ids.c.region, profile_ids.c.id_type, profile_ids.c.value, profile_ids.c.ucid, profile_ids.c.ts
+    ).where(profile_ids.c.org_id == org_id)
+    yield "ids", (list(r) for r in _stream(conn, ids))
+    people = sa.select(crm_records).where(
+        crm_records.c.org_id == org_id, crm_records.c.object_slug == "people"
+    )
+    yield (
+        "people",
+        (
             {
                 "id": r.record_id,
                 "data": orjson.loads(r.data),
                 "created_ts": r.created_ts,
                 "updated_ts": r.updated_ts,
             }
-            for r in conn.execute(
-                sa.select(crm_records).where(
-                    crm_records.c.org_id == org_id, crm_records.c.object_slug == "people"
-                )
-            )
-        ]
-        raw["changes"] = [
+            for r in _stream(conn, people)
+        ),
+    )
+    log = (
+        sa.select(changes)
+        .where(changes.c.org_id == org_id, changes.c.change_id > since.change_id)
+        .order_by(changes.c.change_id)
+    )
+    yield (
+        "changes",
+        (
             {
                 "ts": r.ts,
                 "actor": r.actor,
@@ -196,13 +196,17 @@ def snapshot(db: Database, org_id: int, since: Watermark | None = None) -> Snaps
                 "action": r.action,
                 "detail": orjson.loads(r.detail),
             }
-            for r in conn.execute(
-                sa.select(changes)
-                .where(changes.c.org_id == org_id, changes.c.change_id > since.change_id)
-                .order_by(changes.c.change_id)
-            )
-        ]
-        raw["journal"] = [
+            for r in _stream(conn, log)
+        ),
+    )
+    journal = (
+        sa.select(profile_writes)
+        .where(profile_writes.c.org_id == org_id, profile_writes.c.seq > since.seq)
+        .order_by(profile_writes.c.seq)
+    )
+    yield (
+        "journal",
+        (
             {
                 "ucid": r.ucid,
                 "ts": r.ts,
@@ -214,13 +218,17 @@ def snapshot(db: Database, org_id: int, since: Watermark | None = None) -> Snaps
                 "upsert": orjson.loads(r.upsert),
                 "merges": orjson.loads(r.merges),
             }
-            for r in conn.execute(
-                sa.select(profile_writes)
-                .where(profile_writes.c.org_id == org_id, profile_writes.c.seq > since.seq)
-                .order_by(profile_writes.c.seq)
-            )
-        ]
-        raw["events"] = [
+            for r in _stream(conn, journal)
+        ),
+    )
+    outbox = (
+        sa.select(events)
+        .where(events.c.org_id == org_id, events.c.event_id > since.event_id)
+        .order_by(events.c.event_id)
+    )
+    yield (
+        "events",
+        (
             {
                 "type": r.type,
                 "feed": r.feed,
@@ -229,13 +237,86 @@ def snapshot(db: Database, org_id: int, since: Watermark | None = None) -> Snaps
                 "entity_id": r.entity_id,
                 "data": orjson.loads(r.data),
             }
-            for r in conn.execute(
-                sa.select(events)
-                .where(events.c.org_id == org_id, events.c.event_id > since.event_id)
-                .order_by(events.c.event_id)
+            for r in _stream(conn, outbox)
+        ),
+    )
+
+
+def snapshot(db: Database, org_id: int, since: Watermark | None = None) -> Snapshot:
+    """Every section in memory, labelled: for sets small enough to show their differences."""
+    with db.read() as conn:
+        labels = _labels(conn, org_id)
+        sections = {
+            name: _relabel(list(rows), labels) for name, rows in _sections(conn, org_id, since or Watermark())
+        }
+    return Snapshot(org_id, sections, labels)
+
+
+BUCKETS = 256
+CHUNK_ROWS = 10_000
+_MOD = 1 << 128
+
+
+@dataclass
+class Digest:
+    """Each section of an org summed up without holding it: rows per section, a multiset hash per
+    bucket (the order-free sum of the rows' hashes) and, for ordered sections, a hash per chunk of
+    ``CHUNK_ROWS`` rows in order. For a million records, where ``snapshot`` would not fit."""
+
+    org_id: int
+    rows: dict[str, int] = field(default_factory=dict)
+    buckets: dict[str, list[int]] = field(default_factory=dict)
+    chunks: dict[str, list[bytes]] = field(default_factory=dict)
+    labels: int = 0
+
+
+def digest(db: Database, org_id: int, since: Watermark | None = None) -> Digest:
+    """``snapshot``'s comparison in a stream: every row labelled, hashed and dropped."""
+    out = Digest(org_id)
+    with db.read() as conn:
+        labels = _labels(conn, org_id)
+        out.labels = len(labels)
+
+        def sub(m: re.Match[str]) -> str:
+            return labels.get(m.group(0), m.group(0))
+
+        for name, rows in _sections(conn, org_id, since or Watermark()):
+            sums = [0] * BUCKETS
+            chunks: list[bytes] = []
+            running = hashlib.blake2b(digest_size=16)
+            n = 0
+            for row in rows:
+                text = UUID.sub(sub, orjson.dumps(row, option=orjson.OPT_SORT_KEYS).decode()).encode()
+                h = int.from_bytes(hashlib.blake2b(text, digest_size=16).digest(), "big")
+                sums[h % BUCKETS] = (sums[h % BUCKETS] + h) % _MOD
+                running.update(text + b"\n")
+                n += 1
+                if n % CHUNK_ROWS == 0:
+                    chunks.append(running.digest())
+                    running = hashlib.blake2b(digest_size=16)
+            chunks.append(running.digest())
+            out.rows[name], out.buckets[name], out.chunks[name] = n, sums, chunks
+    return out
+
+
+def compare_digests(a: Digest, b: Digest) -> list[str]:
+    """What differs between two digests, per section (empty: the same). Rows that only sort
+    differently (sets compared by their order in storage) are not a difference, except in the
+    ordered sections, where the first chunk that differs is named."""
+    out: list[str] = []
+    for name in SECTIONS:
+        if a.rows.get(name) != b.rows.get(name):
+            out.append(f"{name}: {a.rows.get(name, 0):,} rows against {b.rows.get(name, 0):,}")
+            continue
+        differing = sum(1 for x, y in zip(a.buckets[name], b.buckets[name], strict=True) if x != y)
+        if differing:
+            out.append(f"{name}: rows differ (in {differing} of {BUCKETS} hash buckets)")
+        elif name in ORDERED and a.chunks[name] != b.chunks[name]:
+            first = next(
+                i for i, (x, y) in enumerate(zip(a.chunks[name], b.chunks[name], strict=True)) if x != y
             )
-        ]
-    return Snapshot(org_id, {name: _relabel(rows, labels) for name, rows in raw.items()}, labels)
+            out.append(f"{name}: the same rows in another order (from row ~{first * CHUNK_ROWS:,})")
+    return out
 
 
 def _relabel(rows: list[Any], labels: dict[str, str]) -> list[Any]:
@@ -416,9 +497,12 @@ def run_gate(
                 raise RuntimeError(f"{'bulk' if bulk else 'online'} import failed ({status}): {output}")
             outputs.append(output)
         one, two = (snapshot(db, org, mark) for org, mark in zip(orgs, marks, strict=True))
+        # The streamed comparison a million records go through must agree with the full one.
+        sums = [digest(db, org, mark) for org, mark in zip(orgs, marks, strict=True)]
     finally:
         db.close()
     differences = compare(one, two, limit)
+    differences += [f"digest: {line}" for line in compare_digests(*sums)]
     online, bulk = (_counts_of(o) for o in outputs)
     if online != bulk:
         differences.insert(0, f"summary: online {online!r}, bulk {bulk!r}")

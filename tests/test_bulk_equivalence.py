@@ -61,3 +61,4 @@ def test_the_gate_sees_a_bulk_import_that_differs(tmp_path: Path) -> None:
     assert not result.same
     sections = {line.split(":")[0] for line in result.differences if not line.startswith(" ")}
     assert {"profiles", "ids", "changes", "journal", "events"} <= sections
+    assert any(line.startswith("digest: profiles: rows differ") for line in result.differences)
