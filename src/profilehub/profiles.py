@@ -23,9 +23,10 @@ from profilehub.errors import BadRequest, NotFound, ProfilehubError, Suppressed,
 from profilehub.idempotency import forget_answers
 from profilehub.identity.normalize import Identifier, Notice, coerce_id_value, normalise_ids
 from profilehub.identity.resolve import CATEGORIES, PreparedWrite, WriteOutcome, apply_write
-from profilehub.identity.storage import ProfileState
+from profilehub.identity.storage import ProfileReader, ProfileState
 from profilehub.identity.strategy import CRM_PERSON_ID, IdClass, Strategy
 from profilehub.identity.suppression import ID_SUPPRESSED
+from profilehub.store.batch_store import BatchStore
 from profilehub.store.changes import change_row, now_ms, record
 from profilehub.store.database import Database, GroupJob, lock_scope, savepoint
 from profilehub.store.events import (
@@ -239,9 +240,17 @@ def _unpack_prepared(org_id: int, strategy_version: int, packed: list[Any]) -> P
     return Prepared(org_id, strategy_version, items)
 
 
-def people_links(conn: Connection, org_id: int, region: str, person_ids: Sequence[str]) -> dict[str, str]:
-    """The ucid of the profile each linked person belongs to, by person id."""
-    owners = profile_storage(conn).find_owners(org_id, region, [person_link(p) for p in person_ids])
+def people_links(
+    conn: Connection,
+    org_id: int,
+    region: str,
+    person_ids: Sequence[str],
+    storage: ProfileReader | None = None,
+) -> dict[str, str]:
+    """The ucid of the profile each linked person belongs to, by person id (``storage``: the
+    transaction's, which may hold its unflushed writes and has read their ids already)."""
+    reader = storage if storage is not None else profile_storage(conn)
+    owners = reader.find_owners(org_id, region, [person_link(p) for p in person_ids])
     return {ident.value: ucid for ident, ucid in owners.items()}
 
 
@@ -301,18 +310,75 @@ def _email_ids(strategy: Strategy, region: str, emails: Sequence[str]) -> list[I
     return ids
 
 
+_Normalised = tuple[list[Identifier], list[Notice]] | BadRequest
+
+
+@dataclass
+class GraphIds:
+    """A person's emails and phone number normalised (and hashed) for the graph ahead of the
+    writer, in the request's thread, as CDP writes are prepared (``ProfileService._prepare_ahead``):
+    ``(idType, value, field)`` -> the ids and notices, or the refusal. Made under one strategy
+    version and home region; ``prepare_person`` uses them only while both still hold."""
+
+    version: int
+    region: str
+    found: dict[tuple[str, str, str], _Normalised] = field(default_factory=dict)
+
+
+def _normalise_one(strategy: Strategy, region: str, id_type: str, value: str, where: str) -> _Normalised:
+    try:
+        # ``where``: the person body's field (emails.0, phoneNumber), the prefix of the notices'
+        found = normalise_ids(strategy, {id_type: value}, region, field_prefix=where)
+    except BadRequest as exc:
+        return exc
+    return found
+
+
+def person_graph_ids(strategy: Strategy, region: str, emails: Sequence[str], phone: str | None) -> GraphIds:
+    """``GraphIds`` of a person body's emails (at their positions) and phone number."""
+    graph = GraphIds(strategy.version, region)
+    for i, email in enumerate(emails):
+        graph.found[("email", email, f"emails.{i}")] = _normalise_one(
+            strategy, region, "email", email, f"emails.{i}"
+        )
+    if phone:
+        graph.found[("cellphone", phone, "phoneNumber")] = _normalise_one(
+            strategy, region, "cellphone", phone, "phoneNumber"
+        )
+    return graph
+
+
+def _graph_ids(
+    strategy: Strategy, region: str, id_type: str, value: str, where: str, known: GraphIds | None
+) -> tuple[list[Identifier], list[Notice]]:
+    hit = known.found.get((id_type, value, where)) if known is not None else None
+    if hit is None:
+        hit = _normalise_one(strategy, region, id_type, value, where)
+    if isinstance(hit, BadRequest):
+        raise hit
+    return hit
+
+
 def prepare_person(
-    strategy: Strategy, org_id: int, region: str, person: PersonIdentity, actor: str
+    strategy: Strategy,
+    org_id: int,
+    region: str,
+    person: PersonIdentity,
+    actor: str,
+    known: GraphIds | None = None,
 ) -> tuple[PreparedWrite, list[Identifier]] | None:
     """The write that resolves ``person`` in the graph (None: it has no email or phone number to
     resolve by), and the ids its dropped emails stand for. Never raises: the CRM has checked the
     values already; one the graph's rules refuse (a blocked value, a phone number the graph's
-    parser reads differently) is left out with a notice."""
+    parser reads differently) is left out with a notice. ``known``: its ids normalised ahead
+    (``person_graph_ids``), used when made under this strategy version and region."""
+    if known is not None and (known.version != strategy.version or known.region != region):
+        known = None
     notices: list[Notice] = []
     ids: list[Identifier] = []
     for i, email in enumerate(person.emails):
         try:
-            found, more = normalise_ids(strategy, {"email": email}, region, field_prefix=f"emails.{i}")
+            found, more = _graph_ids(strategy, region, "email", email, f"emails.{i}", known)
         except BadRequest as exc:
             notices.append(Notice("not_in_graph", exc.message, f"emails.{i}"))
             continue
@@ -320,7 +386,7 @@ def prepare_person(
         notices += more
     if person.phone:
         try:
-            found, more = normalise_ids(strategy, {"cellphone": person.phone}, region, "phoneNumber")
+            found, more = _graph_ids(strategy, region, "cellphone", person.phone, "phoneNumber", known)
             ids += found
             notices += more
         except BadRequest as exc:
@@ -359,6 +425,10 @@ class ProfileService:
         # Whether writes keep their journal (docs/unmerge.md); off only for the bench's baseline.
         self.journal = journal
         self.journal_pruner = JournalPruner()
+        # What the CRM's writer last saw of each org (its home region and people's custom
+        # attributes), so person writes can be read and hashed ahead of it (crm/people.py); the
+        # writer uses what was prepared only when it sees the same.
+        self.crm_seen: dict[int, tuple[str, Any]] = {}
 
     def _observe(self, results: list[WriteResult | ProfilehubError]) -> None:
         # Counted once the writer's transaction has committed, so a failed batch counts nothing.
@@ -532,6 +602,7 @@ class ProfileService:
         org_id: int,
         region: str,
         people: Sequence[tuple[PreparedWrite, list[Identifier]]],
+        storage: BatchStore | None = None,
     ) -> list[WriteResult]:
         """Resolve people (``prepare_person``) in the graph, in the caller's writer transaction,
         by the same rules and batch machinery as CDP writes.
@@ -541,7 +612,7 @@ class ProfileService:
         """
         strategy = self.strategies.get(conn, org_id)
         lock_scope(conn, org_id, f"profiles:{region}")
-        batch = profile_storage(conn, self.journal)
+        batch = storage if storage is not None else profile_storage(conn, self.journal)
         batch.prefetch(org_id, region, [i for p, dropped in people for i in (*p.ids, *dropped)], [])
         results: list[WriteResult] = []
         now = 0
@@ -570,7 +641,7 @@ class ProfileService:
         links = [person_link(p) for p in person_ids]
         holders = sorted(set(batch.find_owners(org_id, region, links).values()))
         batch.delete_ids(org_id, region, links)
-        now = now_ms()
+        now = self.now()
         states = batch.load_profiles(org_id, holders)
         for state in states.values():
             state.updated_ts = now

@@ -81,14 +81,15 @@ def socials_view(stored: Any) -> dict[str, str | None]:
 
 
 def read_body(
-    conn: Connection,
+    conn: Connection | None,
     org_id: int,
     raw: Any,
     standard: Mapping[str, StandardField],
     attrs: Mapping[str, Attribute],
     special: frozenset[str],
 ) -> ParsedBody:
-    """Check every field of a person or company body; unknown fields are a 400 naming them."""
+    """Check every field of a person or company body; unknown fields are a 400 naming them.
+    ``conn`` None: no attribute is a relation (whose values are checked in the database)."""
     if not isinstance(raw, dict):
         raise BadRequest("expected a JSON object", field="body")
     check_storable(raw)

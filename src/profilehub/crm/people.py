@@ -47,10 +47,18 @@ from profilehub.identity.normalize import Identifier, normalise_email
 from profilehub.identity.resolve import PreparedWrite
 from profilehub.identity.strategy import Strategy
 from profilehub.orgs import home_region
-from profilehub.profiles import PersonIdentity, ProfileService, people_links, prepare_person
+from profilehub.profiles import (
+    GraphIds,
+    PersonIdentity,
+    ProfileService,
+    people_links,
+    person_graph_ids,
+    prepare_person,
+)
 from profilehub.store.changes import change_row
 from profilehub.store.database import Database, GroupJob, lock_scope
 from profilehub.store.events import EventRow, append_events
+from profilehub.store.profile_storage import profile_storage
 from profilehub.store.tables import crm_person_emails
 
 STANDARD = {
@@ -174,25 +182,39 @@ def _emails(value: Any) -> list[str]:
     return unique
 
 
-def _company_id(conn: Connection, org_id: int, value: Any) -> str | None:
+def _company_uuid(value: Any) -> str | None:
     if value is None:
         return None
     try:
-        company_id = str(uuid.UUID(str(value)))
+        return str(uuid.UUID(str(value)))
     except ValueError as exc:
         raise BadRequest(f"{value!r} is not a company id (a UUID)", field="companyId") from exc
-    if not load_companies(conn, org_id, [company_id]):
+
+
+def read_person_body(
+    conn: Connection | None, org_id: int, raw: Any, attrs: Mapping[str, Attribute]
+) -> PersonInput:
+    """Check a person body, all but that its company exists (``check_company``); ``conn`` None
+    (ahead of the writer) only when no attribute is a relation, the one custom value checked in
+    the database."""
+    body = read_body(conn, org_id, parse_person(raw), STANDARD, attrs, frozenset({"emails"}))
+    if "companyId" in body.special:
+        body.values["company_id"] = _company_uuid(body.special["companyId"])
+    emails = _emails(body.special["emails"]) if "emails" in body.special else None
+    return PersonInput(body, emails)
+
+
+def check_company(conn: Connection, org_id: int, given: PersonInput) -> None:
+    company_id = given.body.values.get("company_id")
+    if company_id is not None and not load_companies(conn, org_id, [company_id]):
         raise BadRequest(f"no company {company_id} in this org", field="companyId")
-    return company_id
 
 
 def read_person(conn: Connection, org_id: int, raw: Any, attrs: Mapping[str, Attribute]) -> PersonInput:
     """Check a person body completely; nothing is written."""
-    body = read_body(conn, org_id, parse_person(raw), STANDARD, attrs, frozenset({"emails"}))
-    if "companyId" in body.special:
-        body.values["company_id"] = _company_id(conn, org_id, body.special["companyId"])
-    emails = _emails(body.special["emails"]) if "emails" in body.special else None
-    return PersonInput(body, emails)
+    given = read_person_body(conn, org_id, raw, attrs)
+    check_company(conn, org_id, given)
+    return given
 
 
 def email_owner(conn: Connection, org_id: int, email: str) -> str | None:
@@ -240,9 +262,49 @@ def _org_writes(conn: Connection, profiles: ProfileService, org_id: int) -> _Org
     lock_scope(conn, org_id, LOCK)
     strategy = profiles.strategy(conn, org_id)
     attrs = custom_attributes(conn, org_id, PEOPLE)
-    return _OrgWrites(
-        org_id, attrs, home_region(conn, org_id), strategy, PeopleBatch(conn, org_id), profiles.now
-    )
+    home = home_region(conn, org_id)
+    profiles.crm_seen[org_id] = (home, attrs)
+    return _OrgWrites(org_id, attrs, home, strategy, PeopleBatch(conn, org_id), profiles.now)
+
+
+@dataclass
+class PreparedPerson:
+    """A person body read ahead of the writer, in the request's thread, as CDP writes are
+    (``ProfileService._prepare_ahead``): its checks (the company's existence aside), and its
+    emails and phone number normalised and hashed for the graph. The writer's critical section
+    then does the database work. Made against the custom attributes (and strategy version and
+    home region) the writer last saw; the writer uses it only while it sees the same."""
+
+    given: PersonInput | ProfilehubError
+    attrs: Mapping[str, Attribute]
+    graph: GraphIds | None
+
+
+def prepare_people(
+    profiles: ProfileService, org_id: int, records: Sequence[Any]
+) -> list[PreparedPerson] | None:
+    """``PreparedPerson`` of each body (None: nothing is known of the org yet, or one of its
+    attributes is a relation, checked in the database)."""
+    seen = profiles.crm_seen.get(org_id)
+    if seen is None:
+        return None
+    home, attrs = seen
+    if any(a.type == "relation" for a in attrs.values()):
+        return None
+    strategy = profiles.strategies.cached(org_id)
+    out: list[PreparedPerson] = []
+    for raw in records:
+        try:
+            given = read_person_body(None, org_id, raw, attrs)
+        except ProfilehubError as exc:
+            out.append(PreparedPerson(exc, attrs, None))
+            continue
+        graph = None
+        if strategy is not None:
+            phone = given.body.values.get("phone_number")
+            graph = person_graph_ids(strategy, home, given.emails or [], phone)
+        out.append(PreparedPerson(given, attrs, graph))
+    return out
 
 
 def _save_person(
@@ -255,6 +317,7 @@ def _save_person(
     actor: str,
     detail: Mapping[str, Any],
     matches: int = 0,
+    known: GraphIds | None = None,
 ) -> PersonResult:
     org_id, attrs = org.org_id, org.attrs
     record_id = previous.record_id if previous else None
@@ -293,6 +356,7 @@ def _save_person(
             new_id, emails, merged.get("phone_number"), [e for e in old_emails if e not in emails]
         ),
         actor,
+        known,
     )
     # Everything is checked: from here on, only writes.
     ts = org.now()
@@ -317,7 +381,7 @@ def _save_person(
     entry = {"changed": changed(previous, merged), **detail}
     org.rows.record([change_row(org_id, actor, "crm_person", saved.record_id, action, entry, ts)])
     [view] = _views(conn, org_id, [saved], attrs)
-    result = PersonResult(view, previous is None, matches, given.body.notices, ts)
+    result = PersonResult(view, previous is None, matches, list(given.body.notices), ts)
     org.saved.append(result)
     if graph is not None:
         org.graph.append(graph)
@@ -329,11 +393,14 @@ def _resolve_in_graph(conn: Connection, profiles: ProfileService, org: _OrgWrite
     """Write the saved people's rows, resolve them in the identity graph and give their answers
     their ``ucid``."""
     org.rows.flush()
+    # One profile storage for the graph writes and the answers' links: the links are then read
+    # from what the writes left in it, not the database.
+    storage = profile_storage(conn, profiles.journal)
     if org.graph:
-        written = profiles.write_people(conn, org.org_id, org.home, org.graph)
+        written = profiles.write_people(conn, org.org_id, org.home, org.graph, storage)
         for result, outcome in zip(org.graph_of, written, strict=True):
             result.notices += outcome.notices
-    ucids = people_links(conn, org.org_id, org.home, [r.person["id"] for r in org.saved])
+    ucids = people_links(conn, org.org_id, org.home, [r.person["id"] for r in org.saved], storage)
     events: list[EventRow] = []
     for result in org.saved:
         result.person["ucid"] = ucids.get(result.person["id"])
@@ -356,13 +423,21 @@ def _upsert_one(
     conn: Connection,
     org: _OrgWrites,
     raw: Any,
+    prepared: PreparedPerson | None,
     matching: Matching | None,
     actor: str,
 ) -> PersonResult:
     org_id = org.org_id
     if any(a.type == "relation" for a in org.attrs.values()):
         org.rows.flush()  # a relation may name a person written earlier in the batch
-    given = read_person(conn, org_id, raw, org.attrs)
+    known: GraphIds | None = None
+    if prepared is not None and prepared.attrs == org.attrs:
+        if isinstance(prepared.given, ProfilehubError):
+            raise prepared.given
+        given, known = prepared.given, prepared.graph
+        check_company(conn, org_id, given)
+    else:
+        given = read_person(conn, org_id, raw, org.attrs)
     target: str | None = None
     matches = 0
     by_email = matching is not None and matching.key == "emails"
@@ -380,17 +455,31 @@ def _upsert_one(
     previous = org.rows.load(target) if target else None
     detail = {"matchedBy": matching.slug, "matches": matches} if matching else {}
     return _save_person(
-        conn, org, given, previous, add_emails=by_email, actor=actor, detail=detail, matches=matches
+        conn,
+        org,
+        given,
+        previous,
+        add_emails=by_email,
+        actor=actor,
+        detail=detail,
+        matches=matches,
+        known=known,
     )
 
 
-_UpsertPayload = tuple[ProfileService, int, Sequence[Any], str | None, str]
+# (service, org, bodies, matchingAttribute, actor, the bodies prepared ahead or None)
+_UpsertPayload = tuple[ProfileService, int, Sequence[Any], str | None, str, Sequence[PreparedPerson] | None]
 Results = list[PersonResult | ProfilehubError]
 
 
-def _body_emails(records: Sequence[Any]) -> list[str]:
+def _body_emails(records: Sequence[Any], prepared: Sequence[PreparedPerson] | None) -> list[str]:
     """The valid emails the bodies name (each body is checked again, and refused, on its turn)."""
     found: list[str] = []
+    if prepared is not None:
+        for p in prepared:
+            if isinstance(p.given, PersonInput):
+                found += p.given.emails or []
+        return found
     for raw in records:
         emails = raw.get("emails") if isinstance(raw, dict) else None
         for email in emails if isinstance(emails, list) else []:
@@ -411,15 +500,24 @@ class FailedCall(list[PersonResult | ProfilehubError]):
 
 
 def _upsert_payload(
-    conn: Connection, org: _OrgWrites, records: Sequence[Any], matching_attribute: str | None, actor: str
+    conn: Connection,
+    org: _OrgWrites,
+    records: Sequence[Any],
+    matching_attribute: str | None,
+    actor: str,
+    prepared: Sequence[PreparedPerson] | None,
 ) -> Results:
     # An unknown matching attribute fails the whole call, before it writes anything.
     try:
         matching = resolve_matching(matching_attribute, org.attrs) if matching_attribute is not None else None
     except ProfilehubError as exc:
         return FailedCall(exc, len(records))
+    ahead: Sequence[PreparedPerson | None] = prepared if prepared is not None else [None] * len(records)
     # _upsert_one raises only before that record has written anything
-    return each_or_error(lambda raw: _upsert_one(conn, org, raw, matching, actor), records)
+    return each_or_error(
+        lambda pair: _upsert_one(conn, org, pair[0], pair[1], matching, actor),
+        list(zip(records, ahead, strict=True)),
+    )
 
 
 def _upsert_group(conn: Connection, payloads: list[_UpsertPayload]) -> list[Results]:
@@ -428,23 +526,23 @@ def _upsert_group(conn: Connection, payloads: list[_UpsertPayload]) -> list[Resu
     out: list[Results] = []
     orgs: dict[int, tuple[ProfileService, _OrgWrites]] = {}
     emails: dict[int, list[str]] = {}
-    for profiles, org_id, records, _, _ in payloads:
+    for profiles, org_id, records, _, _, prepared in payloads:
         try:
             if org_id not in orgs:
                 orgs[org_id] = (profiles, _org_writes(conn, profiles, org_id))
         except ProfilehubError:
             continue  # answered below
-        emails.setdefault(org_id, []).extend(_body_emails(records))
+        emails.setdefault(org_id, []).extend(_body_emails(records, prepared))
     for org_id, found in emails.items():
         orgs[org_id][1].rows.prefetch(found)
-    for profiles, org_id, records, matching_attribute, actor in payloads:
+    for profiles, org_id, records, matching_attribute, actor, prepared in payloads:
         try:
             if org_id not in orgs:
                 orgs[org_id] = (profiles, _org_writes(conn, profiles, org_id))
         except ProfilehubError as exc:
             out.append(FailedCall(exc, len(records)))
             continue
-        out.append(_upsert_payload(conn, orgs[org_id][1], records, matching_attribute, actor))
+        out.append(_upsert_payload(conn, orgs[org_id][1], records, matching_attribute, actor, prepared))
     for profiles, org in orgs.values():
         _resolve_in_graph(conn, profiles, org)
     return out
@@ -457,7 +555,8 @@ def people_upsert_job(
     attribute). Concurrent jobs share one transaction and one identity-graph batch."""
     if len(records) > MAX_BATCH:
         raise BadRequest(f"at most {MAX_BATCH} people per request", field="body")
-    return GroupJob(_upsert_group, (profiles, org_id, records, matching_attribute, actor))
+    prepared = prepare_people(profiles, org_id, records)
+    return GroupJob(_upsert_group, (profiles, org_id, records, matching_attribute, actor, prepared))
 
 
 def unwrap(results: Results) -> Results:

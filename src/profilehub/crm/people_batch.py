@@ -29,6 +29,42 @@ from profilehub.store.rows import insert_rows
 from profilehub.store.tables import crm_person_emails
 
 _CHUNK = 500
+_RECORD_COLUMNS = (
+    "org_id",
+    "object_slug",
+    "record_id",
+    "seq",
+    "data",
+    "search_text",
+    "created_ts",
+    "updated_ts",
+)
+_VALUE_COLUMNS = ("org_id", "object_slug", "record_id", "attribute_key", "value")
+_EMAIL_COLUMNS = ("org_id", "email_lower", "person_id", "position")
+_CHANGE_COLUMNS = ("org_id", "change_id", "ts", "actor", "entity", "entity_id", "action", "detail")
+# PostgreSQL array types of the columns written in bulk
+_PG_TYPES = {
+    "org_id": "bigint",
+    "object_slug": "text",
+    "record_id": "text",
+    "seq": "bigint",
+    "data": "text",
+    "search_text": "text",
+    "created_ts": "bigint",
+    "updated_ts": "bigint",
+    "attribute_key": "text",
+    "value": "text",
+    "email_lower": "text",
+    "person_id": "text",
+    "position": "integer",
+    "change_id": "text",
+    "ts": "bigint",
+    "actor": "text",
+    "entity": "text",
+    "entity_id": "text",
+    "action": "text",
+    "detail": "text",
+}
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:
@@ -131,7 +167,7 @@ class PeopleBatch:
 
     def flush(self) -> None:
         org_id = self.org_id
-        records = [
+        new_records = [
             (
                 org_id,
                 PEOPLE,
@@ -144,41 +180,97 @@ class PeopleBatch:
             )
             for r, text in self._new.values()
         ]
-        self._insert(
-            "crm_records",
-            ("org_id", "object_slug", "record_id", "seq", "data", "search_text", "created_ts", "updated_ts"),
-            records,
-        )
         changed = list(self._changed)
-        if changed:
-            self._update_records([(r, text) for r, text in self._changed.values()])
-            self._delete_of("crm_values", "record_id", changed, slug=True)
-            self._delete_of("crm_unique_values", "record_id", changed, slug=True)
-        columns = ("org_id", "object_slug", "record_id", "attribute_key", "value")
-        self._insert(
-            "crm_values",
-            (*columns, "seq"),
-            [tuple(row[c] for c in (*columns, "seq")) for rows, _ in self._index.values() for row in rows],
-        )
-        self._insert(
-            "crm_unique_values",
-            columns,
-            [tuple(row[c] for c in columns) for _, rows in self._index.values() for row in rows],
-        )
-        if self._emails:
-            self._delete_of("crm_person_emails", "person_id", list(self._emails), slug=False)
-            self._insert(
-                "crm_person_emails",
-                ("org_id", "email_lower", "person_id", "position"),
-                [
-                    (org_id, e.lower(), p, i)
-                    for p, emails in self._emails.items()
-                    for i, e in enumerate(emails)
-                ],
-            )
-        change_columns = ("org_id", "change_id", "ts", "actor", "entity", "entity_id", "action", "detail")
-        self._insert("changes", change_columns, [tuple(c[k] for k in change_columns) for c in self._changes])
+        updates = [
+            (orjson.dumps(r.values).decode(), text, r.updated_ts, r.record_id)
+            for r, text in self._changed.values()
+        ]
+        values = [
+            tuple(row[c] for c in (*_VALUE_COLUMNS, "seq"))
+            for rows, _ in self._index.values()
+            for row in rows
+        ]
+        uniques = [tuple(row[c] for c in _VALUE_COLUMNS) for _, rows in self._index.values() for row in rows]
+        # A person created in this flush has no email rows yet: nothing to delete.
+        emails_of = [p for p in self._emails if p not in self._new]
+        emails = [(org_id, e.lower(), p, i) for p, given in self._emails.items() for i, e in enumerate(given)]
+        changes = [tuple(c[k] for k in _CHANGE_COLUMNS) for c in self._changes]
+        if self._postgres:
+            self._flush_postgres(new_records, changed, updates, values, uniques, emails_of, emails, changes)
+        else:
+            self._insert("crm_records", _RECORD_COLUMNS, new_records)
+            if changed:
+                self._update_records(updates)
+                self._delete_of("crm_values", "record_id", changed, slug=True)
+                self._delete_of("crm_unique_values", "record_id", changed, slug=True)
+            if emails_of:
+                self._delete_of("crm_person_emails", "person_id", emails_of, slug=False)
+            self._insert("crm_values", (*_VALUE_COLUMNS, "seq"), values)
+            self._insert("crm_unique_values", _VALUE_COLUMNS, uniques)
+            self._insert("crm_person_emails", _EMAIL_COLUMNS, emails)
+            self._insert("changes", _CHANGE_COLUMNS, changes)
         self._new, self._changed, self._index, self._emails, self._changes = {}, {}, {}, {}, []
+
+    def _flush_postgres(
+        self,
+        new_records: list[tuple[Any, ...]],
+        changed: list[str],
+        updates: list[tuple[Any, ...]],
+        values: list[tuple[Any, ...]],
+        uniques: list[tuple[Any, ...]],
+        emails_of: list[str],
+        emails: list[tuple[Any, ...]],
+        changes: list[tuple[Any, ...]],
+    ) -> None:
+        """Two statements whatever the batch holds: the changes of rows that exist (one
+        data-modifying ``WITH`` over four tables), then every new row (the same, of ``INSERT …
+        SELECT FROM unnest``). As COPY and a statement per table, a batch was about twenty round
+        trips, each of which waits on the database server's process to be scheduled: on a busy
+        machine most of the writer's time."""
+        org_id, slug = self.org_id, PEOPLE
+        parts: list[str] = []
+        params: list[Any] = []
+        if changed:
+            data, texts, ts, ids = (list(c) for c in zip(*updates, strict=True))
+            parts.append(
+                "UPDATE crm_records AS t SET data = v.data, search_text = v.search_text, "
+                "updated_ts = v.updated_ts FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[]) "
+                "AS v(data, search_text, updated_ts, record_id) "
+                "WHERE t.org_id = %b AND t.object_slug = %b AND t.record_id = v.record_id"
+            )
+            params += [data, texts, ts, ids, org_id, slug]
+            for table in ("crm_values", "crm_unique_values"):
+                parts.append(
+                    f"DELETE FROM {table} WHERE org_id = %b AND object_slug = %b AND record_id = ANY(%b)"
+                )
+                params += [org_id, slug, changed]
+        if emails_of:
+            parts.append("DELETE FROM crm_person_emails WHERE org_id = %b AND person_id = ANY(%b)")
+            params += [org_id, emails_of]
+        self._run_with(parts, params)
+        parts, params = [], []
+        for table, columns, rows in (
+            ("crm_records", _RECORD_COLUMNS, new_records),
+            ("crm_values", (*_VALUE_COLUMNS, "seq"), values),
+            ("crm_unique_values", _VALUE_COLUMNS, uniques),
+            ("crm_person_emails", _EMAIL_COLUMNS, emails),
+            ("changes", _CHANGE_COLUMNS, changes),
+        ):
+            if rows:
+                arrays = ", ".join(f"%b::{_PG_TYPES[c]}[]" for c in columns)
+                parts.append(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})")
+                params += [list(column) for column in zip(*rows, strict=True)]
+        self._run_with(parts, params)
+
+    def _run_with(self, parts: list[str], params: list[Any]) -> None:
+        """``parts`` (data-modifying statements on different tables) as one statement."""
+        if not parts:
+            return
+        if len(parts) == 1:
+            self._run(parts[0], params)
+            return
+        steps = ", ".join(f"s{i} AS ({part})" for i, part in enumerate(parts))
+        self._run(f"WITH {steps} SELECT 1", params)
 
     # On the driver's cursor, as the profile rows are (store/profile_storage.py): COPY and array
     # statements on PostgreSQL, executemany on SQLite; built as SQLAlchemy statements these were
@@ -201,30 +293,16 @@ class PeopleBatch:
         insert_rows(self.conn, table, columns, rows)
 
     def _delete_of(self, table: str, column: str, ids: list[str], *, slug: bool) -> None:
-        where = "org_id = {m} AND object_slug = {m} AND " if slug else "org_id = {m} AND "
+        """SQLite: one DELETE a record."""
+        where = "org_id = ? AND object_slug = ? AND " if slug else "org_id = ? AND "
         keys: tuple[Any, ...] = (self.org_id, PEOPLE) if slug else (self.org_id,)
-        if self._postgres:
-            sql = f"DELETE FROM {table} WHERE {where.format(m='%s')}{column} = ANY(%s)"
-            self._run(sql, (*keys, ids))
-        else:
-            sql = f"DELETE FROM {table} WHERE {where.format(m='?')}{column} = ?"
-            self._run(sql, [(*keys, i) for i in ids], many=True)
+        self._run(f"DELETE FROM {table} WHERE {where}{column} = ?", [(*keys, i) for i in ids], many=True)
 
-    def _update_records(self, rows: list[tuple[StoredRecord, str]]) -> None:
-        values = [(orjson.dumps(r.values).decode(), text, r.updated_ts, r.record_id) for r, text in rows]
-        if self._postgres:
-            data, texts, ts, ids = (list(c) for c in zip(*values, strict=True))
-            self._run(
-                "UPDATE crm_records AS t SET data = v.data, search_text = v.search_text, "
-                "updated_ts = v.updated_ts FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[]) "
-                "AS v(data, search_text, updated_ts, record_id) "
-                "WHERE t.org_id = %s AND t.object_slug = %s AND t.record_id = v.record_id",
-                (data, texts, ts, ids, self.org_id, PEOPLE),
-            )
-        else:
-            self._run(
-                "UPDATE crm_records SET data = ?, search_text = ?, updated_ts = ? "
-                "WHERE org_id = ? AND object_slug = ? AND record_id = ?",
-                [(*v[:3], self.org_id, PEOPLE, v[3]) for v in values],
-                many=True,
-            )
+    def _update_records(self, values: list[tuple[Any, ...]]) -> None:
+        """SQLite: one UPDATE a record (in-process, no round trip to save)."""
+        self._run(
+            "UPDATE crm_records SET data = ?, search_text = ?, updated_ts = ? "
+            "WHERE org_id = ? AND object_slug = ? AND record_id = ?",
+            [(*v[:3], self.org_id, PEOPLE, v[3]) for v in values],
+            many=True,
+        )

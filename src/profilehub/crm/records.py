@@ -57,7 +57,7 @@ def placeholder_notice(field_name: str) -> dict[str, Any]:
 
 
 def check_custom_values(
-    conn: Connection,
+    conn: Connection | None,
     org_id: int,
     attrs: Mapping[str, Attribute],
     raw: Mapping[str, Any],
@@ -70,6 +70,8 @@ def check_custom_values(
         name = f"{prefix}{key}"
         stored = check_value(attr, value, name)
         if attr.type == "relation" and stored:
+            if conn is None:
+                raise RuntimeError("a relation's values are checked in the database: pass conn")
             check_relation(conn, org_id, attr, stored, name)
         out[key] = stored
     return out
