@@ -306,6 +306,7 @@ class _Model:
             if named is not None and named in refused:
                 master, merged, refused = named, [], set(ordered) - {named}
         m = self.profiles[master]
+        kept: set[str] = set()
         for other in merged:
             o = self.profiles[other]
             for i, ts in o.ids.items():
@@ -316,6 +317,13 @@ class _Model:
                 # the newer category wins clashes; written in the same millisecond, the master's side
                 newer = int(attrs.get("_ts", "0")) > int(mine.get("_ts", "0"))
                 m.data[category] = {**mine, **attrs} if newer else {**attrs, **mine}
+                if category == "consent":
+                    # except that a denial on either side wins over a grant
+                    for name in (mine.keys() & attrs.keys()) - {"_ts"}:
+                        old, new = (mine[name], attrs[name]) if newer else (attrs[name], mine[name])
+                        if self.denies(old) and not self.denies(new):
+                            m.data[category][name] = old
+                            kept.add(name)
             o.ids, o.data, o.merged_into, o.updated_ts = {}, {}, master, now
             for p in self.profiles.values():
                 if p.merged_into == other:
@@ -348,11 +356,22 @@ class _Model:
             for name, value in upsert.items():
                 if value is None:
                     current.pop(name, None)
+                elif (
+                    category == "consent"
+                    and merged
+                    and self.denies(current.get(name))
+                    and not self.denies(value)
+                ):
+                    kept.add(name)  # a merging write's grant does not lift a denial either
                 else:
                     current[name] = value
             current["_ts"] = str(now)
+        codes += ["consent_kept_denied" for name in kept if name in m.data.get("consent", {})]
         m.updated_ts = now
         return ("ok", created, sorted(codes), master)
+
+    def denies(self, value: Any) -> bool:
+        return value is not None and str(value) in self.strategy.consent_denials
 
     def state(self) -> Any:
         return {

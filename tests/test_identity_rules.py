@@ -305,6 +305,88 @@ def test_a_merge_takes_each_category_from_its_newer_side(master_ts: int, other_t
     assert data["consent"] == {"email": True, "_ts": str(T + other_ts)}  # only the other had it
 
 
+# --- consent on merge: a denial on either side wins over a grant, whichever is newer ---
+# (side holding the denial, is that side newer, expected value, notice consent_kept_denied?)
+@pytest.mark.parametrize(
+    ("master", "other", "want", "notice"),
+    [
+        # one side denies, the other grants: the denial, whoever is newer and whichever side
+        (("no", 10), ("yes", 20), "no", True),  # master's older denial kept over a newer grant
+        (("no", 20), ("yes", 10), "no", False),  # master's denial is newer anyway
+        (("yes", 10), ("no", 20), "no", False),  # merged-in denial is newer anyway
+        (("yes", 20), ("no", 10), "no", True),  # merged-in older denial kept over a newer grant
+        (("yes", 15), ("OptOut", 15), "OptOut", True),  # a tie goes to the master, but not here
+        # both grant or both deny: the newer side, as for every category
+        (("yes", 10), ("granted", 20), "granted", False),
+        (("yes", 20), ("granted", 10), "yes", False),
+        (("no", 10), ("unsubscribed", 20), "unsubscribed", False),
+        (("n", 20), ("denied", 10), "n", False),
+    ],
+)
+def test_a_merge_keeps_a_consent_denial_of_either_side(
+    master: tuple[str, int], other: tuple[str, int], want: str, notice: bool
+) -> None:
+    w = World()
+    w.seed(A, 1, {"crm_id": "1"}, {"consent": {"email": master[0], "_ts": str(T + master[1])}})
+    w.seed(B, 2, {"fpuid": "f"}, {"consent": {"email": other[0], "_ts": str(T + other[1])}})
+    out = w.write(30, {"crm_id": "1", "fpuid": "f"})
+    assert out.merged == [B]
+    assert w.profile(A).data["consent"]["email"] == want
+    kept = [(n.code, n.field) for n in out.notices]
+    assert kept == ([("consent_kept_denied", "consent.email")] if notice else [])
+
+
+@pytest.mark.parametrize(
+    "denial", [False, 0, "0", "FALSE", " No ", "N", "denied", "optout", "Opt-Out", "UNSUBSCRIBED"]
+)
+def test_every_default_denial_value_is_kept_over_a_grant_in_any_case(denial: Any) -> None:
+    w = World()
+    w.seed(A, 1, {"crm_id": "1"}, {"consent": {"sms": denial, "_ts": str(T + 1)}})
+    w.seed(B, 2, {"fpuid": "f"}, {"consent": {"sms": True, "_ts": str(T + 20)}})
+    out = w.write(30, {"crm_id": "1", "fpuid": "f"})
+    assert w.profile(A).data["consent"]["sms"] == denial and codes(out) == ["consent_kept_denied"]
+
+
+def test_the_denial_values_are_the_orgs() -> None:
+    w = World(replace(_strategy(), consent_denials=frozenset({"refused"})))
+    w.seed(A, 1, {"crm_id": "1"}, {"consent": {"email": "Refused", "sms": "no", "_ts": str(T + 1)}})
+    w.seed(B, 2, {"fpuid": "f"}, {"consent": {"email": "yes", "sms": "yes", "_ts": str(T + 20)}})
+    w.write(30, {"crm_id": "1", "fpuid": "f"})
+    # "no" is no denial for this org: the newer side wins it as any attribute
+    assert w.profile(A).data["consent"] == {"email": "Refused", "sms": "yes", "_ts": str(T + 20)}
+
+
+@pytest.mark.parametrize("side", ["master", "merged-in"])
+def test_a_merging_writes_own_grant_does_not_lift_a_denial(side: str) -> None:
+    w = World()
+    denied = {"consent": {"email": "no", "_ts": str(T + 1)}}
+    w.seed(A, 1, {"crm_id": "1"}, denied if side == "master" else None)
+    w.seed(B, 2, {"fpuid": "f"}, denied if side == "merged-in" else None)
+    out = w.write(30, {"crm_id": "1", "fpuid": "f"}, {"consent": {"email": "yes", "sms": "yes"}})
+    assert codes(out) == ["consent_kept_denied"]
+    assert w.profile(A).data["consent"] == {"email": "no", "sms": "yes", "_ts": str(T + 30)}
+    # once the profiles are one, the person's next word replaces it (last write wins)
+    again = w.write(40, {"crm_id": "1"}, {"consent": {"email": "yes"}})
+    assert codes(again) == [] and w.profile(A).data["consent"]["email"] == "yes"
+
+
+def test_a_write_to_one_profile_replaces_its_consent() -> None:
+    w = World()
+    w.seed(A, 1, {"crm_id": "1"}, {"consent": {"email": "no", "_ts": str(T + 1)}})
+    out = w.write(30, {"crm_id": "1"}, {"consent": {"email": "yes"}})
+    assert codes(out) == [] and w.profile(A).data["consent"]["email"] == "yes"
+
+
+def test_a_merge_of_three_keeps_a_denial_of_any_of_them() -> None:
+    w = World()
+    w.seed(A, 1, {"crm_id": "1"}, {"consent": {"email": "yes", "_ts": str(T + 5)}})
+    w.seed(B, 2, {"fpuid": "f"}, {"consent": {"email": "no", "_ts": str(T + 3)}})
+    w.seed(C, 3, {"AdId": "ad-1"}, {"consent": {"email": "yes", "_ts": str(T + 9)}})
+    out = w.write(30, {"crm_id": "1", "fpuid": "f", "AdId": "ad-1"})
+    assert sorted(out.merged) == [B, C] and codes(out) == ["consent_kept_denied"]
+    assert w.profile(A).data["consent"]["email"] == "no"
+
+
 # --- upsert: attribute by attribute; null removes, a null category clears ---
 @pytest.mark.parametrize(
     ("upsert", "profile", "consent"),

@@ -62,6 +62,7 @@ def test_every_command_about_an_org_refuses_an_unknown_one_before_reading_its_fi
         ("org", "keep-raw-ids"): ["on"],
         ("org", "rate-limit"): ["--per-second", "5"],
         ("org", "journal-retention"): ["--days", "30"],
+        ("org", "consent-denials"): ["--value", "no"],
         ("org", "link-people"): [],
         ("webhook", "create"): ["--url", "https://hooks.example.com/x"],
         ("webhook", "list"): [],

@@ -412,6 +412,38 @@ def org_rate_limit(org_id: int, per_second: int | None, per_minute: int | None, 
     click.echo(f"org {org_id} rate limit: {limit.describe() if limit else 'none'}")
 
 
+@org.command("consent-denials")
+@org_id_option
+@click.option(
+    "--value",
+    "values",
+    multiple=True,
+    metavar="VALUE",
+    help="A consent value that denies (repeat it; replaces the whole list; any case).",
+)
+@click.option("--default", "to_default", is_flag=True, help="Back to the default list.")
+@domain_errors
+def org_consent_denials(org_id: int, values: tuple[str, ...], to_default: bool) -> None:
+    """Set (--value ..., replacing the list), reset (--default) or show the org's consent denials.
+
+    When profiles merge, a consent attribute holding one of these on either side keeps it over a
+    grant. Writes apply a change at once. See docs/privacy.md.
+    """
+    if values and to_default:
+        raise click.UsageError("give --value or --default, not both")
+    with open_org_db(org_id) as db:
+        if values or to_default:
+            chosen = db.write(
+                lambda c: strategies.set_consent_denials(
+                    c, org_id, list(values) if values else None, now_ms()
+                )
+            )
+        else:
+            with db.read() as conn:
+                chosen = strategies.consent_denials(conn, org_id)
+    click.echo(f"org {org_id} consent denials: {', '.join(sorted(chosen))}")
+
+
 # --- credentials ---
 def _add_list_and_revoke(group: click.Group, kind: CredentialKind) -> None:
     @group.command("list")

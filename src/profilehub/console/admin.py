@@ -21,6 +21,7 @@ class OrgAdmin:
     keys: list[dict[str, Any]]
     id_types: list[IdType]
     blocked: list[tuple[str, str]]  # (idType or "*", value)
+    consent_denials: list[str]  # the values that deny consent (on a merge a denial wins)
     webhooks: list[Endpoint]
 
 
@@ -31,5 +32,6 @@ def org_admin(conn: Connection, service: ProfileService, org_id: int) -> OrgAdmi
         keys=list_credentials(conn, org_id),
         id_types=sorted(strategy.id_types.values(), key=lambda t: (t.priority, t.name)),
         blocked=sorted((t, v) for t, values in strategy.blocked.items() for v in values),
+        consent_denials=sorted(strategy.consent_denials),
         webhooks=list_endpoints(conn, org_id),
     )

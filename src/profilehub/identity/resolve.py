@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from profilehub.errors import NotFound
+from profilehub.identity.consent import CONSENT, keep_denials, merge_consent
 from profilehub.identity.normalize import Identifier, Notice
 from profilehub.identity.storage import ProfileChange, ProfileState, ProfileStorage, WriteRecord
 from profilehub.identity.strategy import IdClass, Strategy
@@ -92,17 +93,35 @@ def _plan_merges(
     return master, to_merge, refused
 
 
-def _merge_data(master: dict[str, dict[str, Any]], other: dict[str, dict[str, Any]]) -> None:
-    """Per category, the more recently written side wins attribute clashes."""
+def _merge_data(
+    master: dict[str, dict[str, Any]], other: dict[str, dict[str, Any]], denials: frozenset[str]
+) -> list[str]:
+    """Per category, the more recently written side wins attribute clashes, except that a consent
+    denial on either side wins over a grant (``identity.consent``); the consent attributes whose
+    denial was kept over a newer grant."""
+    kept: list[str] = []
     for category, attrs in other.items():
         mine = master.get(category)
         if not mine:
             master[category] = dict(attrs)
             continue
-        if int(attrs.get("_ts", "0")) > int(mine.get("_ts", "0")):
+        newer = int(attrs.get("_ts", "0")) > int(mine.get("_ts", "0"))
+        if category == CONSENT:
+            master[category], kept = merge_consent(mine, attrs, newer, denials)
+        elif newer:
             master[category] = {**mine, **attrs}
         else:
             master[category] = {**attrs, **mine}
+    return kept
+
+
+def _kept_denied_notice(name: str, value: Any) -> Notice:
+    return Notice(
+        "consent_kept_denied",
+        f"consent.{name}: kept {value!r}: when profiles merge, a denial on either side wins over a grant",
+        f"consent.{name}",
+        {"attribute": name},
+    )
 
 
 def _evict_secondary(strategy: Strategy, ids: dict[Identifier, int]) -> list[Identifier]:
@@ -214,11 +233,12 @@ def apply_write(
             to_merge, refused = [], {s.ucid for s in ordered if s.ucid != named}
         original_ids = dict(master.ids)
     merged: list[str] = []
+    kept_denied: set[str] = set()
     for other in to_merge:
         merged.append(other.ucid)
         original_ids.update(other.ids)
         master.ids.update(other.ids)
-        _merge_data(master.data, other.data)
+        kept_denied.update(_merge_data(master.data, other.data, strategy.consent_denials))
 
     touched: list[Identifier] = []
     for ident in write.ids:
@@ -272,7 +292,21 @@ def apply_write(
                 f"ids.{ident.id_type}",
             )
         )
+    consent_before = dict(master.data.get(CONSENT) or {})
     apply_upsert(master.data, write.upsert, now)
+    if merged and write.upsert.get(CONSENT):
+        # The write that merges is no word of the person whose denial it would override.
+        kept_denied.update(
+            keep_denials(
+                consent_before, master.data[CONSENT], write.upsert[CONSENT], strategy.consent_denials
+            )
+        )
+    final_consent = master.data.get(CONSENT) or {}
+    notices += [
+        _kept_denied_notice(name, final_consent[name])
+        for name in sorted(kept_denied)
+        if name in final_consent
+    ]
     master.updated_ts = now
 
     # --- write ---

@@ -14,6 +14,7 @@ from enum import StrEnum
 from functools import cached_property
 
 from profilehub.errors import BadRequest
+from profilehub.identity.consent import DEFAULT_CONSENT_DENIALS
 from profilehub.identity.suppression import Suppression
 
 
@@ -91,6 +92,8 @@ class Strategy:
     blocked: dict[str, frozenset[str]]
     # Fingerprints of erased ids that writes drop (None: the org has never suppressed any).
     suppression: Suppression | None = None
+    # Consent values that deny (trimmed, lower-cased): on a merge they win over a grant.
+    consent_denials: frozenset[str] = frozenset(DEFAULT_CONSENT_DENIALS)
 
     def id_type(self, name: str, field: str) -> IdType:
         rule = self.id_types.get(name)

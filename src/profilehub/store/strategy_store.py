@@ -7,12 +7,14 @@ and writes its tables, bumps the org's ``strategy_version`` and logs who changed
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub.errors import NotFound
+from profilehub.identity.consent import DEFAULT_CONSENT_DENIALS, check_denial_values
 from profilehub.identity.strategy import (
     DEFAULT_BLOCKED_VALUES,
     DEFAULT_ID_TYPES,
@@ -24,7 +26,7 @@ from profilehub.identity.strategy import (
 )
 from profilehub.store.changes import change_row, record
 from profilehub.store.suppression_store import load_suppression
-from profilehub.store.tables import blocked_values, id_types, org_regions, orgs
+from profilehub.store.tables import blocked_values, consent_settings, id_types, org_regions, orgs
 
 
 def seed_default_strategy(conn: Connection, org_id: int) -> None:
@@ -72,7 +74,35 @@ def load_strategy(conn: Connection, org_id: int) -> Strategy:
         id_types=rules,
         blocked={k: frozenset(v) for k, v in blocked.items()},
         suppression=load_suppression(conn, org_id),
+        consent_denials=consent_denials(conn, org_id),
     )
+
+
+def consent_denials(conn: Connection, org_id: int) -> frozenset[str]:
+    """The values that deny consent for the org: its own list, or the defaults."""
+    stored = conn.execute(
+        sa.select(consent_settings.c.denials).where(consent_settings.c.org_id == org_id)
+    ).scalar_one_or_none()
+    return frozenset(json.loads(stored)) if stored is not None else frozenset(DEFAULT_CONSENT_DENIALS)
+
+
+def set_consent_denials(
+    conn: Connection, org_id: int, values: list[str] | None, now_ms: int, actor: str = "cli"
+) -> frozenset[str]:
+    """Replace the org's denial values (None: back to the defaults); they apply to the next merge."""
+    chosen = check_denial_values(values) if values is not None else None
+    load_strategy(conn, org_id)  # an unknown org is a 404 before anything is written
+    conn.execute(consent_settings.delete().where(consent_settings.c.org_id == org_id))
+    if chosen is not None:
+        conn.execute(
+            consent_settings.insert().values(
+                org_id=org_id, denials=json.dumps(sorted(chosen)), updated_ts=now_ms
+            )
+        )
+    bump_strategy_version(conn, org_id)
+    detail = {"values": sorted(chosen) if chosen is not None else "default"}
+    record(conn, [change_row(org_id, actor, "consent_denials", str(org_id), "update", detail)])
+    return chosen if chosen is not None else frozenset(DEFAULT_CONSENT_DENIALS)
 
 
 class StrategyCache:

@@ -267,6 +267,16 @@ journal_retention = sa.Table(
     sa.Column("updated_ts", sa.BigInteger, nullable=False),
 )
 
+# The values that deny consent, per org (``profilehub org consent-denials``, migration 0012); no
+# row: the defaults (identity.consent.DEFAULT_CONSENT_DENIALS). On a merge a denial wins.
+consent_settings = sa.Table(
+    "consent_settings",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("denials", sa.Text, nullable=False),  # JSON array of trimmed, lower-cased values
+    sa.Column("updated_ts", sa.BigInteger, nullable=False),
+)
+
 # --- change delivery (migration 0007; see profilehub.store.events and docs/events.md) ---
 
 # The outbox: one row per committed change, written in the transaction of the change.
