@@ -267,7 +267,7 @@ journal_retention = sa.Table(
     sa.Column("updated_ts", sa.BigInteger, nullable=False),
 )
 
-# The values that deny consent, per org (``profilehub org consent-denials``, migration 0012); no
+# The values that deny consent, per org (``profilehub org consent-denials``, migration 0013); no
 # row: the defaults (identity.consent.DEFAULT_CONSENT_DENIALS). On a merge a denial wins.
 consent_settings = sa.Table(
     "consent_settings",
