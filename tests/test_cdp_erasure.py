@@ -3,7 +3,8 @@
 After ``POST /cdp/v1/users/_delete`` every table of the database is read row by row (the tables are
 taken from the live schema, so a table added later is read too, and must be classified below) and
 none may hold any value, hash or attribute value of the erased person, nor of the profiles merged
-into it. The erased ucids may remain only in the change log, which records the erasure by ucid.
+into it, nor of the CRM person linked to it. The erased ucids may remain only in the change log,
+the erasure's own events and its receipt, which record the erasure by ucid (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -140,6 +141,15 @@ def test_an_erasure_leaves_no_personal_data_in_any_table(
     merged = cdp.write({"email": ERASED["email"], "crm_id": ERASED["crm_id"]})
     assert merged["ucid"] == a["ucid"] and set(merged["ids"]["linkedUcid"]) == {b["ucid"], c["ucid"]}
     kept = cdp.write(KEPT, {"profile": {"first_name": "Kept4417"}})
+    # A CRM person with the same email joins the profile: erased with it.
+    person = client.put(
+        "/v2/crm/people?matchingAttribute=email",
+        json={"firstName": "Zelda9931", "lastName": "Crmonly9931", "emails": [ERASED["email"].strip()]},
+        headers=org.bearer,
+    )
+    assert person.status_code in (200, 201), person.text
+    assert person.json()["person"]["ucid"] == a["ucid"]
+    person_id = person.json()["person"]["id"]
 
     ucids = [a["ucid"], b["ucid"], c["ucid"]]
     traces = _stored_traces(app, org.org_id, ucids)
@@ -151,14 +161,32 @@ def test_an_erasure_leaves_no_personal_data_in_any_table(
     # Also looked for afterwards: the values as they were sent, and the raw ones normalised.
     traces |= {v.strip().lower() for v in ERASED.values()} | {"+4930123459931"}
 
-    result = cdp.delete({"email": [ERASED["email"]]})
-    assert result["deletedProfiles"] == 1 and result["ucids"] == [a["ucid"]]
+    traces.add("crmonly9931")
+    # The person's id is an id like a ucid: the logs name the deletion by it (checked below).
+    traces.discard(person_id)
+    erased = client.post(
+        "/cdp/v1/users/_delete",
+        json={
+            "orgId": org.org_id,
+            "region": "EU",
+            "ids": {"email": [ERASED["email"]]},
+            "sendEmailNotification": True,
+        },
+        headers=org.headers(),
+    )
+    assert erased.status_code == 200, erased.text
+    result = erased.json()
+    assert result["deletedProfiles"] == 1 and result["ucids"] == [a["ucid"]] and result["deletedPeople"] == 1
+    after = _all_rows(app)
+    # What the erasure keeps of itself: its receipt, and its events for the feeds and the mailer.
+    assert result["receiptId"] in after["erasure_receipts"]
+    assert "erasure.notification_requested" in after["events"] and "profile.erased" in after["events"]
 
-    for table, text in _all_rows(app).items():
+    for table, text in after.items():
         left = sorted(t for t in traces if t in text)
         assert left == [], f"{table} still holds {left} of the erased person"
         if TABLES[table] != "log":
-            assert [u for u in ucids if u in text] == [], f"{table} still holds an erased ucid"
+            assert [u for u in [*ucids, person_id] if u in text] == [], f"{table} still holds an erased id"
     # The person who was not erased is still whole.
     [found] = cdp.search({"email": [KEPT["email"]]})
     assert found["ucid"] == kept["ucid"] and found["profile"]["first_name"] == "Kept4417"

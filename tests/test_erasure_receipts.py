@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -213,6 +215,16 @@ def test_receipt_verify_and_key_on_the_command_line(
     saved.write_text(json.dumps({**receipt, "erasedBy": "apikey:someone-else"}))
     changed = runner.invoke(main, ["receipt", "verify", str(saved), "--public-key", str(keys[org.org_id])])
     assert changed.exit_code == 1 and "signature does not match" in changed.output, changed.output
+    # The docs' recipe without profilehub verifies it too, and refuses the changed one.
+    recipe = re.search(r"```python\n(.*?)```", (ROOT / "docs" / "privacy.md").read_text(), re.S)
+    assert recipe, "docs/privacy.md has no Python recipe"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "acme-receipts.pem").write_text(keys[org.org_id].read_text())
+    (tmp_path / "receipt.json").write_text(json.dumps(receipt))
+    exec(recipe.group(1), {})  # raises if the signature does not verify
+    (tmp_path / "receipt.json").write_text(json.dumps({**receipt, "region": "UK"}))
+    with pytest.raises(InvalidSignature):
+        exec(recipe.group(1), {})
     saved.write_text("{not json")
     garbled = runner.invoke(main, ["receipt", "verify", str(saved)])
     assert garbled.exit_code == 1 and "not a JSON receipt" in garbled.output
