@@ -62,6 +62,8 @@ TABLES = {
     "suppressed_ids": "config",
     # each org's receipt signing key
     "receipt_keys": "config",
+    # an org's consent denial values
+    "consent_settings": "config",
 }
 SCHEMA_BOOKKEEPING = {"alembic_version", "event_sequence"}
 
