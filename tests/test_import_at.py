@@ -11,6 +11,7 @@ from bench.bulk_equivalence import Watermark, compare, snapshot
 from click.testing import CliRunner
 
 from profilehub.cli import main
+from profilehub.ingest import checkpoint
 from profilehub.store.database import Database
 from tests.conftest import make_org
 
@@ -96,3 +97,41 @@ def test_at_is_epoch_milliseconds(tmp_path: Path) -> None:
     args = ["import", "cdp", str(path), "--org-id", "1", "--region", "EU", "--at", "-5"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and "--at" in result.output
+
+
+def test_resume_keeps_the_interrupted_runs_at(database_url: str, tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
+    db = Database(database_url)
+    make_org(db, 1)
+    path = tmp_path / "profiles.ndjson"
+    path.write_text("".join(json.dumps(r) + "\n" for r in RECORDS[:4]))
+    # A run --at AT stopped after its first line (as Ctrl-C leaves it: checkpointed, line 1 written).
+    first = tmp_path / "first.ndjson"
+    first.write_text(path.read_text().splitlines()[0] + "\n")
+    _import("cdp", first, 1, "--region", "EU", "--at", str(AT))
+    size, mtime = checkpoint.fingerprint(path)
+    offset = len(path.read_text().splitlines()[0]) + 1
+    checkpoint.save(
+        path, checkpoint.Checkpoint(size, mtime, offset, 1, counts={"read": 1, "created": 1}, at=AT)
+    )
+    args = [
+        "import",
+        "cdp",
+        str(path),
+        "--org-id",
+        "1",
+        "--region",
+        "EU",
+        "--quiet",
+        "--workers",
+        "0",
+        "--resume",
+    ]
+    for other in ([], ["--at", str(AT + 1)]):
+        refused = CliRunner().invoke(main, [*args, *other])
+        assert refused.exit_code == 1 and f"--at {AT}" in refused.output, refused.output
+    _import("cdp", path, 1, "--region", "EU", "--at", str(AT), "--resume")
+    with db.read() as conn:
+        times = {r[0] for r in conn.exec_driver_sql("SELECT updated_ts FROM profiles WHERE org_id = 1")}
+    db.close()
+    assert times == {AT}

@@ -837,6 +837,7 @@ def _run_import(
         progress=progress,
         workers=workers,
         shared=database,
+        at=at,
     )
     bulk_importer: BulkImporter | None = None
     if bulk:
@@ -1034,6 +1035,7 @@ def import_people(
             org_id,
             "people",
             csv_lists=("emails",),  # a column mapped to emails holds one address
+            at=at_ms,
         )
 
 

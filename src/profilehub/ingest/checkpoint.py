@@ -26,6 +26,7 @@ class Checkpoint:
     line: int = 0  # last line fully handled
     rejects_size: int = 0  # bytes of the rejects file that belong to handled records
     counts: dict[str, int] = field(default_factory=dict)
+    at: int | None = None  # ``--at``: the time every record is written at (None: the clock's)
 
 
 def checkpoint_path(source: Path) -> Path:

@@ -246,8 +246,12 @@ class Importer:
         workers: int | None = None,
         early_stop: int = EARLY_STOP_RECORDS,
         shared: SharedWriteLock | None = None,
+        at: int | None = None,
     ) -> None:
         self.source = source
+        # The sink's fixed write time (``--at``), kept in the checkpoint: a resumed run must write
+        # at the time the records before it were written at, or the file is split between times.
+        self.at = at
         self.records = records
         self.sink = sink
         self.batch_size = batch_size
@@ -306,7 +310,14 @@ class Importer:
     def run(self, resume: bool = False) -> ImportSummary:
         size, mtime_ns = checkpoints.fingerprint(self.source)
         saved = checkpoints.load(self.source) if resume else None
-        state = saved or Checkpoint(size, mtime_ns)
+        if saved is not None and saved.at != self.at:
+            given = "no --at" if self.at is None else f"--at {self.at}"
+            raise checkpoints.CheckpointMismatch(
+                f"{self.source} was being imported with "
+                + ("no --at" if saved.at is None else f"--at {saved.at}")
+                + f", and --resume was given {given}: resume with the same"
+            )
+        state = saved or Checkpoint(size, mtime_ns, at=self.at)
         summary = ImportSummary(self.source, size, state.offset, state.line, resumed_from_line=state.line)
         self.summary = summary
         for name, value in state.counts.items():
