@@ -15,12 +15,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Connection
 
 from profilehub import profiles
+from profilehub.crm import people
 from profilehub.errors import BadRequest
 from profilehub.identity.resolve import PreparedWrite
 from profilehub.orgs import create_org
 from profilehub.store.database import Database, GroupJob
 from profilehub.store.events import EventRow, append_events
-from profilehub.store.tables import events, orgs
+from profilehub.store.tables import changes, events, orgs
 from tests.cdp_client import Cdp
 from tests.conftest import OrgFixture
 
@@ -135,3 +136,40 @@ def test_a_profile_write_refused_after_it_applied_leaves_nothing_of_itself(
     assert [p["ucid"] for p in cdp.search({"email": ["cy@x.com"]})] == [cy["ucid"]]
     assert cy["profile"]["n"] == 3 and "explode" not in cy["profile"], cy
     assert [p["profile"]["n"] for p in cdp.search({"email": ["ann@x.com"]})] == [1]
+
+
+def test_a_crm_person_refused_after_it_was_saved_leaves_nothing_of_itself(
+    client: TestClient, org: OrgFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person whose write fails after it changed the people batch (a fault injected after its
+    rows were saved) is undone by the batch's savepoint: no person, no email taken, no change row
+    or event, no link; the people after it in the same bulk call are written as if it had never
+    been sent (the last one takes its email)."""
+    views = people._views
+
+    def views_then_fail(conn: Connection, org_id: int, recs: Any, *args: Any) -> Any:
+        if any(r.values.get("first_name") == "Explode" for r in recs):
+            raise BadRequest("refused after it was saved (injected)", field="firstName")
+        return views(conn, org_id, recs, *args)
+
+    monkeypatch.setattr(people, "_views", views_then_fail)
+    bodies = [
+        {"firstName": "Ann", "emails": ["ann@x.com"]},
+        {"firstName": "Explode", "emails": ["boom@x.com"]},
+        {"firstName": "Cy", "emails": ["boom@x.com", "cy@x.com"]},
+    ]
+    r = client.put(
+        "/v2/crm/people/_bulk?matchingAttribute=email", json={"people": bodies}, headers=org.bearer
+    )
+    assert [x["status"] for x in r.json()["results"]] == [201, 400, 201], r.text
+    listed = client.get("/v2/crm/people", headers=org.bearer).json()["collection"]
+    assert sorted(p["firstName"] for p in listed) == ["Ann", "Cy"]
+    [cy] = [p for p in listed if p["firstName"] == "Cy"]
+    assert cy["emails"] == ["boom@x.com", "cy@x.com"] and cy["ucid"] is not None
+    [profile] = Cdp(client, org).search({"email": ["boom@x.com"]})
+    assert [c["crm_person_id"] for c in profile["ids"]["crm"]] == [cy["id"]]
+    feed = client.get("/v2/crm/changes", params={"limit": 1000}, headers=org.bearer).json()["changes"]
+    assert sorted(e["data"]["person"]["firstName"] for e in feed) == ["Ann", "Cy"]
+    with client.app.state.db.read() as conn:  # type: ignore[attr-defined]
+        logged = conn.execute(sa.select(changes.c.entity_id).where(changes.c.entity == "crm_person")).all()
+    assert sorted(row.entity_id for row in logged) == sorted(p["id"] for p in listed)

@@ -42,7 +42,7 @@ from profilehub.crm.records import (
     indexed_types,
 )
 from profilehub.crm.values import Attribute, render_value
-from profilehub.errors import BadRequest, Conflict, NotFound, ProfilehubError, each_or_error
+from profilehub.errors import BadRequest, Conflict, NotFound, ProfilehubError
 from profilehub.identity.normalize import Identifier, normalise_email
 from profilehub.identity.resolve import PreparedWrite
 from profilehub.identity.strategy import Strategy
@@ -56,7 +56,7 @@ from profilehub.profiles import (
     prepare_person,
 )
 from profilehub.store.changes import change_row
-from profilehub.store.database import Database, GroupJob, lock_scope
+from profilehub.store.database import Database, GroupJob, lock_scope, savepoint
 from profilehub.store.events import EventRow, append_events
 from profilehub.store.profile_storage import profile_storage
 from profilehub.store.tables import crm_person_emails
@@ -499,30 +499,68 @@ class FailedCall(list[PersonResult | ProfilehubError]):
         self.error = error
 
 
+class _RecordRefused(Exception):
+    """A record was refused after it had changed the batch: roll the group's savepoint back and
+    run the group again without it (``at``: payload and record index)."""
+
+    def __init__(self, at: tuple[int, int], error: ProfilehubError) -> None:
+        super().__init__(error.message)
+        self.at = at
+        self.error = error
+
+
 def _upsert_payload(
     conn: Connection,
     org: _OrgWrites,
+    index: int,
     records: Sequence[Any],
     matching_attribute: str | None,
     actor: str,
     prepared: Sequence[PreparedPerson] | None,
+    refused: Mapping[tuple[int, int], ProfilehubError],
 ) -> Results:
     # An unknown matching attribute fails the whole call, before it writes anything.
     try:
         matching = resolve_matching(matching_attribute, org.attrs) if matching_attribute is not None else None
     except ProfilehubError as exc:
         return FailedCall(exc, len(records))
-    ahead: Sequence[PreparedPerson | None] = prepared if prepared is not None else [None] * len(records)
-    # _upsert_one raises only before that record has written anything
-    return each_or_error(
-        lambda pair: _upsert_one(conn, org, pair[0], pair[1], matching, actor),
-        list(zip(records, ahead, strict=True)),
-    )
+    out: Results = []
+    for i, raw in enumerate(records):
+        if (index, i) in refused:
+            out.append(refused[(index, i)])
+            continue
+        writes = org.rows.writes
+        try:
+            out.append(_upsert_one(conn, org, raw, prepared[i] if prepared else None, matching, actor))
+        except ProfilehubError as exc:
+            if org.rows.writes != writes:
+                raise _RecordRefused((index, i), exc) from exc
+            out.append(exc)  # refused before it changed anything: the others go on
+    return out
 
 
 def _upsert_group(conn: Connection, payloads: list[_UpsertPayload]) -> list[Results]:
     """The person writes of several jobs, in queue order, in one transaction: the CRM rows one
-    record at a time, then the people's identity-graph writes as one batch per org."""
+    record at a time, then the people's identity-graph writes as one batch per org.
+
+    Each record is all-or-nothing by the database, as CDP writes are
+    (``ProfileService._apply_all_or_nothing``): the group runs in a savepoint, and a record
+    refused after it changed the batch (say, a fault between its rows) has the savepoint rolled
+    back and the group run again without it, so it leaves nothing and the records after it see
+    the batch as if it had never been sent. A record refused by its checks, before it changed
+    anything, costs no second run."""
+    refused: dict[tuple[int, int], ProfilehubError] = {}
+    while True:
+        try:
+            with savepoint(conn):
+                return _upsert_attempt(conn, payloads, refused)
+        except _RecordRefused as again:
+            refused[again.at] = again.error
+
+
+def _upsert_attempt(
+    conn: Connection, payloads: list[_UpsertPayload], refused: Mapping[tuple[int, int], ProfilehubError]
+) -> list[Results]:
     out: list[Results] = []
     orgs: dict[int, tuple[ProfileService, _OrgWrites]] = {}
     emails: dict[int, list[str]] = {}
@@ -535,14 +573,15 @@ def _upsert_group(conn: Connection, payloads: list[_UpsertPayload]) -> list[Resu
         emails.setdefault(org_id, []).extend(_body_emails(records, prepared))
     for org_id, found in emails.items():
         orgs[org_id][1].rows.prefetch(found)
-    for profiles, org_id, records, matching_attribute, actor, prepared in payloads:
+    for index, (profiles, org_id, records, matching_attribute, actor, prepared) in enumerate(payloads):
         try:
             if org_id not in orgs:
                 orgs[org_id] = (profiles, _org_writes(conn, profiles, org_id))
         except ProfilehubError as exc:
             out.append(FailedCall(exc, len(records)))
             continue
-        out.append(_upsert_payload(conn, orgs[org_id][1], records, matching_attribute, actor, prepared))
+        org = orgs[org_id][1]
+        out.append(_upsert_payload(conn, org, index, records, matching_attribute, actor, prepared, refused))
     for profiles, org in orgs.values():
         _resolve_in_graph(conn, profiles, org)
     return out

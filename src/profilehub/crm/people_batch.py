@@ -85,6 +85,8 @@ class PeopleBatch:
         self._index: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
         self._emails: dict[str, list[str]] = {}
         self._changes: list[dict[str, Any]] = []
+        # Counts the writes kept: a record refused with it unmoved left nothing in the batch.
+        self.writes = 0
 
     # --- reads ---
     def prefetch(self, emails: Iterable[str]) -> None:
@@ -132,6 +134,7 @@ class PeopleBatch:
         record_id: str,
     ) -> StoredRecord:
         """As ``record_store.save_record``, written at ``flush``."""
+        self.writes += 1
         clean = {k: v for k, v in values.items() if v is not None}
         if previous is None:
             if self._seq is None:
@@ -155,6 +158,7 @@ class PeopleBatch:
         return saved
 
     def set_emails(self, person_id: str, old: Sequence[str], emails: Sequence[str]) -> None:
+        self.writes += 1
         for e in old:
             if self._owner.get(e.lower()) == person_id:
                 self._owner[e.lower()] = None
@@ -163,6 +167,7 @@ class PeopleBatch:
         self._emails[person_id] = list(emails)
 
     def record(self, rows: list[dict[str, Any]]) -> None:
+        self.writes += 1
         self._changes += rows
 
     def flush(self) -> None:
