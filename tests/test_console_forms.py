@@ -6,6 +6,8 @@ each get their own page. The browser journeys are in test_console_browser.py.
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 from bench.console_people import merged_person
@@ -239,6 +241,12 @@ def test_a_crm_person_and_its_profile_link_to_each_other(client: TestClient, org
         f"/console/profiles/{person['ucid']}/erase", data={"csrf": csrf, "confirm": person["ucid"]}
     )
     assert "and 1 linked CRM person" in erased.text
+    receipt_id = re.search(r'id="receipt">Receipt <code>([0-9a-f-]{36})</code>', erased.text)
+    assert receipt_id, erased.text
+    receipt = client.get(
+        f"/cdp/v1/erasures/{receipt_id.group(1)}", params={"orgId": org.org_id}, headers=org.headers()
+    )
+    assert receipt.status_code == 200 and receipt.json()["ucids"] == [person["ucid"]], receipt.text
     assert client.get(f"/v2/crm/people/{person['id']}", headers=org.bearer).status_code == 404
 
 

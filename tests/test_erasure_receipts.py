@@ -17,7 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from profilehub.app import create_app
 from profilehub.cli import main
+from profilehub.config import Settings
 from profilehub.receipts import ReceiptInvalid, public_pem, verify
 from profilehub.store.database import Database
 from profilehub.store.receipt_store import ReceiptKeyLocked, ReceiptKeys
@@ -247,3 +249,26 @@ def test_a_passphrase_keeps_the_signing_key_encrypted_in_the_database(db: Databa
         db.write(lambda c: ReceiptKeys().signing_key(c, 1234))
     with pytest.raises(ReceiptKeyLocked, match="another passphrase"):
         db.write(lambda c: ReceiptKeys("wrong").signing_key(c, 1234))
+
+
+def test_an_erasure_whose_key_does_not_open_erases_nothing(database_url: str) -> None:
+    with_passphrase = create_app(Settings(database_url=database_url, receipt_key_passphrase="s3cret"))
+    without = create_app(Settings(database_url=database_url))
+    try:
+        org = make_org(with_passphrase.state.db)
+        with TestClient(with_passphrase) as keyed, TestClient(without) as plain:
+            Cdp(keyed, org).write({"crm_id": "first"})
+            _erase(keyed, org, {"crm_id": ["first"]})  # makes the org's key, encrypted
+            Cdp(keyed, org).write({"crm_id": "second"})
+            refused = plain.post(
+                "/cdp/v1/users/_delete",
+                json={"orgId": org.org_id, "region": "EU", "ids": {"crm_id": ["second"]}},
+                headers=org.headers(),
+            )
+            assert_error(refused, 500)
+            assert "PROFILEHUB_RECEIPT_KEY_PASSPHRASE" in refused.json()["message"]
+            # No erasure without its receipt: the person is still there.
+            assert len(Cdp(plain, org).search({"crm_id": ["second"]})) == 1
+    finally:
+        with_passphrase.state.db.close()
+        without.state.db.close()

@@ -113,7 +113,8 @@ class DeleteUsersRequest(BaseModel):
     ids: dict[str, Any] = Field(description="Exactly one idType (or `ucid`) with at most 400 values.")
     sendEmailNotification: StrictBool = Field(
         default=False,
-        description="Recorded with the erasure in the change log; profilehub sends no email itself.",
+        description="Recorded on the erasure's receipt and in the change log, and emitted as an "
+        "`erasure.notification_requested` event for the org's mailer; profilehub sends no email itself.",
     )
     suppress: StrictBool = Field(
         default=True,
