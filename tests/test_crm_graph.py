@@ -161,6 +161,28 @@ def test_a_patch_that_replaces_the_emails_moves_the_link_with_them(
     assert cdp.search({"email": ["old@example.com"]}) == []
 
 
+def test_an_email_a_patch_dropped_stays_dropped_when_the_profile_is_unmerged(
+    client: TestClient, org: OrgFixture
+) -> None:
+    """The PATCH's release is journaled with its write, so the unmerge's replay releases it too."""
+    cdp = Cdp(client, org)
+    eve = upsert(client, org, {"firstName": "Eve", "emails": ["old@example.com"]})
+    other = cdp.write({"crm_id": "c-1", "AdId": "ad-1"})
+    merged = cdp.write({"crm_id": "c-1", "email": "old@example.com"})
+    assert merged["ucid"] == eve["ucid"] and merged["ids"]["linkedUcid"] == [other["ucid"]]
+    r = client.patch(f"{PEOPLE}/{eve['id']}", json={"emails": ["new@example.com"]}, headers=org.bearer)
+    assert r.status_code == 200, r.text
+    assert cdp.search({"email": ["old@example.com"]}) == []
+    body = {"orgId": org.org_id, "region": "EU", "ucid": eve["ucid"], "ids": {"crm_id": ["c-1"]}}
+    r = client.post("/cdp/v1/users/_unmerge", json=body, headers=org.headers())
+    assert r.status_code == 200, r.text
+    assert sorted(p["ucid"] for p in r.json()) == sorted([eve["ucid"], other["ucid"]])
+    assert cdp.search({"email": ["old@example.com"]}) == []
+    [found] = cdp.search({"email": ["new@example.com"]})
+    assert found["ucid"] == eve["ucid"] and [c["crm_person_id"] for c in found["ids"]["crm"]] == [eve["id"]]
+    assert cdp.search({"crm_id": ["c-1"]})[0]["ucid"] == other["ucid"]
+
+
 def test_two_people_whose_identifiers_meet_one_profile_stay_two(client: TestClient, org: OrgFixture) -> None:
     first = upsert(
         client, org, {"firstName": "One", "emails": ["one@example.com"], "phoneNumber": "+4930555000"}

@@ -289,7 +289,8 @@ class PersonIdentity:
     """A CRM person as a write to the identity graph: its link id, emails and phone number.
 
     ``dropped``: emails the person no longer has (a PATCH replaced its list); the profile the
-    person is linked to lets go of them before the write, so the new ones can take their place.
+    person's write lands on lets go of them (``PreparedWrite.released``) before the write's own ids
+    attach, so the new ones can take their place.
     """
 
     person_id: str
@@ -398,7 +399,8 @@ def prepare_person(
         return None  # the org disabled the link idType: its people stay out of the graph
     link = [person_link(person.person_id)]
     dropped = _email_ids(strategy, region, person.dropped) if person.dropped else []
-    return PreparedWrite(org_id, region, link + ids, {}, None, actor, notices), dropped
+    write = PreparedWrite(org_id, region, link + ids, {}, None, actor, notices, released=dropped)
+    return write, dropped
 
 
 class WriteObserver(Protocol):
@@ -607,8 +609,9 @@ class ProfileService:
         """Resolve people (``prepare_person``) in the graph, in the caller's writer transaction,
         by the same rules and batch machinery as CDP writes.
 
-        Before each write, the profile the person is linked to lets go of the person's dropped
-        emails, so a PATCH that replaces an email moves the graph with it.
+        The profile each write lands on lets go of the person's dropped emails (the write's
+        ``released``, journaled with it), so a PATCH that replaces an email moves the graph with it
+        and an unmerge's replay does the same.
         """
         strategy = self.strategies.get(conn, org_id)
         lock_scope(conn, org_id, f"profiles:{region}")
@@ -616,13 +619,9 @@ class ProfileService:
         batch.prefetch(org_id, region, [i for p, dropped in people for i in (*p.ids, *dropped)], [])
         results: list[WriteResult] = []
         now = 0
-        for prepared, dropped in people:
-            if dropped:
-                link = prepared.ids[0]
-                owners = batch.find_owners(org_id, region, [link, *dropped])
-                holder = owners.get(link)
-                if holder is not None:
-                    batch.delete_ids(org_id, region, [i for i in dropped if owners.get(i) == holder])
+        for prepared, _ in people:
+            # The profile a person's write lands on lets go of its dropped emails (``released``)
+            # in ``apply_write``, journaled with the write.
             now = self.now()
             results.append(_result(strategy, apply_write(batch, strategy, prepared, now)))
         batch.flush()

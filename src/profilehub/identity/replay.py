@@ -60,7 +60,13 @@ def replay(
         org_id = record.org_id
         born = record.ucid if record.created and not storage.resolve_ucids(org_id, [record.ucid]) else None
         write = PreparedWrite(
-            org_id, record.region, list(record.ids), record.upsert, record.named_ucid, record.actor
+            org_id,
+            record.region,
+            list(record.ids),
+            record.upsert,
+            record.named_ucid,
+            record.actor,
+            released=list(record.released),
         )
         name_new = fresh_ucid if born is None else _constant(born)
         try:

@@ -36,6 +36,10 @@ class PreparedWrite:
     ucid: str | None
     actor: str
     notices: list[Notice] = field(default_factory=list)
+    # Ids the write's person lets go of (a CRM PATCH that drops an email): the profile the write
+    # lands on (or merges in) gives them up before the write's own ids attach, and the journal
+    # keeps them, so a replay lets go of them too.
+    released: list[Identifier] = field(default_factory=list)
 
 
 @dataclass
@@ -239,6 +243,11 @@ def apply_write(
         original_ids.update(other.ids)
         master.ids.update(other.ids)
         kept_denied.update(_merge_data(master.data, other.data, strategy.consent_denials))
+    # Released ids go from the profile the write lands on before its ids attach (so a new email
+    # can take a dropped one's place under a limit); they are then among the ids ``gone``.
+    released = [i for i in dict.fromkeys(write.released) if i not in write.ids]
+    for ident in released:
+        master.ids.pop(ident, None)
 
     touched: list[Identifier] = []
     for ident in write.ids:
@@ -352,6 +361,7 @@ def apply_write(
             write.actor,
             now,
             causes,
+            tuple(released),
         )
     )
     linked = storage.linked_ucids(org_id, [master.ucid]).get(master.ucid, []) if not created else []

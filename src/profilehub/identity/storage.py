@@ -57,7 +57,8 @@ class WriteRecord:
     ``ids`` are the write's normalised and derived ids (a raw email or phone only where the org
     keeps raw ids), ``upsert`` its validated upsert. ``ucid`` is the master the write landed on;
     ``created`` says that the write made it. ``merges`` maps each ucid the write merged into it to
-    the idTypes of the write that matched that profile (``ucid`` when the write named it).
+    the idTypes of the write that matched that profile (``ucid`` when the write named it);
+    ``released``: the ids it let go of, which a replay lets go of again.
     """
 
     org_id: int
@@ -70,6 +71,7 @@ class WriteRecord:
     actor: str
     ts: int
     merges: dict[str, list[str]] = field(default_factory=dict)
+    released: tuple[Identifier, ...] = ()  # ids the write let go of (``PreparedWrite.released``)
 
 
 class ProfileReader(Protocol):

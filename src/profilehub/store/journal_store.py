@@ -34,6 +34,7 @@ JOURNAL_COLUMNS = (
     "ids",
     "upsert",
     "merges",
+    "released",
 )
 DAY_MS = 86_400_000
 # The writer drops an org's journal rows past its retention at most this often per process.
@@ -76,6 +77,7 @@ def journal_row(record: WriteRecord, seq: int) -> tuple[Any, ...]:
         orjson.dumps([list(i) for i in record.ids]).decode(),
         orjson.dumps(record.upsert).decode(),
         orjson.dumps(record.merges).decode(),
+        orjson.dumps([list(i) for i in record.released]).decode() if record.released else None,
     )
 
 
@@ -91,6 +93,7 @@ def _record(row: Any) -> WriteRecord:
         row.actor,
         row.ts,
         orjson.loads(row.merges),
+        tuple(Identifier(t, v) for t, v in orjson.loads(row.released)) if row.released else (),
     )
 
 

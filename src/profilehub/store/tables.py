@@ -256,6 +256,7 @@ profile_writes = sa.Table(
     sa.Column("ids", sa.Text, nullable=False),  # JSON [[idType, value], ...]
     sa.Column("upsert", sa.Text, nullable=False),  # JSON, as validated
     sa.Column("merges", sa.Text, nullable=False, server_default="{}"),  # JSON {ucid: [idTypes]}
+    sa.Column("released", sa.Text, nullable=True),  # JSON [[idType, value], ...]; None: none
 )
 
 # How long an org keeps its journal (``profilehub org journal-retention``); no row: for ever.
