@@ -2,38 +2,53 @@
 
 Phases, each timed in ``BulkSummary.phases``:
 
-1. **read**: every record of the file, with its line (the online importer's readers, so NDJSON
-   and CSV with ``--map`` read alike).
-2. **prepare**: each record validated by the online parser (``parse_write``) and its ids
-   normalised and hashed (``prepare_write``), in worker processes; a refused record goes to the
-   rejects file exactly as online.
-3. **resolve and write**: one writer transaction holding the locks of the scopes written; the
-   writes are resolved in file order by the identity core (``apply_write``) at the one time
-   ``at``, and their final rows, change log, journal and events written in bulk. An interrupted
-   or failed run rolls the transaction back: nothing of it is written.
+1. **prepare**: every record read by the online importer's readers (NDJSON, CSV with ``--map``),
+   validated by the online parser (``parse_write``) and its ids normalised and hashed
+   (``prepare_write``) in worker processes. A refused record goes to the rejects file exactly as
+   online; only the prepared writes stay in memory.
+2. **link**: the writes' ids coded as integers and the connected components of records and ids
+   found (``bulk.graph``): components are independent, so each can be resolved on its own.
+3. **resolve** (in the writer's transaction, holding the locks of the scopes written): the
+   components that touch a stored profile or name a ``ucid`` are replayed in file order against
+   the store, through the online write path's own storage (``profile_storage``). The others are
+   replayed group by group in memory (``bulk.resolve``), their rows spooled to a temporary folder.
+   Both use the identity core's ``apply_write`` at the import's one time ``at``.
+4. **write**: the spooled rows go in with ``COPY`` (PostgreSQL) or ``executemany`` (SQLite), the
+   events numbered last. Everything is one transaction: an interrupted or failed run is rolled
+   back and leaves nothing.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import resource
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+import numpy as np
 import orjson
 from sqlalchemy.engine import Connection
 
 from profilehub import collector
-from profilehub.errors import BadRequest, ProfilehubError, error_body
+from profilehub.bulk.graph import components
+from profilehub.bulk.resolve import Refused, Spools, resolve_group
+from profilehub.bulk.spool import Spool
+from profilehub.errors import BadRequest, Conflict, ProfilehubError, error_body
 from profilehub.identity.normalize import Identifier
 from profilehub.identity.resolve import PreparedWrite, apply_write
 from profilehub.identity.strategy import Strategy
+from profilehub.identity.ucid import UcidBlock
 from profilehub.ingest import checkpoint as checkpoints
 from profilehub.ingest.cdp import CdpSink, profile_write
 from profilehub.ingest.reader import SourceRecord
@@ -43,22 +58,28 @@ from profilehub.ingest.runner import (
     ImportSummary,
     Progress,
     RecordSource,
-    _reason,
     _start_worker,
     _stop_on_interrupt,
-    carried_suppressed,
     default_workers,
 )
 from profilehub.profiles import Prepared, WriteResult, prepare_write
 from profilehub.store.changes import now_ms
 from profilehub.store.database import lock_scope, savepoint
-from profilehub.store.events import EventRow, append_events
+from profilehub.store.events import feed_of
+from profilehub.store.journal_store import CLOCK, JOURNAL_COLUMNS
 from profilehub.store.profile_storage import profile_storage
 
 # Records per job handed to a worker process: large enough that pickling is a small share.
-PREPARE_CHUNK = 5000
-# How often (records) the resolve loop looks whether Ctrl-C was pressed.
-STOP_CHECK_EVERY = 1000
+PREPARE_CHUNK = 2000
+# Writes resolved in memory at a time (whole components): bounds the resolver's memory.
+GROUP_WRITES = 50_000
+# Ids looked up in the store per query when the scope already holds profiles.
+LOOKUP_CHUNK = 20_000
+
+_PROFILE_COLUMNS = ("org_id", "ucid", "region", "created_ts", "updated_ts", "merged_into", "data")
+_ID_COLUMNS = ("org_id", "region", "id_type", "value", "ucid", "ts")
+_CHANGE_COLUMNS = ("org_id", "change_id", "ts", "actor", "entity", "entity_id", "action", "detail")
+_EVENT_COLUMNS = ("org_id", "event_id", "feed", "type", "region", "ts", "entity_id", "data")
 
 
 class BulkInterrupted(ProfilehubError):
@@ -78,10 +99,14 @@ class BulkInterrupted(ProfilehubError):
 @dataclass
 class BulkSummary(ImportSummary):
     """The online importer's summary, and what the bulk path adds: its clock, its phases' times
-    (seconds) and the peak resident memory of the importer and of its worker processes."""
+    (seconds), how its writes were resolved and the peak resident memory of the importer and of
+    its worker processes."""
 
     at: int = 0
     phases: dict[str, float] = field(default_factory=dict)
+    components: int = 0
+    replayed_in_store: int = 0  # writes of components touching stored profiles or naming a ucid
+    resolved_in_memory: int = 0
     peak_rss_bytes: int = 0
     peak_rss_workers_bytes: int = 0
 
@@ -97,7 +122,7 @@ def prepare_chunk(
     strategy: Strategy, org_id: int, region: str, actor: str, records: Sequence[dict[str, Any] | None]
 ) -> Prepared:
     """Each record as the online importer prepares it (``parse_write`` then ``prepare_write``):
-    a ``PreparedWrite`` or the error refusing it; None (an unreadable line) stays None's slot."""
+    a ``PreparedWrite`` or the error refusing it (an unreadable line's slot is a placeholder)."""
     items: list[PreparedWrite | ProfilehubError] = []
     for record in records:
         if record is None:
@@ -111,16 +136,47 @@ def prepare_chunk(
 
 
 @dataclass
-class _Plan:
-    """The file as the transaction needs it: one slot per record, in file order."""
+class _Reject:
+    line: int
+    raw: str
+    body: dict[str, Any]
+    reason: str
 
-    records: list[SourceRecord]
-    items: list[PreparedWrite | ProfilehubError | None]  # None: unreadable line
+
+@dataclass
+class _Plan:
+    """What the transaction needs of the file: the prepared writes in file order, with lines."""
+
+    writes: list[PreparedWrite]
+    lines: list[int]
+    raw: dict[int, str]  # the record as read, of writes that may still be refused (they name a ucid)
+    rejects: list[_Reject]
     strategy_version: int
+
+
+def _reason(error: ProfilehubError) -> str:
+    return error.field or type(error).__name__
 
 
 class _Again(Exception):
     """A write was refused while it applied: roll back and apply the rest again without it."""
+
+
+def _stream_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """``store.rows.insert_rows`` for rows read as they go (from a spool)."""
+    names = ", ".join(columns)
+    cursor = conn.connection.cursor()
+    try:
+        if conn.dialect.name == "postgresql":
+            with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join("?" * len(columns))
+            # sqlite3 takes any iterable of rows; the DB-API stub only says Sequence
+            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # type: ignore[arg-type]
+    finally:
+        cursor.close()
 
 
 class BulkImporter:
@@ -134,6 +190,7 @@ class BulkImporter:
         workers: int | None = None,
         early_stop: int = EARLY_STOP_RECORDS,
         at: int | None = None,
+        spool_dir: Path | None = None,
     ) -> None:
         self.source = source
         self.records = records
@@ -142,133 +199,327 @@ class BulkImporter:
         self.workers = default_workers() if workers is None else workers
         self.early_stop = early_stop
         self.at = at
+        self.spool_dir = spool_dir
         self._stop = threading.Event()
         self.summary: BulkSummary | None = None
 
-    # --- phases ---
-    def _read(self, summary: BulkSummary) -> list[SourceRecord]:
-        out = list(self.records(0, 0))
-        summary.offset = summary.source_size
-        summary.line = out[-1].line if out else 0
-        return out
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise BulkInterrupted
 
-    def _prepare(
-        self, strategy: Strategy, records: list[SourceRecord]
-    ) -> list[PreparedWrite | ProfilehubError | None]:
+    # --- phase 1: read and prepare ---
+    def _pool(self) -> Any:
+        if not self.workers:
+            return nullcontext(None)
+        # spawn, not fork: the database writer's thread already runs in this process
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(os.getpid(),),
+        )
+
+    def _chunks(self) -> Iterator[list[SourceRecord]]:
+        chunk: list[SourceRecord] = []
+        for record in self.records(0, 0):
+            chunk.append(record)
+            if len(chunk) >= PREPARE_CHUNK:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def _prepare(self, strategy: Strategy, summary: BulkSummary, started: float) -> _Plan:
         sink = self.sink
-        data = [r.data for r in records]
-        chunks = [data[i : i + PREPARE_CHUNK] for i in range(0, len(data), PREPARE_CHUNK)]
         args = (strategy, sink.org_id, sink.region, sink.actor)
-        prepared: list[Prepared] = []
-        if self.workers and len(chunks) > 1:
-            # spawn, not fork: the database writer's thread already runs in this process
-            with ProcessPoolExecutor(
-                self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(os.getpid(),),
-            ) as pool:
-                futures = [pool.submit(prepare_chunk, *args, chunk) for chunk in chunks]
-                for f in futures:
-                    if self._stop.is_set():
-                        for other in futures:
-                            other.cancel()
-                        raise BulkInterrupted
-                    prepared.append(f.result())
-        else:
-            for chunk in chunks:
-                if self._stop.is_set():
-                    raise BulkInterrupted
-                prepared.append(prepare_chunk(*args, chunk))
-        items: list[PreparedWrite | ProfilehubError | None] = []
-        for p in prepared:
-            items += p.items
-        return [None if r.data is None else item for r, item in zip(records, items, strict=True)]
+        plan = _Plan([], [], {}, [], strategy.version)
+        head: set[str] = set()
+        head_left = self.early_stop
+        last_progress = time.monotonic()
 
-    def _job(self, plan: _Plan, at: int, summary: BulkSummary) -> Any:
-        sink = self.sink
-        service = sink.service
-        org_id = sink.org_id
+        def take(chunk: list[SourceRecord], prepared: Prepared) -> None:
+            nonlocal head_left
+            for record, item in zip(chunk, prepared.items, strict=True):
+                summary.read += 1
+                summary.line = record.line
+                summary.offset = record.end_offset
+                if record.data is None:
+                    body = error_body(400, record.error or "unreadable record", {"line": "unreadable"})
+                    plan.rejects.append(_Reject(record.line, record.raw, body, "parse"))
+                    reason = "parse"
+                elif isinstance(item, ProfilehubError):
+                    body = error_body(item.status, item.message, item.errors)
+                    reason = _reason(item)
+                    plan.rejects.append(_Reject(record.line, record.raw, body, reason))
+                else:
+                    if item.ucid is not None:
+                        plan.raw[len(plan.writes)] = record.raw
+                    plan.writes.append(item)
+                    plan.lines.append(record.line)
+                    reason = ""
+                if head_left > 0:
+                    head_left -= 1
+                    head.add(reason)
 
+        with self._pool() as pool:
+            pending: deque[tuple[list[SourceRecord], Future[Prepared]]] = deque()
+            in_flight = max(2, 2 * self.workers)
+            for chunk in self._chunks():
+                self._check_stop()
+                data = [r.data for r in chunk]
+                if pool is None:
+                    take(chunk, prepare_chunk(*args, data))
+                else:
+                    pending.append((chunk, pool.submit(prepare_chunk, *args, data)))
+                    while len(pending) >= in_flight:
+                        done_chunk, future = pending.popleft()
+                        take(done_chunk, future.result())
+                if time.monotonic() - last_progress >= 1.0:
+                    last_progress = time.monotonic()
+                    summary.seconds = last_progress - started
+                    self.progress(summary)
+            while pending:
+                self._check_stop()
+                done_chunk, future = pending.popleft()
+                take(done_chunk, future.result())
+        if self.early_stop and head_left == 0 and len(head) == 1 and "" not in head:
+            # As online: the first records were all refused for one reason (a wrong org, region
+            # or mapping); here nothing at all is written.
+            reason = head.pop()
+            self._write_rejects(plan.rejects, [], summary)
+            raise ImportStopped(summary, reason, self.early_stop)
+        return plan
+
+    # --- phases 3 and 4: the transaction ---
+    def _job(
+        self, plan: _Plan, at: int, summary: BulkSummary, spool_dir: Path
+    ) -> Callable[[Connection], Any]:
         def job(conn: Connection) -> dict[int, ProfilehubError]:
-            strategy = service.strategies.get(conn, org_id)
-            items = plan.items
-            if strategy.version != plan.strategy_version:
-                # The org's strategy changed since the file was prepared: prepared again under the
-                # locks, as the online writer does with a batch prepared under an older version.
-                items = [
-                    None if r.data is None else i
-                    for r, i in zip(
-                        plan.records,
-                        prepare_chunk(
-                            strategy, org_id, sink.region, sink.actor, [r.data for r in plan.records]
-                        ).items,
-                        strict=True,
-                    )
-                ]
-            ready = [(n, w) for n, w in enumerate(items) if isinstance(w, PreparedWrite)]
-            scopes: dict[str, tuple[list[Identifier], list[str]]] = {}
-            for _, w in ready:
-                ids, ucids = scopes.setdefault(w.region, ([], []))
-                ids += w.ids
-                if w.ucid is not None:
-                    ucids.append(w.ucid)
-            for region in sorted(scopes):
-                lock_scope(conn, org_id, f"profiles:{region}")
-            refused: dict[int, ProfilehubError] = {}
-            while True:
-                try:
-                    with savepoint(conn):
-                        self._apply(conn, strategy, scopes, ready, refused, at, summary)
-                        return refused
-                except _Again:
-                    continue
+            return self._transaction(conn, plan, at, summary, spool_dir)
 
         return job
 
-    def _apply(
+    def _transaction(
+        self, conn: Connection, plan: _Plan, at: int, summary: BulkSummary, spool_dir: Path
+    ) -> dict[int, ProfilehubError]:
+        sink = self.sink
+        service = sink.service
+        org_id = sink.org_id
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            # The transaction resolves for minutes between statements; the server's guard against
+            # a frozen client holding locks (PROFILEHUB_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS)
+            # would end it.
+            conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
+        writes = plan.writes
+        regions = sorted({w.region for w in writes})
+        for region in regions:
+            lock_scope(conn, org_id, f"profiles:{region}")
+        strategy = service.strategies.get(conn, org_id)
+        if strategy.version != plan.strategy_version:
+            raise Conflict(
+                "the org's identity strategy changed while the file was prepared (an idType or a "
+                "blocked value); nothing was written: run the import again",
+                field="strategy",
+            )
+        t = time.monotonic()
+        graph = components(writes)
+        summary.components = graph.count
+        touching = np.zeros(graph.count, dtype=bool)
+        for k, w in enumerate(writes):
+            if w.ucid is not None:
+                touching[graph.label[k]] = True
+        self._mark_stored(conn, org_id, regions, graph.ids, graph.id_label, touching)
+        summary.phases["link"] = time.monotonic() - t
+        self._check_stop()
+
+        t = time.monotonic()
+        block = UcidBlock(len(writes))
+        spools = Spools(
+            *(
+                Spool(spool_dir / f"{name}.jsonl")
+                for name in ("profiles", "ids", "changes", "journal", "events")
+            )
+        )
+        in_memory = np.flatnonzero(~touching[graph.label])
+        groups = max(1, math.ceil(len(in_memory) / GROUP_WRITES))
+        created = updated = 0
+        group_of = graph.label[in_memory] % groups
+        in_store = [int(k) for k in np.flatnonzero(touching[graph.label])]
+        for g in range(groups):
+            members = in_memory[group_of == g]
+            if not len(members):
+                continue
+            group = [(int(k), writes[k]) for k in members]
+            try:
+                c, u = resolve_group(
+                    strategy, org_id, group, at, block, spools, service.journal, self._check_stop
+                )
+            except Refused:
+                # Not expected (only a write naming a ucid is refused as it applies, and those are
+                # replayed in the store), but if it happens the group goes there too: the online
+                # writer's handling of a refusal is what that path does.
+                in_store = sorted(in_store + [k for k, _ in group])
+                continue
+            created += c
+            updated += u
+            summary.created, summary.updated = created, updated
+        summary.resolved_in_memory = len(writes) - len(in_store)
+        summary.replayed_in_store = len(in_store)
+        del graph, group_of, in_memory
+        refused, c, u = self._replay_in_store(conn, strategy, plan, in_store, at, block, spools)
+        created += c
+        updated += u
+        summary.created, summary.updated = created, updated
+        summary.phases["resolve"] = time.monotonic() - t
+        self._check_stop()
+
+        t = time.monotonic()
+        self._write(conn, org_id, plan, refused, spools)
+        if service.journal and writes:
+            service.journal_pruner.prune(conn, [org_id], at)
+        summary.phases["write"] = time.monotonic() - t
+        self._check_stop()
+        return refused
+
+    def _mark_stored(
+        self,
+        conn: Connection,
+        org_id: int,
+        regions: list[str],
+        ids: dict[tuple[str, Identifier], int],
+        id_label: Any,
+        touching: Any,
+    ) -> None:
+        """Mark the components holding an id a stored profile owns (nothing to look up in a scope
+        that holds no profiles yet: the usual backfill)."""
+        for region in regions:
+            held = conn.exec_driver_sql(
+                "SELECT 1 FROM profile_ids WHERE org_id = %s AND region = %s LIMIT 1"
+                if conn.dialect.name == "postgresql"
+                else "SELECT 1 FROM profile_ids WHERE org_id = ? AND region = ? LIMIT 1",
+                (org_id, region),
+            ).first()
+            if held is None:
+                continue
+            keys = [key for key in ids if key[0] == region]
+            for start in range(0, len(keys), LOOKUP_CHUNK):
+                self._check_stop()
+                part = keys[start : start + LOOKUP_CHUNK]
+                storage = profile_storage(conn)  # a fresh one per chunk: it keeps what it read
+                owned = storage.find_owners(org_id, region, [ident for _, ident in part])
+                for key in part:
+                    if key[1] in owned:
+                        touching[id_label[ids[key]]] = True
+
+    def _replay_in_store(
         self,
         conn: Connection,
         strategy: Strategy,
-        scopes: dict[str, tuple[list[Identifier], list[str]]],
-        ready: list[tuple[int, PreparedWrite]],
-        refused: dict[int, ProfilehubError],
+        plan: _Plan,
+        indices: list[int],
         at: int,
-        summary: BulkSummary,
-    ) -> None:
+        block: UcidBlock,
+        spools: Spools,
+    ) -> tuple[dict[int, ProfilehubError], int, int]:
+        """The writes of components that touch stored profiles or name a ucid, in file order, through
+        the online write path's storage, refusals handled as the online writer does (the refused
+        write rolled back and the others applied again without it)."""
+        if not indices:
+            return {}, 0, 0
         service = self.sink.service
         org_id = self.sink.org_id
-        storage = profile_storage(conn, service.journal)
-        for region, (ids, ucids) in sorted(scopes.items()):
-            storage.prefetch(org_id, region, ids, ucids)
-        events: list[EventRow] = []
-        again = False
-        created = updated = 0
-        for k, (index, write) in enumerate(ready):
-            if k % STOP_CHECK_EVERY == 0:
-                if self._stop.is_set():
-                    raise BulkInterrupted
-                summary.created, summary.updated = created, updated
-            if index in refused:
-                continue
+        writes = plan.writes
+        scopes: dict[str, tuple[list[Identifier], list[str]]] = {}
+        for k in indices:
+            w = writes[k]
+            ids, ucids = scopes.setdefault(w.region, ([], []))
+            ids += w.ids
+            if w.ucid is not None:
+                ucids.append(w.ucid)
+        refused: dict[int, ProfilehubError] = {}
+        while True:
+            events: list[tuple[Any, ...]] = []
+            created = updated = 0
+            again = False
             try:
-                result = WriteResult(strategy, apply_write(storage, strategy, write, at))
-            except ProfilehubError as exc:
-                refused[index] = exc
-                again = True
+                with savepoint(conn):
+                    storage = profile_storage(conn, service.journal)
+                    for region, (ids, ucids) in sorted(scopes.items()):
+                        storage.prefetch(org_id, region, ids, ucids)
+                    for n, k in enumerate(indices):
+                        if n % 1000 == 0:
+                            self._check_stop()
+                        if k in refused:
+                            continue
+                        try:
+                            outcome = apply_write(
+                                storage, strategy, writes[k], at, new_ucid=partial(block, k)
+                            )
+                        except ProfilehubError as exc:
+                            refused[k] = exc
+                            again = True
+                            continue
+                        result = WriteResult(strategy, outcome)
+                        if result.created:
+                            created += 1
+                        else:
+                            updated += 1
+                        e = result.event(org_id)
+                        events.append((k, e.type, e.region, e.ts, e.entity_id, orjson.dumps(e.data).decode()))
+                    if again:
+                        raise _Again
+                    storage.flush()
+            except _Again:
                 continue
-            if result.created:
-                created += 1
-            else:
-                updated += 1
-            events.append(result.event(org_id))
-        if again:
-            raise _Again
-        summary.created, summary.updated = created, updated
-        storage.flush()
-        if service.journal and ready:
-            service.journal_pruner.prune(conn, [org_id], at)
-        append_events(conn, events)
+            for row in events:
+                spools.events.append(row)
+            return refused, created, updated
+
+    def _write(
+        self, conn: Connection, org_id: int, plan: _Plan, refused: dict[int, ProfilehubError], spools: Spools
+    ) -> None:
+        _stream_rows(conn, "profiles", _PROFILE_COLUMNS, spools.profiles.rows())
+        _stream_rows(conn, "profile_ids", _ID_COLUMNS, spools.ids.rows())
+        _stream_rows(conn, "changes", _CHANGE_COLUMNS, spools.changes.rows())
+        base = CLOCK.reserve(len(plan.writes))
+        _stream_rows(
+            conn,
+            "profile_writes",
+            JOURNAL_COLUMNS,
+            ((*row[:2], base + row[2], *row[3:]) for row in spools.journal.rows()),
+        )
+        # Events last: taking their numbers holds the counter row until commit (docs/events.md).
+        written = np.ones(len(plan.writes), dtype=bool)
+        for k in refused:
+            written[k] = False
+        rank = np.cumsum(written) - 1
+        count = int(written.sum())
+        if not count:
+            return
+        postgres = conn.dialect.name == "postgresql"
+        mark = "%s" if postgres else "?"
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(
+                f"UPDATE event_sequence SET last_id = last_id + {mark} WHERE name = {mark} RETURNING last_id",
+                (count, "events"),
+            )
+            (last,) = cursor.fetchone() or (None,)
+        finally:
+            cursor.close()
+        if last is None:
+            raise RuntimeError("event_sequence has no 'events' row: the schema was not migrated")
+        first = int(last) - count + 1
+        _stream_rows(
+            conn,
+            "events",
+            _EVENT_COLUMNS,
+            (
+                (org_id, first + int(rank[k]), feed_of(kind), kind, region, ts, entity, data)
+                for k, kind, region, ts, entity, data in spools.events.rows()
+            ),
+        )
 
     # --- the run ---
     def run(self) -> BulkSummary:
@@ -288,98 +539,64 @@ class BulkImporter:
             summary.peak_rss_bytes, summary.peak_rss_workers_bytes = _peak_rss()
 
         try:
-            with _stop_on_interrupt(stop), collector.tuned():
-                t = time.monotonic()
-                records = self._read(summary)
-                phase("read", t)
-                self.progress(summary)
+            with (
+                _stop_on_interrupt(stop),
+                collector.tuned(),
+                tempfile.TemporaryDirectory(prefix="profilehub-bulk-", dir=self.spool_dir) as spool_dir,
+            ):
                 t = time.monotonic()
                 with database.read() as conn:
                     strategy = sink.service.strategies.get(conn, sink.org_id)
-                items = self._prepare(strategy, records)
+                plan = self._prepare(strategy, summary, started)
                 phase("prepare", t)
-                self._check_head(records, items, summary)
+                self.progress(summary)
                 t = time.monotonic()
-                plan = _Plan(records, items, strategy.version)
-                future: Future[dict[int, ProfilehubError]] = database.submit(self._job(plan, at, summary))
+                future: Future[dict[int, ProfilehubError]] = database.submit(
+                    self._job(plan, at, summary, Path(spool_dir))
+                )
                 while not future.done():
                     wait([future], timeout=1.0)
                     summary.seconds = time.monotonic() - started
                     self.progress(summary)
                 refused = future.result()
-                phase("resolve_write", t)
+                summary.phases["transaction"] = time.monotonic() - t
         except BulkInterrupted as exc:
             summary.seconds = time.monotonic() - started
             exc.summary = summary
             raise
-        self._finish(records, items, refused, summary)
+        self._write_rejects(
+            plan.rejects,
+            [
+                _Reject(
+                    plan.lines[k],
+                    plan.raw.get(k, ""),
+                    error_body(e.status, e.message, e.errors),
+                    _reason(e),
+                )
+                for k, e in refused.items()
+            ],
+            summary,
+        )
         summary.seconds = time.monotonic() - started
         summary.peak_rss_bytes, summary.peak_rss_workers_bytes = _peak_rss()
         self.progress(summary)
         return summary
 
-    def _check_head(
-        self,
-        records: list[SourceRecord],
-        items: list[PreparedWrite | ProfilehubError | None],
-        summary: BulkSummary,
-    ) -> None:
-        """As online: when the first ``early_stop`` records were all refused for one reason (a
-        wrong org, region or mapping), stop; here before anything is written."""
-        n = self.early_stop
-        if not n or len(records) < n:
-            return
-        reasons = {
-            "parse" if item is None else _reason(item) if isinstance(item, ProfilehubError) else ""
-            for item in items[:n]
-        }
-        if len(reasons) == 1 and "" not in reasons:
-            reason = reasons.pop()
-            self._finish(records[:n], items[:n], {}, summary)
-            raise ImportStopped(summary, reason, n)
-
-    def _finish(
-        self,
-        records: list[SourceRecord],
-        items: list[PreparedWrite | ProfilehubError | None],
-        refused: dict[int, ProfilehubError],
-        summary: BulkSummary,
-    ) -> None:
-        """Counts and the rejects file (the online format, in line order)."""
+    def _write_rejects(self, prepared: list[_Reject], applied: list[_Reject], summary: BulkSummary) -> None:
+        """The rejects file, as online (one line per refused record, in line order), and counts."""
         rejects_file = checkpoints.rejects_path(self.source)
-        summary.read = len(records)
-        summary.rejected = 0
-        summary.reject_reasons, summary.reject_examples = {}, {}
-        with rejects_file.open("wb") as rejects:
-            for index, (record, item) in enumerate(zip(records, items, strict=True)):
-                summary.line = record.line
-                if item is None:
-                    body = error_body(400, record.error or "unreadable record", {"line": "unreadable"})
-                    self._reject(record, body, "parse", summary, rejects)
-                    continue
-                error = refused.get(index) if isinstance(item, PreparedWrite) else item
-                if carried_suppressed(item if error is None else error):
-                    summary.suppressed += 1
-                if error is not None:
-                    body = error_body(error.status, error.message, error.errors)
-                    self._reject(record, body, _reason(error), summary, rejects)
-        if summary.rejected == 0:
+        everything = sorted(prepared + applied, key=lambda r: r.line)
+        if not everything:
             rejects_file.unlink(missing_ok=True)
-
-    def _reject(
-        self,
-        record: SourceRecord,
-        error: dict[str, Any],
-        reason: str,
-        summary: BulkSummary,
-        rejects: BinaryIO,
-    ) -> None:
-        summary.rejected += 1
-        summary.reject_reasons[reason] = summary.reject_reasons.get(reason, 0) + 1
-        message = str(error["message"])
-        example = message if message.startswith("line ") else f"line {record.line}: {message}"
-        summary.reject_examples.setdefault(reason, example)
-        rejects.write(orjson.dumps({"line": record.line, "record": record.raw, "error": error}) + b"\n")
+            return
+        with rejects_file.open("wb") as out:
+            for r in everything:
+                summary.rejected += 1
+                summary.reject_reasons[r.reason] = summary.reject_reasons.get(r.reason, 0) + 1
+                message = str(r.body["message"])
+                example = message if message.startswith("line ") else f"line {r.line}: {message}"
+                summary.reject_examples.setdefault(r.reason, example)
+                out.write(orjson.dumps({"line": r.line, "record": r.raw, "error": r.body}) + b"\n")
 
 
 def run_bulk_import(
@@ -391,16 +608,25 @@ def run_bulk_import(
     workers: int | None = None,
     early_stop: int = EARLY_STOP_RECORDS,
     at: int | None = None,
+    spool_dir: Path | None = None,
     **_online_only: Any,
 ) -> BulkSummary:
     """Import ``source`` through the bulk path; the arguments of ``ingest.runner.Importer`` (its
     ``batch_size`` and ``shared`` mean nothing here and are accepted and ignored) plus ``at``, the
-    one time (epoch ms) every record is written at (default: the run's start).
+    one time (epoch ms) every record is written at (default: the run's start), and ``spool_dir``,
+    where the resolved rows wait for the write (default: the system's temporary folder).
 
     Raises ``BulkInterrupted`` (nothing written) on Ctrl-C, ``ImportStopped`` (nothing written)
     when the first records are all refused for one reason.
     """
     importer = BulkImporter(
-        source, records, sink, progress=progress, workers=workers, early_stop=early_stop, at=at
+        source,
+        records,
+        sink,
+        progress=progress,
+        workers=workers,
+        early_stop=early_stop,
+        at=at,
+        spool_dir=spool_dir,
     )
     return importer.run()

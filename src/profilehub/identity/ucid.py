@@ -39,3 +39,40 @@ def new_ucid() -> str:
     rand_b = ((counter & ((1 << 30) - 1)) << 32) | int.from_bytes(os.urandom(4), "big")
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
     return str(uuid.UUID(int=value))
+
+
+def _ucid(ms: int, counter: int) -> str:
+    rand_a = counter >> 30
+    rand_b = ((counter & ((1 << 30) - 1)) << 32) | int.from_bytes(os.urandom(4), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+    return str(uuid.UUID(int=value))
+
+
+class UcidBlock:
+    """``n`` ucids reserved at once, in order: ``block(k)`` is the k-th, above every ucid this
+    process made before the block and below every one it makes after.
+
+    The bulk import names a profile created by its k-th record ``block(k)``, so its profiles sort
+    in file order (as the online import's, which creates them one by one), whichever order it
+    resolves them in.
+    """
+
+    def __init__(self, n: int) -> None:
+        global _last_ms, _counter
+        with _lock:
+            ms = time.time_ns() // 1_000_000
+            if ms > _last_ms:
+                start = int.from_bytes(os.urandom(4), "big") << 8
+            else:
+                ms, start = _last_ms, _counter + 1
+            if start + n >= 1 << _COUNTER_BITS:  # practically unreachable; the next ms
+                ms, start = max(ms, _last_ms) + 1, 0
+            _last_ms, _counter = ms, start + max(n, 1) - 1
+        self.ms = ms
+        self.start = start
+        self.n = n
+
+    def __call__(self, k: int) -> str:
+        if not 0 <= k < self.n:
+            raise IndexError(f"ucid {k} of a block of {self.n}")
+        return _ucid(self.ms, self.start + k)

@@ -59,6 +59,14 @@ class JournalClock:
             self._last = max(time.time_ns() // 1000, self._last + 1)
             return self._last
 
+    def reserve(self, n: int) -> int:
+        """The first of ``n`` consecutive values, all after every value read before (the bulk
+        import numbers its writes ``first + file index``)."""
+        with self._lock:
+            first = max(time.time_ns() // 1000, self._last + 1)
+            self._last = first + max(n, 1) - 1
+            return first
+
 
 CLOCK = JournalClock()
 

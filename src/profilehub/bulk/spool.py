@@ -1,0 +1,54 @@
+"""Rows waiting for the bulk write, kept on disk instead of in memory.
+
+A million records make a few million rows (profiles, ids, change log, journal, events); held as
+Python tuples they would take gigabytes. Each table's rows are appended to a file in a temporary
+folder as JSON lines, in the order they were made, and read back one at a time by the write
+(``COPY`` on PostgreSQL, ``executemany`` over an iterator on SQLite).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+_FLUSH_EVERY = 4096
+
+
+class Spool:
+    """One table's rows, appended and then read back in order."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._buffer: list[bytes] = []
+        self._file: BinaryIO | None = path.open("wb")
+
+    def append(self, row: Sequence[Any]) -> None:
+        self._buffer.append(orjson.dumps(row))
+        self.count += 1
+        if len(self._buffer) >= _FLUSH_EVERY:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer and self._file is not None:
+            self._file.write(b"\n".join(self._buffer) + b"\n")
+            self._buffer.clear()
+
+    def close(self) -> None:
+        self._flush()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        self.close()
+        with self.path.open("rb") as f:
+            for line in f:
+                yield tuple(orjson.loads(line))
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
