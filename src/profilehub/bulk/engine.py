@@ -27,6 +27,7 @@ import resource
 import tempfile
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
@@ -44,8 +45,8 @@ from profilehub import collector
 from profilehub.bulk.graph import components
 from profilehub.bulk.resolve import Refused, Spools, resolve_group
 from profilehub.bulk.spool import Spool
-from profilehub.errors import BadRequest, Conflict, ProfilehubError, error_body
-from profilehub.identity.normalize import Identifier
+from profilehub.errors import Conflict, ProfilehubError, error_body
+from profilehub.identity.normalize import Identifier, Notice
 from profilehub.identity.resolve import PreparedWrite, apply_write
 from profilehub.identity.strategy import Strategy
 from profilehub.identity.ucid import UcidBlock
@@ -62,7 +63,7 @@ from profilehub.ingest.runner import (
     _stop_on_interrupt,
     default_workers,
 )
-from profilehub.profiles import Prepared, WriteResult, prepare_write
+from profilehub.profiles import WriteResult, prepare_write
 from profilehub.store.changes import now_ms
 from profilehub.store.database import lock_scope, savepoint
 from profilehub.store.events import feed_of
@@ -109,6 +110,13 @@ class BulkSummary(ImportSummary):
     resolved_in_memory: int = 0
     peak_rss_bytes: int = 0
     peak_rss_workers_bytes: int = 0
+    # The importer's peak RSS at the end of each phase (where memory goes).
+    peak_rss_by_phase: dict[str, int] = field(default_factory=dict)
+
+    def mark(self, phase: str, began: float) -> None:
+        self.phases[phase] = time.monotonic() - began
+        self.peak_rss_bytes, self.peak_rss_workers_bytes = _peak_rss()
+        self.peak_rss_by_phase[phase] = self.peak_rss_bytes
 
 
 def _peak_rss() -> tuple[int, int]:
@@ -118,21 +126,31 @@ def _peak_rss() -> tuple[int, int]:
     return me, children
 
 
+Compact = tuple[str, tuple[str, ...], str, str | None, list[Notice] | None]
+
+
 def prepare_chunk(
     strategy: Strategy, org_id: int, region: str, actor: str, records: Sequence[dict[str, Any] | None]
-) -> Prepared:
-    """Each record as the online importer prepares it (``parse_write`` then ``prepare_write``):
-    a ``PreparedWrite`` or the error refusing it (an unreadable line's slot is a placeholder)."""
-    items: list[PreparedWrite | ProfilehubError] = []
+) -> list[Compact | ProfilehubError | None]:
+    """Each record as the online importer prepares it (``parse_write`` then ``prepare_write``), in
+    a compact form that pickles and keeps small: (region, ids as idType, value, idType, value...,
+    upsert as JSON, ucid, notices or None); or the error refusing it; None for an unreadable line.
+    """
+    items: list[Compact | ProfilehubError | None] = []
     for record in records:
         if record is None:
-            items.append(BadRequest("unreadable record", field="line"))  # the reader's reject stands
+            items.append(None)
             continue
         try:
-            items.append(prepare_write(strategy, profile_write(record, org_id, region), actor))
+            w = prepare_write(strategy, profile_write(record, org_id, region), actor)
         except ProfilehubError as exc:
             items.append(exc)
-    return Prepared(org_id, strategy.version, items)
+            continue
+        parts = tuple(part for i in w.ids for part in i)
+        # As text: orjson's bytes keep their whole working buffer (~4 KB each, measured), a str
+        # made from them is exactly its size.
+        items.append((w.region, parts, orjson.dumps(w.upsert).decode(), w.ucid, w.notices or None))
+    return items
 
 
 @dataclass
@@ -143,15 +161,74 @@ class _Reject:
     reason: str
 
 
-@dataclass
 class _Plan:
-    """What the transaction needs of the file: the prepared writes in file order, with lines."""
+    """What the transaction needs of the file, kept small: a million records' prepared writes as
+    Python objects would take gigabytes. Each distinct id is kept once (``idents``, coded by its
+    place); a write is its region, its ids' codes (``flat[offsets[k]:offsets[k + 1]]``), its upsert
+    as JSON, and its ucid and notices where it has them. ``write(k)`` makes the k-th write again."""
 
-    writes: list[PreparedWrite]
-    lines: list[int]
-    raw: dict[int, str]  # the record as read, of writes that may still be refused (they name a ucid)
-    rejects: list[_Reject]
-    strategy_version: int
+    def __init__(self, org_id: int, actor: str, strategy_version: int) -> None:
+        self.org_id = org_id
+        self.actor = actor
+        self.strategy_version = strategy_version
+        self.regions: list[str] = []  # the k-th write's region (one shared string each)
+        self.offsets = array("q", [0])
+        self.flat = array("q")
+        self.upserts: list[str] = []
+        self.ucids: dict[int, str] = {}
+        self.notices: dict[int, list[Notice]] = {}
+        self.lines = array("q")
+        self.raw: dict[int, str] = {}  # the record as read, of writes that may be refused (ucid)
+        self.rejects: list[_Reject] = []
+        self.idents: list[Identifier] = []
+        self.id_region: list[str] = []
+        self._codes: dict[str, dict[Identifier, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.upserts)
+
+    def add(self, line: int, raw: str, item: Compact) -> None:
+        region, parts, upsert, ucid, notices = item
+        k = len(self.upserts)
+        codes = self._codes.get(region)
+        if codes is None:
+            codes = self._codes[region] = {}
+        idents, flat = self.idents, self.flat
+        for n in range(0, len(parts), 2):
+            ident = Identifier(parts[n], parts[n + 1])
+            code = codes.get(ident)
+            if code is None:
+                code = codes[ident] = len(idents)
+                idents.append(ident)
+                self.id_region.append(region)
+            flat.append(code)
+        self.offsets.append(len(flat))
+        self.regions.append(region)
+        self.upserts.append(upsert)
+        self.lines.append(line)
+        if ucid is not None:
+            self.ucids[k] = ucid
+            self.raw[k] = raw
+        if notices:
+            self.notices[k] = notices
+
+    def done_adding(self) -> None:
+        self._codes = {}  # the interning dict is only needed while adding
+
+    def codes(self, k: int) -> array[int]:
+        return self.flat[self.offsets[k] : self.offsets[k + 1]]
+
+    def write(self, k: int) -> PreparedWrite:
+        idents = self.idents
+        return PreparedWrite(
+            self.org_id,
+            self.regions[k],
+            [idents[c] for c in self.codes(k)],
+            orjson.loads(self.upserts[k]),
+            self.ucids.get(k),
+            self.actor,
+            list(self.notices.get(k, ())),
+        )
 
 
 def _reason(error: ProfilehubError) -> str:
@@ -232,18 +309,18 @@ class BulkImporter:
     def _prepare(self, strategy: Strategy, summary: BulkSummary, started: float) -> _Plan:
         sink = self.sink
         args = (strategy, sink.org_id, sink.region, sink.actor)
-        plan = _Plan([], [], {}, [], strategy.version)
+        plan = _Plan(sink.org_id, sink.actor, strategy.version)
         head: set[str] = set()
         head_left = self.early_stop
         last_progress = time.monotonic()
 
-        def take(chunk: list[SourceRecord], prepared: Prepared) -> None:
+        def take(chunk: list[SourceRecord], prepared: list[Compact | ProfilehubError | None]) -> None:
             nonlocal head_left
-            for record, item in zip(chunk, prepared.items, strict=True):
+            for record, item in zip(chunk, prepared, strict=True):
                 summary.read += 1
                 summary.line = record.line
                 summary.offset = record.end_offset
-                if record.data is None:
+                if item is None:
                     body = error_body(400, record.error or "unreadable record", {"line": "unreadable"})
                     plan.rejects.append(_Reject(record.line, record.raw, body, "parse"))
                     reason = "parse"
@@ -252,17 +329,16 @@ class BulkImporter:
                     reason = _reason(item)
                     plan.rejects.append(_Reject(record.line, record.raw, body, reason))
                 else:
-                    if item.ucid is not None:
-                        plan.raw[len(plan.writes)] = record.raw
-                    plan.writes.append(item)
-                    plan.lines.append(record.line)
+                    plan.add(record.line, record.raw, item)
                     reason = ""
                 if head_left > 0:
                     head_left -= 1
                     head.add(reason)
 
         with self._pool() as pool:
-            pending: deque[tuple[list[SourceRecord], Future[Prepared]]] = deque()
+            pending: deque[tuple[list[SourceRecord], Future[list[Compact | ProfilehubError | None]]]] = (
+                deque()
+            )
             in_flight = max(2, 2 * self.workers)
             for chunk in self._chunks():
                 self._check_stop()
@@ -288,6 +364,7 @@ class BulkImporter:
             reason = head.pop()
             self._write_rejects(plan.rejects, [], summary)
             raise ImportStopped(summary, reason, self.early_stop)
+        plan.done_adding()
         return plan
 
     # --- phases 3 and 4: the transaction ---
@@ -311,8 +388,7 @@ class BulkImporter:
             # a frozen client holding locks (PROFILEHUB_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS)
             # would end it.
             conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
-        writes = plan.writes
-        regions = sorted({w.region for w in writes})
+        regions = sorted(set(plan.regions))
         for region in regions:
             lock_scope(conn, org_id, f"profiles:{region}")
         strategy = service.strategies.get(conn, org_id)
@@ -323,18 +399,17 @@ class BulkImporter:
                 field="strategy",
             )
         t = time.monotonic()
-        graph = components(writes)
+        graph = components(plan.offsets, plan.flat, len(plan.idents))
         summary.components = graph.count
         touching = np.zeros(graph.count, dtype=bool)
-        for k, w in enumerate(writes):
-            if w.ucid is not None:
-                touching[graph.label[k]] = True
-        self._mark_stored(conn, org_id, regions, graph.ids, graph.id_label, touching)
-        summary.phases["link"] = time.monotonic() - t
+        for k in plan.ucids:
+            touching[graph.label[k]] = True
+        self._mark_stored(conn, org_id, regions, plan, graph.id_label, touching)
+        summary.mark("link", t)
         self._check_stop()
 
         t = time.monotonic()
-        block = UcidBlock(len(writes))
+        block = UcidBlock(len(plan))
         spools = Spools(
             *(
                 Spool(spool_dir / f"{name}.jsonl")
@@ -350,7 +425,7 @@ class BulkImporter:
             members = in_memory[group_of == g]
             if not len(members):
                 continue
-            group = [(int(k), writes[k]) for k in members]
+            group = [(int(k), plan.write(int(k))) for k in members]
             try:
                 c, u = resolve_group(
                     strategy, org_id, group, at, block, spools, service.journal, self._check_stop
@@ -364,21 +439,21 @@ class BulkImporter:
             created += c
             updated += u
             summary.created, summary.updated = created, updated
-        summary.resolved_in_memory = len(writes) - len(in_store)
+        summary.resolved_in_memory = len(plan) - len(in_store)
         summary.replayed_in_store = len(in_store)
         del graph, group_of, in_memory
         refused, c, u = self._replay_in_store(conn, strategy, plan, in_store, at, block, spools)
         created += c
         updated += u
         summary.created, summary.updated = created, updated
-        summary.phases["resolve"] = time.monotonic() - t
+        summary.mark("resolve", t)
         self._check_stop()
 
         t = time.monotonic()
         self._write(conn, org_id, plan, refused, spools)
-        if service.journal and writes:
+        if service.journal and len(plan):
             service.journal_pruner.prune(conn, [org_id], at)
-        summary.phases["write"] = time.monotonic() - t
+        summary.mark("write", t)
         self._check_stop()
         return refused
 
@@ -387,7 +462,7 @@ class BulkImporter:
         conn: Connection,
         org_id: int,
         regions: list[str],
-        ids: dict[tuple[str, Identifier], int],
+        plan: _Plan,
         id_label: Any,
         touching: Any,
     ) -> None:
@@ -402,15 +477,15 @@ class BulkImporter:
             ).first()
             if held is None:
                 continue
-            keys = [key for key in ids if key[0] == region]
-            for start in range(0, len(keys), LOOKUP_CHUNK):
+            codes = [c for c, r in enumerate(plan.id_region) if r == region]
+            for start in range(0, len(codes), LOOKUP_CHUNK):
                 self._check_stop()
-                part = keys[start : start + LOOKUP_CHUNK]
+                part = codes[start : start + LOOKUP_CHUNK]
                 storage = profile_storage(conn)  # a fresh one per chunk: it keeps what it read
-                owned = storage.find_owners(org_id, region, [ident for _, ident in part])
-                for key in part:
-                    if key[1] in owned:
-                        touching[id_label[ids[key]]] = True
+                owned = storage.find_owners(org_id, region, [plan.idents[c] for c in part])
+                for c in part:
+                    if plan.idents[c] in owned:
+                        touching[id_label[c]] = True
 
     def _replay_in_store(
         self,
@@ -429,7 +504,7 @@ class BulkImporter:
             return {}, 0, 0
         service = self.sink.service
         org_id = self.sink.org_id
-        writes = plan.writes
+        writes = {k: plan.write(k) for k in indices}
         scopes: dict[str, tuple[list[Identifier], list[str]]] = {}
         for k in indices:
             w = writes[k]
@@ -482,7 +557,7 @@ class BulkImporter:
         _stream_rows(conn, "profiles", _PROFILE_COLUMNS, spools.profiles.rows())
         _stream_rows(conn, "profile_ids", _ID_COLUMNS, spools.ids.rows())
         _stream_rows(conn, "changes", _CHANGE_COLUMNS, spools.changes.rows())
-        base = CLOCK.reserve(len(plan.writes))
+        base = CLOCK.reserve(len(plan))
         _stream_rows(
             conn,
             "profile_writes",
@@ -490,7 +565,7 @@ class BulkImporter:
             ((*row[:2], base + row[2], *row[3:]) for row in spools.journal.rows()),
         )
         # Events last: taking their numbers holds the counter row until commit (docs/events.md).
-        written = np.ones(len(plan.writes), dtype=bool)
+        written = np.ones(len(plan), dtype=bool)
         for k in refused:
             written[k] = False
         rank = np.cumsum(written) - 1

@@ -9,6 +9,7 @@ applied in file order. Ids are coded as integers and the components found by
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,39 +18,25 @@ from numpy.typing import NDArray
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from profilehub.identity.normalize import Identifier
-from profilehub.identity.resolve import PreparedWrite
-
-IdKey = tuple[str, Identifier]  # (region, id)
-
 
 @dataclass
 class Components:
-    """``label[k]``: the component of the k-th write; ``ids``: every distinct (region, id) of the
-    writes with its code; ``id_label[code]``: the component of each id."""
+    """``label[k]``: the component of the k-th write; ``id_label[code]``: the component of each id."""
 
     label: NDArray[np.int64]
-    ids: dict[IdKey, int]
     id_label: NDArray[np.int64]
     count: int
 
 
-def components(writes: Sequence[PreparedWrite]) -> Components:
-    codes: dict[IdKey, int] = {}
-    rows: list[int] = []
-    cols: list[int] = []
-    for k, w in enumerate(writes):
-        region = w.region
-        for ident in w.ids:
-            code = codes.setdefault((region, ident), len(codes))
-            rows.append(k)
-            cols.append(code)
-    n = len(writes)
-    size = n + len(codes)
-    row = np.asarray(rows, dtype=np.int64)
-    col = np.asarray(cols, dtype=np.int64) + n
-    del rows, cols
+def components(offsets: Sequence[int], flat: Sequence[int], ids: int) -> Components:
+    """The components of ``n`` writes whose ids (coded 0..ids-1) are ``flat[offsets[k]:offsets[k+1]]``."""
+    off = np.frombuffer(offsets, dtype=np.int64) if isinstance(offsets, array) else np.asarray(offsets)
+    codes = np.frombuffer(flat, dtype=np.int64) if isinstance(flat, array) else np.asarray(flat)
+    n = len(off) - 1
+    size = n + ids
+    row = np.repeat(np.arange(n, dtype=np.int64), np.diff(off))
+    col = codes + n
     graph = coo_matrix((np.ones(len(row), dtype=np.int8), (row, col)), shape=(size, size)).tocsr()
     count, labels = connected_components(graph, directed=False)
     labels = labels.astype(np.int64)
-    return Components(labels[:n], codes, labels[n:], int(count))
+    return Components(labels[:n], labels[n:], int(count))

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-_FLUSH_EVERY = 4096
+_FLUSH_BYTES = 1 << 20
 
 
 class Spool:
@@ -23,18 +23,21 @@ class Spool:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.count = 0
-        self._buffer: list[bytes] = []
+        # One growing buffer: orjson's bytes keep their whole working buffer (~4 KB each), so a
+        # list of them would hold far more than the rows.
+        self._buffer = bytearray()
         self._file: BinaryIO | None = path.open("wb")
 
     def append(self, row: Sequence[Any]) -> None:
-        self._buffer.append(orjson.dumps(row))
+        self._buffer += orjson.dumps(row)
+        self._buffer += b"\n"
         self.count += 1
-        if len(self._buffer) >= _FLUSH_EVERY:
+        if len(self._buffer) >= _FLUSH_BYTES:
             self._flush()
 
     def _flush(self) -> None:
         if self._buffer and self._file is not None:
-            self._file.write(b"\n".join(self._buffer) + b"\n")
+            self._file.write(self._buffer)
             self._buffer.clear()
 
     def close(self) -> None:
