@@ -49,6 +49,7 @@ from profilehub.errors import Conflict, ProfilehubError, error_body
 from profilehub.identity.normalize import Identifier, Notice
 from profilehub.identity.resolve import PreparedWrite, apply_write
 from profilehub.identity.strategy import Strategy
+from profilehub.identity.suppression import ID_SUPPRESSED
 from profilehub.identity.ucid import UcidBlock
 from profilehub.ingest import checkpoint as checkpoints
 from profilehub.ingest.cdp import CdpSink, profile_write
@@ -59,8 +60,10 @@ from profilehub.ingest.runner import (
     ImportSummary,
     Progress,
     RecordSource,
+    _reason,
     _start_worker,
     _stop_on_interrupt,
+    carried_suppressed,
     default_workers,
 )
 from profilehub.profiles import WriteResult, prepare_write
@@ -231,10 +234,6 @@ class _Plan:
         )
 
 
-def _reason(error: ProfilehubError) -> str:
-    return error.field or type(error).__name__
-
-
 class _Again(Exception):
     """A write was refused while it applied: roll back and apply the rest again without it."""
 
@@ -328,6 +327,8 @@ class BulkImporter:
                     body = error_body(item.status, item.message, item.errors)
                     reason = _reason(item)
                     plan.rejects.append(_Reject(record.line, record.raw, body, reason))
+                    if carried_suppressed(item):
+                        summary.suppressed += 1
                 else:
                     plan.add(record.line, record.raw, item)
                     reason = ""
@@ -639,6 +640,12 @@ class BulkImporter:
             summary.seconds = time.monotonic() - started
             exc.summary = summary
             raise
+        # Written records that carried a suppressed id (written without it), as online counts them.
+        summary.suppressed += sum(
+            1
+            for k, notices in plan.notices.items()
+            if k not in refused and any(n.code == ID_SUPPRESSED for n in notices)
+        )
         self._write_rejects(
             plan.rejects,
             [
