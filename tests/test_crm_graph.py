@@ -119,8 +119,19 @@ def test_a_cdp_erasure_deletes_the_linked_people_and_says_how_many(
     assert result["ucids"] == [ana["ucid"]]
     assert client.get(f"{PEOPLE}/{ana['id']}", headers=org.bearer).status_code == 404
     assert client.get(f"{PEOPLE}/{kept['id']}", headers=org.bearer).status_code == 200
-    # the email is free again for a new person, who gets a new profile
-    again = upsert(client, org, {"firstName": "Ana", "emails": ["ana@example.com"]})
+    # the email is suppressed (docs/privacy.md); lifted, it is free again for a new person, who
+    # gets a new profile
+    body = {"firstName": "Ana", "emails": ["ana@example.com"]}
+    assert_error(
+        client.put(f"{PEOPLE}?matchingAttribute=email", json=body, headers=org.bearer), 409, "emails"
+    )
+    lifted = client.post(
+        "/cdp/v1/users/_unsuppress",
+        json={"orgId": org.org_id, "region": "EU", "ids": {"email": ["ana@example.com"]}},
+        headers=org.headers(),
+    )
+    assert lifted.json()["removedFingerprints"] == 5
+    again = upsert(client, org, body)
     assert again["id"] != ana["id"] and again["ucid"] not in (None, ana["ucid"])
     # an erasure of a profile without people says 0
     cdp.write({"fpuid": "f-1"})

@@ -17,6 +17,7 @@ from profilehub import bulk
 from profilehub.identity.normalize import email_hashes, phone_hashes
 from profilehub.ingest import checkpoint
 from profilehub.ingest.cdp import cdp_sink
+from profilehub.ingest.people import people_sink
 from profilehub.ingest.reader import read_ndjson
 from profilehub.ingest.runner import Importer, ImportSummary
 from profilehub.profiles import ProfileService, ProfileWrite, WriteResult
@@ -229,3 +230,50 @@ def test_imports_count_suppressed_records_and_reject_those_left_without_ids(
     assert service.search(1234, None, {"email": [EMAIL]}) == []
     [written] = service.search(1234, None, {"AdId": ["ad-imp-1"]})
     assert "email" not in written["ids"]
+
+
+PEOPLE = "/v2/crm/people"
+
+
+def test_crm_people_upserts_drop_an_erased_persons_emails_and_phone(
+    client: TestClient, org: OrgFixture
+) -> None:
+    _erase_person(client, org)
+    only = client.put(
+        f"{PEOPLE}?matchingAttribute=email", json={"firstName": "G", "emails": [EMAIL]}, headers=org.bearer
+    )
+    assert_error(only, 409, "emails")
+    phone_only = client.post(PEOPLE, json={"firstName": "G", "phoneNumber": PHONE}, headers=org.bearer)
+    assert_error(phone_only, 409, "phoneNumber")
+    assert client.get(PEOPLE, headers=org.bearer).json()["collection"] == []  # nothing written
+    body = {"firstName": "G", "emails": [EMAIL.upper(), "other.5512@example.org"], "phoneNumber": PHONE}
+    r = client.post(PEOPLE, json=body, headers=org.bearer)
+    assert r.status_code == 201, r.text
+    person = r.json()["person"]
+    assert person["emails"] == ["other.5512@example.org"] and person["phoneNumber"] is None
+    notices = json.loads(r.headers["X-Profilehub-Notices"])
+    assert [(n["code"], n["field"]) for n in notices] == [
+        ("id_suppressed", "emails.0"),
+        ("id_suppressed", "phoneNumber"),
+    ]
+    assert EMAIL.lower() not in json.dumps(notices).lower()
+    # PATCH: an email list of the erased person only is refused, the person stays as it was
+    patched = client.patch(f"{PEOPLE}/{person['id']}", json={"emails": [EMAIL]}, headers=org.bearer)
+    assert_error(patched, 409, "emails")
+    got = client.get(f"{PEOPLE}/{person['id']}", headers=org.bearer).json()["person"]
+    assert got["emails"] == ["other.5512@example.org"]
+    assert Cdp(client, org).search({"email": [EMAIL]}) == []
+
+
+def test_import_people_counts_and_rejects_suppressed_people(db: Database, tmp_path: Path) -> None:
+    _erased_in_core(db)
+    path = write_ndjson(
+        tmp_path / "people.ndjson",
+        [{"firstName": "A", "emails": [EMAIL]}, {"firstName": "B", "emails": [EMAIL, "b.5512@example.org"]}],
+    )
+    read = lambda offset, line: read_ndjson(path, offset, line)  # noqa: E731
+    summary = Importer(path, read, people_sink(db, 1234, "email", "test-import"), workers=0).run()
+    assert (summary.read, summary.created, summary.rejected, summary.suppressed) == (2, 1, 1, 2)
+    assert summary.reject_reasons == {"id_suppressed": 1}
+    [reject] = [json.loads(line) for line in checkpoint.rejects_path(path).read_text().splitlines()]
+    assert reject["line"] == 1 and reject["error"]["status"] == 409

@@ -13,8 +13,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub.errors import BadRequest
-from profilehub.identity.normalize import Identifier, email_hashes, normalise_value, phone_hashes
+from profilehub.identity.normalize import (
+    Identifier,
+    email_hashes,
+    normalise_ids,
+    normalise_value,
+    phone_hashes,
+)
 from profilehub.identity.strategy import CRM_PERSON_ID, Strategy
+from profilehub.identity.suppression import ID_SUPPRESSED
 from profilehub.store.changes import change_row, record
 from profilehub.store.database import lock_scope
 from profilehub.store.suppression_store import suppress, unsuppress
@@ -51,6 +58,19 @@ def suppress_erased(conn: Connection, org_id: int, region: str, ucids: Sequence[
         )
         held += [Identifier(t, v) for t, v in rows]
     return suppress(conn, org_id, region, with_hashes(held))
+
+
+def suppressed_contact(strategy: Strategy, region: str, id_type: str, value: str) -> bool:
+    """Whether a raw email or phone number (as the CRM holds it) is suppressed in ``region``: by
+    the same rule as a CDP write's (the raw value or any of its hashes)."""
+    found = strategy.suppression
+    if found is None or not found.active(region):
+        return False
+    try:
+        _, notices = normalise_ids(strategy, {id_type: value}, region, suppression=found)
+    except BadRequest:
+        return False  # not an id the graph can hold (the CRM keeps it; prepare_person leaves it out)
+    return any(n.code == ID_SUPPRESSED for n in notices)
 
 
 Lookup = Callable[[str, Any, str], list[Identifier]]  # (key, value, region) -> stored ids

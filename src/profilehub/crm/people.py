@@ -10,6 +10,7 @@ matched case-insensitively. The first email of a person is the primary.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,10 +43,11 @@ from profilehub.crm.records import (
     indexed_types,
 )
 from profilehub.crm.values import Attribute, render_value
-from profilehub.errors import BadRequest, Conflict, NotFound, ProfilehubError
-from profilehub.identity.normalize import Identifier, normalise_email
+from profilehub.errors import BadRequest, Conflict, NotFound, ProfilehubError, Suppressed
+from profilehub.identity.normalize import Identifier, normalise_email, suppressed_notice
 from profilehub.identity.resolve import PreparedWrite
 from profilehub.identity.strategy import Strategy
+from profilehub.identity.suppression import ID_SUPPRESSED
 from profilehub.orgs import home_region
 from profilehub.profiles import (
     GraphIds,
@@ -60,6 +62,7 @@ from profilehub.store.database import Database, GroupJob, lock_scope, savepoint
 from profilehub.store.events import EventRow, append_events
 from profilehub.store.profile_storage import profile_storage
 from profilehub.store.tables import crm_person_emails
+from profilehub.suppression import suppressed_contact
 
 STANDARD = {
     f.name: f
@@ -419,6 +422,35 @@ def _resolve_in_graph(conn: Connection, profiles: ProfileService, org: _OrgWrite
     org.saved, org.graph, org.graph_of = [], [], []
 
 
+def _drop_suppressed(org: _OrgWrites, given: PersonInput) -> PersonInput:
+    """The body without an erased person's emails and phone number (each with the notice
+    ``id_suppressed``, never the value): they link people into the identity graph, so they are
+    suppressed as a CDP write's ids are. A body whose every email and phone number is suppressed
+    writes nothing (409). Suppression of the org's home region applies (docs/privacy.md)."""
+    emails = given.emails or []
+    phone = given.body.values.get("phone_number")
+    gone = {i for i, e in enumerate(emails) if suppressed_contact(org.strategy, org.home, "email", e)}
+    phone_gone = isinstance(phone, str) and suppressed_contact(org.strategy, org.home, "cellphone", phone)
+    if not gone and not phone_gone:
+        return given
+    if len(gone) == len(emails) and (phone is None or phone_gone):
+        raise Suppressed(
+            "every email and phone number of this person is suppressed (an erased person's; "
+            "POST /cdp/v1/users/_unsuppress lifts it): nothing was written",
+            field="emails" if emails else "phoneNumber",
+        )
+    notices = [suppressed_notice(f"emails.{i}").as_dict() for i in sorted(gone)]
+    values = dict(given.body.values)
+    if phone_gone:
+        notices.append(suppressed_notice("phoneNumber").as_dict())
+        del values["phone_number"]  # the stored number, if any, stays
+    # A new body, not an edit: a body read ahead is used again if the writer retries the batch.
+    body = dataclasses.replace(given.body, values=values, notices=[*given.body.notices, *notices])
+    kept = [e for i, e in enumerate(emails) if i not in gone]
+    # None: the person's emails stay as they were (an empty list would replace them with none).
+    return PersonInput(body, kept or None)
+
+
 def _upsert_one(
     conn: Connection,
     org: _OrgWrites,
@@ -438,10 +470,18 @@ def _upsert_one(
         check_company(conn, org_id, given)
     else:
         given = read_person(conn, org_id, raw, org.attrs)
+    # Checked in the writer, under the strategy (and fingerprints) of this transaction.
+    given = _drop_suppressed(org, given)
     target: str | None = None
     matches = 0
     by_email = matching is not None and matching.key == "emails"
     if matching is not None and by_email:
+        if not given.emails and any(n["code"] == ID_SUPPRESSED for n in given.body.notices):
+            raise Suppressed(
+                "every email of this person is suppressed (an erased person's), so none can match: "
+                "nothing was written",
+                field="emails",
+            )
         if not given.emails:
             raise BadRequest(
                 f"matchingAttribute is {matching.slug}, so the body must give at least one email",
@@ -633,7 +673,7 @@ def patch_person_job(
         previous = org.rows.load(person_id) if is_record_id(person_id) else None
         if previous is None:
             raise NotFound(f"no person {person_id}", field="id")
-        given = read_person(conn, org_id, raw, org.attrs)
+        given = _drop_suppressed(org, read_person(conn, org_id, raw, org.attrs))
         result = _save_person(conn, org, given, previous, add_emails=False, actor=actor, detail={})
         _resolve_in_graph(conn, profiles, org)
         return result
