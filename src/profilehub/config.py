@@ -140,6 +140,7 @@ class DeliverySettings:
             timeout_seconds=_float_env("PROFILEHUB_WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.1),
             lease_seconds=_float_env("PROFILEHUB_DELIVERY_LEASE_SECONDS", 30.0, 1.0),
             poll_seconds=_float_env("PROFILEHUB_DELIVERY_POLL_SECONDS", 0.5, 0.01),
+            linger_seconds=_float_env("PROFILEHUB_DELIVERY_LINGER_SECONDS", cls.linger_seconds, 0.0),
         )
 
 

@@ -27,7 +27,7 @@ from profilehub.delivery import leases
 from profilehub.delivery.sender import WebhookSender
 from profilehub.delivery.settings import DeliverySettings
 from profilehub.delivery.stream import JetStreamPublisher, commit_batch, ensure_cursor, read_batch
-from profilehub.delivery.webhooks import EndpointRounds, StaleRound
+from profilehub.delivery.webhooks import MORE, EndpointRounds, StaleRound
 from profilehub.store.database import Database
 from profilehub.store.tables import orgs, stream_cursors, webhook_endpoints
 
@@ -92,7 +92,7 @@ class Deliverer:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
             self._tasks.clear()
-            await asyncio.to_thread(sender.close)
+            sender.close()
             if publisher is not None:
                 await publisher.close()
             try:
@@ -196,7 +196,7 @@ class Deliverer:
         return round
 
     async def _work(
-        self, table: sa.Table, lease: dict[str, Any], round: Callable[[], Awaitable[bool | None]]
+        self, table: sa.Table, lease: dict[str, Any], round: Callable[[], Awaitable[int | None]]
     ) -> None:
         """Run rounds while the lease is ours; idle, renew it a third of its time before it ends."""
         renewed = time.monotonic()
@@ -219,9 +219,11 @@ class Deliverer:
                 return
             if did:
                 renewed = time.monotonic()
-                # A short pause before the next round lets writes gather: under a steady write load
-                # a round then takes dozens of events, not the one or two of the last commit.
-                await self._sleep(self.settings.linger_seconds)
+                if did != MORE:
+                    # A pause before the next round lets writes gather: under a steady write load a
+                    # round then takes dozens of events for its two round trips to the database,
+                    # not the one or two of the last commit. Behind (a whole batch read), none.
+                    await self._sleep(self.settings.linger_seconds)
                 continue
             if time.monotonic() - renewed > self.settings.lease_seconds / 3:
                 try:

@@ -35,6 +35,8 @@ from profilehub.store.tables import webhook_endpoints, webhook_pending
 log = logging.getLogger(__name__)
 # Events of one key sent in one round before the round commits (the rest stay pending, due now).
 CHAIN_LIMIT = 100
+# What a round did: nothing; something; a whole batch of new events (more may wait: no pause).
+IDLE, DONE, MORE = 0, 1, 2
 
 
 @dataclass
@@ -54,6 +56,7 @@ class Target:
     # endpoint's round costs no query of that table.
     has_pending: bool = True
     has_due: bool = True
+    lease_owner: str | None = None
     signer: Webhook = field(init=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +113,7 @@ def load_target(conn: Connection, org_id: int, endpoint_id: str, now: int) -> Ta
         disabled=row.disabled_ts is not None,
         has_pending=bool(row.has_pending),
         has_due=bool(row.has_due),
+        lease_owner=row.lease_owner,
     )
 
 
@@ -177,15 +181,16 @@ def pending_keys(conn: Connection, target: Target, keys: Iterable[str]) -> set[s
     return found
 
 
-def new_items(conn: Connection, target: Target, limit: int) -> tuple[list[Item], int | None]:
-    """Events after the cursor this endpoint wants, and the cursor past all read (None: none)."""
+def new_items(conn: Connection, target: Target, limit: int) -> tuple[list[Item], int | None, bool]:
+    """Events after the cursor this endpoint wants, the cursor past all read (None: none), and
+    whether ``limit`` events were read (more may wait)."""
     events = read_events(conn, target.org_id, target.cursor, limit)
     if not events:
-        return [], None
+        return [], None, False
     items = [
         Item(e.event_id, ordering_key(e), event_bytes(e).decode()) for e in events if target.wants(e.type)
     ]
-    return items, events[-1].event_id
+    return items, events[-1].event_id, len(events) >= limit
 
 
 async def send_in_key_order(
@@ -203,19 +208,18 @@ async def send_in_key_order(
         chains[item.key].append(item)
     gate = asyncio.Semaphore(concurrency)
 
-    def send_chain(chain: list[Item]) -> None:
-        for item in chain:
-            if time.monotonic() > deadline:
-                return
-            item.outcome = sender.post(target.url, target.signer, str(item.event_id), item.body, clock())
-            if not item.outcome.delivered:
-                return
-
-    async def run(chain: list[Item]) -> None:
+    async def send_chain(chain: list[Item]) -> None:
         async with gate:
-            await asyncio.get_running_loop().run_in_executor(sender.pool, send_chain, chain)
+            for item in chain:
+                if time.monotonic() > deadline:
+                    return
+                item.outcome = await sender.post(
+                    target.url, target.signer, str(item.event_id), item.body, clock()
+                )
+                if not item.outcome.delivered:
+                    return
 
-    await asyncio.gather(*(run(chain) for chain in chains.values()))
+    await asyncio.gather(*(send_chain(chain) for chain in chains.values()))
 
 
 def next_attempt(attempts: int, schedule: tuple[float, ...], now_ms: int) -> int | None:
@@ -265,10 +269,17 @@ def commit_round(
         )
     row = webhook_endpoints.c
     update = webhook_endpoints.update().where(
-        row.org_id == target.org_id, row.endpoint_id == target.endpoint_id, row.lease_owner == owner
+        row.org_id == target.org_id, row.endpoint_id == target.endpoint_id
     )
     if result.cursor is not None:
-        update = update.where(row.cursor == target.cursor)
+        # A replay hands the lease back as it moves the cursor; a round that read from the moved
+        # cursor (the check below) may take it again with its commit, unless another has.
+        values["lease_owner"] = owner
+        update = update.where(
+            row.cursor == target.cursor, sa.or_(row.lease_owner == owner, row.lease_owner.is_(None))
+        )
+    else:
+        update = update.where(row.lease_owner == owner)
     if not conn.execute(update.values(**values)).rowcount:
         # Nothing written: either another deliverer holds the lease now, or the cursor was moved
         # (a replay) while the round ran and its reading is stale (what it sent was sent once
@@ -413,30 +424,44 @@ class EndpointRounds:
 
         return await asyncio.to_thread(run)
 
-    async def round(self) -> bool | None:
-        """One round: retries due, then new events. True if it did something, False if idle,
-        None when the endpoint is gone or disabled (the caller lets its lease go)."""
-        target = await asyncio.to_thread(self._load)
-        if target is None or target.disabled:
+    async def round(self) -> int | None:
+        """One round: retries due, then new events. ``MORE`` if it read a full batch (the next
+        round should not wait), ``DONE`` if it did something, ``IDLE`` if not, None when the
+        endpoint is gone or disabled (the caller lets its lease go)."""
+        look = await asyncio.to_thread(self._look)
+        if look.target is None or look.target.disabled:
             return None
-        did = await self._retries(target)
-        if did:
-            target = await asyncio.to_thread(self._load)
-            if target is None or target.disabled:
+        if look.target.lease_owner not in (None, self.owner):
+            # Another deliverer took the endpoint (after a replay handed the lease back, or ours
+            # ran out): stop before sending what it sends.
+            raise leases.LeaseLost(f"lease of {look.target.key} lost", field="lease")
+        did = IDLE
+        if look.target.has_due:
+            did = await self._retries(look.target)
+            # What was read with the target may be blocked behind what the retries left waiting.
+            look = await asyncio.to_thread(self._look)
+            if look.target is None or look.target.disabled:
                 return None
-        return await self._new(target) or did
+        return max(await self._new(look), did)
 
-    def _load(self) -> Target | None:
+    def _look(self) -> Look:
+        """The endpoint's row and the events after its cursor, with one connection (each taken
+        from the pool costs a round trip of its own)."""
         with self.db.read() as conn:
-            return load_target(conn, self.org_id, self.endpoint_id, self._now_ms())
+            target = load_target(conn, self.org_id, self.endpoint_id, self._now_ms())
+            if target is None or target.disabled:
+                return Look(target)
+            items, cursor, full = new_items(conn, target, self.settings.batch_size)
+            blocked = set()
+            if items and target.has_pending:
+                blocked = pending_keys(conn, target, (i.key for i in items))
+            return Look(target, items, cursor, full, blocked)
 
     def _deadline(self) -> float:
         # Half the lease: the round's commit renews it long before it runs out.
         return time.monotonic() + self.settings.lease_seconds / 2
 
-    async def _retries(self, target: Target) -> bool:
-        if not target.has_due:
-            return False
+    async def _retries(self, target: Target) -> int:
         now = self._now_ms()
 
         def load() -> list[Item]:
@@ -446,7 +471,7 @@ class EndpointRounds:
 
         items = await asyncio.to_thread(load)
         if not items:
-            return False
+            return IDLE
         await send_in_key_order(
             items, target, self.sender, self.settings.concurrency, self._deadline(), self.clock
         )
@@ -454,32 +479,36 @@ class EndpointRounds:
         await self.db.awrite(
             lambda c: commit_round(c, target, result, self.owner, self.settings, self._now_ms())
         )
-        return True
+        return DONE
 
-    async def _new(self, target: Target) -> bool:
-        def load() -> tuple[list[Item], int | None, set[str]]:
-            with self.db.read() as conn:
-                items, cursor = new_items(conn, target, self.settings.batch_size)
-                if not items or not target.has_pending:
-                    return items, cursor, set()
-                return items, cursor, pending_keys(conn, target, (i.key for i in items))
-
-        items, cursor, blocked = await asyncio.to_thread(load)
-        if cursor is None:
-            return False
+    async def _new(self, look: Look) -> int:
+        target = look.target
+        if target is None or look.cursor is None:
+            return IDLE
         await send_in_key_order(
-            [i for i in items if i.key not in blocked],
+            [i for i in look.items if i.key not in look.blocked],
             target,
             self.sender,
             self.settings.concurrency,
             self._deadline(),
             self.clock,
         )
-        result = RoundResult(new=items, cursor=cursor, blocked_keys=blocked)
+        result = RoundResult(new=look.items, cursor=look.cursor, blocked_keys=look.blocked)
         await self.db.awrite(
             lambda c: commit_round(c, target, result, self.owner, self.settings, self._now_ms())
         )
-        return True
+        return MORE if look.full else DONE
+
+
+@dataclass
+class Look:
+    """What a round reads first: the endpoint (None: deleted) and its new events."""
+
+    target: Target | None
+    items: list[Item] = field(default_factory=list)
+    cursor: int | None = None  # past every event read (None: none)
+    full: bool = False  # a whole batch was read: more may wait
+    blocked: set[str] = field(default_factory=set)  # keys with events pending: theirs queue
 
 
 def event_body(event_json: dict[str, object]) -> str:
