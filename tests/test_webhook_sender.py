@@ -76,7 +76,9 @@ def test_requests_reuse_one_kept_alive_connection_and_carry_a_valid_signature() 
     sender = WebhookSender(5)
 
     async def run() -> list[Outcome]:
-        return [await sender.post(receiver.url("/hook?x=1"), SIGNER, str(n), "{}", time.time()) for n in range(5)]
+        return [
+            await sender.post(receiver.url("/hook?x=1"), SIGNER, str(n), "{}", time.time()) for n in range(5)
+        ]
 
     assert asyncio.run(run()) == [Outcome(True)] * 5
     receiver.stop()
