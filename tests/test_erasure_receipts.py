@@ -21,6 +21,7 @@ from profilehub.app import create_app
 from profilehub.cli import main
 from profilehub.config import Settings
 from profilehub.receipts import ReceiptInvalid, public_pem, verify
+from profilehub.store.changes import history
 from profilehub.store.database import Database
 from profilehub.store.receipt_store import ReceiptKeyLocked, ReceiptKeys
 from profilehub.store.tables import receipt_keys
@@ -79,6 +80,10 @@ def test_an_erasure_answers_a_receipt_that_verifies_with_the_orgs_key(
     assert (counts["profiles"], counts["mergedProfiles"], counts["deletedPeople"]) == (1, 1, 0)
     assert counts["valuesNotFound"] == 1
     assert counts["ids"] >= 2 and counts["journalRows"] == 3 and counts["events"] == 3
+    # The change log's erase row leads to the receipt.
+    with app.state.db.read() as conn:
+        [erase_row] = [c for c in history(conn, org.org_id, entity_id=master) if c["action"] == "erase"]
+    assert erase_row["detail"]["receiptId"] == answer["receiptId"]
     # What was erased by ucid and count only: none of the person's values.
     text = json.dumps(receipt).lower()
     assert not any(v in text for v in ("receipt.me", "nobody@", "crm-7712", "rhea7712", "receiptville"))

@@ -811,6 +811,7 @@ class ProfileService:
             delete_profiles(conn, org_id, masters)
             forget_answers(conn, org_id, [*masters, *(u for m in masters for u in linked.get(m, []))])
             ts = now_ms()
+            receipt_id = str(uuid.uuid4())  # named by the change rows, so the log leads to the receipt
             record(
                 conn,
                 [
@@ -824,6 +825,7 @@ class ProfileService:
                             "region": r,
                             "by": key,
                             "sendEmailNotification": send_email_notification,
+                            "receiptId": receipt_id,
                             "linkedUcid": linked.get(u, []),
                             "crmPeople": people_of.get(u, []),
                         },
@@ -851,6 +853,7 @@ class ProfileService:
             receipt = issue_receipt(
                 conn,
                 self.receipt_keys,
+                receipt_id=receipt_id,
                 org_id=org_id,
                 region=r,
                 by=key,

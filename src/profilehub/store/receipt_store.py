@@ -163,6 +163,7 @@ def issue_receipt(
     conn: Connection,
     keys: ReceiptKeys,
     *,
+    receipt_id: str,
     org_id: int,
     region: str,
     by: str,
@@ -175,7 +176,7 @@ def issue_receipt(
     """Sign and store the receipt of an erasure, in the erasure's transaction; the receipt."""
     body = {
         "format": FORMAT,
-        "receiptId": str(uuid.uuid4()),
+        "receiptId": receipt_id,
         "orgId": org_id,
         "region": region,
         "erasedAt": ts,
