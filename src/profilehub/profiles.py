@@ -605,16 +605,21 @@ class ProfileService:
         region: str,
         people: Sequence[tuple[PreparedWrite, list[Identifier]]],
         storage: BatchStore | None = None,
+        strategy: Strategy | None = None,
+        locked: bool = False,
     ) -> list[WriteResult]:
         """Resolve people (``prepare_person``) in the graph, in the caller's writer transaction,
         by the same rules and batch machinery as CDP writes.
 
         The profile each write lands on lets go of the person's dropped emails (the write's
         ``released``, journaled with it), so a PATCH that replaces an email moves the graph with it
-        and an unmerge's replay does the same.
+        and an unmerge's replay does the same. ``strategy``: the org's, read in this transaction
+        already; ``locked``: the caller holds the region's lock already.
         """
-        strategy = self.strategies.get(conn, org_id)
-        lock_scope(conn, org_id, f"profiles:{region}")
+        if strategy is None:
+            strategy = self.strategies.get(conn, org_id)
+        if not locked:
+            lock_scope(conn, org_id, f"profiles:{region}")
         batch = storage if storage is not None else profile_storage(conn, self.journal)
         batch.prefetch(org_id, region, [i for p, dropped in people for i in (*p.ids, *dropped)], [])
         results: list[WriteResult] = []

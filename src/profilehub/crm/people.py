@@ -58,10 +58,10 @@ from profilehub.profiles import (
     prepare_person,
 )
 from profilehub.store.changes import change_row
-from profilehub.store.database import Database, GroupJob, lock_scope, savepoint
+from profilehub.store.database import Database, GroupJob, lock_scope, lock_scopes, savepoint
 from profilehub.store.events import EventRow, append_events
 from profilehub.store.profile_storage import profile_storage
-from profilehub.store.tables import crm_person_emails
+from profilehub.store.tables import crm_person_emails, orgs
 from profilehub.suppression import suppressed_contact
 
 STANDARD = {
@@ -262,10 +262,19 @@ class _OrgWrites:
 
 
 def _org_writes(conn: Connection, profiles: ProfileService, org_id: int) -> _OrgWrites:
-    lock_scope(conn, org_id, LOCK)
-    strategy = profiles.strategy(conn, org_id)
+    """What the org's person writes of one transaction need, and its locks: the CRM's, then the
+    home region's profiles (the order a CDP erasure takes them in), in one round trip."""
+    row = conn.execute(
+        sa.select(orgs.c.strategy_version, orgs.c.home_region).where(orgs.c.org_id == org_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"unknown org {org_id}", field="orgId")
+    home = str(row.home_region) if row.home_region else home_region(conn, org_id)
+    lock_scopes(conn, org_id, [LOCK, f"profiles:{home}"])
+    cached = profiles.strategies.cached(org_id)
+    strategy = cached if cached is not None and cached.version == row.strategy_version else None
+    strategy = strategy or profiles.strategy(conn, org_id)
     attrs = custom_attributes(conn, org_id, PEOPLE)
-    home = home_region(conn, org_id)
     profiles.crm_seen[org_id] = (home, attrs)
     return _OrgWrites(org_id, attrs, home, strategy, PeopleBatch(conn, org_id), profiles.now)
 
@@ -400,7 +409,9 @@ def _resolve_in_graph(conn: Connection, profiles: ProfileService, org: _OrgWrite
     # from what the writes left in it, not the database.
     storage = profile_storage(conn, profiles.journal)
     if org.graph:
-        written = profiles.write_people(conn, org.org_id, org.home, org.graph, storage)
+        written = profiles.write_people(
+            conn, org.org_id, org.home, org.graph, storage, strategy=org.strategy, locked=True
+        )
         for result, outcome in zip(org.graph_of, written, strict=True):
             result.notices += outcome.notices
     ucids = people_links(conn, org.org_id, org.home, [r.person["id"] for r in org.saved], storage)

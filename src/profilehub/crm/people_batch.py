@@ -23,12 +23,21 @@ from sqlalchemy.engine import Connection
 
 from profilehub.crm import record_store as store
 from profilehub.crm.objects import PEOPLE
-from profilehub.crm.record_store import StoredRecord
+from profilehub.crm.record_store import StoredRecord, record_of_row
 from profilehub.crm.values import match_key
 from profilehub.store.rows import insert_rows
-from profilehub.store.tables import crm_person_emails
 
 _CHUNK = 500
+# The owners of some emails (``:emails``), their records, and the org's last seq; one row even when
+# no email has an owner.
+_PREFETCH = sa.text(
+    "SELECT m.top, e.email_lower, e.person_id, r.record_id, r.object_slug, r.seq, r.data, "
+    "r.created_ts, r.updated_ts "
+    "FROM (SELECT max(seq) AS top FROM crm_records WHERE org_id = :org AND object_slug = :slug) AS m "
+    "LEFT JOIN crm_person_emails AS e ON e.org_id = :org AND e.email_lower IN :emails "
+    "LEFT JOIN crm_records AS r "
+    "ON r.org_id = :org AND r.object_slug = :slug AND r.record_id = e.person_id"
+).bindparams(sa.bindparam("emails", expanding=True))
 _RECORD_COLUMNS = (
     "org_id",
     "object_slug",
@@ -90,16 +99,18 @@ class PeopleBatch:
 
     # --- reads ---
     def prefetch(self, emails: Iterable[str]) -> None:
-        """Look up, in one query, the owners of these emails and those owners' records."""
+        """Look up, in one query, the owners of these emails, those owners' records, and the org's
+        last ``seq`` (for the people the batch creates): one round trip, not three."""
         missing = sorted({e.lower() for e in emails} - set(self._owner))
         for part in _chunks(missing):
-            rows = self.conn.execute(
-                sa.select(crm_person_emails.c.email_lower, crm_person_emails.c.person_id).where(
-                    crm_person_emails.c.org_id == self.org_id, crm_person_emails.c.email_lower.in_(part)
-                )
-            )
-            for email, person_id in rows:
-                self._owner[email] = person_id
+            rows = self.conn.execute(_PREFETCH, {"org": self.org_id, "slug": PEOPLE, "emails": part})
+            for row in rows:
+                if self._seq is None:
+                    self._seq = int(row.top or 0) + 1
+                if row.email_lower is not None:
+                    self._owner[row.email_lower] = row.person_id
+                    if row.person_id not in self._records:
+                        self._records[row.person_id] = record_of_row(row) if row.record_id else None
             for email in part:
                 self._owner.setdefault(email, None)
         self._load([p for p in self._owner.values() if p is not None])

@@ -58,7 +58,7 @@ def new_record_id() -> str:
     return str(uuid.uuid4())
 
 
-def _row_to_record(row: Any) -> StoredRecord:
+def record_of_row(row: Any) -> StoredRecord:
     return StoredRecord(
         row.record_id, row.object_slug, row.seq, orjson.loads(row.data), row.created_ts, row.updated_ts
     )
@@ -83,7 +83,7 @@ def load_records(conn: Connection, org_id: int, slug: str, ids: Iterable[str]) -
             crm_records.c.record_id.in_(wanted),
         )
     )
-    return {r.record_id: _row_to_record(r) for r in rows}
+    return {r.record_id: record_of_row(r) for r in rows}
 
 
 def load_record(conn: Connection, org_id: int, slug: str, record_id: str) -> StoredRecord | None:
@@ -230,7 +230,7 @@ def records_after(conn: Connection, org_id: int, slug: str, after_seq: int, limi
         .order_by(crm_records.c.seq)
         .limit(limit)
     )
-    return [_row_to_record(r) for r in rows]
+    return [record_of_row(r) for r in rows]
 
 
 def _like_pattern(term: str) -> str:
@@ -255,7 +255,7 @@ def list_records(
         .limit(count)
         .offset((page - 1) * count)
     )
-    return Page([_row_to_record(r) for r in rows], total, page, count)
+    return Page([record_of_row(r) for r in rows], total, page, count)
 
 
 def drop_reference(conn: Connection, org_id: int, slug: str, key: str, target_id: str, ts: int) -> list[str]:
