@@ -20,19 +20,21 @@ IdPair = tuple[str, str]
 ID_SUPPRESSED = "id_suppressed"
 
 
-def fingerprint(key: bytes, ident: IdPair) -> str:
-    """The keyed fingerprint of one normalised id (hex)."""
+def fingerprint(key: bytes, ident: IdPair) -> bytes:
+    """The keyed fingerprint of one normalised id: HMAC-SHA256 (stored as hex)."""
     # The unit separator cannot occur in an idType name, so no two ids share a message.
-    message = f"{ident[0]}\x1f{ident[1]}".encode()
-    return hmac.digest(key, message, "sha256").hex()
+    return hmac.digest(key, f"{ident[0]}\x1f{ident[1]}".encode(), "sha256")
 
 
 @dataclass(frozen=True)
 class Suppression:
-    """An org's suppressed fingerprints by region, and the key that makes them."""
+    """An org's suppressed fingerprints by region, and the key that makes them.
+
+    Held as digests (bytes), not hex: every id of every write of an org with suppressed ids is
+    fingerprinted and looked up here, and the hex form would cost a conversion each time."""
 
     key: bytes = field(repr=False)
-    by_region: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    by_region: Mapping[str, frozenset[bytes]] = field(default_factory=dict)
 
     def active(self, region: str) -> bool:
         """Whether anything is suppressed in ``region`` (if not, no id needs a fingerprint)."""
@@ -46,7 +48,8 @@ class Suppression:
         found = self.by_region.get(region)
         if not found:
             return False
-        return any(fingerprint(self.key, i) in found for i in idents)
+        key = self.key
+        return any(fingerprint(key, i) in found for i in idents)
 
     def count(self) -> int:
         return sum(len(v) for v in self.by_region.values())

@@ -48,21 +48,21 @@ def load_suppression(conn: Connection, org_id: int) -> Suppression | None:
     ).scalar_one_or_none()
     if found is None:
         return None
-    by_region: dict[str, set[str]] = {}
+    by_region: dict[str, set[bytes]] = {}
     rows = conn.execute(
         sa.select(suppressed_ids.c.region, suppressed_ids.c.fingerprint).where(
             suppressed_ids.c.org_id == org_id
         )
     )
-    for region, print_ in rows:
-        by_region.setdefault(region, set()).add(print_)
+    for region, hex_print in rows:
+        by_region.setdefault(region, set()).add(bytes.fromhex(hex_print))
     return Suppression(bytes.fromhex(found), {r: frozenset(v) for r, v in by_region.items()})
 
 
 def suppress(conn: Connection, org_id: int, region: str, ids: Iterable[IdPair]) -> int:
     """Keep the fingerprints of ``ids`` in ``region``; how many were new."""
     key = org_key(conn, org_id)
-    prints = sorted({fingerprint(key, i) for i in ids})
+    prints = sorted({fingerprint(key, i).hex() for i in ids})
     if not prints:
         return 0
     held: set[str] = set()
@@ -96,7 +96,7 @@ def unsuppress(conn: Connection, org_id: int, region: str, ids: Iterable[IdPair]
     if found is None:
         return 0
     key = bytes.fromhex(found)
-    prints = sorted({fingerprint(key, i) for i in ids})
+    prints = sorted({fingerprint(key, i).hex() for i in ids})
     removed = 0
     for start in range(0, len(prints), _CHUNK):
         removed += conn.execute(
