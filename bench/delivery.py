@@ -195,9 +195,9 @@ def _backlog(db: Database, receiver: Receiver, first: int) -> int:
     return written - len(receiver.ids)
 
 
-def _round(args: argparse.Namespace, deliver: bool) -> dict[str, Any]:
+def _round(args: argparse.Namespace, backend: str, deliver: bool) -> dict[str, Any]:
     data = dataset(OUT, args.requests, seed=7)
-    with fresh_database(args.backend, OUT) as url:
+    with fresh_database(backend, OUT) as url:
         apikey = new_store(url)
         db = Database(url)
         receiver = Receiver() if deliver else None
@@ -226,9 +226,7 @@ def _round(args: argparse.Namespace, deliver: bool) -> dict[str, Any]:
                     if receiver is not None:
                         _wait_for_deliverer(db)
                     xacts = _transactions(db)
-                    meter = CpuMeter(
-                        served.pid, url.rsplit("/", 1)[1] if args.backend == "postgres" else None
-                    )
+                    meter = CpuMeter(served.pid, url.rsplit("/", 1)[1] if backend == "postgres" else None)
                     receiver_cpu = receiver.cpu() if receiver is not None else 0.0
                     children_cpu = _children_cpu()
                     samples: list[int] = []
@@ -283,43 +281,60 @@ def _backlog_note(samples: list[int]) -> str:
 
 def run(args: argparse.Namespace) -> None:
     OUT.mkdir(exist_ok=True)
-    rates: dict[bool, list[float]] = {False: [], True: []}
+    backends: list[str] = args.backend or ["sqlite", "postgres"]
+    results: dict[str, dict[bool, list[dict[str, Any]]]] = {b: {False: [], True: []} for b in backends}
     for n in range(args.rounds):
-        # Alternate which mode goes first, so a drift in the machine's load hits both alike.
-        for deliver in (False, True) if n % 2 == 0 else (True, False):
-            result = _round(args, deliver)
-            rates[deliver].append(result["rate"])
-            line = (
-                f"[delivery {args.backend}] round {n + 1} delivery {'on ' if deliver else 'off'}: "
-                f"{result['requests']:,} writes, {result['rate']:,.0f}/s, p99 {result['latency_ms']['p99']:.1f} ms, "
-                f"statuses {result['statuses']}"
-            )
-            if deliver:
-                lat = result["delivery_ms"]
-                line += (
-                    f"; {result['received']:,} of {result['events']:,} events received; backlog during the "
-                    f"load (events) {_backlog_note(result['backlog'])}; the rest arrived {result['drain_seconds']:.1f} s "
-                    f"after the load; write-to-receipt p50/p95/p99 {lat['p50']:.0f}/{lat['p95']:.0f}/{lat['p99']:.0f} ms"
-                )
-            cpu = ", ".join(f"{k} {v:.2f}" for k, v in result["cpu_ms_per_write"].items())
-            line += f"; CPU ms per write: {cpu}"
-            if "transactions_per_write" in result:
-                line += f"; database transactions per write {result['transactions_per_write']:.2f}"
-            line += f"; {load_note()}"
-            print(line)
-            sys.stdout.flush()
-    off, on = statistics.median(rates[False]), statistics.median(rates[True])
-    print(
-        f"[delivery {args.backend}] {args.clients} clients, {args.workers} worker(s), {args.rounds} rounds: "
-        f"delivery off {off:,.0f} writes/s, on {on:,.0f} writes/s: on/off {on / off:.2f}x "
-        f"(medians; goal >= 0.9x); {load_note()}"
+        for backend in backends:
+            # Alternate which mode goes first, so a drift in the machine's load hits both alike.
+            for deliver in (False, True) if n % 2 == 0 else (True, False):
+                result = _round(args, backend, deliver)
+                results[backend][deliver].append(result)
+                print(_round_line(backend, n, deliver, result))
+                sys.stdout.flush()
+    for backend in backends:
+        off = statistics.median(r["rate"] for r in results[backend][False])
+        on_rounds = results[backend][True]
+        on = statistics.median(r["rate"] for r in on_rounds)
+        p50 = statistics.median(r["delivery_ms"]["p50"] for r in on_rounds)
+        p99 = statistics.median(r["delivery_ms"]["p99"] for r in on_rounds)
+        backlogs = "; ".join(_backlog_note(r["backlog"]) for r in on_rounds)
+        print(
+            f"[delivery {backend}] {args.clients} clients, {args.workers} worker(s), {args.rounds} rounds, "
+            f"PROFILEHUB_SERVE_DELIVERS={args.deliver_in}: delivery off {off:,.0f} writes/s, on {on:,.0f} "
+            f"writes/s: on/off {on / off:.2f}x (medians; goal >= 0.9x); backlog (events) {backlogs}; "
+            f"write-to-receipt p50 {p50:,.0f} ms, p99 {p99:,.0f} ms (medians of the rounds); {load_note()}"
+        )
+    print(f"[delivery] reproduce: {args.reproduce}")
+
+
+def _round_line(backend: str, n: int, deliver: bool, result: dict[str, Any]) -> str:
+    line = (
+        f"[delivery {backend}] round {n + 1} delivery {'on ' if deliver else 'off'}: "
+        f"{result['requests']:,} writes, {result['rate']:,.0f}/s, p99 {result['latency_ms']['p99']:.1f} ms, "
+        f"statuses {result['statuses']}"
     )
-    print(f"[delivery {args.backend}] reproduce: {args.reproduce}")
+    if deliver:
+        lat = result["delivery_ms"]
+        line += (
+            f"; {result['received']:,} of {result['events']:,} events received; backlog during the "
+            f"load (events) {_backlog_note(result['backlog'])}; the rest arrived {result['drain_seconds']:.1f} s "
+            f"after the load; write-to-receipt p50/p95/p99 {lat['p50']:.0f}/{lat['p95']:.0f}/{lat['p99']:.0f} ms"
+        )
+    cpu = ", ".join(f"{k} {v:.2f}" for k, v in result["cpu_ms_per_write"].items())
+    line += f"; CPU ms per write: {cpu}"
+    if "transactions_per_write" in result:
+        line += f"; database transactions per write {result['transactions_per_write']:.2f}"
+    return f"{line}; {load_note()}"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.delivery", description=__doc__)
-    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgres"],
+        action="append",
+        help="Repeat for both (the default: both, side by side in each round).",
+    )
     parser.add_argument("--requests", type=int, default=6000, help="Writes per round (at most).")
     parser.add_argument("--seconds", type=float, default=30.0, help="Longest a round's load runs.")
     parser.add_argument("--clients", type=int, default=32)

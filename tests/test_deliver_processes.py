@@ -21,11 +21,12 @@ import pytest
 import sqlalchemy as sa
 
 from profilehub.delivery import endpoints
+from profilehub.delivery.process import DelivererProcess
 from profilehub.profiles import ProfileService, ProfileWrite
 from profilehub.store.database import Database
 from profilehub.store.events import last_event_id
 from profilehub.store.tables import webhook_endpoints
-from tests.conftest import make_org, running_in_ci
+from tests.conftest import child_pids, make_org, running_in_ci
 from tests.serve_process import VENV_BIN, serve
 from tests.webhook_receiver import Receiver, wait_for
 
@@ -131,7 +132,8 @@ def test_serve_delivers_in_the_background(database_url: str, tmp_path: Path) -> 
         db.close()
     import httpx
 
-    with serve(database_url, tmp_path, **FAST_ENV) as served:
+    # Polling every 2 minutes: the webhook can only arrive in time through the server's wake-up.
+    with serve(database_url, tmp_path, **{**FAST_ENV, "PROFILEHUB_DELIVERY_POLL_SECONDS": "120"}) as served:
         r = httpx.post(
             f"{served.base}/cdp/v1/users",
             json={"orgId": 1234, "region": "EU", "ids": {"crm_id": "S-1"}, "upsert": {"profile": {"n": 1}}},
@@ -139,11 +141,11 @@ def test_serve_delivers_in_the_background(database_url: str, tmp_path: Path) -> 
         )
         assert r.status_code == 200, r.text
         wait_for("the webhook", lambda: len(receiver.delivered()) == 1)
-        [child] = children(served.proc.pid)
-        assert "profilehub.delivery.process" in child[1], "serve delivers from a process of its own"
+        [child] = child_pids(served.proc.pid)
+        assert b"profilehub.delivery.process" in Path(f"/proc/{child}/cmdline").read_bytes()
         # However the server ends, its deliverer ends too, and hands its lease back on the way.
         served.stop(signal.SIGKILL)
-        wait_for("the deliverer process to end", lambda: not running(child[0]))
+        wait_for("the deliverer process to end", lambda: not running(child))
     event = receiver.delivered()[0].event
     assert event["type"] == "profile.created" and event["data"]["profile"]["ucid"] == r.json()[0]["ucid"]
     db = Database(database_url)
@@ -156,18 +158,37 @@ def test_serve_delivers_in_the_background(database_url: str, tmp_path: Path) -> 
         db.close()
 
 
-def children(pid: int) -> list[tuple[int, str]]:
-    """The running processes whose parent is ``pid``: (pid, command line)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid and fields[0] != "Z":
-                    found.append(
-                        (int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-                    )
-    return found
+def test_serve_starts_another_deliverer_when_its_own_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server's side of its deliverer process, without the server: SQLite alone, as this is
+    # about processes, not storage.
+    url = f"sqlite:///{tmp_path / 'restart.db'}"
+    db = Database(url)
+    deliverer = DelivererProcess(db.event_bell, grace_seconds=15)
+    deliverer.RESTART_SECONDS = 0.1
+    try:
+        make_org(db)
+        receiver = Receiver()
+        db.write(lambda c: endpoints.create_endpoint(c, 1234, receiver.url, start_after=last_event_id(c)))
+        for name, value in {**FAST_ENV, "PROFILEHUB_DATABASE_URL": url}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("PROFILEHUB_DELIVERY_LEASE_SECONDS", "1")  # the dead one's runs out soon
+        deliverer.start()
+        write_many(db, 1234, 1)
+        wait_for("the first event", lambda: len(receiver.delivered()) == 1)
+        assert deliverer.process is not None
+        first = deliverer.process.pid
+        os.kill(first, signal.SIGKILL)
+        wait_for(
+            "another deliverer", lambda: deliverer.process is not None and deliverer.process.pid != first
+        )
+        write_many(db, 1234, 1)
+        wait_for("the second event", lambda: len({r.webhook_id for r in receiver.delivered()}) == 2)
+    finally:
+        deliverer.stop()
+        db.close()
+    assert deliverer.process is not None and deliverer.process.poll() is not None
 
 
 def running(pid: int) -> bool:

@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 from profilehub.config import Settings, SettingsError
 from profilehub.delivery.runner import Deliverer
@@ -33,15 +34,29 @@ log = logging.getLogger(__name__)
 
 
 class DelivererProcess:
-    """The server's side: starts the child, rings it after commits with events, stops it."""
+    """The server's side: starts the child, rings it after commits with events, starts another
+    if it ends on its own (after ``RESTART_SECONDS``: a deliverer that cannot start is not
+    retried in a loop), and stops it with the server."""
+
+    RESTART_SECONDS = 5.0
 
     def __init__(self, bell: EventBell, grace_seconds: float) -> None:
         self.bell = bell
         self.grace_seconds = grace_seconds
         self.process: subprocess.Popen[bytes] | None = None
-        self._fd: int | None = None
+        self._stopping = threading.Event()
+        # Held to write to the pipe and to replace or close it: a closed pipe's descriptor number
+        # may be reused at once by another file, which a late wake-up must never write to.
+        self._lock = threading.Lock()
+        self._watcher = threading.Thread(target=self._watch, name="profilehub-deliverer", daemon=True)
 
     def start(self) -> None:
+        with self._lock:
+            self._spawn()
+        self.bell.listen(self._ring)
+        self._watcher.start()
+
+    def _spawn(self) -> None:
         # The server's log level (from --log-level or the environment) for the child's lines too.
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
         self.process = subprocess.Popen(
@@ -50,35 +65,60 @@ class DelivererProcess:
             env={**os.environ, "PROFILEHUB_LOG_LEVEL": level},
         )
         assert self.process.stdin is not None
-        self._fd = self.process.stdin.fileno()
-        os.set_blocking(self._fd, False)
-        self.bell.listen(self._ring)
+        os.set_blocking(self.process.stdin.fileno(), False)
         log.info("delivery: deliverer process %d started", self.process.pid)
 
     def _ring(self) -> None:
         """In the writer's thread after a commit with events: never blocks. A full pipe already
         holds a wake-up the child has not read; a closed one is a child that has gone."""
-        fd = self._fd
-        if fd is None:
-            return
-        with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
-            os.write(fd, b"\x01")
+        with self._lock:
+            stdin = self.process.stdin if self.process is not None else None
+            if stdin is None or stdin.closed:
+                return
+            with contextlib.suppress(OSError):  # full (BlockingIOError), or the child gone
+                os.write(stdin.fileno(), b"\x01")
+
+    def _watch(self) -> None:
+        while True:
+            process = self.process
+            assert process is not None
+            code = process.wait()
+            if self._stopping.is_set():
+                return
+            log.error(
+                "delivery: the deliverer process %d ended (exit status %s); another starts in %.0f s",
+                process.pid,
+                code,
+                self.RESTART_SECONDS,
+            )
+            with self._lock:
+                if process.stdin is not None:
+                    with contextlib.suppress(OSError):
+                        process.stdin.close()
+            if self._stopping.wait(self.RESTART_SECONDS):
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._spawn()
 
     def stop(self) -> None:
-        process = self.process
-        if process is None:
-            return
+        self._stopping.set()
         self.bell.unlisten(self._ring)
-        self._fd = None
-        if process.stdin is not None:
-            with contextlib.suppress(OSError):
-                process.stdin.close()  # end of input: the child finishes its rounds and stops
+        with self._lock:
+            process = self.process
+            if process is None:
+                return
+            if process.stdin is not None:
+                with contextlib.suppress(OSError):
+                    process.stdin.close()  # end of input: the child finishes its rounds and stops
         try:
             process.wait(self.grace_seconds)
         except subprocess.TimeoutExpired:
             log.warning("delivery: deliverer process %d did not stop; killed", process.pid)
             process.kill()
             process.wait()
+        self._watcher.join(5)
 
 
 async def _deliver(deliverer: Deliverer, bell: EventBell) -> None:
