@@ -86,7 +86,8 @@ class FastUpsertPerson(FastRoute):
         note_route(scope, self.PATH)
         response: Response
         try:
-            response = await write_person_answer(state, person, matching, principal)
+            # ``person`` is what the core's shape check (``parse_person``) answers: not checked twice
+            response = await write_person_answer(state, person, matching, principal, shaped=True)
         except ProfilehubError as exc:
             response = domain_error_response(exc)
         except sa.exc.DBAPIError as exc:

@@ -195,12 +195,17 @@ def _company_uuid(value: Any) -> str | None:
 
 
 def read_person_body(
-    conn: Connection | None, org_id: int, raw: Any, attrs: Mapping[str, Attribute]
+    conn: Connection | None,
+    org_id: int,
+    raw: Any,
+    attrs: Mapping[str, Attribute],
+    shaped: bool = False,
 ) -> PersonInput:
     """Check a person body, all but that its company exists (``check_company``); ``conn`` None
     (ahead of the writer) only when no attribute is a relation, the one custom value checked in
-    the database."""
-    body = read_body(conn, org_id, parse_person(raw), STANDARD, attrs, frozenset({"emails"}))
+    the database. ``shaped``: ``raw`` is ``parse_person``'s answer already."""
+    fields = raw if shaped else parse_person(raw)
+    body = read_body(conn, org_id, fields, STANDARD, attrs, frozenset({"emails"}))
     if "companyId" in body.special:
         body.values["company_id"] = _company_uuid(body.special["companyId"])
     emails = _emails(body.special["emails"]) if "emails" in body.special else None
@@ -293,7 +298,7 @@ class PreparedPerson:
 
 
 def prepare_people(
-    profiles: ProfileService, org_id: int, records: Sequence[Any]
+    profiles: ProfileService, org_id: int, records: Sequence[Any], shaped: bool = False
 ) -> list[PreparedPerson] | None:
     """``PreparedPerson`` of each body (None: nothing is known of the org yet, or one of its
     attributes is a relation, checked in the database)."""
@@ -307,7 +312,7 @@ def prepare_people(
     out: list[PreparedPerson] = []
     for raw in records:
         try:
-            given = read_person_body(None, org_id, raw, attrs)
+            given = read_person_body(None, org_id, raw, attrs, shaped)
         except ProfilehubError as exc:
             out.append(PreparedPerson(exc, attrs, None))
             continue
@@ -639,13 +644,19 @@ def _upsert_attempt(
 
 
 def people_upsert_job(
-    profiles: ProfileService, org_id: int, records: Sequence[Any], matching_attribute: str | None, actor: str
+    profiles: ProfileService,
+    org_id: int,
+    records: Sequence[Any],
+    matching_attribute: str | None,
+    actor: str,
+    shaped: bool = False,
 ) -> GroupJob:
     """The writer job behind every person write: upsert each body (create when no matching
-    attribute). Concurrent jobs share one transaction and one identity-graph batch."""
+    attribute). Concurrent jobs share one transaction and one identity-graph batch. ``shaped``:
+    the bodies are ``parse_person``'s answers already (the fast route checked their shape)."""
     if len(records) > MAX_BATCH:
         raise BadRequest(f"at most {MAX_BATCH} people per request", field="body")
-    prepared = prepare_people(profiles, org_id, records)
+    prepared = prepare_people(profiles, org_id, records, shaped)
     return GroupJob(_upsert_group, (profiles, org_id, records, matching_attribute, actor, prepared))
 
 

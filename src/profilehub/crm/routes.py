@@ -208,7 +208,7 @@ async def _write_person(
 
 
 async def write_person_answer(
-    state: Any, body: dict[str, Any], matching: str | None, principal: Principal
+    state: Any, body: dict[str, Any], matching: str | None, principal: Principal, shaped: bool = False
 ) -> Response:
     """Upsert (``matching`` None: create) one person and answer it; also the fast path's answer
     (``crm/fast.py``)."""
@@ -219,7 +219,9 @@ async def write_person_answer(
             return domain_error_response(result)
         return _written("person", result, result.person)
 
-    job = people.people_upsert_job(state.profiles, principal.org_id, [body], matching, principal.actor)
+    job = people.people_upsert_job(
+        state.profiles, principal.org_id, [body], matching, principal.actor, shaped
+    )
     return await answered(state.db, job, render)
 
 
