@@ -46,6 +46,29 @@ def ugly() -> list[Any]:
     return records
 
 
+def journal(db: Database, org_id: int) -> list[tuple[Any, ...]]:
+    """The journal in its order (seq), ucids left out."""
+    with db.read() as conn:
+        rows = conn.exec_driver_sql(
+            f"SELECT ts, created, named_ucid, ids, upsert FROM profile_writes WHERE org_id = {org_id} "
+            "ORDER BY seq"
+        ).all()
+    return [tuple(r) for r in rows]
+
+
+def events(db: Database, org_id: int) -> list[tuple[Any, ...]]:
+    """The change events in the feed's order: type, time, and the profile's attributes."""
+    with db.read() as conn:
+        rows = conn.exec_driver_sql(
+            f"SELECT type, ts, data FROM events WHERE org_id = {org_id} ORDER BY event_id"
+        ).all()
+    out = []
+    for kind, ts, data in rows:
+        profile = json.loads(data)["profile"]
+        out.append((kind, ts, json.dumps([profile[c] for c in ("profile", "consent")], sort_keys=True)))
+    return out
+
+
 def counts(db: Database, org_id: int) -> dict[str, int]:
     with db.read() as conn:
         return {
@@ -55,10 +78,12 @@ def counts(db: Database, org_id: int) -> dict[str, int]:
 
 
 def change_log(db: Database, org_id: int) -> list[tuple[Any, ...]]:
-    """The change log's entries, ucids left out (they differ between orgs)."""
+    """The change log's entries in the feed's order (change ids), ucids left out (they differ
+    between orgs)."""
     with db.read() as conn:
         rows = conn.exec_driver_sql(
-            f"SELECT ts, action, detail FROM changes WHERE org_id = {org_id} AND entity = 'profile'"
+            f"SELECT ts, action, detail FROM changes WHERE org_id = {org_id} AND entity = 'profile' "
+            "ORDER BY change_id"
         ).all()
     out = []
     for ts, action, detail in rows:
@@ -73,8 +98,7 @@ def change_log(db: Database, org_id: int) -> list[tuple[Any, ...]]:
                 len(d["notices"]),
             )
         )
-    # One clock for the whole file: entries share their ms, and change ids order those by chance.
-    return sorted(out)
+    return out
 
 
 def online(db: Database, path: Path, org_id: int = ONLINE) -> Any:
@@ -130,6 +154,8 @@ def test_bulk_gives_what_the_online_importer_gives(orgs: Database, tmp_path: Pat
     assert checkpoint.rejects_path(path).read_text() == online_rejects
     assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)
     assert change_log(orgs, BULK) == change_log(orgs, ONLINE)
+    assert journal(orgs, BULK) == journal(orgs, ONLINE)
+    assert events(orgs, BULK) == events(orgs, ONLINE)
     assert counts(orgs, BULK) == counts(orgs, ONLINE)
     assert summary.at == AT and summary.peak_rss_bytes > 0
 
@@ -145,6 +171,7 @@ def test_bulk_into_a_scope_that_holds_profiles(orgs: Database, tmp_path: Path) -
     assert summary.updated > 0
     assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)
     assert change_log(orgs, BULK) == change_log(orgs, ONLINE)
+    assert events(orgs, BULK) == events(orgs, ONLINE)
 
 
 def test_an_interrupted_bulk_import_writes_nothing(

@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection
 
 from profilehub import collector
 from profilehub.bulk.graph import components
-from profilehub.bulk.resolve import Refused, Spools, resolve_group
+from profilehub.bulk.resolve import Recorded, Refused, Spools, resolve_group, spool_log
 from profilehub.bulk.spool import Spool
 from profilehub.errors import Conflict, ProfilehubError, error_body
 from profilehub.identity.normalize import Identifier, Notice
@@ -67,7 +67,7 @@ from profilehub.ingest.runner import (
     default_workers,
 )
 from profilehub.profiles import WriteResult, prepare_write
-from profilehub.store.changes import now_ms
+from profilehub.store.changes import ChangeIdBlock, now_ms
 from profilehub.store.database import lock_scope, savepoint
 from profilehub.store.events import feed_of
 from profilehub.store.journal_store import CLOCK, JOURNAL_COLUMNS
@@ -238,8 +238,24 @@ class _Again(Exception):
     """A write was refused while it applied: roll back and apply the rest again without it."""
 
 
-def _stream_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """``store.rows.insert_rows`` for rows read as they go (from a spool)."""
+def _stream_rows(
+    conn: Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    phases: dict[str, float] | None = None,
+) -> None:
+    """``store.rows.insert_rows`` for rows read as they go (from a spool); the time it took in
+    ``phases["write_<table>"]``."""
+    began = time.monotonic()
+    try:
+        _insert(conn, table, columns, rows)
+    finally:
+        if phases is not None:
+            phases[f"write_{table}"] = time.monotonic() - began
+
+
+def _insert(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     names = ", ".join(columns)
     cursor = conn.connection.cursor()
     try:
@@ -443,7 +459,7 @@ class BulkImporter:
         summary.resolved_in_memory = len(plan) - len(in_store)
         summary.replayed_in_store = len(in_store)
         del graph, group_of, in_memory
-        refused, c, u = self._replay_in_store(conn, strategy, plan, in_store, at, block, spools)
+        refused, c, u = self._replay_in_store(conn, strategy, plan, sorted(in_store), at, block, spools)
         created += c
         updated += u
         summary.created, summary.updated = created, updated
@@ -451,7 +467,7 @@ class BulkImporter:
         self._check_stop()
 
         t = time.monotonic()
-        self._write(conn, org_id, plan, refused, spools)
+        self._write(conn, org_id, plan, refused, spools, summary.phases)
         if service.journal and len(plan):
             service.journal_pruner.prune(conn, [org_id], at)
         summary.mark("write", t)
@@ -523,6 +539,10 @@ class BulkImporter:
                     storage = profile_storage(conn, service.journal)
                     for region, (ids, ucids) in sorted(scopes.items()):
                         storage.prefetch(org_id, region, ids, ucids)
+                    # The change log and journal are numbered in file order with the in-memory
+                    # writes' (``spool_log``), so they are kept aside rather than flushed here.
+                    recorded = Recorded(storage)
+                    applied: list[int] = []
                     for n, k in enumerate(indices):
                         if n % 1000 == 0:
                             self._check_stop()
@@ -530,12 +550,13 @@ class BulkImporter:
                             continue
                         try:
                             outcome = apply_write(
-                                storage, strategy, writes[k], at, new_ucid=partial(block, k)
+                                recorded, strategy, writes[k], at, new_ucid=partial(block, k)
                             )
                         except ProfilehubError as exc:
                             refused[k] = exc
                             again = True
                             continue
+                        applied.append(k)
                         result = WriteResult(strategy, outcome)
                         if result.created:
                             created += 1
@@ -550,20 +571,37 @@ class BulkImporter:
                 continue
             for row in events:
                 spools.events.append(row)
+            spool_log(spools, applied, recorded.changes, recorded.writes, service.journal)
             return refused, created, updated
 
     def _write(
-        self, conn: Connection, org_id: int, plan: _Plan, refused: dict[int, ProfilehubError], spools: Spools
+        self,
+        conn: Connection,
+        org_id: int,
+        plan: _Plan,
+        refused: dict[int, ProfilehubError],
+        spools: Spools,
+        phases: dict[str, float],
     ) -> None:
-        _stream_rows(conn, "profiles", _PROFILE_COLUMNS, spools.profiles.rows())
-        _stream_rows(conn, "profile_ids", _ID_COLUMNS, spools.ids.rows())
-        _stream_rows(conn, "changes", _CHANGE_COLUMNS, spools.changes.rows())
+        _stream_rows(conn, "profiles", _PROFILE_COLUMNS, spools.profiles.rows(), phases)
+        _stream_rows(conn, "profile_ids", _ID_COLUMNS, spools.ids.rows(), phases)
+        # Numbered in file order: change ids (the feed's order) and journal seqs, each block
+        # reserved above every number this process gave before.
+        change_id = ChangeIdBlock(len(plan))
+        _stream_rows(
+            conn,
+            "changes",
+            _CHANGE_COLUMNS,
+            ((row[1], change_id(row[0]), *row[2:]) for row in spools.changes.rows()),
+            phases,
+        )
         base = CLOCK.reserve(len(plan))
         _stream_rows(
             conn,
             "profile_writes",
             JOURNAL_COLUMNS,
             ((*row[:2], base + row[2], *row[3:]) for row in spools.journal.rows()),
+            phases,
         )
         # Events last: taking their numbers holds the counter row until commit (docs/events.md).
         written = np.ones(len(plan), dtype=bool)
@@ -595,6 +633,7 @@ class BulkImporter:
                 (org_id, first + int(rank[k]), feed_of(kind), kind, region, ts, entity, data)
                 for k, kind, region, ts, entity, data in spools.events.rows()
             ),
+            phases,
         )
 
     # --- the run ---

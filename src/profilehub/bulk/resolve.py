@@ -9,7 +9,7 @@ rows then go to the spools and the storage is dropped: memory holds one group at
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -18,11 +18,12 @@ import orjson
 from profilehub.bulk.spool import Spool
 from profilehub.errors import ProfilehubError
 from profilehub.identity.memory import MemoryStorage
+from profilehub.identity.normalize import Identifier
 from profilehub.identity.resolve import PreparedWrite, apply_write
+from profilehub.identity.storage import ProfileChange, ProfileState, ProfileStorage, WriteRecord
 from profilehub.identity.strategy import Strategy
 from profilehub.identity.ucid import UcidBlock
 from profilehub.profiles import WriteResult
-from profilehub.store.changes import change_row
 from profilehub.store.journal_store import journal_row
 
 
@@ -77,27 +78,79 @@ def resolve_group(
     # Nothing is spooled before every write of the group applied: a refused group spooled nothing.
     for event in events:
         spools.events.append(event)
-    for c in storage.changes:
-        row = change_row(c.org_id, c.actor, "profile", c.ucid, c.action, c.detail, c.ts)
-        spools.changes.append(
-            (
-                row["org_id"],
-                row["change_id"],
-                row["ts"],
-                row["actor"],
-                row["entity"],
-                row["entity_id"],
-                row["action"],
-                row["detail"],
-            )
-        )
-    if journal:
-        for (index, _), record in zip(group, storage.writes, strict=True):
-            spools.journal.append(journal_row(record, index))
+    spool_log(spools, [k for k, _ in group], storage.changes, storage.writes, journal)
     for (o, ucid), p in storage.profiles.items():
         spools.profiles.append(
             (o, ucid, p.region, p.created_ts, p.updated_ts, p.merged_into, orjson.dumps(p.data).decode())
         )
-    for (o, region, ident), (ucid, ts) in storage.owners.items():
+    # In key order: inserted so, the primary key's B-tree fills page by page instead of at random
+    # places (the id values are hashes).
+    for (o, region, ident), (ucid, ts) in sorted(storage.owners.items()):
         spools.ids.append((o, region, ident.id_type, ident.value, ucid, ts))
     return created, updated
+
+
+def spool_log(
+    spools: Spools,
+    indices: Sequence[int],
+    changes: Sequence[ProfileChange],
+    writes: Sequence[WriteRecord],
+    journal: bool,
+) -> None:
+    """The change log and journal entries of writes ``indices`` (one each, in that order), keyed by
+    the write's file index: the write numbers them (change id, journal ``seq``) in file order."""
+    for k, c in zip(indices, changes, strict=True):
+        detail = orjson.dumps(c.detail or {}).decode()
+        spools.changes.append((k, c.org_id, c.ts, c.actor[:100], "profile", c.ucid, c.action, detail))
+    if journal:
+        for k, record in zip(indices, writes, strict=True):
+            spools.journal.append(journal_row(record, k))
+
+
+class Recorded:
+    """A ``ProfileStorage`` that passes everything to ``inner`` but keeps the change log and journal
+    entries for the bulk import to number and write itself (see ``spool_log``)."""
+
+    def __init__(self, inner: ProfileStorage) -> None:
+        self.inner = inner
+        self.changes: list[ProfileChange] = []
+        self.writes: list[WriteRecord] = []
+
+    def find_owners(self, org_id: int, region: str, ids: Iterable[Identifier]) -> dict[Identifier, str]:
+        return self.inner.find_owners(org_id, region, ids)
+
+    def resolve_ucids(self, org_id: int, ucids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        return self.inner.resolve_ucids(org_id, ucids)
+
+    def load_profiles(self, org_id: int, ucids: Iterable[str]) -> dict[str, ProfileState]:
+        return self.inner.load_profiles(org_id, ucids)
+
+    def linked_ucids(self, org_id: int, masters: Iterable[str]) -> dict[str, list[str]]:
+        return self.inner.linked_ucids(org_id, masters)
+
+    def ids_of_type(self, org_id: int, masters: Iterable[str], id_type: str) -> dict[str, list[str]]:
+        return self.inner.ids_of_type(org_id, masters, id_type)
+
+    def insert_profile(self, org_id: int, state: ProfileState) -> None:
+        self.inner.insert_profile(org_id, state)
+
+    def update_profile(self, org_id: int, state: ProfileState) -> None:
+        self.inner.update_profile(org_id, state)
+
+    def mark_merged(self, org_id: int, merged: list[str], master: str, now_ms: int) -> None:
+        self.inner.mark_merged(org_id, merged, master, now_ms)
+
+    def insert_ids(self, org_id: int, region: str, ucid: str, ids: dict[Identifier, int]) -> None:
+        self.inner.insert_ids(org_id, region, ucid, ids)
+
+    def delete_ids(self, org_id: int, region: str, ids: Iterable[Identifier]) -> None:
+        self.inner.delete_ids(org_id, region, ids)
+
+    def touch_ids(self, org_id: int, region: str, ids: Iterable[Identifier], ts: int) -> None:
+        self.inner.touch_ids(org_id, region, ids, ts)
+
+    def record_change(self, change: ProfileChange) -> None:
+        self.changes.append(change)
+
+    def record_write(self, record: WriteRecord) -> None:
+        self.writes.append(record)
