@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from profilehub.app import create_app
 from profilehub.auth import allow_jwt_subject
 from profilehub.config import Settings, SettingsError
-from tests.conftest import assert_error, make_org
+from tests.conftest import assert_error, make_org, migrated_url
 
 ISSUER = "https://acme.okta.example/oauth2/default"
 AUDIENCE = "api://profilehub"
@@ -46,7 +46,12 @@ def jwt_app(database_url: str, tmp_path: Path) -> Iterator[FastAPI]:
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}))
     app = create_app(
-        Settings(database_url=database_url, jwt_issuer=ISSUER, jwt_audience=AUDIENCE, jwt_jwks=str(jwks))
+        Settings(
+            database_url=migrated_url(database_url),
+            jwt_issuer=ISSUER,
+            jwt_audience=AUDIENCE,
+            jwt_jwks=str(jwks),
+        )
     )
     make_org(app.state.db)
     make_org(app.state.db, org_id=999)

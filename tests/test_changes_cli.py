@@ -14,13 +14,14 @@ from click.testing import CliRunner, Result
 from profilehub.cli import main
 from profilehub.crm.people import upsert_people_batch
 from profilehub.store.database import Database
+from tests.conftest import migrated_url
 
 ORG = "1234"
 
 
 @pytest.fixture
 def cli(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", migrated_url(database_url))
 
     def invoke(*args: str) -> Result:
         return CliRunner().invoke(main, list(args))

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from profilehub.cli import main
 from profilehub.ingest import checkpoint
 from profilehub.store.database import Database
-from tests.conftest import make_org
+from tests.conftest import make_org, migrated_url
 
 ROOT = Path(__file__).resolve().parent.parent
 ORG = 1234
@@ -28,7 +28,7 @@ Invoke = Callable[..., Result]
 def cli(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Invoke:
     """``profilehub`` on a database holding org 1234 (regions EU and UK)."""
     monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
-    db = Database(database_url)
+    db = Database(migrated_url(database_url))
     make_org(db, ORG)
     db.close()
 

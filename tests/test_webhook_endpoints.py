@@ -12,14 +12,14 @@ from fastapi.testclient import TestClient
 from profilehub.app import create_app
 from profilehub.cli import main
 from profilehub.config import Settings
-from tests.conftest import assert_error, make_org
+from tests.conftest import assert_error, make_org, migrated_url
 
 ADMIN = "admin-token-for-tests"
 
 
 @pytest.fixture
 def run(database_url: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", migrated_url(database_url))
     runner = CliRunner()
 
     def invoke(*args: str, ok: bool = True) -> tuple[str, str]:
@@ -95,7 +95,7 @@ def test_bad_input_is_a_clear_cli_error(run, args: tuple[str, ...], message: str
 
 @pytest.fixture
 def admin_app(database_url: str) -> Iterator[FastAPI]:
-    app = create_app(Settings(database_url=database_url, admin_token=ADMIN))
+    app = create_app(Settings(database_url=migrated_url(database_url), admin_token=ADMIN))
     make_org(app.state.db)
     yield app
     app.state.db.close()
