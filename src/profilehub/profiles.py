@@ -328,8 +328,12 @@ class GraphIds:
 
 def _normalise_one(strategy: Strategy, region: str, id_type: str, value: str, where: str) -> _Normalised:
     try:
-        # ``where``: the person body's field (emails.0, phoneNumber), the prefix of the notices'
-        found = normalise_ids(strategy, {id_type: value}, region, field_prefix=where)
+        # ``where``: the person body's field (emails.0, phoneNumber), the prefix of the notices'.
+        # Suppressed ids stay out of the graph (the CRM write has dropped the body's already;
+        # this keeps out those of people stored before, linked by ``org link-people``).
+        found = normalise_ids(
+            strategy, {id_type: value}, region, field_prefix=where, suppression=strategy.suppression
+        )
     except BadRequest as exc:
         return exc
     return found

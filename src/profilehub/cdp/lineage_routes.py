@@ -53,7 +53,14 @@ class ExplainAnswer(BaseModel):
     "/users/_explain",
     summary="Explain what a write would do",
     response_class=JSONResponse,
-    responses={200: {"model": ExplainAnswer, "description": "The decision; nothing was written"}, **ERRORS},
+    responses={
+        200: {"model": ExplainAnswer, "description": "The decision; nothing was written"},
+        **ERRORS,
+        409: {
+            "model": ErrorBody,
+            "description": "Every id of the write is suppressed (as the write would be)",
+        },
+    },
 )
 async def explain_write(
     body: Any = Body(
