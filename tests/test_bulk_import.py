@@ -73,7 +73,7 @@ def counts(db: Database, org_id: int) -> dict[str, int]:
     with db.read() as conn:
         return {
             table: conn.exec_driver_sql(f"SELECT count(*) FROM {table} WHERE org_id = {org_id}").scalar_one()
-            for table in ("profiles", "profile_ids", "profile_writes", "events")
+            for table in ("profiles", "profile_ids", "profile_writes", "events", "consent_ledger")
         }
 
 
@@ -128,6 +128,40 @@ def orgs(db: Database) -> Database:
     make_org(db, ONLINE)
     make_org(db, BULK)
     return db
+
+
+def _ledger(db: Database, org_id: int) -> list[tuple[Any, ...]]:
+    with db.read() as conn:
+        return [
+            tuple(r)
+            for r in conn.exec_driver_sql(
+                "SELECT attribute, value, ts, actor, source FROM consent_ledger "
+                f"WHERE org_id = {org_id} ORDER BY seq, n"
+            )
+        ]
+
+
+def test_bulk_keeps_the_consent_ledger_the_online_importer_keeps(orgs: Database, tmp_path: Path) -> None:
+    path = write_ndjson(
+        tmp_path / "consent.ndjson",
+        [
+            {"ids": {"email": "a@example.com"}, "upsert": {"consent": {"email": "no"}}},
+            {"ids": {"AdId": "ad-1"}, "upsert": {"consent": {"email": "yes", "sms": "yes"}}},
+            {"ids": {"email": "a@example.com", "AdId": "ad-1"}, "upsert": {"consent": {"email": "yes"}}},
+        ],
+    )
+    online(orgs, path)
+    bulk_run(orgs, path)
+    kept = _ledger(orgs, ONLINE)
+    assert _ledger(orgs, BULK) == kept
+    assert [(a, v, source) for a, v, _, _, source in kept] == [
+        ("email", '"no"', "import"),
+        ("email", '"yes"', "import"),
+        ("sms", '"yes"', "import"),
+        ("sms", '"yes"', "merge"),  # what the merge brought to the master
+        ("email", '"yes"', "import"),  # the merging write's grant...
+        ("email", '"no"', "merge"),  # ...and the denial kept over it
+    ]
 
 
 def test_bulk_gives_what_the_online_importer_gives(orgs: Database, tmp_path: Path) -> None:

@@ -30,6 +30,8 @@ TABLES = {
     "crm_person_emails": "person",
     # the journal of the person's writes (hashed ids, written values): erased with the person
     "profile_writes": "person",
+    # the consent ledger (values written, actor, time): erased with the person
+    "consent_ledger": "person",
     # saved answers of keyed writes: deleted with the person they mention
     "idempotency_keys": "person",
     # events waiting for a webhook endpoint: erased with their profile, as the outbox's are

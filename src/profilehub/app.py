@@ -16,6 +16,7 @@ from profilehub import __version__, collector
 from profilehub.auth import CredentialVerifier
 from profilehub.cdp.bulk import router as cdp_bulk_router
 from profilehub.cdp.bulk_turns import BulkTurns
+from profilehub.cdp.consent_routes import router as cdp_consent_router
 from profilehub.cdp.lineage_routes import router as cdp_lineage_router
 from profilehub.cdp.models import WriteUserRequest
 from profilehub.cdp.routes import FastWriteUser
@@ -182,6 +183,7 @@ def create_app(settings: Settings | None = None, delivery: DeliverySettings | No
     app.add_middleware(RequestLogMiddleware, metrics=metrics if settings.metrics else None)
     app.include_router(cdp_bulk_router)
     app.include_router(cdp_lineage_router)
+    app.include_router(cdp_consent_router)
     app.include_router(cdp_router)
     app.include_router(crm_router)
     install_console(app)

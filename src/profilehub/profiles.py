@@ -60,6 +60,9 @@ class ProfileWrite:
     ids: dict[str, Any] = field(default_factory=dict)
     upsert: dict[str, Any] = field(default_factory=dict)
     ucid: str | None = None
+    # The path it came by, kept in the consent ledger: api, bulk, import (crm and unmerge are
+    # the identity writes of those services).
+    source: str = "api"
 
 
 class WriteResult:
@@ -181,7 +184,7 @@ def prepare_write(strategy: Strategy, write: ProfileWrite, actor: str) -> Prepar
             )
         why = "every id given is blocked or disabled" if write.ids else "no ids given"
         raise BadRequest(f"a write needs a usable id or a ucid ({why})", field="ids")
-    return PreparedWrite(write.org_id, region, ids, upsert, ucid, actor, notices)
+    return PreparedWrite(write.org_id, region, ids, upsert, ucid, actor, notices, source=write.source)
 
 
 def prepare_writes(
@@ -220,6 +223,7 @@ class Prepared:
                 w.ucid,
                 w.actor,
                 w.notices,
+                w.source,
             )
             if isinstance(w, PreparedWrite)
             else w
@@ -234,7 +238,7 @@ def _unpack_prepared(org_id: int, strategy_version: int, packed: list[Any]) -> P
         if isinstance(p, tuple):
             flat = p[2]
             ids = [Identifier(flat[k], flat[k + 1]) for k in range(0, len(flat), 2)]
-            items.append(PreparedWrite(p[0], p[1], ids, p[3], p[4], p[5], p[6]))
+            items.append(PreparedWrite(p[0], p[1], ids, p[3], p[4], p[5], p[6], source=p[7]))
         else:
             items.append(p)
     return Prepared(org_id, strategy_version, items)
@@ -403,7 +407,9 @@ def prepare_person(
         return None  # the org disabled the link idType: its people stay out of the graph
     link = [person_link(person.person_id)]
     dropped = _email_ids(strategy, region, person.dropped) if person.dropped else []
-    write = PreparedWrite(org_id, region, link + ids, {}, None, actor, notices, released=dropped)
+    write = PreparedWrite(
+        org_id, region, link + ids, {}, None, actor, notices, released=dropped, source="crm"
+    )
     return write, dropped
 
 
@@ -419,6 +425,7 @@ class ProfileService:
         journal: bool = True,
         clock: Callable[[], int] | None = None,
         receipt_keys: ReceiptKeys | None = None,
+        ledger: bool = True,
     ) -> None:
         self.db = db
         # The time of each write (epoch ms), asked once per write; None: the wall clock. An import
@@ -428,8 +435,10 @@ class ProfileService:
         self.receipt_keys = receipt_keys if receipt_keys is not None else ReceiptKeys()
         self.strategies = StrategyCache()
         self.observer = observer
-        # Whether writes keep their journal (docs/unmerge.md); off only for the bench's baseline.
+        # Whether writes keep their journal (docs/unmerge.md) and their consent values in the
+        # ledger (docs/privacy.md); off only for the benches' baselines.
         self.journal = journal
+        self.ledger = ledger
         self.journal_pruner = JournalPruner()
         # What the CRM's writer last saw of each org (its home region and people's custom
         # attributes), so person writes can be read and hashed ahead of it (crm/people.py); the
@@ -528,7 +537,7 @@ class ProfileService:
             again = False
             try:
                 with savepoint(conn):
-                    storage = profile_storage(conn, self.journal)
+                    storage = profile_storage(conn, self.journal, self.ledger)
                     for (org_id, region), (ids, ucids) in sorted(scopes.items()):
                         storage.prefetch(org_id, region, ids, ucids)
                     events: list[EventRow] = []
@@ -624,7 +633,7 @@ class ProfileService:
             strategy = self.strategies.get(conn, org_id)
         if not locked:
             lock_scope(conn, org_id, f"profiles:{region}")
-        batch = storage if storage is not None else profile_storage(conn, self.journal)
+        batch = storage if storage is not None else profile_storage(conn, self.journal, self.ledger)
         batch.prefetch(org_id, region, [i for p, dropped in people for i in (*p.ids, *dropped)], [])
         results: list[WriteResult] = []
         now = 0
@@ -645,7 +654,7 @@ class ProfileService:
         that lost a link is updated (``updated_ts``) and announced as ``profile.updated``."""
         lock_scope(conn, org_id, f"profiles:{region}")
         strategy = self.strategies.get(conn, org_id)
-        batch = profile_storage(conn, self.journal)
+        batch = profile_storage(conn, self.journal, self.ledger)
         links = [person_link(p) for p in person_ids]
         holders = sorted(set(batch.find_owners(org_id, region, links).values()))
         batch.delete_ids(org_id, region, links)

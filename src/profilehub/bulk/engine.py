@@ -68,6 +68,7 @@ from profilehub.ingest.runner import (
 )
 from profilehub.profiles import WriteResult, prepare_write
 from profilehub.store.changes import ChangeIdBlock, now_ms
+from profilehub.store.consent_ledger import LEDGER_COLUMNS
 from profilehub.store.database import lock_scope, savepoint
 from profilehub.store.events import feed_of
 from profilehub.store.journal_store import CLOCK, JOURNAL_COLUMNS
@@ -231,6 +232,7 @@ class _Plan:
             self.ucids.get(k),
             self.actor,
             list(self.notices.get(k, ())),
+            source="import",
         )
 
 
@@ -430,7 +432,7 @@ class BulkImporter:
         spools = Spools(
             *(
                 Spool(spool_dir / f"{name}.jsonl")
-                for name in ("profiles", "ids", "changes", "journal", "events")
+                for name in ("profiles", "ids", "changes", "journal", "events", "ledger")
             )
         )
         in_memory = np.flatnonzero(~touching[graph.label])
@@ -445,7 +447,15 @@ class BulkImporter:
             group = [(int(k), plan.write(int(k))) for k in members]
             try:
                 c, u = resolve_group(
-                    strategy, org_id, group, at, block, spools, service.journal, self._check_stop
+                    strategy,
+                    org_id,
+                    group,
+                    at,
+                    block,
+                    spools,
+                    service.journal,
+                    self._check_stop,
+                    service.ledger,
                 )
             except Refused:
                 # Not expected (only a write naming a ucid is refused as it applies, and those are
@@ -536,7 +546,7 @@ class BulkImporter:
             again = False
             try:
                 with savepoint(conn):
-                    storage = profile_storage(conn, service.journal)
+                    storage = profile_storage(conn, service.journal, service.ledger)
                     for region, (ids, ucids) in sorted(scopes.items()):
                         storage.prefetch(org_id, region, ids, ucids)
                     # The change log and journal are numbered in file order with the in-memory
@@ -571,7 +581,7 @@ class BulkImporter:
                 continue
             for row in events:
                 spools.events.append(row)
-            spool_log(spools, applied, recorded.changes, recorded.writes, service.journal)
+            spool_log(spools, applied, recorded.changes, recorded.writes, service.journal, service.ledger)
             return refused, created, updated
 
     def _write(
@@ -602,6 +612,12 @@ class BulkImporter:
             JOURNAL_COLUMNS,
             ((*row[:2], base + row[2], *row[3:]) for row in spools.journal.rows()),
             phases,
+        )
+        _stream_rows(  # a write's ledger rows share its journal row's seq
+            conn,
+            "consent_ledger",
+            LEDGER_COLUMNS,
+            ((*row[:2], base + row[2], *row[3:]) for row in spools.ledger.rows()),
         )
         # Events last: taking their numbers holds the counter row until commit (docs/events.md).
         written = np.ones(len(plan), dtype=bool)

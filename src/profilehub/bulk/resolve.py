@@ -24,6 +24,7 @@ from profilehub.identity.storage import ProfileChange, ProfileState, ProfileStor
 from profilehub.identity.strategy import Strategy
 from profilehub.identity.ucid import UcidBlock
 from profilehub.profiles import WriteResult
+from profilehub.store.consent_ledger import ledger_rows
 from profilehub.store.journal_store import journal_row
 
 
@@ -36,9 +37,10 @@ class Spools:
     changes: Spool
     journal: Spool  # journal rows with the write's file index in place of ``seq``
     events: Spool  # (file index, type, region, ts, entity_id, data JSON)
+    ledger: Spool  # consent ledger rows with the write's file index in place of ``seq``
 
     def all(self) -> list[Spool]:
-        return [self.profiles, self.ids, self.changes, self.journal, self.events]
+        return [self.profiles, self.ids, self.changes, self.journal, self.events, self.ledger]
 
 
 class Refused(Exception):
@@ -55,6 +57,7 @@ def resolve_group(
     spools: Spools,
     journal: bool,
     stop: Callable[[], None],
+    ledger: bool = True,
 ) -> tuple[int, int]:
     """Apply ``group`` ((file index, write), in file order) in memory; spool its rows. Returns the
     (created, updated) counts."""
@@ -78,7 +81,7 @@ def resolve_group(
     # Nothing is spooled before every write of the group applied: a refused group spooled nothing.
     for event in events:
         spools.events.append(event)
-    spool_log(spools, [k for k, _ in group], storage.changes, storage.writes, journal)
+    spool_log(spools, [k for k, _ in group], storage.changes, storage.writes, journal, ledger)
     for (o, ucid), p in storage.profiles.items():
         spools.profiles.append(
             (o, ucid, p.region, p.created_ts, p.updated_ts, p.merged_into, orjson.dumps(p.data).decode())
@@ -96,15 +99,21 @@ def spool_log(
     changes: Sequence[ProfileChange],
     writes: Sequence[WriteRecord],
     journal: bool,
+    ledger: bool = True,
 ) -> None:
-    """The change log and journal entries of writes ``indices`` (one each, in that order), keyed by
-    the write's file index: the write numbers them (change id, journal ``seq``) in file order."""
+    """The change log, journal and consent ledger entries of writes ``indices`` (one each, in that
+    order), keyed by the write's file index: the write numbers them (change id, journal ``seq``,
+    which the ledger rows share) in file order."""
     for k, c in zip(indices, changes, strict=True):
         detail = orjson.dumps(c.detail or {}).decode()
         spools.changes.append((k, c.org_id, c.ts, c.actor[:100], "profile", c.ucid, c.action, detail))
     if journal:
         for k, record in zip(indices, writes, strict=True):
             spools.journal.append(journal_row(record, k))
+    if ledger:
+        for k, record in zip(indices, writes, strict=True):
+            for entry in ledger_rows(record, k):
+                spools.ledger.append(entry)
 
 
 class Recorded:

@@ -84,7 +84,7 @@ async def write_users_bulk(
     positions: list[int] = []
     for index, raw in enumerate(records):
         try:
-            writes.append(parse_write(raw, principal.org_id))
+            writes.append(parse_write(raw, principal.org_id, "bulk"))
             positions.append(index)
         except ProfilehubError as exc:
             answers[index] = _answer(index, exc)

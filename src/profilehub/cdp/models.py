@@ -58,12 +58,13 @@ def shape_error(exc: ValidationError) -> BadRequest:
     return BadRequest("; ".join(f"{f}: {m}" for f, m in errors.items()), field=first, errors=errors)
 
 
-def parse_write(raw: Any, org_id: int) -> ProfileWrite:
+def parse_write(raw: Any, org_id: int, source: str = "api") -> ProfileWrite:
     """The one reading of a ``POST /cdp/v1/users`` body, for every entry point (the route, its fast
     path, ``_bulk`` and ``profilehub import cdp``), so a body is refused alike wherever it is sent.
 
     ``org_id`` is the caller's org (the credential's, or the import's). Returns the write, or raises
     a ``BadRequest`` naming the field (shape) or a ``Forbidden`` (another org's ``orgId``).
+    ``source`` names the entry point in the consent ledger (api, bulk, import).
     """
     if not isinstance(raw, dict):
         raise BadRequest("must be a write body (a JSON object)", field="body")
@@ -73,7 +74,9 @@ def parse_write(raw: Any, org_id: int) -> ProfileWrite:
         raise shape_error(exc) from exc
     if body.orgId != org_id:
         raise Forbidden(f"{body.orgId} is not this credential's (or import's) org {org_id}", field="orgId")
-    return body.to_write()
+    write = body.to_write()
+    write.source = source
+    return write
 
 
 class SearchUsersRequest(BaseModel):

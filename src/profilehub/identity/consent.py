@@ -11,12 +11,14 @@ Pure rules on plain values; which values deny is the org's list (``Strategy.cons
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 from profilehub.errors import BadRequest
 
 CONSENT = "consent"
+# The source of ledger entries a merge made (the kept denials, the values a merged profile brought).
+MERGE = "merge"
 DEFAULT_CONSENT_DENIALS: tuple[str, ...] = (
     "no",
     "false",
@@ -101,3 +103,54 @@ def keep_denials(
             after[name] = before[name]
             kept.append(name)
     return kept
+
+
+class ConsentEntry(NamedTuple):
+    """One value a write put in a profile's consent, as the ledger keeps it (docs/privacy.md)."""
+
+    attribute: str
+    value: Any  # None: the attribute was removed
+    source: str  # the write's path (api, bulk, import, crm...), or ``merge``
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def consent_entries(
+    before: dict[str, Any],
+    merged: dict[str, Any] | None,
+    written: dict[str, Any] | None,
+    written_given: bool,
+    kept: Iterable[str],
+    final: dict[str, Any],
+    source: str,
+) -> list[ConsentEntry]:
+    """What one write did to its master's consent, in order, so that folding a profile's entries
+    (``consent_as_of``) gives its consent: the values a merge brought or kept (``merged``: the
+    category after the merges, None when nothing merged), then every value the write sent (a
+    cleared category removes each attribute), then the denials kept over the write's own grants.
+    ``before`` is the master's consent before the write."""
+    out: list[ConsentEntry] = []
+    if merged is not None:
+        for name in sorted(merged):
+            if name != "_ts" and (name not in before or not _same(before[name], merged[name])):
+                out.append(ConsentEntry(name, merged[name], MERGE))
+    current = merged if merged is not None else before
+    if written_given and written is None:
+        out += [ConsentEntry(name, None, source) for name in sorted(current) if name != "_ts"]
+    for name, value in (written or {}).items():
+        out.append(ConsentEntry(name, value, source))
+    out += [ConsentEntry(name, final[name], MERGE) for name in sorted(kept) if name in final]
+    return out
+
+
+def consent_as_of(entries: Sequence[ConsentEntry]) -> dict[str, Any]:
+    """A profile's consent from its ledger entries, oldest first."""
+    state: dict[str, Any] = {}
+    for e in entries:
+        if e.value is None:
+            state.pop(e.attribute, None)
+        else:
+            state[e.attribute] = e.value
+    return state

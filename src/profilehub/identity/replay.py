@@ -67,6 +67,7 @@ def replay(
             record.named_ucid,
             record.actor,
             released=list(record.released),
+            source=record.source,
         )
         name_new = fresh_ucid if born is None else _constant(born)
         try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from profilehub.errors import NotFound
-from profilehub.identity.consent import CONSENT, keep_denials, merge_consent
+from profilehub.identity.consent import CONSENT, consent_entries, keep_denials, merge_consent
 from profilehub.identity.normalize import Identifier, Notice
 from profilehub.identity.storage import ProfileChange, ProfileState, ProfileStorage, WriteRecord
 from profilehub.identity.strategy import IdClass, Strategy
@@ -40,6 +40,8 @@ class PreparedWrite:
     # lands on (or merges in) gives them up before the write's own ids attach, and the journal
     # keeps them, so a replay lets go of them too.
     released: list[Identifier] = field(default_factory=list)
+    # The path the write came by, kept in the consent ledger: api, bulk, import, crm, unmerge.
+    source: str = "api"
 
 
 @dataclass
@@ -238,6 +240,7 @@ def apply_write(
         original_ids = dict(master.ids)
     merged: list[str] = []
     kept_denied: set[str] = set()
+    consent_at_start = dict(master.data.get(CONSENT) or {})
     for other in to_merge:
         merged.append(other.ucid)
         original_ids.update(other.ids)
@@ -303,13 +306,13 @@ def apply_write(
         )
     consent_before = dict(master.data.get(CONSENT) or {})
     apply_upsert(master.data, write.upsert, now)
+    kept_by_write: list[str] = []
     if merged and write.upsert.get(CONSENT):
         # The write that merges is no word of the person whose denial it would override.
-        kept_denied.update(
-            keep_denials(
-                consent_before, master.data[CONSENT], write.upsert[CONSENT], strategy.consent_denials
-            )
+        kept_by_write = keep_denials(
+            consent_before, master.data[CONSENT], write.upsert[CONSENT], strategy.consent_denials
         )
+        kept_denied.update(kept_by_write)
     final_consent = master.data.get(CONSENT) or {}
     notices += [
         _kept_denied_notice(name, final_consent[name])
@@ -362,6 +365,18 @@ def apply_write(
             now,
             causes,
             tuple(released),
+            tuple(
+                consent_entries(
+                    consent_at_start,
+                    consent_before if merged else None,
+                    write.upsert.get(CONSENT),
+                    CONSENT in write.upsert,
+                    kept_by_write,
+                    master.data.get(CONSENT) or {},
+                    write.source,
+                )
+            ),
+            write.source,
         )
     )
     linked = storage.linked_ucids(org_id, [master.ucid]).get(master.ucid, []) if not created else []

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from profilehub.identity.consent import ConsentEntry
 from profilehub.identity.normalize import Identifier
 
 Data = dict[str, dict[str, Any]]  # category -> attribute -> value ("_ts": the category's write time)
@@ -59,6 +60,8 @@ class WriteRecord:
     ``created`` says that the write made it. ``merges`` maps each ucid the write merged into it to
     the idTypes of the write that matched that profile (``ucid`` when the write named it);
     ``released``: the ids it let go of, which a replay lets go of again.
+    ``consent`` is what the write did to the master's consent (``identity.consent``); ``source``
+    is the path the write came by (api, bulk, import, crm, unmerge).
     """
 
     org_id: int
@@ -72,6 +75,9 @@ class WriteRecord:
     ts: int
     merges: dict[str, list[str]] = field(default_factory=dict)
     released: tuple[Identifier, ...] = ()  # ids the write let go of (``PreparedWrite.released``)
+    # What the write did to the master's consent (the consent ledger), and the write's path.
+    consent: tuple[ConsentEntry, ...] = ()
+    source: str = "api"
 
 
 class ProfileReader(Protocol):

@@ -22,7 +22,7 @@ def profile_write(record: dict[str, Any], org_id: int, region: str) -> ProfileWr
     """A record as a write of ``org_id``, read by ``parse_write`` as the HTTP endpoints read their
     bodies; ``orgId`` and ``region`` default to the import's, the rest is as the endpoint wants it
     (``upsert`` is required)."""
-    return parse_write({"orgId": org_id, "region": region, **record}, org_id)
+    return parse_write({"orgId": org_id, "region": region, **record}, org_id, "import")
 
 
 def _writes(

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 from profilehub.identity.normalize import Identifier
 from profilehub.identity.storage import ProfileChange, ProfileState, WriteRecord
 from profilehub.store.changes import change_row
+from profilehub.store.consent_ledger import LEDGER_COLUMNS, ledger_rows
 from profilehub.store.journal_store import CLOCK, JOURNAL_COLUMNS, journal_row
 from profilehub.store.rows import insert_rows
 
@@ -62,11 +63,14 @@ def _copy_data(data: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 class BatchStore(ABC):
-    def __init__(self, conn: Connection, journal: bool = True) -> None:
+    def __init__(self, conn: Connection, journal: bool = True, ledger: bool = True) -> None:
         self.conn = conn
-        # Off only for the bench's baseline (bench/journal.py): every served write is journaled.
+        # Off only for the benches' baselines (bench/journal.py, bench/consent.py): every served
+        # write is journaled and its consent values kept in the ledger.
         self.journal = journal
+        self.ledger = ledger
         self._journal_rows: list[tuple[Any, ...]] = []
+        self._ledger_rows: list[tuple[Any, ...]] = []
         self._rows: dict[tuple[int, str], _Row | None] = {}
         self._id_initial: dict[IdKey, IdRow] = {}
         self._id_final: dict[IdKey, IdRow] = {}
@@ -340,8 +344,13 @@ class BatchStore(ABC):
         )
 
     def record_write(self, record: WriteRecord) -> None:
-        if self.journal:
-            self._journal_rows.append(journal_row(record, CLOCK.next()))
+        keep_consent = self.ledger and record.consent
+        if self.journal or keep_consent:
+            seq = CLOCK.next()  # the journal row and the ledger rows of one write share it
+            if self.journal:
+                self._journal_rows.append(journal_row(record, seq))
+            if keep_consent:
+                self._ledger_rows += ledger_rows(record, seq)
 
     # --- the end of the batch ---
     def flush(self) -> None:
@@ -421,3 +430,5 @@ class BatchStore(ABC):
         self._changes = []
         self._insert_many("profile_writes", JOURNAL_COLUMNS, self._journal_rows)
         self._journal_rows = []
+        self._insert_many("consent_ledger", LEDGER_COLUMNS, self._ledger_rows)
+        self._ledger_rows = []

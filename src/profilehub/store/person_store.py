@@ -1,4 +1,5 @@
-"""Replacing one person's rows with a rebuilt set (an unmerge): profiles, ids and journal.
+"""Replacing one person's rows with a rebuilt set (an unmerge): profiles, ids, journal and
+consent ledger.
 
 The caller holds the writer and the scope's lock; everything happens in its transaction.
 """
@@ -11,6 +12,7 @@ from sqlalchemy.engine import Connection
 from profilehub.identity.memory import MemoryStorage
 from profilehub.identity.storage import WriteRecord
 from profilehub.store.batch_store import chunks
+from profilehub.store.consent_ledger import replace_ledger
 from profilehub.store.journal_store import JOURNAL_COLUMNS, delete_journal, journal_row
 from profilehub.store.tables import profile_ids, profile_writes, profiles
 
@@ -27,6 +29,7 @@ def replace_person(
     for part in chunks(sorted(set(ucids))):
         conn.execute(profile_ids.delete().where(profile_ids.c.org_id == org_id, profile_ids.c.ucid.in_(part)))
         conn.execute(profiles.delete().where(profiles.c.org_id == org_id, profiles.c.ucid.in_(part)))
+    replace_ledger(conn, org_id, ucids, journal)
     delete_journal(conn, org_id, sorted(set(ucids)))
     rows = []
     id_rows = []

@@ -18,12 +18,13 @@ from profilehub.identity.normalize import Identifier
 from profilehub.store.batch_store import CHUNK, BatchStore, chunks
 
 
-def profile_storage(conn: Connection, journal: bool = True) -> BatchStore:
+def profile_storage(conn: Connection, journal: bool = True, ledger: bool = True) -> BatchStore:
     """The profile storage of ``conn``'s transaction (reads, and writes written at its ``flush``);
-    ``journal=False`` keeps no journal of the writes (the bench's baseline)."""
+    ``journal=False`` keeps no journal of the writes, ``ledger=False`` no consent ledger (the
+    benches' baselines)."""
     if conn.dialect.name == "postgresql":
-        return PostgresProfileStorage(conn, journal)
-    return SqliteProfileStorage(conn, journal)
+        return PostgresProfileStorage(conn, journal, ledger)
+    return SqliteProfileStorage(conn, journal, ledger)
 
 
 def _by_type(ids: Iterable[Identifier]) -> Iterator[tuple[str, list[str]]]:

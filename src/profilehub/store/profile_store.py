@@ -1,4 +1,4 @@
-"""Erasure of profiles (with their journal). Profile reads and writes go through ``profile_storage`` (one
+"""Erasure of profiles (with their journal and consent ledger). Profile reads and writes go through ``profile_storage`` (one
 implementation, the batch store, for the writer and for search, get and erasure alike)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub.store.batch_store import chunks
+from profilehub.store.consent_ledger import delete_ledger
 from profilehub.store.journal_store import delete_journal
 from profilehub.store.tables import profile_ids, profiles
 
@@ -32,4 +33,5 @@ def delete_profiles(conn: Connection, org_id: int, masters: list[str]) -> list[s
             )
         )
     delete_journal(conn, org_id, erased)
+    delete_ledger(conn, org_id, erased)
     return erased

@@ -259,6 +259,24 @@ profile_writes = sa.Table(
     sa.Column("released", sa.Text, nullable=True),  # JSON [[idType, value], ...]; None: none
 )
 
+# The consent ledger (migration 0015; profilehub.store.consent_ledger, docs/privacy.md): every
+# value a write put in a profile's consent, in the transaction of the write. Keyed like the
+# journal, by the master the write landed on and the write's ``seq`` (shared with its journal
+# row), so erasing a person's ucids erases its ledger and an unmerge rebuilds it with the journal.
+consent_ledger = sa.Table(
+    "consent_ledger",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("ucid", sa.String(36), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("n", sa.Integer, primary_key=True, autoincrement=False),  # order within the write
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Column("attribute", sa.String(200), nullable=False),
+    sa.Column("value", sa.Text, nullable=True),  # JSON; NULL: the attribute was removed
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),  # api, bulk, import, crm, unmerge, merge
+)
+
 # How long an org keeps its journal (``profilehub org journal-retention``); no row: for ever.
 journal_retention = sa.Table(
     "journal_retention",
