@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from profilehub.ingest.cdp import cdp_sink
 from tests.cdp_client import Cdp
 from tests.conftest import OrgFixture, make_org
+from tests.console_client import sign_in
 
 T = 1_700_000_000_000  # in the past: `at` defaults to the wall clock
 
@@ -111,6 +112,17 @@ def test_the_ledger_follows_the_person_through_a_merge_and_an_unmerge(
     ]
     # Before the merge, the person's consent is what its master held then.
     assert _consent(client, org, b["ucid"], at=T + 2000).json()["consent"] == {"email": "no"}
+    # The console's profile page shows the same ledger, newest first.
+    sign_in(client, org.apikey)
+    page = client.get(f"/console/profiles/{b['ucid']}").text
+    section = page.split('id="consent-ledger"', 1)[1].split("</section>", 1)[0]
+    rows = [r.split("</tr>", 1)[0] for r in section.split("<tr><td")[1:]]
+    assert [("merge" in r, "sms" in r, b["ucid"][-12:] in r) for r in rows] == [
+        (True, True, False),
+        (False, True, True),  # B's own entries, marked with B's ucid
+        (False, False, True),
+        (False, False, False),
+    ]
 
     r = client.post(
         "/cdp/v1/users/_unmerge",

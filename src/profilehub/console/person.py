@@ -1,5 +1,6 @@
 """What the console shows of one person: the profile as the API answers it, its change history,
-where each merged ucid came from, and the identity graph drawn from them. Reads only.
+its consent ledger, where each merged ucid came from, and the identity graph drawn from them.
+Reads only.
 
 The profile comes from ``ProfileService.get`` (the same read as ``GET /cdp/v1/users/{ucid}``);
 history and merge causes come from the change log, where every write records its actor, time,
@@ -18,6 +19,8 @@ from sqlalchemy.engine import Connection
 
 from profilehub.identity.resolve import CATEGORIES
 from profilehub.profiles import ProfileService
+from profilehub.store.changes import now_ms
+from profilehub.store.consent_ledger import LedgerEntry, person_consent
 from profilehub.store.tables import changes
 
 # The most recent entries shown; a person written to every minute for years has more.
@@ -71,6 +74,8 @@ class PersonPage:
     history: list[Change] = field(default_factory=list)
     merges: list[MergeCause] = field(default_factory=list)
     id_namespaces: dict[str, str] = field(default_factory=dict)  # idType -> namespace
+    # The consent ledger of the person's profiles, newest first (the last ``HISTORY_LIMIT``).
+    consent_ledger: list[LedgerEntry] = field(default_factory=list)
 
     def history_rows(self) -> list[HistoryRow]:
         """The history as the page shows it, worked out here rather than in the template: a person
@@ -211,6 +216,8 @@ def person_page(service: ProfileService, org_id: int, ucid: str) -> PersonPage:
         page.history = _changes(conn, org_id, [page.ucid, *linked])
         # Every merge, however old: its cause must not fall out of the shortened history.
         merges = _changes(conn, org_id, [page.ucid, *linked], "merge")
+        ledger = person_consent(conn, org_id, page.ucid, linked, now_ms()).history
+    page.consent_ledger = ledger[::-1][:HISTORY_LIMIT]
     merged_by: dict[str, Change] = {}
     for change in reversed(merges):
         for gone in change.detail.get("merged") or []:
