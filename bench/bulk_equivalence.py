@@ -370,10 +370,26 @@ def _compare_ordered(name: str, left: Sequence[Any], right: Sequence[Any], limit
         return []
     if Counter(lk) == Counter(rk):
         first = next(i for i, (x, y) in enumerate(zip(lk, rk, strict=True)) if x != y)
-        return [f"{name}: the same {len(lk)} rows in another order (first difference at row {first})"]
+        own = "the same" if _per_entity(left) == _per_entity(right) else "NOT the same"
+        return [
+            f"{name}: the same {len(lk)} rows in another order (first difference at row {first}; "
+            f"each profile's or person's own rows in {own} order)",
+            f"  - row {first}: {_show(left[first], 300)}",
+            f"  + row {first}: {_show(right[first], 300)}",
+        ]
     out = _compare_sets(name, left, right, limit)
     if len(lk) != len(rk):
         out.append(f"  ({name}: {len(lk)} rows against {len(rk)})")
+    return out
+
+
+def _per_entity(rows: Sequence[Any]) -> dict[str, list[bytes]]:
+    """Each entity's rows in their order (journal rows by ``ucid``, changes and events by
+    ``entity_id``): the order a reader of one profile's history sees."""
+    out: dict[str, list[bytes]] = {}
+    for row in rows:
+        entity = row.get("entity_id", row.get("ucid")) if isinstance(row, dict) else None
+        out.setdefault(str(entity), []).append(_key(row))
     return out
 
 
