@@ -1,10 +1,11 @@
 """The deliverer: takes the leases of endpoints (and of each org's stream) nobody works, and
 works each in a task of its own, so a slow endpoint holds up only itself.
 
-``profilehub deliver`` runs one in the foreground; ``profilehub serve`` runs one in a thread of
-each server process (``BackgroundDeliverer``), with its own event loop and HTTP client: the
-server's requests never wait on a webhook, and the deliverer's few writes (one per round) join
-the server's writer like any other write.
+``profilehub deliver`` runs one in the foreground; ``profilehub serve`` runs one beside each
+server process, in a process of its own by default (``delivery/process.py``) or in a thread
+(``BackgroundDeliverer``, PROFILEHUB_SERVE_DELIVERS=thread), with its own event loop and HTTP
+connections: the server's requests never wait on a webhook. A round reads once (the endpoint and
+the events after its cursor) and writes once (what it delivered, in one statement when all went).
 """
 
 from __future__ import annotations
