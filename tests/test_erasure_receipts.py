@@ -130,7 +130,7 @@ def test_a_receipt_fails_with_another_orgs_key(app: FastAPI, client: TestClient)
     org, other = make_org(app.state.db), make_org(app.state.db, org_id=5678)
     Cdp(client, org).write({"crm_id": "c-1"})
     receipt = _receipt(client, org, _erase(client, org, {"crm_id": ["c-1"]})["receiptId"])
-    with pytest.raises(ReceiptInvalid, match="not by the key given"):
+    with pytest.raises(ReceiptInvalid, match="not signed by the key given"):
         verify(receipt, _pinned(app.state.db, other.org_id))
     # Re-pointed at the other org's key, the signature no longer matches.
     forged = {**receipt, "publicKey": _receipt_key_b64(app.state.db, other.org_id)}

@@ -119,8 +119,8 @@ def verify(receipt: Any, pinned: Ed25519PublicKey | None = None) -> Verified:
         raise ReceiptInvalid("publicKey: missing, and no public key was given to check it with")
     if pinned is not None and own is not None and public_raw(own) != public_raw(pinned):
         raise ReceiptInvalid(
-            f"signed by key {key_id(own)}, not by the key given ({key_id(pinned)}): "
-            "another org's key, or a receipt of another org"
+            f"the receipt names key {key_id(own)}, not the key given ({key_id(pinned)}): "
+            "not signed by the key given (another org's receipt, or its publicKey was changed)"
         )
     try:
         key.verify(signed, canonical_bytes(receipt))
