@@ -47,6 +47,10 @@ GOALS = ((1_000_000, 60.0, 1024 * MB), (10_000_000, 600.0, 2048 * MB))
 _IMPORT = "import sys; from profilehub.cli import main; sys.argv[0] = 'profilehub'; main()"
 
 
+class ImportFailed(RuntimeError):
+    """The import process ended without its summary (an error, a crash)."""
+
+
 @dataclass
 class Run:
     path: str  # "online" or "bulk"
@@ -132,10 +136,13 @@ def run_import(url: str, path: Path, bulk: bool, records: int, timeout: float) -
     sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     text = output.decode(errors="replace")
-    if proc.returncode not in (0, 1):  # 1: more rejects than allowed, not expected here
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{text[-3000:]}")
     found = COUNTS.search(text)
-    summary = found.group(0).split(": ", 1)[1] if found else text.strip()[-300:]
+    # 1 with a summary: more rejects than --max-rejects (not expected here); without one: failed
+    if proc.returncode not in (0, 1) or found is None:
+        raise ImportFailed(
+            f"{' '.join(cmd)} failed ({proc.returncode}) after {seconds:.0f} s:\n{text[-3000:]}"
+        )
+    summary = found.group(0).split(": ", 1)[1]
     if seconds > timeout:
         raise RuntimeError(f"{' '.join(cmd)} took {seconds:.0f} s, more than --timeout {timeout:.0f}")
     return Run("bulk" if bulk else "online", records, seconds, usage.ru_maxrss * 1024, peak_tree, summary)
@@ -203,11 +210,23 @@ def main(argv: list[str] | None = None) -> None:
             check = not args.no_check and not args.skip_online
             runs: list[Run] = []
             paths = [True] if args.skip_online else [False, True]
+            failed = False
             for bulk in paths:
-                runs.append(
-                    one_path(backend, data.records, args.records, bulk, args.prefill, args.timeout, check)
-                )
+                try:
+                    runs.append(
+                        one_path(backend, data.records, args.records, bulk, args.prefill, args.timeout, check)
+                    )
+                except ImportFailed as exc:
+                    print(
+                        f"{tag} {'bulk' if bulk else 'online'} import FAILED: {exc}; {load_note()}",
+                        flush=True,
+                    )
+                    failed = True
+                    break
                 print(f"{tag} {runs[-1].line()}; {load_note()}", flush=True)
+            if failed:
+                print(f"{tag} reproduce: {reproduce}", flush=True)
+                continue
             into = f"into a store of {args.prefill:,} profiles" if args.prefill else "into an empty store"
             bulk_run = runs[-1]
             print(f"{tag} {into}, at {AT}; {data.people:,} people in the file", flush=True)
