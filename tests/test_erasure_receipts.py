@@ -54,7 +54,9 @@ def _pinned(db: Database, org_id: int) -> Ed25519PublicKey:
 def _merged_person(cdp: Cdp) -> tuple[str, str]:
     """Two profiles of one person, the second merged into the first; their ucids."""
     a = cdp.write({"email": "receipt.me@example.org"}, {"profile": {"first_name": "Rhea7712"}})
-    b = cdp.write({"crm_id": "crm-7712"}, {"profile": {"city": "Receiptville7712"}})
+    b = cdp.write(
+        {"crm_id": "crm-7712"}, {"profile": {"city": "Receiptville7712"}, "consent": {"sms": "yes"}}
+    )
     merged = cdp.write({"email": "receipt.me@example.org", "crm_id": "crm-7712"})
     assert merged["ucid"] == a["ucid"] and merged["ids"]["linkedUcid"] == [b["ucid"]]
     return a["ucid"], b["ucid"]
@@ -80,6 +82,7 @@ def test_an_erasure_answers_a_receipt_that_verifies_with_the_orgs_key(
     assert (counts["profiles"], counts["mergedProfiles"], counts["deletedPeople"]) == (1, 1, 0)
     assert counts["valuesNotFound"] == 1
     assert counts["ids"] >= 2 and counts["journalRows"] == 3 and counts["events"] == 3
+    assert counts["consentRows"] >= 1
     # The change log's erase row leads to the receipt.
     with app.state.db.read() as conn:
         [erase_row] = [c for c in history(conn, org.org_id, entity_id=master) if c["action"] == "erase"]

@@ -188,6 +188,7 @@ class ErasureCounts(BaseModel):
     mergedProfiles: int = Field(description="Profiles merged into them, erased with them.")
     ids: int = Field(description="Ids (rows of the identity graph) erased.")
     journalRows: int = Field(description="Journal entries (applied writes) erased.")
+    consentRows: int = Field(description="Consent ledger entries erased.")
     events: int = Field(description="Earlier change events of the erased ucids deleted.")
     deletedPeople: int = Field(description="Linked CRM people deleted.")
     valuesNotFound: int = Field(description="Values of the request that matched no profile.")

@@ -24,7 +24,14 @@ from profilehub.receipts import FORMAT, key_id, public_raw, sign
 from profilehub.store.batch_store import chunks
 from profilehub.store.changes import now_ms
 from profilehub.store.database import lock_scope
-from profilehub.store.tables import erasure_receipts, events, profile_ids, profile_writes, receipt_keys
+from profilehub.store.tables import (
+    consent_ledger,
+    erasure_receipts,
+    events,
+    profile_ids,
+    profile_writes,
+    receipt_keys,
+)
 
 PASSPHRASE_ENV = "PROFILEHUB_RECEIPT_KEY_PASSPHRASE"
 
@@ -141,8 +148,8 @@ def erasure_counts(
     conn: Connection, org_id: int, masters: Sequence[str], ucids: Sequence[str]
 ) -> dict[str, int]:
     """What erasing ``masters`` (and ``ucids``, every ucid merged into them too) is about to
-    remove, counted before it goes: ids, journal rows and earlier events."""
-    counts = {"ids": 0, "journalRows": 0, "events": 0}
+    remove, counted before it goes: ids, journal rows, consent ledger rows and earlier events."""
+    counts = {"ids": 0, "journalRows": 0, "consentRows": 0, "events": 0}
     for part in chunks(sorted(set(masters))):
         counts["ids"] += _count(
             conn, profile_ids, profile_ids.c.org_id == org_id, profile_ids.c.ucid.in_(part)
@@ -150,6 +157,9 @@ def erasure_counts(
     for part in chunks(sorted(set(ucids))):
         counts["journalRows"] += _count(
             conn, profile_writes, profile_writes.c.org_id == org_id, profile_writes.c.ucid.in_(part)
+        )
+        counts["consentRows"] += _count(
+            conn, consent_ledger, consent_ledger.c.org_id == org_id, consent_ledger.c.ucid.in_(part)
         )
         counts["events"] += _count(conn, events, events.c.org_id == org_id, events.c.entity_id.in_(part))
     return counts
