@@ -7,7 +7,11 @@ Printed per "on" round: events written and received, the backlog (events committ
 received) sampled every second during the load (start, middle, end, highest: flat means delivery
 keeps up), how long the rest took to arrive after the load stopped, and the write-to-receipt
 latency p50/p95/p99 (receipt time minus the event's ``ts``, the write's commit time in ms). Then
-the writes/s with delivery on over off (medians; goal >= 0.9x).
+the writes/s with delivery on over off (medians; goal >= 0.9x), per backend: both (SQLite and
+PostgreSQL) by default, side by side in each round. Each round also prints the CPU each process
+spent per write during the load (the server's processes, its deliverer process, PostgreSQL's
+backends of the bench's database, the load generator, the receiver) and, on PostgreSQL, the
+database's transactions per write: where delivery's cost goes.
 
 The receiver is a minimal asyncio HTTP/1.1 server in this process (answers 204, notes
 ``webhook-id`` and the event's ``ts``); it shares the machine's cores with the server and the
