@@ -194,6 +194,32 @@ def test_bulk_gives_what_the_online_importer_gives(orgs: Database, tmp_path: Pat
     assert summary.at == AT and summary.peak_rss_bytes > 0
 
 
+def test_bulk_with_a_worker_process_gives_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records prepared and groups of components resolved by a worker process and the importer
+    at once: the same rows, in the same order, as the online importer. (On SQLite only: what is
+    tested is the sharing out, the same on both databases, and a worker process's start costs
+    seconds.)"""
+    orgs = Database(f"sqlite:///{tmp_path / 'workers.db'}")
+    make_org(orgs, ONLINE)
+    make_org(orgs, BULK)
+    monkeypatch.setattr(engine, "GROUP_WRITES", 4)  # many groups, shared by both processes
+    path = write_ndjson(tmp_path / "ugly.ndjson", ugly() + people(40)[12:])
+    online(orgs, path)
+    summary = bulk.run_bulk_import(
+        path,
+        lambda offset, line: read_ndjson(path, offset, line),
+        cdp_sink(ProfileService(orgs), BULK, "EU", "test-import"),
+        workers=1,
+        at=AT,
+    )
+    assert summary.resolved_in_memory > 0 and summary.peak_rss_workers_bytes > 0
+    assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)
+    assert change_log(orgs, BULK) == change_log(orgs, ONLINE)
+    assert journal(orgs, BULK) == journal(orgs, ONLINE)
+    assert events(orgs, BULK) == events(orgs, ONLINE)
+    orgs.close()
+
+
 def test_bulk_into_a_scope_that_holds_profiles(orgs: Database, tmp_path: Path) -> None:
     """Profiles already stored are found, merged and updated as the online path does."""
     first = write_ndjson(tmp_path / "first.ndjson", people(9))

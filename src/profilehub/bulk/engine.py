@@ -30,7 +30,7 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -43,8 +43,7 @@ from sqlalchemy.engine import Connection
 
 from profilehub import collector
 from profilehub.bulk.graph import components
-from profilehub.bulk.resolve import Recorded, Refused, Spools, resolve_group, spool_log
-from profilehub.bulk.spool import Spool
+from profilehub.bulk.resolve import Recorded, Refused, Spools, resolve_group, resolve_payload, spool_log
 from profilehub.errors import Conflict, ProfilehubError, error_body
 from profilehub.identity.normalize import Identifier, Notice
 from profilehub.identity.resolve import PreparedWrite, apply_write
@@ -61,6 +60,7 @@ from profilehub.ingest.runner import (
     Progress,
     RecordSource,
     _reason,
+    _sigint_blocked,
     _start_worker,
     _stop_on_interrupt,
     carried_suppressed,
@@ -296,6 +296,7 @@ class BulkImporter:
         self.spool_dir = spool_dir
         self._stop = threading.Event()
         self.summary: BulkSummary | None = None
+        self._resolve_pool: Executor | None = None
 
     def _check_stop(self) -> None:
         if self._stop.is_set():
@@ -323,7 +324,9 @@ class BulkImporter:
         if chunk:
             yield chunk
 
-    def _prepare(self, strategy: Strategy, summary: BulkSummary, started: float) -> _Plan:
+    def _prepare(
+        self, pool: Executor | None, strategy: Strategy, summary: BulkSummary, started: float
+    ) -> _Plan:
         sink = self.sink
         args = (strategy, sink.org_id, sink.region, sink.actor)
         plan = _Plan(sink.org_id, sink.actor, strategy.version)
@@ -354,29 +357,27 @@ class BulkImporter:
                     head_left -= 1
                     head.add(reason)
 
-        with self._pool() as pool:
-            pending: deque[tuple[list[SourceRecord], Future[list[Compact | ProfilehubError | None]]]] = (
-                deque()
-            )
-            in_flight = max(2, 2 * self.workers)
-            for chunk in self._chunks():
-                self._check_stop()
-                data = [r.data for r in chunk]
-                if pool is None:
-                    take(chunk, prepare_chunk(*args, data))
-                else:
+        pending: deque[tuple[list[SourceRecord], Future[list[Compact | ProfilehubError | None]]]] = deque()
+        in_flight = max(2, 2 * self.workers)
+        for chunk in self._chunks():
+            self._check_stop()
+            data = [r.data for r in chunk]
+            if pool is None:
+                take(chunk, prepare_chunk(*args, data))
+            else:
+                with _sigint_blocked():  # workers start on demand: never with Ctrl-C
                     pending.append((chunk, pool.submit(prepare_chunk, *args, data)))
-                    while len(pending) >= in_flight:
-                        done_chunk, future = pending.popleft()
-                        take(done_chunk, future.result())
-                if time.monotonic() - last_progress >= 1.0:
-                    last_progress = time.monotonic()
-                    summary.seconds = last_progress - started
-                    self.progress(summary)
-            while pending:
-                self._check_stop()
-                done_chunk, future = pending.popleft()
-                take(done_chunk, future.result())
+                while len(pending) >= in_flight:
+                    done_chunk, future = pending.popleft()
+                    take(done_chunk, future.result())
+            if time.monotonic() - last_progress >= 1.0:
+                last_progress = time.monotonic()
+                summary.seconds = last_progress - started
+                self.progress(summary)
+        while pending:
+            self._check_stop()
+            done_chunk, future = pending.popleft()
+            take(done_chunk, future.result())
         if self.early_stop and head_left == 0 and len(head) == 1 and "" not in head:
             # As online: the first records were all refused for one reason (a wrong org, region
             # or mapping); here nothing at all is written.
@@ -407,6 +408,7 @@ class BulkImporter:
             # a frozen client holding locks (PROFILEHUB_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS)
             # would end it.
             conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
+        summary.created = summary.updated = 0  # counted as the writes apply (again, on a retry)
         regions = sorted(set(plan.regions))
         for region in regions:
             lock_scope(conn, org_id, f"profiles:{region}")
@@ -429,50 +431,27 @@ class BulkImporter:
 
         t = time.monotonic()
         block = UcidBlock(len(plan))
-        spools = Spools(
-            *(
-                Spool(spool_dir / f"{name}.jsonl")
-                for name in ("profiles", "ids", "changes", "journal", "events", "ledger")
-            )
-        )
+        spools = [Spools.open(spool_dir, "store")]
         in_memory = np.flatnonzero(~touching[graph.label])
-        groups = max(1, math.ceil(len(in_memory) / GROUP_WRITES))
-        created = updated = 0
-        group_of = graph.label[in_memory] % groups
         in_store = [int(k) for k in np.flatnonzero(touching[graph.label])]
-        for g in range(groups):
-            members = in_memory[group_of == g]
-            if not len(members):
-                continue
-            group = [(int(k), plan.write(int(k))) for k in members]
-            try:
-                c, u = resolve_group(
-                    strategy,
-                    org_id,
-                    group,
-                    at,
-                    block,
-                    spools,
-                    service.journal,
-                    self._check_stop,
-                    service.ledger,
-                )
-            except Refused:
-                # Not expected (only a write naming a ucid is refused as it applies, and those are
-                # replayed in the store), but if it happens the group goes there too: the online
-                # writer's handling of a refusal is what that path does.
-                in_store = sorted(in_store + [k for k, _ in group])
-                continue
-            created += c
-            updated += u
-            summary.created, summary.updated = created, updated
+        # Groups of whole components, resolved by the worker processes and this thread at once.
+        groups = max(1, math.ceil(len(in_memory) / GROUP_WRITES), self.workers + 1)
+        group_of = graph.label[in_memory] % groups
+        members = [in_memory[group_of == g] for g in range(groups)]
+        del group_of, in_memory
+        for g, refused_group in self._resolve_groups(
+            plan, strategy, members, at, block, spool_dir, spools, summary
+        ):
+            # Not expected (only a write naming a ucid is refused as it applies, and those replay
+            # against the store), but if it happens the group goes there too: the online writer's
+            # handling of a refusal is what that path does.
+            in_store += [int(k) for k in members[g]] if refused_group else []
         summary.resolved_in_memory = len(plan) - len(in_store)
         summary.replayed_in_store = len(in_store)
-        del graph, group_of, in_memory
-        refused, c, u = self._replay_in_store(conn, strategy, plan, sorted(in_store), at, block, spools)
-        created += c
-        updated += u
-        summary.created, summary.updated = created, updated
+        del graph, members
+        refused, c, u = self._replay_in_store(conn, strategy, plan, sorted(in_store), at, block, spools[0])
+        summary.created += c
+        summary.updated += u
         summary.mark("resolve", t)
         self._check_stop()
 
@@ -483,6 +462,84 @@ class BulkImporter:
         summary.mark("write", t)
         self._check_stop()
         return refused
+
+    def _resolve_groups(
+        self,
+        plan: _Plan,
+        strategy: Strategy,
+        members: list[Any],
+        at: int,
+        block: UcidBlock,
+        spool_dir: Path,
+        spools: list[Spools],
+        summary: BulkSummary,
+    ) -> Iterator[tuple[int, bool]]:
+        """Resolve each group in memory (``bulk.resolve``): up to one per worker process at a time,
+        and one at a time in this thread meanwhile. Yields (group, refused) as each ends; the
+        groups' spools are added to ``spools``."""
+        service = self.sink.service
+        org_id, actor, journal, ledger = self.sink.org_id, self.sink.actor, service.journal, service.ledger
+        pool = self._resolve_pool
+        todo = deque(g for g in range(len(members)) if len(members[g]))
+        running: dict[Future[tuple[int, int, Spools] | None], int] = {}
+
+        def done(g: int, result: tuple[int, int, Spools] | None) -> tuple[int, bool]:
+            if result is None:
+                return g, True
+            created, updated, group_spools = result
+            spools.append(group_spools)
+            summary.created += created
+            summary.updated += updated
+            return g, False
+
+        while todo or running:
+            self._check_stop()
+            while pool is not None and todo and len(running) < self.workers:
+                g = todo.popleft()
+                payload = [
+                    (
+                        int(k),
+                        plan.regions[k],
+                        tuple(part for c in plan.codes(k) for part in plan.idents[c]),
+                        plan.upserts[k],
+                        plan.notices.get(k),
+                    )
+                    for k in members[g]
+                ]
+                with _sigint_blocked():
+                    future = pool.submit(
+                        resolve_payload,
+                        strategy,
+                        org_id,
+                        actor,
+                        payload,
+                        at,
+                        block,
+                        str(spool_dir),
+                        f"g{g}",
+                        journal,
+                        ledger,
+                    )
+                running[future] = g
+                del payload
+            if todo:  # this thread takes one too, from the other end
+                g = todo.pop()
+                group_spools = Spools.open(spool_dir, f"g{g}")
+                group = [(int(k), plan.write(int(k))) for k in members[g]]
+                try:
+                    created, updated = resolve_group(
+                        strategy, org_id, group, at, block, group_spools, journal, self._check_stop, ledger
+                    )
+                except Refused:
+                    group_spools.discard()
+                    yield g, True
+                    continue
+                yield done(g, (created, updated, group_spools))
+            finished = [f for f in running if f.done()]
+            if not finished and not todo and running:
+                finished = list(wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED).done)
+            for f in finished:
+                yield done(running.pop(f), f.result())
 
     def _mark_stored(
         self,
@@ -590,11 +647,15 @@ class BulkImporter:
         org_id: int,
         plan: _Plan,
         refused: dict[int, ProfilehubError],
-        spools: Spools,
+        spools: list[Spools],
         phases: dict[str, float],
     ) -> None:
-        _stream_rows(conn, "profiles", _PROFILE_COLUMNS, spools.profiles.rows(), phases)
-        _stream_rows(conn, "profile_ids", _ID_COLUMNS, spools.ids.rows(), phases)
+        def rows(name: str) -> Iterator[tuple[Any, ...]]:
+            for group in spools:
+                yield from getattr(group, name).rows()
+
+        _stream_rows(conn, "profiles", _PROFILE_COLUMNS, rows("profiles"), phases)
+        _stream_rows(conn, "profile_ids", _ID_COLUMNS, rows("ids"), phases)
         # Numbered in file order: change ids (the feed's order) and journal seqs, each block
         # reserved above every number this process gave before.
         change_id = ChangeIdBlock(len(plan))
@@ -602,7 +663,7 @@ class BulkImporter:
             conn,
             "changes",
             _CHANGE_COLUMNS,
-            ((row[1], change_id(row[0]), *row[2:]) for row in spools.changes.rows()),
+            ((row[1], change_id(row[0]), *row[2:]) for row in rows("changes")),
             phases,
         )
         base = CLOCK.reserve(len(plan))
@@ -610,14 +671,15 @@ class BulkImporter:
             conn,
             "profile_writes",
             JOURNAL_COLUMNS,
-            ((*row[:2], base + row[2], *row[3:]) for row in spools.journal.rows()),
+            ((*row[:2], base + row[2], *row[3:]) for row in rows("journal")),
             phases,
         )
         _stream_rows(  # a write's ledger rows share its journal row's seq
             conn,
             "consent_ledger",
             LEDGER_COLUMNS,
-            ((*row[:2], base + row[2], *row[3:]) for row in spools.ledger.rows()),
+            ((*row[:2], base + row[2], *row[3:]) for row in rows("ledger")),
+            phases,
         )
         # Events last: taking their numbers holds the counter row until commit (docs/events.md).
         written = np.ones(len(plan), dtype=bool)
@@ -647,7 +709,7 @@ class BulkImporter:
             _EVENT_COLUMNS,
             (
                 (org_id, first + int(rank[k]), feed_of(kind), kind, region, ts, entity, data)
-                for k, kind, region, ts, entity, data in spools.events.rows()
+                for k, kind, region, ts, entity, data in rows("events")
             ),
             phases,
         )
@@ -674,11 +736,13 @@ class BulkImporter:
                 _stop_on_interrupt(stop),
                 collector.tuned(),
                 tempfile.TemporaryDirectory(prefix="profilehub-bulk-", dir=self.spool_dir) as spool_dir,
+                self._pool() as pool,
             ):
+                self._resolve_pool = pool
                 t = time.monotonic()
                 with database.read() as conn:
                     strategy = sink.service.strategies.get(conn, sink.org_id)
-                plan = self._prepare(strategy, summary, started)
+                plan = self._prepare(pool, strategy, summary, started)
                 phase("prepare", t)
                 self.progress(summary)
                 t = time.monotonic()

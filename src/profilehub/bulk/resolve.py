@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import orjson
 
 from profilehub.bulk.spool import Spool
 from profilehub.errors import ProfilehubError
 from profilehub.identity.memory import MemoryStorage
-from profilehub.identity.normalize import Identifier
+from profilehub.identity.normalize import Identifier, Notice
 from profilehub.identity.resolve import PreparedWrite, apply_write
 from profilehub.identity.storage import ProfileChange, ProfileState, ProfileStorage, WriteRecord
 from profilehub.identity.strategy import Strategy
@@ -39,8 +40,68 @@ class Spools:
     events: Spool  # (file index, type, region, ts, entity_id, data JSON)
     ledger: Spool  # consent ledger rows with the write's file index in place of ``seq``
 
+    @classmethod
+    def open(cls, folder: Path, prefix: str) -> Spools:
+        return cls(*(Spool(folder / f"{prefix}-{name}.jsonl") for name in SPOOLED))
+
     def all(self) -> list[Spool]:
         return [self.profiles, self.ids, self.changes, self.journal, self.events, self.ledger]
+
+    def close(self) -> None:
+        for spool in self.all():
+            spool.close()
+
+    def discard(self) -> None:
+        for spool in self.all():
+            spool.discard()
+
+
+SPOOLED = ("profiles", "ids", "changes", "journal", "events", "ledger")
+# A write as a worker process gets it: file index, region, ids (idType, value, ...), upsert JSON,
+# notices or None. Writes naming a ucid never go to a worker (they replay against the store).
+Payload = tuple[int, str, tuple[str, ...], str, list[Notice] | None]
+
+
+def resolve_payload(
+    strategy: Strategy,
+    org_id: int,
+    actor: str,
+    payload: Sequence[Payload],
+    at: int,
+    block: UcidBlock,
+    folder: str,
+    prefix: str,
+    journal: bool,
+    ledger: bool = True,
+) -> tuple[int, int, Spools] | None:
+    """``resolve_group`` in a worker process, into spools of its own (closed, returned with the
+    counts); None when a write was refused (the group then replays against the store)."""
+    group = [
+        (
+            k,
+            PreparedWrite(
+                org_id,
+                region,
+                [Identifier(parts[n], parts[n + 1]) for n in range(0, len(parts), 2)],
+                orjson.loads(upsert),
+                None,
+                actor,
+                list(notices or ()),
+                source="import",
+            ),
+        )
+        for k, region, parts, upsert, notices in payload
+    ]
+    spools = Spools.open(Path(folder), prefix)
+    try:
+        created, updated = resolve_group(
+            strategy, org_id, group, at, block, spools, journal, lambda: None, ledger
+        )
+    except Refused:
+        spools.discard()
+        return None
+    spools.close()
+    return created, updated, spools
 
 
 class Refused(Exception):

@@ -46,6 +46,11 @@ class Spool:
             self._file.close()
             self._file = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent back from a worker process once closed: its path and count, no open file.
+        self.close()
+        return {"path": self.path, "count": self.count, "_buffer": bytearray(), "_file": None}
+
     def rows(self) -> Iterator[tuple[Any, ...]]:
         self.close()
         with self.path.open("rb") as f:
