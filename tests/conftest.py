@@ -292,6 +292,35 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     gc.freeze()
 
 
+# The modules whose tests run for tens of seconds each (served processes, subprocess pytest runs,
+# long imports, the browser, the fuzzer): run first, so that under xdist the last tests left are
+# short ones and no core sits idle while one of these finishes alone at the end of the run.
+LONG_FIRST = (
+    "test_readme.py",
+    "test_import_workers.py",
+    "test_pg_cleanup.py",
+    "test_api_fuzz.py",
+    "test_ci_flag.py",
+    "test_kill_under_load.py",
+    "test_metrics.py",
+    "test_cdp_multiprocess.py",
+    "test_shutdown.py",
+    "test_console_browser.py",
+    "test_postgres_restart.py",
+    "test_deliver_processes.py",
+    "test_stalled_lock_holder.py",
+    "test_request_log.py",
+    "test_identity_properties.py",
+    "test_serving_faults.py",
+    "test_full_disk.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A stable sort: the order within each group is the collection's own.
+    items.sort(key=lambda item: item.path.name not in LONG_FIRST)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
