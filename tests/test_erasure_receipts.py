@@ -255,6 +255,9 @@ def test_a_passphrase_keeps_the_signing_key_encrypted_in_the_database(db: Databa
     assert stored().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
     with pytest.raises(ReceiptKeyLocked, match="PROFILEHUB_RECEIPT_KEY_PASSPHRASE"):
         db.write(lambda c: ReceiptKeys().signing_key(c, 1234))
+    # The public key, stored apart, needs no passphrase.
+    public = db.write(lambda c: ReceiptKeys().public_key(c, 1234))
+    assert public.public_bytes_raw() == clear.public_key().public_bytes_raw()
     with pytest.raises(ReceiptKeyLocked, match="another passphrase"):
         db.write(lambda c: ReceiptKeys("wrong").signing_key(c, 1234))
 
