@@ -398,6 +398,16 @@ def run_concurrently(app: FastAPI, calls: Callable[[httpx.AsyncClient], list[Awa
     return asyncio.run(main())
 
 
+def names_field(error: dict[str, Any], status: int, field: str) -> bool:
+    """Whether the error body ``error`` has ``status`` and names ``field`` in its ``errors`` and
+    first in its message (as every entry point reading the same bad body must)."""
+    return (
+        error["status"] == status
+        and field in (error.get("errors") or {})
+        and error["message"].startswith(f"{field}: ")
+    )
+
+
 def assert_error(response: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
     """Every error has the one body shape, and names the field it is about."""
     assert response.status_code == status, response.text

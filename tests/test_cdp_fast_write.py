@@ -7,8 +7,6 @@ values that differ by nature (ucids, timestamps) are masked.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,10 +14,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from profilehub.app import create_app
 from profilehub.cdp.routes import FastWriteUser
-from profilehub.config import Settings
-from tests.conftest import OrgFixture, _pg, make_org
+from tests.conftest import OrgFixture, make_org
+from tests.fast_path import JSON, UUID, Apps, answer, fast_and_framework, spy_on_answers
+from tests.fast_path import as_json as _json
 
 W = "/cdp/v1/users"
 UCID = "d7a6bc75-2c87-4650-91dc-c212771866c9"
@@ -36,17 +34,12 @@ def _body(**changes: Any) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not ...}
 
 
-def _json(value: Any) -> bytes:
-    return json.dumps(value).encode()
-
-
 def _nested(depth: int) -> bytes:
     return b'{"orgId":1234,"region":"EU","ids":{"crm_id":"N"},"upsert":{"profile":{"deep":' + (
         b"[" * depth + b"]" * depth + b"}}}"
     )
 
 
-JSON = {"Content-Type": "application/json"}
 # (label, body bytes, extra headers, keep the default apikey/scopes headers)
 CASES: list[tuple[str, bytes, dict[str, str], bool]] = [
     ("plain write", _json(_body()), JSON, True),
@@ -99,8 +92,6 @@ CASES: list[tuple[str, bytes, dict[str, str], bool]] = [
 # Successful writes the fast path leaves to the framework (the rest must take it).
 FRAMEWORK_ONLY = {"+json type"}
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
 
 def _mask(value: Any, key: str = "") -> Any:
     if isinstance(value, dict):
@@ -110,7 +101,7 @@ def _mask(value: Any, key: str = "") -> Any:
     if key.endswith("_ts"):
         return "<ts>"
     if isinstance(value, str):
-        return _UUID.sub("<uuid>", value) if value != UCID else value
+        return UUID.sub("<uuid>", value) if value != UCID else value
     return value
 
 
@@ -118,52 +109,18 @@ def _answer(client: TestClient, org: OrgFixture, body: bytes, headers: dict[str,
     sent = {k: (org.apikey if v == "<key>" else v) for k, v in headers.items()}
     if auth:
         sent = {**org.headers("profile.write"), **sent}
-    response = client.post(W, content=body, headers=sent)
-    kept = {
-        k: v
-        for k, v in response.headers.items()
-        if k.lower() not in ("date", "server", "content-length", "x-request-id")
-    }
-    try:
-        content: Any = response.json()
-    except ValueError:
-        content = response.text
-    return response.status_code, _mask(kept), _mask(content)
-
-
-def _other_url(database_url: str) -> str:
-    if database_url.startswith("sqlite"):
-        return database_url.replace("profilehub.db", "framework.db")
-    return _pg.new_url()
+    return answer(client.post(W, content=body, headers=sent), _mask)
 
 
 @pytest.fixture
-def apps(database_url: str) -> Iterator[tuple[TestClient, TestClient, OrgFixture, OrgFixture]]:
-    fast = create_app(Settings(database_url=database_url, max_body_bytes=256 * 1024))
-    framework = create_app(Settings(database_url=_other_url(database_url), max_body_bytes=256 * 1024))
-    framework.user_middleware = [m for m in framework.user_middleware if m.cls is not FastWriteUser]
-    orgs = make_org(fast.state.db), make_org(framework.state.db)
-    try:
-        with TestClient(fast) as a, TestClient(framework) as b:
-            yield a, b, *orgs
-    finally:
-        fast.state.db.close()
-        framework.state.db.close()
+def apps(database_url: str) -> Iterator[Apps]:
+    with fast_and_framework(database_url, FastWriteUser) as both:
+        yield both
 
 
-def test_fast_path_answers_as_the_framework_route(
-    apps: tuple[TestClient, TestClient, OrgFixture, OrgFixture], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_fast_path_answers_as_the_framework_route(apps: Apps, monkeypatch: pytest.MonkeyPatch) -> None:
     fast, framework, fast_org, framework_org = apps
-    answered: list[bool] = []
-    original = FastWriteUser.answer
-
-    async def spy(*args: Any) -> bool:
-        done = await original(*args)
-        answered.append(done)
-        return done
-
-    monkeypatch.setattr(FastWriteUser, "answer", spy)
+    answered = spy_on_answers(monkeypatch, FastWriteUser)
     for label, body, headers, auth in CASES:
         answered.clear()
         ours = _answer(fast, fast_org, body, headers, auth)

@@ -7,7 +7,6 @@ match once the values that differ by nature (ids, ucids, timestamps) are masked.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -15,18 +14,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from profilehub.app import create_app
-from profilehub.config import Settings
 from profilehub.crm.fast import FastUpsertPerson
-from tests.conftest import OrgFixture, _pg, make_org
+from tests.conftest import OrgFixture
+from tests.fast_path import JSON, UUID, Apps, answer, fast_and_framework, spy_on_answers
+from tests.fast_path import as_json as _json
 
 P = "/v2/crm/people"
-JSON = {"Content-Type": "application/json"}
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value).encode()
-
 
 ANA = {"firstName": "Ana", "emails": ["Ana@Example.com"], "phoneNumber": "+4930123456"}
 # (label, query, body bytes, extra headers, send the org's token)
@@ -59,7 +52,6 @@ CASES: list[tuple[str, str, bytes, dict[str, str], bool]] = [
 # Successful upserts the fast path leaves to the framework (the rest must take it).
 FRAMEWORK_ONLY = {"two matchings", "form type"}
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
 
 
@@ -69,7 +61,7 @@ def _mask(value: Any) -> Any:
     if isinstance(value, list):
         return [_mask(v) for v in value]
     if isinstance(value, str):
-        return _ISO.sub("<ts>", _UUID.sub("<uuid>", value))
+        return _ISO.sub("<ts>", UUID.sub("<uuid>", value))
     return value
 
 
@@ -79,51 +71,18 @@ def _answer(
     sent = {k: v.replace("<apikey>", org.apikey) for k, v in headers.items()}
     if auth:
         sent = {**org.bearer, **sent}
-    response = client.put(P + query, content=body, headers=sent)
-    kept = {
-        k: v
-        for k, v in response.headers.items()
-        if k.lower() not in ("date", "server", "content-length", "x-request-id")
-    }
-    try:
-        content: Any = response.json()
-    except ValueError:
-        content = response.text
-    return response.status_code, _mask(kept), _mask(content)
+    return answer(client.put(P + query, content=body, headers=sent), _mask)
 
 
 @pytest.fixture
-def apps(database_url: str) -> Iterator[tuple[TestClient, TestClient, OrgFixture, OrgFixture]]:
-    other = (
-        database_url.replace("profilehub.db", "framework.db")
-        if database_url.startswith("sqlite")
-        else _pg.new_url()
-    )
-    fast = create_app(Settings(database_url=database_url, max_body_bytes=256 * 1024))
-    framework = create_app(Settings(database_url=other, max_body_bytes=256 * 1024))
-    framework.user_middleware = [m for m in framework.user_middleware if m.cls is not FastUpsertPerson]
-    orgs = make_org(fast.state.db), make_org(framework.state.db)
-    try:
-        with TestClient(fast) as a, TestClient(framework) as b:
-            yield a, b, *orgs
-    finally:
-        fast.state.db.close()
-        framework.state.db.close()
+def apps(database_url: str) -> Iterator[Apps]:
+    with fast_and_framework(database_url, FastUpsertPerson) as both:
+        yield both
 
 
-def test_fast_path_answers_as_the_framework_route(
-    apps: tuple[TestClient, TestClient, OrgFixture, OrgFixture], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_fast_path_answers_as_the_framework_route(apps: Apps, monkeypatch: pytest.MonkeyPatch) -> None:
     fast, framework, fast_org, framework_org = apps
-    answered: list[bool] = []
-    original = FastUpsertPerson.answer
-
-    async def spy(*args: Any) -> bool:
-        done = await original(*args)
-        answered.append(done)
-        return done
-
-    monkeypatch.setattr(FastUpsertPerson, "answer", spy)
+    answered = spy_on_answers(monkeypatch, FastUpsertPerson)
     for label, query, body, headers, auth in CASES:
         answered.clear()
         ours = _answer(fast, fast_org, query, body, headers, auth)

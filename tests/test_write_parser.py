@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from profilehub.cli import main
 from profilehub.ingest import checkpoint
-from tests.conftest import OrgFixture
+from tests.conftest import OrgFixture, names_field
 
 OK: dict[str, Any] = {
     "orgId": 1234,
@@ -46,14 +46,6 @@ CASES: list[tuple[str, dict[str, Any], int, str]] = [
     ("ucid a number", {**OK, "ucid": 5}, 400, "ucid"),
     ("unknown field", {**OK, "regions": ["EU"]}, 400, "regions"),
 ]
-
-
-def _named(error: dict[str, Any], status: int, field: str) -> bool:
-    return (
-        error["status"] == status
-        and field in (error.get("errors") or {})
-        and error["message"].startswith(f"{field}: ")
-    )
 
 
 def test_a_bad_write_is_refused_alike_by_every_entry_point(
@@ -97,7 +89,7 @@ def test_a_bad_write_is_refused_alike_by_every_entry_point(
             "import": rejects.get(n + 1, "written"),
         }
         for entry, answer in answers.items():
-            if not (isinstance(answer, dict) and _named(answer, status, field)):
+            if not (isinstance(answer, dict) and names_field(answer, status, field)):
                 disagreements.append(f"{case} via {entry}: wanted {status} naming {field}, got {answer}")
     assert not disagreements, "\n".join(disagreements)
     # The import names the same field as the reason of each reject.
