@@ -62,7 +62,10 @@ def test_run(
     ``-n 1`` (param "xdist", as scripts/test runs) the database is its worker's. Yields the run and
     the pids whose databases it made."""
     (tmp_path / "conftest.py").write_text("from tests.conftest import *  # noqa: F403\n")
-    (tmp_path / "test_parked.py").write_text("import time\n\ndef test_parked():\n    time.sleep(120)\n")
+    parked = tmp_path / "parked"  # made by the parked test once it runs
+    (tmp_path / "test_parked.py").write_text(
+        f"import pathlib, time\n\ndef test_parked():\n    pathlib.Path({str(parked)!r}).touch()\n    time.sleep(120)\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     workers = ["-n", "1"] if getattr(request, "param", "plain") == "xdist" else ["-n", "0"]
     run = subprocess.Popen(
@@ -76,11 +79,10 @@ def test_run(
     pids: list[int] = []
     # Generous: two pytest start-ups (controller and worker) on a loaded 2-core machine.
     deadline = time.monotonic() + 180
-    while not _databases_of(pids):
+    while not (parked.exists() and _databases_of(pids)):
         assert run.poll() is None and time.monotonic() < deadline, "the test run made no database"
         time.sleep(0.2)
         pids = [run.pid, *child_pids(run.pid)]
-    time.sleep(1)  # into the parked test
     yield run, pids
     if run.poll() is None:
         run.kill()
