@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from profilehub.store.database import Database
-from tests.conftest import OrgFixture, make_org
+from tests.conftest import OrgFixture, make_org, migrated_url
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -31,8 +31,9 @@ def free_port() -> int:
 
 
 def new_org(database_url: str) -> OrgFixture:
-    """An org in the database at ``database_url``, made (with the schema) before a server starts."""
-    db = Database(database_url)
+    """An org in the new, empty database at ``database_url``, made (with the schema, copied: see
+    ``migrated_url``) before a server starts."""
+    db = Database(migrated_url(database_url))
     try:
         return make_org(db)
     finally:
