@@ -358,18 +358,20 @@ class BulkImporter:
                     head.add(reason)
 
         pending: deque[tuple[list[SourceRecord], Future[list[Compact | ProfilehubError | None]]]] = deque()
-        in_flight = max(2, 2 * self.workers)
         for chunk in self._chunks():
             self._check_stop()
             data = [r.data for r in chunk]
-            if pool is None:
-                take(chunk, prepare_chunk(*args, data))
+            if pool is None or len(pending) >= self.workers:
+                # This thread prepares a chunk too while the workers prepare theirs; chunks are
+                # taken in file order, so the workers' (earlier) ones first.
+                local = prepare_chunk(*args, data)
+                while pending:
+                    done_chunk, future = pending.popleft()
+                    take(done_chunk, future.result())
+                take(chunk, local)
             else:
                 with _sigint_blocked():  # workers start on demand: never with Ctrl-C
                     pending.append((chunk, pool.submit(prepare_chunk, *args, data)))
-                while len(pending) >= in_flight:
-                    done_chunk, future = pending.popleft()
-                    take(done_chunk, future.result())
             if time.monotonic() - last_progress >= 1.0:
                 last_progress = time.monotonic()
                 summary.seconds = last_progress - started
