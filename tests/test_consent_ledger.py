@@ -115,6 +115,7 @@ def test_the_ledger_follows_the_person_through_a_merge_and_an_unmerge(
     # The console's profile page shows the same ledger, newest first.
     sign_in(client, org.apikey)
     page = client.get(f"/console/profiles/{b['ucid']}").text
+    assert page.count('id="consent-ledger"') == 1 and "Linked ucids (1)" in page  # the whole page
     section = page.split('id="consent-ledger"', 1)[1].split("</section>", 1)[0]
     rows = [r.split("</tr>", 1)[0] for r in section.split("<tr><td")[1:]]
     assert [("merge" in r, "sms" in r, b["ucid"][-12:] in r) for r in rows] == [
