@@ -572,7 +572,7 @@ def process_import(url: str, path: Path, org_id: int, region: str, at: int, bulk
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m bench.bulk_equivalence --people 200000 [--backend sqlite|postgres]``: an ugly set
-    of ``bench.gate_set`` (about five records a person) through both paths, compared by digest."""
+    of ``bench.gate_set`` (about four records a person) through both paths, compared by digest."""
     import argparse
     import tempfile
     import time

@@ -152,7 +152,7 @@ def _special(kind: str, n: int, seed: int, rng: random.Random, seeded: list[str]
 
 
 def gate_set(people: int, seed: int = 20) -> GateSet:
-    """About ``people`` people's records (a main file of some 5 records per person)."""
+    """About ``people`` people's records (a main file of some 4 records per person)."""
     rng = random.Random(seed)
     made = _People(seed)
     own: dict[Any, int] = {}
