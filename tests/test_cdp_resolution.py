@@ -276,6 +276,8 @@ def test_search_by_namespace_and_delete_erases_everything(cdp: Cdp) -> None:
     cdp.write({"crm_id": "C-1", "AdId": "ad-1"})  # merges b into a
     assert [p["ucid"] for p in cdp.search({"maid": ["ad-1"]})] == [a["ucid"]]
     result = cdp.delete({"email": ["jane@acme.com", "nobody@acme.com"]})
+    assert result.pop("receiptId")
+    assert result.pop("suppressedIds") > 0
     assert result == {
         "ucids": [a["ucid"]],
         "deletedProfiles": 1,
@@ -283,18 +285,35 @@ def test_search_by_namespace_and_delete_erases_everything(cdp: Cdp) -> None:
         "deletedPeople": 0,
     }
     assert cdp.search({"ucid": [a["ucid"], b["ucid"]], "crm_id": ["C-1"], "AdId": ["ad-1"]}) == []
-    # Ids of an erased person are free: a new write creates a new person.
+    # The erased person's ids are suppressed: a write carrying only them writes nothing (409)...
+    refused = cdp.client.post(
+        "/cdp/v1/users",
+        json={"orgId": cdp.org.org_id, "region": "EU", "ids": {"crm_id": "C-1"}, "upsert": {}},
+        headers=cdp.org.headers(),
+    )
+    assert refused.status_code == 409, refused.text
+    assert cdp.search({"crm_id": ["C-1"]}) == []
+    # ...until the suppression is lifted: then a new write creates a new person.
+    lifted = cdp.client.post(
+        "/cdp/v1/users/_unsuppress",
+        json={"orgId": cdp.org.org_id, "region": "EU", "ids": {"crm_id": ["C-1"]}},
+        headers=cdp.org.headers(),
+    )
+    assert lifted.status_code == 200, lifted.text
     assert cdp.write({"crm_id": "C-1"})["ucid"] not in (a["ucid"], b["ucid"])
 
 
 def test_delete_by_ucid(cdp: Cdp) -> None:
     a = cdp.write({"crm_id": "C-1"})
     assert cdp.delete({"ucid": [a["ucid"]]})["deletedProfiles"] == 1
-    assert cdp.delete({"ucid": [a["ucid"]]}) == {
+    again = cdp.delete({"ucid": [a["ucid"]]})
+    assert again.pop("receiptId")
+    assert again == {
         "ucids": [],
         "deletedProfiles": 0,
         "profilesNotFound": [a["ucid"]],
         "deletedPeople": 0,
+        "suppressedIds": 0,
     }
 
 

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import sqlalchemy as sa
@@ -32,7 +32,7 @@ from profilehub.auth import (
     list_credentials,
     revoke_credential,
 )
-from profilehub.bulk.engine import BulkImporter, BulkInterrupted
+from profilehub.bulk.interrupted import BulkInterrupted
 from profilehub.config import Settings, SettingsError, describe_database
 from profilehub.crm.people import link_people_job
 from profilehub.errors import ProfilehubError
@@ -68,6 +68,9 @@ from profilehub.store.database import (
 from profilehub.store.faults import classify
 from profilehub.store.journal_store import prune_journal, retention_days, set_retention_days
 from profilehub.store.receipt_store import ReceiptKeys
+
+if TYPE_CHECKING:
+    from profilehub.bulk.engine import BulkImporter
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -841,6 +844,9 @@ def _run_import(
     )
     bulk_importer: BulkImporter | None = None
     if bulk:
+        # numpy and scipy: imported here so that only a bulk import pays for them
+        from profilehub.bulk.engine import BulkImporter
+
         if resume:
             raise click.ClickException(
                 "--resume: a --bulk import is all or nothing (an interrupted one wrote nothing); "

@@ -43,6 +43,7 @@ from sqlalchemy.engine import Connection
 
 from profilehub import collector
 from profilehub.bulk.graph import components
+from profilehub.bulk.interrupted import BulkInterrupted
 from profilehub.bulk.resolve import Recorded, Refused, Spools, resolve_group, resolve_payload, spool_log
 from profilehub.errors import Conflict, ProfilehubError, error_body
 from profilehub.identity.normalize import Identifier, Notice
@@ -85,20 +86,6 @@ _PROFILE_COLUMNS = ("org_id", "ucid", "region", "created_ts", "updated_ts", "mer
 _ID_COLUMNS = ("org_id", "region", "id_type", "value", "ucid", "ts")
 _CHANGE_COLUMNS = ("org_id", "change_id", "ts", "actor", "entity", "entity_id", "action", "detail")
 _EVENT_COLUMNS = ("org_id", "event_id", "feed", "type", "region", "ts", "entity_id", "data")
-
-
-class BulkInterrupted(ProfilehubError):
-    """Ctrl-C stopped a bulk import: its transaction was rolled back, nothing of it is written."""
-
-    status = 499
-    summary: ImportSummary | None = None
-
-    def __init__(
-        self,
-        message: str = "interrupted: the bulk import was rolled back, nothing of it is written",
-        **kw: Any,
-    ) -> None:
-        super().__init__(message, **kw)
 
 
 @dataclass
