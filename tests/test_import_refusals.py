@@ -81,6 +81,7 @@ def test_every_command_about_an_org_refuses_an_unknown_one_before_reading_its_fi
         ("block", "remove"): ["--value", "v"],
         ("block", "list"): [],
         ("changes",): [],
+        ("receipt", "key"): [],
         ("import", "cdp"): [str(profiles), "--region", "EU"],
         ("import", "people"): [str(people), "--matching-attribute", "email", "--map", "Email=emails"],
     }
