@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.alternating import on_off, rounds_note
 from bench.backends import fresh_database
 from bench.generate import records
 from bench.machine import command_line, exclusive_run, load_note
@@ -75,15 +75,16 @@ def write_round(backend: str, ledger: bool, writes: list[ProfileWrite], threads:
 
 def ledger_cost(backend: str, count: int, threads: int) -> dict[str, Any]:
     writes = consent_writes(count)
-    rates: dict[bool, list[float]] = {True: [], False: []}
     rows = 0
-    for ledger in (True, False, False, True, True, False):
+
+    def one_round(ledger: bool) -> float:
+        nonlocal rows
         rate, kept = write_round(backend, ledger, writes, threads)
-        rates[ledger].append(rate)
         if ledger:
             rows = kept
-    on, off = statistics.mean(rates[True]), statistics.mean(rates[False])
-    return {"on": on, "off": off, "ratio": on / off, "rounds": rates, "rows": rows}
+        return rate
+
+    return {**on_off(one_round), "rows": rows}
 
 
 def main() -> None:
@@ -99,12 +100,10 @@ def main() -> None:
             print(f"== {backend}")
             print(f"  {load_note()}")
             cost = ledger_cost(backend, args.writes, args.threads)
-            on_rounds = ", ".join(f"{r:.0f}" for r in cost["rounds"][True])
-            off_rounds = ", ".join(f"{r:.0f}" for r in cost["rounds"][False])
             print(
                 f"  writes/s, {args.writes} single writes with consent from {args.threads} threads: "
                 f"ledger on {cost['on']:.0f}, off {cost['off']:.0f}: {cost['ratio']:.2f}x "
-                f"(rounds on: {on_rounds}; off: {off_rounds}; {cost['rows']} ledger rows a round)"
+                f"({rounds_note(cost)}; {cost['rows']} ledger rows a round)"
             )
             print(f"  {load_note()}")
 

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.alternating import on_off, rounds_note
 from bench.backends import fresh_database
 from bench.generate import ORG_ID, REGION, records
 from bench.machine import command_line, exclusive_run, load_note
@@ -69,11 +70,7 @@ def write_round(backend: str, journal: bool, writes: list[ProfileWrite], threads
 
 def journal_cost(backend: str, count: int, threads: int) -> dict[str, Any]:
     writes = _writes(count)
-    rates: dict[bool, list[float]] = {True: [], False: []}
-    for journal in (True, False, False, True, True, False):
-        rates[journal].append(write_round(backend, journal, writes, threads))
-    on, off = statistics.mean(rates[True]), statistics.mean(rates[False])
-    return {"on": on, "off": off, "ratio": on / off, "rounds": rates}
+    return on_off(lambda journal: write_round(backend, journal, writes, threads))
 
 
 def _ms(samples: list[float]) -> str:
@@ -157,11 +154,9 @@ def main() -> None:
             print(f"== {backend}")
             print(f"  {load_note()}")
             cost = journal_cost(backend, args.writes, args.threads)
-            on_rounds = ", ".join(f"{r:.0f}" for r in cost["rounds"][True])
-            off_rounds = ", ".join(f"{r:.0f}" for r in cost["rounds"][False])
             print(
                 f"  writes/s, {args.writes} single writes from {args.threads} threads: journal on "
-                f"{cost['on']:.0f}, off {cost['off']:.0f}: {cost['ratio']:.2f}x (rounds on: {on_rounds}; off: {off_rounds})"
+                f"{cost['on']:.0f}, off {cost['off']:.0f}: {cost['ratio']:.2f}x ({rounds_note(cost)})"
             )
             print(f"  {load_note()}")
             lat = explain_latency(backend, args.fill, args.probes)

@@ -14,7 +14,6 @@ machine is shared: its load is printed with each figure.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from bench.alternating import on_off, rounds_note
 from bench.backends import fresh_database
 from bench.machine import command_line, exclusive_run, load_note
 from profilehub import profiles
@@ -95,15 +95,10 @@ def main() -> None:
         for backend in args.backend or ["sqlite", "postgres"]:
             print(f"== {backend}")
             print(f"  {load_note()}")
-            rates: dict[bool, list[float]] = {True: [], False: []}
-            for receipts in (True, False, False, True, True, False):
-                rates[receipts].append(erase_round(backend, receipts, args.people, args.threads))
-            on, off = statistics.mean(rates[True]), statistics.mean(rates[False])
+            cost = on_off(lambda receipts, b=backend: erase_round(b, receipts, args.people, args.threads))
             print(
                 f"  erasures/s, {args.people} one-person _delete calls from {args.threads} threads: "
-                f"receipts on {on:.0f}, off {off:.0f}: {on / off:.2f}x "
-                f"(rounds on: {', '.join(f'{r:.0f}' for r in rates[True])}; "
-                f"off: {', '.join(f'{r:.0f}' for r in rates[False])})"
+                f"receipts on {cost['on']:.0f}, off {cost['off']:.0f}: {cost['ratio']:.2f}x ({rounds_note(cost)})"
             )
             print(f"  {load_note()}")
 

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.alternating import on_off
 from bench.backends import fresh_database
 from bench.generate import ORG_ID, REGION, records
 from bench.machine import command_line, exclusive_run, load_note
@@ -101,11 +102,7 @@ def write_round(backend: str, fingerprints: int, writes: list[ProfileWrite], thr
 
 def write_cost(backend: str, count: int, threads: int, fingerprints: int) -> dict[str, Any]:
     writes = _writes(count)
-    rates: dict[bool, list[float]] = {True: [], False: []}
-    for held in (True, False, False, True, True, False):
-        rates[held].append(write_round(backend, fingerprints if held else 0, writes, threads))
-    on, off = statistics.mean(rates[True]), statistics.mean(rates[False])
-    return {"on": on, "off": off, "ratio": on / off, "rounds": rates}
+    return on_off(lambda held: write_round(backend, fingerprints if held else 0, writes, threads))
 
 
 def check_cost(backend: str, count: int, fingerprints: int) -> dict[str, Any]:
