@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from profilehub.identity.suppression import IdPair, Suppression, fingerprint
+from profilehub.identity.suppression import IdPair, Suppression, fingerprinter
 from profilehub.store.changes import now_ms
 from profilehub.store.tables import orgs, suppressed_ids, suppression_keys
 
@@ -61,8 +61,8 @@ def load_suppression(conn: Connection, org_id: int) -> Suppression | None:
 
 def suppress(conn: Connection, org_id: int, region: str, ids: Iterable[IdPair]) -> int:
     """Keep the fingerprints of ``ids`` in ``region``; how many were new."""
-    key = org_key(conn, org_id)
-    prints = sorted({fingerprint(key, i).hex() for i in ids})
+    prints_of = fingerprinter(org_key(conn, org_id))
+    prints = sorted({prints_of(i).hex() for i in ids})
     if not prints:
         return 0
     held: set[str] = set()
@@ -95,8 +95,8 @@ def unsuppress(conn: Connection, org_id: int, region: str, ids: Iterable[IdPair]
     ).scalar_one_or_none()
     if found is None:
         return 0
-    key = bytes.fromhex(found)
-    prints = sorted({fingerprint(key, i).hex() for i in ids})
+    prints_of = fingerprinter(bytes.fromhex(found))
+    prints = sorted({prints_of(i).hex() for i in ids})
     removed = 0
     for start in range(0, len(prints), _CHUNK):
         removed += conn.execute(
