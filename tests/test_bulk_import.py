@@ -7,6 +7,7 @@ bulk path's own focused cases.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -248,21 +249,66 @@ def test_an_interrupted_bulk_import_writes_nothing(
         real_init(self, *a, **kw)
         importer.append(self)
 
-    def apply_then_press_ctrl_c(*a: Any, **kw: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 20:
-            importer[0]._stop.set()  # what the Ctrl-C handler does
-        return real_apply(*a, **kw)
+    def then_press_ctrl_c(real: Any) -> Any:
+        def resolve_then_press_ctrl_c(*a: Any, **kw: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 20:
+                importer[0]._stop.set()  # what the Ctrl-C handler does
+            return real(*a, **kw)
 
-    real_apply = resolve.apply_write
+        return resolve_then_press_ctrl_c
+
     monkeypatch.setattr(engine.BulkImporter, "__init__", keep)
-    monkeypatch.setattr(resolve, "apply_write", apply_then_press_ctrl_c)
+    # A write resolves by replay (apply_write) or, a whole one-profile component at once, in
+    # closed form: each call is at least one write.
+    monkeypatch.setattr(resolve, "apply_write", then_press_ctrl_c(resolve.apply_write))
+    monkeypatch.setattr(resolve, "closed_form", then_press_ctrl_c(resolve.closed_form))
     monkeypatch.setattr(engine, "GROUP_WRITES", 7)  # stops are looked for between groups too
     with pytest.raises(bulk.BulkInterrupted):
         bulk_run(orgs, path)
     assert counts(orgs, BULK) == before
     assert 20 <= calls < 30  # stopped before the last write was applied
+
+
+def _indexes(db: Database) -> set[str]:
+    with db.read() as conn:
+        sql = (
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+            if conn.dialect.name == "postgresql"
+            else "SELECT name FROM sqlite_master WHERE type = 'index'"
+        )
+        return {str(name) for (name,) in conn.exec_driver_sql(sql)}
+
+
+def test_a_first_bulk_import_failing_mid_write_leaves_the_store_and_its_indexes(
+    orgs: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Into an empty store the bulk path builds the ucid indexes after loading the rows; a failure
+    halfway through the id rows rolls back the rows and the dropped index alike."""
+    path = write_ndjson(tmp_path / "people.ndjson", people(30))
+    indexes = _indexes(orgs)
+    assert {"ix_profile_ids_ucid", "ix_changes_entity", "ix_events_entity"} <= indexes
+    before = counts(orgs, BULK)
+    real_insert = engine._insert
+
+    def insert_then_fail(conn: Any, table: str, columns: Any, rows: Any) -> None:
+        if table == "profile_ids":  # some id rows in, the index dropped, then the disk fills up
+            real_insert(conn, table, columns, itertools.islice(rows, 20))
+            raise RuntimeError("the disk is full")
+        real_insert(conn, table, columns, rows)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "_insert", insert_then_fail)
+        with pytest.raises(RuntimeError, match="disk is full"):
+            bulk_run(orgs, path)
+    assert counts(orgs, BULK) == before
+    assert _indexes(orgs) == indexes
+    summary = bulk_run(orgs, path)
+    assert summary.created > 0 and "index_profile_ids" in summary.phases  # built after the load
+    assert _indexes(orgs) == indexes
+    online(orgs, path)
+    assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)
 
 
 def test_cli_bulk_and_at(orgs: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

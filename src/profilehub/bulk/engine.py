@@ -20,6 +20,7 @@ Phases, each timed in ``BulkSummary.phases``:
 
 from __future__ import annotations
 
+import heapq
 import math
 import multiprocessing
 import os
@@ -31,7 +32,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -44,7 +45,16 @@ from sqlalchemy.engine import Connection
 from profilehub import collector
 from profilehub.bulk.graph import components
 from profilehub.bulk.interrupted import BulkInterrupted
-from profilehub.bulk.resolve import Recorded, Refused, Spools, resolve_group, resolve_payload, spool_log
+from profilehub.bulk.resolve import (
+    ID_KEY,
+    Recorded,
+    Refused,
+    Spools,
+    resolve_group,
+    resolve_payload,
+    simple_components,
+    spool_log,
+)
 from profilehub.errors import Conflict, ProfilehubError, error_body
 from profilehub.identity.normalize import Identifier, Notice
 from profilehub.identity.resolve import PreparedWrite, apply_write
@@ -99,6 +109,7 @@ class BulkSummary(ImportSummary):
     components: int = 0
     replayed_in_store: int = 0  # writes of components touching stored profiles or naming a ucid
     resolved_in_memory: int = 0
+    closed_form: int = 0  # of those in memory, writes of simple components (no replay)
     peak_rss_bytes: int = 0
     peak_rss_workers_bytes: int = 0
     # The importer's peak RSS at the end of each phase (where memory goes).
@@ -173,6 +184,8 @@ class _Plan:
         self.rejects: list[_Reject] = []
         self.idents: list[Identifier] = []
         self.id_region: list[str] = []
+        self.id_type = array("q")  # each id's idType, coded by ``type_names``
+        self.type_names: dict[str, int] = {}
         self._codes: dict[str, dict[Identifier, int]] = {}
 
     def __len__(self) -> int:
@@ -192,6 +205,10 @@ class _Plan:
                 code = codes[ident] = len(idents)
                 idents.append(ident)
                 self.id_region.append(region)
+                t = self.type_names.get(ident.id_type)
+                if t is None:
+                    t = self.type_names[ident.id_type] = len(self.type_names)
+                self.id_type.append(t)
             flat.append(code)
         self.offsets.append(len(flat))
         self.regions.append(region)
@@ -227,6 +244,45 @@ class _Again(Exception):
     """A write was refused while it applied: roll back and apply the rest again without it."""
 
 
+# Secondary indexes whose keys the bulk rows reach in random order (a ucid per id row, per change,
+# per event). Into a table that holds no rows at all (the first backfill of a store), each is
+# dropped before the load and built again after it, in the same transaction: one sort instead of a
+# B-tree insert at a random place per row. Into a table that holds rows, they stay: rebuilding them
+# would cost the whole table's rows, and dropping one would hide it from every other transaction.
+_DEFERRED_INDEXES = {
+    "profile_ids": ("ix_profile_ids_ucid",),
+    "changes": ("ix_changes_entity",),
+    "events": ("ix_events_entity",),
+}
+
+
+@contextmanager
+def _indexes_after_load(conn: Connection, table: str, phases: dict[str, float] | None) -> Iterator[None]:
+    names = _DEFERRED_INDEXES.get(table, ())
+    if not names or conn.exec_driver_sql(f"SELECT 1 FROM {table} LIMIT 1").first() is not None:
+        yield
+        return
+    postgres = conn.dialect.name == "postgresql"
+    definitions: list[str] = []
+    for name in names:
+        row = conn.exec_driver_sql(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = %s"
+            if postgres
+            else "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
+            (name,),
+        ).first()
+        if row is None or not row[0]:
+            continue
+        definitions.append(str(row[0]))
+        conn.exec_driver_sql(f"DROP INDEX {name}")
+    yield
+    began = time.monotonic()
+    for definition in definitions:
+        conn.exec_driver_sql(definition)
+    if phases is not None and definitions:
+        phases[f"index_{table}"] = time.monotonic() - began
+
+
 def _stream_rows(
     conn: Connection,
     table: str,
@@ -234,11 +290,13 @@ def _stream_rows(
     rows: Iterable[Sequence[Any]],
     phases: dict[str, float] | None = None,
 ) -> None:
-    """``store.rows.insert_rows`` for rows read as they go (from a spool); the time it took in
-    ``phases["write_<table>"]``."""
+    """``store.rows.insert_rows`` for rows read as they go (from a spool), secondary indexes built
+    after the load where that pays (``_DEFERRED_INDEXES``); the time it took (index builds
+    included) in ``phases["write_<table>"]``."""
     began = time.monotonic()
     try:
-        _insert(conn, table, columns, rows)
+        with _indexes_after_load(conn, table, phases):
+            _insert(conn, table, columns, rows)
     finally:
         if phases is not None:
             phases[f"write_{table}"] = time.monotonic() - began
@@ -411,6 +469,19 @@ class BulkImporter:
         t = time.monotonic()
         graph = components(plan.offsets, plan.flat, len(plan.idents))
         summary.components = graph.count
+        limits = np.zeros(max(1, len(plan.type_names)), dtype=np.int64)
+        for name, code in plan.type_names.items():
+            rule = strategy.id_types.get(name)
+            limits[code] = rule.max_per_profile if rule is not None else 0  # unknown: never simple
+        simple = simple_components(
+            np.frombuffer(plan.offsets, dtype=np.int64),
+            np.frombuffer(plan.flat, dtype=np.int64),
+            graph.label,
+            graph.id_label,
+            np.frombuffer(plan.id_type, dtype=np.int64),
+            limits,
+            graph.count,
+        )
         touching = np.zeros(graph.count, dtype=bool)
         for k in plan.ucids:
             touching[graph.label[k]] = True
@@ -427,9 +498,12 @@ class BulkImporter:
         groups = max(1, math.ceil(len(in_memory) / GROUP_WRITES), self.workers + 1)
         group_of = graph.label[in_memory] % groups
         members = [in_memory[group_of == g] for g in range(groups)]
+        # Each write's component where it resolves in closed form, else -1 (replayed in order).
+        closed = np.where(simple[graph.label], graph.label, -1)
+        summary.closed_form = int((closed[in_memory] >= 0).sum())
         del group_of, in_memory
         for g, refused_group in self._resolve_groups(
-            plan, strategy, members, at, block, spool_dir, spools, summary
+            plan, strategy, members, closed, at, block, spool_dir, spools, summary
         ):
             # Not expected (only a write naming a ucid is refused as it applies, and those replay
             # against the store), but if it happens the group goes there too: the online writer's
@@ -437,7 +511,7 @@ class BulkImporter:
             in_store += [int(k) for k in members[g]] if refused_group else []
         summary.resolved_in_memory = len(plan) - len(in_store)
         summary.replayed_in_store = len(in_store)
-        del graph, members
+        del graph, members, closed
         refused, c, u = self._replay_in_store(conn, strategy, plan, sorted(in_store), at, block, spools[0])
         summary.created += c
         summary.updated += u
@@ -457,6 +531,7 @@ class BulkImporter:
         plan: _Plan,
         strategy: Strategy,
         members: list[Any],
+        closed: Any,
         at: int,
         block: UcidBlock,
         spool_dir: Path,
@@ -492,6 +567,7 @@ class BulkImporter:
                         tuple(part for c in plan.codes(k) for part in plan.idents[c]),
                         plan.upserts[k],
                         plan.notices.get(k),
+                        int(closed[k]),
                     )
                     for k in members[g]
                 ]
@@ -514,7 +590,7 @@ class BulkImporter:
             if todo:  # this thread takes one too, from the other end
                 g = todo.pop()
                 group_spools = Spools.open(spool_dir, f"g{g}")
-                group = [(int(k), plan.write(int(k))) for k in members[g]]
+                group = [(int(k), int(closed[k]), plan.write(int(k))) for k in members[g]]
                 try:
                     created, updated = resolve_group(
                         strategy, org_id, group, at, block, group_spools, journal, self._check_stop, ledger
@@ -644,7 +720,10 @@ class BulkImporter:
                 yield from getattr(group, name).rows()
 
         _stream_rows(conn, "profiles", _PROFILE_COLUMNS, rows("profiles"), phases)
-        _stream_rows(conn, "profile_ids", _ID_COLUMNS, rows("ids"), phases)
+        # Each group's id rows are in key order: merged, the whole load is, and the primary key's
+        # B-tree fills page after page (the values are hashes: any other order is random).
+        ids = heapq.merge(*(group.ids.rows() for group in spools), key=ID_KEY)
+        _stream_rows(conn, "profile_ids", _ID_COLUMNS, ids, phases)
         # Numbered in file order: change ids (the feed's order) and journal seqs, each block
         # reserved above every number this process gave before.
         change_id = ChangeIdBlock(len(plan))

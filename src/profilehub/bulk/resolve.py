@@ -1,10 +1,17 @@
-"""Resolving components that touch nothing stored: in memory, through the identity core.
+"""Resolving components that touch nothing stored: in memory, in closed form or through the core.
 
-The writes of a group of whole components are applied in file order to an empty
-``MemoryStorage`` by ``apply_write`` itself, at the import's one time and with the profile a
-record creates named by its place in the file (``UcidBlock``), so every profile, id, merge,
-change log entry, journal entry and event is the one the online path makes. The group's final
-rows then go to the spools and the storage is dropped: memory holds one group at a time.
+A *simple* component (``simple_components``: every record after its first shares an id with an
+earlier one, and no idType ever holds more distinct values than its limit) ends as one profile
+that no write merged, refused or evicted anything from: its first record creates it, every later
+one updates it. Its rows are computed in one pass (``closed_form``) without ``apply_write``: the
+profile's ids (all seen at the import's one time), its attributes (``apply_upsert`` folded in file
+order), and per record the change log entry, journal entry, consent ledger rows and event that
+``apply_write`` would make. The other components' writes are applied in file order to an empty
+``MemoryStorage`` by ``apply_write`` itself. Both use the import's one time and name the profile a
+record creates by its place in the file (``UcidBlock``), so every profile, id, merge, change log
+entry, journal entry and event is the one the online path makes (the equivalence gate,
+``tests/test_bulk_equivalence.py``, checks it). The group's rows then go to the spools: memory
+holds one group at a time.
 """
 
 from __future__ import annotations
@@ -12,20 +19,26 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from profilehub.bulk.spool import Spool
 from profilehub.errors import ProfilehubError
+from profilehub.identity.consent import CONSENT, consent_entries
 from profilehub.identity.memory import MemoryStorage
 from profilehub.identity.normalize import Identifier, Notice
-from profilehub.identity.resolve import PreparedWrite, apply_write
+from profilehub.identity.resolve import CATEGORIES, PreparedWrite, apply_upsert, apply_write
 from profilehub.identity.storage import ProfileChange, ProfileState, ProfileStorage, WriteRecord
 from profilehub.identity.strategy import Strategy
 from profilehub.identity.ucid import UcidBlock
 from profilehub.profiles import WriteResult
 from profilehub.store.consent_ledger import ledger_rows
+from profilehub.store.events import PROFILE_CREATED, PROFILE_UPDATED
 from profilehub.store.journal_store import journal_row
 
 
@@ -58,8 +71,156 @@ class Spools:
 
 SPOOLED = ("profiles", "ids", "changes", "journal", "events", "ledger")
 # A write as a worker process gets it: file index, region, ids (idType, value, ...), upsert JSON,
-# notices or None. Writes naming a ucid never go to a worker (they replay against the store).
-Payload = tuple[int, str, tuple[str, ...], str, list[Notice] | None]
+# notices or None, and its component when that is simple (closed form), else -1. Writes naming a
+# ucid never go to a worker (they replay against the store).
+Payload = tuple[int, str, tuple[str, ...], str, list[Notice] | None, int]
+# Id rows sort by (region, idType, value): the primary key's order after (org_id), which is one.
+ID_KEY = itemgetter(1, 2, 3)
+
+
+def simple_components(
+    offsets: NDArray[np.int64],
+    flat: NDArray[np.int64],
+    label: NDArray[np.int64],
+    id_label: NDArray[np.int64],
+    id_type: NDArray[np.int64],
+    limits: NDArray[np.int64],
+    count: int,
+) -> NDArray[np.bool_]:
+    """Which of ``count`` components resolve in closed form: in file order, every write after the
+    component's first shares an id with an earlier write of it (so it finds the one profile and
+    merges nothing), and no idType has more distinct values in the component than its limit
+    (``limits[t]``, for the idType coded ``t``; so no id is refused or evicted). ``flat``, ``offsets``
+    as in ``graph.components``; ``id_type[code]``: the idType of each id, coded as ``limits``."""
+    n = len(offsets) - 1
+    simple = np.ones(count, dtype=bool)
+    if n == 0:
+        return simple
+    record_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    # The first record holding each id (``flat`` runs in record order, so its first occurrence).
+    codes, first_at = np.unique(flat, return_index=True)
+    first_record = np.empty(len(id_label), dtype=np.int64)
+    first_record[codes] = record_of[first_at]
+    seen_before = np.bincount(record_of, weights=first_record[flat] < record_of, minlength=n) > 0
+    _, first_of = np.unique(label, return_index=True)
+    opens = np.zeros(n, dtype=bool)
+    opens[first_of] = True
+    simple[label[~seen_before & ~opens]] = False
+    # Distinct ids per (component, idType): each id code is one distinct value of one component.
+    types = len(limits)
+    key, per = np.unique(id_label[codes] * types + id_type[codes], return_counts=True)
+    simple[(key // types)[per > limits[key % types]]] = False
+    return simple
+
+
+def closed_form(
+    strategy: Strategy,
+    org_id: int,
+    component: Sequence[tuple[int, PreparedWrite]],
+    at: int,
+    block: UcidBlock,
+    spools: Spools,
+    id_rows: list[tuple[Any, ...]],
+    journal: bool,
+    ledger: bool = True,
+) -> None:
+    """Spool the rows of a simple component (``simple_components``), (file index, write) in file
+    order, as ``apply_write`` would make them at time ``at``: the first write creates the profile,
+    each later one updates it, every id attaches (seen at ``at``), nothing merges or is evicted.
+    Its id rows go to ``id_rows`` (sorted with the group's)."""
+    first, head = component[0]
+    ucid = block(first)
+    region = head.region
+    stamp = str(at)
+    data: dict[str, dict[str, Any]] = {c: {} for c in CATEGORIES}
+    held: dict[Identifier, None] = {}
+    ids_view: dict[str, list[Any]] = {}
+    sort_key, namespace_of = strategy.sort_key, strategy.namespace_of
+    events, changes = spools.events, spools.changes
+    for n, (k, w) in enumerate(component):
+        grew = False
+        for ident in w.ids:
+            if ident not in held:
+                held[ident] = None
+                grew = True
+        if grew:  # the event's view of the ids, as ``profiles.profile_view`` orders them
+            ids_view = {}
+            for ident in sorted(held, key=lambda i: (sort_key(i.id_type), i.value)):
+                ids_view.setdefault(namespace_of(ident.id_type), []).append(
+                    {ident.id_type: ident.value, "_ts": stamp}
+                )
+            ids_view["linkedUcid"] = []
+        upsert = w.upsert
+        consent_given = CONSENT in upsert
+        consent_before = dict(data[CONSENT]) if consent_given else None
+        apply_upsert(data, upsert, at)
+        created = n == 0
+        view = {"ucid": ucid, "region": region, "created_ts": at, "updated_ts": at}
+        for category in CATEGORIES:
+            view[category] = data[category]
+        view["ids"] = ids_view
+        events.append(
+            (
+                k,
+                PROFILE_CREATED if created else PROFILE_UPDATED,
+                region,
+                at,
+                ucid,
+                orjson.dumps({"profile": view}).decode(),
+            )
+        )
+        detail = {
+            "region": region,
+            "idTypes": sorted({i.id_type for i in w.ids}),
+            "attributes": {c: sorted(a) if a else None for c, a in upsert.items()},
+            "merged": [],
+            "mergedVia": {},
+            "notices": [notice.as_dict() for notice in w.notices],
+        }
+        changes.append(
+            (
+                k,
+                org_id,
+                at,
+                w.actor[:100],
+                "profile",
+                ucid,
+                "create" if created else "update",
+                orjson.dumps(detail).decode(),
+            )
+        )
+        if journal or ledger:
+            consent = (
+                tuple(
+                    consent_entries(
+                        consent_before or {}, None, upsert.get(CONSENT), True, [], data[CONSENT], w.source
+                    )
+                )
+                if consent_given
+                else ()
+            )
+            record = WriteRecord(
+                org_id,
+                region,
+                ucid,
+                created,
+                tuple(w.ids),
+                upsert,
+                None,
+                w.actor,
+                at,
+                {},
+                (),
+                consent,
+                w.source,
+            )
+            if journal:
+                spools.journal.append(journal_row(record, k))
+            if ledger:
+                for entry in ledger_rows(record, k):
+                    spools.ledger.append(entry)
+    spools.profiles.append((org_id, ucid, region, at, at, None, orjson.dumps(data).decode()))
+    id_rows += [(org_id, region, i.id_type, i.value, ucid, at) for i in held]
 
 
 def resolve_payload(
@@ -79,6 +240,7 @@ def resolve_payload(
     group = [
         (
             k,
+            simple,
             PreparedWrite(
                 org_id,
                 region,
@@ -90,7 +252,7 @@ def resolve_payload(
                 source="import",
             ),
         )
-        for k, region, parts, upsert, notices in payload
+        for k, region, parts, upsert, notices, simple in payload
     ]
     spools = Spools.open(Path(folder), prefix)
     try:
@@ -112,7 +274,7 @@ class Refused(Exception):
 def resolve_group(
     strategy: Strategy,
     org_id: int,
-    group: Sequence[tuple[int, PreparedWrite]],
+    group: Sequence[tuple[int, int, PreparedWrite]],
     at: int,
     block: UcidBlock,
     spools: Spools,
@@ -120,12 +282,19 @@ def resolve_group(
     stop: Callable[[], None],
     ledger: bool = True,
 ) -> tuple[int, int]:
-    """Apply ``group`` ((file index, write), in file order) in memory; spool its rows. Returns the
-    (created, updated) counts."""
+    """Resolve ``group`` ((file index, simple component or -1, write), in file order) in memory;
+    spool its rows. Returns the (created, updated) counts."""
     storage = MemoryStorage()
     created = updated = 0
     events: list[tuple[object, ...]] = []
-    for n, (index, write) in enumerate(group):
+    simple: dict[int, list[tuple[int, PreparedWrite]]] = {}
+    replay: list[tuple[int, PreparedWrite]] = []
+    for index, label, write in group:
+        if label >= 0:
+            simple.setdefault(label, []).append((index, write))
+        else:
+            replay.append((index, write))
+    for n, (index, write) in enumerate(replay):
         if n % 1000 == 0:
             stop()
         try:
@@ -142,15 +311,28 @@ def resolve_group(
     # Nothing is spooled before every write of the group applied: a refused group spooled nothing.
     for event in events:
         spools.events.append(event)
-    spool_log(spools, [k for k, _ in group], storage.changes, storage.writes, journal, ledger)
+    spool_log(spools, [k for k, _ in replay], storage.changes, storage.writes, journal, ledger)
     for (o, ucid), p in storage.profiles.items():
         spools.profiles.append(
             (o, ucid, p.region, p.created_ts, p.updated_ts, p.merged_into, orjson.dumps(p.data).decode())
         )
+    id_rows = [
+        (o, region, ident.id_type, ident.value, ucid, ts)
+        for (o, region, ident), (ucid, ts) in storage.owners.items()
+    ]
+    del storage
+    for n, component in enumerate(simple.values()):
+        if n % 1000 == 0:
+            stop()
+        closed_form(strategy, org_id, component, at, block, spools, id_rows, journal, ledger)
+        created += 1
+        updated += len(component) - 1
     # In key order: inserted so, the primary key's B-tree fills page by page instead of at random
-    # places (the id values are hashes).
-    for (o, region, ident), (ucid, ts) in sorted(storage.owners.items()):
-        spools.ids.append((o, region, ident.id_type, ident.value, ucid, ts))
+    # places (the id values are hashes). A flat key of strings: sorting the rows themselves
+    # compared nested tuples, seconds per group.
+    id_rows.sort(key=ID_KEY)
+    for row in id_rows:
+        spools.ids.append(row)
     return created, updated
 
 

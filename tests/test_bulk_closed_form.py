@@ -1,0 +1,62 @@
+"""Which components the bulk path computes in closed form (``bulk.resolve.simple_components``):
+those the identity core would resolve to one profile with nothing merged, refused or evicted. A
+component wrongly called simple would get one profile where the online import makes several (the
+equivalence gate would catch it on a large enough file; these name the cases)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from profilehub.bulk.graph import components
+from profilehub.bulk.resolve import simple_components
+
+EMAIL, AD = 0, 1  # idType codes; limits below: one email, two ad ids
+
+
+def classify(writes: list[list[tuple[int, int]]]) -> list[bool]:
+    """``writes``: each write's ids as (idType code, value); the simple flag of each write's component."""
+    codes: dict[tuple[int, int], int] = {}
+    offsets, flat = [0], []
+    for ids in writes:
+        for ident in ids:
+            flat.append(codes.setdefault(ident, len(codes)))
+        offsets.append(len(flat))
+    id_type = np.zeros(len(codes), dtype=np.int64)
+    for (t, _), code in codes.items():
+        id_type[code] = t
+    graph = components(offsets, flat, len(codes))
+    simple = simple_components(
+        np.asarray(offsets, dtype=np.int64),
+        np.asarray(flat, dtype=np.int64),
+        graph.label,
+        graph.id_label,
+        id_type,
+        np.array([1, 2], dtype=np.int64),
+        graph.count,
+    )
+    return [bool(simple[graph.label[k]]) for k in range(len(writes))]
+
+
+def test_a_person_seen_again_by_an_id_already_seen_is_simple() -> None:
+    assert classify([[(EMAIL, 1), (AD, 1)], [(AD, 1), (AD, 2)], [(EMAIL, 1)]]) == [True] * 3
+
+
+def test_two_profiles_joined_later_are_not_simple() -> None:
+    # The first two writes share nothing: two profiles, merged by the third.
+    assert classify([[(EMAIL, 1)], [(AD, 1)], [(EMAIL, 1), (AD, 1)], [(AD, 9)]]) == [
+        False,
+        False,
+        False,
+        True,
+    ]
+
+
+def test_more_values_than_an_idtype_allows_is_not_simple() -> None:
+    # A second email (primary limit 1: not attached); a third ad id (secondary limit 2: evicts).
+    assert classify([[(EMAIL, 1), (AD, 1)], [(AD, 1), (EMAIL, 2)]]) == [False, False]
+    assert classify([[(AD, 1), (AD, 2)], [(AD, 2), (AD, 3)]]) == [False, False]
+    assert classify([[(AD, 1), (AD, 2)], [(AD, 2), (AD, 1)]]) == [True, True]
+
+
+def test_a_write_without_ids_is_a_profile_of_its_own() -> None:
+    assert classify([[], [(EMAIL, 1)], []]) == [True, True, True]
