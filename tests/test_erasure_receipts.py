@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -265,21 +266,64 @@ def test_a_passphrase_keeps_the_signing_key_encrypted_in_the_database(db: Databa
 def test_an_erasure_whose_key_does_not_open_erases_nothing(database_url: str) -> None:
     with_passphrase = create_app(Settings(database_url=database_url, receipt_key_passphrase="s3cret"))
     without = create_app(Settings(database_url=database_url))
+    wrong = create_app(Settings(database_url=database_url, receipt_key_passphrase="not it"))
     try:
         org = make_org(with_passphrase.state.db)
-        with TestClient(with_passphrase) as keyed, TestClient(without) as plain:
+        with TestClient(with_passphrase) as keyed, TestClient(without) as plain, TestClient(wrong) as other:
+            assert plain.get("/readyz").status_code == 200  # no key stored encrypted yet
             Cdp(keyed, org).write({"crm_id": "first"})
             _erase(keyed, org, {"crm_id": ["first"]})  # makes the org's key, encrypted
             Cdp(keyed, org).write({"crm_id": "second"})
-            refused = plain.post(
-                "/cdp/v1/users/_delete",
-                json={"orgId": org.org_id, "region": "EU", "ids": {"crm_id": ["second"]}},
-                headers=org.headers(),
-            )
-            assert_error(refused, 500)
-            assert "PROFILEHUB_RECEIPT_KEY_PASSPHRASE" in refused.json()["message"]
-            # No erasure without its receipt: the person is still there.
-            assert len(Cdp(plain, org).search({"crm_id": ["second"]})) == 1
+            for client, why in ((plain, "is not set"), (other, "another passphrase")):
+                refused = client.post(
+                    "/cdp/v1/users/_delete",
+                    json={"orgId": org.org_id, "region": "EU", "ids": {"crm_id": ["second"]}},
+                    headers=org.headers(),
+                )
+                # The server's configuration is missing, not the request wrong: a 503 saying which.
+                assert_error(refused, 503)
+                assert "PROFILEHUB_RECEIPT_KEY_PASSPHRASE" in refused.json()["message"]
+                # No erasure without its receipt: the person is still there, whole.
+                found = Cdp(client, org).search({"crm_id": ["second"]})
+                assert [i["crm_id"] for i in found[0]["ids"]["crm"]] == ["second"]
+                # Readiness says so before any erasure has to.
+                ready = client.get("/readyz")
+                assert_error(ready, 503)
+                assert "PROFILEHUB_RECEIPT_KEY_PASSPHRASE" in ready.json()["message"]
+                assert why in ready.json()["message"]
+            assert keyed.get("/readyz").status_code == 200
+            _erase(keyed, org, {"crm_id": ["second"]})  # the right passphrase erases as before
     finally:
-        with_passphrase.state.db.close()
-        without.state.db.close()
+        for app in (with_passphrase, without, wrong):
+            app.state.db.close()
+
+
+def test_serve_refuses_to_start_without_the_passphrase_of_the_stored_keys(
+    database_url: str, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    started: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(a))
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
+    make_org(db)
+    db.write(lambda c: ReceiptKeys("s3cret").signing_key(c, 1234))  # stored encrypted
+
+    def serve(passphrase: str | None) -> Any:
+        if passphrase is None:
+            monkeypatch.delenv("PROFILEHUB_RECEIPT_KEY_PASSPHRASE", raising=False)
+        else:
+            monkeypatch.setenv("PROFILEHUB_RECEIPT_KEY_PASSPHRASE", passphrase)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = str(probe.getsockname()[1])
+        return CliRunner().invoke(main, ["serve", "--host", "127.0.0.1", "--port", port])
+
+    for passphrase, why in ((None, "is not set"), ("not it", "another passphrase")):
+        refused = serve(passphrase)
+        assert refused.exit_code == 1, refused.output
+        assert "PROFILEHUB_RECEIPT_KEY_PASSPHRASE" in refused.output and why in refused.output
+        assert "org 1234" in refused.output
+    assert started == []  # refused before it listened
+    assert serve("s3cret").exit_code == 0
+    assert len(started) == 1

@@ -133,11 +133,8 @@ def create_app(settings: Settings | None = None, delivery: DeliverySettings | No
     app.state.settings = settings
     app.state.db = db
     app.state.metrics = metrics
-    app.state.profiles = ProfileService(
-        db,
-        metrics if settings.metrics else None,
-        receipt_keys=ReceiptKeys(settings.receipt_key_passphrase),
-    )
+    receipt_keys = ReceiptKeys(settings.receipt_key_passphrase)
+    app.state.profiles = ProfileService(db, metrics if settings.metrics else None, receipt_keys=receipt_keys)
     app.state.verifier = CredentialVerifier(settings.credential_cache_seconds)
     app.state.idempotency = IdempotencyKeys()
     app.state.rate_limiter = make_rate_limiter(
@@ -202,8 +199,14 @@ def create_app(settings: Settings | None = None, delivery: DeliverySettings | No
         # A database that does not answer raises here, answered 503 by the database-down handler.
         with db.read() as conn:
             problem = schema_problem(conn)
+            # A process that cannot open the receipt keys would refuse every erasure (serve
+            # refuses to start so; this says so of a server started otherwise, or after a key was
+            # made with another passphrase).
+            locked = receipt_keys.problem(conn) if problem is None else None
         if problem is not None:
             raise ServiceUnavailable(problem, headers={"Retry-After": "10"})
+        if locked is not None:
+            raise ServiceUnavailable(f"cannot sign erasure receipts: {locked}", headers={"Retry-After": "10"})
         # Reads alone are not readiness: a database that refuses writes (a full disk) answers 503.
         if (fault := db.write_fault()) is not None:
             raise ServiceUnavailable(fault.message, headers={"Retry-After": "1"})

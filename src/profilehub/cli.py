@@ -203,8 +203,12 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
     try:
         with db.read() as conn:
             limited = any_rate_limits(conn)
+            # Refused here rather than found by an erasure (docs/privacy.md#the-receipt-key).
+            locked = ReceiptKeys(settings.receipt_key_passphrase).problem(conn)
     finally:
         db.close()
+    if locked is not None:
+        raise click.ClickException(f"cannot sign erasure receipts: {locked}")
     if workers > 1 and limited and not settings.redis_url:
         click.echo(
             f"warning: rate limits are counted per process without PROFILEHUB_REDIS_URL: "

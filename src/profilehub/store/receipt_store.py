@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from sqlalchemy.engine import Connection
 
-from profilehub.errors import BadRequest, NotFound, ProfilehubError
+from profilehub.errors import BadRequest, NotFound, ServiceUnavailable
 from profilehub.receipts import FORMAT, key_id, public_raw, sign
 from profilehub.store.batch_store import chunks
 from profilehub.store.changes import now_ms
@@ -36,10 +36,13 @@ from profilehub.store.tables import (
 PASSPHRASE_ENV = "PROFILEHUB_RECEIPT_KEY_PASSPHRASE"
 
 
-class ReceiptKeyLocked(ProfilehubError):
-    """The org's key is stored encrypted and this process has not the passphrase that opens it."""
+class ReceiptKeyLocked(ServiceUnavailable):
+    """The org's key is stored encrypted and this process has not the passphrase that opens it.
 
-    status = 500
+    A 503, not a 500: nothing is wrong with the request or the data, the server is missing its
+    configuration, and the erasure (refused whole) succeeds once that is set. ``serve`` refuses to
+    start, and /readyz answers 503, when the passphrase it has does not open the keys
+    (``ReceiptKeys.problem``)."""
 
 
 class ReceiptKeys:
@@ -109,6 +112,46 @@ class ReceiptKeys:
         with self._lock:
             self._opened[pem] = key
         return key
+
+    def problem(self, conn: Connection) -> str | None:
+        """Why this process cannot sign receipts with the keys stored (None: it can): some key is
+        stored encrypted and no passphrase is set, or the passphrase does not open the key made
+        last. For ``serve`` to refuse to start and /readyz to answer 503, rather than an erasure to
+        find out.
+
+        Only the newest encrypted key is opened (once per process, then kept): each costs a scrypt
+        stretch of about 0.1 s, and one passphrase serves every org. A key of one org made with
+        another passphrase is found at that org's erasure, which is then refused (503) whole."""
+        encrypted = receipt_keys.c.private_key.like("-----BEGIN ENCRYPTED%")
+        newest = conn.execute(
+            sa.select(receipt_keys.c.org_id, receipt_keys.c.private_key)
+            .where(encrypted)
+            .order_by(receipt_keys.c.created_ts.desc(), receipt_keys.c.org_id.desc())
+            .limit(1)
+        ).first()
+        if newest is None:
+            return None
+        if not self._passphrase:
+            return (
+                f"{PASSPHRASE_ENV} is not set, and receipt signing keys are stored encrypted "
+                f"(org {newest.org_id}'s among them): set it to the passphrase they were made with, "
+                "or erasures of those orgs are refused"
+            )
+        try:
+            self._open(newest.org_id, str(newest.private_key))
+        except ReceiptKeyLocked as exc:
+            return f"{exc.message}; set it to the passphrase the keys were made with, or erasures are refused"
+        return None
+
+    def open_stored(self, conn: Connection, org_id: int) -> None:
+        """Open the org's stored key now, if it has one (``ReceiptKeyLocked`` if it does not open):
+        before an erasure is queued, so the scrypt stretch is not paid in the writer's turn and a
+        key that does not open refuses the erasure before anything is read for it."""
+        pem = conn.execute(
+            sa.select(receipt_keys.c.private_key).where(receipt_keys.c.org_id == org_id)
+        ).scalar()
+        if pem is not None:
+            self._open(org_id, str(pem))
 
     def signing_key(self, conn: Connection, org_id: int) -> Ed25519PrivateKey:
         """The org's key, made and stored now if it has none (in ``conn``'s transaction)."""
