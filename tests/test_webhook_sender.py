@@ -125,6 +125,24 @@ def test_interim_and_chunked_answers_are_read_whole_and_the_connection_kept() ->
     assert receiver.connections == 1
 
 
+def test_answers_without_a_length_or_too_long_to_read_count_and_their_connection_is_not_reused() -> None:
+    answers = {
+        1: (b"HTTP/1.1 200 OK\r\n\r\nthanks", True),  # the body runs to the connection's end
+        2: (b"HTTP/1.1 202 Accepted\r\ncontent-length: 200000\r\n\r\n" + b"x" * 200_000, False),
+        3: (b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok", False),
+        4: (NO_CONTENT, False),
+    }
+    receiver = Receiver(lambda n: answers[n])
+    sender = WebhookSender(5)
+
+    async def run() -> list[Outcome]:
+        return [await sender.post(receiver.url(), SIGNER, str(n), "{}", 1.7e9) for n in range(4)]
+
+    assert asyncio.run(run()) == [Outcome(True)] * 4
+    receiver.stop()
+    assert [c for c, _, _ in receiver.requests] == [1, 2, 3, 4]
+
+
 def test_credentials_in_the_url_are_sent_as_basic_authentication() -> None:
     receiver = Receiver(lambda _: (NO_CONTENT, False))
     sender = WebhookSender(5)

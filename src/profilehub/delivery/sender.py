@@ -10,26 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import unquote
 
+import httptools
 import httpx
 from standardwebhooks.webhooks import Webhook
 
 USER_AGENT = "profilehub-webhooks"
-# httpx logs every request's URL at INFO: an endpoint's URL may carry a token, and a busy endpoint
-# would fill the server's log. Delivery failures are in `webhook list` instead.
-logging.getLogger("httpx").setLevel(logging.WARNING)
 # Kept in the endpoint's state and shown by `webhook list`: enough to tell why, never a body.
 MAX_ERROR_CHARS = 200
 # A receiver's answer body is read (so the connection can be used again) up to this much; a
-# longer one is dropped with its connection. Its status line and headers: at most this much.
+# longer one is dropped with its connection.
 MAX_ANSWER_BYTES = 64 * 1024
-MAX_HEAD_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -87,57 +83,152 @@ def address(url: str) -> Address:
 
 
 class BadAnswer(ValueError):
-    """The endpoint's answer is not HTTP/1.x as we read it."""
+    """The endpoint's answer is not HTTP/1.x (``httptools`` could not parse it)."""
 
 
-Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+class Closed(ConnectionError):
+    """The connection ended before the whole answer; ``answered``: some of it had arrived."""
+
+    def __init__(self, answered: bool) -> None:
+        super().__init__("the connection closed before an answer")
+        self.answered = answered
+
+
+class _Connection(asyncio.Protocol):
+    """One kept-alive connection to an endpoint's host. ``httptools`` (llhttp, the parser of
+    Node.js and of uvicorn) reads the answers as they arrive; ``send``'s future resolves with
+    the status and whether the connection can carry the next request.
+
+    It resolves as soon as both are known: at the answer's end (its body read, by length or
+    chunked), or at its headers when the body runs to the connection's end (not read: the
+    connection is closed), or past ``MAX_ANSWER_BYTES`` of body (likewise)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[tuple[int, bool]] | None = None
+        self._status = 0
+        self._body = 0
+        self._answered = False  # bytes of the current answer have arrived
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None or self._waiter.done():
+            # Nothing asked for (or the answer is settled): a receiver talking out of turn. The
+            # connection cannot be trusted for the next request.
+            self.close()
+            return
+        self._answered = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.close()  # a 101: the status is settled already, the connection is no more HTTP
+        except httptools.HttpParserError as exc:
+            self._fail(BadAnswer(f"not an HTTP/1.x answer: {exc}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._fail(Closed(self._answered))
+
+    # httptools' callbacks
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            return  # interim: the answer follows
+        if self._waiter is None or self._waiter.done():
+            self.close()  # a second answer in one read: out of turn, as above
+            return
+        self._status, self._body = status, 0
+        if not self._parser.should_keep_alive():
+            self._settle(status, False)
+
+    def on_body(self, body: bytes) -> None:
+        self._body += len(body)
+        if self._body > MAX_ANSWER_BYTES:
+            self._settle(self._status, False)
+
+    def on_message_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            return
+        self._settle(status, status != 101 and self._parser.should_keep_alive())
+
+    # ours
+    @property
+    def usable(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def send(self, request: bytes) -> asyncio.Future[tuple[int, bool]]:
+        assert self.transport is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._answered = False
+        self.transport.write(request)
+        return self._waiter
+
+    def _settle(self, status: int, keep: bool) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result((status, keep))
+
+    def _fail(self, exc: Exception) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 class WebhookSender:
-    """A minimal HTTP/1.1 client on the deliverer's event loop, keeping connections alive per
-    endpoint host: each attempt (connecting, sending, the whole answer) has ``timeout`` seconds,
-    so a slow or unreachable endpoint costs its own delivery at most that, and never anything of
-    the server's writes.
+    """Webhook requests on the deliverer's event loop, keeping connections alive per endpoint
+    host: each attempt (connecting, sending, the whole answer) has ``timeout`` seconds, so a
+    slow or unreachable endpoint costs its own delivery at most that, and never anything of the
+    server's writes.
 
-    Why not a client library: measured per request on this project's 2-core machine, httpx's
-    asyncio client cost 2.5 ms of CPU, its blocking one from a thread pool 0.9 ms (plus the
-    interpreter lock handed between 32 threads), the standard library's ``http.client`` 0.15 ms
-    plus the same threads; this, in one thread, needs none of them (bench/NOTES-delivery.md).
-    It sends one POST with a ``content-length`` and reads the status, the headers and the body
-    (by length, chunked or to the end) of the answer, which is all a webhook needs.
+    The answers are read by ``httptools``; what is ours is the request's bytes (a POST with a
+    ``content-length``: a request line and headers) and the pool of idle connections. Why not a
+    whole client library: the deliverer's CPU comes out of the writes' on a small machine, and
+    per request (signing included, 32 at a time, ``python -m bench.webhook_client``) httpx's
+    asyncio client cost 2.8 ms of CPU, aiohttp's (tuned: one session, no cookies, no
+    decompression) 0.13 ms, h11 over these same connections 0.10 ms, and this 0.05 ms
+    (bench/NOTES-delivery.md).
     """
 
     def __init__(self, timeout: float, connections: int = 32) -> None:
         self.timeout = timeout
         self.connections = connections  # kept open per host, at most
-        self._idle: dict[tuple[bool, str, int], list[Connection]] = {}
+        self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
         self._tls: ssl.SSLContext | None = None
 
-    async def _open(self, where: Address) -> Connection:
+    async def _open(self, where: Address) -> _Connection:
         tls = None
         if where.https:
             if self._tls is None:
                 self._tls = ssl.create_default_context()
             tls = self._tls
-        return await asyncio.open_connection(
-            where.host, where.port, ssl=tls, server_hostname=where.host if tls else None, limit=MAX_HEAD_BYTES
+        _, conn = await asyncio.get_running_loop().create_connection(
+            _Connection, where.host, where.port, ssl=tls, server_hostname=where.host if tls else None
         )
+        return conn
 
-    def _reuse(self, where: Address) -> Connection | None:
+    def _reuse(self, where: Address) -> _Connection | None:
         idle = self._idle.get((where.https, where.host, where.port))
         while idle:
-            reader, writer = idle.pop()
-            if not writer.is_closing() and not reader.at_eof():
-                return reader, writer
-            writer.close()
+            conn = idle.pop()
+            if conn.usable:
+                return conn
         return None
 
-    def _keep(self, where: Address, conn: Connection) -> None:
+    def _keep(self, where: Address, conn: _Connection) -> None:
         idle = self._idle.setdefault((where.https, where.host, where.port), [])
         if len(idle) < self.connections:
             idle.append(conn)
         else:
-            conn[1].close()
+            conn.close()
 
     async def post(self, url: str, signer: Webhook, event_id: str, body: str, at: float) -> Outcome:
         """POST ``body`` signed by ``signer`` (``Webhook(secret)``) as of epoch seconds ``at``."""
@@ -150,34 +241,29 @@ class WebhookSender:
                 async with asyncio.timeout(self.timeout):
                     if conn is None:
                         conn = await self._open(where)
-                    reader, writer = conn
-                    writer.write(request)
-                    await writer.drain()
-                    status, keep = await _answer(reader)
-            except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
-                if conn is not None:
-                    conn[1].close()
-                if reused and not (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                    status, keep = await conn.send(request)
+            except Closed as exc:
+                if reused and not exc.answered:
                     # The receiver had closed the kept-alive connection while it was idle: send
                     # again on a new one (at least once, with the same webhook-id).
                     continue
                 return Outcome(False, "the connection closed before an answer")
             except TimeoutError:
                 if conn is not None:
-                    conn[1].close()
+                    conn.close()
                 return Outcome(False, "timed out")
-            except (OSError, BadAnswer, asyncio.LimitOverrunError, ValueError) as exc:
+            except (OSError, BadAnswer, ValueError) as exc:
                 if conn is not None:
-                    conn[1].close()
+                    conn.close()
                 return Outcome(False, _error(exc))
             except BaseException:  # cancelled (a stop past its grace): the connection is in an unknown state
                 if conn is not None:
-                    conn[1].close()
+                    conn.close()
                 raise
             if keep:
                 self._keep(where, conn)
             else:
-                conn[1].close()
+                conn.close()
             if 200 <= status < 300:
                 return Outcome(True)
             return Outcome(False, f"HTTP {status}")
@@ -185,8 +271,8 @@ class WebhookSender:
 
     def close(self) -> None:
         for idle in self._idle.values():
-            for _, writer in idle:
-                writer.close()
+            for conn in idle:
+                conn.close()
         self._idle.clear()
 
 
@@ -197,54 +283,6 @@ def _request(where: Address, headers: dict[str, str], payload: bytes) -> bytes:
         lines.append(f"authorization: {where.authorization}")
     lines.append(f"content-length: {len(payload)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
-
-
-async def _answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """The answer's status, and whether its connection can carry the next request (its body was
-    read whole). Interim answers (1xx) are skipped."""
-    while True:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head[:-4].split(b"\r\n")
-        parts = lines[0].split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise BadAnswer(f"not an HTTP/1.x answer: {lines[0][:80]!r}")
-        status = int(parts[1])
-        fields: dict[bytes, bytes] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            fields[name.strip().lower()] = value.strip().lower()
-        if not 100 <= status < 200 or status == 101:
-            break
-    keep = parts[0] == b"HTTP/1.1" and b"close" not in fields.get(b"connection", b"")
-    if status in (101, 204, 304):
-        return status, keep and status != 101
-    if b"chunked" in fields.get(b"transfer-encoding", b""):
-        return status, keep and await _chunks(reader)
-    length = fields.get(b"content-length")
-    if length is None:
-        return status, False  # the body runs to the connection's end: not read, the connection closed
-    if not length.isdigit():
-        raise BadAnswer(f"content-length {length[:40]!r}")
-    if int(length) > MAX_ANSWER_BYTES:
-        return status, False
-    await reader.readexactly(int(length))
-    return status, keep
-
-
-async def _chunks(reader: asyncio.StreamReader) -> bool:
-    """Read a chunked body through its trailers; False (left unread) past ``MAX_ANSWER_BYTES``."""
-    read = 0
-    while True:
-        size_line = await reader.readuntil(b"\r\n")
-        size = int(size_line.split(b";", 1)[0].strip() or b"x", 16)
-        if size == 0:
-            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, then the end
-                pass
-            return True
-        read += size
-        if read > MAX_ANSWER_BYTES:
-            return False
-        await reader.readexactly(size + 2)
 
 
 def _error(exc: BaseException) -> str:
