@@ -5,14 +5,16 @@ Phases, each timed in ``BulkSummary.phases``:
 1. **prepare**: every record read by the online importer's readers (NDJSON, CSV with ``--map``),
    validated by the online parser (``parse_write``) and its ids normalised and hashed
    (``prepare_write``) in worker processes. A refused record goes to the rejects file exactly as
-   online; only the prepared writes stay in memory.
+   online; the prepared writes go to a file, and only their ids' 64-bit keys stay in memory.
 2. **link**: the writes' ids coded as integers and the connected components of records and ids
-   found (``bulk.graph``): components are independent, so each can be resolved on its own.
+   found (``bulk.graph``): components are independent, so each can be resolved on its own. Which
+   components resolve in closed form is decided here (``resolve.simple_components``).
 3. **resolve** (in the writer's transaction, holding the locks of the scopes written): the
    components that touch a stored profile or name a ``ucid`` are replayed in file order against
-   the store, through the online write path's own storage (``profile_storage``). The others are
-   replayed group by group in memory (``bulk.resolve``), their rows spooled to a temporary folder.
-   Both use the identity core's ``apply_write`` at the import's one time ``at``.
+   the store, through the online write path's own storage (``profile_storage``). The others
+   resolve group by group in memory (``bulk.resolve``: simple components in closed form, the rest
+   replayed through the identity core's ``apply_write``), their writes read from the group's file
+   and their rows spooled to a temporary folder; all at the import's one time ``at``.
 4. **write**: the spooled rows go in with ``COPY`` (PostgreSQL) or ``executemany`` (SQLite), the
    events numbered last. Everything is one transaction: an interrupted or failed run is rolled
    back and leaves nothing.
@@ -36,7 +38,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import orjson
@@ -50,14 +52,17 @@ from profilehub.bulk.resolve import (
     Recorded,
     Refused,
     Spools,
+    id_key,
+    read_writes,
     resolve_group,
     resolve_payload,
     simple_components,
     spool_log,
+    write_line,
 )
 from profilehub.errors import Conflict, ProfilehubError, error_body
 from profilehub.identity.normalize import Identifier, Notice
-from profilehub.identity.resolve import PreparedWrite, apply_write
+from profilehub.identity.resolve import apply_write
 from profilehub.identity.strategy import Strategy
 from profilehub.identity.suppression import ID_SUPPRESSED
 from profilehub.identity.ucid import UcidBlock
@@ -88,7 +93,7 @@ from profilehub.store.profile_storage import profile_storage
 # Records per job handed to a worker process: large enough that pickling is a small share.
 PREPARE_CHUNK = 2000
 # Writes resolved in memory at a time (whole components): bounds the resolver's memory.
-GROUP_WRITES = 50_000
+GROUP_WRITES = 20_000
 # Ids looked up in the store per query when the scope already holds profiles.
 LOOKUP_CHUNK = 20_000
 
@@ -128,17 +133,20 @@ def _peak_rss() -> tuple[int, int]:
     return me, children
 
 
-Compact = tuple[str, tuple[str, ...], str, str | None, list[Notice] | None]
+# region, ids (idType, value, ...), upsert JSON, ucid, notices, the ids' keys (``id_key``) and
+# idTypes (coded by the strategy's idTypes sorted by name)
+Compact = tuple[str, tuple[str, ...], str, str | None, list[Notice] | None, tuple[int, ...], tuple[int, ...]]
 
 
 def prepare_chunk(
     strategy: Strategy, org_id: int, region: str, actor: str, records: Sequence[dict[str, Any] | None]
 ) -> list[Compact | ProfilehubError | None]:
     """Each record as the online importer prepares it (``parse_write`` then ``prepare_write``), in
-    a compact form that pickles and keeps small: (region, ids as idType, value, idType, value...,
-    upsert as JSON, ucid, notices or None); or the error refusing it; None for an unreadable line.
-    """
+    a compact form that pickles and keeps small (``Compact``); or the error refusing it; None for
+    an unreadable line."""
     items: list[Compact | ProfilehubError | None] = []
+    type_code = {name: t for t, name in enumerate(sorted(strategy.id_types))}
+    unknown = len(type_code)
     for record in records:
         if record is None:
             items.append(None)
@@ -149,9 +157,13 @@ def prepare_chunk(
             items.append(exc)
             continue
         parts = tuple(part for i in w.ids for part in i)
+        keys = tuple(id_key(w.region, i.id_type, i.value) for i in w.ids)
+        types = tuple(type_code.get(i.id_type, unknown) for i in w.ids)
         # As text: orjson's bytes keep their whole working buffer (~4 KB each, measured), a str
         # made from them is exactly its size.
-        items.append((w.region, parts, orjson.dumps(w.upsert).decode(), w.ucid, w.notices or None))
+        items.append(
+            (w.region, parts, orjson.dumps(w.upsert).decode(), w.ucid, w.notices or None, keys, types)
+        )
     return items
 
 
@@ -164,80 +176,74 @@ class _Reject:
 
 
 class _Plan:
-    """What the transaction needs of the file, kept small: a million records' prepared writes as
-    Python objects would take gigabytes. Each distinct id is kept once (``idents``, coded by its
-    place); a write is its region, its ids' codes (``flat[offsets[k]:offsets[k + 1]]``), its upsert
-    as JSON, and its ucid and notices where it has them. ``write(k)`` makes the k-th write again."""
+    """What the transaction keeps of the file in memory, small enough for ten million records: per
+    write, its ids' 64-bit keys (``resolve.id_key``) and idTypes (``keys[offsets[k]:offsets[k + 1]]``)
+    and its line in the file; the ucid, the record as read and whether an id was suppressed, of the
+    few writes that have them. The prepared writes themselves go to a file in file order (one
+    line each, ``resolve.write_line``), which the transaction splits by group and reads back a
+    group at a time (``resolve.read_writes``)."""
 
-    def __init__(self, org_id: int, actor: str, strategy_version: int) -> None:
+    def __init__(self, org_id: int, actor: str, strategy: Strategy, folder: Path) -> None:
         self.org_id = org_id
         self.actor = actor
-        self.strategy_version = strategy_version
-        self.regions: list[str] = []  # the k-th write's region (one shared string each)
+        self.strategy_version = strategy.version
+        self.type_names = sorted(strategy.id_types)  # idType codes, as ``prepare_chunk`` made them
+        self.regions: set[str] = set()
         self.offsets = array("q", [0])
-        self.flat = array("q")
-        self.upserts: list[str] = []
+        self.keys = array("q")
+        self.types = array("q")
         self.ucids: dict[int, str] = {}
-        self.notices: dict[int, list[Notice]] = {}
+        self.suppressed: set[int] = set()  # writes carrying a suppressed id (written without it)
         self.lines = array("q")
         self.raw: dict[int, str] = {}  # the record as read, of writes that may be refused (ucid)
         self.rejects: list[_Reject] = []
-        self.idents: list[Identifier] = []
-        self.id_region: list[str] = []
-        self.id_type = array("q")  # each id's idType, coded by ``type_names``
-        self.type_names: dict[str, int] = {}
-        self._codes: dict[str, dict[Identifier, int]] = {}
+        self.path = folder / "writes.jsonl"
+        self._file: BinaryIO | None = self.path.open("wb", buffering=1 << 20)
+        self.count = 0
 
     def __len__(self) -> int:
-        return len(self.upserts)
+        return self.count
 
     def add(self, line: int, raw: str, item: Compact) -> None:
-        region, parts, upsert, ucid, notices = item
-        k = len(self.upserts)
-        codes = self._codes.get(region)
-        if codes is None:
-            codes = self._codes[region] = {}
-        idents, flat = self.idents, self.flat
-        for n in range(0, len(parts), 2):
-            ident = Identifier(parts[n], parts[n + 1])
-            code = codes.get(ident)
-            if code is None:
-                code = codes[ident] = len(idents)
-                idents.append(ident)
-                self.id_region.append(region)
-                t = self.type_names.get(ident.id_type)
-                if t is None:
-                    t = self.type_names[ident.id_type] = len(self.type_names)
-                self.id_type.append(t)
-            flat.append(code)
-        self.offsets.append(len(flat))
-        self.regions.append(region)
-        self.upserts.append(upsert)
+        region, parts, upsert, ucid, notices, keys, types = item
+        k = self.count
+        self.count += 1
+        self.keys.extend(keys)
+        self.types.extend(types)
+        self.offsets.append(len(self.keys))
+        self.regions.add(region)
         self.lines.append(line)
         if ucid is not None:
             self.ucids[k] = ucid
             self.raw[k] = raw
-        if notices:
-            self.notices[k] = notices
+        if notices and any(n.code == ID_SUPPRESSED for n in notices):
+            self.suppressed.add(k)
+        assert self._file is not None
+        self._file.write(write_line(k, region, parts, upsert, ucid, notices))
 
     def done_adding(self) -> None:
-        self._codes = {}  # the interning dict is only needed while adding
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
-    def codes(self, k: int) -> array[int]:
-        return self.flat[self.offsets[k] : self.offsets[k + 1]]
-
-    def write(self, k: int) -> PreparedWrite:
-        idents = self.idents
-        return PreparedWrite(
-            self.org_id,
-            self.regions[k],
-            [idents[c] for c in self.codes(k)],
-            orjson.loads(self.upserts[k]),
-            self.ucids.get(k),
-            self.actor,
-            list(self.notices.get(k, ())),
-            source="import",
-        )
+    def split(self, folder: Path, group_of: Any, groups: int) -> list[Path]:
+        """The writes file split into ``groups`` files by ``group_of[k]`` (-1: the last file, the
+        writes replayed against the store), each in file order; their paths."""
+        paths = [folder / f"writes-{g}.jsonl" for g in range(groups)] + [folder / "writes-store.jsonl"]
+        outputs = [p.open("wb", buffering=1 << 16) for p in paths]
+        try:
+            with self.path.open("rb") as f:
+                start = 0
+                while start < self.count:
+                    # a slice at a time: a Python list of ten million ints would take 360 MB
+                    part = group_of[start : start + 1_000_000].tolist()
+                    for g in part:
+                        outputs[g].write(f.readline())
+                    start += len(part)
+        finally:
+            for out in outputs:
+                out.close()
+        return paths
 
 
 class _Again(Exception):
@@ -370,11 +376,11 @@ class BulkImporter:
             yield chunk
 
     def _prepare(
-        self, pool: Executor | None, strategy: Strategy, summary: BulkSummary, started: float
+        self, pool: Executor | None, strategy: Strategy, summary: BulkSummary, started: float, spool_dir: Path
     ) -> _Plan:
         sink = self.sink
         args = (strategy, sink.org_id, sink.region, sink.actor)
-        plan = _Plan(sink.org_id, sink.actor, strategy.version)
+        plan = _Plan(sink.org_id, sink.actor, strategy, spool_dir)
         head: set[str] = set()
         head_left = self.early_stop
         last_progress = time.monotonic()
@@ -425,13 +431,13 @@ class BulkImporter:
             self._check_stop()
             done_chunk, future = pending.popleft()
             take(done_chunk, future.result())
+        plan.done_adding()
         if self.early_stop and head_left == 0 and len(head) == 1 and "" not in head:
             # As online: the first records were all refused for one reason (a wrong org, region
             # or mapping); here nothing at all is written.
             reason = head.pop()
             self._write_rejects(plan.rejects, [], summary)
             raise ImportStopped(summary, reason, self.early_stop)
-        plan.done_adding()
         return plan
 
     # --- phases 3 and 4: the transaction ---
@@ -456,7 +462,7 @@ class BulkImporter:
             # would end it.
             conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
         summary.created = summary.updated = 0  # counted as the writes apply (again, on a retry)
-        regions = sorted(set(plan.regions))
+        regions = sorted(plan.regions)
         for region in regions:
             lock_scope(conn, org_id, f"profiles:{region}")
         strategy = service.strategies.get(conn, org_id)
@@ -467,25 +473,34 @@ class BulkImporter:
                 field="strategy",
             )
         t = time.monotonic()
-        graph = components(plan.offsets, plan.flat, len(plan.idents))
+        # Ids coded 0..m-1 by their keys; ``keys[first[c]]`` is the first occurrence of id c.
+        keys, first, flat = np.unique(
+            np.frombuffer(plan.keys, dtype=np.int64), return_index=True, return_inverse=True
+        )
+        offsets = np.frombuffer(plan.offsets, dtype=np.int64)
+        graph = components(offsets, flat, len(keys))
         summary.components = graph.count
-        limits = np.zeros(max(1, len(plan.type_names)), dtype=np.int64)
-        for name, code in plan.type_names.items():
-            rule = strategy.id_types.get(name)
-            limits[code] = rule.max_per_profile if rule is not None else 0  # unknown: never simple
+        # idType limits by code (the codes ``prepare_chunk`` gave); an unknown idType: never simple
+        limits = np.array(
+            [strategy.id_types[n].max_per_profile if n in strategy.id_types else 0 for n in plan.type_names]
+            + [0],
+            dtype=np.int64,
+        )
         simple = simple_components(
-            np.frombuffer(plan.offsets, dtype=np.int64),
-            np.frombuffer(plan.flat, dtype=np.int64),
+            offsets,
+            flat,
             graph.label,
             graph.id_label,
-            np.frombuffer(plan.id_type, dtype=np.int64),
+            np.frombuffer(plan.types, dtype=np.int64)[first],
             limits,
             graph.count,
         )
+        del first, flat
         touching = np.zeros(graph.count, dtype=bool)
         for k in plan.ucids:
             touching[graph.label[k]] = True
-        self._mark_stored(conn, org_id, regions, plan, graph.id_label, touching)
+        self._mark_stored(conn, org_id, regions, plan, keys, graph.id_label, touching)
+        del keys
         summary.mark("link", t)
         self._check_stop()
 
@@ -493,26 +508,43 @@ class BulkImporter:
         block = UcidBlock(len(plan))
         spools = [Spools.open(spool_dir, "store")]
         in_memory = np.flatnonzero(~touching[graph.label])
-        in_store = [int(k) for k in np.flatnonzero(touching[graph.label])]
         # Groups of whole components, resolved by the worker processes and this thread at once.
         groups = max(1, math.ceil(len(in_memory) / GROUP_WRITES), self.workers + 1)
-        group_of = graph.label[in_memory] % groups
-        members = [in_memory[group_of == g] for g in range(groups)]
+        group_of = np.full(len(plan), -1, dtype=np.int64)  # -1: replayed against the store
+        group_of[in_memory] = graph.label[in_memory] % groups
         # Each write's component where it resolves in closed form, else -1 (replayed in order).
         closed = np.where(simple[graph.label], graph.label, -1)
         summary.closed_form = int((closed[in_memory] >= 0).sum())
-        del group_of, in_memory
+        summary.resolved_in_memory = len(in_memory)
+        del graph, in_memory, simple
+        paths = plan.split(spool_dir, group_of, groups)
+        store_paths = [paths[-1]]
+        # Each group's writes in file order (a stable sort by group), and their closed-form labels.
+        by_group = np.argsort(group_of, kind="stable")
+        sizes = np.bincount(group_of[group_of >= 0], minlength=groups)
+        start = int((group_of < 0).sum())  # the store's writes sort first
+        group_closed = np.split(closed[by_group[start:]], np.cumsum(sizes)[:-1])
+        del by_group
         for g, refused_group in self._resolve_groups(
-            plan, strategy, members, closed, at, block, spool_dir, spools, summary
+            plan,
+            strategy,
+            paths[:-1],
+            group_closed,
+            at,
+            block,
+            spool_dir,
+            spools,
+            summary,
         ):
             # Not expected (only a write naming a ucid is refused as it applies, and those replay
             # against the store), but if it happens the group goes there too: the online writer's
             # handling of a refusal is what that path does.
-            in_store += [int(k) for k in members[g]] if refused_group else []
-        summary.resolved_in_memory = len(plan) - len(in_store)
-        summary.replayed_in_store = len(in_store)
-        del graph, members, closed
-        refused, c, u = self._replay_in_store(conn, strategy, plan, sorted(in_store), at, block, spools[0])
+            if refused_group:
+                store_paths.append(paths[g])
+                summary.resolved_in_memory -= int(sizes[g])
+        summary.replayed_in_store = len(plan) - summary.resolved_in_memory
+        del group_of, closed, group_closed
+        refused, c, u = self._replay_in_store(conn, strategy, store_paths, at, block, spools[0])
         summary.created += c
         summary.updated += u
         summary.mark("resolve", t)
@@ -530,21 +562,22 @@ class BulkImporter:
         self,
         plan: _Plan,
         strategy: Strategy,
-        members: list[Any],
-        closed: Any,
+        paths: list[Path],
+        closed: list[Any],
         at: int,
         block: UcidBlock,
         spool_dir: Path,
         spools: list[Spools],
         summary: BulkSummary,
     ) -> Iterator[tuple[int, bool]]:
-        """Resolve each group in memory (``bulk.resolve``): up to one per worker process at a time,
+        """Resolve each group in memory (``bulk.resolve``), the g-th's writes in ``paths[g]`` and
+        their simple components (or -1) in ``closed[g]``: up to one per worker process at a time,
         and one at a time in this thread meanwhile. Yields (group, refused) as each ends; the
         groups' spools are added to ``spools``."""
         service = self.sink.service
         org_id, actor, journal, ledger = self.sink.org_id, self.sink.actor, service.journal, service.ledger
         pool = self._resolve_pool
-        todo = deque(g for g in range(len(members)) if len(members[g]))
+        todo = deque(g for g in range(len(paths)) if len(closed[g]))
         running: dict[Future[tuple[int, int, Spools] | None], int] = {}
 
         def done(g: int, result: tuple[int, int, Spools] | None) -> tuple[int, bool]:
@@ -560,24 +593,14 @@ class BulkImporter:
             self._check_stop()
             while pool is not None and todo and len(running) < self.workers:
                 g = todo.popleft()
-                payload = [
-                    (
-                        int(k),
-                        plan.regions[k],
-                        tuple(part for c in plan.codes(k) for part in plan.idents[c]),
-                        plan.upserts[k],
-                        plan.notices.get(k),
-                        int(closed[k]),
-                    )
-                    for k in members[g]
-                ]
                 with _sigint_blocked():
                     future = pool.submit(
                         resolve_payload,
                         strategy,
                         org_id,
                         actor,
-                        payload,
+                        str(paths[g]),
+                        closed[g],
                         at,
                         block,
                         str(spool_dir),
@@ -586,11 +609,13 @@ class BulkImporter:
                         ledger,
                     )
                 running[future] = g
-                del payload
             if todo:  # this thread takes one too, from the other end
                 g = todo.pop()
                 group_spools = Spools.open(spool_dir, f"g{g}")
-                group = [(int(k), int(closed[k]), plan.write(int(k))) for k in members[g]]
+                group = [
+                    (k, int(label), write)
+                    for (k, write), label in zip(read_writes(paths[g], org_id, actor), closed[g], strict=True)
+                ]
                 try:
                     created, updated = resolve_group(
                         strategy, org_id, group, at, block, group_spools, journal, self._check_stop, ledger
@@ -599,6 +624,9 @@ class BulkImporter:
                     group_spools.discard()
                     yield g, True
                     continue
+                finally:
+                    del group
+                group_spools.close()  # its files closed until the write: groups can be thousands
                 yield done(g, (created, updated, group_spools))
             finished = [f for f in running if f.done()]
             if not finished and not todo and running:
@@ -612,48 +640,67 @@ class BulkImporter:
         org_id: int,
         regions: list[str],
         plan: _Plan,
+        keys: Any,
         id_label: Any,
         touching: Any,
     ) -> None:
-        """Mark the components holding an id a stored profile owns (nothing to look up in a scope
-        that holds no profiles yet: the usual backfill)."""
-        for region in regions:
-            held = conn.exec_driver_sql(
+        """Mark the components holding an id a stored profile owns (``keys``: the ids' keys,
+        sorted, coding them). Nothing to look up in a scope that holds no profiles yet (the usual
+        backfill); otherwise the writes file is read once, its ids looked up a chunk at a time."""
+        held = [
+            region
+            for region in regions
+            if conn.exec_driver_sql(
                 "SELECT 1 FROM profile_ids WHERE org_id = %s AND region = %s LIMIT 1"
                 if conn.dialect.name == "postgresql"
                 else "SELECT 1 FROM profile_ids WHERE org_id = ? AND region = ? LIMIT 1",
                 (org_id, region),
             ).first()
-            if held is None:
+            is not None
+        ]
+        if not held:
+            return
+        pending: dict[str, set[Identifier]] = {region: set() for region in held}
+
+        def look_up(region: str) -> None:
+            self._check_stop()
+            ids = pending[region]
+            storage = profile_storage(conn)  # a fresh one per chunk: it keeps what it read
+            for ident in storage.find_owners(org_id, region, ids):
+                code = int(np.searchsorted(keys, id_key(region, ident.id_type, ident.value)))
+                touching[id_label[code]] = True
+            ids.clear()
+
+        for _, write in read_writes(plan.path, org_id, plan.actor):
+            ids = pending.get(write.region)
+            if ids is None:
                 continue
-            codes = [c for c, r in enumerate(plan.id_region) if r == region]
-            for start in range(0, len(codes), LOOKUP_CHUNK):
-                self._check_stop()
-                part = codes[start : start + LOOKUP_CHUNK]
-                storage = profile_storage(conn)  # a fresh one per chunk: it keeps what it read
-                owned = storage.find_owners(org_id, region, [plan.idents[c] for c in part])
-                for c in part:
-                    if plan.idents[c] in owned:
-                        touching[id_label[c]] = True
+            ids.update(write.ids)
+            if len(ids) >= LOOKUP_CHUNK:
+                look_up(write.region)
+        for region in held:
+            if pending[region]:
+                look_up(region)
 
     def _replay_in_store(
         self,
         conn: Connection,
         strategy: Strategy,
-        plan: _Plan,
-        indices: list[int],
+        paths: list[Path],
         at: int,
         block: UcidBlock,
         spools: Spools,
     ) -> tuple[dict[int, ProfilehubError], int, int]:
-        """The writes of components that touch stored profiles or name a ucid, in file order, through
-        the online write path's storage, refusals handled as the online writer does (the refused
-        write rolled back and the others applied again without it)."""
-        if not indices:
-            return {}, 0, 0
+        """The writes of components that touch stored profiles or name a ucid (in the files
+        ``paths``), in file order, through the online write path's storage, refusals handled as
+        the online writer does (the refused write rolled back and the others applied again
+        without it)."""
         service = self.sink.service
         org_id = self.sink.org_id
-        writes = {k: plan.write(k) for k in indices}
+        writes = {k: w for path in paths for k, w in read_writes(path, org_id, self.sink.actor)}
+        if not writes:
+            return {}, 0, 0
+        indices = sorted(writes)
         scopes: dict[str, tuple[list[Identifier], list[str]]] = {}
         for k in indices:
             w = writes[k]
@@ -810,7 +857,7 @@ class BulkImporter:
                 t = time.monotonic()
                 with database.read() as conn:
                     strategy = sink.service.strategies.get(conn, sink.org_id)
-                plan = self._prepare(pool, strategy, summary, started)
+                plan = self._prepare(pool, strategy, summary, started, Path(spool_dir))
                 phase("prepare", t)
                 self.progress(summary)
                 t = time.monotonic()
@@ -828,11 +875,7 @@ class BulkImporter:
             exc.summary = summary
             raise
         # Written records that carried a suppressed id (written without it), as online counts them.
-        summary.suppressed += sum(
-            1
-            for k, notices in plan.notices.items()
-            if k not in refused and any(n.code == ID_SUPPRESSED for n in notices)
-        )
+        summary.suppressed += sum(1 for k in plan.suppressed if k not in refused)
         self._write_rejects(
             plan.rejects,
             [

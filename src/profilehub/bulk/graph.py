@@ -12,6 +12,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,7 +29,11 @@ class Components:
     count: int
 
 
-def components(offsets: Sequence[int], flat: Sequence[int], ids: int) -> Components:
+def components(
+    offsets: Sequence[int] | NDArray[np.integer[Any]],
+    flat: Sequence[int] | NDArray[np.integer[Any]],
+    ids: int,
+) -> Components:
     """The components of ``n`` writes whose ids (coded 0..ids-1) are ``flat[offsets[k]:offsets[k+1]]``."""
     off = np.frombuffer(offsets, dtype=np.int64) if isinstance(offsets, array) else np.asarray(offsets)
     codes = np.frombuffer(flat, dtype=np.int64) if isinstance(flat, array) else np.asarray(flat)

@@ -16,9 +16,10 @@ holds one group at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
+from hashlib import blake2b
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -70,10 +71,51 @@ class Spools:
 
 
 SPOOLED = ("profiles", "ids", "changes", "journal", "events", "ledger")
-# A write as a worker process gets it: file index, region, ids (idType, value, ...), upsert JSON,
-# notices or None, and its component when that is simple (closed form), else -1. Writes naming a
-# ucid never go to a worker (they replay against the store).
-Payload = tuple[int, str, tuple[str, ...], str, list[Notice] | None, int]
+
+
+def id_key(region: str, id_type: str, value: str) -> int:
+    """A 64-bit key of an id in a region, by which the importer links records (``graph``) without
+    keeping the ids themselves in memory. Two ids that share a key (for ten million distinct ids,
+    about one chance in 400,000 that any pair does) only join two components into one, which
+    resolves exactly all the same: ``closed_form`` is given a component only after ``is_simple``
+    checked it with the ids themselves."""
+    digest = blake2b(f"{region}\x00{id_type}\x00{value}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def write_line(
+    k: int,
+    region: str,
+    parts: Sequence[str],
+    upsert: str,
+    ucid: str | None,
+    notices: Sequence[Notice] | None,
+) -> bytes:
+    """The k-th prepared write as one line of the importer's write files (``read_writes``)."""
+    kept = [[n.code, n.message, n.field, n.detail] for n in notices] if notices else None
+    return orjson.dumps([k, region, parts, orjson.Fragment(upsert), ucid, kept]) + b"\n"
+
+
+def read_writes(path: Path, org_id: int, actor: str) -> Iterator[tuple[int, PreparedWrite]]:
+    """(file index, write) of each line of a write file, in its order."""
+    with path.open("rb") as f:
+        for line in f:
+            k, region, parts, upsert, ucid, kept = orjson.loads(line)
+            yield (
+                k,
+                PreparedWrite(
+                    org_id,
+                    region,
+                    [Identifier(parts[n], parts[n + 1]) for n in range(0, len(parts), 2)],
+                    upsert,
+                    ucid,
+                    actor,
+                    [Notice(*n) for n in kept] if kept else [],
+                    source="import",
+                ),
+            )
+
+
 # Id rows sort by (region, idType, value): the primary key's order after (org_id), which is one.
 ID_KEY = itemgetter(1, 2, 3)
 
@@ -111,6 +153,23 @@ def simple_components(
     key, per = np.unique(id_label[codes] * types + id_type[codes], return_counts=True)
     simple[(key // types)[per > limits[key % types]]] = False
     return simple
+
+
+def is_simple(strategy: Strategy, component: Sequence[tuple[int, PreparedWrite]]) -> bool:
+    """``simple_components``' test on a component's ids themselves (it ran on their 64-bit keys)."""
+    held: set[Identifier] = set()
+    for n, (_, w) in enumerate(component):
+        if n and not any(i in held for i in w.ids):
+            return False
+        held.update(w.ids)
+    per_type: dict[str, int] = {}
+    for i in held:
+        per_type[i.id_type] = per_type.get(i.id_type, 0) + 1
+    for id_type, count in per_type.items():
+        rule = strategy.id_types.get(id_type)
+        if rule is None or count > rule.max_per_profile:
+            return False
+    return True
 
 
 def closed_form(
@@ -227,7 +286,8 @@ def resolve_payload(
     strategy: Strategy,
     org_id: int,
     actor: str,
-    payload: Sequence[Payload],
+    writes: str,
+    closed: NDArray[np.int64],
     at: int,
     block: UcidBlock,
     folder: str,
@@ -235,24 +295,12 @@ def resolve_payload(
     journal: bool,
     ledger: bool = True,
 ) -> tuple[int, int, Spools] | None:
-    """``resolve_group`` in a worker process, into spools of its own (closed, returned with the
-    counts); None when a write was refused (the group then replays against the store)."""
+    """``resolve_group`` in a worker process on the writes of file ``writes`` (``closed``: each
+    one's simple component or -1), into spools of its own (closed, returned with the counts); None
+    when a write was refused (the group then replays against the store)."""
     group = [
-        (
-            k,
-            simple,
-            PreparedWrite(
-                org_id,
-                region,
-                [Identifier(parts[n], parts[n + 1]) for n in range(0, len(parts), 2)],
-                orjson.loads(upsert),
-                None,
-                actor,
-                list(notices or ()),
-                source="import",
-            ),
-        )
-        for k, region, parts, upsert, notices, simple in payload
+        (k, int(label), write)
+        for (k, write), label in zip(read_writes(Path(writes), org_id, actor), closed, strict=True)
     ]
     spools = Spools.open(Path(folder), prefix)
     try:
@@ -294,6 +342,10 @@ def resolve_group(
             simple.setdefault(label, []).append((index, write))
         else:
             replay.append((index, write))
+    for label in [label for label, component in simple.items() if not is_simple(strategy, component)]:
+        # Ids that share a key made it look simple: replayed (components are independent, so
+        # its writes may follow the others').
+        replay += simple.pop(label)
     for n, (index, write) in enumerate(replay):
         if n % 1000 == 0:
             stop()
