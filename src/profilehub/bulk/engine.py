@@ -48,7 +48,6 @@ from profilehub import collector
 from profilehub.bulk.graph import components
 from profilehub.bulk.interrupted import BulkInterrupted
 from profilehub.bulk.resolve import (
-    ID_KEY,
     Recorded,
     Refused,
     Spools,
@@ -769,7 +768,7 @@ class BulkImporter:
         _stream_rows(conn, "profiles", _PROFILE_COLUMNS, rows("profiles"), phases)
         # Each group's id rows are in key order: merged, the whole load is, and the primary key's
         # B-tree fills page after page (the values are hashes: any other order is random).
-        ids = heapq.merge(*(group.ids.rows() for group in spools), key=ID_KEY)
+        ids = heapq.merge(*(group.ids.rows() for group in spools))
         _stream_rows(conn, "profile_ids", _ID_COLUMNS, ids, phases)
         # Numbered in file order: change ids (the feed's order) and journal seqs, each block
         # reserved above every number this process gave before.

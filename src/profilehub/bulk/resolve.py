@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from hashlib import blake2b
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +115,6 @@ def read_writes(path: Path, org_id: int, actor: str) -> Iterator[tuple[int, Prep
             )
 
 
-# Id rows sort by (region, idType, value): the primary key's order after (org_id), which is one.
-ID_KEY = itemgetter(1, 2, 3)
 
 
 def simple_components(
@@ -380,9 +377,9 @@ def resolve_group(
         created += 1
         updated += len(component) - 1
     # In key order: inserted so, the primary key's B-tree fills page by page instead of at random
-    # places (the id values are hashes). A flat key of strings: sorting the rows themselves
-    # compared nested tuples, seconds per group.
-    id_rows.sort(key=ID_KEY)
+    # places (the id values are hashes). The rows start with the key's columns (org_id, region,
+    # idType, value), unique, so they sort as they are: faster than by a key function (measured).
+    id_rows.sort()
     for row in id_rows:
         spools.ids.append(row)
     return created, updated
