@@ -115,8 +115,6 @@ def read_writes(path: Path, org_id: int, actor: str) -> Iterator[tuple[int, Prep
             )
 
 
-
-
 def simple_components(
     offsets: NDArray[np.int64],
     flat: NDArray[np.int64],
