@@ -7,7 +7,10 @@ PostgreSQL:
    concurrent threads as the HTTP route sends them (``write_job``: prepared ahead in the caller's
    thread, grouped into batches by the writer). No write carries a suppressed id, so both sides do
    the same work but the check: every id of every write is fingerprinted (HMAC-SHA256) and looked
-   up. The bar (issue 14): at least 0.9x.
+   up. The bar (issue 14): at least 0.9x. Beside each side's rate, the process's context switches
+   per write (voluntary and not): the check once doubled them by handing the GIL over at every
+   HMAC (bench/NOTES-privacy.md), and unlike writes/s that count barely moves with the machine's
+   load.
 2. The check alone: microseconds to prepare one write (``prepare_write``) with and without the
    fingerprints, over the same records.
 3. What holding them costs: the strategy's reload after an erasure (every process reloads it at
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import pickle
+import resource
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -67,8 +71,16 @@ def _service(url: str, fingerprints: int) -> tuple[Database, ProfileService]:
     return db, ProfileService(db)
 
 
-def write_round(backend: str, fingerprints: int, writes: list[ProfileWrite], threads: int) -> float:
-    """Writes per second of ``writes``, each sent alone from ``threads`` threads."""
+def _switches() -> int:
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_nvcsw + used.ru_nivcsw
+
+
+def write_round(
+    backend: str, fingerprints: int, writes: list[ProfileWrite], threads: int
+) -> tuple[float, float]:
+    """Writes per second of ``writes``, each sent alone from ``threads`` threads, and the process's
+    context switches per write meanwhile."""
     with fresh_database(backend, OUT) as url:
         db, service = _service(url, fingerprints)
         try:
@@ -81,10 +93,12 @@ def write_round(backend: str, fingerprints: int, writes: list[ProfileWrite], thr
             def one(w: ProfileWrite) -> Any:
                 return db.write(service.write_job([w], "bench"))[0]
 
+            switches = _switches()
             start = time.perf_counter()
             with ThreadPoolExecutor(threads) as pool:
                 results = list(pool.map(one, writes[1:]))
             elapsed = time.perf_counter() - start
+            switches = _switches() - switches
         finally:
             db.close()
     failed = [r for r in results if isinstance(r, ProfilehubError)]
@@ -97,12 +111,20 @@ def write_round(backend: str, fingerprints: int, writes: list[ProfileWrite], thr
         for n in r.notices
     ):
         raise RuntimeError("a write carried a suppressed id: the two sides would not do the same work")
-    return (len(writes) - 1) / elapsed
+    return (len(writes) - 1) / elapsed, switches / (len(writes) - 1)
 
 
 def write_cost(backend: str, count: int, threads: int, fingerprints: int) -> dict[str, Any]:
     writes = _writes(count)
-    return on_off(lambda held: write_round(backend, fingerprints if held else 0, writes, threads))
+    switches: dict[bool, list[float]] = {True: [], False: []}
+
+    def one_round(held: bool) -> float:
+        rate, per_write = write_round(backend, fingerprints if held else 0, writes, threads)
+        switches[held].append(per_write)
+        return rate
+
+    cost = on_off(one_round)
+    return {**cost, "switches": {held: statistics.mean(v) for held, v in switches.items()}}
 
 
 def check_cost(backend: str, count: int, fingerprints: int) -> dict[str, Any]:
@@ -157,6 +179,10 @@ def main() -> None:
                 f"  writes/s, {args.writes} single writes from {args.threads} threads: "
                 f"{args.fingerprints} fingerprints held {cost['on']:.0f}, none {cost['off']:.0f}: "
                 f"{cost['ratio']:.2f}x (rounds held: {on_rounds}; none: {off_rounds})"
+            )
+            print(
+                f"  context switches a write: {cost['switches'][True]:.1f} held, "
+                f"{cost['switches'][False]:.1f} none"
             )
             print(f"  {load_note()}")
             check = check_cost(backend, args.writes, args.fingerprints)
