@@ -4,6 +4,8 @@ with no usable id is a 409 that writes nothing. ``_unsuppress`` lifts it. See do
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import pickle
 from pathlib import Path
@@ -292,3 +294,25 @@ def test_records_prepared_in_a_worker_process_drop_suppressed_ids(db: Database) 
     assert [n.code for n in second.notices] == ["id_suppressed"]  # type: ignore[union-attr]
     assert [i.id_type for i in second.ids] == ["AdId"]  # type: ignore[union-attr]
     assert third.notices == []  # type: ignore[union-attr]
+
+
+def test_fingerprints_stored_by_the_documented_rule_keep_suppressing(
+    client: TestClient, org: OrgFixture, app: FastAPI
+) -> None:
+    # docs/privacy.md: HMAC-SHA256 of the idType, U+001F and the normalised value, under the org's
+    # key. Fingerprints already stored (by an earlier version, or a restore) must go on matching
+    # whatever computes them now, or an erased person comes back with the next import.
+    _erase_person(client, org)  # the org's key exists from here on
+    db: Database = app.state.db
+    with db.read() as conn:
+        key = bytes.fromhex(conn.execute(sa.select(suppression_keys.c.key)).scalar_one())
+    crm_id = "crm-stored-by-rule"
+    stored = hmac.new(key, f"crm_id\x1f{crm_id}".encode(), hashlib.sha256).hexdigest()
+    db.write(
+        lambda c: c.execute(
+            suppressed_ids.insert().values(org_id=org.org_id, region="EU", fingerprint=stored, created_ts=1)
+        )
+    )
+    db.write(lambda c: c.execute(sa.text("UPDATE orgs SET strategy_version = strategy_version + 1")))
+    assert_error(_write(client, org, {"crm_id": f" {crm_id} "}), 409, "ids")
+    assert _unsuppress(client, org, {"crm_id": [crm_id]}).json()["removedFingerprints"] == 1
