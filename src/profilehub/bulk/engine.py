@@ -762,14 +762,13 @@ class BulkImporter:
         phases: dict[str, float],
     ) -> None:
         def rows(name: str) -> Iterator[tuple[Any, ...]]:
-            for group in spools:
-                yield from getattr(group, name).rows()
+            # Each group's rows of a table are in the table's key order (``Spools.open``): merged,
+            # the whole load is, and each B-tree fills page after page (the id values are hashes
+            # and ucids and file order interleave across groups: any other order is random).
+            return heapq.merge(*(getattr(group, name).rows() for group in spools))
 
         _stream_rows(conn, "profiles", _PROFILE_COLUMNS, rows("profiles"), phases)
-        # Each group's id rows are in key order: merged, the whole load is, and the primary key's
-        # B-tree fills page after page (the values are hashes: any other order is random).
-        ids = heapq.merge(*(group.ids.rows() for group in spools))
-        _stream_rows(conn, "profile_ids", _ID_COLUMNS, ids, phases)
+        _stream_rows(conn, "profile_ids", _ID_COLUMNS, rows("ids"), phases)
         # Numbered in file order: change ids (the feed's order) and journal seqs, each block
         # reserved above every number this process gave before.
         change_id = ChangeIdBlock(len(plan))

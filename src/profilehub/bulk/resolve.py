@@ -55,7 +55,11 @@ class Spools:
 
     @classmethod
     def open(cls, folder: Path, prefix: str) -> Spools:
-        return cls(*(Spool(folder / f"{prefix}-{name}.jsonl") for name in SPOOLED))
+        """Each table's rows sorted as they stand, which is the table's key order (profiles,
+        ids, journal and ledger rows lead with their primary key's columns; change log entries
+        and events with their file index, which numbers them): the write merges the groups'
+        spools, so every table is loaded in its key order, its B-tree filled page after page."""
+        return cls(*(Spool(folder / f"{prefix}-{name}.jsonl", sort=True) for name in SPOOLED))
 
     def all(self) -> list[Spool]:
         return [self.profiles, self.ids, self.changes, self.journal, self.events, self.ledger]
@@ -374,10 +378,8 @@ def resolve_group(
         closed_form(strategy, org_id, component, at, block, spools, id_rows, journal, ledger)
         created += 1
         updated += len(component) - 1
-    # In key order: inserted so, the primary key's B-tree fills page by page instead of at random
-    # places (the id values are hashes). The rows start with the key's columns (org_id, region,
-    # idType, value), unique, so they sort as they are: faster than by a key function (measured).
-    id_rows.sort()
+    # Sorted by the spool (``Spools.open``): the rows lead with the primary key's columns, unique,
+    # so they sort as they are (faster than by a key function, measured).
     for row in id_rows:
         spools.ids.append(row)
     return created, updated

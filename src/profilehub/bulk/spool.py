@@ -18,20 +18,25 @@ _FLUSH_BYTES = 1 << 20
 
 
 class Spool:
-    """One table's rows, appended and then read back in order."""
+    """One table's rows, appended and then read back in order: in the order appended or, with
+    ``sort``, in the rows' own order (kept in memory until ``close``; a group's rows at most)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sort: bool = False) -> None:
         self.path = path
         self.count = 0
         # One growing buffer: orjson's bytes keep their whole working buffer (~4 KB each), so a
         # list of them would hold far more than the rows.
         self._buffer = bytearray()
+        self._rows: list[Sequence[Any]] | None = [] if sort else None
         self._file: BinaryIO | None = path.open("wb")
 
     def append(self, row: Sequence[Any]) -> None:
+        self.count += 1
+        if self._rows is not None:
+            self._rows.append(row)
+            return
         self._buffer += orjson.dumps(row)
         self._buffer += b"\n"
-        self.count += 1
         if len(self._buffer) >= _FLUSH_BYTES:
             self._flush()
 
@@ -41,6 +46,15 @@ class Spool:
             self._buffer.clear()
 
     def close(self) -> None:
+        if self._rows is not None:
+            rows, self._rows = self._rows, None
+            rows.sort()  # type: ignore[call-arg]  # rows of one table: comparable tuples
+            for row in rows:
+                self._buffer += orjson.dumps(row)
+                self._buffer += b"\n"
+                if len(self._buffer) >= _FLUSH_BYTES:
+                    self._flush()
+            del rows
         self._flush()
         if self._file is not None:
             self._file.close()
@@ -49,7 +63,7 @@ class Spool:
     def __getstate__(self) -> dict[str, Any]:
         # Sent back from a worker process once closed: its path and count, no open file.
         self.close()
-        return {"path": self.path, "count": self.count, "_buffer": bytearray(), "_file": None}
+        return {"path": self.path, "count": self.count, "_buffer": bytearray(), "_rows": None, "_file": None}
 
     def rows(self) -> Iterator[tuple[Any, ...]]:
         self.close()
