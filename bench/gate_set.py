@@ -50,6 +50,7 @@ UNREADABLE = "{not json"
 class GateSet:
     seed: list[Any] = field(default_factory=list)  # records (dicts)
     main: list[Any] = field(default_factory=list)  # records, markers for ucids, or UNREADABLE
+    seed_people: list[Any] = field(default_factory=list)  # CRM people stored first (bench.gate_people)
     kinds: dict[str, int] = field(default_factory=dict)  # records per kind of the main file
 
 

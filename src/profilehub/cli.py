@@ -71,6 +71,7 @@ from profilehub.store.receipt_store import ReceiptKeys
 
 if TYPE_CHECKING:
     from profilehub.bulk.engine import BulkImporter
+    from profilehub.bulk.people import PeopleBulkImporter
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -802,7 +803,9 @@ def _run_import(
     csv_lists: tuple[str, ...] = (),
     bulk: bool = False,
     at: int | None = None,
+    people_bulk: tuple[str, str] | None = None,
 ) -> None:
+    """``people_bulk``: (matching attribute, actor) of an ``import people --bulk``."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     is_csv = file_format == "csv" or (file_format == "auto" and file.suffix.lower() == ".csv")
@@ -846,7 +849,7 @@ def _run_import(
         shared=database,
         at=at,
     )
-    bulk_importer: BulkImporter | None = None
+    bulk_importer: BulkImporter | PeopleBulkImporter | None = None
     if bulk:
         # numpy and scipy: imported here so that only a bulk import pays for them
         from profilehub.bulk.engine import BulkImporter
@@ -856,9 +859,25 @@ def _run_import(
                 "--resume: a --bulk import is all or nothing (an interrupted one wrote nothing); "
                 "run it again without --resume"
             )
-        if not isinstance(sink, CdpSink):
-            raise click.ClickException("--bulk: only CDP imports have a bulk path so far")
-        bulk_importer = BulkImporter(file, records, sink, progress=progress, workers=workers, at=at)
+        if people_bulk is not None:
+            from profilehub.bulk.people import PeopleBulkImporter
+
+            matching_attribute, actor = people_bulk
+            bulk_importer = PeopleBulkImporter(
+                file,
+                records,
+                database,
+                org_id,
+                matching_attribute,
+                actor,
+                batch_size=batch_size,
+                progress=progress,
+                at=at,
+            )
+        elif isinstance(sink, CdpSink):
+            bulk_importer = BulkImporter(file, records, sink, progress=progress, workers=workers, at=at)
+        else:
+            raise click.ClickException("--bulk: this import has no bulk path")
     interrupted = False
     stopped: ingest_runner.ImportStopped | None = None
     try:
@@ -1010,6 +1029,13 @@ def import_cdp(
     "--matching-attribute", required=True, help="Attribute slug to match existing people by (e.g. email)."
 )
 @click.option("--actor", default="import", show_default=True, help="Who the change log names.")
+@click.option(
+    "--bulk",
+    is_flag=True,
+    help="Write the whole file in one transaction holding the org's CRM and home-region profile "
+    "locks: all or nothing, the same people and profiles as without it (given the same --at and "
+    "--batch-size). See docs/bulk.md.",
+)
 @domain_errors
 def import_people(
     file: Path,
@@ -1024,6 +1050,7 @@ def import_people(
     quiet: bool,
     matching_attribute: str,
     actor: str,
+    bulk: bool,
 ) -> None:
     """Upsert CRM people: each record is a PUT /v2/crm/people body (CSV: map columns to its fields)."""
     with open_org_db(org_id, bulk=True) as database:
@@ -1045,7 +1072,9 @@ def import_people(
             org_id,
             "people",
             csv_lists=("emails",),  # a column mapped to emails holds one address
+            bulk=bulk,
             at=at_ms,
+            people_bulk=(matching_attribute, actor),
         )
 
 

@@ -1,0 +1,161 @@
+"""``profilehub import people --bulk``: the same people, emails, links, profiles, change log,
+journal, events, rejects and summary as the online people import given the same ``--at`` and
+``--batch-size``; all or nothing."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench.bulk_equivalence import BULK_ORG, ONLINE_ORG, cli_import, cli_import_people, run_gate
+from bench.gate_people import people_gate_set
+from click.testing import CliRunner
+
+from profilehub.bulk.interrupted import BulkInterrupted
+from profilehub.bulk.people import PeopleBulkImporter
+from profilehub.cli import main
+from profilehub.crm import people as crm_people
+from profilehub.ingest import checkpoint
+from profilehub.ingest.reader import SourceRecord, read_ndjson
+from profilehub.store.database import Database
+from tests.conftest import make_org
+
+AT = 1_780_000_000_000
+ORG = 1234
+
+
+@pytest.mark.parametrize("batch_size", [7, 2000])
+def test_bulk_people_write_what_the_online_people_import_writes(
+    database_url: str, tmp_path: Path, batch_size: int
+) -> None:
+    data = people_gate_set(48, seed=21)
+    result = run_gate(
+        database_url,
+        data.main,
+        tmp_path,
+        AT,
+        seed_records=data.seed,
+        seed_people=data.seed_people,
+        importer=partial(cli_import_people, batch_size=batch_size),
+        seed_importer=cli_import,
+        people_importer=cli_import_people,
+    )
+    assert result.differences == []
+    assert result.online == result.bulk
+    # The set is as ugly as it claims: emails of another person (409), shape and value errors,
+    # people matched again, people whose emails are stored profiles' (merges, refused merges).
+    rejects = [json.loads(line) for line in checkpoint.rejects_path(tmp_path / "bulk" / "gate.ndjson").open()]
+    statuses = Counter(r["error"]["status"] for r in rejects)
+    assert statuses[409] >= 3 and statuses[400] >= 3, statuses
+    assert " 0 updated" not in result.bulk
+    assert result.counts["linkedUcid"] >= 2  # people joining stored profiles merged them
+    db = Database(database_url)
+    try:
+        with db.read() as conn:
+            notices = Counter(
+                n["code"]
+                for (detail,) in conn.exec_driver_sql(
+                    f"SELECT detail FROM changes WHERE org_id = {BULK_ORG} AND entity = 'profile'"
+                )
+                for n in json.loads(detail).get("notices", [])
+            )
+            linked = conn.exec_driver_sql(
+                f"SELECT count(*) FROM profile_ids WHERE org_id = {ONLINE_ORG} AND id_type = 'crm_person_id'"
+            ).scalar_one()
+    finally:
+        db.close()
+    assert notices["merge_refused"] > 0, notices
+    assert linked >= 20
+
+
+def _people_file(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "people.ndjson"
+    with path.open("w") as f:
+        for k in range(n):
+            f.write(json.dumps({"firstName": f"P{k}", "emails": [f"p{k}@x.example"]}) + "\n")
+    return path
+
+
+def _table_counts(db: Database) -> dict[str, int]:
+    with db.read() as conn:
+        return {
+            t: conn.exec_driver_sql(f"SELECT count(*) FROM {t} WHERE org_id = {ORG}").scalar_one()
+            for t in ("crm_records", "crm_person_emails", "profiles", "profile_ids", "changes", "events")
+        }
+
+
+def test_a_failed_bulk_people_import_leaves_nothing(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault after two calls were written (people, links, events): nothing of the import stays."""
+    db = Database(database_url)
+    try:
+        make_org(db, ORG)
+        before = _table_counts(db)
+        path = _people_file(tmp_path, 30)
+        real = crm_people._resolve_in_graph
+        calls = 0
+
+        def failing(*args: Any, **kw: Any) -> None:
+            nonlocal calls
+            calls += 1
+            if calls >= 3:  # every attempt (the writer tries a failed job again)
+                raise RuntimeError("disk gone")
+            real(*args, **kw)
+
+        monkeypatch.setattr("profilehub.bulk.people._resolve_in_graph", failing)
+        importer = PeopleBulkImporter(
+            path, partial(read_ndjson, path), db, ORG, "email", "t", batch_size=10, at=AT
+        )
+        with pytest.raises(RuntimeError, match="disk gone"):
+            importer.run()
+        assert _table_counts(db) == before
+    finally:
+        db.close()
+
+
+def test_an_interrupted_bulk_people_import_leaves_nothing(database_url: str, tmp_path: Path) -> None:
+    """Ctrl-C (the stop the signal handler sets) while the file is written: rolled back."""
+    db = Database(database_url)
+    try:
+        make_org(db, ORG)
+        before = _table_counts(db)
+        path = _people_file(tmp_path, 30)
+        importer: PeopleBulkImporter
+
+        def records(offset: int, line: int) -> Iterator[SourceRecord]:
+            for record in read_ndjson(path, offset, line):
+                if record.line == 25:
+                    importer._stop.set()
+                yield record
+
+        importer = PeopleBulkImporter(path, records, db, ORG, "email", "t", batch_size=10, at=AT)
+        with pytest.raises(BulkInterrupted):
+            importer.run()
+        assert _table_counts(db) == before
+    finally:
+        db.close()
+
+
+def test_import_people_bulk_from_the_command_line(database_url: str, tmp_path: Path) -> None:
+    """The command a user runs: a summary as online, the rejects file, status 1 over --max-rejects."""
+    db = Database(database_url)
+    make_org(db, ORG)
+    db.close()
+    path = tmp_path / "people.csv"
+    path.write_text("Email,First\nann@x.com,Ann\nbob@x.com,Bob\nANN@x.com,Annie\nnot-an-email,Bad\n")
+    args = ["import", "people", str(path), "--org-id", str(ORG), "--matching-attribute", "email"]
+    args += ["--map", "Email=emails", "--map", "First=firstName", "--quiet", "--bulk"]
+    result = CliRunner().invoke(main, args, env={"PROFILEHUB_DATABASE_URL": database_url})
+    assert result.exit_code == 1, result.output
+    assert "4 records" in result.output and "2 created, 1 updated, 1 rejected" in result.output
+    assert "more than --max-rejects 0" in result.output
+    [reject] = [json.loads(x) for x in checkpoint.rejects_path(path).read_text().splitlines()]
+    assert reject["line"] == 5
+    result = CliRunner().invoke(main, [*args, "--resume"], env={"PROFILEHUB_DATABASE_URL": database_url})
+    assert result.exit_code == 1 and "all or nothing" in result.output
