@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import time
 from collections import Counter, defaultdict
@@ -227,7 +228,7 @@ def run(backend: str, requests: int, size: int, profile: bool, show_statements: 
     )
     for kind, profiler in profilers.items():
         out = io.StringIO()
-        sort = "cumulative" if kind == "crm" else "tottime"
+        sort = os.environ.get("CRM_SORT", "cumulative" if kind == "crm" else "tottime")
         pstats.Stats(profiler, stream=out).sort_stats(sort).print_stats(45)
         print(f"[crm-writer {backend}] {kind} writer profile ({sort}):\n{out.getvalue()}")
     print(f"[crm-writer {backend}] reproduce: {reproduce}", flush=True)

@@ -414,6 +414,11 @@ def prepare_person(
     return write, dropped
 
 
+def people_ids(people: Sequence[tuple[PreparedWrite, list[Identifier]]]) -> list[Identifier]:
+    """The ids the graph writes of ``people`` (``prepare_person``) look up: what to prefetch."""
+    return [i for p, dropped in people for i in (*p.ids, *dropped)]
+
+
 class WriteObserver(Protocol):
     def written(self, merges: int, refused: int) -> None: ...
 
@@ -635,7 +640,7 @@ class ProfileService:
         if not locked:
             lock_scope(conn, org_id, f"profiles:{region}")
         batch = storage if storage is not None else profile_storage(conn, self.journal, self.ledger)
-        batch.prefetch(org_id, region, [i for p, dropped in people for i in (*p.ids, *dropped)], [])
+        batch.prefetch(org_id, region, people_ids(people), [])  # read already if ``storage`` did
         results: list[WriteResult] = []
         now = 0
         for prepared, _ in people:

@@ -110,7 +110,7 @@ def attribute_view(attr: Attribute) -> dict[str, Any]:
     return view
 
 
-def _attribute_from_row(row: Any) -> Attribute:
+def attribute_from_row(row: Any) -> Attribute:
     return Attribute(
         key=row.key,
         label=row.label,
@@ -132,7 +132,7 @@ def custom_attributes(conn: Connection, org_id: int, slug: str) -> dict[str, Att
         .where(crm_attributes.c.org_id == org_id, crm_attributes.c.object_slug == slug)
         .order_by(crm_attributes.c.position)
     )
-    return {r.key: _attribute_from_row(r) for r in rows}
+    return {r.key: attribute_from_row(r) for r in rows}
 
 
 def get_object(conn: Connection, org_id: int, slug: str) -> CrmObject:

@@ -19,13 +19,14 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from psycopg.rows import namedtuple_row
 from sqlalchemy.engine import Connection
 
 from profilehub.crm import record_store as store
 from profilehub.crm.objects import PEOPLE
 from profilehub.crm.record_store import StoredRecord, record_of_row
 from profilehub.crm.values import match_key
-from profilehub.store.rows import insert_rows
+from profilehub.store.rows import insert_rows, pg_recordset, pg_rows, pipelined
 
 _CHUNK = 500
 # The owners of some emails (``:emails``), their records, and the org's last seq; one row even when
@@ -38,6 +39,15 @@ _PREFETCH = sa.text(
     "LEFT JOIN crm_records AS r "
     "ON r.org_id = :org AND r.object_slug = :slug AND r.record_id = e.person_id"
 ).bindparams(sa.bindparam("emails", expanding=True))
+# The same on PostgreSQL's driver cursor (sent in a pipeline with the org's locks: crm/people.py).
+_PG_PREFETCH = (
+    "SELECT m.top, e.email_lower, e.person_id, r.record_id, r.object_slug, r.seq, r.data, "
+    "r.created_ts, r.updated_ts "
+    "FROM (SELECT max(seq) AS top FROM crm_records WHERE org_id = %(org)s AND object_slug = %(slug)s) AS m "
+    "LEFT JOIN crm_person_emails AS e ON e.org_id = %(org)s AND e.email_lower = ANY(%(emails)b) "
+    "LEFT JOIN crm_records AS r "
+    "ON r.org_id = %(org)s AND r.object_slug = %(slug)s AND r.record_id = e.person_id"
+)
 _RECORD_COLUMNS = (
     "org_id",
     "object_slug",
@@ -51,7 +61,7 @@ _RECORD_COLUMNS = (
 _VALUE_COLUMNS = ("org_id", "object_slug", "record_id", "attribute_key", "value")
 _EMAIL_COLUMNS = ("org_id", "email_lower", "person_id", "position")
 _CHANGE_COLUMNS = ("org_id", "change_id", "ts", "actor", "entity", "entity_id", "action", "detail")
-# PostgreSQL array types of the columns written in bulk
+# PostgreSQL types of the columns written in bulk
 _PG_TYPES = {
     "org_id": "bigint",
     "object_slug": "text",
@@ -101,19 +111,45 @@ class PeopleBatch:
     def prefetch(self, emails: Iterable[str]) -> None:
         """Look up, in one query, the owners of these emails, those owners' records, and the org's
         last ``seq`` (for the people the batch creates): one round trip, not three."""
-        missing = sorted({e.lower() for e in emails} - set(self._owner))
+        missing = self.unknown(emails)
+        if self._postgres:
+            if missing:
+                self.take_prefetched(self.send_prefetch(missing), missing)
+            return
         for part in _chunks(missing):
             rows = self.conn.execute(_PREFETCH, {"org": self.org_id, "slug": PEOPLE, "emails": part})
-            for row in rows:
-                if self._seq is None:
-                    self._seq = int(row.top or 0) + 1
-                if row.email_lower is not None:
-                    self._owner[row.email_lower] = row.person_id
-                    if row.person_id not in self._records:
-                        self._records[row.person_id] = record_of_row(row) if row.record_id else None
-            for email in part:
-                self._owner.setdefault(email, None)
+            self._take(rows, part)
         self._load([p for p in self._owner.values() if p is not None])
+
+    def unknown(self, emails: Iterable[str]) -> list[str]:
+        """Those of ``emails`` (lower-cased) whose owner the batch has not read yet."""
+        return sorted({e.lower() for e in emails} - set(self._owner))
+
+    def send_prefetch(self, missing: list[str]) -> Any:
+        """PostgreSQL: send ``prefetch``'s query of ``missing`` (``unknown``) on a driver cursor
+        of its own, inside the caller's ``pipelined`` block if any; ``take_prefetched`` reads it."""
+        cursor: Any = self.conn.connection.cursor()
+        cursor.row_factory = namedtuple_row
+        cursor.execute(_PG_PREFETCH, {"org": self.org_id, "slug": PEOPLE, "emails": missing})
+        return cursor
+
+    def take_prefetched(self, cursor: Any, missing: list[str]) -> None:
+        try:
+            self._take(cursor.fetchall(), missing)
+        finally:
+            cursor.close()
+        self._load([p for p in self._owner.values() if p is not None])
+
+    def _take(self, rows: Iterable[Any], part: list[str]) -> None:
+        for row in rows:
+            if self._seq is None:
+                self._seq = int(row.top or 0) + 1
+            if row.email_lower is not None:
+                self._owner[row.email_lower] = row.person_id
+                if row.person_id not in self._records:
+                    self._records[row.person_id] = record_of_row(row) if row.record_id else None
+        for email in part:
+            self._owner.setdefault(email, None)
 
     def _load(self, person_ids: Iterable[str]) -> None:
         missing = [p for p in dict.fromkeys(person_ids) if p not in self._records]
@@ -238,32 +274,34 @@ class PeopleBatch:
         emails: list[tuple[Any, ...]],
         changes: list[tuple[Any, ...]],
     ) -> None:
-        """Two statements whatever the batch holds: the changes of rows that exist (one
+        """Two statements whatever the batch holds, sent together (one round trip; inside the
+        caller's ``pipelined`` block, none of their own): the changes of rows that exist (one
         data-modifying ``WITH`` over four tables), then every new row (the same, of ``INSERT …
-        SELECT FROM unnest``). As COPY and a statement per table, a batch was about twenty round
-        trips, each of which waits on the database server's process to be scheduled: on a busy
-        machine most of the writer's time."""
+        SELECT`` from each table's rows as one JSON parameter). As COPY and a statement per table,
+        a batch was about twenty round trips, each of which waits on the database server's
+        process to be scheduled: on a busy machine most of the writer's time. The two cannot be
+        one statement: a person's new email and value rows may have the keys of the rows the
+        first one deletes, and the parts of one ``WITH`` run in no set order."""
         org_id, slug = self.org_id, PEOPLE
         parts: list[str] = []
         params: list[Any] = []
         if changed:
-            data, texts, ts, ids = (list(c) for c in zip(*updates, strict=True))
+            columns: tuple[str, ...] = ("data", "search_text", "updated_ts", "record_id")
             parts.append(
                 "UPDATE crm_records AS t SET data = v.data, search_text = v.search_text, "
-                "updated_ts = v.updated_ts FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[]) "
-                "AS v(data, search_text, updated_ts, record_id) "
-                "WHERE t.org_id = %b AND t.object_slug = %b AND t.record_id = v.record_id"
+                f"updated_ts = v.updated_ts FROM {pg_recordset(columns, _PG_TYPES)} "
+                "WHERE t.org_id = %s AND t.object_slug = %s AND t.record_id = v.record_id"
             )
-            params += [data, texts, ts, ids, org_id, slug]
+            params += [pg_rows(columns, updates), org_id, slug]
             for table in ("crm_values", "crm_unique_values"):
                 parts.append(
-                    f"DELETE FROM {table} WHERE org_id = %b AND object_slug = %b AND record_id = ANY(%b)"
+                    f"DELETE FROM {table} WHERE org_id = %s AND object_slug = %s AND record_id = ANY(%b)"
                 )
                 params += [org_id, slug, changed]
         if emails_of:
-            parts.append("DELETE FROM crm_person_emails WHERE org_id = %b AND person_id = ANY(%b)")
+            parts.append("DELETE FROM crm_person_emails WHERE org_id = %s AND person_id = ANY(%b)")
             params += [org_id, emails_of]
-        self._run_with(parts, params)
+        first = (parts, params)
         parts, params = [], []
         for table, columns, rows in (
             ("crm_records", _RECORD_COLUMNS, new_records),
@@ -273,10 +311,14 @@ class PeopleBatch:
             ("changes", _CHANGE_COLUMNS, changes),
         ):
             if rows:
-                arrays = ", ".join(f"%b::{_PG_TYPES[c]}[]" for c in columns)
-                parts.append(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})")
-                params += [list(column) for column in zip(*rows, strict=True)]
-        self._run_with(parts, params)
+                names = ", ".join(columns)
+                parts.append(
+                    f"INSERT INTO {table} ({names}) SELECT {names} FROM {pg_recordset(columns, _PG_TYPES)}"
+                )
+                params.append(pg_rows(columns, rows))
+        with pipelined(self.conn):
+            self._run_with(*first)
+            self._run_with(parts, params)
 
     def _run_with(self, parts: list[str], params: list[Any]) -> None:
         """``parts`` (data-modifying statements on different tables) as one statement."""

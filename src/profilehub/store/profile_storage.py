@@ -3,8 +3,9 @@
 
 Both share ``BatchStore`` (what a batch has read and written, answered from memory, and the final
 rows it writes at ``flush``); they differ in how the SQL reaches the database: SQLite takes ``IN``
-lists in chunks and ``executemany`` (each statement runs in-process), PostgreSQL takes arrays,
-``unnest`` and ``COPY`` (each statement is a round trip, parsed and planned).
+lists in chunks and ``executemany`` (each statement runs in-process), PostgreSQL takes arrays
+for lookups, a JSON recordset for updates and deletes, and ``COPY`` for new rows (each statement
+is a round trip, parsed and planned).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from profilehub.identity.normalize import Identifier
 from profilehub.store.batch_store import CHUNK, BatchStore, chunks
+from profilehub.store.rows import pg_recordset, pg_rows
 
 
 def profile_storage(conn: Connection, journal: bool = True, ledger: bool = True) -> BatchStore:
@@ -113,7 +115,7 @@ class SqliteProfileStorage(BatchStore):
             self._sql_many(f"DELETE FROM {table} WHERE {where}", rows)
 
 
-# Column types for PostgreSQL arrays of the columns updated or matched in bulk.
+# PostgreSQL types of the columns updated or matched in bulk.
 _PG_TYPES = {
     "org_id": "bigint",
     "ucid": "text",
@@ -175,14 +177,13 @@ class PostgresProfileStorage(BatchStore):
         key_cols: tuple[str, ...],
         rows: list[tuple[Any, ...]],
     ) -> None:
-        # One statement whose rows arrive as arrays (``unnest``), instead of a round of parsing
-        # and planning per row.
+        # One statement whose rows arrive as one JSON parameter (``pg_recordset``), instead of a
+        # round of parsing and planning per row, or an array per column that psycopg dumps
+        # element by element.
         if not rows:
             return
         cols = set_cols + key_cols
-        arrays = [list(column) for column in zip(*rows, strict=True)]
-        # %b: arrays travel in binary, which skips psycopg's per-element quoting of text
-        source = f"unnest({', '.join(f'%b::{_PG_TYPES[c]}[]' for c in cols)}) AS v({', '.join(cols)})"
+        source = pg_recordset(cols, _PG_TYPES)
         where = " AND ".join(f"t.{c} = v.{c}" for c in key_cols)
         if verb == "UPDATE":
             sql = f"UPDATE {table} AS t SET {', '.join(f'{c} = v.{c}' for c in set_cols)} FROM {source} WHERE {where}"
@@ -190,6 +191,6 @@ class PostgresProfileStorage(BatchStore):
             sql = f"DELETE FROM {table} AS t USING {source} WHERE {where}"
         cursor = self.conn.connection.cursor()
         try:
-            cursor.execute(sql, arrays)
+            cursor.execute(sql, [pg_rows(cols, rows)])
         finally:
             cursor.close()

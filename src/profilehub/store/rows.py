@@ -1,10 +1,13 @@
-"""New rows in bulk on the driver's own cursor, for the writer's hot paths."""
+"""New and changed rows in bulk on the driver's own cursor, for the writer's hot paths."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+import orjson
+from psycopg import pq
 from sqlalchemy.engine import Connection
 
 
@@ -26,3 +29,36 @@ def insert_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequ
             cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
     finally:
         cursor.close()
+
+
+def pg_recordset(columns: Sequence[str], types: Mapping[str, str], alias: str = "v") -> str:
+    """PostgreSQL: the rows of one ``%s`` parameter (``pg_rows``) as a table ``alias`` of
+    ``columns``, for ``INSERT … SELECT``, ``UPDATE … FROM`` and ``DELETE … USING``.
+
+    The rows travel as one JSON text that the server takes apart, instead of one array parameter
+    per column: psycopg dumps arrays element by element in Python, which cost a 64-person CRM
+    batch about 4 ms (as much as its statements' round trips), where orjson takes 0.1 ms."""
+    return f"json_to_recordset(%s::json) AS {alias}({', '.join(f'{c} {types[c]}' for c in columns)})"
+
+
+def pg_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """The parameter of ``pg_recordset``: ``rows`` (values in ``columns`` order) as JSON."""
+    return orjson.dumps([dict(zip(columns, row, strict=True)) for row in rows]).decode()
+
+
+@contextmanager
+def pipelined(conn: Connection) -> Iterator[None]:
+    """PostgreSQL: the block's statements on the driver's cursor are sent without waiting for
+    each one's answer (psycopg's pipeline mode), so the writes before a read and the read cost one
+    round trip, not one each. A statement's error is raised at the next read or at the block's
+    end. Only driver-cursor statements without COPY belong in the block. Inside another such block
+    it adds nothing (the outer one waits). SQLite: the block as it is (no round trips)."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    raw: Any = conn.connection.dbapi_connection
+    if raw.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+        yield
+        return
+    with raw.pipeline():
+        yield
