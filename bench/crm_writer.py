@@ -5,8 +5,11 @@ In-process, no HTTP: batches of N (default 64) CRM upserts by email and of N CDP
 group, as 64 concurrent requests are. For each dialect it prints the work done before the writer
 (in the request's thread: parsing, checks, hashing) and in the writer per record, the writer's
 records/s, the statements each batch sends to the database (SQLite: every statement the library
-runs, each row of an ``executemany`` counted; PostgreSQL: each execute, executemany or COPY, i.e.
-round trips), and the writer's time split by phase. ``--profile`` adds the writer's top functions.
+runs, each row of an ``executemany`` counted; PostgreSQL: each execute, executemany or COPY, and
+the driver's waits on the server, i.e. round trips, fewer than the statements where a pipeline
+sends several at once), and the writer's time split by phase. Counted on the driver (psycopg,
+sqlite3), not by a SQLAlchemy ``before_cursor_execute`` listener: the hot paths run on the
+driver's cursor, which SQLAlchemy's events never see. ``--profile`` adds the writer's top functions.
 The CDP figures are the same-run baseline; trust their ratio on a loaded machine.
 """
 
@@ -41,6 +44,9 @@ from profilehub.store.database import Database, GroupJob
 OUT = Path(__file__).resolve().parent / "out"
 spent: defaultdict[str, float] = defaultdict(float)
 statements: list[int] = [0]
+# PostgreSQL: the times the driver waited on the server (a statement, a pipeline's sync, each
+# step of a COPY): the round trips, which a pipeline makes fewer than the statements.
+waits: list[int] = [0]
 by_kind = [False]  # --statements: each statement's kind too (which costs writer time of its own)
 _originals: list[tuple[Any, str, Any]] = []
 
@@ -73,6 +79,17 @@ def _counter(owner: Any, name: str) -> None:
     setattr(owner, name, counted)
 
 
+def _waits(owner: Any) -> None:
+    original = owner.wait
+    _originals.append((owner, "wait", original))
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        waits[0] += 1
+        return original(*args, **kwargs)
+
+    owner.wait = counted
+
+
 @contextmanager
 def instrumented() -> Iterator[None]:
     # The writer's phases, by the functions that do them (profilehub's internals: a profiling aid).
@@ -88,6 +105,7 @@ def instrumented() -> Iterator[None]:
     for cls in (psycopg.Cursor,):
         for method in ("execute", "executemany", "copy"):
             _counter(cls, method)
+    _waits(psycopg.Connection)
     try:
         yield
     finally:
@@ -169,7 +187,7 @@ def measure(
 ) -> dict[str, Any]:
     spent.clear()
     kinds.clear()
-    statements[0] = 0
+    statements[0] = waits[0] = 0
     prepare = writer = 0.0
     batches = 0
     for i in range(0, len(all_bodies), size):
@@ -184,6 +202,7 @@ def measure(
         "writer_us": writer * 1e6 / n,
         "rate": n / writer,
         "statements": statements[0] / batches,
+        "waits": waits[0] / batches,
         "phases": {k: v * 1e6 / n for k, v in spent.items()},
         "kinds": {k: v / batches for k, v in kinds.items()},
     }
@@ -217,6 +236,7 @@ def run(backend: str, requests: int, size: int, profile: bool, show_statements: 
             f"[crm-writer {backend}]   {name:22s} before the writer {r['prepare_us']:6.0f} µs, "
             f"writer {r['writer_us']:6.0f} µs/record ({r['rate']:,.0f}/s), "
             f"{r['statements']:.0f} statements a group"
+            + (f", {r['waits']:.0f} waits on the server" if r["waits"] else "")
         )
         for phase, us in sorted(r["phases"].items(), key=lambda kv: -kv[1]):
             print(f"[crm-writer {backend}]       {phase:50s} {us:6.0f} µs/record")
