@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 
 from bench.backends import fresh_database
 from bench.figures import ratio
@@ -92,14 +93,34 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _database_cpu(url: str) -> float:
+    """PostgreSQL: CPU time the server processes of ``url``'s database have used so far (the
+    server runs on this machine; its shared background processes left out); SQLite: 0 (its work
+    is the server process's own)."""
+    if not url.startswith("postgresql"):
+        return 0.0
+    total = 0.0
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+        pids = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    for (pid,) in pids:
+        try:
+            total += _cpu_seconds(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a connection closed meanwhile
+    return total
+
+
 def _stream(
-    process: subprocess.Popen[bytes], expected: set[str], run: Callable[[], dict[str, Any]]
+    process: subprocess.Popen[bytes], expected: set[str], run: Callable[[], dict[str, Any]], url: str = ""
 ) -> dict[str, Any]:
     """One stream of requests, with the server's CPU time per request; refuses a run that another
     process answered (the server died, or lost its port to another program) or that was refused."""
-    cpu = _cpu_seconds(process.pid)
+    cpu, db_cpu = _cpu_seconds(process.pid), _database_cpu(url)
     result = run()
     result["cpu_ms"] = (_cpu_seconds(process.pid) - cpu) * 1000 / max(result["requests"], 1)
+    result["db_cpu_ms"] = (_database_cpu(url) - db_cpu) * 1000 / max(result["requests"], 1)
     if process.poll() is not None:
         raise RuntimeError(f"the server exited with {process.returncode} during the run")
     if not set(result["statuses"]) <= expected:
@@ -112,7 +133,8 @@ def _line(r: dict[str, Any]) -> str:
     return (
         f"{r['requests']:,} in {r['seconds']:.1f} s: {r['rate']:,.0f}/s, "
         f"p50/p99 {lat['p50']:.1f}/{lat['p99']:.1f} ms, server CPU {r['cpu_ms']:.2f} ms/request, "
-        f"statuses {r['statuses']}"
+        + (f"database CPU {r['db_cpu_ms']:.2f} ms/request, " if r["db_cpu_ms"] else "")
+        + f"statuses {r['statuses']}"
     )
 
 
@@ -121,6 +143,7 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "rate": statistics.mean(r["rate"] for r in rounds),
         "cpu_ms": statistics.mean(r["cpu_ms"] for r in rounds),
+        "db_cpu_ms": statistics.mean(r["db_cpu_ms"] for r in rounds),
         "p50": statistics.mean(r["latency_ms"]["p50"] for r in rounds),
         "p99": max(r["latency_ms"]["p99"] for r in rounds),
         "requests": sum(r["requests"] for r in rounds),
@@ -166,6 +189,7 @@ def bench_crm(backend: str, requests: int, clients: int, reproduce: str, rounds:
                         lambda file=file, count=count: _load(
                             port, file, ["--apikey", key], "POST", "/cdp/v1/users", clients, count
                         ),
+                        url,
                     )
                 else:
                     result = _stream(
@@ -174,6 +198,7 @@ def bench_crm(backend: str, requests: int, clients: int, reproduce: str, rounds:
                         lambda file=file, count=count: _load(
                             port, file, ["--bearer", token], "PUT", CRM_PATH, clients, count
                         ),
+                        url,
                     )
                 done[kind].append(result)
                 print(
@@ -189,11 +214,13 @@ def bench_crm(backend: str, requests: int, clients: int, reproduce: str, rounds:
         print(
             f"[crm {backend}]   {name}: {s['requests']:,} requests, {s['rate']:,.0f}/s (rounds {_rates(s)}), "
             f"p50 {s['p50']:.1f} ms, worst round's p99 {s['p99']:.1f} ms, server CPU {s['cpu_ms']:.2f} ms/request"
+            + (f", database CPU {s['db_cpu_ms']:.2f} ms/request" if s["db_cpu_ms"] else "")
         )
     print(
         f"[crm {backend}]   CRM/CDP writes/s {ratio(crm['rate'], cdp['rate'])} (goal >= 0.8x), "
         f"server CPU a request {ratio(crm['cpu_ms'], cdp['cpu_ms'])}, "
-        f"p99 {crm['p99']:.1f} vs {cdp['p99']:.1f} ms (goal < 50 ms on a quiet machine; on this one, "
+        + (f"database CPU {ratio(crm['db_cpu_ms'], cdp['db_cpu_ms'])}, " if cdp["db_cpu_ms"] else "")
+        + f"p99 {crm['p99']:.1f} vs {cdp['p99']:.1f} ms (goal < 50 ms on a quiet machine; on this one, "
         f"trust the ratios); before: {load_before}; after: {load_after}"
     )
     print(f"[crm {backend}] reproduce: {reproduce}")
