@@ -276,3 +276,24 @@ def test_an_org_that_disables_the_link_keeps_its_people_out_of_the_graph(
     person = upsert(client, org, {"firstName": "Off", "emails": ["off@example.com"]})
     assert person["ucid"] is None
     assert Cdp(client, org).search({"email": ["off@example.com"]}) == []
+
+
+# Text that JSON escapes or that is not ASCII: the writer's bulk rows travel to PostgreSQL as JSON.
+AWKWARD = 'Zoë "Q" \\ O\'Brien\ttab\nline \x01 😀 ∑'
+
+
+def test_awkward_text_survives_the_bulk_writes_of_new_and_changed_rows(
+    client: TestClient, org: OrgFixture
+) -> None:
+    created = upsert(client, org, {"firstName": AWKWARD, "emails": ["zoe@example.com"], "jobTitle": "a"})
+    changed = upsert(client, org, {"lastName": AWKWARD, "emails": ["zoe@example.com"], "jobTitle": AWKWARD})
+    assert changed["id"] == created["id"]
+    got = client.get(f"{PEOPLE}/{created['id']}", headers=org.bearer).json()["person"]
+    assert (got["firstName"], got["lastName"], got["jobTitle"]) == (AWKWARD, AWKWARD, AWKWARD)
+    found = client.get(PEOPLE, params={"search": "o'brien"}, headers=org.bearer).json()["collection"]
+    assert [p["id"] for p in found] == [created["id"]]
+    cdp = Cdp(client, org)
+    cdp.write({"email": "zoe@example.com"}, {"profile": {"nick": AWKWARD}})
+    [profile] = cdp.search({"email": ["zoe@example.com"]})
+    assert profile["profile"]["nick"] == AWKWARD
+    assert profile["ucid"] == created["ucid"]
