@@ -16,6 +16,7 @@ from bench.bulk_equivalence import BULK_ORG, ONLINE_ORG, cli_import, cli_import_
 from bench.gate_people import people_gate_set
 from click.testing import CliRunner
 
+from profilehub.bulk import people as people_bulk
 from profilehub.bulk.interrupted import BulkInterrupted
 from profilehub.bulk.people import PeopleBulkImporter
 from profilehub.cli import main
@@ -29,10 +30,21 @@ AT = 1_780_000_000_000
 ORG = 1234
 
 
-@pytest.mark.parametrize("batch_size", [7, 2000])
+@pytest.mark.parametrize(("batch_size", "set_based"), [(7, True), (2000, True), (7, False)])
 def test_bulk_people_write_what_the_online_people_import_writes(
-    database_url: str, tmp_path: Path, batch_size: int
+    database_url: str, tmp_path: Path, batch_size: int, set_based: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Set-based (components, closed form, the rest replayed against the store) and per call
+    (the path it falls back to)."""
+    monkeypatch.setattr(people_bulk, "SET_BASED", set_based)
+    in_closed_form: list[int] = []
+    real_resolve = people_bulk.resolve_group
+
+    def spy(strategy: Any, org_id: int, group: Any, *args: Any) -> tuple[int, int]:
+        in_closed_form.append(len(group))
+        return real_resolve(strategy, org_id, group, *args)
+
+    monkeypatch.setattr(people_bulk, "resolve_group", spy)
     data = people_gate_set(48, seed=21)
     result = run_gate(
         database_url,
@@ -71,6 +83,8 @@ def test_bulk_people_write_what_the_online_people_import_writes(
         db.close()
     assert notices["merge_refused"] > 0, notices
     assert linked >= 20
+    # Set-based, most people's graph writes resolved in closed form, the rest against the store.
+    assert (sum(in_closed_form) >= 10) if set_based else not in_closed_form, in_closed_form
 
 
 def _people_file(tmp_path: Path, n: int) -> Path:
@@ -89,28 +103,40 @@ def _table_counts(db: Database) -> dict[str, int]:
         }
 
 
+@pytest.mark.parametrize("set_based", [True, False])
 def test_a_failed_bulk_people_import_leaves_nothing(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, set_based: bool
 ) -> None:
-    """A fault after two calls were written (people, links, events): nothing of the import stays."""
+    """A fault after rows were written in the transaction (set-based: people, profiles and ids,
+    then the change log fails; per call: two calls' people, links and events): nothing stays."""
     db = Database(database_url)
     try:
         make_org(db, ORG)
         before = _table_counts(db)
         path = _people_file(tmp_path, 30)
-        real = crm_people._resolve_in_graph
-        calls = 0
+        if set_based:
+            real_rows = people_bulk._stream_rows
 
-        def failing(*args: Any, **kw: Any) -> None:
-            nonlocal calls
-            calls += 1
-            if calls >= 3:  # every attempt (the writer tries a failed job again)
-                raise RuntimeError("disk gone")
-            real(*args, **kw)
+            def failing_rows(conn: Any, table: str, *args: Any, **kw: Any) -> None:
+                if table == "changes":
+                    raise RuntimeError("disk gone")
+                real_rows(conn, table, *args, **kw)
 
-        monkeypatch.setattr("profilehub.bulk.people._resolve_in_graph", failing)
+            monkeypatch.setattr(people_bulk, "_stream_rows", failing_rows)
+        else:
+            real = crm_people._resolve_in_graph
+            calls = 0
+
+            def failing(*args: Any, **kw: Any) -> None:
+                nonlocal calls
+                calls += 1
+                if calls >= 3:  # every attempt (the writer tries a failed job again)
+                    raise RuntimeError("disk gone")
+                real(*args, **kw)
+
+            monkeypatch.setattr(people_bulk, "_resolve_in_graph", failing)
         importer = PeopleBulkImporter(
-            path, partial(read_ndjson, path), db, ORG, "email", "t", batch_size=10, at=AT
+            path, partial(read_ndjson, path), db, ORG, "email", "t", batch_size=10, at=AT, set_based=set_based
         )
         with pytest.raises(RuntimeError, match="disk gone"):
             importer.run()

@@ -3,17 +3,24 @@
 The online people import (``ingest.people.people_sink``) writes a file batch by batch, each batch
 (``--batch-size`` lines, sent to the core ``MAX_BATCH`` bodies at a time) its own transaction:
 the people's CRM rows (records, emails, values, change log), then their writes to the identity
-graph of the org's home region (link ``crm_person_id``, emails, phone), then the events. A person's
-match, its emails' owner checks (409 when an email is another person's) and the graph's merges
-all depend on what earlier records did, in file order.
+graph of the org's home region (link ``crm_person_id``, emails, phone), then the events.
 
-The bulk path runs the same core (``crm.people``: ``_upsert_payload`` then ``_resolve_in_graph``)
-on the same calls, in the same order, but inside **one** transaction that holds the locks the
-online path takes (the org's ``crm`` scope, then ``profiles:<home region>``) from the first record
-to the commit: so it writes exactly the people, emails, links, profiles, change log, journal and
-events the online import writes given the same clock (``--at``) and ``--batch-size``, and an
-interrupted or failed run leaves nothing. One person store (``PeopleBatch``) and one strategy
-serve the whole file, and nothing commits until the end.
+The bulk path holds the locks the online path takes (the org's ``crm`` scope, then
+``profiles:<home region>``) from the first record to the commit, and:
+
+1. runs the CRM part of every call through the online core (``crm.people._upsert_payload``), in
+   the online calls and order, into one ``PeopleBatch`` written once at the end. A person's match
+   and checks never read the graph, so the graph writes are all known afterwards;
+2. resolves the graph writes as the CDP bulk path resolves a file: components (``bulk.graph``),
+   the simple ones touching nothing stored in closed form (``bulk.resolve.resolve_group``), the
+   others replayed in file order through the identity core against the store;
+3. writes every row, numbering the change log and the events as the online calls interleave them.
+
+Where that is not exact (a match by another attribute or a unique or relation attribute reads the
+CRM tables midway; a graph write refused), the transaction rolls back to its start and runs the
+online calls one after the other instead (``_resolve_in_graph`` after each). Either way it writes
+exactly what the online import writes given the same ``--at`` and ``--batch-size``
+(tests/test_bulk_people.py), and an interrupted or failed run leaves nothing.
 
 A record refused after it changed the transaction (a fault between its rows, never a check) has
 the whole transaction's savepoint rolled back and the file applied again without it, as the online
@@ -22,20 +29,33 @@ writer does for its group.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 from sqlalchemy.engine import Connection
 
 from profilehub import collector
-from profilehub.bulk.engine import BulkSummary, _peak_rss
+from profilehub.bulk.engine import BulkSummary, _peak_rss, _stream_rows
+from profilehub.bulk.graph import components
 from profilehub.bulk.interrupted import BulkInterrupted
+from profilehub.bulk.resolve import (
+    Recorded,
+    Spools,
+    id_key,
+    is_simple,
+    resolve_group,
+    simple_components,
+    spool_log,
+)
 from profilehub.crm.people import (
     MAX_BATCH,
     FailedCall,
@@ -49,6 +69,8 @@ from profilehub.crm.people import (
     prepare_people,
 )
 from profilehub.errors import ProfilehubError, error_body
+from profilehub.identity.resolve import PreparedWrite, apply_write
+from profilehub.identity.ucid import UcidBlock
 from profilehub.ingest import checkpoint as checkpoints
 from profilehub.ingest.reader import SourceRecord
 from profilehub.ingest.runner import (
@@ -61,9 +83,13 @@ from profilehub.ingest.runner import (
     _stop_on_interrupt,
     carried_suppressed,
 )
-from profilehub.profiles import ProfileService
-from profilehub.store.changes import now_ms
+from profilehub.profiles import ProfileService, WriteResult, person_link
+from profilehub.store.changes import ChangeIdBlock, now_ms
+from profilehub.store.consent_ledger import LEDGER_COLUMNS
 from profilehub.store.database import Database, savepoint
+from profilehub.store.events import EventRow, append_events
+from profilehub.store.journal_store import CLOCK, JOURNAL_COLUMNS
+from profilehub.store.profile_storage import profile_storage
 
 Outcome = PersonResult | ProfilehubError
 
@@ -86,6 +112,48 @@ class _Outcomes:
     suppressed: int = 0
 
 
+class _NotSetBased(Exception):
+    """The set-based identity pass does not apply after all (the CRM rows were flushed midway, a
+    graph write was refused): roll back and run the file through the per-call path."""
+
+
+@dataclass
+class _Call:
+    """One call of the online import (up to ``MAX_BATCH`` bodies): the people it saved, the file
+    indices of its graph writes (``graph``; ``owners``: the person of each), and how many CRM
+    change log rows it made."""
+
+    saved: list[PersonResult]
+    graph: range
+    owners: list[PersonResult]
+    crm_changes: int
+
+
+class _Remembered(UcidBlock):
+    """A ``UcidBlock`` that gives the same ucid for ``k`` every time it is asked (a ucid's last
+    bits are random): the people's links are named before their profiles are made."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self._made: dict[int, str] = {}
+
+    def __call__(self, k: int) -> str:
+        ucid = self._made.get(k)
+        if ucid is None:
+            ucid = self._made[k] = super().__call__(k)
+        return ucid
+
+
+_PROFILE_COLUMNS = ("org_id", "ucid", "region", "created_ts", "updated_ts", "merged_into", "data")
+_ID_COLUMNS = ("org_id", "region", "id_type", "value", "ucid", "ts")
+_CHANGE_COLUMNS = ("org_id", "change_id", "ts", "actor", "entity", "entity_id", "action", "detail")
+# Whether the people's graph writes resolve set-based where they can (the default; False: per call
+# through the online core, what the set-based path falls back to).
+SET_BASED = True
+# Ids looked up in the store per query (which components touch stored profiles).
+LOOKUP_CHUNK = 20_000
+
+
 class PeopleBulkImporter:
     """``import people FILE --bulk``: the arguments of the online import's sink and importer."""
 
@@ -102,8 +170,11 @@ class PeopleBulkImporter:
         progress: Progress | None = None,
         early_stop: int = EARLY_STOP_RECORDS,
         at: int | None = None,
+        set_based: bool | None = None,
     ) -> None:
         self.source = source
+        # False: every call's graph writes replayed through the online core (``_resolve_in_graph``)
+        self.set_based = SET_BASED if set_based is None else set_based
         self.records = records
         self.db = db
         self.org_id = org_id
@@ -158,12 +229,15 @@ class PeopleBulkImporter:
                 # frozen client holding locks would end it.
                 conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
             refused: dict[tuple[int, int], ProfilehubError] = {}
+            set_based = self.set_based
             while True:
                 try:
                     with savepoint(conn):
-                        return self._attempt(conn, at, summary, refused)
+                        return self._attempt(conn, at, summary, refused, set_based)
                 except _RecordRefused as again:
                     refused[again.at] = again.error
+                except _NotSetBased:
+                    set_based = False
 
         return job
 
@@ -180,9 +254,23 @@ class PeopleBulkImporter:
         at: int,
         summary: BulkSummary,
         refused: dict[tuple[int, int], ProfilehubError],
+        set_based: bool,
     ) -> _Outcomes:
         profiles = ProfileService(self.db, clock=lambda: at)
         org: _OrgWrites = _org_writes(conn, profiles, self.org_id)  # the locks, held to the commit
+        # Set-based: the CRM rows of the whole file first (the people's decisions never read the
+        # graph), then the graph writes resolved at once. Only while nothing makes the CRM rows go
+        # to the tables midway (a match by another attribute, a unique or relation attribute
+        # reads them), so their change log rows can still be numbered among the profiles'.
+        set_based = (
+            set_based
+            and self.matching_attribute in ("email", "emails")
+            and profiles.journal
+            and not any(a.is_unique or a.type == "relation" for a in org.attrs.values())
+        )
+        pending = org.rows.pending_changes()
+        graph_calls: list[_Call] = []
+        writes: list[PreparedWrite] = []
         out = _Outcomes([])
         head: list[str] = []
         index = 0  # the call's number, as ``_RecordRefused`` names it
@@ -193,13 +281,24 @@ class PeopleBulkImporter:
             for part in calls:
                 prepared = prepare_people(profiles, self.org_id, part)
                 org.rows.prefetch(_body_emails(part, prepared))
+                before = len(pending)
                 answers = _upsert_payload(
                     conn, org, index, part, self.matching_attribute, self.actor, prepared, refused
                 )
                 index += 1
                 if isinstance(answers, FailedCall):
                     raise answers.error
-                _resolve_in_graph(conn, profiles, org)
+                if not set_based:
+                    _resolve_in_graph(conn, profiles, org)
+                elif org.rows.pending_changes() is not pending:
+                    raise _NotSetBased  # flushed midway
+                else:
+                    start = len(writes)
+                    writes += [w for w, _ in org.graph]
+                    graph_calls.append(
+                        _Call(org.saved, range(start, len(writes)), org.graph_of, len(pending) - before)
+                    )
+                    org.saved, org.graph, org.graph_of = [], [], []
                 results += answers
             given = iter(results)
             for record in batch:
@@ -217,8 +316,218 @@ class PeopleBulkImporter:
             summary.line, summary.offset = batch[-1].line, batch[-1].end_offset
         if self.early_stop and len(head) >= self.early_stop and len(set(head)) == 1 and head[0]:
             raise _Stopped(head[0])  # nothing is written: the transaction rolls back
+        if set_based:
+            self._resolve_set(conn, profiles, org, graph_calls, writes, at, summary)
+            out.suppressed = sum(
+                1 for call in graph_calls for r in call.saved if carried_suppressed(r)
+            ) + sum(1 for _, o in out.rejects if o is not None and carried_suppressed(o))
         summary.created, summary.updated = out.created, out.updated
         return out
+
+    def _resolve_set(
+        self,
+        conn: Connection,
+        profiles: ProfileService,
+        org: _OrgWrites,
+        calls: list[_Call],
+        writes: list[PreparedWrite],
+        at: int,
+        summary: BulkSummary,
+    ) -> None:
+        """The people's graph writes (``writes``, in file order) resolved as the CDP bulk path
+        resolves a file: components of writes and ids (``bulk.graph``); the simple ones that touch
+        nothing stored in closed form (``bulk.resolve``); the rest replayed in file order through
+        the identity core against the store. Then every row written, the change log and events
+        numbered as the online import's calls interleave them (each call's people, then their
+        profiles' change log entries; each call's profile events, then its people's events)."""
+        t = time.monotonic()
+        strategy, org_id, home = org.strategy, org.org_id, org.home
+        n = len(writes)
+        type_names = sorted(strategy.id_types)
+        type_code = {name: c for c, name in enumerate(type_names)}
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        keys_list: list[int] = []
+        types_list: list[int] = []
+        for k, w in enumerate(writes):
+            for i in w.ids:
+                keys_list.append(id_key(w.region, i.id_type, i.value))
+                types_list.append(type_code.get(i.id_type, len(type_names)))
+            offsets[k + 1] = len(keys_list)
+        keys, first, flat = np.unique(
+            np.array(keys_list, dtype=np.int64), return_index=True, return_inverse=True
+        )
+        found = components(offsets, flat, len(keys))
+        limits = np.array(
+            [strategy.id_types[name].max_per_profile for name in type_names] + [0], dtype=np.int64
+        )
+        simple = simple_components(
+            offsets,
+            flat,
+            found.label,
+            found.id_label,
+            np.array(types_list, dtype=np.int64)[first],
+            limits,
+            found.count,
+        )
+        touching = np.zeros(found.count, dtype=bool)
+        storage = profile_storage(conn, profiles.journal, profiles.ledger)
+        chunk: set[Any] = set()
+
+        def look_up() -> None:
+            for ident in storage.find_owners(org_id, home, chunk):
+                code = int(np.searchsorted(keys, id_key(home, ident.id_type, ident.value)))
+                touching[found.id_label[code]] = True
+            chunk.clear()
+
+        for k, w in enumerate(writes):
+            if w.released or w.region != home:
+                touching[found.label[k]] = True
+            chunk.update(w.ids)
+            if len(chunk) >= LOOKUP_CHUNK:
+                look_up()
+        look_up()
+        summary.components = found.count
+        summary.mark("link", t)
+        self._check_stop()
+
+        t = time.monotonic()
+        closed: dict[int, list[tuple[int, PreparedWrite]]] = {}
+        for k, w in enumerate(writes):
+            label = int(found.label[k])
+            if simple[label] and not touching[label]:
+                closed.setdefault(label, []).append((k, w))
+        for label in [label for label, comp in closed.items() if not is_simple(strategy, comp)]:
+            del closed[label]  # ids that share a key made it look simple: replayed
+        block = _Remembered(max(n, 1))
+        # A person in a closed-form component: the profile's ucid and the first write of theirs.
+        linked_at: dict[str, tuple[int, str]] = {}
+        in_closed = np.zeros(n, dtype=bool)
+        group: list[tuple[int, int, PreparedWrite]] = []
+        for label, comp in closed.items():
+            ucid = block(comp[0][0])
+            for k, w in comp:
+                in_closed[k] = True
+                group.append((k, label, w))
+                linked_at.setdefault(w.ids[0].value, (k, ucid))  # the person's link comes first
+        group.sort(key=lambda item: item[0])
+        summary.closed_form = summary.resolved_in_memory = len(group)
+        summary.replayed_in_store = n - len(group)
+        with tempfile.TemporaryDirectory(prefix="profilehub-bulk-people-") as folder:
+            spools = Spools.open(Path(folder), "people")
+            resolve_group(
+                strategy,
+                org_id,
+                group,
+                at,
+                block,
+                spools,
+                profiles.journal,
+                self._check_stop,
+                profiles.ledger,
+            )
+            del group
+            events_of: dict[int, EventRow] = {
+                k: EventRow(org_id, kind, ts, entity, orjson.loads(data), region)
+                for k, kind, region, ts, entity, data in spools.events.rows()
+            }
+            notices_of: dict[int, Sequence[Any]] = {
+                k: w.notices for k, w in enumerate(writes) if in_closed[k]
+            }
+            recorded = Recorded(storage)
+            replayed = [k for k in range(n) if not in_closed[k]]
+            storage.prefetch(org_id, home, [i for k in replayed for i in writes[k].ids], [])
+            applied: list[int] = []
+            events: list[EventRow] = []
+            for c, call in enumerate(calls):
+                if c % 20 == 0:
+                    self._check_stop()
+                for k in call.graph:
+                    if in_closed[k]:
+                        continue
+                    try:
+                        outcome = apply_write(recorded, strategy, writes[k], at, new_ucid=partial(block, k))
+                    except ProfilehubError as exc:
+                        raise _NotSetBased from exc
+                    result = WriteResult(strategy, outcome)
+                    applied.append(k)
+                    events_of[k] = result.event(org_id)
+                    notices_of[k] = result.notices
+                for k, owner in zip(call.graph, call.owners, strict=True):
+                    owner.notices += notices_of.pop(k)
+                # The people's ucids as they stand after the call (online: its transaction's end).
+                ask = []
+                for person in call.saved:
+                    pid = person.person["id"]
+                    hit = linked_at.get(pid)
+                    if hit is None:
+                        ask.append(pid)
+                    else:
+                        person.person["ucid"] = hit[1] if hit[0] < call.graph.stop else None
+                owners = recorded.find_owners(org_id, home, [person_link(p) for p in ask]) if ask else {}
+                by_person = {ident.value: ucid for ident, ucid in owners.items()}
+                for person in call.saved:
+                    if person.person["id"] not in linked_at:
+                        person.person["ucid"] = by_person.get(person.person["id"])
+                events += [events_of.pop(k) for k in call.graph]
+                events += [
+                    EventRow(
+                        org_id,
+                        "person.created" if p.created else "person.updated",
+                        p.ts,
+                        p.person["id"],
+                        {"person": p.person},
+                    )
+                    for p in call.saved
+                ]
+            storage.flush()
+            spool_log(spools, applied, recorded.changes, recorded.writes, profiles.journal, profiles.ledger)
+            summary.mark("resolve", t)
+            self._check_stop()
+
+            t = time.monotonic()
+            # Change ids in the online order: each call's people, then its graph writes'.
+            total = len(org.rows.pending_changes()) + n
+            change_id = ChangeIdBlock(total)
+            position = np.zeros(n, dtype=np.int64)
+            crm = iter(org.rows.pending_changes())
+            at_pos = 0
+            for call in calls:
+                for _ in range(call.crm_changes):
+                    next(crm)["change_id"] = change_id(at_pos)
+                    at_pos += 1
+                for k in call.graph:
+                    position[k] = at_pos
+                    at_pos += 1
+            org.rows.flush()
+            phases = summary.phases
+            _stream_rows(conn, "profiles", _PROFILE_COLUMNS, spools.profiles.rows(), phases)
+            _stream_rows(conn, "profile_ids", _ID_COLUMNS, spools.ids.rows(), phases)
+            _stream_rows(
+                conn,
+                "changes",
+                _CHANGE_COLUMNS,
+                ((row[1], change_id(int(position[row[0]])), *row[2:]) for row in spools.changes.rows()),
+                phases,
+            )
+            base = CLOCK.reserve(max(n, 1))
+            _stream_rows(
+                conn,
+                "profile_writes",
+                JOURNAL_COLUMNS,
+                ((*r[:2], base + r[2], *r[3:]) for r in spools.journal.rows()),
+                phases,
+            )
+            _stream_rows(
+                conn,
+                "consent_ledger",
+                LEDGER_COLUMNS,
+                ((*r[:2], base + r[2], *r[3:]) for r in spools.ledger.rows()),
+                phases,
+            )
+            append_events(conn, events)  # numbered and inserted at the commit, in this order
+            if n:
+                profiles.journal_pruner.prune(conn, [org_id], profiles._prune_time(at))
+        summary.mark("write", t)
 
     def _report(self, outcomes: _Outcomes, summary: BulkSummary) -> None:
         """The rejects file and the counts, as the online import writes them."""

@@ -217,6 +217,11 @@ class PeopleBatch:
         self.writes += 1
         self._changes += rows
 
+    def pending_changes(self) -> list[dict[str, Any]]:
+        """The change log rows ``flush`` will write, in order: the bulk people import renumbers
+        their ``change_id`` (bulk/people.py) to interleave them with its profiles' as online."""
+        return self._changes
+
     def flush(self) -> None:
         org_id = self.org_id
         new_records = [
