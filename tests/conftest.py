@@ -285,6 +285,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_DATA_HOME, ignore_errors=True)
 
 
+def _fastapi_caches() -> list[Any]:
+    import fastapi.dependencies.models
+
+    module = fastapi.dependencies.models
+    return [v for v in vars(module).values() if callable(getattr(v, "cache_clear", None))]
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    yield
+    # FastAPI keeps, in module-level LRU caches of 4,096 entries, each endpoint and dependency
+    # callable it has classified (sync, async, generator), and so every app a test made, with
+    # the ~11,000 objects it holds: a worker kept some 250 dead apps (2.8 M objects, ~2 GB), and
+    # every full collection walked them (single collections of 7 s under load; a test calling
+    # gc.collect() 40 s). A server process makes one app, so only the tests need this.
+    for cache in _fastapi_caches():
+        cache.cache_clear()
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     # A whole run leaves ~1.5 GB of test objects in this process, and the interpreter's last
     # collection at exit walked all of them: 60-80 s after the summary, in CI's time. Everything
