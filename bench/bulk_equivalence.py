@@ -445,6 +445,7 @@ def cli_import_people(
 
     args = ["import", "people", str(path), "--org-id", str(org_id), "--matching-attribute", "email"]
     args += ["--at", str(at), "--quiet", "--max-rejects", "1000000000", "--batch-size", str(batch_size)]
+    args += ["--workers", "1"]  # the bulk path's bodies prepared in a worker process (online: unused)
     result = CliRunner().invoke(
         main, [*args, *(["--bulk"] if bulk else [])], env={"PROFILEHUB_DATABASE_URL": url}
     )

@@ -136,7 +136,16 @@ def test_a_failed_bulk_people_import_leaves_nothing(
 
             monkeypatch.setattr(people_bulk, "_resolve_in_graph", failing)
         importer = PeopleBulkImporter(
-            path, partial(read_ndjson, path), db, ORG, "email", "t", batch_size=10, at=AT, set_based=set_based
+            path,
+            partial(read_ndjson, path),
+            db,
+            ORG,
+            "email",
+            "t",
+            batch_size=10,
+            at=AT,
+            set_based=set_based,
+            workers=0,
         )
         with pytest.raises(RuntimeError, match="disk gone"):
             importer.run()
@@ -160,7 +169,7 @@ def test_an_interrupted_bulk_people_import_leaves_nothing(database_url: str, tmp
                     importer._stop.set()
                 yield record
 
-        importer = PeopleBulkImporter(path, records, db, ORG, "email", "t", batch_size=10, at=AT)
+        importer = PeopleBulkImporter(path, records, db, ORG, "email", "t", batch_size=10, at=AT, workers=0)
         with pytest.raises(BulkInterrupted):
             importer.run()
         assert _table_counts(db) == before

@@ -761,7 +761,7 @@ def _import_options(map_metavar: str, map_help: str) -> Callable[[F], F]:
                 type=click.IntRange(0, 64),
                 default=None,
                 help="Processes that validate and normalise the next batch while this one is written "
-                "(CDP imports only). Default: the cores the writer leaves free, at most 4; 0 does it "
+                "(CDP imports, and people imports with --bulk). Default: the cores the writer leaves free, at most 4; 0 does it "
                 "all in the writer.",
             ),
             click.option(
@@ -873,6 +873,7 @@ def _run_import(
                 batch_size=batch_size,
                 progress=progress,
                 at=at,
+                workers=workers,
             )
         elif isinstance(sink, CdpSink):
             bulk_importer = BulkImporter(file, records, sink, progress=progress, workers=workers, at=at)

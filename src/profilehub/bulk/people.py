@@ -29,11 +29,15 @@ writer does for its group.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, wait
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -56,10 +60,12 @@ from profilehub.bulk.resolve import (
     simple_components,
     spool_log,
 )
+from profilehub.crm.objects import PEOPLE, custom_attributes
 from profilehub.crm.people import (
     MAX_BATCH,
     FailedCall,
     PersonResult,
+    PreparedPerson,
     _body_emails,
     _org_writes,
     _OrgWrites,
@@ -67,9 +73,12 @@ from profilehub.crm.people import (
     _resolve_in_graph,
     _upsert_payload,
     prepare_people,
+    prepare_people_as,
 )
+from profilehub.crm.values import Attribute
 from profilehub.errors import ProfilehubError, error_body
 from profilehub.identity.resolve import PreparedWrite, apply_write
+from profilehub.identity.strategy import Strategy
 from profilehub.identity.ucid import UcidBlock
 from profilehub.ingest import checkpoint as checkpoints
 from profilehub.ingest.reader import SourceRecord
@@ -80,9 +89,13 @@ from profilehub.ingest.runner import (
     RecordSource,
     _batches,
     _reason,
+    _sigint_blocked,
+    _start_worker,
     _stop_on_interrupt,
     carried_suppressed,
+    default_workers,
 )
+from profilehub.orgs import home_region
 from profilehub.profiles import ProfileService, WriteResult, person_link
 from profilehub.store.changes import ChangeIdBlock, now_ms
 from profilehub.store.consent_ledger import LEDGER_COLUMNS
@@ -171,6 +184,7 @@ class PeopleBulkImporter:
         early_stop: int = EARLY_STOP_RECORDS,
         at: int | None = None,
         set_based: bool | None = None,
+        workers: int | None = None,
     ) -> None:
         self.source = source
         # False: every call's graph writes replayed through the online core (``_resolve_in_graph``)
@@ -186,6 +200,21 @@ class PeopleBulkImporter:
         self.at = at
         self.summary: BulkSummary | None = None
         self._stop = threading.Event()
+        self.workers = default_workers() if workers is None else workers
+        self._pool: Executor | None = None
+        # What the workers prepare bodies against: org, home region, custom attributes, strategy.
+        self._context: tuple[int, str, Mapping[str, Attribute], Strategy] | None = None
+
+    def _workers(self) -> Any:
+        if not self.workers:
+            return nullcontext(None)
+        # spawn, not fork: the database writer's thread already runs in this process
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(os.getpid(),),
+        )
 
     def _check_stop(self) -> None:
         if self._stop.is_set():
@@ -199,7 +228,16 @@ class PeopleBulkImporter:
         started = time.monotonic()
         stop = self._stop = threading.Event()
         try:
-            with _stop_on_interrupt(stop), collector.tuned():
+            with _stop_on_interrupt(stop), collector.tuned(), self._workers() as pool:
+                self._pool = pool
+                if pool is not None:
+                    with self.db.read() as conn:
+                        self._context = (
+                            self.org_id,
+                            home_region(conn, self.org_id),
+                            custom_attributes(conn, self.org_id, PEOPLE),
+                            ProfileService(self.db).strategy(conn, self.org_id),
+                        )
                 t = time.monotonic()
                 future: Future[_Outcomes] = self.db.submit(self._job(at, summary))
                 while not future.done():
@@ -241,6 +279,30 @@ class PeopleBulkImporter:
 
         return job
 
+    def _prepared_calls(
+        self, profiles: ProfileService
+    ) -> Iterator[tuple[list[SourceRecord], list[tuple[list[dict[str, Any]], list[PreparedPerson] | None]]]]:
+        """``_calls`` with each call's bodies prepared (read and their emails and phone hashed, as
+        ``crm.people.prepare_people`` does), by the worker processes ahead of the writer when there
+        are some, else here as each call comes."""
+        pool, context = self._pool, self._context
+        if pool is None or context is None:
+            for batch, parts in self._calls():
+                yield batch, [(part, prepare_people(profiles, self.org_id, part)) for part in parts]
+            return
+        ahead: deque[tuple[list[SourceRecord], list[tuple[list[dict[str, Any]], Future[Any]]]]] = deque()
+        for batch, parts in self._calls():
+            with _sigint_blocked():
+                ahead.append(
+                    (batch, [(part, pool.submit(prepare_people_as, *context, part)) for part in parts])
+                )
+            if len(ahead) > 2 * self.workers:
+                done, futures = ahead.popleft()
+                yield done, [(part, future.result()) for part, future in futures]
+        while ahead:
+            done, futures = ahead.popleft()
+            yield done, [(part, future.result()) for part, future in futures]
+
     def _calls(self) -> Iterator[tuple[list[SourceRecord], list[list[dict[str, Any]]]]]:
         """The online import's calls: each batch of ``batch_size`` records as read (an unreadable
         one included), its readable bodies sent ``MAX_BATCH`` at a time (``people_sink``)."""
@@ -275,11 +337,10 @@ class PeopleBulkImporter:
         head: list[str] = []
         index = 0  # the call's number, as ``_RecordRefused`` names it
         summary.read = 0
-        for batch, calls in self._calls():
+        for batch, calls in self._prepared_calls(profiles):
             self._check_stop()
             results: list[Outcome] = []
-            for part in calls:
-                prepared = prepare_people(profiles, self.org_id, part)
+            for part, prepared in calls:
                 org.rows.prefetch(_body_emails(part, prepared))
                 before = len(pending)
                 answers = _upsert_payload(

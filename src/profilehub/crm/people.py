@@ -383,9 +383,21 @@ def prepare_people(
     if seen is None:
         return None
     home, attrs = seen
+    return prepare_people_as(org_id, home, attrs, profiles.strategies.cached(org_id), records, shaped)
+
+
+def prepare_people_as(
+    org_id: int,
+    home: str,
+    attrs: Mapping[str, Attribute],
+    strategy: Strategy | None,
+    records: Sequence[Any],
+    shaped: bool = False,
+) -> list[PreparedPerson] | None:
+    """``prepare_people`` given what it reads of the org (its home region, custom attributes and
+    strategy): callable in another process (the bulk people import's workers)."""
     if any(a.type == "relation" for a in attrs.values()):
         return None
-    strategy = profiles.strategies.cached(org_id)
     out: list[PreparedPerson] = []
     for raw in records:
         try:
