@@ -5,6 +5,8 @@ journal, events, rejects and summary as the online people import given the same 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from functools import partial
@@ -23,7 +25,7 @@ from profilehub.cli import main
 from profilehub.crm import people as crm_people
 from profilehub.ingest import checkpoint
 from profilehub.ingest.reader import SourceRecord, read_ndjson
-from profilehub.store.database import Database
+from profilehub.store.database import Database, lock_scope
 from tests.conftest import make_org
 
 AT = 1_780_000_000_000
@@ -194,3 +196,63 @@ def test_import_people_bulk_from_the_command_line(database_url: str, tmp_path: P
     assert reject["line"] == 5
     result = CliRunner().invoke(main, [*args, "--resume"], env={"PROFILEHUB_DATABASE_URL": database_url})
     assert result.exit_code == 1 and "all or nothing" in result.output
+
+
+def test_a_bulk_people_import_whose_first_records_are_all_refused_stops_and_writes_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    db = Database(database_url)
+    make_org(db, ORG)
+    before = _table_counts(db)
+    db.close()
+    path = tmp_path / "people.ndjson"
+    lines = [json.dumps({"emails": [f"n{k}@x.example"]}) for k in range(120)]  # no name: 400
+    path.write_text("\n".join([*lines, json.dumps({"firstName": "Ok", "emails": ["ok@x.example"]})]) + "\n")
+    args = ["import", "people", str(path), "--org-id", str(ORG), "--matching-attribute", "email"]
+    result = CliRunner().invoke(
+        main, [*args, "--quiet", "--bulk", "--workers", "0"], env={"PROFILEHUB_DATABASE_URL": database_url}
+    )
+    assert result.exit_code == 1 and "the first 100 records were all rejected" in result.output, result.output
+    db = Database(database_url)
+    try:
+        assert _table_counts(db) == before
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("scope", ["crm", "profiles:EU"])
+def test_the_bulk_people_import_holds_the_locks_the_online_path_takes(
+    database_url: str, tmp_path: Path, scope: str
+) -> None:
+    """Another process's writer of the org's people (``crm``) or home-region profiles waits until
+    the bulk import commits, as it would for an online batch."""
+    db = Database(database_url)
+    make_org(db, ORG)
+    other = Database(database_url)
+    path = _people_file(tmp_path, 30)
+    waiting: list[threading.Thread] = []
+    took: list[float] = []
+    seen_while_running: list[int] = []
+
+    def lock(conn: Any) -> None:
+        lock_scope(conn, ORG, scope)
+        took.append(time.monotonic())
+
+    def records(offset: int, line: int) -> Iterator[SourceRecord]:
+        for record in read_ndjson(path, offset, line):
+            if record.line == 25 and not waiting:
+                waiting.append(threading.Thread(target=other.write, args=(lock,)))
+                waiting[0].start()
+                time.sleep(1.0)
+                seen_while_running.append(len(took))
+            yield record
+
+    try:
+        importer = PeopleBulkImporter(path, records, db, ORG, "email", "t", batch_size=10, at=AT, workers=0)
+        summary = importer.run()
+        waiting[0].join(30)
+    finally:
+        other.close()
+        db.close()
+    assert summary.created == 30
+    assert seen_while_running == [0] and len(took) == 1  # it waited, then took the lock

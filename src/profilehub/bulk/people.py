@@ -107,12 +107,9 @@ from profilehub.store.profile_storage import profile_storage
 Outcome = PersonResult | ProfilehubError
 
 
-class _Stopped(Exception):
-    """The first records were all refused for one reason: roll back, report it."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class _Stopped(ProfilehubError):
+    """The first records were all refused for one reason (``field``): roll back, report it. A
+    domain error, so the writer does not run the job again (it retries other exceptions)."""
 
 
 @dataclass
@@ -248,7 +245,7 @@ class PeopleBulkImporter:
                     outcomes = future.result()
                 except _Stopped as stopped:
                     summary.seconds = time.monotonic() - started
-                    raise ImportStopped(summary, stopped.reason, self.early_stop) from None
+                    raise ImportStopped(summary, stopped.field or "", self.early_stop) from None
                 summary.phases["transaction"] = time.monotonic() - t
         except BulkInterrupted as exc:
             summary.seconds = time.monotonic() - started
@@ -376,7 +373,7 @@ class PeopleBulkImporter:
             summary.read += len(batch)
             summary.line, summary.offset = batch[-1].line, batch[-1].end_offset
         if self.early_stop and len(head) >= self.early_stop and len(set(head)) == 1 and head[0]:
-            raise _Stopped(head[0])  # nothing is written: the transaction rolls back
+            raise _Stopped(head[0], field=head[0])  # nothing is written: the transaction rolls back
         if set_based:
             self._resolve_set(conn, profiles, org, graph_calls, writes, at, summary)
             out.suppressed = sum(
