@@ -432,17 +432,30 @@ class PeopleBulkImporter:
         chunk: set[Any] = set()
 
         def look_up() -> None:
+            if not chunk:
+                return
             for ident in storage.find_owners(org_id, home, chunk):
                 code = int(np.searchsorted(keys, id_key(home, ident.id_type, ident.value)))
                 touching[found.id_label[code]] = True
             chunk.clear()
 
+        # Nothing to look up in a scope that holds no ids yet (the first backfill of an org).
+        held = (
+            conn.exec_driver_sql(
+                "SELECT 1 FROM profile_ids WHERE org_id = %s AND region = %s LIMIT 1"
+                if conn.dialect.name == "postgresql"
+                else "SELECT 1 FROM profile_ids WHERE org_id = ? AND region = ? LIMIT 1",
+                (org_id, home),
+            ).first()
+            is not None
+        )
         for k, w in enumerate(writes):
             if w.released or w.region != home:
                 touching[found.label[k]] = True
-            chunk.update(w.ids)
-            if len(chunk) >= LOOKUP_CHUNK:
-                look_up()
+            if held:
+                chunk.update(w.ids)
+                if len(chunk) >= LOOKUP_CHUNK:
+                    look_up()
         look_up()
         summary.components = found.count
         summary.mark("link", t)
