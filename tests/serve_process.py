@@ -25,9 +25,16 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different free local ports (held together while chosen, so none twice)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
 
 
 def new_org(database_url: str) -> OrgFixture:
@@ -65,13 +72,9 @@ class Served:
         return self.proc.wait(timeout=timeout)
 
 
-@contextlib.contextmanager
-def serve(
-    database_url: str, log_dir: Path, *args: str, access_log: bool = False, **env: str
-) -> Iterator[Served]:
-    """``profilehub serve --port <free> *args``, ready (``/healthz`` 200) when the block starts;
-    ``env`` is added to this process's environment. The access log is off unless asked for."""
-    port = free_port()
+def _launch(
+    port: int, database_url: str, log_dir: Path, args: tuple[str, ...], access_log: bool, env: dict[str, str]
+) -> Served:
     log = log_dir / f"serve-{port}.log"
     full_env = {**os.environ, "PROFILEHUB_DATABASE_URL": database_url, **env}
     command = [str(VENV_BIN / "profilehub"), "serve", "--port", str(port), *args]
@@ -87,12 +90,35 @@ def serve(
             # at once below, whatever state a failed test left it in.
             start_new_session=True,
         )
-    served = Served(proc, port, log)
-    try:
-        served.wait_ready()
+    return Served(proc, port, log)
+
+
+@contextlib.contextmanager
+def serve(
+    database_url: str, log_dir: Path, *args: str, access_log: bool = False, **env: str
+) -> Iterator[Served]:
+    """``profilehub serve --port <free> *args``, ready (``/healthz`` 200) when the block starts;
+    ``env`` is added to this process's environment. The access log is off unless asked for."""
+    with serve_several(1, database_url, log_dir, *args, access_log=access_log, **env) as [served]:
         yield served
+
+
+@contextlib.contextmanager
+def serve_several(
+    count: int, database_url: str, log_dir: Path, *args: str, access_log: bool = False, **env: str
+) -> Iterator[list[Served]]:
+    """``count`` servers as by ``serve``, started side by side (a start is mostly imports; one
+    after the other, a test waited for each in turn)."""
+    servers: list[Served] = []
+    try:
+        for port in free_ports(count):
+            servers.append(_launch(port, database_url, log_dir, args, access_log, env))
+        for served in servers:
+            served.wait_ready()
+        yield servers
     finally:
-        kill_group(proc)
+        for served in servers:
+            kill_group(served.proc)
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:

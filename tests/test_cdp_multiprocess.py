@@ -10,7 +10,6 @@ person, holding every id and every attribute written.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import sqlalchemy as sa
 from profilehub.store.database import Database
 from tests.cdp_client import id_values
 from tests.conftest import OrgFixture
-from tests.serve_process import new_org, serve
+from tests.serve_process import new_org, serve_several
 
 PEOPLE = 8
 WRITES_PER_PERSON = 24
@@ -45,8 +44,7 @@ SUBSETS = [
 @pytest.fixture
 def two_servers(database_url: str, tmp_path: Path) -> Iterator[tuple[OrgFixture, list[str]]]:
     org = new_org(database_url)  # the schema exists before the servers start
-    with contextlib.ExitStack() as stack:
-        servers = [stack.enter_context(serve(database_url, tmp_path, access_log=True)) for _ in range(2)]
+    with serve_several(2, database_url, tmp_path, access_log=True) as servers:
         yield org, [s.base for s in servers]
 
 
