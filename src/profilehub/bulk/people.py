@@ -77,6 +77,7 @@ from profilehub.crm.people import (
 )
 from profilehub.crm.values import Attribute
 from profilehub.errors import ProfilehubError, error_body
+from profilehub.identity.memory import MemoryStorage
 from profilehub.identity.resolve import PreparedWrite, apply_write
 from profilehub.identity.strategy import Strategy
 from profilehub.identity.ucid import UcidBlock
@@ -481,8 +482,7 @@ class PeopleBulkImporter:
                 group.append((k, label, w))
                 linked_at.setdefault(w.ids[0].value, (k, ucid))  # the person's link comes first
         group.sort(key=lambda item: item[0])
-        summary.closed_form = summary.resolved_in_memory = len(group)
-        summary.replayed_in_store = n - len(group)
+        summary.closed_form = len(group)
         with tempfile.TemporaryDirectory(prefix="profilehub-bulk-people-") as folder:
             spools = Spools.open(Path(folder), "people")
             resolve_group(
@@ -504,10 +504,20 @@ class PeopleBulkImporter:
             notices_of: dict[int, Sequence[Any]] = {
                 k: w.notices for k, w in enumerate(writes) if in_closed[k]
             }
+            # Components that touch nothing stored replay in memory (as ``resolve_group`` replays
+            # its others), the rest against the store; both keep their change log and journal
+            # entries aside to number them in file order.
             recorded = Recorded(storage)
-            replayed = [k for k in range(n) if not in_closed[k]]
-            storage.prefetch(org_id, home, [i for k in replayed for i in writes[k].ids], [])
+            memory = MemoryStorage()
+            in_memory = Recorded(memory)
+            stored = ~in_closed & touching[found.label]
+            storage.prefetch(
+                org_id, home, [i for k in np.flatnonzero(stored) for i in writes[int(k)].ids], []
+            )
+            summary.resolved_in_memory = n - int(stored.sum())
+            summary.replayed_in_store = int(stored.sum())
             applied: list[int] = []
+            applied_in_memory: list[int] = []
             events: list[EventRow] = []
             for c, call in enumerate(calls):
                 if c % 20 == 0:
@@ -515,12 +525,13 @@ class PeopleBulkImporter:
                 for k in call.graph:
                     if in_closed[k]:
                         continue
+                    target = recorded if stored[k] else in_memory
                     try:
-                        outcome = apply_write(recorded, strategy, writes[k], at, new_ucid=partial(block, k))
+                        outcome = apply_write(target, strategy, writes[k], at, new_ucid=partial(block, k))
                     except ProfilehubError as exc:
                         raise _NotSetBased from exc
                     result = WriteResult(strategy, outcome)
-                    applied.append(k)
+                    (applied if stored[k] else applied_in_memory).append(k)
                     events_of[k] = result.event(org_id)
                     notices_of[k] = result.notices
                 for k, owner in zip(call.graph, call.owners, strict=True):
@@ -534,7 +545,11 @@ class PeopleBulkImporter:
                         ask.append(pid)
                     else:
                         person.person["ucid"] = hit[1] if hit[0] < call.graph.stop else None
-                owners = recorded.find_owners(org_id, home, [person_link(p) for p in ask]) if ask else {}
+                links = [person_link(p) for p in ask]
+                owners = in_memory.find_owners(org_id, home, links) if ask else {}
+                rest = [link for link in links if link not in owners]
+                if rest:  # a link is in memory or in the store, never both
+                    owners.update(recorded.find_owners(org_id, home, rest))
                 by_person = {ident.value: ucid for ident, ucid in owners.items()}
                 for person in call.saved:
                     if person.person["id"] not in linked_at:
@@ -552,6 +567,29 @@ class PeopleBulkImporter:
                 ]
             storage.flush()
             spool_log(spools, applied, recorded.changes, recorded.writes, profiles.journal, profiles.ledger)
+            spool_log(
+                spools,
+                applied_in_memory,
+                in_memory.changes,
+                in_memory.writes,
+                profiles.journal,
+                profiles.ledger,
+            )
+            for (o, ucid), p in memory.profiles.items():
+                spools.profiles.append(
+                    (
+                        o,
+                        ucid,
+                        p.region,
+                        p.created_ts,
+                        p.updated_ts,
+                        p.merged_into,
+                        orjson.dumps(p.data).decode(),
+                    )
+                )
+            for (o, region, ident), (ucid, ts) in memory.owners.items():
+                spools.ids.append((o, region, ident.id_type, ident.value, ucid, ts))
+            del memory
             summary.mark("resolve", t)
             self._check_stop()
 
