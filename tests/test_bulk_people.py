@@ -213,6 +213,9 @@ def test_a_bulk_people_import_whose_first_records_are_all_refused_stops_and_writ
         main, [*args, "--quiet", "--bulk", "--workers", "0"], env={"PROFILEHUB_DATABASE_URL": database_url}
     )
     assert result.exit_code == 1 and "the first 100 records were all rejected" in result.output, result.output
+    assert "(firstName: line 1: " in result.output  # the reason and its first example, as online
+    rejects = checkpoint.rejects_path(path).read_text().splitlines()
+    assert len(rejects) == 120 and json.loads(rejects[0])["line"] == 1
     db = Database(database_url)
     try:
         assert _table_counts(db) == before

@@ -112,6 +112,8 @@ class _Stopped(ProfilehubError):
     """The first records were all refused for one reason (``field``): roll back, report it. A
     domain error, so the writer does not run the job again (it retries other exceptions)."""
 
+    outcomes: _Outcomes | None = None  # what the run saw, for the rejects file
+
 
 @dataclass
 class _Outcomes:
@@ -245,6 +247,9 @@ class PeopleBulkImporter:
                 try:
                     outcomes = future.result()
                 except _Stopped as stopped:
+                    # As online: the rejects file and counts of what was read; nothing is written.
+                    if stopped.outcomes is not None:
+                        self._report(stopped.outcomes, summary)
                     summary.seconds = time.monotonic() - started
                     raise ImportStopped(summary, stopped.field or "", self.early_stop) from None
                 summary.phases["transaction"] = time.monotonic() - t
@@ -374,7 +379,9 @@ class PeopleBulkImporter:
             summary.read += len(batch)
             summary.line, summary.offset = batch[-1].line, batch[-1].end_offset
         if self.early_stop and len(head) >= self.early_stop and len(set(head)) == 1 and head[0]:
-            raise _Stopped(head[0], field=head[0])  # nothing is written: the transaction rolls back
+            stopped = _Stopped(head[0], field=head[0])
+            stopped.outcomes = out
+            raise stopped  # nothing is written: the transaction rolls back
         if set_based:
             self._resolve_set(conn, profiles, org, graph_calls, writes, at, summary)
             out.suppressed = sum(
