@@ -435,7 +435,14 @@ def cli_import(url: str, path: Path, org_id: int, region: str, at: int, bulk: bo
 
 
 def cli_import_people(
-    url: str, path: Path, org_id: int, region: str, at: int, bulk: bool, batch_size: int = 2000
+    url: str,
+    path: Path,
+    org_id: int,
+    region: str,
+    at: int,
+    bulk: bool,
+    batch_size: int = 2000,
+    matching: str = "email",
 ) -> tuple[int, str]:
     """``profilehub import people --matching-attribute email`` in this process (exit status, output);
     ``region`` is the org's home region (people resolve there, whatever the file says)."""
@@ -443,7 +450,7 @@ def cli_import_people(
 
     from profilehub.cli import main
 
-    args = ["import", "people", str(path), "--org-id", str(org_id), "--matching-attribute", "email"]
+    args = ["import", "people", str(path), "--org-id", str(org_id), "--matching-attribute", matching]
     args += ["--at", str(at), "--quiet", "--max-rejects", "1000000000", "--batch-size", str(batch_size)]
     args += ["--workers", "1"]  # the bulk path's bodies prepared in a worker process (online: unused)
     result = CliRunner().invoke(

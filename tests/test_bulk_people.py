@@ -89,6 +89,27 @@ def test_bulk_people_write_what_the_online_people_import_writes(
     assert (sum(in_closed_form) >= 10) if set_based else not in_closed_form, in_closed_form
 
 
+def test_bulk_people_matched_by_another_attribute_write_what_the_online_import_writes(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Matched by first name the CRM part reads its own rows as it goes: the per-call path, which
+    replaces a matched person's emails (the profile lets go of the dropped ones)."""
+    data = people_gate_set(24, seed=22)
+    result = run_gate(
+        database_url,
+        data.main,
+        tmp_path,
+        AT,
+        seed_records=data.seed,
+        seed_people=data.seed_people,
+        importer=partial(cli_import_people, batch_size=7, matching="firstName"),
+        seed_importer=cli_import,
+        people_importer=cli_import_people,
+    )
+    assert result.differences == []
+    assert " 0 updated" not in result.bulk, result.bulk
+
+
 def _people_file(tmp_path: Path, n: int) -> Path:
     path = tmp_path / "people.ndjson"
     with path.open("w") as f:
