@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 
 from bench.backends import fresh_database
-from bench.crm import bodies
+from bench.crm import _database_cpu, bodies
 from bench.figures import ratio
 from bench.generate import ORG_ID, REGION
 from bench.machine import command_line, exclusive_run, load_note
@@ -184,12 +184,15 @@ def measure(
     all_bodies: list[dict[str, Any]],
     size: int,
     profiler: cProfile.Profile | None,
+    url: str = "",
 ) -> dict[str, Any]:
     spent.clear()
     kinds.clear()
     statements[0] = waits[0] = 0
     prepare = writer = 0.0
     batches = 0
+    # CPU everywhere a write costs it: this process (all its threads) and the database's backends.
+    cpu, db_cpu = time.process_time(), _database_cpu(url)
     for i in range(0, len(all_bodies), size):
         started = time.perf_counter()
         jobs = make(service, all_bodies[i : i + size])
@@ -197,7 +200,10 @@ def measure(
         writer += _run_group(db, jobs, profiler)
         batches += 1
     n = len(all_bodies)
+    cpu, db_cpu = time.process_time() - cpu, _database_cpu(url) - db_cpu
     return {
+        "cpu_us": cpu * 1e6 / n,
+        "db_cpu_us": db_cpu * 1e6 / n,
         "prepare_us": prepare * 1e6 / n,
         "writer_us": writer * 1e6 / n,
         "rate": n / writer,
@@ -224,7 +230,7 @@ def run(backend: str, requests: int, size: int, profile: bool, show_statements: 
             with instrumented():
                 for kind, make in (("cdp", cdp_jobs), ("crm", crm_jobs)):
                     profiler = cProfile.Profile() if profile else None
-                    found[kind] = measure(db, service, make, bodies(kind, requests), size, profiler)
+                    found[kind] = measure(db, service, make, bodies(kind, requests), size, profiler, url)
                     if profiler is not None:
                         profilers[kind] = profiler
         finally:
@@ -237,14 +243,18 @@ def run(backend: str, requests: int, size: int, profile: bool, show_statements: 
             f"writer {r['writer_us']:6.0f} µs/record ({r['rate']:,.0f}/s), "
             f"{r['statements']:.0f} statements a group"
             + (f", {r['waits']:.0f} waits on the server" if r["waits"] else "")
+            + f"; CPU {r['cpu_us'] + r['db_cpu_us']:.0f} µs/record (this process {r['cpu_us']:.0f}"
+            + (f", database {r['db_cpu_us']:.0f})" if r["db_cpu_us"] else ")")
         )
         for phase, us in sorted(r["phases"].items(), key=lambda kv: -kv[1]):
             print(f"[crm-writer {backend}]       {phase:50s} {us:6.0f} µs/record")
         if show_statements:
             listed = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["kinds"].items(), key=lambda kv: -kv[1]))
             print(f"[crm-writer {backend}]       statements a group: {listed}")
+    cpu = {k: r["cpu_us"] + r["db_cpu_us"] for k, r in found.items()}
     print(
-        f"[crm-writer {backend}]   CRM/CDP writer records/s {ratio(found['crm']['rate'], found['cdp']['rate'])}"
+        f"[crm-writer {backend}]   CRM/CDP writer records/s {ratio(found['crm']['rate'], found['cdp']['rate'])}, "
+        f"CPU a record {ratio(cpu['crm'], cpu['cdp'])} (on a machine whose CPUs are busy the rate follows it)"
     )
     for kind, profiler in profilers.items():
         out = io.StringIO()
