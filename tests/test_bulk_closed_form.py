@@ -60,3 +60,14 @@ def test_more_values_than_an_idtype_allows_is_not_simple() -> None:
 
 def test_a_write_without_ids_is_a_profile_of_its_own() -> None:
     assert classify([[], [(EMAIL, 1)], []]) == [True, True, True]
+
+
+def test_ids_are_coded_as_numpy_would_code_them() -> None:
+    """``code_keys`` replaces ``np.unique`` (for memory): the same codes, or records would link wrongly."""
+    from profilehub.bulk.graph import code_keys
+
+    rng = np.random.default_rng(20)
+    for n in (0, 1, 7, 5000):
+        keys = rng.integers(-40, 40, n).astype(np.int64) << 40
+        expected = np.unique(keys, return_index=True, return_inverse=True)
+        assert all(np.array_equal(a, b) for a, b in zip(expected, code_keys(keys), strict=True))

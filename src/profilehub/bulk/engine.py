@@ -45,7 +45,7 @@ import orjson
 from sqlalchemy.engine import Connection
 
 from profilehub import collector
-from profilehub.bulk.graph import components
+from profilehub.bulk.graph import code_keys, components
 from profilehub.bulk.interrupted import BulkInterrupted
 from profilehub.bulk.resolve import (
     Recorded,
@@ -473,9 +473,7 @@ class BulkImporter:
             )
         t = time.monotonic()
         # Ids coded 0..m-1 by their keys; ``keys[first[c]]`` is the first occurrence of id c.
-        keys, first, flat = np.unique(
-            np.frombuffer(plan.keys, dtype=np.int64), return_index=True, return_inverse=True
-        )
+        keys, first, flat = code_keys(np.frombuffer(plan.keys, dtype=np.int64))
         offsets = np.frombuffer(plan.offsets, dtype=np.int64)
         graph = components(offsets, flat, len(keys))
         summary.components = graph.count

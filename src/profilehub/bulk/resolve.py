@@ -121,7 +121,7 @@ def read_writes(path: Path, org_id: int, actor: str) -> Iterator[tuple[int, Prep
 
 def simple_components(
     offsets: NDArray[np.int64],
-    flat: NDArray[np.int64],
+    flat: NDArray[np.integer[Any]],
     label: NDArray[np.int64],
     id_label: NDArray[np.int64],
     id_type: NDArray[np.int64],
