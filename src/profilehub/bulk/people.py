@@ -13,7 +13,8 @@ The bulk path holds the locks the online path takes (the org's ``crm`` scope, th
    and checks never read the graph, so the graph writes are all known afterwards;
 2. resolves the graph writes as the CDP bulk path resolves a file: components (``bulk.graph``),
    the simple ones touching nothing stored in closed form (``bulk.resolve.resolve_group``), the
-   others replayed in file order through the identity core against the store;
+   others replayed in file order through the identity core: in memory when they touch nothing
+   stored, against the store when they do;
 3. writes every row, numbering the change log and the events as the online calls interleave them.
 
 Where that is not exact (a match by another attribute or a unique or relation attribute reads the
