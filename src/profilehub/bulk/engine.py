@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import multiprocessing
-import os
 import resource
 import tempfile
 import threading
@@ -33,8 +31,8 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager, nullcontext
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -76,10 +74,10 @@ from profilehub.ingest.runner import (
     RecordSource,
     _reason,
     _sigint_blocked,
-    _start_worker,
     _stop_on_interrupt,
     carried_suppressed,
     default_workers,
+    worker_pool,
 )
 from profilehub.profiles import WriteResult, prepare_write
 from profilehub.store.changes import ChangeIdBlock, now_ms
@@ -353,17 +351,6 @@ class BulkImporter:
             raise BulkInterrupted
 
     # --- phase 1: read and prepare ---
-    def _pool(self) -> Any:
-        if not self.workers:
-            return nullcontext(None)
-        # spawn, not fork: the database writer's thread already runs in this process
-        return ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(os.getpid(),),
-        )
-
     def _chunks(self) -> Iterator[list[SourceRecord]]:
         chunk: list[SourceRecord] = []
         for record in self.records(0, 0):
@@ -847,7 +834,7 @@ class BulkImporter:
                 _stop_on_interrupt(stop),
                 collector.tuned(),
                 tempfile.TemporaryDirectory(prefix="profilehub-bulk-", dir=self.spool_dir) as spool_dir,
-                self._pool() as pool,
+                worker_pool(self.workers) as pool,
             ):
                 self._resolve_pool = pool
                 t = time.monotonic()

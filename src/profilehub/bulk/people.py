@@ -30,15 +30,12 @@ writer does for its group.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
-from contextlib import nullcontext
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -92,10 +89,10 @@ from profilehub.ingest.runner import (
     _batches,
     _reason,
     _sigint_blocked,
-    _start_worker,
     _stop_on_interrupt,
     carried_suppressed,
     default_workers,
+    worker_pool,
 )
 from profilehub.orgs import home_region
 from profilehub.profiles import ProfileService, WriteResult, person_link
@@ -206,17 +203,6 @@ class PeopleBulkImporter:
         # What the workers prepare bodies against: org, home region, custom attributes, strategy.
         self._context: tuple[int, str, Mapping[str, Attribute], Strategy] | None = None
 
-    def _workers(self) -> Any:
-        if not self.workers:
-            return nullcontext(None)
-        # spawn, not fork: the database writer's thread already runs in this process
-        return ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(os.getpid(),),
-        )
-
     def _check_stop(self) -> None:
         if self._stop.is_set():
             raise BulkInterrupted
@@ -229,7 +215,7 @@ class PeopleBulkImporter:
         started = time.monotonic()
         stop = self._stop = threading.Event()
         try:
-            with _stop_on_interrupt(stop), collector.tuned(), self._workers() as pool:
+            with _stop_on_interrupt(stop), collector.tuned(), worker_pool(self.workers) as pool:
                 self._pool = pool
                 if pool is not None:
                     with self.db.read() as conn:

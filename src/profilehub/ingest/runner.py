@@ -78,6 +78,19 @@ def _start_worker(parent: int) -> None:
     collector.tune()
 
 
+def worker_pool(workers: int) -> Any:
+    """``workers`` preparing processes as a context manager, or ``nullcontext(None)`` for none."""
+    if not workers:
+        return nullcontext(None)
+    # spawn, not fork: this process already runs threads (the database writer's, at least)
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(os.getpid(),),
+    )
+
+
 def default_workers() -> int:
     """Worker processes for a staged sink: the cores the writer thread leaves free (at most 4)."""
     return max(0, min(4, (os.cpu_count() or 1) - 1))
@@ -284,15 +297,7 @@ class Importer:
         return self._size
 
     def _worker_pool(self) -> Any:
-        if not self.workers or not isinstance(self.sink, StagedSink):
-            return nullcontext(None)
-        # spawn, not fork: this process already runs threads (the database writer's, at least)
-        return ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(os.getpid(),),
-        )
+        return worker_pool(self.workers if isinstance(self.sink, StagedSink) else 0)
 
     def _submit(
         self, pool: Executor, workers: Executor | None, parsed: list[dict[str, Any]]
