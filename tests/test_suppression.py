@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from profilehub import bulk
+from profilehub.bulk.people import PeopleBulkImporter
 from profilehub.errors import Suppressed
 from profilehub.identity.normalize import email_hashes, phone_hashes
 from profilehub.ingest import checkpoint
@@ -268,14 +269,19 @@ def test_crm_people_upserts_drop_an_erased_persons_emails_and_phone(
     assert Cdp(client, org).search({"email": [EMAIL]}) == []
 
 
-def test_import_people_counts_and_rejects_suppressed_people(db: Database, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["online", "bulk"])
+def test_import_people_counts_and_rejects_suppressed_people(db: Database, tmp_path: Path, how: str) -> None:
     _erased_in_core(db)
     path = write_ndjson(
         tmp_path / "people.ndjson",
         [{"firstName": "A", "emails": [EMAIL]}, {"firstName": "B", "emails": [EMAIL, "b.5512@example.org"]}],
     )
     read = lambda offset, line: read_ndjson(path, offset, line)  # noqa: E731
-    summary = Importer(path, read, people_sink(db, 1234, "email", "test-import"), workers=0).run()
+    summary: ImportSummary
+    if how == "bulk":
+        summary = PeopleBulkImporter(path, read, db, 1234, "email", "test-import", workers=0).run()
+    else:
+        summary = Importer(path, read, people_sink(db, 1234, "email", "test-import"), workers=0).run()
     assert (summary.read, summary.created, summary.rejected, summary.suppressed) == (2, 1, 1, 2)
     assert summary.reject_reasons == {"id_suppressed": 1}
     [reject] = [json.loads(line) for line in checkpoint.rejects_path(path).read_text().splitlines()]
