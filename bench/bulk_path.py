@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,10 +106,18 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def run_import(url: str, path: Path, bulk: bool, records: int, timeout: float) -> Run:
-    """One ``profilehub import cdp`` in a process of its own, timed and measured."""
-    cmd = [sys.executable, "-c", _IMPORT, "import", "cdp", str(path), "--org-id", str(ORG_ID)]
-    cmd += ["--region", REGION, "--at", str(AT), "--quiet", "--max-rejects", str(records)]
+def run_import(
+    url: str,
+    path: Path,
+    bulk: bool,
+    records: int,
+    timeout: float = float("inf"),
+    dialect: Sequence[str] = ("cdp", "--region", REGION),
+) -> Run:
+    """One ``profilehub import <dialect> FILE <dialect options>`` in a process of its own, timed
+    and measured (``dialect``: the import's kind, then its own options)."""
+    cmd = [sys.executable, "-c", _IMPORT, "import", dialect[0], str(path), "--org-id", str(ORG_ID)]
+    cmd += [*dialect[1:], "--at", str(AT), "--quiet", "--max-rejects", str(records)]
     cmd += ["--bulk"] if bulk else []
     env = {**os.environ, "PROFILEHUB_DATABASE_URL": url}
     started = time.monotonic()

@@ -14,26 +14,24 @@ same people, profiles, ids, ``linkedUcid``, change log, journal and events
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import orjson
 
 from bench.backends import fresh_database
-from bench.bulk_equivalence import COUNTS, Watermark, compare_digests, digest
-from bench.bulk_path import AT, MB, ImportFailed, Run, _tree_rss
+from bench.bulk_equivalence import Watermark, compare_digests, digest
+from bench.bulk_path import MB, ImportFailed, Run, run_import
 from bench.generate import ORG_ID
 from bench.machine import command_line, exclusive_run, load_note
 from bench.run_import import setup_org
 from profilehub.store.database import Database
 
 OUT = Path(__file__).resolve().parent / "out"
-_IMPORT = "import sys; from profilehub.cli import main; sys.argv[0] = 'profilehub'; main()"
+
+
+# ``profilehub import people FILE --matching-attribute email``
+PEOPLE = ("people", "--matching-attribute", "email")
 
 
 def people_file(folder: Path, records: int, seed: int) -> Path:
@@ -65,40 +63,6 @@ def people_file(folder: Path, records: int, seed: int) -> Path:
     return path
 
 
-def run_import(url: str, path: Path, bulk: bool, records: int) -> Run:
-    cmd = [sys.executable, "-c", _IMPORT, "import", "people", str(path), "--org-id", str(ORG_ID)]
-    cmd += ["--matching-attribute", "email", "--at", str(AT), "--quiet", "--max-rejects", str(records)]
-    cmd += ["--bulk"] if bulk else []
-    env = {**os.environ, "PROFILEHUB_DATABASE_URL": url}
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    peak_tree = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak_tree
-        while not done.wait(0.2):
-            peak_tree = max(peak_tree, _tree_rss(proc.pid))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    assert proc.stdout is not None
-    try:
-        output = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        done.set()
-    seconds = time.monotonic() - started
-    sampler.join()
-    text = output.decode(errors="replace")
-    found = COUNTS.search(text)
-    code = os.waitstatus_to_exitcode(status)
-    if code not in (0, 1) or found is None:
-        raise ImportFailed(f"{' '.join(cmd)} failed ({code}) after {seconds:.0f} s:\n{text[-3000:]}")
-    summary = found.group(0).split(": ", 1)[1]
-    return Run("bulk" if bulk else "online", records, seconds, usage.ru_maxrss * 1024, peak_tree, summary)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bulk_people", description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
@@ -122,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                     mark = Watermark.read(db, ORG_ID)
                     db.close()
                     try:
-                        run = run_import(url, path, bulk, args.records)
+                        run = run_import(url, path, bulk, args.records, dialect=PEOPLE)
                     except ImportFailed as exc:
                         print(f"{tag} FAILED: {exc}; {load_note()}", flush=True)
                         return
