@@ -46,7 +46,7 @@ import orjson
 from sqlalchemy.engine import Connection
 
 from profilehub import collector
-from profilehub.bulk.engine import BulkSummary, _peak_rss, _stream_rows
+from profilehub.bulk.engine import _EVENT_COLUMNS, BulkSummary, _peak_rss, _stream_rows
 from profilehub.bulk.graph import components
 from profilehub.bulk.interrupted import BulkInterrupted
 from profilehub.bulk.resolve import (
@@ -58,6 +58,7 @@ from profilehub.bulk.resolve import (
     simple_components,
     spool_log,
 )
+from profilehub.bulk.spool import Spool
 from profilehub.crm.objects import PEOPLE, custom_attributes
 from profilehub.crm.people import (
     MAX_BATCH,
@@ -99,7 +100,7 @@ from profilehub.profiles import ProfileService, WriteResult, person_link
 from profilehub.store.changes import ChangeIdBlock, now_ms
 from profilehub.store.consent_ledger import LEDGER_COLUMNS
 from profilehub.store.database import Database, savepoint
-from profilehub.store.events import EventRow, append_events
+from profilehub.store.events import feed_of, insert_events, pending_events
 from profilehub.store.journal_store import CLOCK, JOURNAL_COLUMNS
 from profilehub.store.profile_storage import profile_storage
 
@@ -370,10 +371,10 @@ class PeopleBulkImporter:
             stopped.outcomes = out
             raise stopped  # nothing is written: the transaction rolls back
         if set_based:
-            self._resolve_set(conn, profiles, org, graph_calls, writes, at, summary)
-            out.suppressed = sum(
-                1 for call in graph_calls for r in call.saved if carried_suppressed(r)
-            ) + sum(1 for _, o in out.rejects if o is not None and carried_suppressed(o))
+            saved_suppressed = self._resolve_set(conn, profiles, org, graph_calls, writes, at, summary)
+            out.suppressed = saved_suppressed + sum(
+                1 for _, o in out.rejects if o is not None and carried_suppressed(o)
+            )
         summary.created, summary.updated = out.created, out.updated
         return out
 
@@ -386,13 +387,17 @@ class PeopleBulkImporter:
         writes: list[PreparedWrite],
         at: int,
         summary: BulkSummary,
-    ) -> None:
+    ) -> int:
         """The people's graph writes (``writes``, in file order) resolved as the CDP bulk path
         resolves a file: components of writes and ids (``bulk.graph``); the simple ones that touch
         nothing stored in closed form (``bulk.resolve``); the rest replayed in file order through
         the identity core against the store. Then every row written, the change log and events
         numbered as the online import's calls interleave them (each call's people, then their
-        profiles' change log entries; each call's profile events, then its people's events)."""
+        profiles' change log entries; each call's profile events, then its people's events).
+
+        Memory: each call's events go to a spool on disk as the call's graph writes are replayed,
+        and the call's people are dropped then; the events are numbered and streamed into the
+        table at the end. Returns how many saved people carried a suppressed id."""
         t = time.monotonic()
         strategy, org_id, home = org.strategy, org.org_id, org.home
         n = len(writes)
@@ -491,10 +496,12 @@ class PeopleBulkImporter:
                 profiles.ledger,
             )
             del group
-            events_of: dict[int, EventRow] = {
-                k: EventRow(org_id, kind, ts, entity, orjson.loads(data), region)
-                for k, kind, region, ts, entity, data in spools.events.rows()
-            }
+            # The closed-form events, in file index order (the spool is sorted): read as the calls
+            # reach them, their data kept as the JSON text the table stores.
+            closed_events = spools.events.rows()
+            next_closed = next(closed_events, None)
+            # The replayed writes' events, until their call spools them.
+            events_of: dict[int, tuple[str, str | None, int, str, str]] = {}
             notices_of: dict[int, Sequence[Any]] = {
                 k: w.notices for k, w in enumerate(writes) if in_closed[k]
             }
@@ -512,7 +519,9 @@ class PeopleBulkImporter:
             summary.replayed_in_store = int(stored.sum())
             applied: list[int] = []
             applied_in_memory: list[int] = []
-            events: list[EventRow] = []
+            # Every event in the online order: (type, region, ts, entity_id, data JSON).
+            events = Spool(Path(folder) / "people-events-ordered.jsonl")
+            suppressed = 0
             for c, call in enumerate(calls):
                 if c % 20 == 0:
                     self._check_stop()
@@ -526,7 +535,8 @@ class PeopleBulkImporter:
                         raise _NotSetBased from exc
                     result = WriteResult(strategy, outcome)
                     (applied if stored[k] else applied_in_memory).append(k)
-                    events_of[k] = result.event(org_id)
+                    e = result.event(org_id)
+                    events_of[k] = (e.type, e.region, e.ts, e.entity_id, orjson.dumps(e.data).decode())
                     notices_of[k] = result.notices
                 for k, owner in zip(call.graph, call.owners, strict=True):
                     owner.notices += notices_of.pop(k)
@@ -548,17 +558,20 @@ class PeopleBulkImporter:
                 for person in call.saved:
                     if person.person["id"] not in linked_at:
                         person.person["ucid"] = by_person.get(person.person["id"])
-                events += [events_of.pop(k) for k in call.graph]
-                events += [
-                    EventRow(
-                        org_id,
-                        "person.created" if p.created else "person.updated",
-                        p.ts,
-                        p.person["id"],
-                        {"person": p.person},
-                    )
-                    for p in call.saved
-                ]
+                for k in call.graph:
+                    if in_closed[k]:
+                        assert next_closed is not None and next_closed[0] == k
+                        events.append(next_closed[1:])
+                        next_closed = next(closed_events, None)
+                    else:
+                        events.append(events_of.pop(k))
+                for saved in call.saved:
+                    kind = "person.created" if saved.created else "person.updated"
+                    data = orjson.dumps({"person": saved.person}).decode()
+                    events.append((kind, None, saved.ts, saved.person["id"], data))
+                    suppressed += carried_suppressed(saved)
+                # The call's people are written out: drop them (they are most of the memory).
+                call.saved, call.owners = [], []
             storage.flush()
             spool_log(spools, applied, recorded.changes, recorded.writes, profiles.journal, profiles.ledger)
             spool_log(
@@ -627,10 +640,17 @@ class PeopleBulkImporter:
                 ((*r[:2], base + r[2], *r[3:]) for r in spools.ledger.rows()),
                 phases,
             )
-            append_events(conn, events)  # numbered and inserted at the commit, in this order
+            # Events last: taking their numbers holds the counter row until commit
+            # (docs/events.md). Any the writer collected earlier in the transaction go first.
+            pending = pending_events(conn)
+            if pending:
+                insert_events(conn, pending)
+                pending.clear()
+            _stream_events(conn, org_id, events, phases)
             if n:
                 profiles.journal_pruner.prune(conn, [org_id], profiles._prune_time(at))
         summary.mark("write", t)
+        return suppressed
 
     def _report(self, outcomes: _Outcomes, summary: BulkSummary) -> None:
         """The rejects file and the counts, as the online import writes them."""
@@ -654,6 +674,37 @@ class PeopleBulkImporter:
             rejects_file.unlink(missing_ok=True)
             return
         rejects_file.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def _stream_events(conn: Connection, org_id: int, events: Spool, phases: dict[str, float]) -> None:
+    """The spooled events (type, region, ts, entity_id, data JSON) numbered from the counter and
+    streamed into the table, as ``store.events.insert_events`` numbers them."""
+    count = events.count
+    if not count:
+        return
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(
+            f"UPDATE event_sequence SET last_id = last_id + {mark} WHERE name = {mark} RETURNING last_id",
+            (count, "events"),
+        )
+        (last,) = cursor.fetchone() or (None,)
+    finally:
+        cursor.close()
+    if last is None:
+        raise RuntimeError("event_sequence has no 'events' row: the schema was not migrated")
+    first = int(last) - count + 1
+    _stream_rows(
+        conn,
+        "events",
+        _EVENT_COLUMNS,
+        (
+            (org_id, first + i, feed_of(kind), kind, region, ts, entity, data)
+            for i, (kind, region, ts, entity, data) in enumerate(events.rows())
+        ),
+        phases,
+    )
 
 
 def _head_reason(outcome: Outcome | None) -> str:
