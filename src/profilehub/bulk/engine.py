@@ -83,7 +83,7 @@ from profilehub.profiles import WriteResult, prepare_write
 from profilehub.store.changes import ChangeIdBlock, now_ms
 from profilehub.store.consent_ledger import LEDGER_COLUMNS
 from profilehub.store.database import lock_scope, savepoint
-from profilehub.store.events import feed_of
+from profilehub.store.events import feed_of, reserve_event_ids
 from profilehub.store.journal_store import CLOCK, JOURNAL_COLUMNS
 from profilehub.store.profile_storage import profile_storage
 
@@ -787,20 +787,7 @@ class BulkImporter:
         count = int(written.sum())
         if not count:
             return
-        postgres = conn.dialect.name == "postgresql"
-        mark = "%s" if postgres else "?"
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute(
-                f"UPDATE event_sequence SET last_id = last_id + {mark} WHERE name = {mark} RETURNING last_id",
-                (count, "events"),
-            )
-            (last,) = cursor.fetchone() or (None,)
-        finally:
-            cursor.close()
-        if last is None:
-            raise RuntimeError("event_sequence has no 'events' row: the schema was not migrated")
-        first = int(last) - count + 1
+        first = reserve_event_ids(conn, count)
         _stream_rows(
             conn,
             "events",

@@ -100,7 +100,7 @@ from profilehub.profiles import ProfileService, WriteResult, person_link
 from profilehub.store.changes import ChangeIdBlock, now_ms
 from profilehub.store.consent_ledger import LEDGER_COLUMNS
 from profilehub.store.database import Database, savepoint
-from profilehub.store.events import feed_of, insert_events, pending_events
+from profilehub.store.events import feed_of, insert_events, pending_events, reserve_event_ids
 from profilehub.store.journal_store import CLOCK, JOURNAL_COLUMNS
 from profilehub.store.profile_storage import profile_storage
 
@@ -682,19 +682,7 @@ def _stream_events(conn: Connection, org_id: int, events: Spool, phases: dict[st
     count = events.count
     if not count:
         return
-    mark = "%s" if conn.dialect.name == "postgresql" else "?"
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(
-            f"UPDATE event_sequence SET last_id = last_id + {mark} WHERE name = {mark} RETURNING last_id",
-            (count, "events"),
-        )
-        (last,) = cursor.fetchone() or (None,)
-    finally:
-        cursor.close()
-    if last is None:
-        raise RuntimeError("event_sequence has no 'events' row: the schema was not migrated")
-    first = int(last) - count + 1
+    first = reserve_event_ids(conn, count)
     _stream_rows(
         conn,
         "events",
