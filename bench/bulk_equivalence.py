@@ -319,6 +319,14 @@ def compare_digests(a: Digest, b: Digest) -> list[str]:
     return out
 
 
+def verdict(a: Digest, b: Digest) -> str:
+    """One line for a bench run: ``equivalent: the same <counts>`` or what differs."""
+    differences = compare_digests(a, b)
+    if differences:
+        return "NOT equivalent: " + "; ".join(differences)
+    return "equivalent: the same " + ", ".join(f"{n:,} {name}" for name, n in a.rows.items())
+
+
 def _relabel(rows: list[Any], labels: dict[str, str]) -> list[Any]:
     """``rows`` with every known ucid or person id replaced by its label (unknown UUIDs, such as ad
     ids, stay)."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.backends import fresh_database
-from bench.bulk_equivalence import COUNTS, Digest, Watermark, compare_digests, digest
+from bench.bulk_equivalence import COUNTS, Digest, Watermark, digest, verdict
 from bench.fill import fill
 from bench.generate import ORG_ID, REGION, dataset
 from bench.machine import command_line, exclusive_run, load_note
@@ -248,14 +248,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
             print(f"{tag} {goal_line(bulk_run)}", flush=True)
             if check and runs[0].digest is not None and bulk_run.digest is not None:
-                differences = compare_digests(runs[0].digest, bulk_run.digest)
-                rows = ", ".join(f"{n:,} {name}" for name, n in runs[0].digest.rows.items())
-                verdict = (
-                    "equivalent: the same " + rows
-                    if not differences
-                    else "NOT equivalent: " + "; ".join(differences)
-                )
-                print(f"{tag} {verdict}", flush=True)
+                print(f"{tag} {verdict(runs[0].digest, bulk_run.digest)}", flush=True)
             print(f"{tag} reproduce: {reproduce}", flush=True)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 
 from bench.backends import fresh_database
-from bench.bulk_equivalence import Watermark, compare_digests, digest
+from bench.bulk_equivalence import Watermark, digest, verdict
 from bench.bulk_path import MB, ImportFailed, Run, run_import
 from bench.generate import ORG_ID
 from bench.machine import command_line, exclusive_run, load_note
@@ -105,14 +105,7 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
             assert online.digest is not None and bulk_run.digest is not None
-            differences = compare_digests(online.digest, bulk_run.digest)
-            rows = ", ".join(f"{n:,} {name}" for name, n in online.digest.rows.items())
-            verdict = (
-                "equivalent: the same " + rows
-                if not differences
-                else "NOT equivalent: " + "; ".join(differences)
-            )
-            print(f"{tag} {verdict}", flush=True)
+            print(f"{tag} {verdict(online.digest, bulk_run.digest)}", flush=True)
             print(f"{tag} reproduce: {reproduce}", flush=True)
 
 
