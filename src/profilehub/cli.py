@@ -245,6 +245,9 @@ def _metrics_shared(workers: int) -> Iterator[None]:
             os.environ.pop(MULTIPROC_ENV, None)
 
 
+WORKER_HEALTHCHECK_SECONDS = 60
+
+
 def _run_uvicorn(uvicorn: Any, host: str, port: int, workers: int, log_level: str, access_log: bool) -> None:
     uvicorn.run(
         "profilehub.app:create_server_app",
@@ -256,6 +259,11 @@ def _run_uvicorn(uvicorn: Any, host: str, port: int, workers: int, log_level: st
         # Read timeouts, and framing errors in the one error shape (see profilehub.serving).
         http="profilehub.serving:HttpProtocol",
         access_log=False,
+        # uvicorn kills a worker that does not answer its supervisor's ping within this many
+        # seconds, start-up included (a spawned worker imports everything anew). Its default of 5
+        # killed and restarted both workers of `serve --workers 2` in a loop on a busy 2-CPU host,
+        # where a worker's start took longer than that, while clients saw reset connections.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
 
 
