@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -85,3 +86,54 @@ def test_crm_tables_get_statistics_from_the_writer(database_url: str) -> None:
         assert "Limit" in plan and "Index Only Scan Backward" in plan, plan
     finally:
         db.close()
+
+
+def test_writes_go_on_while_an_analyze_waits_for_a_table_lock(database_url: str) -> None:
+    """A VACUUM (or an index build) holding a written table's lock makes ANALYZE wait for it; the
+    writes must not wait with it (ANALYZE takes no lock that writes need)."""
+    _switch_autovacuum_off(database_url)
+    db = Database(database_url)
+    pool = ThreadPoolExecutor(max_workers=1)
+    blocker = db.engine.connect()
+    try:
+        make_org(db)
+        # What a running VACUUM of crm_records holds: ANALYZE of the table waits for it, writes don't.
+        blocker.exec_driver_sql("LOCK TABLE crm_records IN SHARE UPDATE EXCLUSIVE MODE")
+
+        def write(start: int) -> None:
+            batch = [{"emails": [f"p{start + i}@x.com"], "firstName": "P"} for i in range(100)]
+            # A writer stuck behind the ANALYZE would never answer: bounded, so the test fails.
+            pool.submit(upsert_people_batch, db, 1234, batch, "email", "test").result(timeout=60)
+
+        people = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _analyze_waiting(db):
+            write(people)
+            people += 100
+            time.sleep(0.2)
+        assert _analyze_waiting(db), f"no ANALYZE started after {people} people"
+        for _ in range(3):
+            write(people)
+            people += 100
+        with db.read() as conn:
+            total = conn.execute(
+                sa.text("SELECT count(*) FROM crm_records WHERE org_id = 1234 AND object_slug = 'people'")
+            ).scalar()
+        assert total == people
+    finally:
+        blocker.rollback()
+        blocker.close()
+        pool.shutdown()
+        db.close()
+
+
+def _analyze_waiting(db: Database) -> bool:
+    with db.read() as conn:
+        return bool(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND query ILIKE 'ANALYZE%' AND wait_event_type = 'Lock'"
+                )
+            ).scalar()
+        )

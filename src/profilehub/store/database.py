@@ -406,6 +406,7 @@ class _Writer:
             self._closed = True
             self._queue.put(None)
             self._thread.join(timeout=30)
+            self._statistics.close()
 
     def _run(self) -> None:
         # No local here holds a job: the next get() may wait for a long time.

@@ -4,14 +4,23 @@ Every lookup profilehub makes (ids under the primary key, ``max(seq)`` of a CRM 
 email) is planned from table statistics. A table never analysed looks empty to the planner, which
 then picks plans that read whole indexes: ``max(seq)`` read every index entry at 30,000 people.
 Autovacuum normally analyses tables as they change; where it is off (for the whole server, or for
-a table through its ``autovacuum_enabled`` storage parameter) the writer analyses, between its
-batches, each table profilehub writes once it has changed as much as autovacuum's defaults would
-wait for (50 rows plus a tenth of the table), spending at most about a tenth of its time on it.
+a table through its ``autovacuum_enabled`` storage parameter) profilehub analyses each table it
+writes once it has changed as much as autovacuum's defaults would wait for (50 rows plus a tenth
+of the table), spending at most about a tenth of the time on it.
+
+The ANALYZE runs on a thread and connection of its own, woken by the writer after a batch, as
+autovacuum's runs in a process of its own: ANALYZE takes no lock that writes wait for. Run by the
+writer itself between batches, each one (70-310 ms on a loaded 2-CPU machine) held back every
+write queued meanwhile, which set the p99 latency of 64 HTTP clients (bench/NOTES-crm.md); and an
+ANALYZE waiting for a table's lock (a VACUUM or an index build holding it) held back every write
+until that finished.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -82,21 +91,46 @@ def autovacuum_warning(conn: Connection) -> str | None:
 
 
 class PlannerStatistics:
-    """Called by the writer between batches; analyses the tables autovacuum would have by now."""
+    """Analyses, on its own thread, the tables autovacuum would have analysed by now; the writer
+    calls ``refresh`` after each batch and never waits for it."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._enabled = engine.dialect.name == "postgresql"
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
         if self._enabled:
             with engine.connect() as conn:
                 warning = autovacuum_warning(conn)
             if warning:
                 log.warning("%s", warning)
+            self._thread = threading.Thread(target=self._run, name="profilehub-statistics", daemon=True)
+            self._thread.start()
         self._next = time.monotonic() + _MIN_INTERVAL
 
     def refresh(self) -> None:
-        if not self._enabled or time.monotonic() < self._next:
-            return
+        """Wake the analyser when its interval is over (the writer's call after a batch)."""
+        if self._enabled and time.monotonic() >= self._next:
+            self._wake.set()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._stopping = True
+            self._wake.set()
+            # An ANALYZE waiting for a lock is not waited for: the thread is a daemon.
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            if self._stopping:
+                return
+            self._next = math.inf  # the writer's calls meanwhile do not queue another look
+            self._wake.clear()
+            self._analyse()
+
+    def _analyse(self) -> None:
         started = time.monotonic()
         try:
             with self._engine.connect() as conn:
