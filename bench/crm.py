@@ -28,7 +28,7 @@ import psycopg
 from bench.backends import fresh_database
 from bench.figures import ratio
 from bench.generate import ORG_ID, REGION
-from bench.machine import command_line, exclusive_run, load_note
+from bench.machine import command_line, cpus, exclusive_run, load_note
 from bench.run_http import ROOT, free_port, server
 from bench.run_import import setup_org
 from profilehub.auth import CredentialKind, create_credential
@@ -277,6 +277,14 @@ def bench_crm(
                 f"p50 {s['p50']:.1f} ms, worst round's p99 {s['p99']:.1f} ms, server CPU {s['cpu_ms']:.2f} ms/request"
                 + (f", database CPU {s['db_cpu_ms']:.2f} ms/request" if s["db_cpu_ms"] else "")
                 + f", load generator CPU {s['load_cpu_ms']:.2f} ms/request"
+            )
+            # Closed loop: each client waits for its answer, so the mean latency is clients / rate
+            # (Little's law); the rate cannot pass the CPUs over all processes' CPU a request.
+            every = s["cpu_ms"] + s["db_cpu_ms"] + s["load_cpu_ms"]
+            print(
+                f"[crm {backend}]     {clients} clients at {s['rate']:,.0f}/s wait "
+                f"{clients * 1000 / s['rate']:.0f} ms on average (Little's law); CPU of every process "
+                f"{every:.2f} ms/request: {cpus()} CPUs answer at most {cpus() * 1000 / every:,.0f}/s"
             )
         met = "met" if max(crm["p99"], cdp["p99"]) < 50 else "not met"
         print(
