@@ -122,23 +122,37 @@ class PlannerStatistics:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            if self._stopping:
-                return
-            self._next = math.inf  # the writer's calls meanwhile do not queue another look
-            self._wake.clear()
-            self._analyse()
+        # One connection for the thread's life: checked in after each look, it was closed by the
+        # writer's one-connection pool, and each look started a new PostgreSQL backend.
+        conn: Connection | None = None
+        try:
+            while True:
+                self._wake.wait()
+                if self._stopping:
+                    return
+                self._next = math.inf  # the writer's calls meanwhile do not queue another look
+                self._wake.clear()
+                conn = self._analyse(conn)
+        finally:
+            if conn is not None:
+                conn.close()
 
-    def _analyse(self) -> None:
+    def _analyse(self, conn: Connection | None) -> Connection | None:
+        """Analyse what is due; the connection to use next time (None after an error)."""
         started = time.monotonic()
         try:
-            with self._engine.connect() as conn:
-                due = [t.name for t in table_states(conn) if t.due]
-                if due:
-                    conn.exec_driver_sql(f"ANALYZE {', '.join(due)}")
-                conn.commit()
+            if conn is None:
+                conn = self._engine.connect()
+            due = [t.name for t in table_states(conn) if t.due]
+            if due:
+                conn.exec_driver_sql(f"ANALYZE {', '.join(due)}")
+            conn.commit()
         except sa.exc.SQLAlchemyError:
             log.exception("ANALYZE failed; plans may be poor until it succeeds")
+            if conn is not None:
+                conn.invalidate()  # the server may have gone: a new connection next time
+                conn.close()
+            conn = None
         took = time.monotonic() - started
         self._next = time.monotonic() + max(_MIN_INTERVAL, _BUDGET * took)
+        return conn
