@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from profilehub import bulk
-from profilehub.bulk import engine, resolve
+from profilehub.bulk import engine, prepare, resolve
 from profilehub.cli import main
 from profilehub.ingest import checkpoint
 from profilehub.ingest.cdp import cdp_sink
@@ -279,7 +279,8 @@ def test_ids_sharing_a_key_still_resolve_exactly(
     look like one simple component by their keys, and must not be computed as one profile."""
     path = write_ndjson(tmp_path / "ugly.ndjson", ugly())
     online(orgs, path)
-    monkeypatch.setattr(engine, "id_key", lambda region, id_type, value: len(id_type))
+    for module in (engine, prepare):  # where the records' keys are made, and the stored ids'
+        monkeypatch.setattr(module, "id_key", lambda region, id_type, value: len(id_type))
     summary = bulk_run(orgs, path)
     assert summary.components < 5 and summary.closed_form > 0  # looked simple by the keys
     assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)

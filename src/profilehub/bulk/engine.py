@@ -28,6 +28,7 @@ import resource
 import tempfile
 import threading
 import time
+import uuid
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -45,6 +46,7 @@ from sqlalchemy.engine import Connection
 from profilehub import collector
 from profilehub.bulk.graph import code_keys, components
 from profilehub.bulk.interrupted import BulkInterrupted
+from profilehub.bulk.prepare import Compact, prepare_chunk
 from profilehub.bulk.resolve import (
     Recorded,
     Refused,
@@ -58,13 +60,13 @@ from profilehub.bulk.resolve import (
     write_line,
 )
 from profilehub.errors import Conflict, ProfilehubError, error_body
-from profilehub.identity.normalize import Identifier, Notice
+from profilehub.identity.normalize import Identifier
 from profilehub.identity.resolve import apply_write
 from profilehub.identity.strategy import Strategy
 from profilehub.identity.suppression import ID_SUPPRESSED
 from profilehub.identity.ucid import UcidBlock
 from profilehub.ingest import checkpoint as checkpoints
-from profilehub.ingest.cdp import CdpSink, profile_write
+from profilehub.ingest.cdp import CdpSink
 from profilehub.ingest.reader import SourceRecord
 from profilehub.ingest.runner import (
     EARLY_STOP_RECORDS,
@@ -79,7 +81,7 @@ from profilehub.ingest.runner import (
     default_workers,
     worker_pool,
 )
-from profilehub.profiles import WriteResult, prepare_write
+from profilehub.profiles import WriteResult
 from profilehub.store.changes import ChangeIdBlock, now_ms
 from profilehub.store.consent_ledger import LEDGER_COLUMNS
 from profilehub.store.database import lock_scope, savepoint
@@ -128,40 +130,6 @@ def _peak_rss() -> tuple[int, int]:
     me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     return me, children
-
-
-# region, ids (idType, value, ...), upsert JSON, ucid, notices, the ids' keys (``id_key``) and
-# idTypes (coded by the strategy's idTypes sorted by name)
-Compact = tuple[str, tuple[str, ...], str, str | None, list[Notice] | None, tuple[int, ...], tuple[int, ...]]
-
-
-def prepare_chunk(
-    strategy: Strategy, org_id: int, region: str, actor: str, records: Sequence[dict[str, Any] | None]
-) -> list[Compact | ProfilehubError | None]:
-    """Each record as the online importer prepares it (``parse_write`` then ``prepare_write``), in
-    a compact form that pickles and keeps small (``Compact``); or the error refusing it; None for
-    an unreadable line."""
-    items: list[Compact | ProfilehubError | None] = []
-    type_code = {name: t for t, name in enumerate(sorted(strategy.id_types))}
-    unknown = len(type_code)
-    for record in records:
-        if record is None:
-            items.append(None)
-            continue
-        try:
-            w = prepare_write(strategy, profile_write(record, org_id, region), actor)
-        except ProfilehubError as exc:
-            items.append(exc)
-            continue
-        parts = tuple(part for i in w.ids for part in i)
-        keys = tuple(id_key(w.region, i.id_type, i.value) for i in w.ids)
-        types = tuple(type_code.get(i.id_type, unknown) for i in w.ids)
-        # As text: orjson's bytes keep their whole working buffer (~4 KB each, measured), a str
-        # made from them is exactly its size.
-        items.append(
-            (w.region, parts, orjson.dumps(w.upsert).decode(), w.ucid, w.notices or None, keys, types)
-        )
-    return items
 
 
 @dataclass
@@ -365,7 +333,8 @@ class BulkImporter:
         self, pool: Executor | None, strategy: Strategy, summary: BulkSummary, started: float, spool_dir: Path
     ) -> _Plan:
         sink = self.sink
-        args = (strategy, sink.org_id, sink.region, sink.actor)
+        # the import's name: each process keeps one ``bulk.prepare.Preparer`` (and its memo) for it
+        args = (uuid.uuid4().hex, strategy, sink.org_id, sink.region, sink.actor)
         plan = _Plan(sink.org_id, sink.actor, strategy, spool_dir)
         head: set[str] = set()
         head_left = self.early_stop

@@ -6,7 +6,7 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, NamedTuple
 
 import phonenumbers
@@ -55,12 +55,18 @@ class Notice:
 MAX_EMAIL_LOCAL = 64
 MAX_EMAIL = 254
 _EMAIL_SHAPE = re.compile(r"[^@]+@[^@]+\.[^@]+")
+_ASCII_CONTROL_OR_SPACE = re.compile("[\x00-\x20\x7f]")
 
 
 def check_email(text: str, field: str) -> None:
     """An email address: ``local@domain.tld``, within RFC 5321's lengths, with no space or control
     character anywhere (NUL, newlines, tabs, zero-width and direction marks, no-break spaces...)."""
-    bad = next((c for c in text if unicodedata.category(c)[0] in "CZ"), None)
+    if text.isascii():
+        # the ASCII characters of Unicode's C and Z categories, without a call per character
+        found = _ASCII_CONTROL_OR_SPACE.search(text)
+        bad = found.group() if found else None
+    else:
+        bad = next((c for c in text if unicodedata.category(c)[0] in "CZ"), None)
     if bad is not None:
         what = "a space" if bad == " " else f"the character U+{ord(bad):04X}"
         raise BadRequest(f"an email address must not contain {what}", field=field)
@@ -80,9 +86,70 @@ def normalise_email(value: str, field: str) -> str:
     return email
 
 
-@lru_cache(maxsize=1 << 16)
+# "+" and the digits of a country code and number: what most feeds send, and the one form whose
+# E.164 reading ``phonenumbers.parse`` leaves unchanged unless the national part starts with the
+# country's national prefix (checked, see ``_plain_e164``).
+_PLAIN_E164 = re.compile(r"\+[1-9][0-9]{2,19}")
+
+
 def _e164(value: str, hint: str | None) -> str | None:
-    """The E.164 form; None when ``value`` does not parse, "" when it is no possible number.
+    """The E.164 form; None when ``value`` does not parse, "" when it is no possible number."""
+    if _PLAIN_E164.fullmatch(value):
+        plain = _plain_e164(value)
+        if plain is not None:
+            return plain
+    return _parsed_e164(value, hint)
+
+
+def _plain_e164(value: str) -> str | None:
+    """What ``_parsed_e164`` answers for ``+<digits>``, without parsing (about 2 microseconds
+    instead of 90), or None where only parsing tells. ``parse`` takes the country code as the
+    shortest prefix of the digits that is one, keeps the rest as the national number unless the
+    country's national prefix pattern matches its start, and ``is_possible_number`` looks only at
+    the national number's length: so the answer is ``value`` itself or "" (tests compare both
+    ways on many numbers)."""
+    digits = value[1:]
+    for size in (1, 2, 3):
+        country = int(digits[:size])
+        if country in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            break
+    else:
+        return None
+    national = digits[size:]
+    if not _MIN_NATIONAL <= len(national) <= _MAX_NATIONAL:
+        return None
+    prefix = _national_prefix(country)
+    if prefix is None or prefix.match(national):
+        return None
+    return value if _possible_length(country, len(national)) else ""
+
+
+_MIN_NATIONAL = 2  # phonenumbers' _MIN_LENGTH_FOR_NSN and _MAX_LENGTH_FOR_NSN
+_MAX_NATIONAL = 17
+_NO_PREFIX = re.compile(r"(?!)")  # a country without a national prefix: never matches
+
+
+@cache
+def _national_prefix(country: int) -> re.Pattern[str] | None:
+    """The pattern ``parse`` strips from the start of a national number of ``country``; None
+    where the country has no metadata (then only parsing tells)."""
+    region = phonenumbers.region_code_for_country_code(country)
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country, region)
+    if metadata is None:
+        return None
+    pattern = metadata.national_prefix_for_parsing
+    return re.compile(pattern) if pattern else _NO_PREFIX
+
+
+@cache
+def _possible_length(country: int, length: int) -> bool:
+    number = phonenumbers.PhoneNumber(country_code=country, national_number=int("1" * length))
+    return bool(phonenumbers.is_possible_number(number))
+
+
+@lru_cache(maxsize=1 << 16)
+def _parsed_e164(value: str, hint: str | None) -> str | None:
+    """``_e164`` by ``phonenumbers.parse``.
 
     Cached: parsing costs about 90 microseconds, the most of any step of a write, and feeds
     repeat the same person's number often.
@@ -110,25 +177,24 @@ def normalise_phone(value: str, field: str, region: str | None = None) -> str:
     return e164
 
 
-def _digest(algorithm: str, text: str) -> str:
-    return hashlib.new(algorithm, text.encode("utf-8")).hexdigest()
-
-
 def email_hashes(email: str) -> dict[str, str]:
+    lower = email.lower().encode("utf-8")
+    upper = email.upper().encode("utf-8")
     return {
-        "email_sha256_lowercase": _digest("sha256", email.lower()),
-        "email_sha256_uppercase": _digest("sha256", email.upper()),
-        "email_md5_lowercase": _digest("md5", email.lower()),
-        "email_md5_uppercase": _digest("md5", email.upper()),
-        "email_sha1_lowercase": _digest("sha1", email.lower()),
+        "email_sha256_lowercase": hashlib.sha256(lower).hexdigest(),
+        "email_sha256_uppercase": hashlib.sha256(upper).hexdigest(),
+        "email_md5_lowercase": hashlib.md5(lower).hexdigest(),
+        "email_md5_uppercase": hashlib.md5(upper).hexdigest(),
+        "email_sha1_lowercase": hashlib.sha1(lower).hexdigest(),
     }
 
 
 def phone_hashes(e164: str) -> dict[str, str]:
+    text = e164.encode("utf-8")
     return {
-        "cellphone_number_e164_sha256": _digest("sha256", e164),
-        "cellphone_number_e164_md5": _digest("md5", e164),
-        "cellphone_number_e164_sha1": _digest("sha1", e164),
+        "cellphone_number_e164_sha256": hashlib.sha256(text).hexdigest(),
+        "cellphone_number_e164_md5": hashlib.md5(text).hexdigest(),
+        "cellphone_number_e164_sha1": hashlib.sha1(text).hexdigest(),
     }
 
 

@@ -1,0 +1,308 @@
+"""Preparing the bulk path's records: exactly what the online importer makes of each
+(``profile_write``, then ``prepare_write``), worked out over distinct values.
+
+A file of a million records carries some three million id values, and the same values again and
+again (a person's email, phone and devices); their normalising and hashing (eight hashes a raw
+email or phone number, ``phonenumbers`` for a phone) is most of what preparing costs. Here:
+
+- A record of the plain shape (``orgId``, ``region``, ``ids`` and ``upsert`` only, ids given as
+  text, attribute values of JSON's simple kinds) is checked by a few type tests instead of the
+  request model; anything else goes through ``profile_write`` and ``prepare_write`` themselves.
+- Each distinct (idType, value, region) is normalised once, as ``normalise_ids`` does it for that id
+  alone, and its ids' keys computed once (a bounded memo). A record's ids are the union of its
+  values' ids, sorted, when that is what ``normalise_ids`` gives for the whole record: no two values
+  yield the same idType, and every value either yields ids with no notice or is dropped whole
+  (blocked, suppressed) with the one notice the whole record's call gives first. A value that does
+  anything else (a disabled idType, a derived id overridden by one given) sends its record through
+  ``prepare_write``.
+
+So a refused record is refused by the online functions, word for word, and a written one carries
+the same ids, notices and upsert (``tests/test_bulk_prepare.py`` compares both ways).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import orjson
+
+from profilehub.bulk.resolve import id_key
+from profilehub.errors import ProfilehubError
+from profilehub.identity.normalize import (
+    MAX_ID_LENGTH,
+    Identifier,
+    Notice,
+    email_hashes,
+    normalise_ids,
+    normalise_value,
+    phone_hashes,
+)
+from profilehub.identity.resolve import CATEGORIES, PreparedWrite
+from profilehub.identity.strategy import CRM_PERSON_ID, IdClass, Strategy
+from profilehub.identity.suppression import ID_SUPPRESSED
+from profilehub.ingest.cdp import profile_write
+from profilehub.profiles import MAX_ATTRIBUTE_NAME, prepare_write
+
+# region, ids (idType, value, ...), upsert JSON, ucid, notices, the ids' keys (``id_key``) and
+# idTypes (coded by the strategy's idTypes sorted by name)
+Compact = tuple[str, tuple[str, ...], str, str | None, list[Notice] | None, tuple[int, ...], tuple[int, ...]]
+
+# Distinct values kept normalised per process. A value's entry is ~0.3-1.5 KB (an email's five
+# hashes and their keys), so this bounds the memo near 100 MB; when full it starts again.
+MEMO_VALUES = 1 << 17
+_PLAIN_KEYS = frozenset(("orgId", "region", "ids", "upsert"))
+_RAW_TYPES = ("email", "cellphone")  # the idTypes whose value is dropped whole (blocked, suppressed)
+_INT_MIN, _INT_END = -(2**63), 2**64  # as ``profiles._check_attribute_value``
+
+# A value's ids, in sort order: the first's and last's sort keys (``Strategy.sort_key``), then as
+# ``Compact`` has them (idType, value, ...), their keys and their idTypes' codes
+_Ids = tuple[tuple[int, str], tuple[int, str], tuple[str, ...], tuple[int, ...], tuple[int, ...]]
+# What the memo keeps of a value: its ids; the notice dropping it whole; or None, for a value that
+# sends the record carrying it through ``prepare_write``
+_Entry = _Ids | Notice | None
+
+
+def compact(w: PreparedWrite, type_code: dict[str, int]) -> Compact:
+    """A prepared write in the form that pickles and keeps small."""
+    unknown = len(type_code)
+    parts = tuple(part for i in w.ids for part in i)
+    keys = tuple(id_key(w.region, i.id_type, i.value) for i in w.ids)
+    types = tuple(type_code.get(i.id_type, unknown) for i in w.ids)
+    # As text: orjson's bytes keep their whole working buffer (~4 KB each, measured), a str made
+    # from them is exactly its size.
+    return (w.region, parts, orjson.dumps(w.upsert).decode(), w.ucid, w.notices or None, keys, types)
+
+
+class Preparer:
+    """Prepares the records of one import (one org, strategy, default region and actor)."""
+
+    def __init__(self, strategy: Strategy, org_id: int, region: str, actor: str) -> None:
+        self.strategy = strategy
+        self.org_id = org_id
+        self.region = region
+        self.actor = actor
+        self.type_code = {name: t for t, name in enumerate(sorted(strategy.id_types))}
+        self._memo: dict[tuple[str, str, str], _Entry] = {}
+        self._regions: dict[str, str | None] = {}
+        self._names: set[str] = set()
+        # idTypes whose value normalises alone (no raw email or phone, not disabled)
+        self._plain_types = {
+            name
+            for name, rule in strategy.id_types.items()
+            if name not in _RAW_TYPES and name != CRM_PERSON_ID and rule.id_class is not IdClass.DISABLED
+        }
+
+    def prepare(self, record: dict[str, Any]) -> Compact | ProfilehubError:
+        """The record as ``prepare_write`` makes it (``compact``), or the error refusing it."""
+        fast = self._plain(record)
+        if fast is not None:
+            return fast
+        try:
+            w = prepare_write(self.strategy, profile_write(record, self.org_id, self.region), self.actor)
+        except ProfilehubError as exc:
+            return exc
+        return compact(w, self.type_code)
+
+    # --- the plain shape ---
+    def _plain(self, record: dict[str, Any]) -> Compact | None:
+        if not record.keys() <= _PLAIN_KEYS:
+            return None
+        org = record.get("orgId", self.org_id)
+        if type(org) is not int or org != self.org_id:
+            return None
+        given = record.get("region", self.region)
+        if type(given) is not str:
+            return None
+        region = self._regions.get(given, "")
+        if region == "":
+            region = self._regions[given] = self._region(given)
+        if region is None:
+            return None
+        ids = record.get("ids")
+        upsert = record.get("upsert")
+        if type(ids) is not dict or not ids or type(upsert) is not dict or CRM_PERSON_ID in ids:
+            return None
+        if not self._plain_upsert(upsert):
+            return None
+        memo = self._memo
+        kept: list[_Ids] = []
+        notices: list[Notice] | None = None
+        for id_type, raw in ids.items():
+            if type(raw) is not str:
+                return None
+            key = (id_type, raw, region)
+            try:
+                entry = memo[key]
+            except KeyError:
+                if len(memo) >= MEMO_VALUES:
+                    memo.clear()
+                entry = memo[key] = self._entry(id_type, raw, region)
+            if entry is None:
+                return None
+            if type(entry) is Notice:
+                notices = [entry] if notices is None else [*notices, entry]
+            else:
+                kept.append(entry)  # type: ignore[arg-type]
+        if not kept:
+            return None  # refused: ``prepare_write`` says why
+        first = kept[0]
+        if len(kept) == 1:
+            parts, keys, types = first[2], first[3], first[4]
+        else:
+            # The values' ids in sort order, each value's already sorted: in order of their first
+            # sort keys, when no value's ids sort between another's (then no two share an idType).
+            if any(a[1] >= b[0] for a, b in itertools.pairwise(kept)):
+                kept.sort()
+                if any(a[1] >= b[0] for a, b in itertools.pairwise(kept)):
+                    return None  # two values yield one idType: ``normalise_ids`` decides which
+            parts = tuple(part for e in kept for part in e[2])
+            keys = tuple(k for e in kept for k in e[3])
+            types = tuple(t for e in kept for t in e[4])
+        try:
+            upsert_json = orjson.dumps(upsert).decode()
+        except orjson.JSONEncodeError:
+            return None
+        return (region, parts, upsert_json, None, notices, keys, types)
+
+    def _region(self, given: str) -> str | None:
+        # the request model takes 1 to 16 characters; ``check_region`` then names the org's
+        if not 1 <= len(given) <= 16 or not given.isascii():
+            return None
+        wanted = given.strip().upper()
+        return wanted if wanted in self.strategy.regions else None
+
+    def _plain_upsert(self, upsert: dict[str, Any]) -> bool:
+        """Whether ``prepare_upsert`` takes ``upsert`` as it is (a False sends the record through
+        it, to be refused in its words or taken after all)."""
+        names = self._names
+        for category, attrs in upsert.items():
+            if category not in CATEGORIES:
+                return False
+            if attrs is None:
+                continue
+            if type(attrs) is not dict:
+                return False
+            for name, value in attrs.items():
+                if name not in names:
+                    if not (
+                        0 < len(name) <= MAX_ATTRIBUTE_NAME
+                        and name.isascii()
+                        and "\x00" not in name
+                        and not name.startswith("_")
+                    ):
+                        return False
+                    if len(names) < 10_000:
+                        names.add(name)
+                kind = type(value)
+                if kind is str:
+                    if "\x00" in value or not value.isascii():
+                        return False
+                elif kind is int:
+                    if not _INT_MIN <= value < _INT_END:
+                        return False
+                elif kind is float:
+                    if not math.isfinite(value):
+                        return False
+                elif value is not None and kind is not bool:
+                    return False
+        return True
+
+    # --- one value ---
+    def _entry(self, id_type: str, raw: str, region: str) -> _Entry:
+        strategy = self.strategy
+        plain = (
+            not self._suppressing(region)
+            and len(raw) <= MAX_ID_LENGTH
+            and raw.isascii()
+            and "\x00" not in raw
+        )
+        if plain and id_type in self._plain_types:
+            # ``normalise_ids`` of this id alone, when it is neither blocked nor suppressed
+            value = normalise_value(strategy, id_type, raw, f"ids.{id_type}", region)
+            if not strategy.is_blocked(id_type, value):
+                return self._ids([Identifier(id_type, value)], region)
+        elif plain and id_type in _RAW_TYPES and id_type in strategy.id_types:
+            derived = self._derived(id_type, raw, region)
+            if derived is not False:
+                return derived
+        try:
+            ids, notices = normalise_ids(strategy, {id_type: raw}, region, suppression=strategy.suppression)
+        except ProfilehubError:
+            return None
+        if notices:
+            # Dropped whole: the one notice the value makes, the same in any record (a notice on
+            # one of its derived ids would come after other values' notices in a record).
+            notice = notices[0]
+            whole = notice.field == f"ids.{id_type}" and (
+                notice.code == "blocked" or (notice.code == ID_SUPPRESSED and id_type in _RAW_TYPES)
+            )
+            return notice if whole and not ids and len(notices) == 1 else None
+        return self._ids(ids, region) if ids else None
+
+    def _derived(self, id_type: str, raw: str, region: str) -> _Entry | Literal[False]:
+        """``normalise_ids`` of a raw email or phone number alone, nothing suppressed, when it
+        makes no notice (False: when it may, or refuses the value)."""
+        strategy = self.strategy
+        if strategy.is_blocked(id_type, raw.strip()):
+            return False
+        try:
+            value = normalise_value(strategy, id_type, raw, f"ids.{id_type}", region)
+        except ProfilehubError:
+            return None
+        if strategy.is_blocked(id_type, value):
+            return False
+        merged = email_hashes(value) if id_type == "email" else phone_hashes(value)
+        if strategy.keep_raw_ids:
+            merged[id_type] = value
+        ids: list[Identifier] = []
+        for t, v in merged.items():
+            rule = strategy.id_types.get(t)
+            if rule is None:  # a derived idType the org removed: dropped without a notice
+                continue
+            if rule.id_class is IdClass.DISABLED or strategy.is_blocked(t, v):
+                return False
+            ids.append(Identifier(t, v))
+        if not ids:
+            return None
+        ids.sort(key=lambda i: strategy.sort_key(i.id_type))
+        return self._ids(ids, region)
+
+    def _suppressing(self, region: str) -> bool:
+        suppression = self.strategy.suppression
+        return suppression is not None and suppression.active(region)
+
+    def _ids(self, ids: list[Identifier], region: str) -> _Ids:
+        """A value's ids (in sort order, as ``normalise_ids`` gives them) as the memo keeps them."""
+        unknown = len(self.type_code)
+        sort_key = self.strategy.sort_key
+        parts: list[str] = []
+        keys: list[int] = []
+        types: list[int] = []
+        for id_type, value in ids:
+            parts += (id_type, value)
+            keys.append(id_key(region, id_type, value))
+            types.append(self.type_code.get(id_type, unknown))
+        return (sort_key(ids[0].id_type), sort_key(ids[-1].id_type), tuple(parts), tuple(keys), tuple(types))
+
+
+_current: tuple[object, Preparer] | None = None
+
+
+def prepare_chunk(
+    token: object,
+    strategy: Strategy,
+    org_id: int,
+    region: str,
+    actor: str,
+    records: Sequence[dict[str, Any] | None],
+) -> list[Compact | ProfilehubError | None]:
+    """Each record prepared (``Preparer.prepare``); None for an unreadable line. ``token`` names the
+    import: a process keeps one ``Preparer`` (and its memo) for all the chunks of one import."""
+    global _current
+    if _current is None or _current[0] != token:
+        _current = (token, Preparer(strategy, org_id, region, actor))
+    preparer = _current[1]
+    return [None if record is None else preparer.prepare(record) for record in records]
