@@ -338,6 +338,7 @@ def test_cli_bulk_and_at(orgs: Database, tmp_path: Path, monkeypatch: pytest.Mon
     done = runner.invoke(main, [*args, "--org-id", str(BULK), "--at", str(AT), "--bulk"])
     assert done.exit_code == 0, done.output
     assert "4 rejected" in done.output
+    assert "peak memory (RSS): importer" in done.output  # what the run took, said at the end
     assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)
     assert change_log(orgs, BULK) == change_log(orgs, ONLINE)
     refused = runner.invoke(main, [*args, "--org-id", str(BULK), "--bulk", "--resume"])

@@ -926,6 +926,18 @@ def _run_import(
         highlight=False,
         soft_wrap=True,
     )
+    if bulk_importer is not None and not interrupted:
+        # a BulkSummary (typed loosely here: the bulk modules load numpy and scipy)
+        peak, workers_peak = (
+            getattr(summary, "peak_rss_bytes", 0),
+            getattr(summary, "peak_rss_workers_bytes", 0),
+        )
+        console.print(
+            f"peak memory (RSS): importer {peak / 2**20:,.0f} MB"
+            + (f", largest worker process {workers_peak / 2**20:,.0f} MB" if workers_peak else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
     if summary.rejected:
         reasons = ", ".join(f"{k}: {v:,}" for k, v in sorted(summary.reject_reasons.items()))
         console.print(

@@ -22,7 +22,6 @@ Phases, each timed in ``BulkSummary.phases``:
 
 from __future__ import annotations
 
-import heapq
 import math
 import resource
 import tempfile
@@ -30,17 +29,20 @@ import threading
 import time
 import uuid
 from array import array
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import orjson
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub import collector
@@ -59,6 +61,7 @@ from profilehub.bulk.resolve import (
     spool_log,
     write_line,
 )
+from profilehub.bulk.spool import merged
 from profilehub.errors import Conflict, ProfilehubError, error_body
 from profilehub.identity.normalize import Identifier
 from profilehub.identity.resolve import apply_write
@@ -82,6 +85,7 @@ from profilehub.ingest.runner import (
     worker_pool,
 )
 from profilehub.profiles import WriteResult
+from profilehub.store import tables
 from profilehub.store.changes import ChangeIdBlock, now_ms
 from profilehub.store.consent_ledger import LEDGER_COLUMNS
 from profilehub.store.database import lock_scope, savepoint
@@ -215,42 +219,70 @@ class _Again(Exception):
     """A write was refused while it applied: roll back and apply the rest again without it."""
 
 
-# Secondary indexes whose keys the bulk rows reach in random order (a ucid per id row, per change,
-# per event). Into a table that holds no rows at all (the first backfill of a store), each is
-# dropped before the load and built again after it, in the same transaction: one sort instead of a
-# B-tree insert at a random place per row. Into a table that holds rows, they stay: rebuilding them
-# would cost the whole table's rows, and dropping one would hide it from every other transaction.
-_DEFERRED_INDEXES = {
-    "profile_ids": ("ix_profile_ids_ucid",),
-    "changes": ("ix_changes_entity",),
-    "events": ("ix_events_entity",),
-}
+# A table holding at most this many rows, all of the import's own org (its set-up entries, a few
+# writes), counts as empty for ``_indexes_after_load``: rebuilding its indexes costs nothing.
+_FEW_ROWS = 10_000
+
+
+def _secondary_indexes(conn: Connection, table: str) -> list[tuple[str, str]]:
+    """(name, definition) of each index of ``table`` that neither is its primary key nor enforces
+    uniqueness: dropping those changes no answer a load gives, only when the work is done."""
+    if conn.dialect.name == "postgresql":
+        return [
+            (str(name), str(definition))
+            for name, definition in conn.exec_driver_sql(
+                "SELECT c.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x "
+                "JOIN pg_class c ON c.oid = x.indexrelid "
+                "WHERE x.indrelid = %s::regclass AND NOT x.indisunique AND NOT x.indisprimary "
+                "ORDER BY c.relname",
+                (table,),
+            )
+        ]
+    created = {
+        str(row[1])
+        for row in conn.exec_driver_sql(f"PRAGMA index_list({table})")
+        if not row[2] and row[3] == "c"
+    }
+    return [
+        (str(name), str(sql))
+        for name, sql in conn.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL "
+            "ORDER BY name",
+            (table,),
+        )
+        if name in created
+    ]
+
+
+def _empty_for(conn: Connection, table: str, org_id: int | None) -> bool:
+    """Whether ``table`` holds no rows, or (``org_id`` given) at most ``_FEW_ROWS``, all of that org."""
+    held = conn.exec_driver_sql(f"SELECT org_id FROM {table} LIMIT {_FEW_ROWS + 1}").all()
+    if org_id is None:
+        return not held
+    return len(held) <= _FEW_ROWS and all(row[0] == org_id for row in held)
 
 
 @contextmanager
-def _indexes_after_load(conn: Connection, table: str, phases: dict[str, float] | None) -> Iterator[None]:
-    names = _DEFERRED_INDEXES.get(table, ())
-    if not names or conn.exec_driver_sql(f"SELECT 1 FROM {table} LIMIT 1").first() is not None:
+def _indexes_after_load(
+    conn: Connection, table: str, org_id: int | None, phases: dict[str, float] | None
+) -> Iterator[None]:
+    """Into a table that holds nothing yet (``_empty_for``: the first backfill of a store), every
+    secondary index is dropped before the load and built again after it, in the same transaction
+    (a rollback restores it): one sort per index instead of a B-tree insert per row, the ucid
+    indexes' at a random place. Into a table that holds other rows they stay: rebuilding them
+    would cost every row, and dropping one blocks every other transaction that reads the table
+    (on PostgreSQL, until the commit)."""
+    if not _empty_for(conn, table, org_id):
         yield
         return
-    postgres = conn.dialect.name == "postgresql"
-    definitions: list[str] = []
-    for name in names:
-        row = conn.exec_driver_sql(
-            "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = %s"
-            if postgres
-            else "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
-            (name,),
-        ).first()
-        if row is None or not row[0]:
-            continue
-        definitions.append(str(row[0]))
+    indexes = _secondary_indexes(conn, table)
+    for name, _ in indexes:
         conn.exec_driver_sql(f"DROP INDEX {name}")
     yield
     began = time.monotonic()
-    for definition in definitions:
+    for _, definition in indexes:
         conn.exec_driver_sql(definition)
-    if phases is not None and definitions:
+    if phases is not None and indexes:
         phases[f"index_{table}"] = time.monotonic() - began
 
 
@@ -260,17 +292,40 @@ def _stream_rows(
     columns: Sequence[str],
     rows: Iterable[Sequence[Any]],
     phases: dict[str, float] | None = None,
+    org_id: int | None = None,
 ) -> None:
-    """``store.rows.insert_rows`` for rows read as they go (from a spool), secondary indexes built
-    after the load where that pays (``_DEFERRED_INDEXES``); the time it took (index builds
+    """``store.rows.insert_rows`` for rows read as they go (from a spool), the secondary indexes
+    built after the load into a table that holds nothing yet (``_indexes_after_load``; with
+    ``org_id``, a few rows of that org count as nothing); the time it took (index builds
     included) in ``phases["write_<table>"]``."""
     began = time.monotonic()
     try:
-        with _indexes_after_load(conn, table, phases):
+        with _indexes_after_load(conn, table, org_id, phases):
             _insert(conn, table, columns, rows)
     finally:
         if phases is not None:
             phases[f"write_{table}"] = time.monotonic() - began
+
+
+def _copy_types(table: str, columns: Sequence[str]) -> list[str]:
+    """The PostgreSQL type of each of ``columns`` of ``table`` (``store.tables``), for a binary
+    ``COPY``: the server then takes each value as it is stored instead of parsing text (half the
+    server's time on the events' JSON, measured), and psycopg sends it without formatting it."""
+    found = tables.metadata.tables[table].c
+    names: list[str] = []
+    for column in columns:
+        kind = found[column].type
+        if isinstance(kind, sa.BigInteger):
+            names.append("int8")
+        elif isinstance(kind, sa.Integer):
+            names.append("int4")
+        elif isinstance(kind, sa.Boolean):
+            names.append("bool")
+        elif isinstance(kind, sa.String):  # Text too
+            names.append("text")
+        else:
+            raise TypeError(f"{table}.{column}: no binary COPY type for {kind!r}")
+    return names
 
 
 def _insert(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -278,7 +333,8 @@ def _insert(conn: Connection, table: str, columns: Sequence[str], rows: Iterable
     cursor = conn.connection.cursor()
     try:
         if conn.dialect.name == "postgresql":
-            with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(_copy_types(table, columns))
                 for row in rows:
                     copy.write_row(row)
         else:
@@ -715,57 +771,63 @@ class BulkImporter:
         spools: list[Spools],
         phases: dict[str, float],
     ) -> None:
-        def rows(name: str) -> Iterator[tuple[Any, ...]]:
+        def blocks(name: str) -> Iterator[list[list[Any]]]:
             # Each group's rows of a table are in the table's key order (``Spools.open``): merged,
             # the whole load is, and each B-tree fills page after page (the id values are hashes
             # and ucids and file order interleave across groups: any other order is random).
-            return heapq.merge(*(getattr(group, name).rows() for group in spools))
+            return merged([getattr(group, name) for group in spools])
 
-        _stream_rows(conn, "profiles", _PROFILE_COLUMNS, rows("profiles"), phases)
-        _stream_rows(conn, "profile_ids", _ID_COLUMNS, rows("ids"), phases)
+        def stream(table: str, columns: Sequence[str], rows: Iterable[Iterable[Sequence[Any]]]) -> None:
+            _stream_rows(conn, table, columns, chain.from_iterable(rows), phases, org_id)
+
+        stream("profiles", _PROFILE_COLUMNS, blocks("profiles"))
+        stream("profile_ids", _ID_COLUMNS, blocks("ids"))
         # Numbered in file order: change ids (the feed's order) and journal seqs, each block
         # reserved above every number this process gave before.
         change_id = ChangeIdBlock(len(plan))
-        _stream_rows(
-            conn,
+        stream(
             "changes",
             _CHANGE_COLUMNS,
-            ((row[1], change_id(row[0]), *row[2:]) for row in rows("changes")),
-            phases,
+            ([(row[1], change_id(row[0]), *row[2:]) for row in block] for block in blocks("changes")),
         )
         base = CLOCK.reserve(len(plan))
-        _stream_rows(
-            conn,
+        stream(
             "profile_writes",
             JOURNAL_COLUMNS,
-            ((*row[:2], base + row[2], *row[3:]) for row in rows("journal")),
-            phases,
+            ([(*row[:2], base + row[2], *row[3:]) for row in block] for block in blocks("journal")),
         )
-        _stream_rows(  # a write's ledger rows share its journal row's seq
-            conn,
+        stream(  # a write's ledger rows share its journal row's seq
             "consent_ledger",
             LEDGER_COLUMNS,
-            ((*row[:2], base + row[2], *row[3:]) for row in rows("ledger")),
-            phases,
+            ([(*row[:2], base + row[2], *row[3:]) for row in block] for block in blocks("ledger")),
         )
         # Events last: taking their numbers holds the counter row until commit (docs/events.md).
-        written = np.ones(len(plan), dtype=bool)
-        for k in refused:
-            written[k] = False
-        rank = np.cumsum(written) - 1
-        count = int(written.sum())
+        count = len(plan) - len(refused)
         if not count:
             return
         first = reserve_event_ids(conn, count)
-        _stream_rows(
-            conn,
+        # The k-th write's event is numbered after the written ones before it.
+        skipped = sorted(refused)
+        feeds: dict[str, str] = {}
+        stream(
             "events",
             _EVENT_COLUMNS,
             (
-                (org_id, first + int(rank[k]), feed_of(kind), kind, region, ts, entity, data)
-                for k, kind, region, ts, entity, data in rows("events")
+                [
+                    (
+                        org_id,
+                        first + k - (bisect_left(skipped, k) if skipped else 0),
+                        feeds.get(kind) or feeds.setdefault(kind, feed_of(kind)),
+                        kind,
+                        region,
+                        ts,
+                        entity,
+                        data,
+                    )
+                    for k, kind, region, ts, entity, data in block
+                ]
+                for block in blocks("events")
             ),
-            phases,
         )
 
     # --- the run ---
