@@ -14,11 +14,11 @@ writer and the org's ``crm`` lock).
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 from psycopg.rows import namedtuple_row
 from sqlalchemy.engine import Connection
 
@@ -29,16 +29,22 @@ from profilehub.crm.values import match_key
 from profilehub.store.rows import insert_rows, pg_recordset, pg_rows, pipelined
 
 _CHUNK = 500
-# The owners of some emails (``:emails``), their records, and the org's last seq; one row even when
-# no email has an owner.
-_PREFETCH = sa.text(
+# The owners of some emails (``:emails``, a JSON array: one statement text whatever their number,
+# which the driver prepares once), their records, and the org's last seq; one row even when no
+# email has an owner. On the driver's cursor: as a SQLAlchemy statement with an expanding ``IN``
+# it was compiled again for each batch.
+_PREFETCH = (
     "SELECT m.top, e.email_lower, e.person_id, r.record_id, r.object_slug, r.seq, r.data, "
     "r.created_ts, r.updated_ts "
     "FROM (SELECT max(seq) AS top FROM crm_records WHERE org_id = :org AND object_slug = :slug) AS m "
-    "LEFT JOIN crm_person_emails AS e ON e.org_id = :org AND e.email_lower IN :emails "
+    "LEFT JOIN crm_person_emails AS e "
+    "ON e.org_id = :org AND e.email_lower IN (SELECT value FROM json_each(:emails)) "
     "LEFT JOIN crm_records AS r "
     "ON r.org_id = :org AND r.object_slug = :slug AND r.record_id = e.person_id"
-).bindparams(sa.bindparam("emails", expanding=True))
+)
+_PrefetchRow = namedtuple(
+    "_PrefetchRow", "top email_lower person_id record_id object_slug seq data created_ts updated_ts"
+)
 # The same on PostgreSQL's driver cursor (sent in a pipeline with the org's locks: crm/people.py).
 _PG_PREFETCH = (
     "SELECT m.top, e.email_lower, e.person_id, r.record_id, r.object_slug, r.seq, r.data, "
@@ -116,9 +122,13 @@ class PeopleBatch:
             if missing:
                 self.take_prefetched(self.send_prefetch(missing), missing)
             return
-        for part in _chunks(missing):
-            rows = self.conn.execute(_PREFETCH, {"org": self.org_id, "slug": PEOPLE, "emails": part})
-            self._take(rows, part)
+        cursor = self.conn.connection.cursor()
+        try:
+            for part in _chunks(missing):
+                params = {"org": self.org_id, "slug": PEOPLE, "emails": orjson.dumps(part).decode()}
+                self._take([_PrefetchRow(*r) for r in cursor.execute(_PREFETCH, params).fetchall()], part)
+        finally:
+            cursor.close()
         self._load([p for p in self._owner.values() if p is not None])
 
     def unknown(self, emails: Iterable[str]) -> list[str]:

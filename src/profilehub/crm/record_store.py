@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub.crm.values import check_storable, match_key
+from profilehub.identity.ucid import new_ucid
 from profilehub.store.tables import crm_records, crm_unique_values, crm_values
 
 
@@ -55,7 +56,12 @@ def iso(ms: int) -> str:
 
 
 def new_record_id() -> str:
-    return str(uuid.uuid4())
+    """A new record's id: a time-ordered UUID (version 7 layout, as ucids are). Random ids put
+    each new record's rows in the middle of every index keyed by record id (the records, their
+    value index and emails, the people's links in the identity graph), so each write dirtied a
+    page of its own in each; in creation order they land on the same few pages (SQLite: a CRM
+    upsert's writer time went down about a tenth as the store grew to 15,000 people)."""
+    return new_ucid()
 
 
 def record_of_row(row: Any) -> StoredRecord:
