@@ -384,3 +384,55 @@ def test_odd_ids_in_paths_are_404(client: TestClient, org: OrgFixture, path: str
 
 def test_odd_search_text_is_a_400(client: TestClient, org: OrgFixture) -> None:
     assert_error(client.get(PEOPLE, params={"search": "a\x00b"}, headers=org.bearer), 400, "search")
+
+
+def test_a_returning_person_is_matched_by_its_new_values_and_not_its_old(
+    client: TestClient, org: OrgFixture
+) -> None:
+    """A person written again keeps its value index (and unique values) in step with its values:
+    what it changed is found by the new value only, what it kept is found as before."""
+    key = add_attribute(client, org, {"type": "text", "label": "Customer Number", "isUnique": True})
+    ann = ["ann@acme.com"]
+    first = make(
+        client,
+        org,
+        {
+            "firstName": "Ann",
+            "lastName": "Lee",
+            "jobTitle": "CTO",
+            "emails": ann,
+            "customAttributes": {key: "C-1"},
+        },
+    )
+    again = put(client, org, {"jobTitle": "CEO", "emails": ann, "customAttributes": {key: "C-2"}})
+    assert again.status_code == 200, again.text
+    # Twice in one call: only the last value is indexed.
+    r = client.put(
+        "/v2/crm/people/_bulk?matchingAttribute=email",
+        json={
+            "people": [{"primaryLocation": "Oslo", "emails": ann}, {"primaryLocation": "Rome", "emails": ann}]
+        },
+        headers=org.bearer,
+    )
+    assert r.status_code == 200 and r.json()["success"] is True, r.text
+    for matching, body in (
+        ("job_title", {"jobTitle": "CEO"}),
+        ("last_name", {"lastName": "Lee"}),
+        ("first_name", {"firstName": "Ann"}),
+        ("primary_location", {"primaryLocation": "Rome"}),
+        (key, {"firstName": "Ann", key: "C-2"}),
+    ):
+        r = put(client, org, body, matching)
+        assert r.status_code == 200, (matching, r.text)
+        assert r.json()["person"]["id"] == first["id"] and r.headers["X-Profilehub-Matches"] == "1"
+    for matching, body in (
+        ("job_title", {"lastName": "New", "jobTitle": "CTO"}),
+        ("primary_location", {"lastName": "New", "primaryLocation": "Oslo"}),
+    ):
+        r = put(client, org, body, matching)
+        assert r.status_code == 201, (matching, r.text)
+        assert r.json()["person"]["id"] != first["id"] and r.headers["X-Profilehub-Matches"] == "0"
+    # The unique value it let go of is free for another person; the one it holds is not.
+    assert put(client, org, {"firstName": "Bo", "emails": ["bo@acme.com"], key: "C-1"}).status_code == 201
+    taken = put(client, org, {"firstName": "Cy", "emails": ["cy@acme.com"], key: "C-2"})
+    assert_error(taken, 400, f"customAttributes.{key}")

@@ -54,6 +54,20 @@ _PG_PREFETCH = (
     "LEFT JOIN crm_records AS r "
     "ON r.org_id = %(org)s AND r.object_slug = %(slug)s AND r.record_id = e.person_id"
 )
+# SQLite: a person's value index rows other than ``?`` (a JSON array of [key, value] pairs). The
+# index is named: with the pairs' ``NOT IN``, SQLite's planner otherwise walks the org's whole value
+# index by its primary key (a search by (org_id, object_slug) only).
+_SQLITE_DROP_STALE_VALUES = (
+    "DELETE FROM crm_values INDEXED BY ix_crm_values_record "
+    "WHERE org_id = ? AND object_slug = ? AND record_id = ? "
+    "AND (attribute_key, value) NOT IN "
+    "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
+)
+# ... and its rows, those it has already left as they are.
+_SQLITE_INSERT_VALUES = (
+    "INSERT INTO crm_values (org_id, object_slug, record_id, attribute_key, value, seq) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
 _RECORD_COLUMNS = (
     "org_id",
     "object_slug",
@@ -107,7 +121,10 @@ class PeopleBatch:
         # pending writes, by person id (a later write of the same person replaces the earlier)
         self._new: dict[str, tuple[StoredRecord, str]] = {}
         self._changed: dict[str, tuple[StoredRecord, str]] = {}
-        self._index: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+        self._index: dict[str, tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]] = {}
+        # People saved while the org has isUnique attributes: only theirs can have unique rows
+        # (an attribute is unique from its creation or never, and attributes are not deleted).
+        self._unique_of: set[str] = set()
         self._emails: dict[str, list[str]] = {}
         self._changes: list[dict[str, Any]] = []
         # Counts the writes kept: a record refused with it unmoved left nothing in the batch.
@@ -207,10 +224,13 @@ class PeopleBatch:
                 self._changed[record_id] = (saved, search_text)
         self._records[record_id] = saved
         keys = {k: match_key(t, clean[k]) for k, t in indexed.items() if k in clean}
-        base = {"org_id": self.org_id, "object_slug": PEOPLE, "record_id": record_id}
+        org_id, seq = self.org_id, saved.seq
+        unique = list(unique)
+        if unique:
+            self._unique_of.add(record_id)
         self._index[record_id] = (
-            [{**base, "attribute_key": k, "value": v, "seq": saved.seq} for k, v in keys.items()],
-            [{**base, "attribute_key": k, "value": keys[k]} for k in unique if k in keys],
+            [(org_id, PEOPLE, record_id, k, v, seq) for k, v in keys.items()],
+            [(org_id, PEOPLE, record_id, k, keys[k]) for k in unique if k in keys],
         )
         return saved
 
@@ -252,12 +272,8 @@ class PeopleBatch:
             (orjson.dumps(r.values).decode(), text, r.updated_ts, r.record_id)
             for r, text in self._changed.values()
         ]
-        values = [
-            tuple(row[c] for c in (*_VALUE_COLUMNS, "seq"))
-            for rows, _ in self._index.values()
-            for row in rows
-        ]
-        uniques = [tuple(row[c] for c in _VALUE_COLUMNS) for _, rows in self._index.values() for row in rows]
+        values = [row for rows, _ in self._index.values() for row in rows]
+        uniques = [row for _, rows in self._index.values() for row in rows]
         # A person created in this flush has no email rows yet: nothing to delete.
         emails_of = [p for p in self._emails if p not in self._new]
         emails = [(org_id, e.lower(), p, i) for p, given in self._emails.items() for i, e in enumerate(given)]
@@ -268,15 +284,29 @@ class PeopleBatch:
             self._insert("crm_records", _RECORD_COLUMNS, new_records)
             if changed:
                 self._update_records(updates)
-                self._delete_of("crm_values", "record_id", changed, slug=True)
-                self._delete_of("crm_unique_values", "record_id", changed, slug=True)
+                # The value index of a person written again: the rows it no longer has go, the
+                # ones it keeps stay (the INSERT below skips them), instead of all of them going
+                # and coming back. Read from the table, not the person's values before: an index
+                # written by an earlier release is put right all the same.
+                self._run(
+                    _SQLITE_DROP_STALE_VALUES,
+                    [
+                        (org_id, PEOPLE, p, orjson.dumps([row[3:5] for row in self._index[p][0]]).decode())
+                        for p in changed
+                    ],
+                    many=True,
+                )
+                unique_of = [p for p in changed if p in self._unique_of]
+                if unique_of:
+                    self._delete_of("crm_unique_values", "record_id", unique_of, slug=True)
             if emails_of:
                 self._delete_of("crm_person_emails", "person_id", emails_of, slug=False)
-            self._insert("crm_values", (*_VALUE_COLUMNS, "seq"), values)
+            self._run(_SQLITE_INSERT_VALUES, values, many=True)
             self._insert("crm_unique_values", _VALUE_COLUMNS, uniques)
             self._insert("crm_person_emails", _EMAIL_COLUMNS, emails)
             self._insert("changes", _CHANGE_COLUMNS, changes)
         self._new, self._changed, self._index, self._emails, self._changes = {}, {}, {}, {}, []
+        self._unique_of = set()
 
     def _flush_postgres(
         self,
