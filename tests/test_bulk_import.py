@@ -260,10 +260,11 @@ def test_an_interrupted_bulk_import_writes_nothing(
         return resolve_then_press_ctrl_c
 
     monkeypatch.setattr(engine.BulkImporter, "__init__", keep)
-    # A write resolves by replay (apply_write) or, a whole one-profile component at once, in
-    # closed form: each call is at least one write.
+    # A write resolves by replay (apply_write) or, whole one-profile components at once, in
+    # closed form: one component a call here, so each call is at least one write.
     monkeypatch.setattr(resolve, "apply_write", then_press_ctrl_c(resolve.apply_write))
     monkeypatch.setattr(resolve, "closed_form", then_press_ctrl_c(resolve.closed_form))
+    monkeypatch.setattr(resolve, "CLOSED_AT_ONCE", 1)
     monkeypatch.setattr(engine, "GROUP_WRITES", 7)  # stops are looked for between groups too
     with pytest.raises(bulk.BulkInterrupted):
         bulk_run(orgs, path)

@@ -55,7 +55,7 @@ from profilehub.bulk.resolve import (
     Spools,
     id_key,
     read_writes,
-    resolve_group,
+    resolve_file,
     resolve_payload,
     simple_components,
     spool_log,
@@ -621,20 +621,24 @@ class BulkImporter:
             if todo:  # this thread takes one too, from the other end
                 g = todo.pop()
                 group_spools = Spools.open(spool_dir, f"g{g}")
-                group = [
-                    (k, int(label), write)
-                    for (k, write), label in zip(read_writes(paths[g], org_id, actor), closed[g], strict=True)
-                ]
                 try:
-                    created, updated = resolve_group(
-                        strategy, org_id, group, at, block, group_spools, journal, self._check_stop, ledger
+                    created, updated = resolve_file(
+                        strategy,
+                        org_id,
+                        actor,
+                        paths[g],
+                        closed[g],
+                        at,
+                        block,
+                        group_spools,
+                        journal,
+                        self._check_stop,
+                        ledger,
                     )
                 except Refused:
                     group_spools.discard()
                     yield g, True
                     continue
-                finally:
-                    del group
                 group_spools.close()  # its files closed until the write: groups can be thousands
                 yield done(g, (created, updated, group_spools))
             finished = [f for f in running if f.done()]

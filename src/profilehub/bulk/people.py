@@ -149,11 +149,10 @@ class _Remembered(UcidBlock):
         super().__init__(n)
         self._made: dict[int, str] = {}
 
-    def __call__(self, k: int) -> str:
-        ucid = self._made.get(k)
-        if ucid is None:
-            ucid = self._made[k] = super().__call__(k)
-        return ucid
+    def many(self, ks: Sequence[int]) -> list[str]:  # ``block(k)`` too
+        new = [k for k in dict.fromkeys(ks) if k not in self._made]
+        self._made.update(zip(new, super().many(new), strict=True))
+        return [self._made[k] for k in ks]
 
 
 _PROFILE_COLUMNS = ("org_id", "ucid", "region", "created_ts", "updated_ts", "merged_into", "data")
@@ -467,7 +466,9 @@ class PeopleBulkImporter:
             label = int(found.label[k])
             if simple[label] and not touching[label]:
                 closed.setdefault(label, []).append((k, w))
-        for label in [label for label, comp in closed.items() if not is_simple(strategy, comp)]:
+        for label in [
+            label for label, comp in closed.items() if not is_simple(strategy, [w.ids for _, w in comp])
+        ]:
             del closed[label]  # ids that share a key made it look simple: replayed
         block = _Remembered(max(n, 1))
         # A person in a closed-form component: the profile's ucid and the first write of theirs.

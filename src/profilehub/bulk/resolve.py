@@ -37,7 +37,7 @@ from profilehub.identity.storage import ProfileChange, ProfileState, ProfileStor
 from profilehub.identity.strategy import Strategy
 from profilehub.identity.ucid import UcidBlock
 from profilehub.profiles import WriteResult
-from profilehub.store.consent_ledger import ledger_rows
+from profilehub.store.consent_ledger import entry_rows, ledger_rows
 from profilehub.store.events import PROFILE_CREATED, PROFILE_UPDATED
 from profilehub.store.journal_store import journal_row
 
@@ -59,7 +59,11 @@ class Spools:
         ids, journal and ledger rows lead with their primary key's columns; change log entries
         and events with their file index, which numbers them): the write merges the groups'
         spools, so every table is loaded in its key order, its B-tree filled page after page."""
-        return cls(*(Spool(folder / f"{prefix}-{name}.jsonl", sort=True) for name in SPOOLED))
+        spools = [
+            Spool(folder / f"{prefix}-{name}.rows", sort=True, key=_id_order if name == "ids" else None)
+            for name in SPOOLED
+        ]
+        return cls(*spools)
 
     def all(self) -> list[Spool]:
         return [self.profiles, self.ids, self.changes, self.journal, self.events, self.ledger]
@@ -74,6 +78,13 @@ class Spools:
 
 
 SPOOLED = ("profiles", "ids", "changes", "journal", "events", "ledger")
+
+
+def _id_order(row: tuple[Any, ...]) -> str:
+    """An id row's place in its spool: (region, idType, value) as one string, which sorts them
+    as the rows themselves sort (one org; a NUL sorts below every other character) three to four
+    times faster than comparing the rows column by column (measured: 0.26 s for 93,000 rows)."""
+    return f"{row[1]}\x00{row[2]}\x00{row[3]}"
 
 
 def id_key(region: str, id_type: str, value: str) -> int:
@@ -99,6 +110,35 @@ def write_line(
     return orjson.dumps([k, region, parts, orjson.Fragment(upsert), ucid, kept]) + b"\n"
 
 
+# A write of a simple component as ``closed_form`` takes it: (file index, region, ids as (idType,
+# value) tuples, upsert, notices, actor, source). Plain tuples: made and read once per record.
+SimpleWrite = tuple[int, str, list[tuple[str, str]], dict[str, Any], list[Notice], str, str]
+# The path every write of an import file comes by (``PreparedWrite.source``).
+IMPORT_SOURCE = "import"
+
+
+def read_group(
+    path: Path, labels: Sequence[int], org_id: int, actor: str
+) -> tuple[dict[int, list[SimpleWrite]], list[tuple[int, PreparedWrite]]]:
+    """The writes of a group's file (``labels``: each one's simple component or -1), as
+    ``resolve_group`` sorts them: those of each simple component (in file order, components in
+    the order of their first write) and those replayed through ``apply_write`` (in file order)."""
+    simple: dict[int, list[SimpleWrite]] = {}
+    replay: list[tuple[int, PreparedWrite]] = []
+    with path.open("rb") as f:
+        for line, label in zip(f, labels, strict=True):
+            k, region, parts, upsert, ucid, kept = orjson.loads(line)
+            notices = [Notice(*n) for n in kept] if kept else []
+            if label < 0:
+                ids = [Identifier(parts[n], parts[n + 1]) for n in range(0, len(parts), 2)]
+                write = PreparedWrite(org_id, region, ids, upsert, ucid, actor, notices, source=IMPORT_SOURCE)
+                replay.append((k, write))
+                continue
+            pairs = list(zip(parts[::2], parts[1::2], strict=True))
+            simple.setdefault(label, []).append((k, region, pairs, upsert, notices, actor, IMPORT_SOURCE))
+    return simple, replay
+
+
 def read_writes(path: Path, org_id: int, actor: str) -> Iterator[tuple[int, PreparedWrite]]:
     """(file index, write) of each line of a write file, in its order."""
     with path.open("rb") as f:
@@ -114,7 +154,7 @@ def read_writes(path: Path, org_id: int, actor: str) -> Iterator[tuple[int, Prep
                     ucid,
                     actor,
                     [Notice(*n) for n in kept] if kept else [],
-                    source="import",
+                    source=IMPORT_SOURCE,
                 ),
             )
 
@@ -154,16 +194,17 @@ def simple_components(
     return simple
 
 
-def is_simple(strategy: Strategy, component: Sequence[tuple[int, PreparedWrite]]) -> bool:
-    """``simple_components``' test on a component's ids themselves (it ran on their 64-bit keys)."""
-    held: set[Identifier] = set()
-    for n, (_, w) in enumerate(component):
-        if n and not any(i in held for i in w.ids):
+def is_simple(strategy: Strategy, component: Iterable[Sequence[tuple[str, str]]]) -> bool:
+    """``simple_components``' test on a component's ids themselves (it ran on their 64-bit keys):
+    ``component``, each write's ids as (idType, value) in file order."""
+    held: set[tuple[str, str]] = set()
+    for n, ids in enumerate(component):
+        if n and held.isdisjoint(ids):
             return False
-        held.update(w.ids)
+        held.update(ids)
     per_type: dict[str, int] = {}
-    for i in held:
-        per_type[i.id_type] = per_type.get(i.id_type, 0) + 1
+    for id_type, _ in held:
+        per_type[id_type] = per_type.get(id_type, 0) + 1
     for id_type, count in per_type.items():
         rule = strategy.id_types.get(id_type)
         if rule is None or count > rule.max_per_profile:
@@ -174,111 +215,106 @@ def is_simple(strategy: Strategy, component: Sequence[tuple[int, PreparedWrite]]
 def closed_form(
     strategy: Strategy,
     org_id: int,
-    component: Sequence[tuple[int, PreparedWrite]],
+    components: Sequence[Sequence[SimpleWrite]],
     at: int,
     block: UcidBlock,
     spools: Spools,
-    id_rows: list[tuple[Any, ...]],
     journal: bool,
     ledger: bool = True,
 ) -> None:
-    """Spool the rows of a simple component (``simple_components``), (file index, write) in file
+    """Spool the rows of simple components (``simple_components``), each one's writes in file
     order, as ``apply_write`` would make them at time ``at``: the first write creates the profile,
     each later one updates it, every id attaches (seen at ``at``), nothing merges or is evicted.
-    Its id rows go to ``id_rows`` (sorted with the group's)."""
-    first, head = component[0]
-    ucid = block(first)
-    region = head.region
+
+    A group's rows are made table by table into lists and spooled at once; per write, what is
+    left is the upsert folded into the profile and one JSON dump per column that holds JSON (the
+    event's profile view, the change's detail, the journal's ids and upsert)."""
     stamp = str(at)
-    data: dict[str, dict[str, Any]] = {c: {} for c in CATEGORIES}
-    held: dict[Identifier, None] = {}
-    ids_view: dict[str, list[Any]] = {}
-    sort_key, namespace_of = strategy.sort_key, strategy.namespace_of
-    events, changes = spools.events, spools.changes
-    for n, (k, w) in enumerate(component):
-        grew = False
-        for ident in w.ids:
-            if ident not in held:
-                held[ident] = None
-                grew = True
-        if grew:  # the event's view of the ids, as ``profiles.profile_view`` orders them
-            ids_view = {}
-            for ident in sorted(held, key=lambda i: (sort_key(i.id_type), i.value)):
-                ids_view.setdefault(namespace_of(ident.id_type), []).append(
-                    {ident.id_type: ident.value, "_ts": stamp}
-                )
-            ids_view["linkedUcid"] = []
-        upsert = w.upsert
-        consent_given = CONSENT in upsert
-        consent_before = dict(data[CONSENT]) if consent_given else None
-        apply_upsert(data, upsert, at)
-        created = n == 0
-        view = {"ucid": ucid, "region": region, "created_ts": at, "updated_ts": at}
-        for category in CATEGORIES:
-            view[category] = data[category]
+    # An idType's place in the profile view (``profiles.profile_view``: by ``Strategy.sort_key``,
+    # then seen time, all ``at`` here, then value) and its namespace there.
+    places = {t: (strategy.sort_key(t)[0], strategy.namespace_of(t)) for t in strategy.id_types}
+    profiles: list[tuple[Any, ...]] = []
+    id_rows: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
+    changes: list[tuple[Any, ...]] = []
+    journals: list[tuple[Any, ...]] = []
+    ledgers: list[tuple[Any, ...]] = []
+    dumps = orjson.dumps
+    ucids = block.many([component[0][0] for component in components])
+    for component, ucid in zip(components, ucids, strict=True):
+        region = component[0][1]
+        data: dict[str, dict[str, Any]] = {c: {} for c in CATEGORIES}
+        # id -> (its sort key's fields..., namespace, its entry in the view)
+        held: dict[tuple[str, str], tuple[int, str, str, str, dict[str, str]]] = {}
+        ids_view: dict[str, list[Any]] = {}
+        view: dict[str, Any] = {"ucid": ucid, "region": region, "created_ts": at, "updated_ts": at}
+        view.update(data)
         view["ids"] = ids_view
-        events.append(
-            (
-                k,
-                PROFILE_CREATED if created else PROFILE_UPDATED,
-                region,
-                at,
-                ucid,
-                orjson.dumps({"profile": view}).decode(),
+        event = {"profile": view}
+        for n, (k, _, ids, upsert, notices, actor, source) in enumerate(component):
+            grew = False
+            for ident in ids:
+                if ident not in held:
+                    id_type, value = ident
+                    priority, namespace = places.get(id_type) or (1_000_000, id_type)
+                    held[ident] = (priority, id_type, value, namespace, {id_type: value, "_ts": stamp})
+                    grew = True
+            if grew:
+                view["ids"] = ids_view = {}
+                for _, _, _, namespace, entry in sorted(held.values()):
+                    ids_view.setdefault(namespace, []).append(entry)
+                ids_view["linkedUcid"] = []
+            consent_before = dict(data[CONSENT]) if ledger and CONSENT in upsert else None
+            apply_upsert(data, upsert, at)
+            for category in upsert:
+                if category in view:  # a cleared category is a new dict
+                    view[category] = data[category]
+            created = n == 0
+            events.append(
+                (k, PROFILE_CREATED if created else PROFILE_UPDATED, region, at, ucid, dumps(event).decode())
             )
-        )
-        detail = {
-            "region": region,
-            "idTypes": sorted({i.id_type for i in w.ids}),
-            "attributes": {c: sorted(a) if a else None for c, a in upsert.items()},
-            "merged": [],
-            "mergedVia": {},
-            "notices": [notice.as_dict() for notice in w.notices],
-        }
-        changes.append(
-            (
-                k,
-                org_id,
-                at,
-                w.actor[:100],
-                "profile",
-                ucid,
-                "create" if created else "update",
-                orjson.dumps(detail).decode(),
-            )
-        )
-        if journal or ledger:
-            consent = (
-                tuple(
-                    consent_entries(
-                        consent_before or {}, None, upsert.get(CONSENT), True, [], data[CONSENT], w.source
+            detail = {
+                "region": region,
+                "idTypes": sorted({id_type for id_type, _ in ids}),
+                "attributes": {c: sorted(a) if a else None for c, a in upsert.items()},
+                "merged": [],
+                "mergedVia": {},
+                "notices": [notice.as_dict() for notice in notices],
+            }
+            actor = actor[:100]
+            action = "create" if created else "update"
+            changes.append((k, org_id, at, actor, "profile", ucid, action, dumps(detail).decode()))
+            if journal:
+                # ``journal_row`` of the write: it named no ucid, merged and let go of nothing.
+                journals.append(
+                    (
+                        org_id,
+                        ucid,
+                        k,
+                        at,
+                        region,
+                        actor,
+                        created,
+                        None,
+                        dumps(ids).decode(),
+                        dumps(upsert).decode(),
+                        "{}",
+                        None,
                     )
                 )
-                if consent_given
-                else ()
-            )
-            record = WriteRecord(
-                org_id,
-                region,
-                ucid,
-                created,
-                tuple(w.ids),
-                upsert,
-                None,
-                w.actor,
-                at,
-                {},
-                (),
-                consent,
-                w.source,
-            )
-            if journal:
-                spools.journal.append(journal_row(record, k))
-            if ledger:
-                for entry in ledger_rows(record, k):
-                    spools.ledger.append(entry)
-    spools.profiles.append((org_id, ucid, region, at, at, None, orjson.dumps(data).decode()))
-    id_rows += [(org_id, region, i.id_type, i.value, ucid, at) for i in held]
+            if consent_before is not None:
+                consent = consent_entries(
+                    consent_before, None, upsert[CONSENT], True, [], data[CONSENT], source
+                )
+                ledgers += entry_rows(org_id, ucid, k, at, actor, consent)
+        profiles.append((org_id, ucid, region, at, at, None, dumps(data).decode()))
+        id_rows += [(org_id, region, id_type, value, ucid, at) for id_type, value in held]
+    spools.profiles.extend(profiles)
+    spools.ids.extend(id_rows)
+    spools.events.extend(events)
+    spools.changes.extend(changes)
+    spools.journal.extend(journals)
+    spools.ledger.extend(ledgers)
 
 
 def resolve_payload(
@@ -294,17 +330,12 @@ def resolve_payload(
     journal: bool,
     ledger: bool = True,
 ) -> tuple[int, int, Spools] | None:
-    """``resolve_group`` in a worker process on the writes of file ``writes`` (``closed``: each
-    one's simple component or -1), into spools of its own (closed, returned with the counts); None
-    when a write was refused (the group then replays against the store)."""
-    group = [
-        (k, int(label), write)
-        for (k, write), label in zip(read_writes(Path(writes), org_id, actor), closed, strict=True)
-    ]
+    """``resolve_file`` in a worker process, into spools of its own (closed, returned with the
+    counts); None when a write was refused (the group then replays against the store)."""
     spools = Spools.open(Path(folder), prefix)
     try:
-        created, updated = resolve_group(
-            strategy, org_id, group, at, block, spools, journal, lambda: None, ledger
+        created, updated = resolve_file(
+            strategy, org_id, actor, Path(writes), closed, at, block, spools, journal, lambda: None, ledger
         )
     except Refused:
         spools.discard()
@@ -316,6 +347,25 @@ def resolve_payload(
 class Refused(Exception):
     """A write of a group was refused while it applied: the group goes to the in-transaction path,
     which handles refusals as the online writer does."""
+
+
+def resolve_file(
+    strategy: Strategy,
+    org_id: int,
+    actor: str,
+    writes: Path,
+    closed: NDArray[np.int64],
+    at: int,
+    block: UcidBlock,
+    spools: Spools,
+    journal: bool,
+    stop: Callable[[], None],
+    ledger: bool = True,
+) -> tuple[int, int]:
+    """``resolve_group`` on the writes of file ``writes`` (``closed``: each one's simple component
+    or -1), read straight into the form each way of resolving takes."""
+    simple, replay = read_group(writes, closed.tolist(), org_id, actor)
+    return _resolve(strategy, org_id, simple, replay, at, block, spools, journal, stop, ledger)
 
 
 def resolve_group(
@@ -331,20 +381,50 @@ def resolve_group(
 ) -> tuple[int, int]:
     """Resolve ``group`` ((file index, simple component or -1, write), in file order) in memory;
     spool its rows. Returns the (created, updated) counts."""
+    simple: dict[int, list[SimpleWrite]] = {}
+    replay: list[tuple[int, PreparedWrite]] = []
+    for k, label, w in group:
+        if label >= 0:
+            pairs = [(i.id_type, i.value) for i in w.ids]
+            simple.setdefault(label, []).append((k, w.region, pairs, w.upsert, w.notices, w.actor, w.source))
+        else:
+            replay.append((k, w))
+    return _resolve(strategy, org_id, simple, replay, at, block, spools, journal, stop, ledger)
+
+
+# Simple components made into rows at a time (between two checks for Ctrl-C).
+CLOSED_AT_ONCE = 1000
+
+
+def _resolve(
+    strategy: Strategy,
+    org_id: int,
+    simple: dict[int, list[SimpleWrite]],
+    replay: list[tuple[int, PreparedWrite]],
+    at: int,
+    block: UcidBlock,
+    spools: Spools,
+    journal: bool,
+    stop: Callable[[], None],
+    ledger: bool,
+) -> tuple[int, int]:
     storage = MemoryStorage()
     created = updated = 0
     events: list[tuple[object, ...]] = []
-    simple: dict[int, list[tuple[int, PreparedWrite]]] = {}
-    replay: list[tuple[int, PreparedWrite]] = []
-    for index, label, write in group:
-        if label >= 0:
-            simple.setdefault(label, []).append((index, write))
-        else:
-            replay.append((index, write))
-    for label in [label for label, component in simple.items() if not is_simple(strategy, component)]:
+    for label in [
+        label for label, component in simple.items() if not is_simple(strategy, [w[2] for w in component])
+    ]:
         # Ids that share a key made it look simple: replayed (components are independent, so
         # its writes may follow the others').
-        replay += simple.pop(label)
+        replay += [
+            (
+                k,
+                PreparedWrite(
+                    org_id, region, [Identifier(*i) for i in ids], upsert, None, actor, notices, source=source
+                ),
+            )
+            for k, region, ids, upsert, notices, actor, source in simple.pop(label)
+        ]
     for n, (index, write) in enumerate(replay):
         if n % 1000 == 0:
             stop()
@@ -367,21 +447,18 @@ def resolve_group(
         spools.profiles.append(
             (o, ucid, p.region, p.created_ts, p.updated_ts, p.merged_into, orjson.dumps(p.data).decode())
         )
-    id_rows = [
-        (o, region, ident.id_type, ident.value, ucid, ts)
-        for (o, region, ident), (ucid, ts) in storage.owners.items()
-    ]
-    del storage
-    for n, component in enumerate(simple.values()):
-        if n % 1000 == 0:
-            stop()
-        closed_form(strategy, org_id, component, at, block, spools, id_rows, journal, ledger)
-        created += 1
-        updated += len(component) - 1
     # Sorted by the spool (``Spools.open``): the rows lead with the primary key's columns, unique,
     # so they sort as they are (faster than by a key function, measured).
-    for row in id_rows:
-        spools.ids.append(row)
+    for (o, region, ident), (ucid, ts) in storage.owners.items():
+        spools.ids.append((o, region, ident.id_type, ident.value, ucid, ts))
+    del storage
+    components = list(simple.values())
+    for start in range(0, len(components), CLOSED_AT_ONCE):
+        stop()
+        part = components[start : start + CLOSED_AT_ONCE]
+        closed_form(strategy, org_id, part, at, block, spools, journal, ledger)
+        created += len(part)
+        updated += sum(len(component) for component in part) - len(part)
     return created, updated
 
 

@@ -31,20 +31,28 @@ _CHUNK = 400
 
 def ledger_rows(record: WriteRecord, seq: int) -> list[tuple[Any, ...]]:
     """The rows of ``record``'s consent entries in ``LEDGER_COLUMNS`` order."""
-    actor = record.actor[:100]
+    return entry_rows(record.org_id, record.ucid, seq, record.ts, record.actor, record.consent)
+
+
+def entry_rows(
+    org_id: int, ucid: str, seq: int, ts: int, actor: str, consent: Iterable[ConsentEntry]
+) -> list[tuple[Any, ...]]:
+    """``ledger_rows`` of a write given by its fields (the bulk import's closed form makes no
+    ``WriteRecord``)."""
+    actor = actor[:100]
     return [
         (
-            record.org_id,
-            record.ucid,
+            org_id,
+            ucid,
             seq,
             n,
-            record.ts,
+            ts,
             e.attribute,
             None if e.value is None else orjson.dumps(e.value).decode(),
             actor,
             e.source[:16],
         )
-        for n, e in enumerate(record.consent)
+        for n, e in enumerate(consent)
     ]
 
 
