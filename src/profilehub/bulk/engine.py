@@ -775,7 +775,7 @@ class BulkImporter:
         spools: list[Spools],
         phases: dict[str, float],
     ) -> None:
-        def blocks(name: str) -> Iterator[list[list[Any]]]:
+        def blocks(name: str) -> Iterator[list[tuple[Any, ...]]]:
             # Each group's rows of a table are in the table's key order (``Spools.open``): merged,
             # the whole load is, and each B-tree fills page after page (the id values are hashes
             # and ucids and file order interleave across groups: any other order is random).

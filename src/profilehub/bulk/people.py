@@ -521,7 +521,7 @@ class PeopleBulkImporter:
             applied: list[int] = []
             applied_in_memory: list[int] = []
             # Every event in the online order: (type, region, ts, entity_id, data JSON).
-            events = Spool(Path(folder) / "people-events-ordered.jsonl")
+            events = Spool(Path(folder) / "people-events-ordered.rows")
             suppressed = 0
             for c, call in enumerate(calls):
                 if c % 20 == 0:
