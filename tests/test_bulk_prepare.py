@@ -22,7 +22,7 @@ from profilehub.bulk import prepare
 from profilehub.bulk.resolve import id_key
 from profilehub.errors import BadRequest, ProfilehubError
 from profilehub.identity import normalize
-from profilehub.identity.normalize import Identifier, email_hashes, phone_hashes
+from profilehub.identity.normalize import Identifier, Notice, email_hashes, phone_hashes
 from profilehub.identity.strategy import IdClass, Strategy, default_strategy
 from profilehub.identity.suppression import Suppression, fingerprinter
 from profilehub.ingest import checkpoint
@@ -254,9 +254,40 @@ def test_each_record_is_prepared_as_online(name: str) -> None:
     order = list(range(len(records)))
     random.Random(7).shuffle(order)
     shuffled = [records[k] for k in order]
-    got = prepare.prepare_chunk(f"import-{name}", strategy, ORG, "EU", ACTOR, [*shuffled, None])
-    assert got[-1] is None
-    assert [bulk_item(i) for i in got[:-1]] == [expected[k] for k in order]
+    chunk = prepare.prepare_chunk(f"import-{name}", strategy, ORG, "EU", ACTOR, [*shuffled, None])
+    assert chunk.refused[len(shuffled)] is None  # an unreadable line
+    assert _items(chunk, len(shuffled)) == [expected[k] for k in order]
+
+
+def _items(chunk: prepare.PreparedChunk, count: int) -> list[Any]:
+    """The chunk's records as ``online_item`` has them, read back from its lines and arrays."""
+    out: list[Any] = []
+    bodies = iter(chunk.bodies)
+    sizes = iter(chunk.counts)
+    at = 0
+    for n in range(count):
+        error = chunk.refused.get(n)
+        if error is not None:
+            out.append(("refused", type(error).__name__, error.status, error.message, error.errors))
+            continue
+        _, region, parts, upsert, ucid, kept = orjson.loads(b"[0," + next(bodies))
+        size = next(sizes)
+        notices = [Notice(*x) for x in kept or []]
+        assert (n in chunk.suppressed) == any(x.code == "id_suppressed" for x in notices)
+        assert chunk.ucids.get(n) == ucid and region in chunk.regions
+        out.append(
+            (
+                region,
+                [(parts[i], parts[i + 1]) for i in range(0, len(parts), 2)],
+                upsert,
+                ucid,
+                [x.as_dict() for x in notices],
+                list(chunk.keys[at : at + size]),
+                list(chunk.types[at : at + size]),
+            )
+        )
+        at += size
+    return out
 
 
 def test_the_set_takes_both_paths() -> None:

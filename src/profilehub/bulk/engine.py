@@ -36,7 +36,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import chain
+from itertools import accumulate, chain, islice
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,7 +48,7 @@ from sqlalchemy.engine import Connection
 from profilehub import collector
 from profilehub.bulk.graph import code_keys, components
 from profilehub.bulk.interrupted import BulkInterrupted
-from profilehub.bulk.prepare import Compact, prepare_chunk
+from profilehub.bulk.prepare import PreparedChunk, prepare_chunk
 from profilehub.bulk.resolve import (
     Recorded,
     Refused,
@@ -59,14 +59,12 @@ from profilehub.bulk.resolve import (
     resolve_payload,
     simple_components,
     spool_log,
-    write_line,
 )
 from profilehub.bulk.spool import merged
 from profilehub.errors import Conflict, ProfilehubError, error_body
 from profilehub.identity.normalize import Identifier
 from profilehub.identity.resolve import apply_write
 from profilehub.identity.strategy import Strategy
-from profilehub.identity.suppression import ID_SUPPRESSED
 from profilehub.identity.ucid import UcidBlock
 from profilehub.ingest import checkpoint as checkpoints
 from profilehub.ingest.cdp import CdpSink
@@ -173,22 +171,28 @@ class _Plan:
     def __len__(self) -> int:
         return self.count
 
-    def add(self, line: int, raw: str, item: Compact) -> None:
-        region, parts, upsert, ucid, notices, keys, types = item
-        k = self.count
-        self.count += 1
-        self.keys.extend(keys)
-        self.types.extend(types)
-        self.offsets.append(len(self.keys))
-        self.regions.add(region)
-        self.lines.append(line)
-        if ucid is not None:
-            self.ucids[k] = ucid
-            self.raw[k] = raw
-        if notices and any(n.code == ID_SUPPRESSED for n in notices):
-            self.suppressed.add(k)
+    def add(self, chunk: Sequence[SourceRecord], prepared: PreparedChunk) -> None:
+        """The written records of ``chunk`` (those ``prepared`` did not refuse), in order."""
+        refused = prepared.refused
+        written = (
+            [(n, r) for n, r in enumerate(chunk) if n not in refused] if refused else list(enumerate(chunk))
+        )
+        base = self.count
+        self.count += len(written)
+        self.lines.extend([r.line for _, r in written])
+        self.keys.extend(prepared.keys)
+        self.types.extend(prepared.types)
+        self.offsets.extend(islice(accumulate(prepared.counts, initial=self.offsets[-1]), 1, None))
+        self.regions.update(prepared.regions)
+        if prepared.ucids or prepared.suppressed:
+            k_of = {n: base + j for j, (n, _) in enumerate(written)}
+            for n, ucid in prepared.ucids.items():
+                self.ucids[k_of[n]] = ucid
+                self.raw[k_of[n]] = chunk[n].raw
+            self.suppressed.update(k_of[n] for n in prepared.suppressed)
         assert self._file is not None
-        self._file.write(write_line(k, region, parts, upsert, ucid, notices))
+        # each line as ``resolve.write_line`` makes it: ``[k,`` and its body
+        self._file.write(b"".join([b"[%d,%s\n" % (base + j, body) for j, body in enumerate(prepared.bodies)]))
 
     def done_adding(self) -> None:
         if self._file is not None:
@@ -396,30 +400,31 @@ class BulkImporter:
         head_left = self.early_stop
         last_progress = time.monotonic()
 
-        def take(chunk: list[SourceRecord], prepared: list[Compact | ProfilehubError | None]) -> None:
+        def take(chunk: list[SourceRecord], prepared: PreparedChunk) -> None:
             nonlocal head_left
-            for record, item in zip(chunk, prepared, strict=True):
-                summary.read += 1
-                summary.line = record.line
-                summary.offset = record.end_offset
-                if item is None:
+            for n, error in prepared.refused.items():
+                record = chunk[n]
+                if error is None:
                     body = error_body(400, record.error or "unreadable record", {"line": "unreadable"})
                     plan.rejects.append(_Reject(record.line, record.raw, body, "parse"))
-                    reason = "parse"
-                elif isinstance(item, ProfilehubError):
-                    body = error_body(item.status, item.message, item.errors)
-                    reason = _reason(item)
-                    plan.rejects.append(_Reject(record.line, record.raw, body, reason))
-                    if carried_suppressed(item):
-                        summary.suppressed += 1
                 else:
-                    plan.add(record.line, record.raw, item)
-                    reason = ""
-                if head_left > 0:
-                    head_left -= 1
-                    head.add(reason)
+                    body = error_body(error.status, error.message, error.errors)
+                    plan.rejects.append(_Reject(record.line, record.raw, body, _reason(error)))
+                    if carried_suppressed(error):
+                        summary.suppressed += 1
+            plan.add(chunk, prepared)
+            summary.read += len(chunk)
+            summary.line = chunk[-1].line
+            summary.offset = chunk[-1].end_offset
+            for n in range(min(head_left, len(chunk))):
+                if n not in prepared.refused:
+                    head.add("")
+                else:
+                    error = prepared.refused[n]
+                    head.add("parse" if error is None else _reason(error))
+            head_left -= min(head_left, len(chunk))
 
-        pending: deque[tuple[list[SourceRecord], Future[list[Compact | ProfilehubError | None]]]] = deque()
+        pending: deque[tuple[list[SourceRecord], Future[PreparedChunk]]] = deque()
         for chunk in self._chunks():
             self._check_stop()
             data = [r.data for r in chunk]

@@ -22,14 +22,15 @@ the same ids, notices and upsert (``tests/test_bulk_prepare.py`` compares both w
 
 from __future__ import annotations
 
-import itertools
 import math
+from array import array
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 
-from profilehub.bulk.resolve import id_key
+from profilehub.bulk.resolve import id_key, write_line
 from profilehub.errors import ProfilehubError
 from profilehub.identity.normalize import (
     MAX_ID_LENGTH,
@@ -60,9 +61,10 @@ _INT_MIN, _INT_END = -(2**63), 2**64  # as ``profiles._check_attribute_value``
 # A value's ids, in sort order: the first's and last's sort keys (``Strategy.sort_key``), then as
 # ``Compact`` has them (idType, value, ...), their keys and their idTypes' codes
 _Ids = tuple[tuple[int, str], tuple[int, str], tuple[str, ...], tuple[int, ...], tuple[int, ...]]
-# What the memo keeps of a value: its ids; the notice dropping it whole; or None, for a value that
-# sends the record carrying it through ``prepare_write``
-_Entry = _Ids | Notice | None
+# What the memo keeps of a value: its ids; the notice dropping it whole; or ``_FALLBACK``, for a
+# value that sends the record carrying it through ``prepare_write``
+_Entry = _Ids | Notice | tuple[()]
+_FALLBACK: tuple[()] = ()
 
 
 def compact(w: PreparedWrite, type_code: dict[str, int]) -> Compact:
@@ -88,6 +90,17 @@ class Preparer:
         self._memo: dict[tuple[str, str, str], _Entry] = {}
         self._regions: dict[str, str | None] = {}
         self._names: set[str] = set()
+        # The ids a raw email or phone number yields where none is disabled (``normalise_ids``
+        # refuses those with a notice): its derived idTypes the org has, and itself where the org
+        # keeps raw ids, in sort order.
+        hashed = {"email": email_hashes("a@b.c"), "cellphone": phone_hashes("+1")}
+        self._families: dict[str, list[str]] = {}
+        for raw_type, derived in hashed.items():
+            family = [t for t in [*derived, raw_type] if t in strategy.id_types]
+            if not strategy.keep_raw_ids:
+                family = [t for t in family if t != raw_type]
+            if all(strategy.id_types[t].id_class is not IdClass.DISABLED for t in family):
+                self._families[raw_type] = sorted(family, key=strategy.sort_key)
         # idTypes whose value normalises alone (no raw email or phone, not disabled)
         self._plain_types = {
             name
@@ -134,33 +147,34 @@ class Preparer:
             if type(raw) is not str:
                 return None
             key = (id_type, raw, region)
-            try:
-                entry = memo[key]
-            except KeyError:
+            entry = memo.get(key)
+            if entry is None:
                 if len(memo) >= MEMO_VALUES:
                     memo.clear()
                 entry = memo[key] = self._entry(id_type, raw, region)
-            if entry is None:
-                return None
             if type(entry) is Notice:
                 notices = [entry] if notices is None else [*notices, entry]
-            else:
+            elif entry:
                 kept.append(entry)  # type: ignore[arg-type]
+            else:
+                return None  # a value only ``normalise_ids`` with the whole record reads right
         if not kept:
             return None  # refused: ``prepare_write`` says why
         first = kept[0]
-        if len(kept) == 1:
-            parts, keys, types = first[2], first[3], first[4]
-        else:
+        parts, keys, types = first[2], first[3], first[4]
+        if len(kept) > 1:
             # The values' ids in sort order, each value's already sorted: in order of their first
             # sort keys, when no value's ids sort between another's (then no two share an idType).
-            if any(a[1] >= b[0] for a, b in itertools.pairwise(kept)):
+            if not _ordered(kept):
                 kept.sort()
-                if any(a[1] >= b[0] for a, b in itertools.pairwise(kept)):
+                if not _ordered(kept):
                     return None  # two values yield one idType: ``normalise_ids`` decides which
-            parts = tuple(part for e in kept for part in e[2])
-            keys = tuple(k for e in kept for k in e[3])
-            types = tuple(t for e in kept for t in e[4])
+                first = kept[0]
+                parts, keys, types = first[2], first[3], first[4]
+            for e in kept[1:]:
+                parts += e[2]
+                keys += e[3]
+                types += e[4]
         try:
             upsert_json = orjson.dumps(upsert).decode()
         except orjson.JSONEncodeError:
@@ -231,7 +245,7 @@ class Preparer:
         try:
             ids, notices = normalise_ids(strategy, {id_type: raw}, region, suppression=strategy.suppression)
         except ProfilehubError:
-            return None
+            return _FALLBACK
         if notices:
             # Dropped whole: the one notice the value makes, the same in any record (a notice on
             # one of its derived ids would come after other values' notices in a record).
@@ -239,42 +253,34 @@ class Preparer:
             whole = notice.field == f"ids.{id_type}" and (
                 notice.code == "blocked" or (notice.code == ID_SUPPRESSED and id_type in _RAW_TYPES)
             )
-            return notice if whole and not ids and len(notices) == 1 else None
-        return self._ids(ids, region) if ids else None
+            return notice if whole and not ids and len(notices) == 1 else _FALLBACK
+        return self._ids(ids, region) if ids else _FALLBACK
 
     def _derived(self, id_type: str, raw: str, region: str) -> _Entry | Literal[False]:
         """``normalise_ids`` of a raw email or phone number alone, nothing suppressed, when it
         makes no notice (False: when it may, or refuses the value)."""
         strategy = self.strategy
-        if strategy.is_blocked(id_type, raw.strip()):
+        family = self._families.get(id_type)
+        if family is None or strategy.is_blocked(id_type, raw.strip()):
             return False
         try:
             value = normalise_value(strategy, id_type, raw, f"ids.{id_type}", region)
         except ProfilehubError:
-            return None
+            return _FALLBACK
         if strategy.is_blocked(id_type, value):
             return False
-        merged = email_hashes(value) if id_type == "email" else phone_hashes(value)
-        if strategy.keep_raw_ids:
-            merged[id_type] = value
-        ids: list[Identifier] = []
-        for t, v in merged.items():
-            rule = strategy.id_types.get(t)
-            if rule is None:  # a derived idType the org removed: dropped without a notice
-                continue
-            if rule.id_class is IdClass.DISABLED or strategy.is_blocked(t, v):
-                return False
-            ids.append(Identifier(t, v))
-        if not ids:
-            return None
-        ids.sort(key=lambda i: strategy.sort_key(i.id_type))
-        return self._ids(ids, region)
+        derived = email_hashes(value) if id_type == "email" else phone_hashes(value)
+        derived[id_type] = value  # kept where the org keeps raw ids (``family`` then names it)
+        ids = [(t, derived[t]) for t in family]
+        if any(strategy.is_blocked(t, v) for t, v in ids):
+            return False
+        return self._ids(ids, region) if ids else _FALLBACK
 
     def _suppressing(self, region: str) -> bool:
         suppression = self.strategy.suppression
         return suppression is not None and suppression.active(region)
 
-    def _ids(self, ids: list[Identifier], region: str) -> _Ids:
+    def _ids(self, ids: Sequence[tuple[str, str]], region: str) -> _Ids:
         """A value's ids (in sort order, as ``normalise_ids`` gives them) as the memo keeps them."""
         unknown = len(self.type_code)
         sort_key = self.strategy.sort_key
@@ -285,7 +291,34 @@ class Preparer:
             parts += (id_type, value)
             keys.append(id_key(region, id_type, value))
             types.append(self.type_code.get(id_type, unknown))
-        return (sort_key(ids[0].id_type), sort_key(ids[-1].id_type), tuple(parts), tuple(keys), tuple(types))
+        return (sort_key(ids[0][0]), sort_key(ids[-1][0]), tuple(parts), tuple(keys), tuple(types))
+
+
+@dataclass
+class PreparedChunk:
+    """A chunk of records prepared, in the form that crosses from a worker process cheaply: the
+    written records' lines of the importer's writes file without their leading ``[k,`` (their
+    index in the file is known only once the chunk is taken, in order) and their ids' keys, codes
+    and counts as raw arrays; by the record's place in the chunk, the refused ones (None: an
+    unreadable line), the ucids named and the written records that carried a suppressed id."""
+
+    bodies: list[bytes] = field(default_factory=list)
+    keys: array[int] = field(default_factory=lambda: array("q"))
+    types: array[int] = field(default_factory=lambda: array("q"))
+    counts: array[int] = field(default_factory=lambda: array("q"))
+    regions: set[str] = field(default_factory=set)
+    refused: dict[int, ProfilehubError | None] = field(default_factory=dict)
+    ucids: dict[int, str] = field(default_factory=dict)
+    suppressed: list[int] = field(default_factory=list)
+
+
+def _ordered(kept: list[_Ids]) -> bool:
+    last = kept[0][1]
+    for e in kept[1:]:
+        if last >= e[0]:
+            return False
+        last = e[1]
+    return True
 
 
 _current: tuple[object, Preparer] | None = None
@@ -298,11 +331,29 @@ def prepare_chunk(
     region: str,
     actor: str,
     records: Sequence[dict[str, Any] | None],
-) -> list[Compact | ProfilehubError | None]:
-    """Each record prepared (``Preparer.prepare``); None for an unreadable line. ``token`` names the
+) -> PreparedChunk:
+    """``records`` prepared (``Preparer.prepare``); None for an unreadable line. ``token`` names the
     import: a process keeps one ``Preparer`` (and its memo) for all the chunks of one import."""
     global _current
     if _current is None or _current[0] != token:
         _current = (token, Preparer(strategy, org_id, region, actor))
     preparer = _current[1]
-    return [None if record is None else preparer.prepare(record) for record in records]
+    out = PreparedChunk()
+    bodies = out.bodies
+    for n, record in enumerate(records):
+        item = None if record is None else preparer.prepare(record)
+        if item is None or isinstance(item, ProfilehubError):
+            out.refused[n] = item
+            continue
+        region_, parts, upsert, ucid, notices, keys, types = item
+        # ``write_line`` for index 0 is ``[0,`` and the line's body
+        bodies.append(write_line(0, region_, parts, upsert, ucid, notices)[3:-1])
+        out.keys.extend(keys)
+        out.types.extend(types)
+        out.counts.append(len(keys))
+        out.regions.add(region_)
+        if ucid is not None:
+            out.ucids[n] = ucid
+        if notices and any(x.code == ID_SUPPRESSED for x in notices):
+            out.suppressed.append(n)
+    return out
