@@ -43,6 +43,10 @@ CASES: list[tuple[str, str, bytes, dict[str, str], bool]] = [
     ("not JSON", "", b"{nope", JSON, True),
     ("empty body", "", b"", JSON, True),
     ("NUL", "", b'{"firstName":"A\\u0000","emails":["n@example.com"]}', JSON, True),
+    ("lone surrogate", "", b'{"firstName":"A\\ud800","emails":["s@example.com"]}', JSON, True),
+    ("byte order mark", "", b"\xef\xbb\xbf" + _json({"firstName": "Bom", "emails": ["bom@example.com"]}), JSON, True),
+    ("a key twice", "", b'{"firstName":"A","firstName":"B","emails":["twice@example.com"]}', JSON, True),
+    ("big number", "", _json({"firstName": "N", "emails": ["big@example.com"], "shoe": 2**70}), JSON, True),
     ("no token", "", _json(ANA), JSON, False),
     ("unknown token", "", _json(ANA), {**JSON, "Authorization": "Bearer pht_1234_nope"}, False),
     ("apikey as token", "", _json(ANA), {**JSON, "Authorization": "Bearer <apikey>"}, False),
@@ -50,7 +54,7 @@ CASES: list[tuple[str, str, bytes, dict[str, str], bool]] = [
 ]  # fmt: skip
 
 # Successful upserts the fast path leaves to the framework (the rest must take it).
-FRAMEWORK_ONLY = {"two matchings", "form type"}
+FRAMEWORK_ONLY = {"two matchings", "form type", "byte order mark"}
 
 _ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
 

@@ -11,7 +11,6 @@ the request goes on, body replayed, to the FastAPI route, so every error comes f
 
 from __future__ import annotations
 
-import json
 from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
@@ -75,8 +74,11 @@ class FastUpsertPerson(FastRoute):
                 state, token.strip().decode("latin-1")
             )
             check_crm_scope(principal, write=True)
-            # What Starlette's Request.json() and the route's body parameter do.
-            person = PersonWrite.model_validate(json.loads(body)).model_dump(exclude_unset=True)
+            # What Starlette's Request.json() and the route's body parameter do, in one step of
+            # pydantic's own JSON parser (half the CPU of json.loads and then validating the
+            # dict). The few bodies it reads otherwise than json.loads (a lone surrogate, a
+            # byte order mark) it refuses, and the route answers them.
+            person = PersonWrite.model_validate_json(body).model_dump(exclude_unset=True)
         except sa.exc.DBAPIError as exc:
             await database_error_response(exc)(scope, receive, send)
             return True
