@@ -34,7 +34,6 @@ from profilehub.bulk.resolve import id_key, write_line
 from profilehub.errors import ProfilehubError
 from profilehub.identity.normalize import (
     MAX_ID_LENGTH,
-    Identifier,
     Notice,
     email_hashes,
     normalise_ids,
@@ -90,6 +89,7 @@ class Preparer:
         self._memo: dict[tuple[str, str, str], _Entry] = {}
         self._regions: dict[str, str | None] = {}
         self._names: set[str] = set()
+        self._suppressing_in: dict[str, bool] = {}
         # The ids a raw email or phone number yields where none is disabled (``normalise_ids``
         # refuses those with a notice): its derived idTypes the org has, and itself where the org
         # keeps raw ids, in sort order.
@@ -228,16 +228,18 @@ class Preparer:
     def _entry(self, id_type: str, raw: str, region: str) -> _Entry:
         strategy = self.strategy
         plain = (
-            not self._suppressing(region)
-            and len(raw) <= MAX_ID_LENGTH
+            len(raw) <= MAX_ID_LENGTH
             and raw.isascii()
             and "\x00" not in raw
+            and not self._suppressing(region)
         )
         if plain and id_type in self._plain_types:
             # ``normalise_ids`` of this id alone, when it is neither blocked nor suppressed
             value = normalise_value(strategy, id_type, raw, f"ids.{id_type}", region)
             if not strategy.is_blocked(id_type, value):
-                return self._ids([Identifier(id_type, value)], region)
+                sort_key = strategy.sort_key(id_type)
+                code = self.type_code[id_type]
+                return (sort_key, sort_key, (id_type, value), (id_key(region, id_type, value),), (code,))
         elif plain and id_type in _RAW_TYPES and id_type in strategy.id_types:
             derived = self._derived(id_type, raw, region)
             if derived is not False:
@@ -277,8 +279,13 @@ class Preparer:
         return self._ids(ids, region) if ids else _FALLBACK
 
     def _suppressing(self, region: str) -> bool:
-        suppression = self.strategy.suppression
-        return suppression is not None and suppression.active(region)
+        suppressing = self._suppressing_in.get(region)
+        if suppressing is None:
+            suppression = self.strategy.suppression
+            suppressing = self._suppressing_in[region] = suppression is not None and suppression.active(
+                region
+            )
+        return suppressing
 
     def _ids(self, ids: Sequence[tuple[str, str]], region: str) -> _Ids:
         """A value's ids (in sort order, as ``normalise_ids`` gives them) as the memo keeps them."""
