@@ -158,7 +158,8 @@ class _Plan:
         self.regions: set[str] = set()
         self.offsets = array("q", [0])
         self.keys = array("q")
-        self.types = array("q")
+        # idType codes go up to len(type_names) (unknown): a byte each for any real strategy
+        self.types = array("b" if len(self.type_names) < 127 else "q")
         self.ucids: dict[int, str] = {}
         self.suppressed: set[int] = set()  # writes carrying a suppressed id (written without it)
         self.lines = array("q")
@@ -491,6 +492,12 @@ class BulkImporter:
         t = time.monotonic()
         # Ids coded 0..m-1 by their keys; ``keys[first[c]]`` is the first occurrence of id c.
         keys, first, flat = code_keys(np.frombuffer(plan.keys, dtype=np.int64))
+        id_type = (
+            np.frombuffer(plan.types, dtype=np.int8)
+            if plan.types.typecode == "b"
+            else np.frombuffer(plan.types, dtype=np.int64)
+        )[first]
+        del first  # before the graph: the link phase is the import's peak of memory
         offsets = np.frombuffer(plan.offsets, dtype=np.int64)
         graph = components(offsets, flat, len(keys))
         summary.components = graph.count
@@ -505,11 +512,11 @@ class BulkImporter:
             flat,
             graph.label,
             graph.id_label,
-            np.frombuffer(plan.types, dtype=np.int64)[first],
+            id_type,
             limits,
             graph.count,
         )
-        del first, flat
+        del id_type, flat
         touching = np.zeros(graph.count, dtype=bool)
         for k in plan.ucids:
             touching[graph.label[k]] = True
@@ -861,24 +868,28 @@ class BulkImporter:
                 _stop_on_interrupt(stop),
                 collector.tuned(),
                 tempfile.TemporaryDirectory(prefix="profilehub-bulk-", dir=self.spool_dir) as spool_dir,
-                worker_pool(self.workers) as pool,
             ):
-                self._resolve_pool = pool
                 t = time.monotonic()
                 with database.read() as conn:
                     strategy = sink.service.strategies.get(conn, sink.org_id)
-                plan = self._prepare(pool, strategy, summary, started, Path(spool_dir))
+                with worker_pool(self.workers) as pool:
+                    plan = self._prepare(pool, strategy, summary, started, Path(spool_dir))
                 phase("prepare", t)
                 self.progress(summary)
                 t = time.monotonic()
-                future: Future[dict[int, ProfilehubError]] = database.submit(
-                    self._job(plan, at, summary, Path(spool_dir))
-                )
-                while not future.done():
-                    wait([future], timeout=1.0)
-                    summary.seconds = time.monotonic() - started
-                    self.progress(summary)
-                refused = future.result()
+                # New worker processes for the resolution: those that prepared keep what preparing
+                # grew their heaps to (~230 MB each at a million records) resident through the
+                # link phase, the import's peak of memory, where they have nothing to do.
+                with worker_pool(self.workers) as pool:
+                    self._resolve_pool = pool
+                    future: Future[dict[int, ProfilehubError]] = database.submit(
+                        self._job(plan, at, summary, Path(spool_dir))
+                    )
+                    while not future.done():
+                        wait([future], timeout=1.0)
+                        summary.seconds = time.monotonic() - started
+                        self.progress(summary)
+                    refused = future.result()
                 summary.phases["transaction"] = time.monotonic() - t
         except BulkInterrupted as exc:
             summary.seconds = time.monotonic() - started

@@ -170,7 +170,7 @@ def simple_components(
     flat: NDArray[np.integer[Any]],
     label: NDArray[np.int64],
     id_label: NDArray[np.int64],
-    id_type: NDArray[np.int64],
+    id_type: NDArray[np.integer[Any]],
     limits: NDArray[np.int64],
     count: int,
 ) -> NDArray[np.bool_]:
