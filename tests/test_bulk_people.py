@@ -37,8 +37,13 @@ def test_bulk_people_write_what_the_online_people_import_writes(
     database_url: str, tmp_path: Path, batch_size: int, set_based: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Set-based (components, closed form, the rest replayed against the store) and per call
-    (the path it falls back to)."""
+    (the path it falls back to). At batch size 7 the person store's rows go to the tables every
+    few people and the replayed writes' rows to a new spool group every few writes, as a large
+    file's do (one group each at 2,000)."""
     monkeypatch.setattr(people_bulk, "SET_BASED", set_based)
+    if batch_size < 10:
+        monkeypatch.setattr(people_bulk, "FLUSH_PEOPLE", 5)
+        monkeypatch.setattr(people_bulk, "SPOOL_GROUP", 4)
     in_closed_form: list[int] = []
     real_resolve = people_bulk.resolve_group
 

@@ -33,11 +33,13 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,7 @@ from profilehub.bulk.resolve import (
     simple_components,
     spool_log,
 )
-from profilehub.bulk.spool import Spool
+from profilehub.bulk.spool import Spool, merged
 from profilehub.crm.objects import PEOPLE, custom_attributes
 from profilehub.crm.people import (
     MAX_BATCH,
@@ -132,13 +134,11 @@ class _NotSetBased(Exception):
 @dataclass
 class _Call:
     """One call of the online import (up to ``MAX_BATCH`` bodies): the people it saved, the file
-    indices of its graph writes (``graph``; ``owners``: the person of each), and how many CRM
-    change log rows it made."""
+    indices of its graph writes (``graph``; ``owners``: the person of each)."""
 
     saved: list[PersonResult]
     graph: range
     owners: list[PersonResult]
-    crm_changes: int
 
 
 class _Remembered(UcidBlock):
@@ -163,6 +163,13 @@ _CHANGE_COLUMNS = ("org_id", "change_id", "ts", "actor", "entity", "entity_id", 
 SET_BASED = True
 # Ids looked up in the store per query (which components touch stored profiles).
 LOOKUP_CHUNK = 20_000
+# The person store's rows go to the tables every so many people (memory: a group's rows at most).
+FLUSH_PEOPLE = 5_000
+# Replayed graph writes whose change log, journal and ledger rows one sorted spool group holds.
+SPOOL_GROUP = 10_000
+# Change ids reserved for one import (a range of the id space, not rows: ids not given are never
+# made); the file's count is not known before its end, when the first people are long written.
+_CHANGE_IDS = 1 << 40
 
 
 class PeopleBulkImporter:
@@ -323,6 +330,13 @@ class PeopleBulkImporter:
         pending = org.rows.pending_changes()
         graph_calls: list[_Call] = []
         writes: list[PreparedWrite] = []
+        # Change ids in the online order, given as each call ends: its people's entries, then one
+        # place for each of its graph writes (``positions``, numbered when they are written). So
+        # the person store's rows can go to the tables every ``FLUSH_PEOPLE`` people instead of
+        # all at the end (they were the largest holder of memory at the peak).
+        change_id = ChangeIdBlock(_CHANGE_IDS)
+        positions = array("q")
+        at_pos = 0
         out = _Outcomes([])
         head: list[str] = []
         index = 0  # the call's number, as ``_RecordRefused`` names it
@@ -344,11 +358,14 @@ class PeopleBulkImporter:
                 elif org.rows.pending_changes() is not pending:
                     raise _NotSetBased  # flushed midway
                 else:
+                    for row in pending[before:]:
+                        row["change_id"] = change_id(at_pos)
+                        at_pos += 1
                     start = len(writes)
                     writes += [w for w, _ in org.graph]
-                    graph_calls.append(
-                        _Call(org.saved, range(start, len(writes)), org.graph_of, len(pending) - before)
-                    )
+                    positions.extend(range(at_pos, at_pos + len(org.graph)))
+                    at_pos += len(org.graph)
+                    graph_calls.append(_Call(org.saved, range(start, len(writes)), org.graph_of))
                     org.saved, org.graph, org.graph_of = [], [], []
                 results += answers
             given = iter(results)
@@ -365,12 +382,29 @@ class PeopleBulkImporter:
                     head.append(_head_reason(outcome))
             summary.read += len(batch)
             summary.line, summary.offset = batch[-1].line, batch[-1].end_offset
+            if set_based and org.rows.pending_people() >= FLUSH_PEOPLE:
+                # Within the transaction: all or nothing still holds.
+                org.rows.flush()
+                org.rows.forget()
+                pending = org.rows.pending_changes()
         if self.early_stop and len(head) >= self.early_stop and len(set(head)) == 1 and head[0]:
             stopped = _Stopped(head[0], field=head[0])
             stopped.outcomes = out
             raise stopped  # nothing is written: the transaction rolls back
         if set_based:
-            saved_suppressed = self._resolve_set(conn, profiles, org, graph_calls, writes, at, summary)
+            org.rows.flush()
+            org.rows.forget()
+            saved_suppressed = self._resolve_set(
+                conn,
+                profiles,
+                org,
+                graph_calls,
+                writes,
+                np.frombuffer(positions, dtype=np.int64),
+                change_id,
+                at,
+                summary,
+            )
             out.suppressed = saved_suppressed + sum(
                 1 for _, o in out.rejects if o is not None and carried_suppressed(o)
             )
@@ -384,6 +418,8 @@ class PeopleBulkImporter:
         org: _OrgWrites,
         calls: list[_Call],
         writes: list[PreparedWrite],
+        positions: np.ndarray[Any, np.dtype[np.int64]],
+        change_id: ChangeIdBlock,
         at: int,
         summary: BulkSummary,
     ) -> int:
@@ -497,6 +533,11 @@ class PeopleBulkImporter:
                 profiles.ledger,
             )
             del group
+            spools.close()  # sorted and on disk: memory holds a group's rows at most
+            # The replayed writes' rows, a sorted group of spools every ``SPOOL_GROUP`` writes,
+            # merged with the closed form's at the write (as the CDP bulk path merges its groups').
+            groups = [spools, Spools.open(Path(folder), "replay1")]
+            replayed = 0
             # The closed-form events, in file index order (the spool is sorted): read as the calls
             # reach them, their data kept as the JSON text the table stores.
             closed_events = spools.events.rows()
@@ -508,7 +549,7 @@ class PeopleBulkImporter:
             }
             # Components that touch nothing stored replay in memory (as ``resolve_group`` replays
             # its others), the rest against the store; both keep their change log and journal
-            # entries aside to number them in file order.
+            # entries aside, spooled as each write is applied, to number them in file order.
             recorded = Recorded(storage)
             memory = MemoryStorage()
             in_memory = Recorded(memory)
@@ -518,8 +559,6 @@ class PeopleBulkImporter:
             )
             summary.resolved_in_memory = n - int(stored.sum())
             summary.replayed_in_store = int(stored.sum())
-            applied: list[int] = []
-            applied_in_memory: list[int] = []
             # Every event in the online order: (type, region, ts, entity_id, data JSON).
             events = Spool(Path(folder) / "people-events-ordered.rows")
             suppressed = 0
@@ -535,7 +574,16 @@ class PeopleBulkImporter:
                     except ProfilehubError as exc:
                         raise _NotSetBased from exc
                     result = WriteResult(strategy, outcome)
-                    (applied if stored[k] else applied_in_memory).append(k)
+                    if replayed == SPOOL_GROUP:
+                        groups[-1].close()
+                        groups.append(Spools.open(Path(folder), f"replay{len(groups)}"))
+                        replayed = 0
+                    replayed += 1
+                    spool_log(
+                        groups[-1], [k], target.changes, target.writes, profiles.journal, profiles.ledger
+                    )
+                    target.changes.clear()
+                    target.writes.clear()
                     e = result.event(org_id)
                     events_of[k] = (e.type, e.region, e.ts, e.entity_id, orjson.dumps(e.data).decode())
                     notices_of[k] = result.notices
@@ -574,17 +622,10 @@ class PeopleBulkImporter:
                 # The call's people are written out: drop them (they are most of the memory).
                 call.saved, call.owners = [], []
             storage.flush()
-            spool_log(spools, applied, recorded.changes, recorded.writes, profiles.journal, profiles.ledger)
-            spool_log(
-                spools,
-                applied_in_memory,
-                in_memory.changes,
-                in_memory.writes,
-                profiles.journal,
-                profiles.ledger,
-            )
-            for (o, ucid), p in memory.profiles.items():
-                spools.profiles.append(
+            # The in-memory replay's profiles and ids, in their tables' key order: straight to disk.
+            profile_rows = Spool(Path(folder) / "people-memory-profiles.jsonl")
+            for (o, ucid), p in sorted(memory.profiles.items(), key=lambda item: item[0]):
+                profile_rows.append(
                     (
                         o,
                         ucid,
@@ -595,35 +636,38 @@ class PeopleBulkImporter:
                         orjson.dumps(p.data).decode(),
                     )
                 )
-            for (o, region, ident), (ucid, ts) in memory.owners.items():
-                spools.ids.append((o, region, ident.id_type, ident.value, ucid, ts))
-            del memory
+            id_rows = Spool(Path(folder) / "people-memory-ids.jsonl")
+            for (o, region, ident), (ucid, ts) in sorted(memory.owners.items(), key=lambda item: item[0]):
+                id_rows.append((o, region, ident.id_type, ident.value, ucid, ts))
+            del memory, in_memory
             summary.mark("resolve", t)
             self._check_stop()
 
             t = time.monotonic()
-            # Change ids in the online order: each call's people, then its graph writes'.
-            total = len(org.rows.pending_changes()) + n
-            change_id = ChangeIdBlock(total)
-            position = np.zeros(n, dtype=np.int64)
-            crm = iter(org.rows.pending_changes())
-            at_pos = 0
-            for call in calls:
-                for _ in range(call.crm_changes):
-                    next(crm)["change_id"] = change_id(at_pos)
-                    at_pos += 1
-                for k in call.graph:
-                    position[k] = at_pos
-                    at_pos += 1
-            org.rows.flush()
+
+            def blocks(name: str, *more: Spool) -> Iterator[list[list[Any]]]:
+                return merged([getattr(g, name) for g in groups] + list(more))
+
             phases = summary.phases
-            _stream_rows(conn, "profiles", _PROFILE_COLUMNS, spools.profiles.rows(), phases)
-            _stream_rows(conn, "profile_ids", _ID_COLUMNS, spools.ids.rows(), phases)
+            _stream_rows(
+                conn,
+                "profiles",
+                _PROFILE_COLUMNS,
+                chain.from_iterable(blocks("profiles", profile_rows)),
+                phases,
+            )
+            _stream_rows(
+                conn, "profile_ids", _ID_COLUMNS, chain.from_iterable(blocks("ids", id_rows)), phases
+            )
             _stream_rows(
                 conn,
                 "changes",
                 _CHANGE_COLUMNS,
-                ((row[1], change_id(int(position[row[0]])), *row[2:]) for row in spools.changes.rows()),
+                (
+                    (row[1], change_id(int(positions[row[0]])), *row[2:])
+                    for block_ in blocks("changes")
+                    for row in block_
+                ),
                 phases,
             )
             base = CLOCK.reserve(max(n, 1))
@@ -631,14 +675,14 @@ class PeopleBulkImporter:
                 conn,
                 "profile_writes",
                 JOURNAL_COLUMNS,
-                ((*r[:2], base + r[2], *r[3:]) for r in spools.journal.rows()),
+                ((*r[:2], base + r[2], *r[3:]) for b in blocks("journal") for r in b),
                 phases,
             )
             _stream_rows(
                 conn,
                 "consent_ledger",
                 LEDGER_COLUMNS,
-                ((*r[:2], base + r[2], *r[3:]) for r in spools.ledger.rows()),
+                ((*r[:2], base + r[2], *r[3:]) for b in blocks("ledger") for r in b),
                 phases,
             )
             # Events last: taking their numbers holds the counter row until commit

@@ -252,6 +252,16 @@ class PeopleBatch:
         their ``change_id`` (bulk/people.py) to interleave them with its profiles' as online."""
         return self._changes
 
+    def pending_people(self) -> int:
+        """How many people's rows ``flush`` would write."""
+        return len(self._new) + len(self._changed)
+
+    def forget(self) -> None:
+        """Let go of the owners and records read or saved (after ``flush``, which put them in the
+        tables, where a later look finds them): a long bulk import's memory stays a group's."""
+        self._owner.clear()
+        self._records.clear()
+
     def flush(self) -> None:
         org_id = self.org_id
         new_records = [
