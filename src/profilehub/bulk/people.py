@@ -623,7 +623,7 @@ class PeopleBulkImporter:
                 call.saved, call.owners = [], []
             storage.flush()
             # The in-memory replay's profiles and ids, in their tables' key order: straight to disk.
-            profile_rows = Spool(Path(folder) / "people-memory-profiles.jsonl")
+            profile_rows = Spool(Path(folder) / "people-memory-profiles.rows")
             for (o, ucid), p in sorted(memory.profiles.items(), key=lambda item: item[0]):
                 profile_rows.append(
                     (
@@ -636,7 +636,7 @@ class PeopleBulkImporter:
                         orjson.dumps(p.data).decode(),
                     )
                 )
-            id_rows = Spool(Path(folder) / "people-memory-ids.jsonl")
+            id_rows = Spool(Path(folder) / "people-memory-ids.rows")
             for (o, region, ident), (ucid, ts) in sorted(memory.owners.items(), key=lambda item: item[0]):
                 id_rows.append((o, region, ident.id_type, ident.value, ucid, ts))
             del memory, in_memory
