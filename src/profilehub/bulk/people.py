@@ -80,7 +80,7 @@ from profilehub.crm.values import Attribute
 from profilehub.errors import ProfilehubError, error_body
 from profilehub.identity.memory import MemoryStorage
 from profilehub.identity.resolve import PreparedWrite, apply_write
-from profilehub.identity.strategy import Strategy
+from profilehub.identity.strategy import CRM_PERSON_ID, Strategy
 from profilehub.identity.ucid import UcidBlock
 from profilehub.ingest import checkpoint as checkpoints
 from profilehub.ingest.reader import SourceRecord
@@ -154,6 +154,10 @@ class _Remembered(UcidBlock):
         self._made.update(zip(new, super().many(new), strict=True))
         return [self._made[k] for k in ks]
 
+    def forget(self, k: int) -> str | None:
+        """The ucid given for ``k``, if any, no longer remembered (its component is done)."""
+        return self._made.pop(k, None)
+
 
 _PROFILE_COLUMNS = ("org_id", "ucid", "region", "created_ts", "updated_ts", "merged_into", "data")
 _ID_COLUMNS = ("org_id", "region", "id_type", "value", "ucid", "ts")
@@ -167,6 +171,8 @@ LOOKUP_CHUNK = 20_000
 FLUSH_PEOPLE = 5_000
 # Replayed graph writes whose change log, journal and ledger rows one sorted spool group holds.
 SPOOL_GROUP = 10_000
+# A graph write let go of once its rows are made (its component resolved, or replayed and done).
+_DONE = PreparedWrite(0, "", [], {}, None, "")
 # Change ids reserved for one import (a range of the id space, not rows: ids not given are never
 # made); the file's count is not known before its end, when the first people are long written.
 _CHANGE_IDS = 1 << 40
@@ -534,6 +540,8 @@ class PeopleBulkImporter:
             )
             del group
             spools.close()  # sorted and on disk: memory holds a group's rows at most
+            for j in np.flatnonzero(in_closed).tolist():
+                writes[j] = _DONE
             # The replayed writes' rows, a sorted group of spools every ``SPOOL_GROUP`` writes,
             # merged with the closed form's at the write (as the CDP bulk path merges its groups').
             groups = [spools, Spools.open(Path(folder), "replay1")]
@@ -559,6 +567,44 @@ class PeopleBulkImporter:
             )
             summary.resolved_in_memory = n - int(stored.sum())
             summary.replayed_in_store = int(stored.sum())
+            # A component replayed in memory leaves memory for the spools after its last write
+            # (``done``: each component's writes, in file order, from ``members``).
+            members = np.argsort(found.label, kind="stable")
+            bounds = np.searchsorted(found.label[members], np.arange(found.count + 1))
+            last = members[bounds[1:] - 1]
+            # People saved in a call that made no graph write of theirs: their ucid is looked up
+            # by their link, which may be in a component already done.
+            late: set[str] = set()
+            for call in calls:
+                wrote = {id(o) for o in call.owners}
+                late.update(p.person["id"] for p in call.saved if id(p) not in wrote)
+            done_links: dict[str, str] = {}
+
+            def done(label: int) -> None:
+                ks = members[bounds[label] : bounds[label + 1]]
+                made = [u for k in ks if (u := block.forget(int(k))) is not None]
+                ids = [i for k in ks for i in writes[k].ids]
+                finished, owners = memory.take(org_id, home, made, ids)
+                group = groups[-1]
+                for ucid, p in finished.items():
+                    group.profiles.append(
+                        (
+                            org_id,
+                            ucid,
+                            p.region,
+                            p.created_ts,
+                            p.updated_ts,
+                            p.merged_into,
+                            orjson.dumps(p.data).decode(),
+                        )
+                    )
+                for ident, (ucid, ts) in owners.items():
+                    group.ids.append((org_id, home, ident.id_type, ident.value, ucid, ts))
+                    if ident.id_type == CRM_PERSON_ID and ident.value in late:
+                        done_links[ident.value] = ucid
+                for k in ks:
+                    writes[k] = _DONE
+
             # Every event in the online order: (type, region, ts, entity_id, data JSON).
             events = Spool(Path(folder) / "people-events-ordered.rows")
             suppressed = 0
@@ -574,6 +620,8 @@ class PeopleBulkImporter:
                     except ProfilehubError as exc:
                         raise _NotSetBased from exc
                     result = WriteResult(strategy, outcome)
+                    if stored[k]:
+                        writes[k] = _DONE
                     if replayed == SPOOL_GROUP:
                         groups[-1].close()
                         groups.append(Spools.open(Path(folder), f"replay{len(groups)}"))
@@ -605,8 +653,9 @@ class PeopleBulkImporter:
                     owners.update(recorded.find_owners(org_id, home, rest))
                 by_person = {ident.value: ucid for ident, ucid in owners.items()}
                 for person in call.saved:
-                    if person.person["id"] not in linked_at:
-                        person.person["ucid"] = by_person.get(person.person["id"])
+                    pid = person.person["id"]
+                    if pid not in linked_at:
+                        person.person["ucid"] = by_person.get(pid) or done_links.get(pid)
                 for k in call.graph:
                     if in_closed[k]:
                         assert next_closed is not None and next_closed[0] == k
@@ -621,6 +670,10 @@ class PeopleBulkImporter:
                     suppressed += carried_suppressed(saved)
                 # The call's people are written out: drop them (they are most of the memory).
                 call.saved, call.owners = [], []
+                for k in call.graph:
+                    label = int(found.label[k])
+                    if last[label] == k and not in_closed[k] and not stored[k]:
+                        done(label)
             storage.flush()
             # The in-memory replay's profiles and ids, in their tables' key order: straight to disk.
             profile_rows = Spool(Path(folder) / "people-memory-profiles.rows")
@@ -639,13 +692,12 @@ class PeopleBulkImporter:
             id_rows = Spool(Path(folder) / "people-memory-ids.rows")
             for (o, region, ident), (ucid, ts) in sorted(memory.owners.items(), key=lambda item: item[0]):
                 id_rows.append((o, region, ident.id_type, ident.value, ucid, ts))
-            del memory, in_memory
             summary.mark("resolve", t)
             self._check_stop()
 
             t = time.monotonic()
 
-            def blocks(name: str, *more: Spool) -> Iterator[list[list[Any]]]:
+            def blocks(name: str, *more: Spool) -> Iterator[list[tuple[Any, ...]]]:
                 return merged([getattr(g, name) for g in groups] + list(more))
 
             phases = summary.phases

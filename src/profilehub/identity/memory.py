@@ -150,6 +150,24 @@ class MemoryStorage:
                 self.owners[key] = (row[0], ts)
                 self.profiles[(org_id, row[0])].ids[ident] = ts
 
+    def take(
+        self, org_id: int, region: str, ucids: Iterable[str], ids: Iterable[Identifier]
+    ) -> tuple[dict[str, StoredProfile], dict[Identifier, tuple[str, int]]]:
+        """Remove profiles ``ucids`` and ids ``ids`` (of ``region``) and give back their rows (the
+        ids': owner and ``_ts``): a replay done with a component keeps no more of it in memory."""
+        profiles: dict[str, StoredProfile] = {}
+        for u in ucids:
+            row = self.profiles.pop((org_id, u), None)
+            if row is not None:
+                profiles[u] = row
+                self._linked.pop((org_id, u), None)
+        owners: dict[Identifier, tuple[str, int]] = {}
+        for ident in ids:
+            owner = self.owners.pop((org_id, region, ident), None)
+            if owner is not None:
+                owners[ident] = owner
+        return profiles, owners
+
     def record_change(self, change: ProfileChange) -> None:
         self.changes.append(change)
 
