@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from profilehub.crm.values import check_storable
+from profilehub.errors import BadRequest
 from tests.conftest import OrgFixture, assert_error
 
 H_JSON = {"Content-Type": "application/json"}
@@ -228,3 +230,27 @@ def test_nul_or_lone_surrogate_in_a_key_is_a_4xx_naming_the_field(
     assert client.get("/v2/crm/people", headers=h).json()["pagination"]["total"] == 1
     assert client.get("/v2/crm/companies", headers=h).json()["pagination"]["total"] == 1
     assert client.get("/v2/crm/products", headers=h).json()["pagination"]["total"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"firstName": "A\x00"}, "firstName", "NUL"),
+        ({"a": {"b": ["ok", "x\x00"]}}, "a.b.1", "NUL"),
+        ({"a": [1, {"k\x00": 1}]}, "a.1.k\\u0000", "NUL"),
+        ({"x": "\ud800"}, "x", "surrogate"),
+        ({"\ud800": "x"}, "\\ud800", "surrogate"),
+        ({"n": [2**63]}, "n.0", "64 bits"),
+        ({"n": -(2**63)}, "n", "64 bits"),
+    ],
+)
+def test_what_a_database_cannot_store_is_named_wherever_it_sits(
+    body: dict[str, Any], field: str, message: str
+) -> None:
+    with pytest.raises(BadRequest) as refused:
+        check_storable(body)
+    assert refused.value.field == field and message in refused.value.message
+
+
+def test_what_a_database_can_store_passes() -> None:
+    check_storable({"é": "naïve", "t": "\t", "n": [2**63 - 1, -(2**63) + 1, 1.5, True, None], "o": {"": ""}})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -54,16 +55,22 @@ _PG_PREFETCH = (
     "LEFT JOIN crm_records AS r "
     "ON r.org_id = %(org)s AND r.object_slug = %(slug)s AND r.record_id = e.person_id"
 )
-# SQLite: a person's value index rows other than ``?`` (a JSON array of [key, value] pairs). The
-# index is named: with the pairs' ``NOT IN``, SQLite's planner otherwise walks the org's whole value
-# index by its primary key (a search by (org_id, object_slug) only).
-_SQLITE_DROP_STALE_VALUES = (
-    "DELETE FROM crm_values INDEXED BY ix_crm_values_record "
-    "WHERE org_id = ? AND object_slug = ? AND record_id = ? "
-    "AND (attribute_key, value) NOT IN "
-    "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
-)
-# ... and its rows, those it has already left as they are.
+
+
+@lru_cache(maxsize=64)
+def _sqlite_drop_stale_values(pairs: int) -> str:
+    """SQLite: the statement that deletes a person's value index rows other than ``pairs``
+    (attribute key, value) pairs given after its org, object and id. The index is named: with the
+    condition on the pairs, SQLite's planner otherwise walks the org's whole value index by its
+    primary key (a search by (org_id, object_slug) only)."""
+    keep = " OR ".join(["(attribute_key = ? AND value = ?)"] * pairs) or "0"
+    return (
+        "DELETE FROM crm_values INDEXED BY ix_crm_values_record "
+        f"WHERE org_id = ? AND object_slug = ? AND record_id = ? AND NOT ({keep})"
+    )
+
+
+# SQLite: a person's value index rows, but those it has already (``_sqlite_drop_stale_values`` left them).
 _SQLITE_INSERT_VALUES = (
     "INSERT INTO crm_values (org_id, object_slug, record_id, attribute_key, value, seq) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
@@ -298,14 +305,12 @@ class PeopleBatch:
                 # ones it keeps stay (the INSERT below skips them), instead of all of them going
                 # and coming back. Read from the table, not the person's values before: an index
                 # written by an earlier release is put right all the same.
-                self._run(
-                    _SQLITE_DROP_STALE_VALUES,
-                    [
-                        (org_id, PEOPLE, p, orjson.dumps([row[3:5] for row in self._index[p][0]]).decode())
-                        for p in changed
-                    ],
-                    many=True,
-                )
+                stale: dict[int, list[tuple[Any, ...]]] = {}
+                for p in changed:
+                    kept = [part for row in self._index[p][0] for part in row[3:5]]
+                    stale.setdefault(len(kept) // 2, []).append((org_id, PEOPLE, p, *kept))
+                for pairs, params in stale.items():
+                    self._run(_sqlite_drop_stale_values(pairs), params, many=True)
                 unique_of = [p for p in changed if p in self._unique_of]
                 if unique_of:
                     self._delete_of("crm_unique_values", "record_id", unique_of, slug=True)
