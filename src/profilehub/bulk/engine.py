@@ -158,7 +158,9 @@ class _Plan:
         self.regions: set[str] = set()
         self.offsets = array("q", [0])
         self.keys = array("q")
-        self.types = array("q")
+        # idType codes go up to len(type_names) (unknown): a byte each for any real strategy (64-bit,
+        # 60 MB more at a million records, 600 MB at ten million)
+        self.types = array("b" if len(self.type_names) < 127 else "q")
         self.ucids: dict[int, str] = {}
         self.suppressed: set[int] = set()  # writes carrying a suppressed id (written without it)
         self.lines = array("q")
@@ -181,7 +183,10 @@ class _Plan:
         self.count += len(written)
         self.lines.extend([r.line for _, r in written])
         self.keys.extend(prepared.keys)
-        self.types.extend(prepared.types)
+        types = prepared.types
+        self.types.extend(
+            types if types.typecode == self.types.typecode else array(self.types.typecode, types)
+        )
         self.offsets.extend(islice(accumulate(prepared.counts, initial=self.offsets[-1]), 1, None))
         self.regions.update(prepared.regions)
         if prepared.ucids or prepared.suppressed:
@@ -491,7 +496,11 @@ class BulkImporter:
         t = time.monotonic()
         # Ids coded 0..m-1 by their keys; ``keys[first[c]]`` is the first occurrence of id c.
         keys, first, flat = code_keys(np.frombuffer(plan.keys, dtype=np.int64))
-        id_type = np.frombuffer(plan.types, dtype=np.int64)[first]
+        id_type = (
+            np.frombuffer(plan.types, dtype=np.int8)
+            if plan.types.typecode == "b"
+            else np.frombuffer(plan.types, dtype=np.int64)
+        )[first]
         del first  # before the graph: the link phase is the import's peak of memory
         offsets = np.frombuffer(plan.offsets, dtype=np.int64)
         graph = components(offsets, flat, len(keys))
