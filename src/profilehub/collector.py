@@ -44,3 +44,21 @@ def tuned() -> Iterator[None]:
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    """No automatic collection for the duration of the block (then as before).
+
+    For a block that makes hundreds of thousands of objects which all live until it ends and form
+    no cycles (the bulk import's rows of a group of writes): each young collection there walks the
+    ~50,000 newest objects only to find them alive, 10-15% of the block's CPU (measured). The
+    collector is the process's: meant for the one thread that does the work of its process.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

@@ -27,6 +27,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from profilehub import collector
 from profilehub.bulk.spool import Spool
 from profilehub.errors import ProfilehubError
 from profilehub.identity.consent import CONSENT, consent_entries
@@ -330,7 +331,9 @@ def closed_form(
             per_type: dict[str, int] = {}
             for _, id_type, _, _, _ in held.values():
                 per_type[id_type] = per_type.get(id_type, 0) + 1
-            simple = all(count <= limits.get(id_type, 0) for id_type, count in per_type.items())
+            for id_type, count in per_type.items():
+                if count > limits.get(id_type, 0):
+                    simple = False
         if not simple:
             not_simple.append(component)
             del events[marks[0] :], changes[marks[1] :], journals[marks[2] :], ledgers[marks[3] :]
@@ -392,9 +395,13 @@ def resolve_file(
     ledger: bool = True,
 ) -> tuple[int, int]:
     """``resolve_group`` on the writes of file ``writes`` (``closed``: each one's simple component
-    or -1), read straight into the form each way of resolving takes."""
-    simple, replay = read_group(writes, closed.tolist(), org_id, actor)
-    return _resolve(strategy, org_id, simple, replay, at, block, spools, journal, stop, ledger)
+    or -1), read straight into the form each way of resolving takes; ``spools`` closed after."""
+    with collector.paused():
+        simple, replay = read_group(writes, closed.tolist(), org_id, actor)
+        counts = _resolve(strategy, org_id, simple, replay, at, block, spools, journal, stop, ledger)
+        del simple, replay
+        spools.close()
+    return counts
 
 
 def resolve_group(
