@@ -1,20 +1,22 @@
 """Preparing the bulk path's records: exactly what the online importer makes of each
-(``profile_write``, then ``prepare_write``), worked out over distinct values.
+(``profile_write``, then ``prepare_write``), worked out value by value.
 
-A file of a million records carries some three million id values, and the same values again and
-again (a person's email, phone and devices); their normalising and hashing (eight hashes a raw
-email or phone number, ``phonenumbers`` for a phone) is most of what preparing costs. Here:
+A file of a million records carries some three million id values; their normalising and hashing
+(eight hashes a raw email or phone number, ``phonenumbers`` for a phone), the request model and
+the ids' keys are most of what preparing costs. Here:
 
 - A record of the plain shape (``orgId``, ``region``, ``ids`` and ``upsert`` only, ids given as
   text, attribute values of JSON's simple kinds) is checked by a few type tests instead of the
   request model; anything else goes through ``profile_write`` and ``prepare_write`` themselves.
-- Each distinct (idType, value, region) is normalised once, as ``normalise_ids`` does it for that id
-  alone, and its ids' keys computed once (a bounded memo). A record's ids are the union of its
-  values' ids, sorted, when that is what ``normalise_ids`` gives for the whole record: no two values
-  yield the same idType, and every value either yields ids with no notice or is dropped whole
-  (blocked, suppressed) with the one notice the whole record's call gives first. A value that does
-  anything else (a disabled idType, a derived id overridden by one given) sends its record through
-  ``prepare_write``.
+- Each (idType, value, region) is normalised as ``normalise_ids`` does it for that id alone (for
+  the usual cases directly: a plain idType's value, a raw email's or phone's family of hashes),
+  its ids' keys computed with it, and the result kept in a small memo. A record's ids are the
+  union of its values' ids, sorted, when that is what ``normalise_ids`` gives for the whole
+  record: no two values yield the same idType, and every value either yields ids with no notice
+  or is dropped whole (blocked, suppressed) with the one notice the whole record's call gives
+  first. A value that does anything else (a disabled idType, a derived id overridden by one given,
+  a suppression to check against) goes through ``normalise_ids`` alone, and if even that is not
+  the whole record's answer, its record goes through ``prepare_write``.
 
 So a refused record is refused by the online functions, word for word, and a written one carries
 the same ids, notices and upsert (``tests/test_bulk_prepare.py`` compares both ways).
@@ -50,9 +52,11 @@ from profilehub.profiles import MAX_ATTRIBUTE_NAME, prepare_write
 # idTypes (coded by the strategy's idTypes sorted by name)
 Compact = tuple[str, tuple[str, ...], str, str | None, list[Notice] | None, tuple[int, ...], tuple[int, ...]]
 
-# Distinct values kept normalised per process. A value's entry is ~0.3-1.5 KB (an email's five
-# hashes and their keys), so this bounds the memo near 100 MB; when full it starts again.
-MEMO_VALUES = 1 << 17
+# Distinct values kept normalised per process (~600 bytes each, ~10 MB in all); when full it
+# starts again. Small on purpose: a backfill's values repeat at random distances, so a larger memo
+# gained nothing measurable (16k and 131k entries: the same CPU a record on the benchmark's
+# records) and would add to every process's peak memory.
+MEMO_VALUES = 1 << 14
 _PLAIN_KEYS = frozenset(("orgId", "region", "ids", "upsert"))
 _RAW_TYPES = ("email", "cellphone")  # the idTypes whose value is dropped whole (blocked, suppressed)
 _INT_MIN, _INT_END = -(2**63), 2**64  # as ``profiles._check_attribute_value``
