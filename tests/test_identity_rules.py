@@ -493,10 +493,10 @@ def test_a_value_blocked_for_one_idtype_still_matches_under_another() -> None:
 # --- the change log: what happened, never an id value ---
 def test_each_write_is_logged_without_id_values() -> None:
     w = World()
-    made = w.write(0, {"email": "ann@example.com", "crm_id": "c-1"}, {"profile": {"name": "Ann"}}).master.ucid
-    w.write(1, {"crm_id": "c-1"}, {"profile": {"name": None}})
+    made = w.write(0, {"email": "ann@example.com", "crm_id": "crm-1"}, {"profile": {"name": "Ann"}}).master.ucid
+    w.write(1, {"crm_id": "crm-1"}, {"profile": {"name": None}})
     w.write(2, {"fpuid": "f-1"})
-    w.write(3, {"crm_id": "c-1", "fpuid": "f-1"})
+    w.write(3, {"crm_id": "crm-1", "fpuid": "f-1"})
     assert [(c.ucid, c.action, c.actor, c.ts) for c in w.storage.changes][:2] == [
         (made, "create", "test", T),
         (made, "update", "test", T + 1),
@@ -506,7 +506,7 @@ def test_each_write_is_logged_without_id_values() -> None:
     assert first["region"] == "EU" and first["attributes"] == {"profile": ["name"]}
     assert "crm_id" in first["idTypes"] and "email_sha256_lowercase" in first["idTypes"]
     logged = json.dumps([c.detail for c in w.storage.changes])
-    assert "c-1" not in logged and "ann@example.com" not in logged and "Ann" not in logged
+    assert "crm-1" not in logged and "ann@example.com" not in logged and "Ann" not in logged
 
 
 # --- editing the strategy ---
