@@ -493,7 +493,9 @@ def test_a_value_blocked_for_one_idtype_still_matches_under_another() -> None:
 # --- the change log: what happened, never an id value ---
 def test_each_write_is_logged_without_id_values() -> None:
     w = World()
-    made = w.write(0, {"email": "ann@example.com", "crm_id": "crm-1"}, {"profile": {"name": "Ann"}}).master.ucid
+    made = w.write(
+        0, {"email": "ann@example.com", "crm_id": "crm-1"}, {"profile": {"name": "Ann"}}
+    ).master.ucid
     w.write(1, {"crm_id": "crm-1"}, {"profile": {"name": None}})
     w.write(2, {"fpuid": "f-1"})
     w.write(3, {"crm_id": "crm-1", "fpuid": "f-1"})
