@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from functools import partial
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ from profilehub.crm.people import (
 from profilehub.crm.values import Attribute
 from profilehub.errors import ProfilehubError, error_body
 from profilehub.identity.memory import MemoryStorage
+from profilehub.identity.normalize import Identifier, Notice
 from profilehub.identity.resolve import PreparedWrite, apply_write
 from profilehub.identity.strategy import CRM_PERSON_ID, Strategy
 from profilehub.identity.ucid import UcidBlock
@@ -131,14 +132,88 @@ class _NotSetBased(Exception):
     graph write was refused): roll back and run the file through the per-call path."""
 
 
-@dataclass
-class _Call:
-    """One call of the online import (up to ``MAX_BATCH`` bodies): the people it saved, the file
-    indices of its graph writes (``graph``; ``owners``: the person of each)."""
+class _Written:
+    """What the CRM part of the file leaves for the identity part, on disk in ``folder``: the
+    graph writes in file order, with the 64-bit keys of their ids (``bulk.resolve.id_key``) and
+    their idTypes for the link phase, and each call's people (an online call: the people it saved,
+    the file indices of its graph writes and the person of each). Memory holds a frame of each."""
 
-    saved: list[PersonResult]
-    graph: range
-    owners: list[PersonResult]
+    def __init__(self, folder: Path, strategy: Strategy, org_id: int, home: str) -> None:
+        self.folder, self.org_id, self.home = folder, org_id, home
+        self.type_names = sorted(strategy.id_types)
+        self._code = {name: c for c, name in enumerate(self.type_names)}
+        self.n = 0
+        self.keys = array("q")
+        self.types = array("b")  # each id's idType, coded as ``type_names`` (unknown: their count)
+        self.offsets = array("q", [0])  # write k's ids: keys[offsets[k]:offsets[k + 1]]
+        self.elsewhere = array("q")  # writes that meet the store whatever their ids
+        # People saved in a call that made no graph write of theirs (their ucid is looked up).
+        self.late: set[str] = set()
+        self._writes = Spool(folder / "people-writes.rows")
+        self._calls = Spool(folder / "people-calls.rows")
+        self._people = Spool(folder / "people-saved.rows")
+
+    def add_call(
+        self,
+        saved: list[PersonResult],
+        graph: Sequence[tuple[PreparedWrite, Any]],
+        owners: list[PersonResult],
+    ) -> None:
+        start = self.n
+        unknown = len(self.type_names)
+        for w, _ in graph:
+            for i in w.ids:
+                self.keys.append(id_key(w.region, i.id_type, i.value))
+                self.types.append(self._code.get(i.id_type, unknown))
+            self.offsets.append(len(self.keys))
+            if w.released or w.region != self.home:
+                self.elsewhere.append(self.n)
+            self._writes.append(
+                (
+                    w.region,
+                    [x for i in w.ids for x in i],
+                    w.upsert,
+                    w.ucid,
+                    w.actor,
+                    [(m.code, m.message, m.field, m.detail) for m in w.notices],
+                    [x for i in w.released for x in i],
+                    w.source,
+                )
+            )
+            self.n += 1
+        at = {id(p): n for n, p in enumerate(saved)}
+        wrote = [at[id(o)] for o in owners]
+        if len(wrote) < len(saved):
+            self.late.update(p.person["id"] for n, p in enumerate(saved) if n not in set(wrote))
+        for p in saved:
+            self._people.append((p.person, p.created, p.ts, p.notices))
+        self._calls.append((start, self.n, len(saved), wrote))
+
+    def read_writes(self) -> Iterator[PreparedWrite]:
+        """The graph writes in file order."""
+        org_id = self.org_id
+        for region, ids, upsert, ucid, actor, notices, released, source in self._writes.rows():
+            yield PreparedWrite(
+                org_id,
+                region,
+                [Identifier(ids[n], ids[n + 1]) for n in range(0, len(ids), 2)],
+                upsert,
+                ucid,
+                actor,
+                [Notice(*m) for m in notices],
+                [Identifier(released[n], released[n + 1]) for n in range(0, len(released), 2)],
+                source,
+            )
+
+    def read_calls(self) -> Iterator[tuple[range, list[PersonResult], list[PersonResult]]]:
+        """Each call: its graph writes' file indices, its people, the person of each write."""
+        people = self._people.rows()
+        for start, stop, count, wrote in self._calls.rows():
+            saved = [
+                PersonResult(person, created, 0, notices, ts)
+                for person, created, ts, notices in islice(people, count)
+            ]
+            yield range(start, stop), saved, [saved[n] for n in wrote]
 
 
 class _Remembered(UcidBlock):
@@ -171,8 +246,6 @@ LOOKUP_CHUNK = 20_000
 FLUSH_PEOPLE = 5_000
 # Replayed graph writes whose change log, journal and ledger rows one sorted spool group holds.
 SPOOL_GROUP = 10_000
-# A graph write let go of once its rows are made (its component resolved, or replayed and done).
-_DONE = PreparedWrite(0, "", [], {}, None, "")
 # Change ids reserved for one import (a range of the id space, not rows: ids not given are never
 # made); the file's count is not known before its end, when the first people are long written.
 _CHANGE_IDS = 1 << 40
@@ -273,8 +346,11 @@ class PeopleBulkImporter:
             set_based = self.set_based
             while True:
                 try:
-                    with savepoint(conn):
-                        return self._attempt(conn, at, summary, refused, set_based)
+                    with (
+                        tempfile.TemporaryDirectory(prefix="profilehub-bulk-people-") as folder,
+                        savepoint(conn),
+                    ):
+                        return self._attempt(conn, at, summary, refused, set_based, Path(folder))
                 except _RecordRefused as again:
                     refused[again.at] = again.error
                 except _NotSetBased:
@@ -320,6 +396,7 @@ class PeopleBulkImporter:
         summary: BulkSummary,
         refused: dict[tuple[int, int], ProfilehubError],
         set_based: bool,
+        folder: Path,
     ) -> _Outcomes:
         profiles = ProfileService(self.db, clock=lambda: at)
         org: _OrgWrites = _org_writes(conn, profiles, self.org_id)  # the locks, held to the commit
@@ -334,8 +411,7 @@ class PeopleBulkImporter:
             and not any(a.is_unique or a.type == "relation" for a in org.attrs.values())
         )
         pending = org.rows.pending_changes()
-        graph_calls: list[_Call] = []
-        writes: list[PreparedWrite] = []
+        written = _Written(folder, org.strategy, org.org_id, org.home)
         # Change ids in the online order, given as each call ends: its people's entries, then one
         # place for each of its graph writes (``positions``, numbered when they are written). So
         # the person store's rows can go to the tables every ``FLUSH_PEOPLE`` people instead of
@@ -367,11 +443,9 @@ class PeopleBulkImporter:
                     for row in pending[before:]:
                         row["change_id"] = change_id(at_pos)
                         at_pos += 1
-                    start = len(writes)
-                    writes += [w for w, _ in org.graph]
                     positions.extend(range(at_pos, at_pos + len(org.graph)))
                     at_pos += len(org.graph)
-                    graph_calls.append(_Call(org.saved, range(start, len(writes)), org.graph_of))
+                    written.add_call(org.saved, org.graph, org.graph_of)
                     org.saved, org.graph, org.graph_of = [], [], []
                 results += answers
             given = iter(results)
@@ -383,7 +457,7 @@ class PeopleBulkImporter:
                     out.created += outcome.created
                     out.updated += not outcome.created
                 else:
-                    out.rejects.append((record, outcome))
+                    out.rejects.append((record, _bare(outcome)))
                 if len(head) < self.early_stop:
                     head.append(_head_reason(outcome))
             summary.read += len(batch)
@@ -404,8 +478,7 @@ class PeopleBulkImporter:
                 conn,
                 profiles,
                 org,
-                graph_calls,
-                writes,
+                written,
                 np.frombuffer(positions, dtype=np.int64),
                 change_id,
                 at,
@@ -422,53 +495,46 @@ class PeopleBulkImporter:
         conn: Connection,
         profiles: ProfileService,
         org: _OrgWrites,
-        calls: list[_Call],
-        writes: list[PreparedWrite],
+        written: _Written,
         positions: np.ndarray[Any, np.dtype[np.int64]],
         change_id: ChangeIdBlock,
         at: int,
         summary: BulkSummary,
     ) -> int:
-        """The people's graph writes (``writes``, in file order) resolved as the CDP bulk path
+        """The people's graph writes (``written``, in file order) resolved as the CDP bulk path
         resolves a file: components of writes and ids (``bulk.graph``); the simple ones that touch
         nothing stored in closed form (``bulk.resolve``); the rest replayed in file order through
         the identity core against the store. Then every row written, the change log and events
         numbered as the online import's calls interleave them (each call's people, then their
         profiles' change log entries; each call's profile events, then its people's events).
 
-        Memory: each call's events go to a spool on disk as the call's graph writes are replayed,
-        and the call's people are dropped then; the events are numbered and streamed into the
-        table at the end. Returns how many saved people carried a suppressed id."""
+        Memory: the writes and the people are read back from disk a call at a time; each call's
+        events go to a spool as the call's graph writes are replayed; a component replayed in
+        memory goes to the spools after its last write. Returns how many saved people carried a
+        suppressed id."""
         t = time.monotonic()
-        strategy, org_id, home = org.strategy, org.org_id, org.home
-        n = len(writes)
-        type_names = sorted(strategy.id_types)
-        type_code = {name: c for c, name in enumerate(type_names)}
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        keys_list: list[int] = []
-        types_list: list[int] = []
-        for k, w in enumerate(writes):
-            for i in w.ids:
-                keys_list.append(id_key(w.region, i.id_type, i.value))
-                types_list.append(type_code.get(i.id_type, len(type_names)))
-            offsets[k + 1] = len(keys_list)
+        strategy, org_id, home, folder = org.strategy, org.org_id, org.home, written.folder
+        n = written.n
+        offsets = np.frombuffer(written.offsets, dtype=np.int64)
         keys, first, flat = np.unique(
-            np.array(keys_list, dtype=np.int64), return_index=True, return_inverse=True
+            np.frombuffer(written.keys, dtype=np.int64), return_index=True, return_inverse=True
         )
         found = components(offsets, flat, len(keys))
         limits = np.array(
-            [strategy.id_types[name].max_per_profile for name in type_names] + [0], dtype=np.int64
+            [strategy.id_types[name].max_per_profile for name in written.type_names] + [0], dtype=np.int64
         )
         simple = simple_components(
             offsets,
             flat,
             found.label,
             found.id_label,
-            np.array(types_list, dtype=np.int64)[first],
+            np.frombuffer(written.types, dtype=np.int8)[first],
             limits,
             found.count,
         )
+        del first, flat
         touching = np.zeros(found.count, dtype=bool)
+        touching[found.label[np.frombuffer(written.elsewhere, dtype=np.int64)]] = True
         storage = profile_storage(conn, profiles.journal, profiles.ledger)
         chunk: set[Any] = set()
 
@@ -490,197 +556,90 @@ class PeopleBulkImporter:
             ).first()
             is not None
         )
-        for k, w in enumerate(writes):
-            if w.released or w.region != home:
-                touching[found.label[k]] = True
-            if held:
+        if held:
+            for w in written.read_writes():
                 chunk.update(w.ids)
                 if len(chunk) >= LOOKUP_CHUNK:
                     look_up()
-        look_up()
+            look_up()
         summary.components = found.count
         summary.mark("link", t)
         self._check_stop()
 
         t = time.monotonic()
+        labels = found.label
+        in_closed = simple[labels] & ~touching[labels]
+        stored = ~in_closed & touching[labels]
         closed: dict[int, list[tuple[int, PreparedWrite]]] = {}
-        for k, w in enumerate(writes):
-            label = int(found.label[k])
-            if simple[label] and not touching[label]:
-                closed.setdefault(label, []).append((k, w))
+        stored_ids: list[Identifier] = []
+        for k, w in enumerate(written.read_writes()):
+            if in_closed[k]:
+                closed.setdefault(int(labels[k]), []).append((k, w))
+            elif stored[k]:
+                stored_ids += w.ids
         for label in [
             label for label, comp in closed.items() if not is_simple(strategy, [w.ids for _, w in comp])
         ]:
-            del closed[label]  # ids that share a key made it look simple: replayed
+            for k, _ in closed.pop(label):  # ids that share a key made it look simple: replayed
+                in_closed[k] = False
         block = _Remembered(max(n, 1))
         # A person in a closed-form component: the profile's ucid and the first write of theirs.
         linked_at: dict[str, tuple[int, str]] = {}
-        in_closed = np.zeros(n, dtype=bool)
         group: list[tuple[int, int, PreparedWrite]] = []
         for label, comp in closed.items():
             ucid = block(comp[0][0])
             for k, w in comp:
-                in_closed[k] = True
                 group.append((k, label, w))
                 linked_at.setdefault(w.ids[0].value, (k, ucid))  # the person's link comes first
+        del closed
         group.sort(key=lambda item: item[0])
         summary.closed_form = len(group)
-        with tempfile.TemporaryDirectory(prefix="profilehub-bulk-people-") as folder:
-            spools = Spools.open(Path(folder), "people")
-            resolve_group(
-                strategy,
-                org_id,
-                group,
-                at,
-                block,
-                spools,
-                profiles.journal,
-                self._check_stop,
-                profiles.ledger,
-            )
-            del group
-            spools.close()  # sorted and on disk: memory holds a group's rows at most
-            for j in np.flatnonzero(in_closed).tolist():
-                writes[j] = _DONE
-            # The replayed writes' rows, a sorted group of spools every ``SPOOL_GROUP`` writes,
-            # merged with the closed form's at the write (as the CDP bulk path merges its groups').
-            groups = [spools, Spools.open(Path(folder), "replay1")]
-            replayed = 0
-            # The closed-form events, in file index order (the spool is sorted): read as the calls
-            # reach them, their data kept as the JSON text the table stores.
-            closed_events = spools.events.rows()
-            next_closed = next(closed_events, None)
-            # The replayed writes' events, until their call spools them.
-            events_of: dict[int, tuple[str, str | None, int, str, str]] = {}
-            notices_of: dict[int, Sequence[Any]] = {
-                k: w.notices for k, w in enumerate(writes) if in_closed[k]
-            }
-            # Components that touch nothing stored replay in memory (as ``resolve_group`` replays
-            # its others), the rest against the store; both keep their change log and journal
-            # entries aside, spooled as each write is applied, to number them in file order.
-            recorded = Recorded(storage)
-            memory = MemoryStorage()
-            in_memory = Recorded(memory)
-            stored = ~in_closed & touching[found.label]
-            storage.prefetch(
-                org_id, home, [i for k in np.flatnonzero(stored) for i in writes[int(k)].ids], []
-            )
-            summary.resolved_in_memory = n - int(stored.sum())
-            summary.replayed_in_store = int(stored.sum())
-            # A component replayed in memory leaves memory for the spools after its last write
-            # (``done``: each component's writes, in file order, from ``members``).
-            members = np.argsort(found.label, kind="stable")
-            bounds = np.searchsorted(found.label[members], np.arange(found.count + 1))
-            last = members[bounds[1:] - 1]
-            # People saved in a call that made no graph write of theirs: their ucid is looked up
-            # by their link, which may be in a component already done.
-            late: set[str] = set()
-            for call in calls:
-                wrote = {id(o) for o in call.owners}
-                late.update(p.person["id"] for p in call.saved if id(p) not in wrote)
-            done_links: dict[str, str] = {}
+        spools = Spools.open(folder, "people")
+        resolve_group(
+            strategy,
+            org_id,
+            group,
+            at,
+            block,
+            spools,
+            profiles.journal,
+            self._check_stop,
+            profiles.ledger,
+        )
+        del group
+        spools.close()  # sorted and on disk: memory holds a group's rows at most
+        # The replayed writes' rows, a sorted group of spools every ``SPOOL_GROUP`` writes,
+        # merged with the closed form's at the write (as the CDP bulk path merges its groups').
+        groups = [spools, Spools.open(folder, "replay1")]
+        replayed = 0
+        # The closed-form events, in file index order (the spool is sorted): read as the calls
+        # reach them, their data kept as the JSON text the table stores.
+        closed_events = spools.events.rows()
+        next_closed = next(closed_events, None)
+        # Components that touch nothing stored replay in memory (as ``resolve_group`` replays
+        # its others), the rest against the store; both keep their change log and journal
+        # entries aside, spooled as each write is applied, to number them in file order.
+        recorded = Recorded(storage)
+        memory = MemoryStorage()
+        in_memory = Recorded(memory)
+        storage.prefetch(org_id, home, stored_ids, [])
+        del stored_ids
+        summary.resolved_in_memory = n - int(stored.sum())
+        summary.replayed_in_store = int(stored.sum())
+        # A component replayed in memory leaves memory for the spools after its last write.
+        members = np.argsort(labels, kind="stable")
+        last = members[np.searchsorted(labels[members], np.arange(1, found.count + 1)) - 1]
+        del members
+        done_links: dict[str, str] = {}  # of people in ``written.late`` whose component is done
 
-            def done(label: int) -> None:
-                ks = members[bounds[label] : bounds[label + 1]]
-                made = [u for k in ks if (u := block.forget(int(k))) is not None]
-                ids = [i for k in ks for i in writes[k].ids]
-                finished, owners = memory.take(org_id, home, made, ids)
-                group = groups[-1]
-                for ucid, p in finished.items():
-                    group.profiles.append(
-                        (
-                            org_id,
-                            ucid,
-                            p.region,
-                            p.created_ts,
-                            p.updated_ts,
-                            p.merged_into,
-                            orjson.dumps(p.data).decode(),
-                        )
-                    )
-                for ident, (ucid, ts) in owners.items():
-                    group.ids.append((org_id, home, ident.id_type, ident.value, ucid, ts))
-                    if ident.id_type == CRM_PERSON_ID and ident.value in late:
-                        done_links[ident.value] = ucid
-                for k in ks:
-                    writes[k] = _DONE
-
-            # Every event in the online order: (type, region, ts, entity_id, data JSON).
-            events = Spool(Path(folder) / "people-events-ordered.rows")
-            suppressed = 0
-            for c, call in enumerate(calls):
-                if c % 20 == 0:
-                    self._check_stop()
-                for k in call.graph:
-                    if in_closed[k]:
-                        continue
-                    target = recorded if stored[k] else in_memory
-                    try:
-                        outcome = apply_write(target, strategy, writes[k], at, new_ucid=partial(block, k))
-                    except ProfilehubError as exc:
-                        raise _NotSetBased from exc
-                    result = WriteResult(strategy, outcome)
-                    if stored[k]:
-                        writes[k] = _DONE
-                    if replayed == SPOOL_GROUP:
-                        groups[-1].close()
-                        groups.append(Spools.open(Path(folder), f"replay{len(groups)}"))
-                        replayed = 0
-                    replayed += 1
-                    spool_log(
-                        groups[-1], [k], target.changes, target.writes, profiles.journal, profiles.ledger
-                    )
-                    target.changes.clear()
-                    target.writes.clear()
-                    e = result.event(org_id)
-                    events_of[k] = (e.type, e.region, e.ts, e.entity_id, orjson.dumps(e.data).decode())
-                    notices_of[k] = result.notices
-                for k, owner in zip(call.graph, call.owners, strict=True):
-                    owner.notices += notices_of.pop(k)
-                # The people's ucids as they stand after the call (online: its transaction's end).
-                ask = []
-                for person in call.saved:
-                    pid = person.person["id"]
-                    hit = linked_at.get(pid)
-                    if hit is None:
-                        ask.append(pid)
-                    else:
-                        person.person["ucid"] = hit[1] if hit[0] < call.graph.stop else None
-                links = [person_link(p) for p in ask]
-                owners = in_memory.find_owners(org_id, home, links) if ask else {}
-                rest = [link for link in links if link not in owners]
-                if rest:  # a link is in memory or in the store, never both
-                    owners.update(recorded.find_owners(org_id, home, rest))
-                by_person = {ident.value: ucid for ident, ucid in owners.items()}
-                for person in call.saved:
-                    pid = person.person["id"]
-                    if pid not in linked_at:
-                        person.person["ucid"] = by_person.get(pid) or done_links.get(pid)
-                for k in call.graph:
-                    if in_closed[k]:
-                        assert next_closed is not None and next_closed[0] == k
-                        events.append(next_closed[1:])
-                        next_closed = next(closed_events, None)
-                    else:
-                        events.append(events_of.pop(k))
-                for saved in call.saved:
-                    kind = "person.created" if saved.created else "person.updated"
-                    data = orjson.dumps({"person": saved.person}).decode()
-                    events.append((kind, None, saved.ts, saved.person["id"], data))
-                    suppressed += carried_suppressed(saved)
-                # The call's people are written out: drop them (they are most of the memory).
-                call.saved, call.owners = [], []
-                for k in call.graph:
-                    label = int(found.label[k])
-                    if last[label] == k and not in_closed[k] and not stored[k]:
-                        done(label)
-            storage.flush()
-            # The in-memory replay's profiles and ids, in their tables' key order: straight to disk.
-            profile_rows = Spool(Path(folder) / "people-memory-profiles.rows")
-            for (o, ucid), p in sorted(memory.profiles.items(), key=lambda item: item[0]):
-                profile_rows.append(
+        def done(ks: list[int]) -> None:
+            made = [u for k in ks if (u := block.forget(k)) is not None]
+            finished, owners = memory.take(org_id, made)
+            group = groups[-1]
+            for ucid, p in finished.items():
+                group.profiles.append(
                     (
-                        o,
+                        org_id,
                         ucid,
                         p.region,
                         p.created_ts,
@@ -689,63 +648,133 @@ class PeopleBulkImporter:
                         orjson.dumps(p.data).decode(),
                     )
                 )
-            id_rows = Spool(Path(folder) / "people-memory-ids.rows")
-            for (o, region, ident), (ucid, ts) in sorted(memory.owners.items(), key=lambda item: item[0]):
-                id_rows.append((o, region, ident.id_type, ident.value, ucid, ts))
-            summary.mark("resolve", t)
-            self._check_stop()
+            for (region, ident), (ucid, ts) in owners.items():
+                group.ids.append((org_id, region, ident.id_type, ident.value, ucid, ts))
+                if ident.id_type == CRM_PERSON_ID and ident.value in written.late:
+                    done_links[ident.value] = ucid
 
-            t = time.monotonic()
+        # Every event in the online order: (type, region, ts, entity_id, data JSON).
+        events = Spool(folder / "people-events-ordered.rows")
+        suppressed = 0
+        writes = written.read_writes()
+        # Each in-memory component's writes so far, until its last.
+        of_component: dict[int, list[int]] = {}
+        for c, (graph, saved, owners) in enumerate(written.read_calls()):
+            if c % 20 == 0:
+                self._check_stop()
+            events_of: dict[int, tuple[str, str | None, int, str, str]] = {}
+            notices_of: dict[int, Sequence[Any]] = {}
+            for k in graph:
+                w = next(writes)
+                if in_closed[k]:
+                    notices_of[k] = w.notices
+                    continue
+                target = recorded if stored[k] else in_memory
+                try:
+                    outcome = apply_write(target, strategy, w, at, new_ucid=partial(block, k))
+                except ProfilehubError as exc:
+                    raise _NotSetBased from exc
+                result = WriteResult(strategy, outcome)
+                if replayed == SPOOL_GROUP:
+                    groups[-1].close()
+                    groups.append(Spools.open(folder, f"replay{len(groups)}"))
+                    replayed = 0
+                replayed += 1
+                spool_log(groups[-1], [k], target.changes, target.writes, profiles.journal, profiles.ledger)
+                target.changes.clear()
+                target.writes.clear()
+                e = result.event(org_id)
+                events_of[k] = (e.type, e.region, e.ts, e.entity_id, orjson.dumps(e.data).decode())
+                notices_of[k] = result.notices
+                if not stored[k]:
+                    of_component.setdefault(int(labels[k]), []).append(k)
+            for k, owner in zip(graph, owners, strict=True):
+                owner.notices += notices_of.pop(k)
+            # The people's ucids as they stand after the call (online: its transaction's end).
+            ask = []
+            for person in saved:
+                pid = person.person["id"]
+                hit = linked_at.get(pid)
+                if hit is None:
+                    ask.append(pid)
+                else:
+                    person.person["ucid"] = hit[1] if hit[0] < graph.stop else None
+            links = [person_link(p) for p in ask]
+            found_owners = in_memory.find_owners(org_id, home, links) if ask else {}
+            rest = [link for link in links if link not in found_owners]
+            if rest:  # a link is in memory or in the store, never both
+                found_owners.update(recorded.find_owners(org_id, home, rest))
+            by_person = {ident.value: ucid for ident, ucid in found_owners.items()}
+            for person in saved:
+                pid = person.person["id"]
+                if pid not in linked_at:
+                    person.person["ucid"] = by_person.get(pid) or done_links.get(pid)
+            for k in graph:
+                if in_closed[k]:
+                    assert next_closed is not None and next_closed[0] == k
+                    events.append(next_closed[1:])
+                    next_closed = next(closed_events, None)
+                else:
+                    events.append(events_of.pop(k))
+            for person in saved:
+                kind = "person.created" if person.created else "person.updated"
+                data = orjson.dumps({"person": person.person}).decode()
+                events.append((kind, None, person.ts, person.person["id"], data))
+                suppressed += carried_suppressed(person)
+            for k in graph:
+                label = int(labels[k])
+                if last[label] == k and not in_closed[k] and not stored[k]:
+                    done(of_component.pop(label))
+        storage.flush()
+        # Whatever is left in memory (nothing: every component ends), in its tables' key order.
+        done([k for ks in of_component.values() for k in ks])
+        groups[-1].close()
+        summary.mark("resolve", t)
+        self._check_stop()
 
-            def blocks(name: str, *more: Spool) -> Iterator[list[tuple[Any, ...]]]:
-                return merged([getattr(g, name) for g in groups] + list(more))
+        t = time.monotonic()
 
-            phases = summary.phases
-            _stream_rows(
-                conn,
-                "profiles",
-                _PROFILE_COLUMNS,
-                chain.from_iterable(blocks("profiles", profile_rows)),
-                phases,
-            )
-            _stream_rows(
-                conn, "profile_ids", _ID_COLUMNS, chain.from_iterable(blocks("ids", id_rows)), phases
-            )
-            _stream_rows(
-                conn,
-                "changes",
-                _CHANGE_COLUMNS,
-                (
-                    (row[1], change_id(int(positions[row[0]])), *row[2:])
-                    for block_ in blocks("changes")
-                    for row in block_
-                ),
-                phases,
-            )
-            base = CLOCK.reserve(max(n, 1))
-            _stream_rows(
-                conn,
-                "profile_writes",
-                JOURNAL_COLUMNS,
-                ((*r[:2], base + r[2], *r[3:]) for b in blocks("journal") for r in b),
-                phases,
-            )
-            _stream_rows(
-                conn,
-                "consent_ledger",
-                LEDGER_COLUMNS,
-                ((*r[:2], base + r[2], *r[3:]) for b in blocks("ledger") for r in b),
-                phases,
-            )
-            # Events last: taking their numbers holds the counter row until commit
-            # (docs/events.md). Any the writer collected earlier in the transaction go first.
-            pending = pending_events(conn)
-            if pending:
-                insert_events(conn, pending)
-                pending.clear()
-            _stream_events(conn, org_id, events, phases)
-            if n:
-                profiles.journal_pruner.prune(conn, [org_id], profiles._prune_time(at))
+        def blocks(name: str) -> Iterator[list[tuple[Any, ...]]]:
+            return merged([getattr(g, name) for g in groups])
+
+        phases = summary.phases
+        _stream_rows(conn, "profiles", _PROFILE_COLUMNS, chain.from_iterable(blocks("profiles")), phases)
+        _stream_rows(conn, "profile_ids", _ID_COLUMNS, chain.from_iterable(blocks("ids")), phases)
+        _stream_rows(
+            conn,
+            "changes",
+            _CHANGE_COLUMNS,
+            (
+                (row[1], change_id(int(positions[row[0]])), *row[2:])
+                for block_ in blocks("changes")
+                for row in block_
+            ),
+            phases,
+        )
+        base = CLOCK.reserve(max(n, 1))
+        _stream_rows(
+            conn,
+            "profile_writes",
+            JOURNAL_COLUMNS,
+            ((*r[:2], base + r[2], *r[3:]) for b in blocks("journal") for r in b),
+            phases,
+        )
+        _stream_rows(
+            conn,
+            "consent_ledger",
+            LEDGER_COLUMNS,
+            ((*r[:2], base + r[2], *r[3:]) for b in blocks("ledger") for r in b),
+            phases,
+        )
+        # Events last: taking their numbers holds the counter row until commit
+        # (docs/events.md). Any the writer collected earlier in the transaction go first.
+        pending = pending_events(conn)
+        if pending:
+            insert_events(conn, pending)
+            pending.clear()
+        _stream_events(conn, org_id, events, phases)
+        if n:
+            profiles.journal_pruner.prune(conn, [org_id], profiles._prune_time(at))
         summary.mark("write", t)
         return suppressed
 
@@ -790,6 +819,18 @@ def _stream_events(conn: Connection, org_id: int, events: Spool, phases: dict[st
         ),
         phases,
     )
+
+
+def _bare(error: ProfilehubError | None) -> ProfilehubError | None:
+    """``error`` kept for the rejects file without its traceback (and its causes'): the frames of
+    the call that raised it would keep the whole call's people and bodies alive to the end."""
+    cleared: set[int] = set()
+    seen: BaseException | None = error
+    while seen is not None and id(seen) not in cleared:
+        cleared.add(id(seen))
+        seen.__traceback__ = None
+        seen = seen.__cause__ or seen.__context__
+    return error
 
 
 def _head_reason(outcome: Outcome | None) -> str:

@@ -151,21 +151,21 @@ class MemoryStorage:
                 self.profiles[(org_id, row[0])].ids[ident] = ts
 
     def take(
-        self, org_id: int, region: str, ucids: Iterable[str], ids: Iterable[Identifier]
-    ) -> tuple[dict[str, StoredProfile], dict[Identifier, tuple[str, int]]]:
-        """Remove profiles ``ucids`` and ids ``ids`` (of ``region``) and give back their rows (the
-        ids': owner and ``_ts``): a replay done with a component keeps no more of it in memory."""
+        self, org_id: int, ucids: Iterable[str]
+    ) -> tuple[dict[str, StoredProfile], dict[tuple[str, Identifier], tuple[str, int]]]:
+        """Remove profiles ``ucids`` and the ids they own and give back their rows (the ids', by
+        region and id: owner and ``_ts``): a replay done with a component of profiles (every one
+        its writes made, merged-away ones included) keeps no more of it in memory."""
         profiles: dict[str, StoredProfile] = {}
+        owners: dict[tuple[str, Identifier], tuple[str, int]] = {}
         for u in ucids:
             row = self.profiles.pop((org_id, u), None)
-            if row is not None:
-                profiles[u] = row
-                self._linked.pop((org_id, u), None)
-        owners: dict[Identifier, tuple[str, int]] = {}
-        for ident in ids:
-            owner = self.owners.pop((org_id, region, ident), None)
-            if owner is not None:
-                owners[ident] = owner
+            if row is None:
+                continue
+            profiles[u] = row
+            self._linked.pop((org_id, u), None)
+            for ident in row.ids:
+                owners[(row.region, ident)] = self.owners.pop((org_id, row.region, ident))
         return profiles, owners
 
     def record_change(self, change: ProfileChange) -> None:
