@@ -8,6 +8,7 @@ and profiles."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import unicodedata
 from pathlib import Path
@@ -27,6 +28,7 @@ from profilehub.identity.strategy import IdClass, Strategy, default_strategy
 from profilehub.identity.suppression import Suppression, fingerprinter
 from profilehub.ingest import checkpoint
 from profilehub.ingest.cdp import profile_write
+from profilehub.ingest.reader import ndjson_lines
 from profilehub.profiles import prepare_write
 from profilehub.store.database import Database
 from tests.conftest import make_org
@@ -38,6 +40,7 @@ ACTOR = "test-import"
 SUPPRESSED_EMAIL = "gone@example.com"
 SUPPRESSED_AD = "ad-gone"
 BLOCKED_HASH_EMAIL = "hashed-away@example.com"
+LINES = 9012  # the org of the bulk import that reads the file's lines where it prepares them
 
 
 def ugly_records() -> list[Any]:
@@ -344,8 +347,8 @@ def test_ascii_emails_are_checked_as_unicode_says() -> None:
 
 
 def test_an_ugly_file_gives_the_same_rejects_and_profiles(db: Database, tmp_path: Path) -> None:
-    make_org(db, ONLINE)
-    make_org(db, BULK)
+    for org_id in (ONLINE, BULK, LINES):
+        make_org(db, org_id)
     gate = gate_set(20, seed=9)
     records = (
         [r for r in ugly_records() if _json_safe(r) and "orgId" not in r]  # two orgs here
@@ -355,15 +358,17 @@ def test_an_ugly_file_gives_the_same_rejects_and_profiles(db: Database, tmp_path
     path = write_ndjson(tmp_path / "ugly.ndjson", records)
     one_by_one = online(db, path)
     online_rejects = checkpoint.rejects_path(path).read_text()
-    summary = bulk_run(db, path)
-    assert summary.rejected == one_by_one.rejected > 40
-    assert summary.reject_reasons == one_by_one.reject_reasons
-    assert checkpoint.rejects_path(path).read_text() == online_rejects
-    assert (summary.created, summary.updated) == (one_by_one.created, one_by_one.updated)
-    assert snapshot(db, BULK) == snapshot(db, ONLINE)
-    assert change_log(db, BULK) == change_log(db, ONLINE)
-    assert journal(db, BULK) == journal(db, ONLINE)
-    assert events(db, BULK) == events(db, ONLINE)
+    # records read by the importer's reader, and lines read where they are prepared
+    for org_id, lines in ((BULK, None), (LINES, functools.partial(ndjson_lines, path))):
+        summary = bulk_run(db, path, org_id, lines=lines)
+        assert summary.rejected == one_by_one.rejected > 40
+        assert summary.reject_reasons == one_by_one.reject_reasons
+        assert checkpoint.rejects_path(path).read_text() == online_rejects
+        assert (summary.created, summary.updated) == (one_by_one.created, one_by_one.updated)
+        assert snapshot(db, org_id) == snapshot(db, ONLINE)
+        assert change_log(db, org_id) == change_log(db, ONLINE)
+        assert journal(db, org_id) == journal(db, ONLINE)
+        assert events(db, org_id) == events(db, ONLINE)
 
 
 def _json_safe(record: Any) -> bool:

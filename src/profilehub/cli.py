@@ -884,7 +884,11 @@ def _run_import(
                 workers=workers,
             )
         elif isinstance(sink, CdpSink):
-            bulk_importer = BulkImporter(file, records, sink, progress=progress, workers=workers, at=at)
+            # an NDJSON file's lines are parsed where they are prepared (``BulkImporter``'s ``lines``)
+            lines = None if is_csv else functools.partial(ingest_reader.ndjson_lines, file)
+            bulk_importer = BulkImporter(
+                file, records, sink, progress=progress, workers=workers, at=at, lines=lines
+            )
         else:
             raise click.ClickException("--bulk: this import has no bulk path")
     interrupted = False

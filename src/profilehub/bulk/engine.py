@@ -48,7 +48,7 @@ from sqlalchemy.engine import Connection
 from profilehub import collector
 from profilehub.bulk.graph import code_keys, components
 from profilehub.bulk.interrupted import BulkInterrupted
-from profilehub.bulk.prepare import PreparedChunk, prepare_chunk
+from profilehub.bulk.prepare import PreparedChunk, prepare_chunk, prepare_lines
 from profilehub.bulk.resolve import (
     Recorded,
     Refused,
@@ -142,6 +142,50 @@ class _Reject:
     reason: str
 
 
+class _Records:
+    """A chunk of records as the import's reader (``RecordSource``) read them, prepared by
+    ``prepare_chunk``."""
+
+    def __init__(self, records: list[SourceRecord]) -> None:
+        self.records = records
+        self.lines = [r.line for r in records]
+        self.end = records[-1].end_offset
+
+    def raw(self, n: int) -> str:
+        return self.records[n].raw
+
+    def error(self, n: int) -> str:
+        return self.records[n].error or "unreadable record"
+
+    def job(self) -> tuple[Callable[..., PreparedChunk], tuple[Any, ...]]:
+        return prepare_chunk, ([r.data for r in self.records],)
+
+
+class _Lines:
+    """A chunk of NDJSON lines as ``ingest.reader.ndjson_lines`` split them, read and prepared by
+    ``prepare_lines`` where they are prepared (a worker process, mostly): the importer neither
+    parses them nor sends parsed records across."""
+
+    def __init__(self, lines: list[tuple[int, int, bytes]]) -> None:
+        self.lines = [number for number, _, _ in lines]
+        self.texts = [text for _, _, text in lines]
+        self.end = lines[-1][1]
+
+    def raw(self, n: int) -> str:
+        return self.texts[n].decode("utf-8", errors="replace")  # as ``read_ndjson`` keeps it
+
+    def error(self, n: int) -> str:
+        return "unreadable record"  # ``prepare_lines`` says why
+
+    def job(self) -> tuple[Callable[..., PreparedChunk], tuple[Any, ...]]:
+        return prepare_lines, (self.lines, self.texts)
+
+
+_Chunk = _Records | _Lines
+# An NDJSON file's lines from its start: (line number, offset after it, text), blank ones left out
+LineSource = Callable[[], Iterator[tuple[int, int, bytes]]]
+
+
 class _Plan:
     """What the transaction keeps of the file in memory, small enough for ten million records: per
     write, its ids' 64-bit keys (``resolve.id_key``) and idTypes (``keys[offsets[k]:offsets[k + 1]]``)
@@ -173,15 +217,18 @@ class _Plan:
     def __len__(self) -> int:
         return self.count
 
-    def add(self, chunk: Sequence[SourceRecord], prepared: PreparedChunk) -> None:
+    def add(self, chunk: _Chunk, prepared: PreparedChunk) -> None:
         """The written records of ``chunk`` (those ``prepared`` did not refuse), in order."""
         refused = prepared.refused
+        numbers = chunk.lines
         written = (
-            [(n, r) for n, r in enumerate(chunk) if n not in refused] if refused else list(enumerate(chunk))
+            [(n, line) for n, line in enumerate(numbers) if n not in refused]
+            if refused
+            else list(enumerate(numbers))
         )
         base = self.count
         self.count += len(written)
-        self.lines.extend([r.line for _, r in written])
+        self.lines.extend([line for _, line in written])
         self.keys.extend(prepared.keys)
         types = prepared.types
         self.types.extend(
@@ -193,7 +240,7 @@ class _Plan:
             k_of = {n: base + j for j, (n, _) in enumerate(written)}
             for n, ucid in prepared.ucids.items():
                 self.ucids[k_of[n]] = ucid
-                self.raw[k_of[n]] = chunk[n].raw
+                self.raw[k_of[n]] = chunk.raw(n)
             self.suppressed.update(k_of[n] for n in prepared.suppressed)
         assert self._file is not None
         # each line as ``resolve.write_line`` makes it: ``[k,`` and its body
@@ -383,8 +430,10 @@ class BulkImporter:
         early_stop: int = EARLY_STOP_RECORDS,
         at: int | None = None,
         spool_dir: Path | None = None,
+        lines: LineSource | None = None,
     ) -> None:
         self.source = source
+        self.lines = lines
         self.records = records
         self.sink = sink
         self.progress = progress or (lambda _summary: None)
@@ -401,15 +450,25 @@ class BulkImporter:
             raise BulkInterrupted
 
     # --- phase 1: read and prepare ---
-    def _chunks(self) -> Iterator[list[SourceRecord]]:
+    def _chunks(self) -> Iterator[_Chunk]:
+        if self.lines is not None:
+            lines: list[tuple[int, int, bytes]] = []
+            for line in self.lines():
+                lines.append(line)
+                if len(lines) >= PREPARE_CHUNK:
+                    yield _Lines(lines)
+                    lines = []
+            if lines:
+                yield _Lines(lines)
+            return
         chunk: list[SourceRecord] = []
         for record in self.records(0, 0):
             chunk.append(record)
             if len(chunk) >= PREPARE_CHUNK:
-                yield chunk
+                yield _Records(chunk)
                 chunk = []
         if chunk:
-            yield chunk
+            yield _Records(chunk)
 
     def _prepare(
         self, pool: Executor | None, strategy: Strategy, summary: BulkSummary, started: float, spool_dir: Path
@@ -422,45 +481,46 @@ class BulkImporter:
         head_left = self.early_stop
         last_progress = time.monotonic()
 
-        def take(chunk: list[SourceRecord], prepared: PreparedChunk) -> None:
+        def take(chunk: _Chunk, prepared: PreparedChunk) -> None:
             nonlocal head_left
             for n, error in prepared.refused.items():
-                record = chunk[n]
-                if error is None:
-                    body = error_body(400, record.error or "unreadable record", {"line": "unreadable"})
-                    plan.rejects.append(_Reject(record.line, record.raw, body, "parse"))
+                line, raw = chunk.lines[n], chunk.raw(n)
+                if error is None or isinstance(error, str):
+                    message = error if isinstance(error, str) else chunk.error(n)
+                    body = error_body(400, message, {"line": "unreadable"})
+                    plan.rejects.append(_Reject(line, raw, body, "parse"))
                 else:
                     body = error_body(error.status, error.message, error.errors)
-                    plan.rejects.append(_Reject(record.line, record.raw, body, _reason(error)))
+                    plan.rejects.append(_Reject(line, raw, body, _reason(error)))
                     if carried_suppressed(error):
                         summary.suppressed += 1
             plan.add(chunk, prepared)
-            summary.read += len(chunk)
-            summary.line = chunk[-1].line
-            summary.offset = chunk[-1].end_offset
-            for n in range(min(head_left, len(chunk))):
+            summary.read += len(chunk.lines)
+            summary.line = chunk.lines[-1]
+            summary.offset = chunk.end
+            for n in range(min(head_left, len(chunk.lines))):
                 if n not in prepared.refused:
                     head.add("")
                 else:
                     error = prepared.refused[n]
-                    head.add("parse" if error is None else _reason(error))
-            head_left -= min(head_left, len(chunk))
+                    head.add("parse" if error is None or isinstance(error, str) else _reason(error))
+            head_left -= min(head_left, len(chunk.lines))
 
-        pending: deque[tuple[list[SourceRecord], Future[PreparedChunk]]] = deque()
+        pending: deque[tuple[_Chunk, Future[PreparedChunk]]] = deque()
         for chunk in self._chunks():
             self._check_stop()
-            data = [r.data for r in chunk]
+            function, data = chunk.job()
             if pool is None or len(pending) >= self.workers:
                 # This thread prepares a chunk too while the workers prepare theirs; chunks are
                 # taken in file order, so the workers' (earlier) ones first.
-                local = prepare_chunk(*args, data)
+                local = function(*args, *data)
                 while pending:
                     done_chunk, future = pending.popleft()
                     take(done_chunk, future.result())
                 take(chunk, local)
             else:
                 with _sigint_blocked():  # workers start on demand: never with Ctrl-C
-                    pending.append((chunk, pool.submit(prepare_chunk, *args, data)))
+                    pending.append((chunk, pool.submit(function, *args, *data)))
             if time.monotonic() - last_progress >= 1.0:
                 last_progress = time.monotonic()
                 summary.seconds = last_progress - started
@@ -963,12 +1023,16 @@ def run_bulk_import(
     early_stop: int = EARLY_STOP_RECORDS,
     at: int | None = None,
     spool_dir: Path | None = None,
+    lines: LineSource | None = None,
     **_online_only: Any,
 ) -> BulkSummary:
     """Import ``source`` through the bulk path; the arguments of ``ingest.runner.Importer`` (its
     ``batch_size`` and ``shared`` mean nothing here and are accepted and ignored) plus ``at``, the
     one time (epoch ms) every record is written at (default: the run's start), and ``spool_dir``,
-    where the resolved rows wait for the write (default: the system's temporary folder).
+    where the resolved rows wait for the write (default: the system's temporary folder), and
+    ``lines``, for an NDJSON file: its lines unparsed (``ingest.reader.ndjson_lines``), read where
+    they are prepared instead of by ``records`` in this process (the same records, rejects and
+    messages).
 
     Raises ``BulkInterrupted`` (nothing written) on Ctrl-C, ``ImportStopped`` (nothing written)
     when the first records are all refused for one reason.
@@ -982,5 +1046,6 @@ def run_bulk_import(
         early_stop=early_stop,
         at=at,
         spool_dir=spool_dir,
+        lines=lines,
     )
     return importer.run()

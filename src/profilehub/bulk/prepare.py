@@ -46,6 +46,7 @@ from profilehub.identity.resolve import CATEGORIES, PreparedWrite
 from profilehub.identity.strategy import CRM_PERSON_ID, IdClass, Strategy
 from profilehub.identity.suppression import ID_SUPPRESSED
 from profilehub.ingest.cdp import profile_write
+from profilehub.ingest.reader import parse_ndjson
 from profilehub.profiles import MAX_ATTRIBUTE_NAME, prepare_write
 
 # region, ids (idType, value, ...), upsert JSON, ucid, notices, the ids' keys (``id_key``) and
@@ -310,15 +311,16 @@ class PreparedChunk:
     """A chunk of records prepared, in the form that crosses from a worker process cheaply: the
     written records' lines of the importer's writes file without their leading ``[k,`` (their
     index in the file is known only once the chunk is taken, in order) and their ids' keys, codes
-    and counts as raw arrays; by the record's place in the chunk, the refused ones (None: an
-    unreadable line), the ucids named and the written records that carried a suppressed id."""
+    and counts as raw arrays; by the record's place in the chunk, the refused ones (an unreadable
+    line's message, or None where the importer read the line), the ucids named and the written
+    records that carried a suppressed id."""
 
     bodies: list[bytes] = field(default_factory=list)
     keys: array[int] = field(default_factory=lambda: array("q"))
     types: array[int] = field(default_factory=lambda: array("q"))
     counts: array[int] = field(default_factory=lambda: array("q"))
     regions: set[str] = field(default_factory=set)
-    refused: dict[int, ProfilehubError | None] = field(default_factory=dict)
+    refused: dict[int, ProfilehubError | str | None] = field(default_factory=dict)
     ucids: dict[int, str] = field(default_factory=dict)
     suppressed: list[int] = field(default_factory=list)
 
@@ -345,16 +347,47 @@ def prepare_chunk(
 ) -> PreparedChunk:
     """``records`` prepared (``Preparer.prepare``); None for an unreadable line. ``token`` names the
     import: a process keeps one ``Preparer`` (and its memo) for all the chunks of one import."""
+    return _prepared(_preparer(token, strategy, org_id, region, actor), records, {})
+
+
+def prepare_lines(
+    token: object,
+    strategy: Strategy,
+    org_id: int,
+    region: str,
+    actor: str,
+    numbers: Sequence[int],
+    texts: Sequence[bytes],
+) -> PreparedChunk:
+    """``prepare_chunk`` of NDJSON lines as ``ingest.reader.ndjson_lines`` gives them (their
+    numbers and text), read here as ``read_ndjson`` reads them: the importer only splits the file
+    into lines. An unreadable line is refused with ``read_ndjson``'s message."""
+    records: list[dict[str, Any] | None] = []
+    unreadable: dict[int, str] = {}
+    for n, (number, text) in enumerate(zip(numbers, texts, strict=True)):
+        data, error = parse_ndjson(number, text)
+        records.append(data)
+        if error is not None:
+            unreadable[n] = error
+    return _prepared(_preparer(token, strategy, org_id, region, actor), records, unreadable)
+
+
+def _preparer(token: object, strategy: Strategy, org_id: int, region: str, actor: str) -> Preparer:
     global _current
     if _current is None or _current[0] != token:
         _current = (token, Preparer(strategy, org_id, region, actor))
-    preparer = _current[1]
+    return _current[1]
+
+
+def _prepared(
+    preparer: Preparer, records: Sequence[dict[str, Any] | None], unreadable: dict[int, str]
+) -> PreparedChunk:
     out = PreparedChunk()
     bodies = out.bodies
     for n, record in enumerate(records):
         item = None if record is None else preparer.prepare(record)
         if item is None or isinstance(item, ProfilehubError):
-            out.refused[n] = item
+            out.refused[n] = unreadable.get(n) if item is None else item
             continue
         region_, parts, upsert, ucid, notices, keys, types = item
         # ``write_line`` for index 0 is ``[0,`` and the line's body

@@ -40,21 +40,30 @@ def _lines(f: BinaryIO, offset: int, line: int) -> Iterator[tuple[int, int, byte
 
 def read_ndjson(path: Path, offset: int = 0, line: int = 0) -> Iterator[SourceRecord]:
     """One JSON object per line; blank lines are skipped, a bad line is a record with an error."""
+    for number, end, text in ndjson_lines(path, offset, line):
+        data, error = parse_ndjson(number, text)
+        yield SourceRecord(number, end, text.decode("utf-8", errors="replace"), data, error)
+
+
+def ndjson_lines(path: Path, offset: int = 0, line: int = 0) -> Iterator[tuple[int, int, bytes]]:
+    """``read_ndjson`` before parsing: (line number, offset after the line, the line stripped) of
+    each line that is not blank."""
     with path.open("rb") as f:
         for number, end, chunk in _lines(f, offset, line):
             text = chunk.strip()
-            if not text:
-                continue
-            raw = text.decode("utf-8", errors="replace")
-            try:
-                data = orjson.loads(text)
-            except orjson.JSONDecodeError as exc:
-                yield SourceRecord(number, end, raw, None, f"line {number}: not valid JSON ({exc})")
-                continue
-            if not isinstance(data, dict):
-                yield SourceRecord(number, end, raw, None, f"line {number}: expected a JSON object")
-                continue
-            yield SourceRecord(number, end, raw, data)
+            if text:
+                yield number, end, text
+
+
+def parse_ndjson(number: int, text: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """The record on line ``number``, or None and why it cannot be read."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return None, f"line {number}: not valid JSON ({exc})"
+    if not isinstance(data, dict):
+        return None, f"line {number}: expected a JSON object"
+    return data, None
 
 
 @dataclass(frozen=True)
