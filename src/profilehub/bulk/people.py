@@ -9,8 +9,9 @@ The bulk path holds the locks the online path takes (the org's ``crm`` scope, th
 ``profiles:<home region>``) from the first record to the commit, and:
 
 1. runs the CRM part of every call through the online core (``crm.people._upsert_payload``), in
-   the online calls and order, into one ``PeopleBatch`` written once at the end. A person's match
-   and checks never read the graph, so the graph writes are all known afterwards;
+   the online calls and order, into one ``PeopleBatch`` flushed every ``FLUSH_PEOPLE`` people,
+   the graph writes and each call's people spooled to disk (``_Written``). A person's match and
+   checks never read the graph, so the graph writes are all known afterwards;
 2. resolves the graph writes as the CDP bulk path resolves a file: components (``bulk.graph``),
    the simple ones touching nothing stored in closed form (``bulk.resolve.resolve_group``), the
    others replayed in file order through the identity core: in memory when they touch nothing
