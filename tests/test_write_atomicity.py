@@ -145,14 +145,15 @@ def test_a_crm_person_refused_after_it_was_saved_leaves_nothing_of_itself(
     rows were saved) is undone by the batch's savepoint: no person, no email taken, no change row
     or event, no link; the people after it in the same bulk call are written as if it had never
     been sent (the last one takes its email)."""
-    views = people._views
+    # The person's answer is made after its rows were saved: the last step of its write.
+    view = people.person_view
 
-    def views_then_fail(conn: Connection, org_id: int, recs: Any, *args: Any) -> Any:
-        if any(r.values.get("first_name") == "Explode" for r in recs):
+    def view_then_fail(rec: Any, *args: Any) -> Any:
+        if rec.values.get("first_name") == "Explode":
             raise BadRequest("refused after it was saved (injected)", field="firstName")
-        return views(conn, org_id, recs, *args)
+        return view(rec, *args)
 
-    monkeypatch.setattr(people, "_views", views_then_fail)
+    monkeypatch.setattr(people, "person_view", view_then_fail)
     bodies = [
         {"firstName": "Ann", "emails": ["ann@x.com"]},
         {"firstName": "Explode", "emails": ["boom@x.com"]},
