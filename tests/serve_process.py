@@ -5,6 +5,7 @@ outlived a killed master when a test failed and kept the port and their database
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -12,8 +13,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -128,3 +130,32 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+
+
+T = TypeVar("T")
+
+
+async def send_all_at_once(
+    clients: int,
+    queue_of: Callable[[int], asyncio.Queue[T]],
+    send: Callable[[httpx.AsyncClient, int, T], Awaitable[httpx.Response]],
+    bases: list[str],
+) -> list[httpx.Response]:
+    """``clients`` clients, client n on server ``bases[n % len(bases)]`` over its own keep-alive
+    connection, released together: each sends ``send(client, n, item)`` for the items it takes from
+    ``queue_of(n)`` until that queue is empty. The answers, in the order they came."""
+    responses: list[httpx.Response] = []
+    start = asyncio.Event()
+
+    async def client(n: int) -> None:
+        queue = queue_of(n)
+        async with httpx.AsyncClient(base_url=bases[n % len(bases)], timeout=120) as ac:
+            await start.wait()
+            while not queue.empty():
+                responses.append(await send(ac, n, queue.get_nowait()))
+
+    tasks = [asyncio.create_task(client(n)) for n in range(clients)]
+    await asyncio.sleep(0)
+    start.set()
+    await asyncio.gather(*tasks)
+    return responses

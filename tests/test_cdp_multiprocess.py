@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from profilehub.store.database import Database
 from tests.cdp_client import id_values
 from tests.conftest import OrgFixture
-from tests.serve_process import new_org, serve_several
+from tests.serve_process import new_org, send_all_at_once, serve_several
 
 PEOPLE = 8
 WRITES_PER_PERSON = 24
@@ -63,29 +63,20 @@ async def _write_all(org: OrgFixture, bases: list[str]) -> list[httpx.Response]:
     queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
     for w in writes:
         queue.put_nowait(w)
-    responses: list[httpx.Response] = []
-    start = asyncio.Event()
 
-    async def client(n: int) -> None:
-        # Each client talks to one server over its own connection; half the clients per server.
-        async with httpx.AsyncClient(base_url=bases[n % 2], timeout=120) as ac:
-            await start.wait()
-            while not queue.empty():
-                p, k = queue.get_nowait()
-                person = _person(p)
-                body: dict[str, Any] = {
-                    "orgId": org.org_id,
-                    "region": "EU",
-                    "ids": {t: person[t] for t in SUBSETS[k % len(SUBSETS)]},
-                    "upsert": {"profile": {f"attr_{p}_{k}": k}},
-                }
-                responses.append(await ac.post("/cdp/v1/users", json=body, headers=org.headers()))
+    async def send(ac: httpx.AsyncClient, n: int, write: tuple[int, int]) -> httpx.Response:
+        p, k = write
+        person = _person(p)
+        body: dict[str, Any] = {
+            "orgId": org.org_id,
+            "region": "EU",
+            "ids": {t: person[t] for t in SUBSETS[k % len(SUBSETS)]},
+            "upsert": {"profile": {f"attr_{p}_{k}": k}},
+        }
+        return await ac.post("/cdp/v1/users", json=body, headers=org.headers())
 
-    tasks = [asyncio.create_task(client(n)) for n in range(CLIENTS)]
-    await asyncio.sleep(0)
-    start.set()
-    await asyncio.gather(*tasks)
-    return responses
+    # Every client takes from the one queue; half the clients on each server.
+    return await send_all_at_once(CLIENTS, lambda n: queue, send, bases)
 
 
 def test_concurrent_writers_across_two_server_processes_make_one_profile_per_person(

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from profilehub.store.database import Database
 from tests.conftest import OrgFixture
-from tests.serve_process import new_org, serve_several
+from tests.serve_process import new_org, send_all_at_once, serve_several
 
 PEOPLE = 8
 WRITES_PER_SERVER = 10
@@ -57,22 +57,13 @@ async def _upsert_all(org: OrgFixture, bases: list[str]) -> list[httpx.Response]
     queues: list[asyncio.Queue[tuple[int, int]]] = [asyncio.Queue(), asyncio.Queue()]
     for s, p, k in writes:
         queues[s].put_nowait((p, k))
-    responses: list[httpx.Response] = []
-    start = asyncio.Event()
 
-    async def client(n: int) -> None:
-        server = n % 2  # half the clients on each server, each over its own connection
-        async with httpx.AsyncClient(base_url=bases[server], timeout=120) as ac:
-            await start.wait()
-            while not queues[server].empty():
-                p, k = queues[server].get_nowait()
-                responses.append(await ac.put(UPSERT, json=_body(server, p, k), headers=org.bearer))
+    async def send(ac: httpx.AsyncClient, n: int, write: tuple[int, int]) -> httpx.Response:
+        p, k = write
+        return await ac.put(UPSERT, json=_body(n % 2, p, k), headers=org.bearer)
 
-    tasks = [asyncio.create_task(client(n)) for n in range(CLIENTS)]
-    await asyncio.sleep(0)
-    start.set()
-    await asyncio.gather(*tasks)
-    return responses
+    # Half the clients on each server, each taking that server's writes.
+    return await send_all_at_once(CLIENTS, lambda n: queues[n % 2], send, bases)
 
 
 def test_two_server_processes_upserting_the_same_people_make_one_person_and_one_profile_each(
