@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -152,6 +153,8 @@ def run_import(
             f"{' '.join(cmd)} failed ({proc.returncode}) after {seconds:.0f} s:\n{text[-3000:]}"
         )
     summary = found.group(0).split(": ", 1)[1]
+    if phases := re.search(r"^phases: .*$", text, re.M):  # the bulk path's time by phase
+        summary += f"; {phases.group(0)}"
     if seconds > timeout:
         raise RuntimeError(f"{' '.join(cmd)} took {seconds:.0f} s, more than --timeout {timeout:.0f}")
     return Run("bulk" if bulk else "online", records, seconds, usage.ru_maxrss * 1024, peak_tree, summary)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -340,6 +341,7 @@ def test_cli_bulk_and_at(orgs: Database, tmp_path: Path, monkeypatch: pytest.Mon
     assert done.exit_code == 0, done.output
     assert "4 rejected" in done.output
     assert "peak memory (RSS): importer" in done.output  # what the run took, said at the end
+    assert re.search(r"phases: prepare [\d.]+s, link [\d.]+s, resolve [\d.]+s, write [\d.]+s", done.output)
     assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)
     assert change_log(orgs, BULK) == change_log(orgs, ONLINE)
     refused = runner.invoke(main, [*args, "--org-id", str(BULK), "--bulk", "--resume"])

@@ -942,6 +942,20 @@ def _run_import(
             highlight=False,
             soft_wrap=True,
         )
+        # Where the time went, phase by phase (docs/bulk.md names them): what to look at first
+        # when a backfill is slower than expected.
+        phases: dict[str, float] = getattr(summary, "phases", {})
+        if phases:
+            console.print(
+                "phases: "
+                + ", ".join(
+                    f"{name} {phases[name]:,.1f}s"
+                    for name in ("prepare", "link", "resolve", "write")
+                    if name in phases
+                ),
+                highlight=False,
+                soft_wrap=True,
+            )
     if summary.rejected:
         reasons = ", ".join(f"{k}: {v:,}" for k, v in sorted(summary.reject_reasons.items()))
         console.print(
