@@ -347,33 +347,55 @@ class PeopleBatch:
         params: list[Any] = []
         if changed:
             columns: tuple[str, ...] = ("data", "search_text", "updated_ts", "record_id")
+            # ``record_id = ANY(…)`` as well as the join: the planner takes a JSON recordset for
+            # 100 rows whatever it holds, and below some 50,000 people it chose a hash join over
+            # the whole table (a sequential scan of every person of every org, each flush).
             parts.append(
                 "UPDATE crm_records AS t SET data = v.data, search_text = v.search_text, "
                 f"updated_ts = v.updated_ts FROM {pg_recordset(columns, _PG_TYPES)} "
-                "WHERE t.org_id = %s AND t.object_slug = %s AND t.record_id = v.record_id"
+                "WHERE t.org_id = %s AND t.object_slug = %s AND t.record_id = ANY(%b) "
+                "AND t.record_id = v.record_id"
             )
-            params += [pg_rows(columns, updates), org_id, slug]
-            for table in ("crm_values", "crm_unique_values"):
+            params += [pg_rows(columns, updates), org_id, slug, changed]
+            # The value index of a person written again: the rows it no longer has go, the ones
+            # it keeps stay (the INSERT below skips them), as on SQLite: a returning person whose
+            # job title changed deletes and inserts one row, not all of them. Read from the
+            # table, so an index written by an earlier release is put right all the same.
+            kept_columns = ("record_id", "attribute_key", "value")
+            kept = [(p, *row[3:5]) for p in changed for row in self._index[p][0]]
+            parts.append(
+                "DELETE FROM crm_values AS t WHERE t.org_id = %s AND t.object_slug = %s "
+                "AND t.record_id = ANY(%b) AND NOT EXISTS (SELECT FROM "
+                f"{pg_recordset(kept_columns, _PG_TYPES, 'k')} WHERE k.record_id = t.record_id "
+                "AND k.attribute_key = t.attribute_key AND k.value = t.value)"
+            )
+            params += [org_id, slug, changed, pg_rows(kept_columns, kept)]
+            # Only people saved while the org has isUnique attributes can have unique rows.
+            unique_of = [p for p in changed if p in self._unique_of]
+            if unique_of:
                 parts.append(
-                    f"DELETE FROM {table} WHERE org_id = %s AND object_slug = %s AND record_id = ANY(%b)"
+                    "DELETE FROM crm_unique_values WHERE org_id = %s AND object_slug = %s "
+                    "AND record_id = ANY(%b)"
                 )
-                params += [org_id, slug, changed]
+                params += [org_id, slug, unique_of]
         if emails_of:
             parts.append("DELETE FROM crm_person_emails WHERE org_id = %s AND person_id = ANY(%b)")
             params += [org_id, emails_of]
         first = (parts, params)
         parts, params = [], []
-        for table, columns, rows in (
-            ("crm_records", _RECORD_COLUMNS, new_records),
-            ("crm_values", (*_VALUE_COLUMNS, "seq"), values),
-            ("crm_unique_values", _VALUE_COLUMNS, uniques),
-            ("crm_person_emails", _EMAIL_COLUMNS, emails),
-            ("changes", _CHANGE_COLUMNS, changes),
+        for table, columns, rows, tail in (
+            ("crm_records", _RECORD_COLUMNS, new_records, ""),
+            # a returning person's value rows it kept are there already
+            ("crm_values", (*_VALUE_COLUMNS, "seq"), values, " ON CONFLICT DO NOTHING" if changed else ""),
+            ("crm_unique_values", _VALUE_COLUMNS, uniques, ""),
+            ("crm_person_emails", _EMAIL_COLUMNS, emails, ""),
+            ("changes", _CHANGE_COLUMNS, changes, ""),
         ):
             if rows:
                 names = ", ".join(columns)
                 parts.append(
                     f"INSERT INTO {table} ({names}) SELECT {names} FROM {pg_recordset(columns, _PG_TYPES)}"
+                    + tail
                 )
                 params.append(pg_rows(columns, rows))
         with pipelined(self.conn):
