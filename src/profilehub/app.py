@@ -89,6 +89,8 @@ def create_app(settings: Settings | None = None, delivery: DeliverySettings | No
         on_batch=metrics.batch if settings.metrics else None,
         connect_timeout=settings.db_connect_timeout_seconds,
         idle_in_transaction_timeout=settings.db_idle_in_transaction_timeout_seconds,
+        # The WAL's checkpoints (every few hundred writes) held up every write queued behind them.
+        background_checkpoints=True,
     )
     metrics.watch_queue(db.write_queue_depth)
     metrics.watch_imports(lambda: import_progress.runs_to_show(db))

@@ -30,6 +30,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from profilehub.errors import ProfilehubError, ServiceUnavailable
+from profilehub.store.checkpoints import BACKSTOP_PAGES, WalCheckpointer
 from profilehub.store.events import EventBell, collected, pending_events
 from profilehub.store.faults import DatabaseFault, FaultKind, classify
 from profilehub.store.statistics import PlannerStatistics
@@ -370,8 +371,10 @@ class _Writer:
         on_batch: BatchObserver | None = None,
         turns: WriterTurns | None = None,
         bell: EventBell | None = None,
+        checkpoints: WalCheckpointer | None = None,
     ) -> None:
         self._engine = engine
+        self._checkpoints = checkpoints
         self._bell = bell
         self._batch_size = batch_size
         self._max_queued = max_queued
@@ -439,6 +442,8 @@ class _Writer:
                 self._on_batch(len(batch), self._queue.qsize())
             self._run_batch(batch)
         self._statistics.refresh()
+        if self._checkpoints is not None:
+            self._checkpoints.wrote()
         return stop
 
     def _run_batch(self, batch: list[tuple[Job, Future[Any]]]) -> None:
@@ -531,14 +536,22 @@ def _probe_write(conn: Connection) -> None:
         conn.exec_driver_sql("SELECT 1")
 
 
-def _writer_turns(engine: Engine, polite: bool) -> WriterTurns | None:
-    """Turns at a SQLite file's write lock (see ``store/turns.py``); None for PostgreSQL and
-    in-memory databases, and where the lock files cannot be made (a read-only directory)."""
+def _sqlite_file(engine: Engine) -> Path | None:
+    """The SQLite file ``engine`` writes; None for PostgreSQL and in-memory databases."""
     path = engine.url.database
     if engine.dialect.name != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
         return None
+    return Path(path)
+
+
+def _writer_turns(engine: Engine, polite: bool) -> WriterTurns | None:
+    """Turns at a SQLite file's write lock (see ``store/turns.py``); None for PostgreSQL and
+    in-memory databases, and where the lock files cannot be made (a read-only directory)."""
+    path = _sqlite_file(engine)
+    if path is None:
+        return None
     try:
-        return WriterTurns(Path(path), polite=polite)
+        return WriterTurns(path, polite=polite)
     except OSError as exc:
         log.warning("writing without turns at the write lock (%s): writers of this file may starve", exc)
         return None
@@ -546,7 +559,9 @@ def _writer_turns(engine: Engine, polite: bool) -> WriterTurns | None:
 
 class Database:
     """The store's handle. ``yields_to_waiting_writers``: this process writes in bulk (the
-    importer) and lets other processes' writers waiting for the same SQLite file go first."""
+    importer) and lets other processes' writers waiting for the same SQLite file go first.
+    ``background_checkpoints``: a SQLite file's WAL is checkpointed by a thread of its own rather
+    than in the writer's commits (``store/checkpoints.py``; the server's latency)."""
 
     def __init__(
         self,
@@ -558,6 +573,7 @@ class Database:
         yields_to_waiting_writers: bool = False,
         connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_SECONDS,
         idle_in_transaction_timeout: int = DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
+        background_checkpoints: bool = False,
     ) -> None:
         self.url = url
         engine = functools.partial(
@@ -576,10 +592,25 @@ class Database:
             migrate(self.engine)
         self._writer_engine = engine(writer=True)
         self._turns = _writer_turns(self._writer_engine, yields_to_waiting_writers)
+        self._checkpoints: WalCheckpointer | None = None
+        file = _sqlite_file(self._writer_engine)
+        if background_checkpoints and file is not None:
+            self._checkpoints = WalCheckpointer(file)
+
+            @sa.event.listens_for(self._writer_engine, "connect")
+            def _backstop(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+
         # Rung after each commit that wrote events: long-polls of the change feeds wake on it.
         self.event_bell = EventBell()
         self._writer = _Writer(
-            self._writer_engine, write_batch_size, write_queue_max, on_batch, self._turns, self.event_bell
+            self._writer_engine,
+            write_batch_size,
+            write_queue_max,
+            on_batch,
+            self._turns,
+            self.event_bell,
+            self._checkpoints,
         )
         self._probe: Future[None] | None = None
         self._probe_lock = threading.Lock()
@@ -641,6 +672,8 @@ class Database:
 
     def close(self) -> None:
         self._writer.close()
+        if self._checkpoints is not None:
+            self._checkpoints.close()
         self._writer_engine.dispose()
         self.engine.dispose()
         if self._turns is not None:

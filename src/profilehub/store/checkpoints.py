@@ -1,0 +1,73 @@
+"""SQLite's WAL copied back into the database file by a thread of its own, not by the writer.
+
+In WAL mode a commit appends its pages to ``<db>-wal``; by default the connection whose commit
+takes the WAL past 1,000 pages then checkpoints it in that same call: it syncs the WAL, copies its
+pages into the database file and syncs that. On ``serve``'s single writer that happened every few
+hundred writes and was the batch's commit taking 20-170 ms instead of ~1.5 ms (bench/NOTES-crm.md),
+while every write queued behind it waited: the p99 latency of 64 HTTP clients was that stall.
+
+Here the server's writer leaves checkpoints alone (its own automatic one only as a backstop, at
+``BACKSTOP_PAGES``) and this thread runs a ``PASSIVE`` checkpoint once the writer has committed
+and ``INTERVAL`` seconds have passed since the last one. A passive checkpoint takes no lock that a
+writer or reader waits for (it copies what no reader still needs, and stops there), and Python's
+sqlite3 module lets other threads run while it syncs, so writes go on meanwhile. What a commit
+guarantees is unchanged: ``synchronous=NORMAL`` syncs the WAL at each checkpoint, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+INTERVAL = 1.0  # seconds between two checkpoints while the writer commits
+# The writer's own automatic checkpoint, should this thread fall behind (SQLite's default: 1,000).
+BACKSTOP_PAGES = 10_000
+
+
+class WalCheckpointer:
+    def __init__(self, database: Path, interval: float = INTERVAL) -> None:
+        self._database = database
+        self._interval = interval
+        self._written = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="profilehub-checkpoints", daemon=True)
+        self._thread.start()
+
+    def wrote(self) -> None:
+        """The writer committed (called after each batch; never blocks)."""
+        self._written.set()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._written.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while True:
+                self._written.wait()
+                if self._stopping.is_set():
+                    return
+                self._written.clear()
+                try:
+                    if conn is None:
+                        conn = sqlite3.connect(self._database, timeout=30, check_same_thread=False)
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    # The writer's backstop checkpoints meanwhile; try again after its next commit.
+                    log.warning(
+                        "WAL checkpoint failed; the writer checkpoints itself meanwhile", exc_info=True
+                    )
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                if self._stopping.wait(self._interval):
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
