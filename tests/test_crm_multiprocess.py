@@ -1,4 +1,5 @@
-"""Two ``profilehub serve`` processes upserting the same CRM people by email at once.
+"""Two ``profilehub serve`` processes (or one's two workers) upserting the same CRM people by
+email at once.
 
 Each server has its own writer thread; between the processes only the database keeps writers of
 one org apart (SQLite's ``BEGIN IMMEDIATE``, a PostgreSQL advisory lock), as ``serve --workers 2``
@@ -29,11 +30,20 @@ CLIENTS = 32
 UPSERT = "/v2/crm/people?matchingAttribute=email"
 
 
-@pytest.fixture
-def two_servers(database_url: str, tmp_path: Path) -> Iterator[tuple[OrgFixture, list[str]]]:
+@pytest.fixture(params=["two servers", "serve --workers 2"])
+def two_servers(
+    request: pytest.FixtureRequest, database_url: str, tmp_path: Path
+) -> Iterator[tuple[OrgFixture, list[str]]]:
+    """Two servers, or one with two workers (which take turns at writing on PostgreSQL too; the
+    kernel spreads the clients' connections over them): the bases the two streams write to."""
     org = new_org(database_url)  # the schema exists before the servers start
-    with serve_several(2, database_url, tmp_path) as servers:
-        yield org, [s.base for s in servers]
+    if request.param == "two servers":
+        with serve_several(2, database_url, tmp_path) as servers:
+            yield org, [s.base for s in servers]
+    else:
+        with serve_several(1, database_url, tmp_path, "--workers", "2") as [server]:
+            yield org, [server.base, server.base]
+            server.stop()  # not killed: the server removes its turns' folder as it exits
 
 
 def _email(p: int) -> str:

@@ -6,6 +6,7 @@ import hmac
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -52,6 +53,7 @@ from profilehub.request_log import RequestLogMiddleware, RouteNoteMiddleware
 from profilehub.routing_errors import install_routing_errors
 from profilehub.store.database import Database, head_revision, schema_problem
 from profilehub.store.receipt_store import ReceiptKeys
+from profilehub.store.turns import POSTGRES_TURNS_ENV
 
 # What a browser client may send and read; everything else a browser sends on its own.
 CORS_REQUEST_HEADERS = [
@@ -76,9 +78,15 @@ CORS_EXPOSED_HEADERS = [
 ]
 
 
-def create_app(settings: Settings | None = None, delivery: DeliverySettings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    delivery: DeliverySettings | None = None,
+    postgres_turns: Path | None = None,
+) -> FastAPI:
     """``delivery``: how the background deliverer retries and polls (default:
-    ``settings.delivery``); only used with ``settings.serve_delivers`` set to thread."""
+    ``settings.delivery``); only used with ``settings.serve_delivers`` set to thread.
+    ``postgres_turns``: the folder where the workers of one server take turns at the writer
+    (``Database``'s; set by ``serve --workers N`` on PostgreSQL)."""
     settings = settings or Settings.from_env()
     delivery = delivery or settings.delivery
     metrics = Metrics()
@@ -91,6 +99,7 @@ def create_app(settings: Settings | None = None, delivery: DeliverySettings | No
         idle_in_transaction_timeout=settings.db_idle_in_transaction_timeout_seconds,
         # The WAL's checkpoints (every few hundred writes) held up every write queued behind them.
         background_checkpoints=True,
+        postgres_turns=postgres_turns,
     )
     metrics.watch_queue(db.write_queue_depth)
     metrics.watch_imports(lambda: import_progress.runs_to_show(db))
@@ -257,6 +266,7 @@ def tune_gc_for_serving() -> None:
 
 def create_server_app() -> FastAPI:
     """``create_app`` for ``profilehub serve`` (one call in each worker process), GC tuned."""
-    app = create_app()
+    turns = os.environ.get(POSTGRES_TURNS_ENV)
+    app = create_app(postgres_turns=Path(turns) if turns else None)
     tune_gc_for_serving()
     return app

@@ -68,6 +68,7 @@ from profilehub.store.database import (
 from profilehub.store.faults import classify
 from profilehub.store.journal_store import prune_journal, retention_days, set_retention_days
 from profilehub.store.receipt_store import ReceiptKeys
+from profilehub.store.turns import POSTGRES_TURNS_ENV
 
 if TYPE_CHECKING:
     from profilehub.bulk.engine import BulkImporter
@@ -225,7 +226,7 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
         soft_wrap=True,  # one line in a log, whatever its length
     )
     click.echo(f"API docs: {url}/docs (OpenAPI: {url}/openapi.json)")
-    with _metrics_shared(workers):
+    with _metrics_shared(workers), _writer_turns_shared(workers, settings.database_url):
         _run_uvicorn(uvicorn, host, port, workers, log_level, access_log)
 
 
@@ -243,6 +244,22 @@ def _metrics_shared(workers: int) -> Iterator[None]:
             yield
         finally:
             os.environ.pop(MULTIPROC_ENV, None)
+
+
+@contextmanager
+def _writer_turns_shared(workers: int, database_url: str) -> Iterator[None]:
+    """On PostgreSQL, the workers take turns at writing (one batch each, as one process's writer
+    would batch them; see ``Database``), through lock files in a fresh folder removed at exit.
+    SQLite's writers take turns at the database file's lock files already."""
+    if workers == 1 or not database_url.startswith("postgresql"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="profilehub-writer-") as folder:
+        os.environ[POSTGRES_TURNS_ENV] = folder  # the workers are spawned with this environment
+        try:
+            yield
+        finally:
+            os.environ.pop(POSTGRES_TURNS_ENV, None)
 
 
 WORKER_HEALTHCHECK_SECONDS = 60

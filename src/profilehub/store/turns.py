@@ -17,8 +17,12 @@ server and an importer alternate instead of the one that just committed going on
 before it queues up itself: when both want the lock, the server gets about half of it. Yields last
 at most ``_MAX_YIELD`` seconds, so nobody starves. Waiters look for the lock every millisecond, so
 a turn passes within about a millisecond of the commit. Other programs
-writing the file still meet SQLite's lock and busy timeout as before; PostgreSQL needs none of this
-(its writers wait on row locks, in order).
+writing the file still meet SQLite's lock and busy timeout as before.
+
+PostgreSQL's writers wait on row and advisory locks, in order, and need none of this for
+correctness; the workers of one ``serve --workers N`` take turns all the same (files in a folder
+of their own), so that each gathers its batch once the other has committed rather than waiting,
+batch in hand, inside its transaction (``Database``'s ``postgres_turns``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ _POLL = 0.001  # seconds between looks at a lock held by another process
 _MAX_WAIT = 30.0  # then the transaction goes ahead and SQLite's busy timeout decides, as before
 _MAX_YIELD = 2.0  # a polite writer lets waiters go first for at most this long per turn
 _RECENT = 1.0  # a polite writer that yielded this recently is told writers are waiting
+# Set by ``serve --workers N`` for its workers on PostgreSQL: the folder of their writer turns
+# (``Database``'s ``postgres_turns``).
+POSTGRES_TURNS_ENV = "PROFILEHUB_SERVE_WRITER_TURNS"
 
 
 def _try(fd: int, operation: int) -> bool:
