@@ -47,13 +47,19 @@ _PrefetchRow = namedtuple(
     "_PrefetchRow", "top email_lower person_id record_id object_slug seq data created_ts updated_ts"
 )
 # The same on PostgreSQL's driver cursor (sent in a pipeline with the org's locks: crm/people.py).
+# Each email and each owner is looked up by its key (a LATERAL subquery with LIMIT 1 is not
+# flattened into a join the planner may hash): as joins, below some 5,000 people the planner read
+# both tables whole each batch (a hash join costs less than the lookups by its disk-minded
+# estimates; 0.47 ms at 2,000 people against 0.1 ms by key at 7,700).
 _PG_PREFETCH = (
     "SELECT m.top, e.email_lower, e.person_id, r.record_id, r.object_slug, r.seq, r.data, "
     "r.created_ts, r.updated_ts "
     "FROM (SELECT max(seq) AS top FROM crm_records WHERE org_id = %(org)s AND object_slug = %(slug)s) AS m "
-    "LEFT JOIN crm_person_emails AS e ON e.org_id = %(org)s AND e.email_lower = ANY(%(emails)b) "
-    "LEFT JOIN crm_records AS r "
-    "ON r.org_id = %(org)s AND r.object_slug = %(slug)s AND r.record_id = e.person_id"
+    "LEFT JOIN (unnest(%(emails)b::text[]) AS x(email) CROSS JOIN LATERAL ("
+    "SELECT email_lower, person_id FROM crm_person_emails "
+    "WHERE org_id = %(org)s AND email_lower = x.email LIMIT 1) AS e) ON true "
+    "LEFT JOIN LATERAL (SELECT record_id, object_slug, seq, data, created_ts, updated_ts FROM crm_records "
+    "WHERE org_id = %(org)s AND object_slug = %(slug)s AND record_id = e.person_id LIMIT 1) AS r ON true"
 )
 
 
