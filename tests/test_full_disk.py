@@ -2,8 +2,8 @@
 recovers by itself once space is freed; the importer stops with one line, exit 1, and a checkpoint
 that --resume finishes from.
 
-The disk is real: a 16 MB tmpfs holding the SQLite file (room for its WAL, which grows to 4 MB
-before it is checkpointed), filled up by other files. Mounting needs root; without it the tests
+The disk is real: a 16 MB tmpfs holding the SQLite file (room for its WAL, which the importer
+checkpoints at 4 MB and the server about once a second), filled up by other files. Mounting needs root; without it the tests
 skip loudly (and fail under CI=true as root, where they can mount).
 """
 
