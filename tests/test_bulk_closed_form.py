@@ -6,7 +6,11 @@ equivalence gate would catch it on a large enough file; these name the cases).""
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
+from profilehub.bulk import graph
 from profilehub.bulk.graph import components
 from profilehub.bulk.resolve import simple_components
 
@@ -62,12 +66,35 @@ def test_a_write_without_ids_is_a_profile_of_its_own() -> None:
     assert classify([[], [(EMAIL, 1)], []]) == [True, True, True]
 
 
-def test_ids_are_coded_as_numpy_would_code_them() -> None:
-    """``code_keys`` replaces ``np.unique`` (for memory): the same codes, or records would link wrongly."""
-    from profilehub.bulk.graph import code_keys
-
+def test_ids_are_coded_as_numpy_would_code_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``code_keys`` replaces ``np.unique`` (for memory): the same codes, or records would link
+    wrongly; also when a run of equal keys crosses the chunks it works in."""
     rng = np.random.default_rng(20)
-    for n in (0, 1, 7, 5000):
-        keys = rng.integers(-40, 40, n).astype(np.int64) << 40
-        expected = np.unique(keys, return_index=True, return_inverse=True)
-        assert all(np.array_equal(a, b) for a, b in zip(expected, code_keys(keys), strict=True))
+    for chunk in (graph.CHUNK, 7):
+        monkeypatch.setattr(graph, "CHUNK", chunk)
+        for n in (0, 1, 7, 5000):
+            keys = rng.integers(-40, 40, n).astype(np.int64) << 40
+            expected = np.unique(keys, return_inverse=True)
+            assert all(np.array_equal(a, b) for a, b in zip(expected, graph.code_keys(keys), strict=True))
+
+
+def test_components_are_scipys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``components`` (a union-find in numpy, for memory) finds and numbers the components as
+    scipy's ``connected_components`` does on the graph of writes and ids: the same groups, the
+    same closed-form decisions. Random graphs, writes without ids and ids no write holds among
+    them, also in chunks of a few ids."""
+    rng = np.random.default_rng(21)
+    for chunk in (graph.CHUNK, 5):
+        monkeypatch.setattr(graph, "CHUNK", chunk)
+        for _ in range(300):
+            n, ids = int(rng.integers(0, 50)), int(rng.integers(0, 70))
+            offsets = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(rng.integers(0, 5 if ids else 1, n), out=offsets[1:])
+            flat = rng.integers(0, max(ids, 1), int(offsets[-1])).astype(np.int32)
+            size = n + ids
+            indptr = np.concatenate([offsets, np.full(ids, offsets[-1])])
+            matrix = csr_matrix((np.ones(len(flat)), flat.astype(np.int64) + n, indptr), shape=(size, size))
+            count, labels = connected_components(matrix, directed=False)
+            found = graph.components(offsets, flat, ids)
+            assert found.count == count
+            assert np.array_equal(found.label, labels[:n]) and np.array_equal(found.id_label, labels[n:])

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import resource
-import tempfile
 import threading
 import time
 import uuid
@@ -43,6 +42,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import orjson
 import sqlalchemy as sa
+from numpy.typing import NDArray
 from sqlalchemy.engine import Connection
 
 from profilehub import collector
@@ -60,7 +60,8 @@ from profilehub.bulk.resolve import (
     simple_components,
     spool_log,
 )
-from profilehub.bulk.spool import merged
+from profilehub.bulk.spool import FRAME_BYTES, frame_bytes, merged
+from profilehub.bulk.workdir import stop_on_terminate, work_folder
 from profilehub.errors import Conflict, ProfilehubError, error_body
 from profilehub.identity.normalize import Identifier
 from profilehub.identity.resolve import apply_write
@@ -207,7 +208,9 @@ class _Plan:
         self.types = array("b" if len(self.type_names) < 127 else "q")
         self.ucids: dict[int, str] = {}
         self.suppressed: set[int] = set()  # writes carrying a suppressed id (written without it)
-        self.lines = array("q")
+        # each write's line in the file: 32-bit (40 MB at ten million records, not 80), 64-bit
+        # only past four billion lines
+        self.lines = array("I")
         self.raw: dict[int, str] = {}  # the record as read, of writes that may be refused (ucid)
         self.rejects: list[_Reject] = []
         self.path = folder / "writes.jsonl"
@@ -228,6 +231,8 @@ class _Plan:
         )
         base = self.count
         self.count += len(written)
+        if numbers[-1] > 0xFFFFFFFF and self.lines.typecode == "I":
+            self.lines = array("q", self.lines)
         self.lines.extend([line for _, line in written])
         self.keys.extend(prepared.keys)
         types = prepared.types
@@ -269,6 +274,24 @@ class _Plan:
             for out in outputs:
                 out.close()
         return paths
+
+
+@dataclass
+class _Linked:
+    """What the link phase found (``BulkImporter._link``): each write's component (``label``),
+    which components are simple, and where the ids' sorted keys and their components wait (read
+    only when the scope already holds profiles, ``ids``)."""
+
+    label: NDArray[np.integer[Any]]
+    simple: NDArray[np.bool_]
+    count: int
+    keys_path: Path
+    labels_path: Path
+
+    def ids(self) -> tuple[NDArray[np.int64], NDArray[np.integer[Any]]]:
+        """The ids' keys, sorted (an id's code is its place), and each id's component: mapped
+        from their files, so only the pages a lookup touches are read."""
+        return np.load(self.keys_path, mmap_mode="r"), np.load(self.labels_path, mmap_mode="r")
 
 
 class _Again(Exception):
@@ -444,6 +467,7 @@ class BulkImporter:
         self._stop = threading.Event()
         self.summary: BulkSummary | None = None
         self._resolve_pool: Executor | None = None
+        self._frame = FRAME_BYTES  # the spools' frame size (``spool.frame_bytes``)
 
     def _check_stop(self) -> None:
         if self._stop.is_set():
@@ -540,15 +564,62 @@ class BulkImporter:
 
     # --- phases 3 and 4: the transaction ---
     def _job(
-        self, plan: _Plan, at: int, summary: BulkSummary, spool_dir: Path
+        self, plan: _Plan, linked: _Linked, at: int, summary: BulkSummary, spool_dir: Path
     ) -> Callable[[Connection], Any]:
         def job(conn: Connection) -> dict[int, ProfilehubError]:
-            return self._transaction(conn, plan, at, summary, spool_dir)
+            self._check_stop()  # a retry after a stop (the statement it interrupted failed)
+            return self._transaction(conn, plan, linked, at, summary, spool_dir)
 
         return job
 
+    # --- phase 2: link ---
+    def _link(self, plan: _Plan, strategy: Strategy, folder: Path) -> _Linked:
+        """The components of the plan's writes, and which are simple (``graph``,
+        ``resolve.simple_components``), before the transaction: what the transaction needs of
+        them is small (a 32-bit component a write, a flag a component), so the plan's per-id
+        keys, idTypes and offsets (at ten million records some 47 million ids: 0.5 GB) are
+        dropped here, and the ids' sorted keys and components, which only an import into a
+        scope holding profiles looks at again, wait on disk. Memory at ten million records,
+        measured on arrays of that size: 1.7 GB over the plan before (``np.unique``-like
+        coding with a stable argsort, scipy's graph of float64 weights and its transpose),
+        about 0.75 GB now, at the coding."""
+        # Ids coded 0..m-1 by their keys, in order.
+        keys, flat = code_keys(np.frombuffer(plan.keys, dtype=np.int64))
+        plan.keys = array("q")
+        types = (
+            np.frombuffer(plan.types, dtype=np.int8)
+            if plan.types.typecode == "b"
+            else np.frombuffer(plan.types, dtype=np.int64)
+        )
+        # Each id's idType: one of its writes' (all of them give the same unless two ids share a
+        # key; a component is computed in closed form only after its ids themselves were checked).
+        id_type = np.empty(len(keys), dtype=types.dtype)
+        id_type[flat] = types
+        del types
+        plan.types = array(plan.types.typecode)
+        ids = len(keys)
+        keys_path = folder / "id-keys.npy"
+        np.save(keys_path, keys)
+        del keys
+        self._check_stop()
+        offsets = np.frombuffer(plan.offsets, dtype=np.int64)
+        graph = components(offsets, flat, ids)
+        self._check_stop()
+        # idType limits by code (the codes ``prepare_chunk`` gave); an unknown idType: never simple
+        limits = np.array(
+            [strategy.id_types[n].max_per_profile if n in strategy.id_types else 0 for n in plan.type_names]
+            + [0],
+            dtype=np.int64,
+        )
+        simple = simple_components(offsets, flat, graph.label, graph.id_label, id_type, limits, graph.count)
+        del offsets, flat, id_type
+        plan.offsets = array("q")
+        labels_path = folder / "id-labels.npy"
+        np.save(labels_path, graph.id_label)
+        return _Linked(graph.label, simple, graph.count, keys_path, labels_path)
+
     def _transaction(
-        self, conn: Connection, plan: _Plan, at: int, summary: BulkSummary, spool_dir: Path
+        self, conn: Connection, plan: _Plan, linked: _Linked, at: int, summary: BulkSummary, spool_dir: Path
     ) -> dict[int, ProfilehubError]:
         sink = self.sink
         service = sink.service
@@ -571,54 +642,32 @@ class BulkImporter:
                 field="strategy",
             )
         t = time.monotonic()
-        # Ids coded 0..m-1 by their keys; ``keys[first[c]]`` is the first occurrence of id c.
-        keys, first, flat = code_keys(np.frombuffer(plan.keys, dtype=np.int64))
-        id_type = (
-            np.frombuffer(plan.types, dtype=np.int8)
-            if plan.types.typecode == "b"
-            else np.frombuffer(plan.types, dtype=np.int64)
-        )[first]
-        del first  # before the graph: the link phase is the import's peak of memory
-        offsets = np.frombuffer(plan.offsets, dtype=np.int64)
-        graph = components(offsets, flat, len(keys))
-        summary.components = graph.count
-        # idType limits by code (the codes ``prepare_chunk`` gave); an unknown idType: never simple
-        limits = np.array(
-            [strategy.id_types[n].max_per_profile if n in strategy.id_types else 0 for n in plan.type_names]
-            + [0],
-            dtype=np.int64,
-        )
-        simple = simple_components(
-            offsets,
-            flat,
-            graph.label,
-            graph.id_label,
-            id_type,
-            limits,
-            graph.count,
-        )
-        del id_type, flat
-        touching = np.zeros(graph.count, dtype=bool)
+        touching = np.zeros(linked.count, dtype=bool)
         for k in plan.ucids:
-            touching[graph.label[k]] = True
-        self._mark_stored(conn, org_id, regions, plan, keys, graph.id_label, touching)
-        del keys
-        summary.mark("link", t)
+            touching[linked.label[k]] = True
+        self._mark_stored(conn, org_id, regions, plan, linked, touching)
         self._check_stop()
-
-        t = time.monotonic()
         block = UcidBlock(len(plan))
-        spools = [Spools.open(spool_dir, "store")]
-        in_memory = np.flatnonzero(~touching[graph.label])
+        label = linked.label
+        in_memory = np.flatnonzero(~touching[label])
+        del touching
         # Groups of whole components, resolved by the worker processes and this thread at once.
         groups = max(1, math.ceil(len(in_memory) / GROUP_WRITES), self.workers + 1)
-        group_of = np.full(len(plan), -1, dtype=np.int64)  # -1: replayed against the store
-        group_of[in_memory] = graph.label[in_memory] % groups
+        # Every group's spools and the store's are merged at once by the write: frames sized so
+        # that the merge holds ``spool.MERGE_BYTES`` of them whatever the number of groups.
+        frame = frame_bytes(groups + 1)
+        self._frame = frame
+        spools = [Spools.open(spool_dir, "store", frame)]
+        # -1: replayed against the store
+        group_of: NDArray[np.integer[Any]] = np.full(
+            len(plan), -1, dtype=np.int32 if groups < 2**31 else np.int64
+        )
+        group_of[in_memory] = label[in_memory] % groups
         # Each write's component where it resolves in closed form, else -1 (replayed in order).
-        closed = np.where(simple[graph.label], graph.label, -1)
+        closed = np.where(linked.simple[label], label, -1)
         summary.closed_form = int((closed[in_memory] >= 0).sum())
         summary.resolved_in_memory = len(in_memory)
-        del graph, in_memory, simple
+        del in_memory
         paths = plan.split(spool_dir, group_of, groups)
         store_paths = [paths[-1]]
         # Each group's writes in file order (a stable sort by group), and their closed-form labels.
@@ -715,11 +764,12 @@ class BulkImporter:
                         f"g{g}",
                         journal,
                         ledger,
+                        self._frame,
                     )
                 running[future] = g
             if todo:  # this thread takes one too, from the other end
                 g = todo.pop()
-                group_spools = Spools.open(spool_dir, f"g{g}")
+                group_spools = Spools.open(spool_dir, f"g{g}", self._frame)
                 try:
                     created, updated = resolve_file(
                         strategy,
@@ -752,13 +802,13 @@ class BulkImporter:
         org_id: int,
         regions: list[str],
         plan: _Plan,
-        keys: Any,
-        id_label: Any,
+        linked: _Linked,
         touching: Any,
     ) -> None:
-        """Mark the components holding an id a stored profile owns (``keys``: the ids' keys,
-        sorted, coding them). Nothing to look up in a scope that holds no profiles yet (the usual
-        backfill); otherwise the writes file is read once, its ids looked up a chunk at a time."""
+        """Mark the components holding an id a stored profile owns (the ids' keys, sorted, code
+        them). Nothing to look up in a scope that holds no profiles yet (the usual backfill);
+        otherwise the writes file is read once, its ids looked up a chunk at a time, and the ids'
+        keys and components read from the files the link left them in."""
         held = [
             region
             for region in regions
@@ -773,6 +823,7 @@ class BulkImporter:
         if not held:
             return
         pending: dict[str, set[Identifier]] = {region: set() for region in held}
+        keys, id_label = linked.ids()
 
         def look_up(region: str) -> None:
             self._check_stop()
@@ -878,7 +929,9 @@ class BulkImporter:
             # Each group's rows of a table are in the table's key order (``Spools.open``): merged,
             # the whole load is, and each B-tree fills page after page (the id values are hashes
             # and ucids and file order interleave across groups: any other order is random).
-            return merged([getattr(group, name) for group in spools])
+            for block in merged([getattr(group, name) for group in spools]):
+                self._check_stop()  # a stop ends the load here (minutes at ten million records)
+                yield block
 
         def stream(table: str, columns: Sequence[str], rows: Iterable[Iterable[Sequence[Any]]]) -> None:
             _stream_rows(conn, table, columns, chain.from_iterable(rows), phases, org_id)
@@ -953,8 +1006,9 @@ class BulkImporter:
         try:
             with (
                 _stop_on_interrupt(stop),
+                stop_on_terminate(stop),
                 collector.tuned(),
-                tempfile.TemporaryDirectory(prefix="profilehub-bulk-", dir=self.spool_dir) as spool_dir,
+                work_folder("profilehub-bulk-", self.spool_dir) as spool_dir,
             ):
                 t = time.monotonic()
                 with database.read() as conn:
@@ -964,13 +1018,18 @@ class BulkImporter:
                 phase("prepare", t)
                 self.progress(summary)
                 t = time.monotonic()
+                linked = self._link(plan, strategy, Path(spool_dir))
+                summary.components = linked.count
+                summary.mark("link", t)
+                self.progress(summary)
+                t = time.monotonic()
                 # New worker processes for the resolution: those that prepared keep what preparing
                 # grew their heaps to (~230 MB each at a million records) resident through the
                 # link phase, the import's peak of memory, where they have nothing to do.
                 with worker_pool(self.workers) as pool:
                     self._resolve_pool = pool
                     future: Future[dict[int, ProfilehubError]] = database.submit(
-                        self._job(plan, at, summary, Path(spool_dir))
+                        self._job(plan, linked, at, summary, Path(spool_dir))
                     )
                     while not future.done():
                         wait([future], timeout=1.0)

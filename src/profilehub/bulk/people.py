@@ -31,7 +31,6 @@ writer does for its group.
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 from array import array
@@ -62,6 +61,7 @@ from profilehub.bulk.resolve import (
     spool_log,
 )
 from profilehub.bulk.spool import Spool, merged
+from profilehub.bulk.workdir import stop_on_terminate, work_folder
 from profilehub.crm.objects import PEOPLE, custom_attributes
 from profilehub.crm.people import (
     MAX_BATCH,
@@ -302,7 +302,12 @@ class PeopleBulkImporter:
         started = time.monotonic()
         stop = self._stop = threading.Event()
         try:
-            with _stop_on_interrupt(stop), collector.tuned(), worker_pool(self.workers) as pool:
+            with (
+                _stop_on_interrupt(stop),
+                stop_on_terminate(stop),
+                collector.tuned(),
+                worker_pool(self.workers) as pool,
+            ):
                 self._pool = pool
                 if pool is not None:
                     with self.db.read() as conn:
@@ -348,7 +353,7 @@ class PeopleBulkImporter:
             while True:
                 try:
                     with (
-                        tempfile.TemporaryDirectory(prefix="profilehub-bulk-people-") as folder,
+                        work_folder("profilehub-bulk-people-") as folder,
                         savepoint(conn),
                     ):
                         return self._attempt(conn, at, summary, refused, set_based, Path(folder))

@@ -28,7 +28,7 @@ import orjson
 from numpy.typing import NDArray
 
 from profilehub import collector
-from profilehub.bulk.spool import Spool
+from profilehub.bulk.spool import FRAME_BYTES, Spool
 from profilehub.errors import ProfilehubError
 from profilehub.identity.consent import CONSENT, consent_entries
 from profilehub.identity.memory import MemoryStorage
@@ -55,13 +55,19 @@ class Spools:
     ledger: Spool  # consent ledger rows with the write's file index in place of ``seq``
 
     @classmethod
-    def open(cls, folder: Path, prefix: str) -> Spools:
+    def open(cls, folder: Path, prefix: str, frame: int = FRAME_BYTES) -> Spools:
         """Each table's rows sorted as they stand, which is the table's key order (profiles,
         ids, journal and ledger rows lead with their primary key's columns; change log entries
         and events with their file index, which numbers them): the write merges the groups'
-        spools, so every table is loaded in its key order, its B-tree filled page after page."""
+        spools, so every table is loaded in its key order, its B-tree filled page after page.
+        ``frame``: the spools' frame size (``spool.frame_bytes`` of the groups merged)."""
         spools = [
-            Spool(folder / f"{prefix}-{name}.rows", sort=True, key=_id_order if name == "ids" else None)
+            Spool(
+                folder / f"{prefix}-{name}.rows",
+                sort=True,
+                key=_id_order if name == "ids" else None,
+                frame=frame,
+            )
             for name in SPOOLED
         ]
         return cls(*spools)
@@ -169,8 +175,8 @@ def read_writes(path: Path, org_id: int, actor: str) -> Iterator[tuple[int, Prep
 def simple_components(
     offsets: NDArray[np.int64],
     flat: NDArray[np.integer[Any]],
-    label: NDArray[np.int64],
-    id_label: NDArray[np.int64],
+    label: NDArray[np.integer[Any]],
+    id_label: NDArray[np.integer[Any]],
     id_type: NDArray[np.integer[Any]],
     limits: NDArray[np.int64],
     count: int,
@@ -354,17 +360,18 @@ def resolve_payload(
     org_id: int,
     actor: str,
     writes: str,
-    closed: NDArray[np.int64],
+    closed: NDArray[np.integer[Any]],
     at: int,
     block: UcidBlock,
     folder: str,
     prefix: str,
     journal: bool,
     ledger: bool = True,
+    frame: int = FRAME_BYTES,
 ) -> tuple[int, int, Spools] | None:
     """``resolve_file`` in a worker process, into spools of its own (closed, returned with the
     counts); None when a write was refused (the group then replays against the store)."""
-    spools = Spools.open(Path(folder), prefix)
+    spools = Spools.open(Path(folder), prefix, frame)
     try:
         created, updated = resolve_file(
             strategy, org_id, actor, Path(writes), closed, at, block, spools, journal, lambda: None, ledger
@@ -386,7 +393,7 @@ def resolve_file(
     org_id: int,
     actor: str,
     writes: Path,
-    closed: NDArray[np.int64],
+    closed: NDArray[np.integer[Any]],
     at: int,
     block: UcidBlock,
     spools: Spools,

@@ -21,24 +21,49 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-# Rows per pickled frame: large enough that a frame's overhead is nothing, small enough that the
-# frames the write merges (one per group and table) stay a few MB in all.
+# Rows per frame at most: large enough that a frame's overhead is nothing.
 FRAME_ROWS = 2000
+# A frame's bytes at most (``frame_bytes``): the write's merge holds a frame of every spool it
+# merges at once, so their size, not their rows, is what bounds it. At ten million records there
+# are 500 groups, and 2,000 events' rows (about 1 KB of JSON each) a group came to 1 GB a table
+# in the merge, twice over with the rows it hands on: 5.2 GB at the peak, measured.
+FRAME_BYTES = 1 << 20
+# The frames one merge step holds, all spools together (``marshal`` bytes; as Python objects
+# 1.2-3.5 times that: long JSON strings, short id rows), and the smallest frame worth reading.
+MERGE_BYTES = 32 << 20
+MIN_FRAME_BYTES = 16 << 10
+# Spools merged at once: with more, ``merged`` merges them in passes (each a spool again).
+MERGE_FAN_IN = MERGE_BYTES // MIN_FRAME_BYTES
 _LENGTH = struct.Struct("<Q")
+
+
+def frame_bytes(spools: int) -> int:
+    """The frame size for spools that are to be merged ``spools`` at a time: together their
+    frames stay within ``MERGE_BYTES`` (at most ``FRAME_BYTES`` each, at least ``MIN_FRAME_BYTES``,
+    beyond which ``merged`` goes in passes)."""
+    return max(MIN_FRAME_BYTES, min(FRAME_BYTES, MERGE_BYTES // max(1, min(spools, MERGE_FAN_IN))))
 
 
 class Spool:
     """One table's rows, appended and then read back in order: in the order appended or, with
     ``sort``, in the rows' own order (kept in memory until ``close``; a group's rows at most).
-    ``key``, if given, must order the rows as they order themselves (it only sorts them faster)."""
+    ``key``, if given, must order the rows as they order themselves (it only sorts them faster).
+    Frames hold up to ``FRAME_ROWS`` rows and about ``frame`` bytes (never more than twice that,
+    unless one row alone is larger): the rows a frame takes follow the size of the last."""
 
     def __init__(
-        self, path: Path, sort: bool = False, key: Callable[[tuple[Any, ...]], Any] | None = None
+        self,
+        path: Path,
+        sort: bool = False,
+        key: Callable[[tuple[Any, ...]], Any] | None = None,
+        frame: int = FRAME_BYTES,
     ) -> None:
         self.path = path
         self.count = 0
         self._sort = sort
         self._key = key
+        self._frame = frame
+        self._per_frame = FRAME_ROWS
         self._rows: list[tuple[Any, ...]] = []
         self._file: BinaryIO | None = path.open("wb")
 
@@ -60,11 +85,20 @@ class Spool:
 
     def _flush(self) -> None:
         rows, self._rows = self._rows, []
-        if rows and self._file is not None:
-            for start in range(0, len(rows), FRAME_ROWS):
-                frame = marshal.dumps(rows[start : start + FRAME_ROWS])
-                self._file.write(_LENGTH.pack(len(frame)))
-                self._file.write(frame)
+        if not rows or self._file is None:
+            return
+        start, per, limit = 0, self._per_frame, self._frame
+        while start < len(rows):
+            part = rows[start : start + per]
+            frame = marshal.dumps(part)
+            while len(frame) > 2 * limit and len(part) > 1:  # rows larger than the last: fewer
+                part = part[: max(1, len(part) * limit // len(frame))]
+                frame = marshal.dumps(part)
+            self._file.write(_LENGTH.pack(len(frame)))
+            self._file.write(frame)
+            start += len(part)
+            per = max(1, min(FRAME_ROWS, len(part) * limit // max(1, len(frame))))
+        self._per_frame = per
 
     def close(self) -> None:
         if self._file is None:
@@ -83,6 +117,8 @@ class Spool:
             "count": self.count,
             "_sort": self._sort,
             "_key": None,
+            "_frame": self._frame,
+            "_per_frame": self._per_frame,
             "_rows": [],
             "_file": None,
         }
@@ -103,12 +139,48 @@ class Spool:
         self.path.unlink(missing_ok=True)
 
 
-def merged(spools: Sequence[Spool]) -> Iterator[list[tuple[Any, ...]]]:
+def merged(spools: Sequence[Spool], fan_in: int = MERGE_FAN_IN) -> Iterator[list[tuple[Any, ...]]]:
     """The rows of ``spools``, each sorted (``Spool(sort=True)``), as one sorted stream in blocks.
 
-    ``heapq.merge`` costs a Python step per row; this takes a block of each spool, hands on every
+    ``heapq.merge`` costs a Python step per row; this takes a frame of each spool, hands on every
     buffered row up to the smallest of the spools' last buffered rows (no spool can still give a
-    smaller one), sorted together (``list.sort`` merges the runs in C), and reads on."""
+    smaller one), sorted together (``list.sort`` merges the runs in C), and reads on. So it holds
+    a frame of each spool and at most as many rows again: with frames sized by ``frame_bytes``,
+    ``MERGE_BYTES`` of frames whatever the file's size. More than ``fan_in`` spools are merged in
+    passes, ``fan_in`` at a time into spools of their own (next to the first), each removed once
+    read."""
+    if len(spools) > fan_in:
+        return _merged_in_passes(spools, fan_in)
+    return _merged(spools)
+
+
+def _merged_in_passes(spools: Sequence[Spool], fan_in: int) -> Iterator[list[tuple[Any, ...]]]:
+    folder = spools[0].path.parent
+    level = list(spools)
+    depth = 0
+    while len(level) > fan_in:
+        depth += 1
+        size = frame_bytes(fan_in)
+        merged_level: list[Spool] = []
+        for n in range(0, len(level), fan_in):
+            out = Spool(folder / f"{spools[0].path.stem}.merge{depth}-{n // fan_in}", frame=size)
+            for block in _merged(level[n : n + fan_in]):
+                out.extend(block)
+            out.close()
+            if depth > 1:  # a pass's own spools; the callers' stay theirs
+                for used in level[n : n + fan_in]:
+                    used.discard()
+            merged_level.append(out)
+        level = merged_level
+    try:
+        yield from _merged(level)
+    finally:
+        if depth:
+            for used in level:
+                used.discard()
+
+
+def _merged(spools: Sequence[Spool]) -> Iterator[list[tuple[Any, ...]]]:
     Buffer = tuple[Iterator[list[tuple[Any, ...]]], list[tuple[Any, ...]], int]  # blocks, block, rows taken
     buffers: list[Buffer] = []
     for spool in spools:
