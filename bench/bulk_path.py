@@ -155,6 +155,8 @@ def run_import(
     summary = found.group(0).split(": ", 1)[1]
     if phases := re.search(r"^phases: .*$", text, re.M):  # the bulk path's time by phase
         summary += f"; {phases.group(0)}"
+    if grown := re.search(r"\(by the end of [^)]*\)", text):  # and its importer's peak RSS by phase
+        summary += f"; peak RSS MB {grown.group(0)[1:-1]}"
     if seconds > timeout:
         raise RuntimeError(f"{' '.join(cmd)} took {seconds:.0f} s, more than --timeout {timeout:.0f}")
     return Run("bulk" if bulk else "online", records, seconds, usage.ru_maxrss * 1024, peak_tree, summary)

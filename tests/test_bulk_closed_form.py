@@ -68,14 +68,15 @@ def test_a_write_without_ids_is_a_profile_of_its_own() -> None:
 
 def test_ids_are_coded_as_numpy_would_code_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """``code_keys`` replaces ``np.unique`` (for memory): the same codes, or records would link
-    wrongly; also when a run of equal keys crosses the chunks it works in."""
+    wrongly; also when it splits the keys into buckets of a few (``CHUNK``) by their top bits."""
     rng = np.random.default_rng(20)
     for chunk in (graph.CHUNK, 7):
         monkeypatch.setattr(graph, "CHUNK", chunk)
         for n in (0, 1, 7, 5000):
-            keys = rng.integers(-40, 40, n).astype(np.int64) << 40
-            expected = np.unique(keys, return_inverse=True)
-            assert all(np.array_equal(a, b) for a, b in zip(expected, graph.code_keys(keys), strict=True))
+            pool = rng.integers(-(2**63), 2**63 - 1, max(1, n // 3), dtype=np.int64)  # hashes
+            for keys in (rng.integers(-40, 40, n).astype(np.int64) << 40, rng.choice(pool, n)):
+                expected = np.unique(keys, return_inverse=True)
+                assert all(np.array_equal(a, b) for a, b in zip(expected, graph.code_keys(keys), strict=True))
 
 
 def test_components_are_scipys(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -953,8 +953,16 @@ def _run_import(
             getattr(summary, "peak_rss_bytes", 0),
             getattr(summary, "peak_rss_workers_bytes", 0),
         )
+        # The importer's peak as it stood at the end of each phase: which phase grew it.
+        by_phase: dict[str, int] = getattr(summary, "peak_rss_by_phase", {})
+        grown = ", ".join(
+            f"{name} {by_phase[name] / 2**20:,.0f}"
+            for name in ("prepare", "link", "resolve", "write")
+            if name in by_phase
+        )
         console.print(
             f"peak memory (RSS): importer {peak / 2**20:,.0f} MB"
+            + (f" (by the end of {grown})" if grown else "")
             + (f", largest worker process {workers_peak / 2**20:,.0f} MB" if workers_peak else ""),
             highlight=False,
             soft_wrap=True,

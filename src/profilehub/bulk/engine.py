@@ -999,9 +999,8 @@ class BulkImporter:
         database = sink.service.db
 
         def phase(name: str, began: float) -> None:
-            summary.phases[name] = time.monotonic() - began
+            summary.mark(name, began)
             summary.seconds = time.monotonic() - started
-            summary.peak_rss_bytes, summary.peak_rss_workers_bytes = _peak_rss()
 
         try:
             with (
