@@ -48,6 +48,7 @@ class WalCheckpointer:
 
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
+        failing = False  # said once per run of failures (a full disk fails each second until freed)
         try:
             while True:
                 self._written.wait()
@@ -58,11 +59,14 @@ class WalCheckpointer:
                     if conn is None:
                         conn = sqlite3.connect(self._database, timeout=30, check_same_thread=False)
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    failing = False
                 except sqlite3.Error:
                     # The writer's backstop checkpoints meanwhile; try again after its next commit.
-                    log.warning(
-                        "WAL checkpoint failed; the writer checkpoints itself meanwhile", exc_info=True
-                    )
+                    if not failing:
+                        log.warning(
+                            "WAL checkpoint failed; the writer checkpoints itself meanwhile", exc_info=True
+                        )
+                    failing = True
                     if conn is not None:
                         conn.close()
                     conn = None
