@@ -346,7 +346,9 @@ def test_cli_bulk_and_at(orgs: Database, tmp_path: Path, monkeypatch: pytest.Mon
         r"resolve [\d,]+, write [\d,]+\)",
         done.output,
     )
-    assert re.search(r"phases: prepare [\d.]+s, link [\d.]+s, resolve [\d.]+s, write [\d.]+s", done.output)
+    assert re.search(
+        r"phases: prepare [\d.]+s, link [\d.]+s, resolve [\d.]+s, write [\d.]+s, commit [\d.]+s", done.output
+    )
     assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)
     assert change_log(orgs, BULK) == change_log(orgs, ONLINE)
     refused = runner.invoke(main, [*args, "--org-id", str(BULK), "--bulk", "--resume"])

@@ -975,7 +975,7 @@ def _run_import(
                 "phases: "
                 + ", ".join(
                     f"{name} {phases[name]:,.1f}s"
-                    for name in ("prepare", "link", "resolve", "write")
+                    for name in ("prepare", "link", "resolve", "write", "commit")
                     if name in phases
                 ),
                 highlight=False,

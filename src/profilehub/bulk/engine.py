@@ -467,6 +467,7 @@ class BulkImporter:
         self._stop = threading.Event()
         self.summary: BulkSummary | None = None
         self._resolve_pool: Executor | None = None
+        self._job_ended = 0.0  # when the transaction's job returned (its commit follows)
         self._frame = FRAME_BYTES  # the spools' frame size (``spool.frame_bytes``)
 
     def _check_stop(self) -> None:
@@ -713,6 +714,7 @@ class BulkImporter:
             service.journal_pruner.prune(conn, [org_id], at)
         summary.mark("write", t)
         self._check_stop()
+        self._job_ended = time.monotonic()
         return refused
 
     def _resolve_groups(
@@ -1035,6 +1037,9 @@ class BulkImporter:
                         summary.seconds = time.monotonic() - started
                         self.progress(summary)
                     refused = future.result()
+                # From the job's end to its commit: on SQLite that includes copying the WAL, about
+                # as large as what the import wrote, into the database file (the checkpoint).
+                summary.mark("commit", self._job_ended)
                 summary.phases["transaction"] = time.monotonic() - t
         except BulkInterrupted as exc:
             summary.seconds = time.monotonic() - started
