@@ -599,7 +599,10 @@ class Database:
         self._writer_engine = engine(writer=True)
         self._turns = _writer_turns(self._writer_engine, yields_to_waiting_writers)
         if postgres_turns is not None and self._writer_engine.dialect.name == "postgresql":
-            self._turns = WriterTurns(postgres_turns / "postgresql")
+            try:
+                self._turns = WriterTurns(postgres_turns / "postgresql")
+            except OSError as exc:  # the folder gone or unwritable: correct without, only slower
+                log.warning("writing without turns beside the other workers (%s)", exc)
         self._checkpoints: WalCheckpointer | None = None
         file = _sqlite_file(self._writer_engine)
         if background_checkpoints and file is not None:
