@@ -22,6 +22,7 @@ Phases, each timed in ``BulkSummary.phases``:
 
 from __future__ import annotations
 
+import heapq
 import math
 import resource
 import threading
@@ -36,6 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import accumulate, chain, islice
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -143,6 +145,33 @@ class _Reject:
     reason: str
 
 
+class _Rejects:
+    """The records refused while preparing, in file order, kept in a file of the import's folder
+    until the rejects file is written: each is its record as read and an error body (about 1 KB),
+    which in memory would grow with a file's refused records (a gigabyte for a million)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._file: BinaryIO | None = None
+
+    def append(self, reject: _Reject) -> None:
+        if self._file is None:
+            self._file = self.path.open("ab", buffering=1 << 16)
+        self.count += 1
+        self._file.write(orjson.dumps([reject.line, reject.raw, reject.body, reject.reason]) + b"\n")
+
+    def __iter__(self) -> Iterator[_Reject]:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if not self.count:
+            return
+        with self.path.open("rb") as f:
+            for line in f:
+                yield _Reject(*orjson.loads(line))
+
+
 class _Records:
     """A chunk of records as the import's reader (``RecordSource``) read them, prepared by
     ``prepare_chunk``."""
@@ -212,7 +241,7 @@ class _Plan:
         # only past four billion lines
         self.lines = array("I")
         self.raw: dict[int, str] = {}  # the record as read, of writes that may be refused (ucid)
-        self.rejects: list[_Reject] = []
+        self.rejects = _Rejects(folder / "rejects.jsonl")
         self.path = folder / "writes.jsonl"
         self._file: BinaryIO | None = self.path.open("wb", buffering=1 << 20)
         self.count = 0
@@ -746,6 +775,9 @@ class BulkImporter:
             spools.append(group_spools)
             summary.created += created
             summary.updated += updated
+            # Its writes are in its spools now (a retried transaction splits the writes file
+            # again): the disk they took (about 1 KB a record) is free for the write's.
+            paths[g].unlink(missing_ok=True)
             return g, False
 
         while todo or running:
@@ -934,6 +966,8 @@ class BulkImporter:
             for block in merged([getattr(group, name) for group in spools]):
                 self._check_stop()  # a stop ends the load here (minutes at ten million records)
                 yield block
+            for group in spools:  # loaded: the table grows in the database as its spools go
+                getattr(group, name).discard()
 
         def stream(table: str, columns: Sequence[str], rows: Iterable[Iterable[Sequence[Any]]]) -> None:
             _stream_rows(conn, table, columns, chain.from_iterable(rows), phases, org_id)
@@ -1041,37 +1075,41 @@ class BulkImporter:
                 # as large as what the import wrote, into the database file (the checkpoint).
                 summary.mark("commit", self._job_ended)
                 summary.phases["transaction"] = time.monotonic() - t
+                # Written records that carried a suppressed id (written without it), as online
+                # counts them.
+                summary.suppressed += sum(1 for k in plan.suppressed if k not in refused)
+                self._write_rejects(  # before the folder, which holds those refused while preparing, goes
+                    plan.rejects,
+                    [
+                        _Reject(
+                            plan.lines[k],
+                            plan.raw.get(k, ""),
+                            error_body(e.status, e.message, e.errors),
+                            _reason(e),
+                        )
+                        for k, e in refused.items()
+                    ],
+                    summary,
+                )
         except BulkInterrupted as exc:
             summary.seconds = time.monotonic() - started
             exc.summary = summary
             raise
-        # Written records that carried a suppressed id (written without it), as online counts them.
-        summary.suppressed += sum(1 for k in plan.suppressed if k not in refused)
-        self._write_rejects(
-            plan.rejects,
-            [
-                _Reject(
-                    plan.lines[k],
-                    plan.raw.get(k, ""),
-                    error_body(e.status, e.message, e.errors),
-                    _reason(e),
-                )
-                for k, e in refused.items()
-            ],
-            summary,
-        )
         summary.seconds = time.monotonic() - started
         summary.peak_rss_bytes, summary.peak_rss_workers_bytes = _peak_rss()
         self.progress(summary)
         return summary
 
-    def _write_rejects(self, prepared: list[_Reject], applied: list[_Reject], summary: BulkSummary) -> None:
-        """The rejects file, as online (one line per refused record, in line order), and counts."""
+    def _write_rejects(self, prepared: _Rejects, applied: list[_Reject], summary: BulkSummary) -> None:
+        """The rejects file, as online (one line per refused record, in line order), and counts:
+        those refused while preparing (in file order already) merged with those refused as they
+        applied."""
         rejects_file = checkpoints.rejects_path(self.source)
-        everything = sorted(prepared + applied, key=lambda r: r.line)
-        if not everything:
+        if not prepared.count and not applied:
             rejects_file.unlink(missing_ok=True)
             return
+        line = attrgetter("line")
+        everything = heapq.merge(prepared, sorted(applied, key=line), key=line)
         with rejects_file.open("wb") as out:
             for r in everything:
                 summary.rejected += 1
