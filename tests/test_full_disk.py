@@ -3,8 +3,9 @@ recovers by itself once space is freed; the importer stops with one line, exit 1
 that --resume finishes from.
 
 The disk is real: a 16 MB tmpfs holding the SQLite file (room for its WAL, which the importer
-checkpoints at 4 MB and the server about once a second), filled up by other files. Mounting needs root; without it the tests
-skip loudly (and fail under CI=true as root, where they can mount).
+checkpoints at 4 MB and the server every quarter second), filled up by other files. Mounting
+needs root; without it the tests skip loudly (and fail under CI=true as root, where they can
+mount).
 """
 
 from __future__ import annotations

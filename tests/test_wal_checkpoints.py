@@ -29,7 +29,7 @@ def test_the_servers_writes_are_checkpointed_into_the_database_file(app: FastAPI
     before = file.stat().st_size
     people = 0
     deadline = time.monotonic() + 30
-    # The thread checkpoints about once a second while the writer commits: keep writing until the
+    # The thread checkpoints every quarter second while the writer commits: keep writing until the
     # file has grown, or give up.
     while time.monotonic() < deadline and file.stat().st_size <= before:
         batch = [{"emails": [f"p{people + i}@x.com"], "firstName": "P"} for i in range(100)]
