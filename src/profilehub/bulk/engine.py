@@ -96,6 +96,12 @@ from profilehub.store.profile_storage import profile_storage
 
 # Records per job handed to a worker process: large enough that pickling is a small share.
 PREPARE_CHUNK = 2000
+# Chunks (and, resolving, groups) submitted to each worker process and not yet taken back: one
+# it works on and one waiting, so that it never waits for this thread to finish its own.
+PREPARE_AHEAD = 2
+# Chunks prepared and not yet taken (held in file order behind a worker's) before this thread
+# waits for the first: bounds what a slow worker makes the importer hold.
+PREPARE_HELD = 16
 # Writes resolved in memory at a time (whole components): bounds the resolver's memory.
 GROUP_WRITES = 20_000
 # Ids looked up in the store per query when the scope already holds profiles.
@@ -560,29 +566,43 @@ class BulkImporter:
                     head.add("parse" if error is None or isinstance(error, str) else _reason(error))
             head_left -= min(head_left, len(chunk.lines))
 
-        pending: deque[tuple[_Chunk, Future[PreparedChunk]]] = deque()
+        # Chunks in file order, each with its worker's future or, prepared here, its result. The
+        # workers are kept fed (``AHEAD`` chunks each submitted and not yet done) and this
+        # thread prepares a chunk itself only while they are: it also reads the file, sends the
+        # chunks and takes the results, so a fixed share (every other chunk, before) left the
+        # workers idle while it caught up.
+        pending: deque[tuple[_Chunk, Future[PreparedChunk] | PreparedChunk]] = deque()
+        in_flight = 0
+        ahead = PREPARE_AHEAD * self.workers
+
+        def take_ready(wait_for_all: bool) -> None:
+            nonlocal in_flight
+            while pending:
+                done_chunk, item = pending[0]
+                if isinstance(item, Future):
+                    if not (wait_for_all or item.done() or len(pending) > PREPARE_HELD):
+                        return
+                    self._check_stop()
+                    item = item.result()
+                    in_flight -= 1
+                pending.popleft()
+                take(done_chunk, item)
+
         for chunk in self._chunks():
             self._check_stop()
             function, data = chunk.job()
-            if pool is None or len(pending) >= self.workers:
-                # This thread prepares a chunk too while the workers prepare theirs; chunks are
-                # taken in file order, so the workers' (earlier) ones first.
-                local = function(*args, *data)
-                while pending:
-                    done_chunk, future = pending.popleft()
-                    take(done_chunk, future.result())
-                take(chunk, local)
-            else:
+            if pool is not None and in_flight < ahead:
                 with _sigint_blocked():  # workers start on demand: never with Ctrl-C
                     pending.append((chunk, pool.submit(function, *args, *data)))
+                in_flight += 1
+            else:
+                pending.append((chunk, function(*args, *data)))
+            take_ready(False)
             if time.monotonic() - last_progress >= 1.0:
                 last_progress = time.monotonic()
                 summary.seconds = last_progress - started
                 self.progress(summary)
-        while pending:
-            self._check_stop()
-            done_chunk, future = pending.popleft()
-            take(done_chunk, future.result())
+        take_ready(True)
         plan.done_adding()
         if self.early_stop and head_left == 0 and len(head) == 1 and "" not in head:
             # As online: the first records were all refused for one reason (a wrong org, region
@@ -782,7 +802,12 @@ class BulkImporter:
 
         while todo or running:
             self._check_stop()
-            while pool is not None and todo and len(running) < self.workers:
+            # a group waiting behind each worker's, while this thread has one left to take itself
+            while pool is not None and (
+                len(running) < self.workers
+                if len(todo) == 1
+                else todo and len(running) < PREPARE_AHEAD * self.workers
+            ):
                 g = todo.popleft()
                 with _sigint_blocked():
                     future = pool.submit(
