@@ -281,10 +281,28 @@ def test_ids_sharing_a_key_still_resolve_exactly(
     look like one simple component by their keys, and must not be computed as one profile."""
     path = write_ndjson(tmp_path / "ugly.ndjson", ugly())
     online(orgs, path)
-    for module in (engine, prepare):  # where the records' keys are made, and the stored ids'
-        monkeypatch.setattr(module, "id_key", lambda region, id_type, value: len(id_type))
+    monkeypatch.setattr(prepare, "id_key", lambda region, id_type, value: len(id_type))  # the records' keys
     summary = bulk_run(orgs, path)
     assert summary.components < 5 and summary.closed_form > 0  # looked simple by the keys
+    assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)
+    assert change_log(orgs, BULK) == change_log(orgs, ONLINE)
+    assert events(orgs, BULK) == events(orgs, ONLINE)
+
+
+def test_ids_sharing_a_key_find_the_stored_profiles_they_touch(
+    orgs: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Into a scope that holds profiles each distinct id is looked up once, known by its key: with
+    every id sharing one key, the stored people's ids, which come after new people's in the file,
+    must still be found, and their component replayed against the store."""
+    first = write_ndjson(tmp_path / "first.ndjson", people(9))
+    second = write_ndjson(tmp_path / "second.ndjson", people(18)[9:] + people(9)[:4])
+    online(orgs, first)
+    online(orgs, first, BULK)
+    online(orgs, second)
+    monkeypatch.setattr(prepare, "id_key", lambda region, id_type, value: 7)
+    summary = bulk_run(orgs, second)
+    assert summary.replayed_in_store > 0
     assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)
     assert change_log(orgs, BULK) == change_log(orgs, ONLINE)
     assert events(orgs, BULK) == events(orgs, ONLINE)

@@ -55,7 +55,6 @@ from profilehub.bulk.resolve import (
     Recorded,
     Refused,
     Spools,
-    id_key,
     read_writes,
     resolve_file,
     resolve_payload,
@@ -104,7 +103,7 @@ PREPARE_AHEAD = 2
 PREPARE_HELD = 16
 # Writes resolved in memory at a time (whole components): bounds the resolver's memory.
 GROUP_WRITES = 20_000
-# Ids looked up in the store per query when the scope already holds profiles.
+# Lines of the writes file read at a time when the scope already holds profiles (``_mark_stored``).
 LOOKUP_CHUNK = 20_000
 
 _PROFILE_COLUMNS = ("org_id", "ucid", "region", "created_ts", "updated_ts", "merged_into", "data")
@@ -314,19 +313,20 @@ class _Plan:
 @dataclass
 class _Linked:
     """What the link phase found (``BulkImporter._link``): each write's component (``label``),
-    which components are simple, and where the ids' sorted keys and their components wait (read
-    only when the scope already holds profiles, ``ids``)."""
+    which components are simple, and where each id occurrence's code (in the writes file's order)
+    and each id's component wait (read only when the scope already holds profiles, ``ids``)."""
 
     label: NDArray[np.integer[Any]]
     simple: NDArray[np.bool_]
     count: int
-    keys_path: Path
+    codes_path: Path
     labels_path: Path
 
-    def ids(self) -> tuple[NDArray[np.int64], NDArray[np.integer[Any]]]:
-        """The ids' keys, sorted (an id's code is its place), and each id's component: mapped
-        from their files, so only the pages a lookup touches are read."""
-        return np.load(self.keys_path, mmap_mode="r"), np.load(self.labels_path, mmap_mode="r")
+    def ids(self) -> tuple[NDArray[np.integer[Any]], NDArray[np.integer[Any]]]:
+        """Each id occurrence's code (the writes' ids in file order, as ``_Plan.keys`` held them;
+        a code is the place of the id's key among the distinct keys, sorted), and each id's
+        component by code: mapped from their files, so only the pages read are loaded."""
+        return np.load(self.codes_path, mmap_mode="r"), np.load(self.labels_path, mmap_mode="r")
 
 
 class _Again(Exception):
@@ -472,6 +472,85 @@ def _insert(conn: Connection, table: str, columns: Sequence[str], rows: Iterable
             marks = ", ".join("?" * len(columns))
             # sqlite3 takes any iterable of rows; the DB-API stub only says Sequence
             cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # type: ignore[arg-type]
+    finally:
+        cursor.close()
+
+
+def _distinct_ids(
+    path: Path, codes: NDArray[np.integer[Any]], regions: set[str], check_stop: Callable[[], None]
+) -> Iterator[list[tuple[int, str, str, str]]]:
+    """Blocks of (code, region, idType, value) of the ids of the writes file at ``path`` in
+    ``regions``, each distinct id once: ``codes`` gives each id occurrence's code (``_link``), so
+    an id seen before is skipped without keeping the ids themselves. Two ids that share a key share
+    a code, so a code also keeps a second hash of the id seen under it (Python's, 8 bytes an id):
+    an id whose hash differs from it is sent too, and the lookup stays exact."""
+    seen = np.zeros(int(codes.max()) + 1 if len(codes) else 0, dtype=np.int64)
+    place = 0
+    with path.open("rb") as f:
+        while True:
+            check_stop()
+            lines = list(islice(f, LOOKUP_CHUNK))
+            if not lines:
+                return
+            writes = [orjson.loads(line) for line in lines]
+            count = sum(len(w[2]) for w in writes) // 2
+            block = codes[place : place + count].tolist()
+            place += count
+            rows: list[tuple[int, str, str, str]] = []
+            n = 0
+            for w in writes:
+                region, parts = w[1], w[2]
+                if region not in regions:
+                    n += len(parts) // 2
+                    continue
+                for j in range(0, len(parts), 2):
+                    code = block[n]
+                    n += 1
+                    tag = hash((region, parts[j], parts[j + 1])) or 1
+                    if seen[code] != tag:
+                        seen[code] = tag
+                        rows.append((code, region, parts[j], parts[j + 1]))
+            yield rows
+
+
+def _stored_codes(
+    conn: Connection, org_id: int, blocks: Iterable[list[tuple[int, str, str, str]]]
+) -> list[int]:
+    """The codes of the ids in ``blocks`` (``_distinct_ids``) that ``profile_ids`` holds in
+    ``org_id``: the ids loaded into a temporary table, then one semi-join on the primary key."""
+    cursor = conn.connection.cursor()
+    try:
+        if conn.dialect.name == "postgresql":
+            cursor.execute(
+                "CREATE TEMPORARY TABLE bulk_lookup (code int8, region text, id_type text, value text) "
+                "ON COMMIT DROP"
+            )
+            with cursor.copy(
+                "COPY bulk_lookup (code, region, id_type, value) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["int8", "text", "text", "text"])
+                for rows in blocks:
+                    for row in rows:
+                        copy.write_row(row)
+            # A temporary table is never analysed by autovacuum: without its size the planner
+            # guesses, and may scan the whole of profile_ids for a hash join.
+            cursor.execute("ANALYZE bulk_lookup")
+            mark = "%s"
+        else:
+            cursor.execute(
+                "CREATE TEMPORARY TABLE bulk_lookup (code INTEGER, region TEXT, id_type TEXT, value TEXT)"
+            )
+            for rows in blocks:
+                cursor.executemany("INSERT INTO bulk_lookup VALUES (?, ?, ?, ?)", rows)
+            mark = "?"
+        cursor.execute(
+            "SELECT b.code FROM bulk_lookup b WHERE EXISTS (SELECT 1 FROM profile_ids p "
+            f"WHERE p.org_id = {mark} AND p.region = b.region AND p.id_type = b.id_type AND p.value = b.value)",
+            (org_id,),
+        )
+        found = [int(row[0]) for row in cursor.fetchall()]
+        cursor.execute("DROP TABLE bulk_lookup")
+        return found
     finally:
         cursor.close()
 
@@ -648,9 +727,10 @@ class BulkImporter:
         del types
         plan.types = array(plan.types.typecode)
         ids = len(keys)
-        keys_path = folder / "id-keys.npy"
-        np.save(keys_path, keys)
         del keys
+        # Each id occurrence's code, for ``_mark_stored`` (an import into a scope holding profiles)
+        codes_path = folder / "id-codes.npy"
+        np.save(codes_path, flat)
         self._check_stop()
         offsets = np.frombuffer(plan.offsets, dtype=np.int64)
         graph = components(offsets, flat, ids)
@@ -666,7 +746,7 @@ class BulkImporter:
         plan.offsets = array("q")
         labels_path = folder / "id-labels.npy"
         np.save(labels_path, graph.id_label)
-        return _Linked(graph.label, simple, graph.count, keys_path, labels_path)
+        return _Linked(graph.label, simple, graph.count, codes_path, labels_path)
 
     def _transaction(
         self, conn: Connection, plan: _Plan, linked: _Linked, at: int, summary: BulkSummary, spool_dir: Path
@@ -864,10 +944,12 @@ class BulkImporter:
         linked: _Linked,
         touching: Any,
     ) -> None:
-        """Mark the components holding an id a stored profile owns (the ids' keys, sorted, code
-        them). Nothing to look up in a scope that holds no profiles yet (the usual backfill);
-        otherwise the writes file is read once, its ids looked up a chunk at a time, and the ids'
-        keys and components read from the files the link left them in."""
+        """Mark the components holding an id a stored profile owns. Nothing to look up in a scope
+        that holds no profiles yet (the usual backfill). Otherwise each distinct id of the file
+        (by its code, from the link) goes once into a temporary table (``COPY`` on PostgreSQL,
+        ``executemany`` on SQLite) and one statement finds those the store holds, each through
+        ``profile_ids``' primary key: before, every id occurrence was looked up, chunk by chunk,
+        through the online path's storage (minutes into a store of ten million profiles)."""
         held = [
             region
             for region in regions
@@ -881,28 +963,9 @@ class BulkImporter:
         ]
         if not held:
             return
-        pending: dict[str, set[Identifier]] = {region: set() for region in held}
-        keys, id_label = linked.ids()
-
-        def look_up(region: str) -> None:
-            self._check_stop()
-            ids = pending[region]
-            storage = profile_storage(conn)  # a fresh one per chunk: it keeps what it read
-            for ident in storage.find_owners(org_id, region, ids):
-                code = int(np.searchsorted(keys, id_key(region, ident.id_type, ident.value)))
-                touching[id_label[code]] = True
-            ids.clear()
-
-        for _, write in read_writes(plan.path, org_id, plan.actor):
-            ids = pending.get(write.region)
-            if ids is None:
-                continue
-            ids.update(write.ids)
-            if len(ids) >= LOOKUP_CHUNK:
-                look_up(write.region)
-        for region in held:
-            if pending[region]:
-                look_up(region)
+        codes, id_label = linked.ids()
+        for code in _stored_codes(conn, org_id, _distinct_ids(plan.path, codes, set(held), self._check_stop)):
+            touching[id_label[code]] = True
 
     def _replay_in_store(
         self,
