@@ -144,9 +144,10 @@ def merged(spools: Sequence[Spool], fan_in: int = MERGE_FAN_IN) -> Iterator[list
 
     ``heapq.merge`` costs a Python step per row; this takes a frame of each spool, hands on every
     buffered row up to the smallest of the spools' last buffered rows (no spool can still give a
-    smaller one), sorted together (``list.sort`` merges the runs in C), and reads on. So it holds
-    a frame of each spool and at most as many rows again: with frames sized by ``frame_bytes``,
-    ``MERGE_BYTES`` of frames whatever the file's size. More than ``fan_in`` spools are merged in
+    smaller one), sorted together (``list.sort`` merges the runs in C), and reads on, every spool
+    left with less than half a frame taking its next one first. So it holds at most a frame and a
+    half of each spool and as many rows again: with frames sized by ``frame_bytes``, a small
+    multiple of ``MERGE_BYTES`` whatever the file's size. More than ``fan_in`` spools are merged in
     passes, ``fan_in`` at a time into spools of their own (next to the first), each removed once
     read."""
     if len(spools) > fan_in:
@@ -181,27 +182,42 @@ def _merged_in_passes(spools: Sequence[Spool], fan_in: int) -> Iterator[list[tup
 
 
 def _merged(spools: Sequence[Spool]) -> Iterator[list[tuple[Any, ...]]]:
-    Buffer = tuple[Iterator[list[tuple[Any, ...]]], list[tuple[Any, ...]], int]  # blocks, block, rows taken
+    # A buffer: the spool's frames, its rows held, how many of them were handed on, and the size
+    # of its last frame.
+    Buffer = tuple[Iterator[list[tuple[Any, ...]]], list[tuple[Any, ...]], int, int]
     buffers: list[Buffer] = []
     for spool in spools:
         blocks = spool.blocks()
         first = next(blocks, None)
         if first:
-            buffers.append((blocks, first, 0))
+            buffers.append((blocks, first, 0, len(first)))
     while len(buffers) > 1:
-        bound = min(rows[-1] for _, rows, _ in buffers)
+        # Every buffer down to less than half a frame takes its next one first: each step then
+        # hands on about half a frame of every spool. Refilling only the one that ran out made a
+        # step per frame read, each a Python pass over every spool (with 500 spools of frames of
+        # ~60 rows, 17 µs a row instead of 6, measured).
+        filled: list[Buffer] = []
+        for blocks, rows, at, size in buffers:
+            if len(rows) - at < size // 2 and (more := next(blocks, None)):
+                rows, at, size = rows[at:] + more, 0, len(more)
+            if at < len(rows):
+                filled.append((blocks, rows, at, size))
+        buffers = filled
+        if len(buffers) < 2:
+            break
+        bound = min(rows[-1] for _, rows, _, _ in buffers)
         out: list[tuple[Any, ...]] = []
         kept: list[Buffer] = []
-        for blocks, rows, at in buffers:
+        for blocks, rows, at, size in buffers:
             cut = bisect_right(rows, bound, at)
             out += rows[at:cut]
             if cut < len(rows):
-                kept.append((blocks, rows, cut))
+                kept.append((blocks, rows, cut, size))
             elif more := next(blocks, None):
-                kept.append((blocks, more, 0))
+                kept.append((blocks, more, 0, len(more)))
         buffers = kept
         out.sort()
         yield out
-    for blocks, rows, at in buffers:
+    for blocks, rows, at, _ in buffers:
         yield rows[at:]
         yield from blocks
