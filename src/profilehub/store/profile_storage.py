@@ -127,6 +127,9 @@ _PG_TYPES = {
     "data": "text",
     "merged_into": "text",
 }
+# The profiles' key. profile_ids' updates need no arrays: that table is large from the first
+# batches (several ids a profile), so the planner looks its rows up by key already.
+_NAMED_KEY = ("org_id", "ucid")
 
 
 class PostgresProfileStorage(BatchStore):
@@ -185,12 +188,21 @@ class PostgresProfileStorage(BatchStore):
         cols = set_cols + key_cols
         source = pg_recordset(cols, _PG_TYPES)
         where = " AND ".join(f"t.{c} = v.{c}" for c in key_cols)
+        params: list[Any] = [pg_rows(cols, rows)]
+        if key_cols == _NAMED_KEY:
+            # The rows' keys named as arrays as well as joined: the planner takes a JSON recordset
+            # for 100 rows whatever it holds, and below some 50,000 profiles it hashed the
+            # recordset and read every profile of the database for each batch with a returning
+            # profile (EXPLAIN ANALYZE at 4,500 profiles: 104 pages, 2.4 ms for 14 rows).
+            first = len(set_cols)
+            where += " AND t.org_id = ANY(%s) AND t.ucid = ANY(%s)"
+            params += [sorted({r[first] for r in rows}), sorted({r[first + 1] for r in rows})]
         if verb == "UPDATE":
             sql = f"UPDATE {table} AS t SET {', '.join(f'{c} = v.{c}' for c in set_cols)} FROM {source} WHERE {where}"
         else:
             sql = f"DELETE FROM {table} AS t USING {source} WHERE {where}"
         cursor = self.conn.connection.cursor()
         try:
-            cursor.execute(sql, [pg_rows(cols, rows)])
+            cursor.execute(sql, params)
         finally:
             cursor.close()
