@@ -60,6 +60,7 @@ from profilehub.bulk.resolve import (
     resolve_payload,
     simple_components,
     spool_log,
+    worker_ready,
 )
 from profilehub.bulk.spool import FRAME_BYTES, frame_bytes, merged
 from profilehub.bulk.workdir import stop_on_terminate, work_folder
@@ -1149,16 +1150,21 @@ class BulkImporter:
                     plan = self._prepare(pool, strategy, summary, started, Path(spool_dir))
                 phase("prepare", t)
                 self.progress(summary)
-                t = time.monotonic()
-                linked = self._link(plan, strategy, Path(spool_dir))
-                summary.components = linked.count
-                summary.mark("link", t)
-                self.progress(summary)
-                t = time.monotonic()
                 # New worker processes for the resolution: those that prepared keep what preparing
                 # grew their heaps to (~230 MB each at a million records) resident through the
-                # link phase, the import's peak of memory, where they have nothing to do.
+                # link phase, where they have nothing to do. The new ones start (a second or two
+                # of imports each) while this thread links, not after.
                 with worker_pool(self.workers) as pool:
+                    if pool is not None:
+                        with _sigint_blocked():  # never with Ctrl-C
+                            for _ in range(self.workers):
+                                pool.submit(worker_ready)
+                    t = time.monotonic()
+                    linked = self._link(plan, strategy, Path(spool_dir))
+                    summary.components = linked.count
+                    summary.mark("link", t)
+                    self.progress(summary)
+                    t = time.monotonic()
                     self._resolve_pool = pool
                     future: Future[dict[int, ProfilehubError]] = database.submit(
                         self._job(plan, linked, at, summary, Path(spool_dir))

@@ -368,6 +368,11 @@ def closed_form(
     return not_simple
 
 
+def worker_ready() -> None:
+    """Nothing: submitted to a worker process to start it (and import this module) ahead of its
+    first group."""
+
+
 def resolve_payload(
     strategy: Strategy,
     org_id: int,
