@@ -389,10 +389,15 @@ class PeopleBatch:
             params += [org_id, emails_of]
         first = (parts, params)
         parts, params = [], []
+        # A returning person's value rows it kept are there already (ON CONFLICT DO NOTHING); a new
+        # person's cannot be, and a plain insert of them skips the speculative insertion's extra
+        # work (a probe of the key before and a second write of each row after).
+        fresh = [row for row in values if row[2] in self._new]
+        again = [row for row in values if row[2] not in self._new]
         for table, columns, rows, tail in (
             ("crm_records", _RECORD_COLUMNS, new_records, ""),
-            # a returning person's value rows it kept are there already
-            ("crm_values", (*_VALUE_COLUMNS, "seq"), values, " ON CONFLICT DO NOTHING" if changed else ""),
+            ("crm_values", (*_VALUE_COLUMNS, "seq"), fresh, ""),
+            ("crm_values", (*_VALUE_COLUMNS, "seq"), again, " ON CONFLICT DO NOTHING"),
             ("crm_unique_values", _VALUE_COLUMNS, uniques, ""),
             ("crm_person_emails", _EMAIL_COLUMNS, emails, ""),
             ("changes", _CHANGE_COLUMNS, changes, ""),

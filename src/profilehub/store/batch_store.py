@@ -243,6 +243,15 @@ class BatchStore(ABC):
                 out[m] = values
         return out
 
+    def known_free(self, org_id: int, region: str, ids: Iterable[Identifier]) -> None:
+        """Ids the caller knows no row holds, so that no lookup asks for them: the links of CRM
+        people created in this transaction (their record ids are new, and unique among the
+        records; a person's link goes with the person)."""
+        for ident in ids:
+            key = (org_id, region, ident)
+            if key not in self._id_final:
+                self._id_initial[key] = self._id_final[key] = None
+
     def prefetch(self, org_id: int, region: str, ids: Iterable[Identifier], ucids: Iterable[str]) -> None:
         """Read, in a few queries, what a batch's writes will ask for one by one."""
         owners = set(self.find_owners(org_id, region, ids).values())
