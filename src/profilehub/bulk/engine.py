@@ -15,7 +15,7 @@ Phases, each timed in ``BulkSummary.phases``:
    resolve group by group in memory (``bulk.resolve``: simple components in closed form, the rest
    replayed through the identity core's ``apply_write``), their writes read from the group's file
    and their rows spooled to a temporary folder; all at the import's one time ``at``.
-4. **write**: the spooled rows go in with ``COPY`` (PostgreSQL) or ``executemany`` (SQLite), the
+4. **write**: the spooled rows go in with ``COPY`` (PostgreSQL) or multi-row ``INSERT``s (SQLite), the
    events numbered last. Everything is one transaction: an interrupted or failed run is rolled
    back and leaves nothing.
 """
@@ -93,6 +93,7 @@ from profilehub.store.database import lock_scope, savepoint
 from profilehub.store.events import feed_of, reserve_event_ids
 from profilehub.store.journal_store import CLOCK, JOURNAL_COLUMNS
 from profilehub.store.profile_storage import profile_storage
+from profilehub.store.rows import sqlite_insert_many
 
 # Records per job handed to a worker process: large enough that pickling is a small share.
 PREPARE_CHUNK = 2000
@@ -470,9 +471,7 @@ def _insert(conn: Connection, table: str, columns: Sequence[str], rows: Iterable
                 for row in rows:
                     copy.write_row(row)
         else:
-            marks = ", ".join("?" * len(columns))
-            # sqlite3 takes any iterable of rows; the DB-API stub only says Sequence
-            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # type: ignore[arg-type]
+            sqlite_insert_many(cursor, table, columns, rows)
     finally:
         cursor.close()
 
