@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from profilehub import bulk
 from profilehub.bulk import engine, prepare, resolve
+from profilehub.bulk.resolve import key_state
 from profilehub.cli import main
 from profilehub.ingest import checkpoint
 from profilehub.ingest.cdp import cdp_sink
@@ -273,6 +274,11 @@ def test_an_interrupted_bulk_import_writes_nothing(
     assert 20 <= calls < 30  # stopped before the last write was applied
 
 
+def type_key(state: Any) -> int:
+    """One key for every value of a region's idType, from its ``key_state``."""
+    return int.from_bytes(state.digest(), "little", signed=True)
+
+
 def test_ids_sharing_a_key_still_resolve_exactly(
     orgs: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -281,7 +287,11 @@ def test_ids_sharing_a_key_still_resolve_exactly(
     look like one simple component by their keys, and must not be computed as one profile."""
     path = write_ndjson(tmp_path / "ugly.ndjson", ugly())
     online(orgs, path)
-    monkeypatch.setattr(prepare, "id_key", lambda region, id_type, value: len(id_type))  # the records' keys
+    # the records' keys: one per idType (``keyed`` is given the state of a region's idType)
+    monkeypatch.setattr(
+        prepare, "id_key", lambda region, id_type, value: type_key(key_state(region, id_type))
+    )
+    monkeypatch.setattr(prepare, "keyed", lambda state, value: type_key(state))
     summary = bulk_run(orgs, path)
     assert summary.components < 5 and summary.closed_form > 0  # looked simple by the keys
     assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)
@@ -301,6 +311,7 @@ def test_ids_sharing_a_key_find_the_stored_profiles_they_touch(
     online(orgs, first, BULK)
     online(orgs, second)
     monkeypatch.setattr(prepare, "id_key", lambda region, id_type, value: 7)
+    monkeypatch.setattr(prepare, "keyed", lambda state, value: 7)
     summary = bulk_run(orgs, second)
     assert summary.replayed_in_store > 0
     assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)

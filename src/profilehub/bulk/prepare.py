@@ -28,11 +28,12 @@ import math
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from typing import Any, Literal
 
 import orjson
 
-from profilehub.bulk.resolve import id_key, write_line
+from profilehub.bulk.resolve import id_key, key_state, keyed, write_line
 from profilehub.errors import ProfilehubError
 from profilehub.identity.normalize import (
     MAX_ID_LENGTH,
@@ -68,6 +69,9 @@ _Ids = tuple[tuple[int, str], tuple[int, str], tuple[str, ...], tuple[int, ...],
 # What the memo keeps of a value: its ids; the notice dropping it whole; or ``_FALLBACK``, for a
 # value that sends the record carrying it through ``prepare_write``
 _Entry = _Ids | Notice | tuple[()]
+SortKey = tuple[int, str]  # ``Strategy.sort_key``
+# An id of a raw email's or phone's family: its idType, code, blocked values and ``key_state``
+_Member = tuple[str, int, frozenset[str], blake2b]
 _FALLBACK: tuple[()] = ()
 
 
@@ -95,6 +99,8 @@ class Preparer:
         self._regions: dict[str, str | None] = {}
         self._names: set[str] = set()
         self._suppressing_in: dict[str, bool] = {}
+        # (region, idType) -> ``resolve.key_state``: each key a copy of it, not of ``id_key``'s text
+        self._key_states: dict[tuple[str, str], blake2b] = {}
         # The ids a raw email or phone number yields where none is disabled (``normalise_ids``
         # refuses those with a notice): its derived idTypes the org has, and itself where the org
         # keeps raw ids, in sort order.
@@ -106,6 +112,9 @@ class Preparer:
                 family = [t for t in family if t != raw_type]
             if all(strategy.id_types[t].id_class is not IdClass.DISABLED for t in family):
                 self._families[raw_type] = sorted(family, key=strategy.sort_key)
+        # (region, raw idType) -> its family's first and last sort keys and, for each of its ids,
+        # its idType, code, blocked values (``Strategy.blocked_values``) and ``key_state``
+        self._family_rules: dict[tuple[str, str], tuple[SortKey, SortKey, list[_Member]]] = {}
         # idTypes whose value normalises alone (no raw email or phone, not disabled)
         self._plain_types = {
             name
@@ -232,19 +241,17 @@ class Preparer:
     # --- one value ---
     def _entry(self, id_type: str, raw: str, region: str) -> _Entry:
         strategy = self.strategy
-        plain = (
-            len(raw) <= MAX_ID_LENGTH
-            and raw.isascii()
-            and "\x00" not in raw
-            and not self._suppressing(region)
-        )
+        suppressing = self._suppressing_in.get(region)
+        if suppressing is None:
+            suppressing = self._suppressing(region)
+        plain = len(raw) <= MAX_ID_LENGTH and raw.isascii() and "\x00" not in raw and not suppressing
         if plain and id_type in self._plain_types:
             # ``normalise_ids`` of this id alone, when it is neither blocked nor suppressed
             value = normalise_value(strategy, id_type, raw, f"ids.{id_type}", region)
             if not strategy.is_blocked(id_type, value):
                 sort_key = strategy.sort_key(id_type)
                 code = self.type_code[id_type]
-                return (sort_key, sort_key, (id_type, value), (id_key(region, id_type, value),), (code,))
+                return (sort_key, sort_key, (id_type, value), (self._key(region, id_type, value),), (code,))
         elif plain and id_type in _RAW_TYPES and id_type in strategy.id_types:
             derived = self._derived(id_type, raw, region)
             if derived is not False:
@@ -276,12 +283,39 @@ class Preparer:
             return _FALLBACK
         if strategy.is_blocked(id_type, value):
             return False
+        if not family:
+            return _FALLBACK
+        rules = self._family_rules.get((region, id_type))
+        if rules is None:
+            rules = self._family_rules[region, id_type] = (
+                strategy.sort_key(family[0]),
+                strategy.sort_key(family[-1]),
+                [(t, self.type_code[t], strategy.blocked_values(t), key_state(region, t)) for t in family],
+            )
         derived = email_hashes(value) if id_type == "email" else phone_hashes(value)
-        derived[id_type] = value  # kept where the org keeps raw ids (``family`` then names it)
-        ids = [(t, derived[t]) for t in family]
-        if any(strategy.is_blocked(t, v) for t, v in ids):
-            return False
-        return self._ids(ids, region) if ids else _FALLBACK
+        first, last, members = rules
+        parts: list[str] = []
+        keys: list[int] = []
+        types: list[int] = []
+        for t, code, blocked, state in members:
+            if t == id_type:  # kept where the org keeps raw ids; not blocked (checked above)
+                v = value
+            else:
+                v = derived[t]
+                # ``is_blocked``: a hex digest is its own ``lower()``
+                if v in blocked:
+                    return False
+            parts += (t, v)
+            keys.append(keyed(state, v))
+            types.append(code)
+        return (first, last, tuple(parts), tuple(keys), tuple(types))
+
+    def _key(self, region: str, id_type: str, value: str) -> int:
+        """``id_key(region, id_type, value)``."""
+        state = self._key_states.get((region, id_type))
+        if state is None:
+            state = self._key_states[region, id_type] = key_state(region, id_type)
+        return keyed(state, value)
 
     def _suppressing(self, region: str) -> bool:
         suppressing = self._suppressing_in.get(region)
@@ -301,7 +335,7 @@ class Preparer:
         types: list[int] = []
         for id_type, value in ids:
             parts += (id_type, value)
-            keys.append(id_key(region, id_type, value))
+            keys.append(self._key(region, id_type, value))
             types.append(self.type_code.get(id_type, unknown))
         return (sort_key(ids[0][0]), sort_key(ids[-1][0]), tuple(parts), tuple(keys), tuple(types))
 

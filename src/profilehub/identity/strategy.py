@@ -117,11 +117,16 @@ class Strategy:
         everywhere = self.blocked.get("*", frozenset())
         return {name: everywhere | self.blocked.get(name, frozenset()) for name in self.id_types}
 
-    def is_blocked(self, id_type: str, value: str) -> bool:
+    def blocked_values(self, id_type: str) -> frozenset[str]:
+        """The values blocked for ``id_type`` (its own and the "*" ones), lower-cased: a value is
+        blocked when its ``lower()`` is one of them."""
         values = self._blocked_by_type.get(id_type)
         if values is None:
             values = self.blocked.get("*", frozenset()) | self.blocked.get(id_type, frozenset())
-        return value.lower() in values
+        return values
+
+    def is_blocked(self, id_type: str, value: str) -> bool:
+        return value.lower() in self.blocked_values(id_type)
 
     def namespaces(self) -> set[str]:
         return {t.namespace for t in self.id_types.values()}
