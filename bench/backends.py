@@ -22,7 +22,8 @@ def fresh_database(backend: str, out: Path) -> Iterator[str]:
         try:
             yield f"sqlite:///{path.resolve()}"
         finally:
-            for suffix in ("", "-wal", "-shm"):
+            # with the writer turns' lock files (store/turns.py) beside it
+            for suffix in ("", "-wal", "-shm", "-writer", "-waiting", "-present"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
     if backend != "postgres":
