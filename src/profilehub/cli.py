@@ -238,12 +238,20 @@ def _metrics_shared(workers: int) -> Iterator[None]:
     if workers == 1 or os.environ.get(MULTIPROC_ENV):
         yield
         return
-    with tempfile.TemporaryDirectory(prefix="profilehub-metrics-") as folder:
-        os.environ[MULTIPROC_ENV] = folder  # the workers are spawned with this environment
+    with _folder_in_environment(MULTIPROC_ENV, "profilehub-metrics-"):
+        yield
+
+
+@contextmanager
+def _folder_in_environment(name: str, prefix: str) -> Iterator[None]:
+    """A fresh folder, named in the environment variable ``name`` while the block runs (the server's
+    workers are spawned with this environment) and removed at exit."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        os.environ[name] = folder
         try:
             yield
         finally:
-            os.environ.pop(MULTIPROC_ENV, None)
+            os.environ.pop(name, None)
 
 
 @contextmanager
@@ -254,12 +262,8 @@ def _writer_turns_shared(workers: int, database_url: str) -> Iterator[None]:
     if workers == 1 or not database_url.startswith("postgresql"):
         yield
         return
-    with tempfile.TemporaryDirectory(prefix="profilehub-writer-") as folder:
-        os.environ[POSTGRES_TURNS_ENV] = folder  # the workers are spawned with this environment
-        try:
-            yield
-        finally:
-            os.environ.pop(POSTGRES_TURNS_ENV, None)
+    with _folder_in_environment(POSTGRES_TURNS_ENV, "profilehub-writer-"):
+        yield
 
 
 WORKER_HEALTHCHECK_SECONDS = 60
