@@ -436,3 +436,32 @@ def test_a_returning_person_is_matched_by_its_new_values_and_not_its_old(
     assert put(client, org, {"firstName": "Bo", "emails": ["bo@acme.com"], key: "C-1"}).status_code == 201
     taken = put(client, org, {"firstName": "Cy", "emails": ["cy@acme.com"], key: "C-2"})
     assert_error(taken, 400, f"customAttributes.{key}")
+
+
+def test_a_value_changed_and_changed_back_in_one_call_is_matched_by_it_alone(
+    client: TestClient, org: OrgFixture
+) -> None:
+    """A returning person's value index follows its values across the writes of one call: a job
+    title changed and changed back is still found by it, a value set and then removed by neither."""
+    ann = ["ann@acme.com"]
+    first = make(client, org, {"firstName": "Ann", "jobTitle": "CTO", "emails": ann})
+    r = client.put(
+        "/v2/crm/people/_bulk?matchingAttribute=email",
+        json={
+            "people": [
+                {"jobTitle": "CEO", "primaryLocation": "Oslo", "emails": ann},
+                {"jobTitle": "CTO", "primaryLocation": None, "emails": ann},
+            ]
+        },
+        headers=org.bearer,
+    )
+    assert r.status_code == 200 and r.json()["success"] is True, r.text
+    r = put(client, org, {"jobTitle": "CTO"}, "job_title")
+    assert r.status_code == 200 and r.json()["person"]["id"] == first["id"], r.text
+    assert r.headers["X-Profilehub-Matches"] == "1"
+    for matching, body in (
+        ("job_title", {"lastName": "New", "jobTitle": "CEO"}),
+        ("primary_location", {"lastName": "New", "primaryLocation": "Oslo"}),
+    ):
+        r = put(client, org, body, matching)
+        assert r.status_code == 201 and r.headers["X-Profilehub-Matches"] == "0", (matching, r.text)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -63,20 +62,12 @@ _PG_PREFETCH = (
 )
 
 
-@lru_cache(maxsize=64)
-def _sqlite_drop_stale_values(pairs: int) -> str:
-    """SQLite: the statement that deletes a person's value index rows other than ``pairs``
-    (attribute key, value) pairs given after its org, object and id. The index is named: with the
-    condition on the pairs, SQLite's planner otherwise walks the org's whole value index by its
-    primary key (a search by (org_id, object_slug) only)."""
-    keep = " OR ".join(["(attribute_key = ? AND value = ?)"] * pairs) or "0"
-    return (
-        "DELETE FROM crm_values INDEXED BY ix_crm_values_record "
-        f"WHERE org_id = ? AND object_slug = ? AND record_id = ? AND NOT ({keep})"
-    )
-
-
-# SQLite: a person's value index rows, but those it has already (``_sqlite_drop_stale_values`` left them).
+# SQLite: a returning person's value index rows it no longer has, each by its key.
+_SQLITE_DROP_VALUE = (
+    "DELETE FROM crm_values WHERE org_id = ? AND object_slug = ? AND attribute_key = ? AND value = ? "
+    "AND record_id = ?"
+)
+# SQLite: a person's value index rows (a returning person's new ones only: ``PeopleBatch.save``).
 _SQLITE_INSERT_VALUES = (
     "INSERT INTO crm_values (org_id, object_slug, record_id, attribute_key, value, seq) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
@@ -92,6 +83,8 @@ _RECORD_COLUMNS = (
     "updated_ts",
 )
 _VALUE_COLUMNS = ("org_id", "object_slug", "record_id", "attribute_key", "value")
+# A value index row by its primary key, in its order (``_SQLITE_DROP_VALUE``'s parameters).
+_STALE_COLUMNS = ("org_id", "object_slug", "attribute_key", "value", "record_id")
 _EMAIL_COLUMNS = ("org_id", "email_lower", "person_id", "position")
 _CHANGE_COLUMNS = ("org_id", "change_id", "ts", "actor", "entity", "entity_id", "action", "detail")
 # PostgreSQL types of the columns written in bulk
@@ -135,6 +128,8 @@ class PeopleBatch:
         self._new: dict[str, tuple[StoredRecord, str]] = {}
         self._changed: dict[str, tuple[StoredRecord, str]] = {}
         self._index: dict[str, tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]] = {}
+        # A returning person's (attribute key, value) index pairs in the table, before the batch.
+        self._stored: dict[str, set[tuple[str, str]]] = {}
         # People saved while the org has isUnique attributes: only theirs can have unique rows
         # (an attribute is unique from its creation or never, and attributes are not deleted).
         self._unique_of: set[str] = set()
@@ -234,6 +229,15 @@ class PeopleBatch:
             if record_id in self._new:
                 self._new[record_id] = (saved, search_text)
             else:
+                if record_id not in self._changed:
+                    # The person's value index rows as the table holds them (a record's rows are
+                    # its indexed values' keys whenever it is written, on every path): ``flush``
+                    # deletes those it no longer has and inserts those it did not have, by key.
+                    self._stored[record_id] = {
+                        (k, match_key(t, previous.values[k]))
+                        for k, t in indexed.items()
+                        if k in previous.values
+                    }
                 self._changed[record_id] = (saved, search_text)
         self._records[record_id] = saved
         keys = {k: match_key(t, clean[k]) for k, t in indexed.items() if k in clean}
@@ -295,109 +299,122 @@ class PeopleBatch:
             (orjson.dumps(r.values).decode(), text, r.updated_ts, r.record_id)
             for r, text in self._changed.values()
         ]
-        values = [row for rows, _ in self._index.values() for row in rows]
+        # The value index: a new person's rows all go in; a returning person's change by what
+        # its values changed (a changed job title: one row out, one in; the rows it keeps are
+        # neither probed nor rewritten), each by its key.
+        fresh = [row for p in self._new for row in self._index[p][0]]
+        stale: list[tuple[Any, ...]] = []
+        added: list[tuple[Any, ...]] = []
+        for p in changed:
+            rows = self._index[p][0]
+            had = self._stored[p]
+            now = {(row[3], row[4]) for row in rows}
+            stale += [(org_id, PEOPLE, k, v, p) for k, v in sorted(had - now)]
+            added += [row for row in rows if (row[3], row[4]) not in had]
         uniques = [row for _, rows in self._index.values() for row in rows]
         # A person created in this flush has no email rows yet: nothing to delete.
         emails_of = [p for p in self._emails if p not in self._new]
         emails = [(org_id, e.lower(), p, i) for p, given in self._emails.items() for i, e in enumerate(given)]
         changes = [tuple(c[k] for k in _CHANGE_COLUMNS) for c in self._changes]
+        # Only people saved while the org has isUnique attributes can have unique rows.
+        unique_of = [p for p in changed if p in self._unique_of]
         if self._postgres:
-            self._flush_postgres(new_records, changed, updates, values, uniques, emails_of, emails, changes)
+            self._flush_postgres(
+                new_records,
+                changed,
+                updates,
+                fresh,
+                stale,
+                added,
+                unique_of,
+                uniques,
+                emails_of,
+                emails,
+                changes,
+            )
         else:
             self._insert("crm_records", _RECORD_COLUMNS, new_records)
             if changed:
                 self._update_records(updates)
-                # The value index of a person written again: the rows it no longer has go, the
-                # ones it keeps stay (the INSERT below skips them), instead of all of them going
-                # and coming back. Read from the table, not the person's values before: an index
-                # written by an earlier release is put right all the same.
-                stale: dict[int, list[tuple[Any, ...]]] = {}
-                for p in changed:
-                    kept = [part for row in self._index[p][0] for part in row[3:5]]
-                    stale.setdefault(len(kept) // 2, []).append((org_id, PEOPLE, p, *kept))
-                for pairs, params in stale.items():
-                    self._run(_sqlite_drop_stale_values(pairs), params, many=True)
-                unique_of = [p for p in changed if p in self._unique_of]
+                self._run(_SQLITE_DROP_VALUE, stale, many=True)
                 if unique_of:
                     self._delete_of("crm_unique_values", "record_id", unique_of, slug=True)
             if emails_of:
                 self._delete_of("crm_person_emails", "person_id", emails_of, slug=False)
-            self._run(_SQLITE_INSERT_VALUES, values, many=True)
+            self._run(_SQLITE_INSERT_VALUES, fresh + added, many=True)
             self._insert("crm_unique_values", _VALUE_COLUMNS, uniques)
             self._insert("crm_person_emails", _EMAIL_COLUMNS, emails)
             self._insert("changes", _CHANGE_COLUMNS, changes)
         self._new, self._changed, self._index, self._emails, self._changes = {}, {}, {}, {}, []
-        self._unique_of = set()
+        self._unique_of, self._stored = set(), {}
 
     def _flush_postgres(
         self,
         new_records: list[tuple[Any, ...]],
         changed: list[str],
         updates: list[tuple[Any, ...]],
-        values: list[tuple[Any, ...]],
+        fresh: list[tuple[Any, ...]],
+        stale: list[tuple[Any, ...]],
+        added: list[tuple[Any, ...]],
+        unique_of: list[str],
         uniques: list[tuple[Any, ...]],
         emails_of: list[str],
         emails: list[tuple[Any, ...]],
         changes: list[tuple[Any, ...]],
     ) -> None:
-        """Two statements whatever the batch holds, sent together (one round trip; inside the
-        caller's ``pipelined`` block, none of their own): the changes of rows that exist (one
-        data-modifying ``WITH`` over four tables), then every new row (the same, of ``INSERT …
-        SELECT`` from each table's rows as one JSON parameter). As COPY and a statement per table,
-        a batch was about twenty round trips, each of which waits on the database server's
-        process to be scheduled: on a busy machine most of the writer's time. The two cannot be
-        one statement: a person's new email and value rows may have the keys of the rows the
-        first one deletes, and the parts of one ``WITH`` run in no set order."""
+        """One statement (one data-modifying ``WITH`` over the tables; inside the caller's
+        ``pipelined`` block, no round trip of its own) whatever the batch holds, unless returning
+        people's unique values or emails are rewritten: those are deleted by person and put back,
+        and the parts of one ``WITH`` run in no set order, so their deletes go first, in a
+        statement of their own sent with it. As COPY and a statement per table, a batch was about
+        twenty round trips, each of which waits on the database server's process to be scheduled:
+        on a busy machine most of the writer's time.
+
+        Existing rows are found by key through a ``LATERAL … LIMIT 1`` lookup and written by their
+        tuple id: each statement has one plan whatever the batch (the driver prepares it once and
+        PostgreSQL keeps a generic plan), where a join on the rows' JSON recordset (which the
+        planner takes for 100 rows) read the whole table below some 50,000 people, and naming the
+        ids as an array (``record_id = ANY(…)``) made PostgreSQL plan the statement again for
+        each batch. Nothing else writes these rows meanwhile: the caller holds the org's CRM lock."""
         org_id, slug = self.org_id, PEOPLE
         parts: list[str] = []
         params: list[Any] = []
-        if changed:
-            columns: tuple[str, ...] = ("data", "search_text", "updated_ts", "record_id")
-            # ``record_id = ANY(…)`` as well as the join: the planner takes a JSON recordset for
-            # 100 rows whatever it holds, and below some 50,000 people it chose a hash join over
-            # the whole table (a sequential scan of every person of every org, each flush).
+        if unique_of:
             parts.append(
-                "UPDATE crm_records AS t SET data = v.data, search_text = v.search_text, "
-                f"updated_ts = v.updated_ts FROM {pg_recordset(columns, _PG_TYPES)} "
-                "WHERE t.org_id = %s AND t.object_slug = %s AND t.record_id = ANY(%b) "
-                "AND t.record_id = v.record_id"
+                "DELETE FROM crm_unique_values WHERE org_id = %s AND object_slug = %s AND record_id = ANY(%b)"
             )
-            params += [pg_rows(columns, updates), org_id, slug, changed]
-            # The value index of a person written again: the rows it no longer has go, the ones
-            # it keeps stay (the INSERT below skips them), as on SQLite: a returning person whose
-            # job title changed deletes and inserts one row, not all of them. Read from the
-            # table, so an index written by an earlier release is put right all the same.
-            kept_columns = ("record_id", "attribute_key", "value")
-            kept = [(p, *row[3:5]) for p in changed for row in self._index[p][0]]
-            parts.append(
-                "DELETE FROM crm_values AS t WHERE t.org_id = %s AND t.object_slug = %s "
-                "AND t.record_id = ANY(%b) AND NOT EXISTS (SELECT FROM "
-                f"{pg_recordset(kept_columns, _PG_TYPES, 'k')} WHERE k.record_id = t.record_id "
-                "AND k.attribute_key = t.attribute_key AND k.value = t.value)"
-            )
-            params += [org_id, slug, changed, pg_rows(kept_columns, kept)]
-            # Only people saved while the org has isUnique attributes can have unique rows.
-            unique_of = [p for p in changed if p in self._unique_of]
-            if unique_of:
-                parts.append(
-                    "DELETE FROM crm_unique_values WHERE org_id = %s AND object_slug = %s "
-                    "AND record_id = ANY(%b)"
-                )
-                params += [org_id, slug, unique_of]
+            params += [org_id, slug, unique_of]
         if emails_of:
             parts.append("DELETE FROM crm_person_emails WHERE org_id = %s AND person_id = ANY(%b)")
             params += [org_id, emails_of]
         first = (parts, params)
         parts, params = [], []
-        # A returning person's value rows it kept are there already (ON CONFLICT DO NOTHING); a new
-        # person's cannot be, and a plain insert of them skips the speculative insertion's extra
-        # work (a probe of the key before and a second write of each row after).
-        fresh = [row for row in values if row[2] in self._new]
-        again = [row for row in values if row[2] not in self._new]
+        if changed:
+            columns: tuple[str, ...] = ("data", "search_text", "updated_ts", "record_id")
+            parts.append(
+                "UPDATE crm_records AS t SET data = x.data, search_text = x.search_text, "
+                f"updated_ts = x.updated_ts FROM (SELECT v.*, r.tid FROM {pg_recordset(columns, _PG_TYPES)} "
+                "CROSS JOIN LATERAL (SELECT ctid AS tid FROM crm_records WHERE org_id = %s "
+                "AND object_slug = %s AND record_id = v.record_id LIMIT 1) AS r) AS x WHERE t.ctid = x.tid"
+            )
+            params += [pg_rows(columns, updates), org_id, slug]
+        if stale:
+            parts.append(
+                "DELETE FROM crm_values AS t USING (SELECT r.tid FROM "
+                f"{pg_recordset(_STALE_COLUMNS, _PG_TYPES, 'k')} CROSS JOIN LATERAL (SELECT ctid AS tid "
+                "FROM crm_values WHERE org_id = k.org_id AND object_slug = k.object_slug "
+                "AND attribute_key = k.attribute_key AND value = k.value AND record_id = k.record_id "
+                "LIMIT 1) AS r) AS x WHERE t.ctid = x.tid"
+            )
+            params.append(pg_rows(_STALE_COLUMNS, stale))
+        # A new person's value rows cannot be there yet: a plain insert skips the speculative
+        # insertion's extra work (a probe of the key before and a second write of each row after).
+        # A returning person's new ones are not there either when its stored values say so; the
+        # ON CONFLICT keeps a row already there from failing the batch.
         for table, columns, rows, tail in (
             ("crm_records", _RECORD_COLUMNS, new_records, ""),
             ("crm_values", (*_VALUE_COLUMNS, "seq"), fresh, ""),
-            ("crm_values", (*_VALUE_COLUMNS, "seq"), again, " ON CONFLICT DO NOTHING"),
+            ("crm_values", (*_VALUE_COLUMNS, "seq"), added, " ON CONFLICT DO NOTHING"),
             ("crm_unique_values", _VALUE_COLUMNS, uniques, ""),
             ("crm_person_emails", _EMAIL_COLUMNS, emails, ""),
             ("changes", _CHANGE_COLUMNS, changes, ""),
