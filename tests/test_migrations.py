@@ -152,3 +152,47 @@ def test_a_store_before_crm_links_upgrades_and_links_its_people(database_url: st
         assert not isinstance(bob, Exception) and bob.person["ucid"] is not None
     finally:
         db.close()
+
+
+def test_opaque_keys_compare_byte_by_byte_after_the_upgrade(database_url: str) -> None:
+    """0016: ids, ucids and change ids written before it are still found, and order by their bytes
+    on both databases (PostgreSQL's ``COLLATE "C"``, SQLite's own), whatever the server's locale."""
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0015")
+    values = ["b-2", "B-1", "a", "_x", "Z", "é", "10", "9"]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO orgs (org_id, name, keep_raw_ids, strategy_version, created_ts) "
+                "VALUES (42, 'Old', false, 1, 1)"
+            )
+        )
+        conn.execute(sa.text("INSERT INTO org_regions (org_id, region) VALUES (42, 'EU')"))
+        conn.execute(sa.text("INSERT INTO id_types VALUES (42, 'crm_id', 'crm', 'primary', 1, 5)"))
+        ucid = "00000000-0000-4000-8000-000000000001"
+        conn.execute(
+            sa.text(
+                "INSERT INTO profiles (org_id, ucid, region, created_ts, updated_ts, merged_into, data) "
+                "VALUES (42, :u, 'EU', 5, 6, NULL, '{}')"
+            ),
+            {"u": ucid},
+        )
+        for value in values:
+            conn.execute(
+                sa.text("INSERT INTO profile_ids VALUES (42, 'EU', 'crm_id', :v, :u, 6)"),
+                {"v": value, "u": ucid},
+            )
+    engine.dispose()
+
+    db = Database(database_url)  # opening it is the upgrade
+    try:
+        with db.read() as conn:
+            ordered = conn.execute(
+                sa.text("SELECT value FROM profile_ids WHERE org_id = 42 ORDER BY value")
+            ).scalars()
+            assert list(ordered) == sorted(values)  # code point order, as Python and SQLite sort
+        [found] = ProfileService(db).search(42, None, {"crm_id": ["é"]})
+        assert found["ucid"] == ucid
+    finally:
+        db.close()
