@@ -10,6 +10,9 @@ the driver's waits on the server, i.e. round trips, fewer than the statements wh
 sends several at once), and the writer's time split by phase. Counted on the driver (psycopg,
 sqlite3), not by a SQLAlchemy ``before_cursor_execute`` listener: the hot paths run on the
 driver's cursor, which SQLAlchemy's events never see. ``--profile`` adds the writer's top functions.
+``--statement-cpu`` (PostgreSQL) adds the writer's database backend's CPU a record by statement
+(``/proc/<pid>/schedstat`` read as each statement starts: the CPU since the last one started is that
+one's), with psycopg's pipeline off so that each statement is answered before the next is sent.
 The CDP figures are the same-run baseline; trust their ratio on a loaded machine.
 """
 
@@ -20,6 +23,8 @@ import cProfile
 import io
 import os
 import pstats
+import re
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -29,6 +34,7 @@ from typing import Any
 
 import psycopg
 
+import profilehub.crm.people as crm_people
 from bench.backends import fresh_database
 from bench.crm import _database_cpu, bodies
 from bench.figures import ratio
@@ -48,6 +54,9 @@ statements: list[int] = [0]
 # step of a COPY): the round trips, which a pipeline makes fewer than the statements.
 waits: list[int] = [0]
 by_kind = [False]  # --statements: each statement's kind too (which costs writer time of its own)
+# --statement-cpu: the writer backend's CPU (ns) by statement, and the statement each backend runs
+backend_cpu: defaultdict[str, int] = defaultdict(int)
+_running: dict[int, tuple[str | None, int]] = {}
 _originals: list[tuple[Any, str, Any]] = []
 
 
@@ -90,8 +99,81 @@ def _waits(owner: Any) -> None:
     owner.wait = counted
 
 
+def _backend_ns(pid: int) -> int:
+    """CPU time (ns) the database's process ``pid`` has run so far (Linux, server on this machine)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
+def _statement_label(sql: Any) -> str:
+    """A statement by verb and table; a data-modifying ``WITH`` by each of its parts'."""
+    text = " ".join(str(getattr(sql, "_obj", sql)).split())
+    if text.startswith("COPY"):
+        return " ".join(text.split()[:2])
+    if text.startswith("WITH"):
+        parts = re.findall(r"AS \((INSERT INTO \w+|UPDATE \w+|DELETE FROM \w+)", text)
+        return "WITH " + " + ".join(parts) if parts else _kind(text)
+    if text.startswith("SELECT"):
+        table = re.search(r"\bFROM ([a-z_]+)", text)
+        return f"SELECT {table.group(1)}" if table else "SELECT"
+    return _kind(text)
+
+
+def _started(conn: Any, label: str | None) -> None:
+    """The backend of ``conn`` starts ``label`` (None: goes idle): what it ran since the last call
+    is the previous statement's."""
+    if threading.current_thread().name == "profilehub-statistics" or label == "SELECT pg_stat_activity":
+        return  # the analyser's own connection, the bench's reading of the database's CPU
+    pid = conn.info.backend_pid
+    now = _backend_ns(pid)
+    before = _running.get(pid)
+    if before is not None and before[0] is not None:
+        backend_cpu[before[0]] += now - before[1]
+    _running[pid] = (label, now)
+
+
+def _statement_timer(owner: Any, name: str) -> None:
+    original = getattr(owner, name)
+    _originals.append((owner, name, original))
+
+    def timed(self: Any, sql: Any, *args: Any, **kwargs: Any) -> Any:
+        _started(self.connection, _statement_label(sql))
+        return original(self, sql, *args, **kwargs)
+
+    setattr(owner, name, timed)
+
+
+def _end_timer(owner: Any, name: str) -> None:
+    original = getattr(owner, name)
+    _originals.append((owner, name, original))
+
+    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _started(self, name.upper())
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _started(self, None)
+
+    setattr(owner, name, timed)
+
+
 @contextmanager
-def instrumented() -> Iterator[None]:
+def _unpipelined(conn: Any) -> Iterator[None]:
+    yield
+
+
+def _per_statement() -> None:
+    """Each statement's backend CPU, as ``--statement-cpu`` reads it (the pipeline off)."""
+    for owner in (crm_people, people_batch):
+        _originals.append((owner, "pipelined", owner.pipelined))
+        owner.pipelined = _unpipelined  # type: ignore[assignment]
+    for method in ("execute", "executemany", "copy"):
+        _statement_timer(psycopg.Cursor, method)
+    for method in ("commit", "rollback"):
+        _end_timer(psycopg.Connection, method)
+
+
+@contextmanager
+def instrumented(statement_cpu: bool = False) -> Iterator[None]:
     # The writer's phases, by the functions that do them (profilehub's internals: a profiling aid).
     _timer(profiles.ProfileService, "_write_group", "CDP: the whole group, in the writer")
     _timer(people_batch.PeopleBatch, "prefetch", "CRM rows: prefetch (emails' owners, records)")
@@ -106,6 +188,8 @@ def instrumented() -> Iterator[None]:
         for method in ("execute", "executemany", "copy"):
             _counter(cls, method)
     _waits(psycopg.Connection)
+    if statement_cpu:
+        _per_statement()
     try:
         yield
     finally:
@@ -188,6 +272,8 @@ def measure(
 ) -> dict[str, Any]:
     spent.clear()
     kinds.clear()
+    backend_cpu.clear()
+    _running.clear()
     statements[0] = waits[0] = 0
     prepare = writer = 0.0
     batches = 0
@@ -211,10 +297,19 @@ def measure(
         "waits": waits[0] / batches,
         "phases": {k: v * 1e6 / n for k, v in spent.items()},
         "kinds": {k: v / batches for k, v in kinds.items()},
+        "statement_cpu": {k: v / 1000 / n for k, v in backend_cpu.items()},
     }
 
 
-def run(backend: str, requests: int, size: int, profile: bool, show_statements: bool, reproduce: str) -> None:
+def run(
+    backend: str,
+    requests: int,
+    size: int,
+    profile: bool,
+    show_statements: bool,
+    reproduce: str,
+    statement_cpu: bool = False,
+) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with fresh_database(backend, OUT) as url:
         setup_org(url)
@@ -227,7 +322,7 @@ def run(backend: str, requests: int, size: int, profile: bool, show_statements: 
             measure(db, service, crm_jobs, bodies("warm", 64, seed=5), size, None)
             found: dict[str, dict[str, Any]] = {}
             profilers: dict[str, cProfile.Profile] = {}
-            with instrumented():
+            with instrumented(statement_cpu and backend == "postgres"):
                 for kind, make in (("cdp", cdp_jobs), ("crm", crm_jobs)):
                     profiler = cProfile.Profile() if profile else None
                     found[kind] = measure(db, service, make, bodies(kind, requests), size, profiler, url)
@@ -251,6 +346,14 @@ def run(backend: str, requests: int, size: int, profile: bool, show_statements: 
         if show_statements:
             listed = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["kinds"].items(), key=lambda kv: -kv[1]))
             print(f"[crm-writer {backend}]       statements a group: {listed}")
+        if r["statement_cpu"]:
+            total = sum(r["statement_cpu"].values())
+            print(
+                f"[crm-writer {backend}]       the writer's database backend, by statement: {total:.0f} µs/record"
+            )
+            for label, us in sorted(r["statement_cpu"].items(), key=lambda kv: -kv[1]):
+                if us >= 0.5:
+                    print(f"[crm-writer {backend}]         {us:6.1f}  {label}")
     cpu = {k: r["cpu_us"] + r["db_cpu_us"] for k, r in found.items()}
     print(
         f"[crm-writer {backend}]   CRM/CDP writer records/s {ratio(found['crm']['rate'], found['cdp']['rate'])}, "
@@ -271,6 +374,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group", type=int, default=64, help="Writes a group (concurrent requests).")
     parser.add_argument("--profile", action="store_true", help="Print the writer's top functions.")
     parser.add_argument("--statements", action="store_true", help="Print a group's statements by kind.")
+    parser.add_argument(
+        "--statement-cpu",
+        action="store_true",
+        help="PostgreSQL: the writer's database backend's CPU by statement (the pipeline off).",
+    )
     args = parser.parse_args(argv)
     by_kind[0] = args.statements
     with exclusive_run(command_line()):
@@ -280,8 +388,17 @@ def main(argv: list[str] | None = None) -> None:
                 f"--group {args.group}"
                 + (" --profile" if args.profile else "")
                 + (" --statements" if args.statements else "")
+                + (" --statement-cpu" if args.statement_cpu else "")
             )
-            run(backend, args.requests, args.group, args.profile, args.statements, reproduce)
+            run(
+                backend,
+                args.requests,
+                args.group,
+                args.profile,
+                args.statements,
+                reproduce,
+                args.statement_cpu,
+            )
 
 
 if __name__ == "__main__":
