@@ -26,7 +26,7 @@ from profilehub.crm import record_store as store
 from profilehub.crm.objects import PEOPLE
 from profilehub.crm.record_store import StoredRecord, record_of_row
 from profilehub.crm.values import match_key
-from profilehub.store.rows import insert_rows, pg_recordset, pg_rows, pipelined
+from profilehub.store.rows import pg_recordset, pg_rows, pipelined, sqlite_insert_grouped
 
 _CHUNK = 500
 # The owners of some emails (``:emails``, a JSON array: one statement text whatever their number,
@@ -66,11 +66,6 @@ _PG_PREFETCH = (
 _SQLITE_DROP_VALUE = (
     "DELETE FROM crm_values WHERE org_id = ? AND object_slug = ? AND attribute_key = ? AND value = ? "
     "AND record_id = ?"
-)
-# SQLite: a person's value index rows (a returning person's new ones only: ``PeopleBatch.save``).
-_SQLITE_INSERT_VALUES = (
-    "INSERT INTO crm_values (org_id, object_slug, record_id, attribute_key, value, seq) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 _RECORD_COLUMNS = (
     "org_id",
@@ -341,7 +336,8 @@ class PeopleBatch:
                     self._delete_of("crm_unique_values", "record_id", unique_of, slug=True)
             if emails_of:
                 self._delete_of("crm_person_emails", "person_id", emails_of, slug=False)
-            self._run(_SQLITE_INSERT_VALUES, fresh + added, many=True)
+            # A person's value index rows (a returning person's new ones only: ``PeopleBatch.save``).
+            self._insert("crm_values", (*_VALUE_COLUMNS, "seq"), fresh + added, " ON CONFLICT DO NOTHING")
             self._insert("crm_unique_values", _VALUE_COLUMNS, uniques)
             self._insert("crm_person_emails", _EMAIL_COLUMNS, emails)
             self._insert("changes", _CHANGE_COLUMNS, changes)
@@ -457,8 +453,16 @@ class PeopleBatch:
         finally:
             cursor.close()
 
-    def _insert(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-        insert_rows(self.conn, table, columns, rows)
+    def _insert(
+        self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], tail: str = ""
+    ) -> None:
+        """SQLite: a group's rows of a table in a few multi-row ``INSERT``s, not one run each."""
+        if rows:
+            cursor = self.conn.connection.cursor()
+            try:
+                sqlite_insert_grouped(cursor, table, columns, rows, tail)
+            finally:
+                cursor.close()
 
     def _delete_of(self, table: str, column: str, ids: list[str], *, slug: bool) -> None:
         """SQLite: one DELETE a record."""
