@@ -77,7 +77,9 @@ def merge_socials(stored: Any, given: dict[str, str | None] | None) -> dict[str,
 
 
 def socials_view(stored: Any) -> dict[str, str | None]:
-    return {network: (stored or {}).get(network) for network in SOCIAL_NETWORKS}
+    if not stored:
+        return dict.fromkeys(SOCIAL_NETWORKS)
+    return {network: stored.get(network) for network in SOCIAL_NETWORKS}
 
 
 def read_body(

@@ -319,6 +319,11 @@ def _org_ready(
     cached = profiles.strategies.cached(org_id)
     strategy = cached if cached is not None and cached.version == version else None
     strategy = strategy or profiles.strategy(conn, org_id)
+    seen = profiles.crm_seen.get(org_id)
+    if seen is not None and seen[1] == attrs:
+        # The same object as the bodies read ahead saw: each one's check (``_upsert_one``) is then
+        # a test of identity, not a comparison of every attribute.
+        attrs = seen[1]
     profiles.crm_seen[org_id] = (home, attrs)
     batch = rows if rows is not None else PeopleBatch(conn, org_id)
     return _OrgWrites(org_id, attrs, home, strategy, batch, profiles.now)
@@ -623,7 +628,7 @@ def _upsert_one(
     if org.relations:
         org.rows.flush()  # a relation may name a person written earlier in the batch
     known: GraphIds | None = None
-    if prepared is not None and prepared.attrs == org.attrs:
+    if prepared is not None and (prepared.attrs is org.attrs or prepared.attrs == org.attrs):
         if isinstance(prepared.given, ProfilehubError):
             raise prepared.given
         given, known = prepared.given, prepared.graph

