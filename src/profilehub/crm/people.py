@@ -587,15 +587,28 @@ def _resolve_in_graph(conn: Connection, profiles: ProfileService, org: _OrgWrite
     org.saved, org.graph, org.graph_of = [], [], []
 
 
-def _drop_suppressed(org: _OrgWrites, given: PersonInput) -> PersonInput:
+def _suppressed(org: _OrgWrites, known: GraphIds | None, id_type: str, value: str, where: str) -> bool:
+    """``suppressed_contact`` of the value, from its ids normalised ahead (``known``, made under
+    this strategy version, whose suppressed fingerprints come with it) when they are there: the
+    verdict of the same ``normalise_ids`` call, without hashing the value again in the writer."""
+    hit = known.found.get((id_type, value, where)) if known is not None else None
+    if hit is None:
+        return suppressed_contact(org.strategy, org.home, id_type, value)
+    return not isinstance(hit, BadRequest) and any(n.code == ID_SUPPRESSED for n in hit[1])
+
+
+def _drop_suppressed(org: _OrgWrites, given: PersonInput, known: GraphIds | None = None) -> PersonInput:
     """The body without an erased person's emails and phone number (each with the notice
     ``id_suppressed``, never the value): they link people into the identity graph, so they are
     suppressed as a CDP write's ids are. A body whose every email and phone number is suppressed
-    writes nothing (409). Suppression of the org's home region applies (docs/privacy.md)."""
+    writes nothing (409). Suppression of the org's home region applies (docs/privacy.md).
+    ``known``: the body's ids normalised ahead (``person_graph_ids``)."""
+    if known is not None and (known.version != org.strategy.version or known.region != org.home):
+        known = None
     emails = given.emails or []
     phone = given.body.values.get("phone_number")
-    gone = {i for i, e in enumerate(emails) if suppressed_contact(org.strategy, org.home, "email", e)}
-    phone_gone = isinstance(phone, str) and suppressed_contact(org.strategy, org.home, "cellphone", phone)
+    gone = {i for i, e in enumerate(emails) if _suppressed(org, known, "email", e, f"emails.{i}")}
+    phone_gone = isinstance(phone, str) and _suppressed(org, known, "cellphone", phone, "phoneNumber")
     if not gone and not phone_gone:
         return given
     if len(gone) == len(emails) and (phone is None or phone_gone):
@@ -636,7 +649,7 @@ def _upsert_one(
     else:
         given = read_person(conn, org_id, raw, org.attrs)
     # Checked in the writer, under the strategy (and fingerprints) of this transaction.
-    given = _drop_suppressed(org, given)
+    given = _drop_suppressed(org, given, known)
     target: str | None = None
     matches = 0
     by_email = matching is not None and matching.key == "emails"
