@@ -89,12 +89,15 @@ def read_body(
     standard: Mapping[str, StandardField],
     attrs: Mapping[str, Attribute],
     special: frozenset[str],
+    storable: bool = False,
 ) -> ParsedBody:
     """Check every field of a person or company body; unknown fields are a 400 naming them.
-    ``conn`` None: no attribute is a relation (whose values are checked in the database)."""
+    ``conn`` None: no attribute is a relation (whose values are checked in the database).
+    ``storable``: the body holds nothing ``check_storable`` refuses (its JSON text was looked at)."""
     if not isinstance(raw, dict):
         raise BadRequest("expected a JSON object", field="body")
-    check_storable(raw)
+    if not storable:
+        check_storable(raw)
     parsed = ParsedBody()
     custom_raw: dict[str, list[tuple[Any, str]]] = {}
     for name, value in raw.items():

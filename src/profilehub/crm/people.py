@@ -200,6 +200,9 @@ def _company_uuid(value: Any) -> str | None:
         raise BadRequest(f"{value!r} is not a company id (a UUID)", field="companyId") from exc
 
 
+_PERSON_SPECIAL = frozenset({"emails"})
+
+
 def read_person_body(
     conn: Connection | None,
     org_id: int,
@@ -209,9 +212,10 @@ def read_person_body(
 ) -> PersonInput:
     """Check a person body, all but that its company exists (``check_company``); ``conn`` None
     (ahead of the writer) only when no attribute is a relation, the one custom value checked in
-    the database. ``shaped``: ``raw`` is ``parse_person``'s answer already."""
+    the database. ``shaped``: ``raw`` is ``parse_person``'s answer already, of a JSON text the fast
+    route found storable (``crm/fast.py``)."""
     fields = raw if shaped else parse_person(raw)
-    body = read_body(conn, org_id, fields, STANDARD, attrs, frozenset({"emails"}))
+    body = read_body(conn, org_id, fields, STANDARD, attrs, _PERSON_SPECIAL, storable=shaped)
     if "companyId" in body.special:
         body.values["company_id"] = _company_uuid(body.special["companyId"])
     emails = _emails(body.special["emails"]) if "emails" in body.special else None
