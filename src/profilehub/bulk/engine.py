@@ -754,7 +754,7 @@ class BulkImporter:
         coding with a stable argsort, scipy's graph of float64 weights and its transpose),
         about 0.75 GB now, at the coding."""
         # Ids coded 0..m-1 by their keys, in order.
-        keys, flat = code_keys(np.frombuffer(plan.keys, dtype=np.int64))
+        ids, flat = code_keys(np.frombuffer(plan.keys, dtype=np.int64))
         plan.keys = array("q")
         types = (
             np.frombuffer(plan.types, dtype=np.int8)
@@ -763,12 +763,10 @@ class BulkImporter:
         )
         # Each id's idType: one of its writes' (all of them give the same unless two ids share a
         # key; a component is computed in closed form only after its ids themselves were checked).
-        id_type = np.empty(len(keys), dtype=types.dtype)
+        id_type = np.empty(ids, dtype=types.dtype)
         id_type[flat] = types
         del types
         plan.types = array(plan.types.typecode)
-        ids = len(keys)
-        del keys
         # Each id occurrence's code, for ``_mark_stored`` (an import into a scope holding profiles)
         codes_path = folder / "id-codes.npy"
         np.save(codes_path, flat)

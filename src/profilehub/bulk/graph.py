@@ -98,17 +98,13 @@ def components(
         others: NDArray[np.integer[Any]] = codes[off[r] : off[e]].astype(small, copy=False)
         _union(parent, np.repeat(heads, counts[r:e][held]), others)
         r = e
-    while True:  # every id straight to its root
-        up = parent[parent]
-        if np.array_equal(up, parent):
-            break
-        parent = up
-    del up
+    del counts
+    _flatten(parent)
     # Number the components by their first write: a write opens one when it is the first write
     # whose first id has its root (or when it has no ids).
     writes = np.flatnonzero(has).astype(small, copy=False)
     root = parent[codes[starts[has]]]
-    first = np.full(ids, n, dtype=small)  # each root's first write
+    first: NDArray[np.integer[Any]] = np.full(ids, n, dtype=small)  # each root's first write
     np.minimum.at(first, root, writes)
     opens = np.ones(n, dtype=bool)
     opens[writes] = first[root] == writes
@@ -118,29 +114,60 @@ def components(
     del opens
     label[writes] = label[first[root]]
     del root, writes
-    owner = first[parent]  # each id's component's first write (n: an id no write holds)
-    del first, parent
+    # Each id's component's first write (n: an id no write holds), then its component, made in
+    # the parents' own array: the id-sized arrays held at once are two, not four (at ten million
+    # records ~47 million ids, 190 MB each).
+    owner = parent
+    del parent
+    _look_up(first, owner)
+    del first
     lone = owner == n
     owner[lone] = 0
-    id_label = label[owner]
+    id_label = owner
+    _look_up(label, id_label)
     del owner
     alone = int(lone.sum())
     id_label[lone] = count + np.arange(alone, dtype=small)
     return Components(label, id_label, count + alone)
 
 
-def code_keys(keys: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.integer[Any]]]:
-    """The distinct keys sorted and each key's code (its distinct key's place), 32-bit where it
-    fits: ``np.unique(keys, return_inverse=True)`` in a fraction of its memory. The keys are
+def _look_up(table: NDArray[np.integer[Any]], index: NDArray[np.integer[Any]]) -> None:
+    """``index[:] = table[index]`` a chunk at a time (``np.take`` into its own index array
+    copies the whole of it first)."""
+    for at in range(0, len(index), CHUNK):
+        part = index[at : at + CHUNK]
+        part[...] = table[part]
+
+
+def _flatten(parent: NDArray[np.integer[Any]]) -> None:
+    """Every id's parent made its root, in place, a chunk at a time (a parent only ever moves to
+    an ancestor, so chunks may go in any order): a whole-array ``parent[parent]`` per step held
+    a second id-sized array."""
+    moved = True
+    while moved:
+        moved = False
+        for at in range(0, len(parent), CHUNK):
+            part = parent[at : at + CHUNK]
+            up = parent[part]
+            if not np.array_equal(up, part):
+                part[...] = up
+                moved = True
+
+
+def code_keys(keys: NDArray[np.int64]) -> tuple[int, NDArray[np.integer[Any]]]:
+    """The number of distinct keys and each key's code (its distinct key's place among them,
+    sorted), 32-bit where it fits: ``np.unique(keys, return_inverse=True)`` less the distinct keys
+    themselves (the link needs only how many there are), in a fraction of its memory. The keys are
     split by their top bits into buckets of about ``CHUNK`` keys (buckets in the keys' own order,
     the keys being hashes spread evenly), each bucket sorted and coded on its own: beside the
-    input and the codes, only one bucket's sort and the distinct keys are held. At ten million
-    records (42 million keys) the argsort of all keys at once held its int64 indices and a sorted
-    copy (0.7 GB more, measured); ``np.unique`` more still."""
+    input and the codes, only one bucket's sort is held. At ten million records (66 million keys)
+    the argsort of all keys at once held its int64 indices and a sorted copy (0.7 GB more,
+    measured); ``np.unique`` more still; and the distinct keys kept bucket by bucket stayed on the
+    C heap twice over once copied into one array (0.5 GB at the link's peak, measured)."""
     size = len(keys)
     flat: NDArray[np.integer[Any]] = np.empty(size, dtype=np.int64 if size >= 2**31 else np.int32)
     if not size:
-        return keys[:0].copy(), flat
+        return 0, flat
     bits = min(8, max(0, math.ceil(math.log2(size / CHUNK)))) if size > CHUNK else 0
     if bits:
         # each key's bucket: its top ``bits`` bits, signed as the key is, so buckets sort as keys do
@@ -152,7 +179,6 @@ def code_keys(keys: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.in
         )
     else:
         buckets = iter([np.arange(size)])
-    distinct_parts: list[NDArray[np.int64]] = []
     code = 0
     for members in buckets:
         if not len(members):
@@ -164,15 +190,10 @@ def code_keys(keys: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.in
         starts = np.empty(len(ordered), dtype=bool)
         starts[0] = True
         np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+        del ordered
         codes = np.cumsum(starts, dtype=flat.dtype)
+        del starts
         codes += code - 1
         flat[members[order]] = codes
         code = int(codes[-1]) + 1
-        distinct_parts.append(ordered[starts])
-    # one array, each part freed once copied (``np.concatenate`` would hold them all twice)
-    distinct = np.empty(code, dtype=keys.dtype)
-    while distinct_parts:
-        part = distinct_parts.pop()
-        distinct[code - len(part) : code] = part
-        code -= len(part)
-    return distinct, flat
+    return code, flat
