@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from profilehub.crm.fast import FastUpsertPerson
+from profilehub.crm.models import PersonWrite, Socials, read_person_json
 from tests.conftest import OrgFixture
 from tests.fast_path import JSON, UUID, Apps, answer, fast_and_framework, spy_on_answers
 from tests.fast_path import as_json as _json
@@ -94,3 +96,40 @@ def test_fast_path_answers_as_the_framework_route(apps: Apps, monkeypatch: pytes
         assert ours == theirs, label
         if ours[0] in (200, 201) and label not in FRAMEWORK_ONLY:
             assert answered == [True], label
+
+
+def _as_model(body: bytes) -> Any:
+    try:
+        return PersonWrite.model_validate_json(body).model_dump(exclude_unset=True)
+    except ValidationError:
+        return "refused"
+
+
+def _as_dict(body: bytes) -> Any:
+    try:
+        return read_person_json(body)
+    except ValidationError:
+        return "refused"
+
+
+def test_the_fast_path_reads_a_body_as_the_route_s_model() -> None:
+    """The fast path reads bodies into a dict (``read_person_json``), not the model: the same
+    fields, the same values in the same order, and the same bodies refused."""
+    fields = get_type_hints(read_person_json.__globals__["_PersonFields"])
+    assert list(fields) == list(PersonWrite.model_fields)
+    socials = get_type_hints(get_args(fields["socials"])[0])
+    assert list(socials) == list(Socials.model_fields)
+    bodies = [body for _, _, body, _, _ in CASES] + [
+        _json({"zz": 1, "jobTitle": "x", "socials": {"instagram": "i", "linkedin": "l"}, "firstName": "F"}),
+        _json({"firstName": None, "socials": None, "emails": None, "customAttributes": {"k": {"z": [1, 2]}}}),
+        _json({"socials": {"myspace": "x"}}),
+        _json({"firstName": 5}),
+        _json({"emails": ["a@b.c", 7]}),
+        _json({"customAttributes": []}),
+        _json({"firstName": "A", "x": 1.5, "y": True, "n": None}),
+    ]
+    for body in bodies:
+        found = _as_dict(body)
+        assert found == _as_model(body), body
+        if isinstance(found, dict):
+            assert list(found) == list(_as_model(body)), body

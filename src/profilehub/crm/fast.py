@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from profilehub.auth import Principal, check_crm_scope
-from profilehub.crm.models import PersonWrite
+from profilehub.crm.models import read_person_json
 from profilehub.crm.routes import crm_credential, write_person_answer
 from profilehub.errors import ProfilehubError
 from profilehub.http import (
@@ -86,7 +86,7 @@ class FastUpsertPerson(FastRoute):
             # pydantic's own JSON parser (half the CPU of json.loads and then validating the
             # dict). The few bodies it reads otherwise than json.loads (a lone surrogate, a
             # byte order mark) it refuses, and the route answers them.
-            person = PersonWrite.model_validate_json(body).model_dump(exclude_unset=True)
+            person = read_person_json(body)
         except sa.exc.DBAPIError as exc:
             await database_error_response(exc)(scope, receive, send)
             return True
