@@ -5,6 +5,8 @@ equivalence gate would catch it on a large enough file; these name the cases).""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.sparse import csr_matrix
@@ -66,18 +68,21 @@ def test_a_write_without_ids_is_a_profile_of_its_own() -> None:
     assert classify([[], [(EMAIL, 1)], []]) == [True, True, True]
 
 
-def test_ids_are_coded_as_numpy_would_code_them(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ids_are_coded_as_numpy_would_code_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """``code_keys`` replaces ``np.unique`` (for memory): the same codes, or records would link
-    wrongly; also when it splits the keys into buckets of a few (``CHUNK``) by their top bits."""
+    wrongly; also when it splits the keys into buckets of a few (``CHUNK``) by their top bits,
+    up to the most buckets it makes (256); the buckets' files are gone after."""
     rng = np.random.default_rng(20)
-    for chunk in (graph.CHUNK, 7):
+    for chunk in (graph.CHUNK, 7, 3):
         monkeypatch.setattr(graph, "CHUNK", chunk)
         for n in (0, 1, 7, 5000):
             pool = rng.integers(-(2**63), 2**63 - 1, max(1, n // 3), dtype=np.int64)  # hashes
-            for keys in (rng.integers(-40, 40, n).astype(np.int64) << 40, rng.choice(pool, n)):
+            extremes = np.array([-(2**63), 2**63 - 1, -1, 0] * (n // 4), dtype=np.int64)
+            for keys in (rng.integers(-40, 40, n).astype(np.int64) << 40, rng.choice(pool, n), extremes):
                 distinct, inverse = np.unique(keys, return_inverse=True)
-                count, codes = graph.code_keys(keys)
+                count, codes = graph.code_keys(keys, tmp_path)
                 assert count == len(distinct) and np.array_equal(codes, inverse)
+                assert not list(tmp_path.iterdir())
 
 
 def test_components_are_scipys(monkeypatch: pytest.MonkeyPatch) -> None:

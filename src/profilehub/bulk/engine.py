@@ -48,7 +48,7 @@ from numpy.typing import NDArray
 from sqlalchemy.engine import Connection
 
 from profilehub import collector
-from profilehub.bulk.graph import code_keys, components
+from profilehub.bulk.graph import bucket_keys, code_buckets, components
 from profilehub.bulk.interrupted import BulkInterrupted
 from profilehub.bulk.prepare import PreparedChunk, prepare_chunk, prepare_lines
 from profilehub.bulk.resolve import (
@@ -754,8 +754,9 @@ class BulkImporter:
         coding with a stable argsort, scipy's graph of float64 weights and its transpose),
         about 0.75 GB now, at the coding."""
         # Ids coded 0..m-1 by their keys, in order.
-        ids, flat = code_keys(np.frombuffer(plan.keys, dtype=np.int64))
-        plan.keys = array("q")
+        buckets = bucket_keys(np.frombuffer(plan.keys, dtype=np.int64), folder)
+        plan.keys = array("q")  # in the buckets' files now: freed before the codes are made
+        ids, flat = code_buckets(buckets)
         types = (
             np.frombuffer(plan.types, dtype=np.int8)
             if plan.types.typecode == "b"

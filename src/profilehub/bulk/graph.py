@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -154,46 +155,93 @@ def _flatten(parent: NDArray[np.integer[Any]]) -> None:
                 moved = True
 
 
-def code_keys(keys: NDArray[np.int64]) -> tuple[int, NDArray[np.integer[Any]]]:
+def code_keys(keys: NDArray[np.int64], folder: Path) -> tuple[int, NDArray[np.integer[Any]]]:
     """The number of distinct keys and each key's code (its distinct key's place among them,
     sorted), 32-bit where it fits: ``np.unique(keys, return_inverse=True)`` less the distinct keys
-    themselves (the link needs only how many there are), in a fraction of its memory. The keys are
-    split by their top bits into buckets of about ``CHUNK`` keys (buckets in the keys' own order,
-    the keys being hashes spread evenly), each bucket sorted and coded on its own: beside the
-    input and the codes, only one bucket's sort is held. At ten million records (66 million keys)
-    the argsort of all keys at once held its int64 indices and a sorted copy (0.7 GB more,
-    measured); ``np.unique`` more still; and the distinct keys kept bucket by bucket stayed on the
-    C heap twice over once copied into one array (0.5 GB at the link's peak, measured)."""
+    themselves (the link needs only how many there are), in a fraction of its memory, by way of
+    files in ``folder``: ``code_buckets(bucket_keys(keys, folder))``. A caller that can free the
+    keys between the two steps (``BulkImporter._link``) holds them and the codes at once only a
+    chunk at a time."""
+    return code_buckets(bucket_keys(keys, folder))
+
+
+@dataclass
+class KeyBuckets:
+    """Keys split by their top bits into files (``bucket_keys``): each bucket's keys and their
+    places in the input, in input order, the buckets in the keys' own order."""
+
+    size: int  # keys in all
+    paths: list[Path]  # of each bucket not empty, in order
+    record: np.dtype[Any]  # a key and its place: (``key``, int64; ``place``, 32-bit where it fits)
+
+
+def bucket_keys(keys: NDArray[np.int64], folder: Path) -> KeyBuckets:
+    """Split ``keys`` into buckets of about ``CHUNK`` keys by their top bits (hashes spread
+    evenly), each written to a file of ``folder`` (its keys and their places) a chunk of the input
+    at a time: one pass, whatever the number of buckets (selecting each bucket from the whole
+    input cost a pass a bucket: at ten million records 32 of them), and nothing of the input
+    held once written (``code_buckets`` reads one bucket at a time). At most 256 buckets, one
+    file open each while it runs."""
     size = len(keys)
-    flat: NDArray[np.integer[Any]] = np.empty(size, dtype=np.int64 if size >= 2**31 else np.int32)
-    if not size:
-        return 0, flat
+    record = np.dtype([("key", "<i8"), ("place", "<i8" if size >= 2**31 else "<i4")])
     bits = min(8, max(0, math.ceil(math.log2(size / CHUNK)))) if size > CHUNK else 0
-    if bits:
-        # each key's bucket: its top ``bits`` bits, signed as the key is, so buckets sort as keys do
-        top = np.empty(size, dtype=np.int8)
+    first = -(2 ** (bits - 1)) if bits else 0
+    count = 2**bits
+    paths = [folder / f"bucket-{b}.keys" for b in range(count)]
+    sizes = [0] * count
+    outputs = [path.open("wb") for path in paths]
+    try:
         for at in range(0, size, CHUNK):
-            np.right_shift(keys[at : at + CHUNK], 64 - bits, out=top[at : at + CHUNK], casting="unsafe")
-        buckets: Iterator[NDArray[np.intp]] = (
-            np.flatnonzero(top == b) for b in range(-(2 ** (bits - 1)), 2 ** (bits - 1))
-        )
-    else:
-        buckets = iter([np.arange(size)])
+            part = keys[at : at + CHUNK]
+            if bits:
+                # each key's bucket: its top ``bits`` bits, signed as the key is, from 0
+                top = (np.right_shift(part, 64 - bits) - first).astype(np.uint8)
+                order = np.argsort(top, kind="stable")  # a radix sort of bytes: in input order
+                ends = np.cumsum(np.bincount(top, minlength=count))
+                del top
+            else:
+                order = np.arange(len(part))
+                ends = np.array([len(part)])
+            records = np.empty(len(part), dtype=record)
+            records["key"] = part[order]
+            records["place"] = order
+            records["place"] += at
+            del order
+            start = 0
+            for b, end in enumerate(ends.tolist()):
+                if end > start:
+                    outputs[b].write(records[start:end].tobytes())
+                    sizes[b] += end - start
+                start = end
+    finally:
+        for out in outputs:
+            out.close()
+    for path, n in zip(paths, sizes, strict=True):
+        if not n:
+            path.unlink()
+    return KeyBuckets(size, [path for path, n in zip(paths, sizes, strict=True) if n], record)
+
+
+def code_buckets(buckets: KeyBuckets) -> tuple[int, NDArray[np.integer[Any]]]:
+    """The number of distinct keys of ``buckets`` and each key's code (its distinct key's place
+    among them, sorted), in input order, 32-bit where it fits: ``np.unique(keys,
+    return_inverse=True)`` less the distinct keys themselves, holding beside the codes one bucket
+    at a time. Each bucket's file is removed once read."""
+    flat: NDArray[np.integer[Any]] = np.empty(buckets.size, dtype=buckets.record["place"])
     code = 0
-    for members in buckets:
-        if not len(members):
-            continue
-        held = keys[members]
-        order = np.argsort(held)
-        ordered = held[order]
-        del held
-        starts = np.empty(len(ordered), dtype=bool)
+    for path in buckets.paths:
+        records = np.fromfile(path, dtype=buckets.record)
+        path.unlink()
+        order = np.argsort(records["key"])
+        keys = records["key"][order]
+        starts = np.empty(len(keys), dtype=bool)
         starts[0] = True
-        np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
-        del ordered
+        np.not_equal(keys[1:], keys[:-1], out=starts[1:])
+        del keys
         codes = np.cumsum(starts, dtype=flat.dtype)
         del starts
         codes += code - 1
-        flat[members[order]] = codes
+        flat[records["place"][order]] = codes
+        del records, order
         code = int(codes[-1]) + 1
     return code, flat
