@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from profilehub.bulk import spool
+from profilehub.bulk.resolve import id_order
 from profilehub.bulk.spool import Spool, frame_bytes, merged
 
 
@@ -69,3 +70,31 @@ def test_a_merge_gives_every_row_in_order_and_holds_a_frame_a_spool(
     assert out == sorted(everything)
     assert most <= groups * 2 * size
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(s.path.name for s in spools)
+
+
+def test_id_rows_merged_by_their_key_come_out_as_by_themselves(tmp_path: Path) -> None:
+    """The write merges the id rows by one string (``resolve.id_order``) instead of comparing them
+    column by column: the same rows in the same order (idTypes and values sharing prefixes, a
+    region of its own)."""
+    rng = random.Random(3)
+    spools, everything = [], []
+    for g in range(7):
+        s = Spool(tmp_path / f"g{g}-ids.rows", sort=True, key=id_order, frame=spool.MIN_FRAME_BYTES)
+        rows = [
+            (
+                1234,
+                rng.choice(("EU", "EU2", "UK")),
+                rng.choice(("email", "email_md5", "AdId", "a")),
+                rng.choice(("", "0", "00", "0a", "a", "é")) + format(rng.randrange(16**6), "x"),
+                f"u{rng.randrange(100)}",
+                5,
+            )
+            for _ in range(rng.randrange(0, 900))
+        ]
+        everything += rows
+        s.extend(list(rows))
+        s.close()
+        spools.append(s)
+    by_key = [row for block in merged(spools, key=id_order) for row in block]
+    assert by_key == sorted(everything)
+    assert by_key == [row for block in merged(spools, 3, key=id_order) for row in block]  # in passes

@@ -55,6 +55,7 @@ from profilehub.bulk.resolve import (
     Recorded,
     Refused,
     Spools,
+    id_order,
     read_writes,
     resolve_file,
     resolve_payload,
@@ -1093,7 +1094,10 @@ class BulkImporter:
             # Each group's rows of a table are in the table's key order (``Spools.open``): merged,
             # the whole load is, and each B-tree fills page after page (the id values are hashes
             # and ucids and file order interleave across groups: any other order is random).
-            for block in merged([getattr(group, name) for group in spools]):
+            # (the id rows compared by one string, ``resolve.id_order``, not column by column)
+            for block in merged(
+                [getattr(group, name) for group in spools], key=id_order if name == "ids" else None
+            ):
                 self._check_stop()  # a stop ends the load here (minutes at ten million records)
                 yield block
             for group in spools:  # loaded: the table grows in the database as its spools go

@@ -66,7 +66,7 @@ class Spools:
             Spool(
                 folder / f"{prefix}-{name}.rows",
                 sort=True,
-                key=_id_order if name == "ids" else None,
+                key=id_order if name == "ids" else None,
                 frame=frame,
             )
             for name in SPOOLED
@@ -88,7 +88,7 @@ class Spools:
 SPOOLED = ("profiles", "ids", "changes", "journal", "events", "ledger")
 
 
-def _id_order(row: tuple[Any, ...]) -> str:
+def id_order(row: tuple[Any, ...]) -> str:
     """An id row's place in its spool: (region, idType, value) as one string, which sorts them
     as the rows themselves sort (one org; a NUL sorts below every other character) three to four
     times faster than comparing the rows column by column (measured: 0.26 s for 93,000 rows)."""

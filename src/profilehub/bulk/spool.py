@@ -139,7 +139,11 @@ class Spool:
         self.path.unlink(missing_ok=True)
 
 
-def merged(spools: Sequence[Spool], fan_in: int = MERGE_FAN_IN) -> Iterator[list[tuple[Any, ...]]]:
+def merged(
+    spools: Sequence[Spool],
+    fan_in: int = MERGE_FAN_IN,
+    key: Callable[[tuple[Any, ...]], Any] | None = None,
+) -> Iterator[list[tuple[Any, ...]]]:
     """The rows of ``spools``, each sorted (``Spool(sort=True)``), as one sorted stream in blocks.
 
     ``heapq.merge`` costs a Python step per row; this takes a frame of each spool, hands on every
@@ -149,13 +153,17 @@ def merged(spools: Sequence[Spool], fan_in: int = MERGE_FAN_IN) -> Iterator[list
     half of each spool and as many rows again: with frames sized by ``frame_bytes``, a small
     multiple of ``MERGE_BYTES`` whatever the file's size. More than ``fan_in`` spools are merged in
     passes, ``fan_in`` at a time into spools of their own (next to the first), each removed once
-    read."""
+    read. ``key``, if given, must order the rows as they order themselves (the spools' own
+    ``key``): the merge compares it instead of the rows (the id rows: one string against a tuple
+    compared column by column, the merge of 1.4 million of them 1.02 -> 0.76 s of CPU)."""
     if len(spools) > fan_in:
-        return _merged_in_passes(spools, fan_in)
-    return _merged(spools)
+        return _merged_in_passes(spools, fan_in, key)
+    return _merged(spools, key)
 
 
-def _merged_in_passes(spools: Sequence[Spool], fan_in: int) -> Iterator[list[tuple[Any, ...]]]:
+def _merged_in_passes(
+    spools: Sequence[Spool], fan_in: int, key: Callable[[tuple[Any, ...]], Any] | None
+) -> Iterator[list[tuple[Any, ...]]]:
     folder = spools[0].path.parent
     level = list(spools)
     depth = 0
@@ -165,7 +173,7 @@ def _merged_in_passes(spools: Sequence[Spool], fan_in: int) -> Iterator[list[tup
         merged_level: list[Spool] = []
         for n in range(0, len(level), fan_in):
             out = Spool(folder / f"{spools[0].path.stem}.merge{depth}-{n // fan_in}", frame=size)
-            for block in _merged(level[n : n + fan_in]):
+            for block in _merged(level[n : n + fan_in], key):
                 out.extend(block)
             out.close()
             if depth > 1:  # a pass's own spools; the callers' stay theirs
@@ -174,14 +182,16 @@ def _merged_in_passes(spools: Sequence[Spool], fan_in: int) -> Iterator[list[tup
             merged_level.append(out)
         level = merged_level
     try:
-        yield from _merged(level)
+        yield from _merged(level, key)
     finally:
         if depth:
             for used in level:
                 used.discard()
 
 
-def _merged(spools: Sequence[Spool]) -> Iterator[list[tuple[Any, ...]]]:
+def _merged(
+    spools: Sequence[Spool], key: Callable[[tuple[Any, ...]], Any] | None = None
+) -> Iterator[list[tuple[Any, ...]]]:
     # A buffer: the spool's frames, its rows held, how many of them were handed on, and the size
     # of its last frame.
     Buffer = tuple[Iterator[list[tuple[Any, ...]]], list[tuple[Any, ...]], int, int]
@@ -205,18 +215,18 @@ def _merged(spools: Sequence[Spool]) -> Iterator[list[tuple[Any, ...]]]:
         buffers = filled
         if len(buffers) < 2:
             break
-        bound = min(rows[-1] for _, rows, _, _ in buffers)
+        bound = min(rows[-1] if key is None else key(rows[-1]) for _, rows, _, _ in buffers)
         out: list[tuple[Any, ...]] = []
         kept: list[Buffer] = []
         for blocks, rows, at, size in buffers:
-            cut = bisect_right(rows, bound, at)
+            cut = bisect_right(rows, bound, at, key=key)
             out += rows[at:cut]
             if cut < len(rows):
                 kept.append((blocks, rows, cut, size))
             elif more := next(blocks, None):
                 kept.append((blocks, more, 0, len(more)))
         buffers = kept
-        out.sort()
+        out.sort(key=key)
         yield out
     for blocks, rows, at, _ in buffers:
         yield rows[at:]
