@@ -105,3 +105,38 @@ def test_components_are_scipys(monkeypatch: pytest.MonkeyPatch) -> None:
             found = graph.components(offsets, flat, ids)
             assert found.count == count
             assert np.array_equal(found.label, labels[:n]) and np.array_equal(found.id_label, labels[n:])
+
+
+def test_codes_read_from_their_file_give_the_same_components(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The import links with the ids' codes read back from their file a chunk at a time
+    (``graph.CodeFile``, for memory): the same components and closed-form decisions as with the
+    codes in memory, also in chunks of a few ids."""
+    rng = np.random.default_rng(22)
+    path = tmp_path / "codes.npy"
+    for chunk in (graph.CHUNK, 5):
+        monkeypatch.setattr(graph, "CHUNK", chunk)
+        for _ in range(100):
+            n, ids = int(rng.integers(1, 50)), int(rng.integers(1, 70))
+            offsets = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(rng.integers(0, 5, n), out=offsets[1:])
+            flat = rng.integers(0, ids, int(offsets[-1])).astype(np.int32)
+            id_type = rng.integers(0, 2, ids).astype(np.int8)
+            limits = np.array([1, 2], dtype=np.int64)
+            np.save(path, flat)
+            codes = graph.CodeFile(path)
+            try:
+                assert len(codes) == len(flat) and np.array_equal(codes[0 : len(flat)], flat)
+                held, read = components(offsets, flat, ids), components(offsets, codes, ids)
+                assert held.count == read.count
+                assert np.array_equal(held.label, read.label) and np.array_equal(held.id_label, read.id_label)
+                expected = simple_components(
+                    offsets, flat, held.label, held.id_label, id_type, limits, held.count
+                )
+                found = simple_components(
+                    offsets, codes, read.label, read.id_label, id_type, limits, read.count
+                )
+                assert np.array_equal(expected, found)
+            finally:
+                codes.close()

@@ -48,7 +48,7 @@ from numpy.typing import NDArray
 from sqlalchemy.engine import Connection
 
 from profilehub import collector
-from profilehub.bulk.graph import bucket_keys, code_buckets, components
+from profilehub.bulk.graph import CodeFile, bucket_keys, code_buckets, components
 from profilehub.bulk.interrupted import BulkInterrupted
 from profilehub.bulk.prepare import PreparedChunk, prepare_chunk, prepare_lines
 from profilehub.bulk.resolve import (
@@ -772,18 +772,30 @@ class BulkImporter:
         # Each id occurrence's code, for ``_mark_stored`` (an import into a scope holding profiles)
         codes_path = folder / "id-codes.npy"
         np.save(codes_path, flat)
-        self._check_stop()
-        offsets = np.frombuffer(plan.offsets, dtype=np.int64)
-        graph = components(offsets, flat, ids)
-        self._check_stop()
-        # idType limits by code (the codes ``prepare_chunk`` gave); an unknown idType: never simple
-        limits = np.array(
-            [strategy.id_types[n].max_per_profile if n in strategy.id_types else 0 for n in plan.type_names]
-            + [0],
-            dtype=np.int64,
-        )
-        simple = simple_components(offsets, flat, graph.label, graph.id_label, id_type, limits, graph.count)
-        del offsets, flat, id_type
+        # ... and read back from that file a chunk at a time from here on: not held beside the
+        # components' arrays (265 MB at ten million records)
+        del flat
+        codes = CodeFile(codes_path)
+        try:
+            self._check_stop()
+            offsets = np.frombuffer(plan.offsets, dtype=np.int64)
+            graph = components(offsets, codes, ids)
+            self._check_stop()
+            # idType limits by code (the codes ``prepare_chunk`` gave); an unknown idType: never simple
+            limits = np.array(
+                [
+                    strategy.id_types[n].max_per_profile if n in strategy.id_types else 0
+                    for n in plan.type_names
+                ]
+                + [0],
+                dtype=np.int64,
+            )
+            simple = simple_components(
+                offsets, codes, graph.label, graph.id_label, id_type, limits, graph.count
+            )
+        finally:
+            codes.close()
+        del offsets, id_type
         plan.offsets = array("q")
         labels_path = folder / "id-labels.npy"
         np.save(labels_path, graph.id_label)

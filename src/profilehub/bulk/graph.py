@@ -70,7 +70,7 @@ def _union(
 
 def components(
     offsets: Sequence[int] | NDArray[np.integer[Any]],
-    flat: Sequence[int] | NDArray[np.integer[Any]],
+    flat: Sequence[int] | NDArray[np.integer[Any]] | CodeFile,
     ids: int,
 ) -> Components:
     """The components of ``n`` writes whose ids (coded 0..ids-1) are ``flat[offsets[k]:offsets[k+1]]``.
@@ -81,7 +81,13 @@ def components(
     needs the graph as a matrix of writes and ids with float64 weights, and its transpose: at ten
     million records about 1.3 GB over its input, measured, against about 0.3 GB this way."""
     off = np.frombuffer(offsets, dtype=np.int64) if isinstance(offsets, array) else np.asarray(offsets)
-    codes = np.frombuffer(flat, dtype=np.int64) if isinstance(flat, array) else np.asarray(flat)
+    codes: NDArray[np.integer[Any]] | CodeFile = (
+        flat
+        if isinstance(flat, CodeFile)
+        else np.frombuffer(flat, dtype=np.int64)
+        if isinstance(flat, array)
+        else np.asarray(flat)
+    )
     n = len(off) - 1
     small = np.int32 if max(ids, n) + 1 < 2**31 else np.int64
     if n == 0:
@@ -90,21 +96,28 @@ def components(
     counts = np.diff(off)
     has = counts > 0  # writes without ids are components of their own
     starts = off[:-1]
+    # each write's first id, of those with ids
+    first_ids: NDArray[np.integer[Any]] = np.empty(int(has.sum()), dtype=small)
+    taken = 0
     r = 0
     while r < n:
         # the writes r..e-1: about CHUNK id occurrences (one write at least)
         e = min(n, max(r + 1, int(np.searchsorted(off, off[r] + CHUNK, side="right")) - 1))
         held = has[r:e]
-        heads: NDArray[np.integer[Any]] = codes[starts[r:e][held]].astype(small, copy=False)
-        others: NDArray[np.integer[Any]] = codes[off[r] : off[e]].astype(small, copy=False)
+        others: NDArray[np.integer[Any]] = codes[int(off[r]) : int(off[e])].astype(small, copy=False)
+        heads = others[starts[r:e][held] - off[r]]
+        first_ids[taken : taken + len(heads)] = heads
+        taken += len(heads)
         _union(parent, np.repeat(heads, counts[r:e][held]), others)
         r = e
-    del counts
+    del counts, heads, others
     _flatten(parent)
     # Number the components by their first write: a write opens one when it is the first write
     # whose first id has its root (or when it has no ids).
     writes = np.flatnonzero(has).astype(small, copy=False)
-    root = parent[codes[starts[has]]]
+    _look_up(parent, first_ids)
+    root = first_ids
+    del first_ids
     first: NDArray[np.integer[Any]] = np.full(ids, n, dtype=small)  # each root's first write
     np.minimum.at(first, root, writes)
     opens = np.ones(n, dtype=bool)
@@ -130,6 +143,39 @@ def components(
     alone = int(lone.sum())
     id_label[lone] = count + np.arange(alone, dtype=small)
     return Components(label, id_label, count + alone)
+
+
+class CodeFile:
+    """Each id occurrence's code (``code_keys``' output) kept in a ``.npy`` file and read a slice
+    at a time (``codes[a:b]``), as ``components`` and ``resolve.simple_components`` go through
+    them: only the slice read is held (at ten million records the codes are 265 MB). Read with
+    ``np.fromfile``, not mapped: mapped pages once read stay resident, and count as the process's."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("rb")
+        version = np.lib.format.read_magic(self._file)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(self._file)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(self._file)
+        if len(shape) != 1 or fortran:
+            raise ValueError(f"{path}: not a one-dimensional array")
+        self.dtype: np.dtype[Any] = dtype
+        self._size = int(shape[0])
+        self._start = self._file.tell()
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, part: slice) -> NDArray[np.integer[Any]]:
+        start, stop, step = part.indices(self._size)
+        if step != 1:
+            raise ValueError("a CodeFile is read a contiguous slice at a time")
+        self._file.seek(self._start + start * self.dtype.itemsize)
+        return np.fromfile(self._file, dtype=self.dtype, count=max(0, stop - start))
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _look_up(table: NDArray[np.integer[Any]], index: NDArray[np.integer[Any]]) -> None:

@@ -29,6 +29,7 @@ import orjson
 from numpy.typing import NDArray
 
 from profilehub import collector
+from profilehub.bulk.graph import CodeFile
 from profilehub.bulk.spool import FRAME_BYTES, Spool
 from profilehub.errors import ProfilehubError
 from profilehub.identity.consent import CONSENT, consent_entries
@@ -191,7 +192,7 @@ def read_writes(path: Path, org_id: int, actor: str) -> Iterator[tuple[int, Prep
 
 def simple_components(
     offsets: NDArray[np.int64],
-    flat: NDArray[np.integer[Any]],
+    flat: NDArray[np.integer[Any]] | CodeFile,
     label: NDArray[np.integer[Any]],
     id_label: NDArray[np.integer[Any]],
     id_type: NDArray[np.integer[Any]],
@@ -202,7 +203,8 @@ def simple_components(
     component's first shares an id with an earlier write of it (so it finds the one profile and
     merges nothing), and no idType has more distinct values in the component than its limit
     (``limits[t]``, for the idType coded ``t``; so no id is refused or evicted). ``flat``, ``offsets``
-    as in ``graph.components`` (every code 0..len(id_label)-1 occurs in ``flat``); ``id_type[code]``:
+    as in ``graph.components`` (every code 0..len(id_label)-1 occurs in ``flat``; read a chunk of
+    writes at a time, so it may be a ``graph.CodeFile``); ``id_type[code]``:
     the idType of each id, coded as ``limits``."""
     n = len(offsets) - 1
     simple = np.ones(count, dtype=bool)
