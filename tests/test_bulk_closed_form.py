@@ -83,6 +83,17 @@ def test_ids_are_coded_as_numpy_would_code_them(monkeypatch: pytest.MonkeyPatch,
                 count, codes = graph.code_keys(keys, tmp_path)
                 assert count == len(distinct) and np.array_equal(codes, inverse)
                 assert not list(tmp_path.iterdir())
+                # the import's keys come from a file of their own, read a chunk at a time
+                raw = tmp_path / "keys.bin"
+                raw.write_bytes(keys.tobytes())
+                read = graph.CodeFile(raw, np.dtype(np.int64))
+                try:
+                    count, codes = graph.code_buckets(graph.bucket_keys(read, tmp_path))
+                finally:
+                    read.close()
+                    raw.unlink()
+                assert count == len(distinct) and np.array_equal(codes, inverse)
+                assert not list(tmp_path.iterdir())
 
 
 def test_components_are_scipys(monkeypatch: pytest.MonkeyPatch) -> None:

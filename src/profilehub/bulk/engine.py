@@ -226,11 +226,13 @@ LineSource = Callable[[], Iterator[tuple[int, int, bytes]]]
 
 class _Plan:
     """What the transaction keeps of the file in memory, small enough for ten million records: per
-    write, its ids' 64-bit keys (``resolve.id_key``) and idTypes (``keys[offsets[k]:offsets[k + 1]]``)
-    and its line in the file; the ucid, the record as read and whether an id was suppressed, of the
-    few writes that have them. The prepared writes themselves go to a file in file order (one
-    line each, ``resolve.write_line``), which the transaction splits by group and reads back a
-    group at a time (``resolve.read_writes``)."""
+    write, its ids' idTypes (``types[offsets[k]:offsets[k + 1]]``) and its line in the file; the
+    ucid, the record as read and whether an id was suppressed, of the few writes that have them.
+    The ids' 64-bit keys (``resolve.id_key``, in the same places as the idTypes) go to a file
+    (``keys_path``, read a chunk at a time by the link: 530 MB at ten million records, which
+    held in memory were half of the importer's at the end of preparing). The prepared writes
+    themselves go to a file in file order (one line each, ``resolve.write_line``), which the
+    transaction splits by group and reads back a group at a time (``resolve.read_writes``)."""
 
     def __init__(self, org_id: int, actor: str, strategy: Strategy, folder: Path) -> None:
         self.org_id = org_id
@@ -239,7 +241,8 @@ class _Plan:
         self.type_names = sorted(strategy.id_types)  # idType codes, as ``prepare_chunk`` made them
         self.regions: set[str] = set()
         self.offsets = array("q", [0])
-        self.keys = array("q")
+        self.keys_path = folder / "keys.bin"
+        self._keys: BinaryIO | None = self.keys_path.open("wb", buffering=1 << 20)
         # idType codes go up to len(type_names) (unknown): a byte each for any real strategy (64-bit,
         # 60 MB more at a million records, 600 MB at ten million)
         self.types = array("b" if len(self.type_names) < 127 else "q")
@@ -271,7 +274,8 @@ class _Plan:
         if numbers[-1] > 0xFFFFFFFF and self.lines.typecode == "I":
             self.lines = array("q", self.lines)
         self.lines.extend([line for _, line in written])
-        self.keys.extend(prepared.keys)
+        assert self._keys is not None
+        self._keys.write(prepared.keys)  # the array's bytes: int64 values, as the link reads them
         types = prepared.types
         self.types.extend(
             types if types.typecode == self.types.typecode else array(self.types.typecode, types)
@@ -292,6 +296,9 @@ class _Plan:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._keys is not None:
+            self._keys.close()
+            self._keys = None
 
     def split(self, folder: Path, group_of: Any, groups: int) -> list[Path]:
         """The writes file split into ``groups`` files by ``group_of[k]`` (-1: the last file, the
@@ -326,7 +333,7 @@ class _Linked:
     labels_path: Path
 
     def ids(self) -> tuple[NDArray[np.integer[Any]], NDArray[np.integer[Any]]]:
-        """Each id occurrence's code (the writes' ids in file order, as ``_Plan.keys`` held them;
+        """Each id occurrence's code (the writes' ids in file order, as ``_Plan.keys_path`` holds their keys;
         a code is the place of the id's key among the distinct keys, sorted), and each id's
         component by code: mapped from their files, so only the pages read are loaded."""
         return np.load(self.codes_path, mmap_mode="r"), np.load(self.labels_path, mmap_mode="r")
@@ -748,15 +755,21 @@ class BulkImporter:
         """The components of the plan's writes, and which are simple (``graph``,
         ``resolve.simple_components``), before the transaction: what the transaction needs of
         them is small (a 32-bit component a write, a flag a component), so the plan's per-id
-        keys, idTypes and offsets (at ten million records some 47 million ids: 0.5 GB) are
-        dropped here, and the ids' sorted keys and components, which only an import into a
-        scope holding profiles looks at again, wait on disk. Memory at ten million records,
-        measured on arrays of that size: 1.7 GB over the plan before (``np.unique``-like
-        coding with a stable argsort, scipy's graph of float64 weights and its transpose),
-        about 0.75 GB now, at the coding."""
+        keys (read from their file a chunk at a time), idTypes and offsets are dropped here, and
+        each id occurrence's code and each id's component, which only an import into a scope
+        holding profiles looks at again, wait on disk. The codes are read back from their file a
+        chunk at a time too: what is held at once is a few 4-byte arrays of one entry an id
+        (~47 million ids at ten million records) or a write. The link's peak at ten million
+        records (bench.generate's, 66 million id occurrences): 1,989-2,008 MB in the import before
+        (the keys, their codes and distinct keys, four id-sized arrays at once), 1,144 MB with the
+        keys bucketed through files (measured), and less than what the plan alone held since."""
         # Ids coded 0..m-1 by their keys, in order.
-        buckets = bucket_keys(np.frombuffer(plan.keys, dtype=np.int64), folder)
-        plan.keys = array("q")  # in the buckets' files now: freed before the codes are made
+        keys = CodeFile(plan.keys_path, np.dtype(np.int64))
+        try:
+            buckets = bucket_keys(keys, folder)
+        finally:
+            keys.close()
+        plan.keys_path.unlink()  # in the buckets' files now
         ids, flat = code_buckets(buckets)
         types = (
             np.frombuffer(plan.types, dtype=np.int8)

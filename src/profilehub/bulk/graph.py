@@ -146,21 +146,28 @@ def components(
 
 
 class CodeFile:
-    """Each id occurrence's code (``code_keys``' output) kept in a ``.npy`` file and read a slice
-    at a time (``codes[a:b]``), as ``components`` and ``resolve.simple_components`` go through
-    them: only the slice read is held (at ten million records the codes are 265 MB). Read with
+    """A one-dimensional array kept in a file and read a slice at a time (``codes[a:b]``): each
+    id occurrence's code (``code_keys``' output, a ``.npy`` file) as ``components`` and
+    ``resolve.simple_components`` go through them, or (``dtype`` given: a file of that type's
+    values and nothing else) the plan's keys as ``bucket_keys`` goes through them. Only the slice
+    read is held (at ten million records the codes are 265 MB, the keys 530 MB). Read with
     ``np.fromfile``, not mapped: mapped pages once read stay resident, and count as the process's."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, dtype: np.dtype[Any] | None = None) -> None:
         self._file = path.open("rb")
+        if dtype is not None:
+            self.dtype: np.dtype[Any] = dtype
+            self._size = path.stat().st_size // dtype.itemsize
+            self._start = 0
+            return
         version = np.lib.format.read_magic(self._file)
         if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(self._file)
+            shape, fortran, found = np.lib.format.read_array_header_1_0(self._file)
         else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(self._file)
+            shape, fortran, found = np.lib.format.read_array_header_2_0(self._file)
         if len(shape) != 1 or fortran:
             raise ValueError(f"{path}: not a one-dimensional array")
-        self.dtype: np.dtype[Any] = dtype
+        self.dtype = found
         self._size = int(shape[0])
         self._start = self._file.tell()
 
@@ -221,7 +228,7 @@ class KeyBuckets:
     record: np.dtype[Any]  # a key and its place: (``key``, int64; ``place``, 32-bit where it fits)
 
 
-def bucket_keys(keys: NDArray[np.int64], folder: Path) -> KeyBuckets:
+def bucket_keys(keys: NDArray[np.int64] | CodeFile, folder: Path) -> KeyBuckets:
     """Split ``keys`` into buckets of about ``CHUNK`` keys by their top bits (hashes spread
     evenly), each written to a file of ``folder`` (its keys and their places) a chunk of the input
     at a time: one pass, whatever the number of buckets (selecting each bucket from the whole
