@@ -25,18 +25,16 @@ from profilehub.auth import CredentialKind, create_credential
 from profilehub.store.database import Database
 
 ROOT = Path(__file__).resolve().parent.parent
-FIRST_PORT = 18600
 
 
 def free_port() -> int:
-    for port in range(FIRST_PORT, FIRST_PORT + 200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 18600-18799")
+    # The kernel's choice of an unused port: benchmarks run side by side (each with its own bench
+    # lock) each get a different one. Scanning a fixed range from its first port gave two
+    # benches started together the same port, and the second server failed to start.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def new_store(url: str) -> str:
