@@ -18,7 +18,6 @@ import random
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from bench.backends import fresh_database
 from bench.figures import ratio
 from bench.generate import ORG_ID, REGION
 from bench.machine import command_line, cpus, exclusive_run, load_note
-from bench.run_http import ROOT, free_port, server
+from bench.run_http import ROOT, free_port, group_cpu, server, settle
 from bench.run_import import setup_org
 from profilehub.auth import CredentialKind, create_credential
 from profilehub.store.database import Database
@@ -97,21 +96,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _group_cpu(pgid: int) -> float:
-    """CPU time of the process group ``pgid`` (the server and its ``--workers`` processes) so far."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[2]) == pgid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 def _database_cpu(url: str) -> float:
     """PostgreSQL: CPU time the server processes of ``url``'s database have used so far (the
     server runs on this machine; its shared background processes left out); SQLite: 0 (its work
@@ -137,10 +121,10 @@ def _stream(
     """One stream of requests, with the server's (all its processes'), the database's and the load
     generator's CPU time per request; refuses a run that another process answered (the server
     died, or lost its port to another program) or that was refused."""
-    cpu, db_cpu = _group_cpu(process.pid), _database_cpu(url)
+    cpu, db_cpu = group_cpu(process.pid), _database_cpu(url)
     result = run()
     per = 1000 / max(result["requests"], 1)
-    result["cpu_ms"] = (_group_cpu(process.pid) - cpu) * per
+    result["cpu_ms"] = (group_cpu(process.pid) - cpu) * per
     result["db_cpu_ms"] = (_database_cpu(url) - db_cpu) * per
     result["load_cpu_ms"] = result["cpu_seconds"] * per
     if process.poll() is not None:
@@ -187,22 +171,6 @@ def _warm_up(port: int, key: str, token: str, clients: int, warmup: int) -> None
         auth = ["--apikey", key] if kind == "cdp" else ["--bearer", token]
         method, path = ("POST", "/cdp/v1/users") if kind == "cdp" else ("PUT", CRM_PATH)
         _load(port, file, auth, method, path, clients, warmup)
-
-
-def _settle(pgid: int, timeout: float = 60.0) -> None:
-    """Wait (at most ``timeout`` s) until the server's processes are idle. A server spawns its
-    webhook deliverer at start-up (one process per worker), whose interpreter and imports took
-    ~0.9 s of CPU at load 9 and were still running when the warm-up ended: that CPU fell on the
-    first round measured, always a CRM one (0.45 ms of its 2,000 requests' server CPU each, where
-    the deliverer spent 0.01 ms a request in every later round)."""
-    deadline = time.monotonic() + timeout
-    before = _group_cpu(pgid)
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = _group_cpu(pgid)
-        if now - before < 0.02:
-            return
-        before = now
 
 
 def _order(workers: list[int], rounds: int) -> list[tuple[int, str]]:
@@ -254,7 +222,7 @@ def bench_crm(
         for _url, key, token, port, _ in servers.values():
             _warm_up(port, key, token, clients, warmup)
         for *_, process in servers.values():
-            _settle(process.pid)
+            settle(process.pid)
         load_before = load_note()
         for w, kind in _order(workers, rounds):
             url, key, token, port, process = servers[w]
