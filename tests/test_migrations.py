@@ -23,20 +23,27 @@ ANN = "00000000-0000-4000-8000-00000000a001"
 BOB = "00000000-0000-4000-8000-00000000b002"
 
 
+def _old_org(conn: sa.Connection, id_type_ts: int) -> None:
+    """Org 42 (region EU, a primary ``crm_id`` type) written the way the first release wrote it."""
+    conn.execute(
+        sa.text(
+            "INSERT INTO orgs (org_id, name, keep_raw_ids, strategy_version, created_ts) "
+            "VALUES (42, 'Old', false, 1, 1)"
+        )
+    )
+    conn.execute(sa.text("INSERT INTO org_regions (org_id, region) VALUES (42, 'EU')"))
+    conn.execute(
+        sa.text("INSERT INTO id_types VALUES (42, 'crm_id', 'crm', 'primary', 1, :ts)"), {"ts": id_type_ts}
+    )
+
+
 def test_first_release_database_upgrades_in_place(database_url: str) -> None:
     engine = make_engine(database_url)
     with engine.begin() as conn:
         command.upgrade(_alembic_config(conn), FIRST_RELEASE)
     with engine.begin() as conn:
         # Written the way the first release wrote its rows.
-        conn.execute(
-            sa.text(
-                "INSERT INTO orgs (org_id, name, keep_raw_ids, strategy_version, created_ts) "
-                "VALUES (42, 'Old', false, 1, 1)"
-            )
-        )
-        conn.execute(sa.text("INSERT INTO org_regions (org_id, region) VALUES (42, 'EU')"))
-        conn.execute(sa.text("INSERT INTO id_types VALUES (42, 'crm_id', 'crm', 'primary', 1, 1)"))
+        _old_org(conn, id_type_ts=1)
         conn.execute(
             sa.text(
                 "INSERT INTO profiles (org_id, ucid, region, created_ts, updated_ts, merged_into, data) VALUES "
@@ -162,14 +169,7 @@ def test_opaque_keys_compare_byte_by_byte_after_the_upgrade(database_url: str) -
         command.upgrade(_alembic_config(conn), "0015")
     values = ["b-2", "B-1", "a", "_x", "Z", "é", "10", "9"]
     with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO orgs (org_id, name, keep_raw_ids, strategy_version, created_ts) "
-                "VALUES (42, 'Old', false, 1, 1)"
-            )
-        )
-        conn.execute(sa.text("INSERT INTO org_regions (org_id, region) VALUES (42, 'EU')"))
-        conn.execute(sa.text("INSERT INTO id_types VALUES (42, 'crm_id', 'crm', 'primary', 1, 5)"))
+        _old_org(conn, id_type_ts=5)
         ucid = "00000000-0000-4000-8000-000000000001"
         conn.execute(
             sa.text(
