@@ -448,32 +448,28 @@ class PeopleBatch:
         # insertion's extra work (a probe of the key before and a second write of each row after).
         # A returning person's new ones are not there either when its stored values say so; the
         # ON CONFLICT keeps a row already there from failing the batch.
-        for table, columns, rows, tail in (
-            ("crm_records", _NEW_RECORD_COLUMNS, new_records, ""),
-            ("crm_values", _INDEX_COLUMNS, _index_rows(fresh), ""),
-            ("crm_values", _INDEX_COLUMNS, _index_rows(added), " ON CONFLICT DO NOTHING"),
-            ("crm_unique_values", _KEY_COLUMNS, _index_rows(uniques), ""),
-            ("crm_person_emails", _EMAIL_ROW_COLUMNS, emails, ""),
+        # Each table's owner columns (the batch's org, and object where the table has one) go as
+        # parameters, the rest as the JSON rows.
+        by_org: tuple[tuple[str, str, Any], ...] = (("org_id", "bigint", org_id),)
+        by_object = (*by_org, ("object_slug", "text", slug))
+        for table, owner, columns, rows, tail in (
+            ("crm_records", by_object, _NEW_RECORD_COLUMNS, new_records, ""),
+            ("crm_values", by_object, _INDEX_COLUMNS, _index_rows(fresh), ""),
+            ("crm_values", by_object, _INDEX_COLUMNS, _index_rows(added), " ON CONFLICT DO NOTHING"),
+            ("crm_unique_values", by_object, _KEY_COLUMNS, _index_rows(uniques), ""),
+            ("crm_person_emails", by_org, _EMAIL_ROW_COLUMNS, emails, ""),
+            # the change rows are dicts of the table's columns already (``change_row``)
+            ("changes", (), _CHANGE_COLUMNS, self._changes, ""),
         ):
             if rows:
                 names = ", ".join(columns)
-                # object_slug is missing from crm_person_emails
-                batch = "%s::bigint, %s::text, " if table != "crm_person_emails" else "%s::bigint, "
-                owner = "org_id, object_slug, " if table != "crm_person_emails" else "org_id, "
+                into = "".join(f"{column}, " for column, _, _ in owner)
+                given = "".join(f"%s::{kind}, " for _, kind, _ in owner)
                 parts.append(
-                    f"INSERT INTO {table} ({owner}{names}) SELECT {batch}{names} FROM {_pg_recordset(columns)}"
+                    f"INSERT INTO {table} ({into}{names}) SELECT {given}{names} FROM {_pg_recordset(columns)}"
                     + tail
                 )
-                params += (
-                    [org_id, slug, _json(rows)] if table != "crm_person_emails" else [org_id, _json(rows)]
-                )
-        if self._changes:
-            # the change rows are dicts of the table's columns already (``change_row``)
-            names = ", ".join(_CHANGE_COLUMNS)
-            parts.append(
-                f"INSERT INTO changes ({names}) SELECT {names} FROM {_pg_recordset(_CHANGE_COLUMNS)}"
-            )
-            params.append(_json(self._changes))
+                params += [*(value for _, _, value in owner), _json(rows)]
         with pipelined(self.conn):
             self._run_with(*first)
             self._run_with(parts, params)
