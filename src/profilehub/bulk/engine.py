@@ -52,10 +52,10 @@ from profilehub.bulk.graph import CodeFile, bucket_keys, code_buckets, component
 from profilehub.bulk.interrupted import BulkInterrupted
 from profilehub.bulk.prepare import PreparedChunk, prepare_chunk, prepare_lines
 from profilehub.bulk.resolve import (
+    SPOOL_KEYS,
     Recorded,
     Refused,
     Spools,
-    id_order,
     read_writes,
     resolve_file,
     resolve_payload,
@@ -1119,10 +1119,9 @@ class BulkImporter:
             # Each group's rows of a table are in the table's key order (``Spools.open``): merged,
             # the whole load is, and each B-tree fills page after page (the id values are hashes
             # and ucids and file order interleave across groups: any other order is random).
-            # (the id rows compared by one string, ``resolve.id_order``, not column by column)
-            for block in merged(
-                [getattr(group, name) for group in spools], key=id_order if name == "ids" else None
-            ):
+            # (compared by the key they were sorted by, ``resolve.SPOOL_KEYS``: the id rows by one
+            # string, not column by column)
+            for block in merged([getattr(group, name) for group in spools], key=SPOOL_KEYS.get(name)):
                 self._check_stop()  # a stop ends the load here (minutes at ten million records)
                 yield block
             for group in spools:  # loaded: the table grows in the database as its spools go
