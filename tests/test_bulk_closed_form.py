@@ -69,7 +69,7 @@ def test_a_write_without_ids_is_a_profile_of_its_own() -> None:
 
 
 def test_ids_are_coded_as_numpy_would_code_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """``code_keys`` replaces ``np.unique`` (for memory): the same codes, or records would link
+    """``code_buckets(bucket_keys(...))`` replaces ``np.unique`` (for memory): the same codes, or records would link
     wrongly; also when it splits the keys into buckets of a few (``CHUNK``) by their top bits,
     up to the most buckets it makes (256); the buckets' files are gone after."""
     rng = np.random.default_rng(20)
@@ -80,7 +80,7 @@ def test_ids_are_coded_as_numpy_would_code_them(monkeypatch: pytest.MonkeyPatch,
             extremes = np.array([-(2**63), 2**63 - 1, -1, 0] * (n // 4), dtype=np.int64)
             for keys in (rng.integers(-40, 40, n).astype(np.int64) << 40, rng.choice(pool, n), extremes):
                 distinct, inverse = np.unique(keys, return_inverse=True)
-                count, codes = graph.code_keys(keys, tmp_path)
+                count, codes = graph.code_buckets(graph.bucket_keys(keys, tmp_path))
                 assert count == len(distinct) and np.array_equal(codes, inverse)
                 assert not list(tmp_path.iterdir())
                 # the import's keys come from a file of their own, read a chunk at a time

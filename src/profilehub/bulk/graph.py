@@ -3,9 +3,9 @@
 Two records can end up on one profile only if a chain of shared ids joins them (in one region:
 identity never crosses regions), so the connected components of the bipartite graph of records and ids
 are independent: each can be resolved on its own, in any order, as long as its own records are
-applied in file order. Ids are coded as integers (``code_keys``) and the components found by a
-union-find over the ids in numpy (``components``): seconds for tens of millions of ids, in a few
-bytes a record and id over its input.
+applied in file order. Ids are coded as integers (``bucket_keys``, then ``code_buckets``) and
+the components found by a union-find over the ids in numpy (``components``): seconds for tens of
+millions of ids, in a few bytes a record and id over its input.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def components(
 
 class CodeFile:
     """A one-dimensional array kept in a file and read a slice at a time (``codes[a:b]``): each
-    id occurrence's code (``code_keys``' output, a ``.npy`` file) as ``components`` and
+    id occurrence's code (``code_buckets``' output, saved as a ``.npy`` file) as ``components`` and
     ``resolve.simple_components`` go through them, or (``dtype`` given: a file of that type's
     values and nothing else) the plan's keys as ``bucket_keys`` goes through them. Only the slice
     read is held (at ten million records the codes are 265 MB, the keys 530 MB). Read with
@@ -206,16 +206,6 @@ def _flatten(parent: NDArray[np.integer[Any]]) -> None:
             if not np.array_equal(up, part):
                 part[...] = up
                 moved = True
-
-
-def code_keys(keys: NDArray[np.int64], folder: Path) -> tuple[int, NDArray[np.integer[Any]]]:
-    """The number of distinct keys and each key's code (its distinct key's place among them,
-    sorted), 32-bit where it fits: ``np.unique(keys, return_inverse=True)`` less the distinct keys
-    themselves (the link needs only how many there are), in a fraction of its memory, by way of
-    files in ``folder``: ``code_buckets(bucket_keys(keys, folder))``. A caller that can free the
-    keys between the two steps (``BulkImporter._link``) holds them and the codes at once only a
-    chunk at a time."""
-    return code_buckets(bucket_keys(keys, folder))
 
 
 @dataclass
