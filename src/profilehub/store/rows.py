@@ -39,6 +39,13 @@ _SQLITE_ROWS_PER_INSERT = 100
 _SQLITE_MAX_PARAMETERS = 999
 
 
+@lru_cache(maxsize=256)
+def _sqlite_insert_of(table: str, columns: tuple[str, ...], rows: int, tail: str) -> str:
+    """``INSERT INTO table (columns) VALUES (…), …`` of ``rows`` rows, then ``tail``."""
+    one = f"({', '.join('?' * len(columns))})"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * rows)}{tail}"
+
+
 def sqlite_insert_many(
     cursor: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> None:
@@ -47,8 +54,6 @@ def sqlite_insert_many(
     by one. The same rows, in the same order, as one ``executemany`` of a one-row ``INSERT``, for
     about a third less CPU a row: the module's and SQLite's work per statement run is paid once per
     100 rows (id rows into their keyed table, 7.1-7.8 -> 3.9-5.2 µs a row, bench/NOTES-bulk-engine.md)."""
-    names = ", ".join(columns)
-    one = f"({', '.join('?' * len(columns))})"
     per = max(1, min(_SQLITE_ROWS_PER_INSERT, _SQLITE_MAX_PARAMETERS // len(columns)))
     rest: list[Sequence[Any]] = []
 
@@ -58,18 +63,12 @@ def sqlite_insert_many(
             yield list(chain.from_iterable(chunk))
         rest.extend(chunk)
 
-    cursor.executemany(f"INSERT INTO {table} ({names}) VALUES {', '.join([one] * per)}", full_statements())
+    cursor.executemany(_sqlite_insert_of(table, tuple(columns), per, ""), full_statements())
     if rest:
-        cursor.executemany(f"INSERT INTO {table} ({names}) VALUES {one}", rest)
+        cursor.executemany(_sqlite_insert_of(table, tuple(columns), 1, ""), rest)
 
 
 _SQLITE_ROWS_PER_GROUP_INSERT = 64
-
-
-@lru_cache(maxsize=256)
-def _sqlite_insert_of(table: str, columns: tuple[str, ...], rows: int, tail: str) -> str:
-    one = f"({', '.join('?' * len(columns))})"
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * rows)}{tail}"
 
 
 def sqlite_insert_grouped(
