@@ -223,6 +223,30 @@ def test_bulk_with_a_worker_process_gives_the_same(tmp_path: Path, monkeypatch: 
     orgs.close()
 
 
+def test_the_largest_worker_process_is_the_worker_not_the_importer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The summary's "largest worker process" is that process's own peak memory, not the size of
+    the importer that started it: here an importer holding 512 MB more than its workers ever do."""
+    orgs = Database(f"sqlite:///{tmp_path / 'workers.db'}")
+    make_org(orgs, BULK)
+    monkeypatch.setattr(engine, "GROUP_WRITES", 4)
+    path = write_ndjson(tmp_path / "ugly.ndjson", ugly())
+    ballast = bytearray(512 * 2**20)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # resident, every page written
+    summary = bulk.run_bulk_import(
+        path,
+        lambda offset, line: read_ndjson(path, offset, line),
+        cdp_sink(ProfileService(orgs), BULK, "EU", "test-import"),
+        workers=1,
+        at=AT,
+    )
+    assert summary.peak_rss_bytes > len(ballast)
+    assert 0 < summary.peak_rss_workers_bytes < len(ballast)
+    del ballast
+    orgs.close()
+
+
 def test_bulk_into_a_scope_that_holds_profiles(orgs: Database, tmp_path: Path) -> None:
     """Profiles already stored are found, merged and updated as the online path does."""
     first = write_ndjson(tmp_path / "first.ndjson", people(9))

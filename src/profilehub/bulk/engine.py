@@ -79,6 +79,7 @@ from profilehub.ingest.runner import (
     ImportSummary,
     Progress,
     RecordSource,
+    WorkerPool,
     _reason,
     _sigint_blocked,
     _stop_on_interrupt,
@@ -134,15 +135,17 @@ class BulkSummary(ImportSummary):
 
     def mark(self, phase: str, began: float) -> None:
         self.phases[phase] = time.monotonic() - began
-        self.peak_rss_bytes, self.peak_rss_workers_bytes = _peak_rss()
+        self.peak_rss_bytes = _peak_rss()
         self.peak_rss_by_phase[phase] = self.peak_rss_bytes
 
+    def note_workers(self, pool: object) -> None:
+        """After a pool of worker processes (``worker_pool``) ended: the largest one so far."""
+        if isinstance(pool, WorkerPool):
+            self.peak_rss_workers_bytes = max(self.peak_rss_workers_bytes, pool.peak_rss_bytes)
 
-def _peak_rss() -> tuple[int, int]:
-    # ru_maxrss is in KiB on Linux; RUSAGE_CHILDREN is the largest of the waited-for children.
-    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    return me, children
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 @dataclass
@@ -1208,6 +1211,7 @@ class BulkImporter:
                     strategy = sink.service.strategies.get(conn, sink.org_id)
                 with worker_pool(self.workers) as pool:
                     plan = self._prepare(pool, strategy, summary, started, Path(spool_dir))
+                summary.note_workers(pool)
                 phase("prepare", t)
                 self.progress(summary)
                 # New worker processes for the resolution: those that prepared keep what preparing
@@ -1234,6 +1238,7 @@ class BulkImporter:
                         summary.seconds = time.monotonic() - started
                         self.progress(summary)
                     refused = future.result()
+                summary.note_workers(pool)
                 # From the job's end to its commit: on SQLite that includes copying the WAL, about
                 # as large as what the import wrote, into the database file (the checkpoint).
                 summary.mark("commit", self._job_ended)
@@ -1259,7 +1264,7 @@ class BulkImporter:
             exc.summary = summary
             raise
         summary.seconds = time.monotonic() - started
-        summary.peak_rss_bytes, summary.peak_rss_workers_bytes = _peak_rss()
+        summary.peak_rss_bytes = _peak_rss()
         self.progress(summary)
         return summary
 

@@ -336,9 +336,10 @@ class PeopleBulkImporter:
             summary.seconds = time.monotonic() - started
             exc.summary = summary
             raise
+        summary.note_workers(pool)
         self._report(outcomes, summary)
         summary.seconds = time.monotonic() - started
-        summary.peak_rss_bytes, summary.peak_rss_workers_bytes = _peak_rss()
+        summary.peak_rss_bytes = _peak_rss()
         self.progress(summary)
         return summary
 

@@ -78,12 +78,41 @@ def _start_worker(parent: int) -> None:
     collector.tune()
 
 
+class WorkerPool(ProcessPoolExecutor):
+    """The import's worker processes; ``peak_rss_bytes`` is the largest peak resident memory of
+    one of them, read as the pool shuts down (0 where ``/proc`` is not there to read).
+
+    Not ``getrusage(RUSAGE_CHILDREN)``: Linux counts in a child's ``ru_maxrss`` the memory its
+    process had before ``exec`` (a copy of the importer, or the importer's own with ``vfork``),
+    so that figure is the importer's size when the worker started, not the worker's. ``VmHWM`` is
+    the high-water mark of the worker's own address space."""
+
+    peak_rss_bytes = 0
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        for process in list((getattr(self, "_processes", None) or {}).values()):
+            self.peak_rss_bytes = max(self.peak_rss_bytes, _high_water_mark(process.pid))
+        super().shutdown(wait, cancel_futures=cancel_futures)
+
+
+def _high_water_mark(pid: int | None) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024  # in kB
+    except (OSError, ValueError):
+        pass  # already gone, or not Linux
+    return 0
+
+
 def worker_pool(workers: int) -> Any:
-    """``workers`` preparing processes as a context manager, or ``nullcontext(None)`` for none."""
+    """``workers`` preparing processes (a ``WorkerPool``) as a context manager, or
+    ``nullcontext(None)`` for none."""
     if not workers:
         return nullcontext(None)
     # spawn, not fork: this process already runs threads (the database writer's, at least)
-    return ProcessPoolExecutor(
+    return WorkerPool(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
