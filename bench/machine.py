@@ -10,16 +10,21 @@ load generator, the servers) inherit ``PROFILEHUB_BENCH_LOCK_HELD`` and go on un
 lock. The kernel drops the lock when its holder exits, however it exits, so no stale lock remains.
 
 ``load_note()`` is the machine's load average and CPU count, printed beside every figure so that a
-reader can tell a figure taken under other load from a quiet one.
+reader can tell a figure taken under other load from a quiet one, and the time this machine took
+for a fixed piece of work (``reference_ms``) when the run began: the same machine has measured
+twice as slow on one day as on another, with nothing else running, so figures of different days
+compare only through it.
 """
 
 from __future__ import annotations
 
 import datetime
 import fcntl
+import hashlib
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +32,7 @@ from typing import IO
 
 LOCK_ENV = "PROFILEHUB_BENCH_LOCK"
 HELD_ENV = "PROFILEHUB_BENCH_LOCK_HELD"
+REFERENCE_ENV = "PROFILEHUB_BENCH_REFERENCE_MS"  # the run's reference time, for its children
 
 
 class BenchLocked(SystemExit):
@@ -45,9 +51,30 @@ def cpus() -> int:
         return os.cpu_count() or 1
 
 
+def reference_ms() -> float:
+    """Milliseconds this machine takes for a fixed piece of single-threaded work of the kind
+    profilehub's CPU goes to (dicts, strings, SHA-256 of short values), the best of five: the
+    run's own figure when a parent run measured it (``REFERENCE_ENV``), else measured now."""
+    given = os.environ.get(REFERENCE_ENV)
+    if given:
+        return float(given)
+    best = float("inf")
+    for _ in range(5):
+        began = time.perf_counter()
+        seen: dict[str, int] = {}
+        for i in range(40_000):
+            value = f"person{i % 5_000}@example.com".upper().lower()
+            seen[hashlib.sha256(value.encode()).hexdigest()[:16]] = i
+        best = min(best, time.perf_counter() - began)
+    return best * 1000
+
+
 def load_note() -> str:
     one, five, fifteen = os.getloadavg()
-    return f"machine load {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min), {cpus()} CPUs"
+    return (
+        f"machine load {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min), {cpus()} CPUs, "
+        f"reference work {reference_ms():.0f} ms"
+    )
 
 
 def _holder(f: IO[str]) -> str:
@@ -77,7 +104,10 @@ def exclusive_run(command: str) -> Iterator[None]:
                 "two runs' figures do not disturb each other; wait for it to finish."
             ) from None
         previous = os.environ.get(HELD_ENV)
+        previous_reference = os.environ.get(REFERENCE_ENV)
         try:
+            # Measured before the run loads the machine, and given to every figure it prints.
+            os.environ[REFERENCE_ENV] = f"{reference_ms():.1f}"
             started = datetime.datetime.now(datetime.UTC)
             f.seek(0)
             f.truncate()
@@ -86,10 +116,11 @@ def exclusive_run(command: str) -> Iterator[None]:
             os.environ[HELD_ENV] = str(os.getpid())
             yield
         finally:
-            if previous is None:
-                os.environ.pop(HELD_ENV, None)
-            else:
-                os.environ[HELD_ENV] = previous
+            for name, value in ((HELD_ENV, previous), (REFERENCE_ENV, previous_reference)):
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
             fcntl.flock(f, fcntl.LOCK_UN)
 
 

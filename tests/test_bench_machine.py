@@ -15,7 +15,9 @@ from bench import ceiling, import_worker, ugly, writer_phases
 from bench.machine import HELD_ENV, LOCK_ENV, BenchLocked, exclusive_run
 
 ROOT = Path(__file__).resolve().parent.parent
-LOAD = re.compile(r"machine load \d+\.\d\d / \d+\.\d\d / \d+\.\d\d \(1 / 5 / 15 min\), \d+ CPUs")
+LOAD = re.compile(
+    r"machine load \d+\.\d\d / \d+\.\d\d / \d+\.\d\d \(1 / 5 / 15 min\), (\d+) CPUs, reference work (\d+) ms"
+)
 
 
 @pytest.fixture
@@ -103,5 +105,8 @@ def test_every_ceiling_figure_carries_the_machine_load(
     assert len(figures) == 6
     for line in [lines[0], *figures]:
         assert LOAD.search(line), line
-    cpus = int(LOAD.search(figures[0]).group(0).split(", ")[-1].split()[0])  # type: ignore[union-attr]
-    assert cpus == len(os.sched_getaffinity(0))
+    found = [LOAD.search(line) for line in [lines[0], *figures]]
+    assert int(found[0].group(1)) == len(os.sched_getaffinity(0))  # type: ignore[union-attr]
+    # One reference time for the whole run, taken as it began: its figures compare with another
+    # day's through it.
+    assert len({m.group(2) for m in found if m}) == 1 and int(found[0].group(2)) > 0  # type: ignore[union-attr]
