@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import sqlalchemy as sa
 
@@ -24,3 +28,25 @@ def test_writes_go_on_after_the_server_drops_the_writer_connection(db: Database)
     assert not isinstance(first, Exception) and not isinstance(again, Exception)
     assert again.profile["ucid"] == first.profile["ucid"]
     assert db.write(lambda c: c.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()) != pid
+
+
+def test_a_step_outside_transactions_runs_in_its_turn(db: Database) -> None:
+    """``on_writer_connection`` (what switches SQLite's journal for a backfill): after every write
+    queued before it, before any queued after, never inside a transaction."""
+    order: list[str] = []
+    running, gate = threading.Event(), threading.Event()
+    # the writer is busy with a batch of this one job: what follows queues up behind it
+    blocker = db.submit(lambda c: (running.set(), gate.wait(10)))
+    running.wait(10)
+    before = [db.submit(lambda c, n=n: order.append(f"write {n}")) for n in range(3)]
+    with ThreadPoolExecutor(1) as pool:
+        step = pool.submit(db.on_writer_connection, lambda c: order.append(f"step {c.in_transaction()}"))
+        deadline = time.monotonic() + 10
+        while db.write_queue_depth() < 4 and time.monotonic() < deadline:  # the step queued behind them
+            time.sleep(0.001)
+        after = db.submit(lambda c: order.append("write after"))
+        gate.set()
+        step.result(timeout=10)
+    for fut in [blocker, *before, after]:
+        fut.result(timeout=10)
+    assert order == ["write 0", "write 1", "write 2", "step False", "write after"]

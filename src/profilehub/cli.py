@@ -985,6 +985,19 @@ def _run_import(
                 highlight=False,
                 soft_wrap=True,
             )
+        # SQLite: whether the pages were written once (store.backfill_journal), the commit's time.
+        journal = getattr(summary, "journal", None)
+        if journal is not None:
+            console.print(
+                f"written through SQLite's {journal}"
+                + (
+                    " (a first backfill with the file to itself: written once)"
+                    if journal != "WAL"
+                    else " (the store held profiles, or another process had the file open)"
+                ),
+                highlight=False,
+                soft_wrap=True,
+            )
     if summary.rejected:
         reasons = ", ".join(f"{k}: {v:,}" for k, v in sorted(summary.reject_reasons.items()))
         console.print(

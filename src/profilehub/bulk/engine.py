@@ -89,6 +89,7 @@ from profilehub.ingest.runner import (
 )
 from profilehub.profiles import WriteResult
 from profilehub.store import tables
+from profilehub.store.backfill_journal import written_once
 from profilehub.store.changes import ChangeIdBlock, now_ms
 from profilehub.store.consent_ledger import LEDGER_COLUMNS
 from profilehub.store.database import lock_scope, savepoint
@@ -132,6 +133,8 @@ class BulkSummary(ImportSummary):
     peak_rss_workers_bytes: int = 0
     # The importer's peak RSS at the end of each phase (where memory goes).
     peak_rss_by_phase: dict[str, int] = field(default_factory=dict)
+    # SQLite: the journal the transaction wrote through (``store.backfill_journal``); None on PostgreSQL.
+    journal: str | None = None
 
     def mark(self, phase: str, began: float) -> None:
         self.phases[phase] = time.monotonic() - began
@@ -1230,14 +1233,16 @@ class BulkImporter:
                     self.progress(summary)
                     t = time.monotonic()
                     self._resolve_pool = pool
-                    future: Future[dict[int, ProfilehubError]] = database.submit(
-                        self._job(plan, linked, at, summary, Path(spool_dir))
-                    )
-                    while not future.done():
-                        wait([future], timeout=1.0)
-                        summary.seconds = time.monotonic() - started
-                        self.progress(summary)
-                    refused = future.result()
+                    with written_once(database) as journal:
+                        summary.journal = journal
+                        future: Future[dict[int, ProfilehubError]] = database.submit(
+                            self._job(plan, linked, at, summary, Path(spool_dir))
+                        )
+                        while not future.done():
+                            wait([future], timeout=1.0)
+                            summary.seconds = time.monotonic() - started
+                            self.progress(summary)
+                        refused = future.result()
                 summary.note_workers(pool)
                 # From the job's end to its commit: on SQLite that includes copying the WAL, about
                 # as large as what the import wrote, into the database file (the checkpoint).

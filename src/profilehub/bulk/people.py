@@ -101,6 +101,7 @@ from profilehub.ingest.runner import (
 )
 from profilehub.orgs import home_region
 from profilehub.profiles import ProfileService, WriteResult, person_link
+from profilehub.store.backfill_journal import written_once
 from profilehub.store.changes import ChangeIdBlock, now_ms
 from profilehub.store.consent_ledger import LEDGER_COLUMNS
 from profilehub.store.database import Database, savepoint
@@ -318,11 +319,13 @@ class PeopleBulkImporter:
                             ProfileService(self.db).strategy(conn, self.org_id),
                         )
                 t = time.monotonic()
-                future: Future[_Outcomes] = self.db.submit(self._job(at, summary))
-                while not future.done():
-                    wait([future], timeout=1.0)
-                    summary.seconds = time.monotonic() - started
-                    self.progress(summary)
+                with written_once(self.db) as journal:
+                    summary.journal = journal
+                    future: Future[_Outcomes] = self.db.submit(self._job(at, summary))
+                    while not future.done():
+                        wait([future], timeout=1.0)
+                        summary.seconds = time.monotonic() - started
+                        self.progress(summary)
                 try:
                     outcomes = future.result()
                 except _Stopped as stopped:

@@ -360,6 +360,17 @@ class WriteQueueFull(ServiceUnavailable):
     """The writer has ``max_queued`` writes waiting: refused at once rather than queued behind them."""
 
 
+class _Bare:
+    """A step the writer runs on its connection outside any transaction, in its turn in the queue:
+    what SQLite refuses inside one (``PRAGMA journal_mode``, ``PRAGMA locking_mode``). It is given
+    the SQLAlchemy connection, not yet begun; it works on ``conn.connection.driver_connection``."""
+
+    __slots__ = ("step",)
+
+    def __init__(self, step: Callable[[Connection], Any]) -> None:
+        self.step = step
+
+
 class _Writer:
     """One thread that commits queued jobs in batches."""
 
@@ -380,7 +391,9 @@ class _Writer:
         self._max_queued = max_queued
         self._on_batch = on_batch
         self._turns = turns
-        self._queue: queue.SimpleQueue[tuple[Job, Future[Any]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Job | _Bare, Future[Any]] | None] = queue.SimpleQueue()
+        # A bare step met while gathering a batch: it runs after that batch, before anything newer.
+        self._held: tuple[_Bare, Future[Any]] | None = None
         self._thread = threading.Thread(target=self._run, name="profilehub-writer", daemon=True)
         self._closed = False
         self._statistics = PlannerStatistics(engine)
@@ -401,6 +414,14 @@ class _Writer:
         self._queue.put((job, fut))
         return fut
 
+    def submit_bare(self, step: Callable[[Connection], T]) -> Future[T]:
+        """Queue ``step`` (``_Bare``) behind the jobs queued so far."""
+        if self._closed:
+            raise ServiceUnavailable("the database writer is shut down", headers={"Retry-After": "1"})
+        fut: Future[T] = Future()
+        self._queue.put((_Bare(step), fut))
+        return fut
+
     def depth(self) -> int:
         return self._queue.qsize()
 
@@ -413,10 +434,14 @@ class _Writer:
 
     def _run(self) -> None:
         # No local here holds a job: the next get() may wait for a long time.
-        while not self._take_turn(self._queue.get()):
+        while not self._take_turn(self._next()):
             pass
 
-    def _take_turn(self, item: tuple[Job, Future[Any]] | None) -> bool:
+    def _next(self) -> tuple[Job | _Bare, Future[Any]] | None:
+        held, self._held = self._held, None
+        return held if held is not None else self._queue.get()
+
+    def _take_turn(self, item: tuple[Job | _Bare, Future[Any]] | None) -> bool:
         """Run ``item`` and what queued behind it; True when the writer is to stop.
 
         A method of its own so the batch (its jobs' inputs, its futures' results) is freed on
@@ -424,8 +449,13 @@ class _Writer:
         ~100 MB of the server alive while idle."""
         if item is None:
             return True
-        batch = [item]
+        job, fut = item
         del item
+        if isinstance(job, _Bare):
+            self._run_bare(job, fut)
+            return False
+        batch: list[tuple[Job, Future[Any]]] = [(job, fut)]
+        del job, fut
         stop = False
         # The batch is gathered once the turn is ours: what queued while waiting goes in it.
         with self._turns.turn() if self._turns is not None else nullcontext():
@@ -437,7 +467,10 @@ class _Writer:
                 if nxt is None:
                     stop = True
                     break
-                batch.append(nxt)
+                if isinstance(nxt[0], _Bare):
+                    self._held = (nxt[0], nxt[1])
+                    break
+                batch.append((nxt[0], nxt[1]))
             if self._on_batch is not None:
                 self._on_batch(len(batch), self._queue.qsize())
             self._run_batch(batch)
@@ -477,6 +510,15 @@ class _Writer:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+
+    def _run_bare(self, bare: _Bare, fut: Future[Any]) -> None:
+        try:
+            with self._engine.connect() as conn:
+                value = bare.step(conn)
+        except Exception as exc:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(value)
 
     def _rang(self) -> None:
         if self._bell is not None:
@@ -638,6 +680,19 @@ class Database:
     def submit(self, job: Callable[[Connection], T]) -> Future[T]:
         """Queue ``job`` for the writer; ``WriteQueueFull`` when ``write_queue_max`` writes wait."""
         return self._writer.submit(job)
+
+    def on_writer_connection(self, step: Callable[[Connection], T]) -> T:
+        """Run ``step`` on the writer's connection outside any transaction, after the writes queued
+        before it, and wait for its result (``_Bare``: connection settings a transaction refuses)."""
+        return self._writer.submit_bare(step).result()
+
+    def sqlite_file(self) -> Path | None:
+        """The SQLite file written; None for PostgreSQL and in-memory databases."""
+        return _sqlite_file(self._writer_engine)
+
+    def release_readers(self) -> None:
+        """Close this process's idle reader connections (new ones open on the next read)."""
+        self.engine.dispose()
 
     def write_queue_depth(self) -> int:
         return self._writer.depth()
