@@ -15,13 +15,31 @@ import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from profilehub import bulk
+from profilehub.bulk import engine
+from profilehub.ingest.cdp import cdp_sink
+from profilehub.ingest.reader import read_ndjson
+from profilehub.profiles import ProfileService
 from profilehub.store.backfill_journal import ROLLBACK, WAL
 from profilehub.store.database import Database
 from tests.conftest import make_org
-from tests.test_bulk_import import BULK, ONLINE, bulk_run, change_log, counts, events, online, ugly
+from tests.test_bulk_import import (
+    AT,
+    BULK,
+    ONLINE,
+    _ledger,
+    bulk_run,
+    change_log,
+    counts,
+    events,
+    journal,
+    online,
+    ugly,
+)
 from tests.test_import import people, snapshot, write_ndjson
 
 OTHER = 9012
@@ -93,9 +111,9 @@ def test_an_importer_killed_mid_transaction_leaves_nothing_and_the_file_in_wal_m
     cmd += ["--bulk", "--quiet", "--workers", "0"]
     env = {**os.environ, "PROFILEHUB_DATABASE_URL": url, "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    journal = Path(f"{file}-journal")
+    hot = Path(f"{file}-journal")
     try:
-        while not journal.exists():  # the transaction has begun writing
+        while not hot.exists():  # the transaction has begun writing
             if proc.poll() is not None:
                 out = proc.stdout.read().decode() if proc.stdout else ""
                 raise AssertionError(f"the import ended ({proc.returncode}) before it wrote:\n{out}")
@@ -103,13 +121,69 @@ def test_an_importer_killed_mid_transaction_leaves_nothing_and_the_file_in_wal_m
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.communicate(timeout=60)
-    assert journal.exists()  # a hot journal: what the transaction changed, to be put back
+    assert hot.exists()  # a hot journal: what the transaction changed, to be put back
     reopened = Database(url)
     try:
         assert counts(reopened, BULK) == dict.fromkeys(counts(reopened, BULK), 0)
         assert _journal_mode(file) == "wal"
-        assert not journal.exists()
+        assert not hot.exists()
         summary = bulk_run(reopened, write_ndjson(tmp_path / "small.ndjson", people(20)))
         assert summary.journal == ROLLBACK and summary.created > 0
     finally:
         reopened.close()
+
+
+def _bulk_with_a_worker(db: Database, path: Path) -> bulk.BulkSummary:
+    return bulk.run_bulk_import(
+        path,
+        lambda offset, line: read_ndjson(path, offset, line),
+        cdp_sink(ProfileService(db), BULK, "EU", "test-import"),
+        workers=1,
+        at=AT,
+    )
+
+
+def test_a_worker_loads_the_logs_of_a_first_backfill_beside_the_importer(
+    store: Database, tmp_path: Path
+) -> None:
+    """With a worker process, a first backfill's change log, journal, ledger and events are loaded
+    into a scratch file by the worker and copied in (``bulk.load``): the same rows as online."""
+    path = write_ndjson(tmp_path / "ugly.ndjson", ugly() + people(40)[12:])
+    summary = _bulk_with_a_worker(store, path)
+    assert summary.journal == ROLLBACK and "write_scratch_wait" in summary.phases
+    online(store, path)
+    assert snapshot(store, BULK) == snapshot(store, ONLINE)
+    assert change_log(store, BULK) == change_log(store, ONLINE)
+    assert journal(store, BULK) == journal(store, ONLINE)
+    assert _ledger(store, BULK) == _ledger(store, ONLINE)
+    assert events(store, BULK) == events(store, ONLINE)
+    with store.read() as conn:  # the log tables' indexes are there again
+        names = {
+            row[0] for row in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+    assert {"ix_changes_entity", "ix_events_entity", "ix_events_feed"} <= names
+
+
+def test_a_stop_while_the_worker_loads_writes_nothing(
+    store: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_ndjson(tmp_path / "people.ndjson", people(200))
+    importers: list[engine.BulkImporter] = []
+    real_init, real_stream = engine.BulkImporter.__init__, engine._stream_rows
+
+    def keep(self: engine.BulkImporter, *a: Any, **kw: Any) -> None:
+        real_init(self, *a, **kw)
+        importers.append(self)
+
+    def stream_then_press_ctrl_c(conn: Any, table: str, *a: Any, **kw: Any) -> None:
+        real_stream(conn, table, *a, **kw)
+        if table == "profile_ids":  # the importer's part loaded; the worker's still to copy
+            importers[0]._stop.set()
+
+    monkeypatch.setattr(engine.BulkImporter, "__init__", keep)
+    monkeypatch.setattr(engine, "_stream_rows", stream_then_press_ctrl_c)
+    with pytest.raises(bulk.BulkInterrupted):
+        _bulk_with_a_worker(store, path)
+    assert counts(store, BULK) == dict.fromkeys(counts(store, BULK), 0)
+    file = store.sqlite_file()
+    assert file is not None and _journal_mode(file) == "wal"

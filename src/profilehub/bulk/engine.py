@@ -29,7 +29,6 @@ import threading
 import time
 import uuid
 from array import array
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
@@ -50,9 +49,9 @@ from sqlalchemy.engine import Connection
 from profilehub import collector
 from profilehub.bulk.graph import CodeFile, bucket_keys, code_buckets, components
 from profilehub.bulk.interrupted import BulkInterrupted
+from profilehub.bulk.load import SCRATCH_TABLES, TABLES, Numbering, load_scratch, table_blocks
 from profilehub.bulk.prepare import PreparedChunk, prepare_chunk, prepare_lines
 from profilehub.bulk.resolve import (
-    SPOOL_KEYS,
     Recorded,
     Refused,
     Spools,
@@ -63,7 +62,7 @@ from profilehub.bulk.resolve import (
     spool_log,
     worker_ready,
 )
-from profilehub.bulk.spool import FRAME_BYTES, frame_bytes, merged
+from profilehub.bulk.spool import FRAME_BYTES, frame_bytes
 from profilehub.bulk.workdir import stop_on_terminate, work_folder
 from profilehub.errors import Conflict, ProfilehubError, error_body
 from profilehub.identity.normalize import Identifier
@@ -89,12 +88,11 @@ from profilehub.ingest.runner import (
 )
 from profilehub.profiles import WriteResult
 from profilehub.store import tables
-from profilehub.store.backfill_journal import written_once
+from profilehub.store.backfill_journal import ROLLBACK, written_once
 from profilehub.store.changes import ChangeIdBlock, now_ms
-from profilehub.store.consent_ledger import LEDGER_COLUMNS
 from profilehub.store.database import lock_scope, savepoint
-from profilehub.store.events import feed_of, reserve_event_ids
-from profilehub.store.journal_store import CLOCK, JOURNAL_COLUMNS
+from profilehub.store.events import reserve_event_ids
+from profilehub.store.journal_store import CLOCK
 from profilehub.store.profile_storage import profile_storage
 from profilehub.store.rows import sqlite_insert_many
 
@@ -110,11 +108,6 @@ PREPARE_HELD = 16
 GROUP_WRITES = 20_000
 # Lines of the writes file read at a time when the scope already holds profiles (``_mark_stored``).
 LOOKUP_CHUNK = 20_000
-
-_PROFILE_COLUMNS = ("org_id", "ucid", "region", "created_ts", "updated_ts", "merged_into", "data")
-_ID_COLUMNS = ("org_id", "region", "id_type", "value", "ucid", "ts")
-_CHANGE_COLUMNS = ("org_id", "change_id", "ts", "actor", "entity", "entity_id", "action", "detail")
-_EVENT_COLUMNS = ("org_id", "event_id", "feed", "type", "region", "ts", "entity_id", "data")
 
 
 @dataclass
@@ -1121,70 +1114,82 @@ class BulkImporter:
         spools: list[Spools],
         phases: dict[str, float],
     ) -> None:
-        def blocks(name: str) -> Iterator[list[tuple[Any, ...]]]:
-            # Each group's rows of a table are in the table's key order (``Spools.open``): merged,
-            # the whole load is, and each B-tree fills page after page (the id values are hashes
-            # and ucids and file order interleave across groups: any other order is random).
-            # (compared by the key they were sorted by, ``resolve.SPOOL_KEYS``: the id rows by one
-            # string, not column by column)
-            for block in merged([getattr(group, name) for group in spools], key=SPOOL_KEYS.get(name)):
-                self._check_stop()  # a stop ends the load here (minutes at ten million records)
-                yield block
-            for group in spools:  # loaded: the table grows in the database as its spools go
-                getattr(group, name).discard()
-
-        def stream(table: str, columns: Sequence[str], rows: Iterable[Iterable[Sequence[Any]]]) -> None:
-            _stream_rows(conn, table, columns, chain.from_iterable(rows), phases, org_id)
-
-        stream("profiles", _PROFILE_COLUMNS, blocks("profiles"))
-        stream("profile_ids", _ID_COLUMNS, blocks("ids"))
+        # Each group's rows of a table are in the table's key order (``Spools.open``): merged,
+        # the whole load is, and each B-tree fills page after page (the id values are hashes
+        # and ucids and file order interleave across groups: any other order is random).
         # Numbered in file order: change ids (the feed's order) and journal seqs, each block
         # reserved above every number this process gave before.
-        change_id = ChangeIdBlock(len(plan))
-        stream(
-            "changes",
-            _CHANGE_COLUMNS,
-            ([(row[1], change_id(row[0]), *row[2:]) for row in block] for block in blocks("changes")),
-        )
-        base = CLOCK.reserve(len(plan))
-        stream(
-            "profile_writes",
-            JOURNAL_COLUMNS,
-            ([(*row[:2], base + row[2], *row[3:]) for row in block] for block in blocks("journal")),
-        )
-        stream(  # a write's ledger rows share its journal row's seq
-            "consent_ledger",
-            LEDGER_COLUMNS,
-            ([(*row[:2], base + row[2], *row[3:]) for row in block] for block in blocks("ledger")),
-        )
-        # Events last: taking their numbers holds the counter row until commit (docs/events.md).
-        count = len(plan) - len(refused)
-        if not count:
+        numbering = Numbering(org_id, ChangeIdBlock(len(plan)), CLOCK.reserve(len(plan)), sorted(refused))
+        count = len(plan) - len(refused)  # the events
+        with self._scratch(conn, spools, numbering, count) as scratch:
+            for table, _, columns in TABLES:
+                if scratch is not None and table in SCRATCH_TABLES:
+                    continue
+                if table == "events":
+                    if not count:
+                        return
+                    numbering.first_event = reserve_event_ids(conn, count)
+                rows = table_blocks(table, spools, numbering, self._check_stop)
+                _stream_rows(conn, table, columns, chain.from_iterable(rows), phases, org_id)
+            if scratch is not None:
+                scratch(phases)
+
+    @contextmanager
+    def _scratch(
+        self, conn: Connection, spools: list[Spools], numbering: Numbering, events: int
+    ) -> Iterator[Callable[[dict[str, float]], None] | None]:
+        """SQLite, a first backfill written once (``store.backfill_journal``) with worker
+        processes allowed: a worker process loads ``load.SCRATCH_TABLES`` into a scratch file
+        while this thread loads the rest (``bulk.load``). Yields what copies them in once this
+        thread is done, or None where the write is this thread's alone."""
+        if (
+            conn.dialect.name != "sqlite"
+            or not self.workers
+            or self.summary is None
+            or self.summary.journal != ROLLBACK
+        ):
+            yield None
             return
-        first = reserve_event_ids(conn, count)
-        # The k-th write's event is numbered after the written ones before it.
-        skipped = sorted(refused)
-        feeds: dict[str, str] = {}
-        stream(
-            "events",
-            _EVENT_COLUMNS,
-            (
-                [
-                    (
-                        org_id,
-                        first + k - (bisect_left(skipped, k) if skipped else 0),
-                        feeds.get(kind) or feeds.setdefault(kind, feed_of(kind)),
-                        kind,
-                        region,
-                        ts,
-                        entity,
-                        data,
-                    )
-                    for k, kind, region, ts, entity, data in block
-                ]
-                for block in blocks("events")
-            ),
-        )
+        # On SQLite the file is this import's alone (``ROLLBACK``): numbering the events first
+        # makes no one wait.
+        numbering.first_event = reserve_event_ids(conn, events) if events else 0
+        shapes = {
+            table: str(
+                conn.exec_driver_sql(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+                ).scalar_one()
+            )
+            for table in SCRATCH_TABLES
+        }
+        path = Path(spools[0].profiles.path).parent / "scratch.sqlite"
+        for group in spools:
+            group.close()  # sent to the worker as their paths
+        with worker_pool(1) as pool:
+            with _sigint_blocked():  # the importer decides how to stop (``_sigint_blocked``)
+                loaded = pool.submit(load_scratch, path, shapes, spools, numbering)
+
+            def copy(phases: dict[str, float]) -> None:
+                began = time.monotonic()
+                while not loaded.done():
+                    self._check_stop()
+                    wait([loaded], timeout=1.0)
+                self._check_stop()
+                loaded.result()
+                phases["write_scratch_wait"] = time.monotonic() - began
+                conn.exec_driver_sql("ATTACH DATABASE ? AS scratch", (str(path),))
+                for table in SCRATCH_TABLES:
+                    began = time.monotonic()
+                    with _indexes_after_load(conn, table, numbering.org_id, phases):
+                        conn.exec_driver_sql(f"INSERT INTO main.{table} SELECT * FROM scratch.{table}")
+                    phases[f"write_{table}"] = time.monotonic() - began
+                # (SQLite refuses to DETACH within the transaction; the connection is closed
+                # after it, ``store.backfill_journal``, and the file goes with the work folder.)
+
+            try:
+                yield copy
+            except BaseException:
+                pool.terminate()  # a stop or a failure: its work is not wanted
+                raise
 
     # --- the run ---
     def run(self) -> BulkSummary:

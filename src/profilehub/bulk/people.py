@@ -48,9 +48,10 @@ import orjson
 from sqlalchemy.engine import Connection
 
 from profilehub import collector
-from profilehub.bulk.engine import _EVENT_COLUMNS, BulkSummary, _peak_rss, _stream_rows
+from profilehub.bulk.engine import BulkSummary, _peak_rss, _stream_rows
 from profilehub.bulk.graph import components
 from profilehub.bulk.interrupted import BulkInterrupted
+from profilehub.bulk.load import CHANGE_COLUMNS, EVENT_COLUMNS, ID_COLUMNS, PROFILE_COLUMNS
 from profilehub.bulk.resolve import (
     Recorded,
     Spools,
@@ -236,9 +237,6 @@ class _Remembered(UcidBlock):
         return self._made.pop(k, None)
 
 
-_PROFILE_COLUMNS = ("org_id", "ucid", "region", "created_ts", "updated_ts", "merged_into", "data")
-_ID_COLUMNS = ("org_id", "region", "id_type", "value", "ucid", "ts")
-_CHANGE_COLUMNS = ("org_id", "change_id", "ts", "actor", "entity", "entity_id", "action", "detail")
 # Whether the people's graph writes resolve set-based where they can (the default; False: per call
 # through the online core, what the set-based path falls back to).
 SET_BASED = True
@@ -748,12 +746,12 @@ class PeopleBulkImporter:
             return merged([getattr(g, name) for g in groups])
 
         phases = summary.phases
-        _stream_rows(conn, "profiles", _PROFILE_COLUMNS, chain.from_iterable(blocks("profiles")), phases)
-        _stream_rows(conn, "profile_ids", _ID_COLUMNS, chain.from_iterable(blocks("ids")), phases)
+        _stream_rows(conn, "profiles", PROFILE_COLUMNS, chain.from_iterable(blocks("profiles")), phases)
+        _stream_rows(conn, "profile_ids", ID_COLUMNS, chain.from_iterable(blocks("ids")), phases)
         _stream_rows(
             conn,
             "changes",
-            _CHANGE_COLUMNS,
+            CHANGE_COLUMNS,
             (
                 (row[1], change_id(int(positions[row[0]])), *row[2:])
                 for block_ in blocks("changes")
@@ -822,7 +820,7 @@ def _stream_events(conn: Connection, org_id: int, events: Spool, phases: dict[st
     _stream_rows(
         conn,
         "events",
-        _EVENT_COLUMNS,
+        EVENT_COLUMNS,
         (
             (org_id, first + i, feed_of(kind), kind, region, ts, entity, data)
             for i, (kind, region, ts, entity, data) in enumerate(events.rows())

@@ -94,6 +94,12 @@ class WorkerPool(ProcessPoolExecutor):
             self.peak_rss_bytes = max(self.peak_rss_bytes, _high_water_mark(process.pid))
         super().shutdown(wait, cancel_futures=cancel_futures)
 
+    def terminate(self) -> None:
+        """End the worker processes now, their jobs unfinished (an import that stops)."""
+        for process in list((getattr(self, "_processes", None) or {}).values()):
+            process.terminate()
+        self.shutdown(wait=False, cancel_futures=True)
+
 
 def _high_water_mark(pid: int | None) -> int:
     try:
