@@ -21,14 +21,10 @@ import pytest
 
 from profilehub import bulk
 from profilehub.bulk import engine
-from profilehub.ingest.cdp import cdp_sink
-from profilehub.ingest.reader import read_ndjson
-from profilehub.profiles import ProfileService
 from profilehub.store.backfill_journal import ROLLBACK, WAL
 from profilehub.store.database import Database
 from tests.conftest import make_org
 from tests.test_bulk_import import (
-    AT,
     BULK,
     ONLINE,
     _ledger,
@@ -133,23 +129,13 @@ def test_an_importer_killed_mid_transaction_leaves_nothing_and_the_file_in_wal_m
         reopened.close()
 
 
-def _bulk_with_a_worker(db: Database, path: Path) -> bulk.BulkSummary:
-    return bulk.run_bulk_import(
-        path,
-        lambda offset, line: read_ndjson(path, offset, line),
-        cdp_sink(ProfileService(db), BULK, "EU", "test-import"),
-        workers=1,
-        at=AT,
-    )
-
-
 def test_a_worker_loads_the_logs_of_a_first_backfill_beside_the_importer(
     store: Database, tmp_path: Path
 ) -> None:
     """With a worker process, a first backfill's change log, journal, ledger and events are loaded
     into a scratch file by the worker and copied in (``bulk.load``): the same rows as online."""
     path = write_ndjson(tmp_path / "ugly.ndjson", ugly() + people(40)[12:])
-    summary = _bulk_with_a_worker(store, path)
+    summary = bulk_run(store, path, workers=1)
     assert summary.journal == ROLLBACK and "write_scratch_wait" in summary.phases
     online(store, path)
     assert snapshot(store, BULK) == snapshot(store, ONLINE)
@@ -183,7 +169,7 @@ def test_a_stop_while_the_worker_loads_writes_nothing(
     monkeypatch.setattr(engine.BulkImporter, "__init__", keep)
     monkeypatch.setattr(engine, "_stream_rows", stream_then_press_ctrl_c)
     with pytest.raises(bulk.BulkInterrupted):
-        _bulk_with_a_worker(store, path)
+        bulk_run(store, path, workers=1)
     assert counts(store, BULK) == dict.fromkeys(counts(store, BULK), 0)
     file = store.sqlite_file()
     assert file is not None and _journal_mode(file) == "wal"

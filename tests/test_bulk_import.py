@@ -115,12 +115,12 @@ def online(db: Database, path: Path, org_id: int = ONLINE) -> Any:
     ).run()
 
 
-def bulk_run(db: Database, path: Path, org_id: int = BULK, **kw: Any) -> bulk.BulkSummary:
+def bulk_run(db: Database, path: Path, org_id: int = BULK, workers: int = 0, **kw: Any) -> bulk.BulkSummary:
     return bulk.run_bulk_import(
         path,
         lambda offset, line: read_ndjson(path, offset, line),
         cdp_sink(ProfileService(db), org_id, "EU", "test-import"),
-        workers=0,
+        workers=workers,
         at=AT,
         **kw,
     )
