@@ -1161,7 +1161,10 @@ class BulkImporter:
             )
             for table in SCRATCH_TABLES
         }
-        path = Path(spools[0].profiles.path).parent / "scratch.sqlite"
+        # Named for this try: a transaction tried again (``_run_alone``) finds the first try's
+        # file, and its name still attached to the connection.
+        name = f"scratch_{uuid.uuid4().hex[:12]}"
+        path = Path(spools[0].profiles.path).parent / f"{name}.sqlite"
         for group in spools:
             group.close()  # sent to the worker as their paths
         with worker_pool(1) as pool:
@@ -1176,11 +1179,11 @@ class BulkImporter:
                 self._check_stop()
                 loaded.result()
                 phases["write_scratch_wait"] = time.monotonic() - began
-                conn.exec_driver_sql("ATTACH DATABASE ? AS scratch", (str(path),))
+                conn.exec_driver_sql(f"ATTACH DATABASE ? AS {name}", (str(path),))
                 for table in SCRATCH_TABLES:
                     began = time.monotonic()
                     with _indexes_after_load(conn, table, numbering.org_id, phases):
-                        conn.exec_driver_sql(f"INSERT INTO main.{table} SELECT * FROM scratch.{table}")
+                        conn.exec_driver_sql(f"INSERT INTO main.{table} SELECT * FROM {name}.{table}")
                     phases[f"write_{table}"] = time.monotonic() - began
                 # (SQLite refuses to DETACH within the transaction; the connection is closed
                 # after it, ``store.backfill_journal``, and the file goes with the work folder.)
