@@ -1164,29 +1164,41 @@ class BulkImporter:
         # Named for this try: a transaction tried again (``_run_alone``) finds the first try's
         # file, and its name still attached to the connection.
         name = f"scratch_{uuid.uuid4().hex[:12]}"
-        path = Path(spools[0].profiles.path).parent / f"{name}.sqlite"
+        folder = Path(spools[0].profiles.path).parent
         for group in spools:
             group.close()  # sent to the worker as their paths
         with worker_pool(1) as pool:
+            # A file a table, loaded in this order by the one worker: the first tables are copied
+            # in while it still loads the events.
             with _sigint_blocked():  # the importer decides how to stop (``_sigint_blocked``)
-                loaded = pool.submit(load_scratch, path, shapes, spools, numbering)
+                loaded = {
+                    table: pool.submit(
+                        load_scratch, folder / f"{name}_{table}.sqlite", {table: shape}, spools, numbering
+                    )
+                    for table, shape in shapes.items()
+                }
 
             def copy(phases: dict[str, float]) -> None:
-                began = time.monotonic()
-                while not loaded.done():
-                    self._check_stop()
-                    wait([loaded], timeout=1.0)
-                self._check_stop()
-                loaded.result()
-                phases["write_scratch_wait"] = time.monotonic() - began
-                conn.exec_driver_sql(f"ATTACH DATABASE ? AS {name}", (str(path),))
-                for table in SCRATCH_TABLES:
+                waited = 0.0
+                for table, future in loaded.items():
                     began = time.monotonic()
+                    while not future.done():
+                        self._check_stop()
+                        wait([future], timeout=1.0)
+                    self._check_stop()
+                    future.result()
+                    waited += time.monotonic() - began
+                    began = time.monotonic()
+                    attached = f"{name}_{table}"
+                    conn.exec_driver_sql(
+                        f"ATTACH DATABASE ? AS {attached}", (str(folder / f"{attached}.sqlite"),)
+                    )
                     with _indexes_after_load(conn, table, numbering.org_id, phases):
-                        conn.exec_driver_sql(f"INSERT INTO main.{table} SELECT * FROM {name}.{table}")
+                        conn.exec_driver_sql(f"INSERT INTO main.{table} SELECT * FROM {attached}.{table}")
                     phases[f"write_{table}"] = time.monotonic() - began
+                phases["write_scratch_wait"] = waited
                 # (SQLite refuses to DETACH within the transaction; the connection is closed
-                # after it, ``store.backfill_journal``, and the file goes with the work folder.)
+                # after it, ``store.backfill_journal``, and the files go with the work folder.)
 
             try:
                 yield copy

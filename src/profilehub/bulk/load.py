@@ -6,12 +6,12 @@ event ids in file order, from blocks reserved for the import: ``Numbering``).
 
 SQLite has one writer, and the write phase of a first backfill is that one thread's Python and
 SQLite's B-trees, the machine's other cores idle. There the change log, journal, consent ledger
-and events (about half the write's rows and bytes) are loaded by a second process into a scratch
-SQLite file of their own while the importer loads the profiles and ids, and the importer then
-copies them in with ``INSERT INTO … SELECT * FROM scratch…`` (SQLite moves the rows as they are
-stored, without decoding them, into a table that is empty and shaped the same: the scratch tables
-are made from the store's own ``CREATE TABLE`` text). The scratch file is read only by the import's
-own transaction: the store's all-or-nothing is unchanged.
+and events (about half the write's rows and bytes) are loaded by a second process into scratch
+SQLite files, one a table, while the importer loads the profiles and ids, and the importer copies
+each in as soon as it is done with ``INSERT INTO … SELECT * FROM scratch…`` (SQLite moves the rows
+as they are stored, without decoding them, into a table that is empty and shaped the same: the
+scratch tables are made from the store's own ``CREATE TABLE`` text). The scratch files are read
+only by the import's own transaction: the store's all-or-nothing is unchanged.
 """
 
 from __future__ import annotations
