@@ -58,6 +58,7 @@ from profilehub.profiles import ProfileService
 from profilehub.ratelimit import MAX_RATE, RateLimit, any_rate_limits, get_rate_limit, set_rate_limit
 from profilehub.request_log import LOG_LEVELS, logging_config
 from profilehub.store import strategy_store as strategies
+from profilehub.store.backfill_journal import ROLLBACK
 from profilehub.store.changes import history, now_ms
 from profilehub.store.database import (
     Database,
@@ -992,7 +993,7 @@ def _run_import(
                 f"written through SQLite's {journal}"
                 + (
                     " (a first backfill with the file to itself: written once)"
-                    if journal != "WAL"
+                    if journal == ROLLBACK
                     else " (the store held profiles, or another process had the file open)"
                 ),
                 highlight=False,

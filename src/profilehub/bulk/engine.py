@@ -1139,8 +1139,8 @@ class BulkImporter:
         self, conn: Connection, spools: list[Spools], numbering: Numbering, events: int
     ) -> Iterator[Callable[[dict[str, float]], None] | None]:
         """SQLite, a first backfill written once (``store.backfill_journal``) with worker
-        processes allowed: a worker process loads ``load.SCRATCH_TABLES`` into a scratch file
-        while this thread loads the rest (``bulk.load``). Yields what copies them in once this
+        processes allowed: a worker process loads ``load.SCRATCH_TABLES`` into scratch files, one
+        a table, while this thread loads the rest (``bulk.load``). Yields what copies them in once this
         thread is done, or None where the write is this thread's alone."""
         if (
             conn.dialect.name != "sqlite"
@@ -1173,7 +1173,7 @@ class BulkImporter:
             with _sigint_blocked():  # the importer decides how to stop (``_sigint_blocked``)
                 loaded = {
                     table: pool.submit(
-                        load_scratch, folder / f"{name}_{table}.sqlite", {table: shape}, spools, numbering
+                        load_scratch, folder / f"{name}_{table}.sqlite", table, shape, spools, numbering
                     )
                     for table, shape in shapes.items()
                 }

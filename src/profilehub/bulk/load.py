@@ -111,23 +111,22 @@ def _events(blocks: Iterator[list[tuple[Any, ...]]], numbering: Numbering) -> It
         ]
 
 
-def load_scratch(path: Path, shapes: dict[str, str], spools: list[Spools], numbering: Numbering) -> None:
-    """In a worker process: make ``path`` a SQLite file holding each table of ``shapes`` (its name
-    -> the store's ``CREATE TABLE`` text) with its rows, as ``table_blocks`` gives them. Nothing in
-    it needs to survive a crash (the importer reads it in its transaction or not at all), so it
-    keeps no journal and does not sync."""
+def load_scratch(path: Path, table: str, create: str, spools: list[Spools], numbering: Numbering) -> None:
+    """In a worker process: make ``path`` a SQLite file holding ``table`` (made by ``create``, the
+    store's ``CREATE TABLE`` text) with its rows, as ``table_blocks`` gives them. Nothing in it
+    needs to survive a crash (the importer reads it in its transaction or not at all), so it keeps
+    no journal and does not sync."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("BEGIN")
+        conn.execute(create)
         cursor = conn.cursor()
-        for table, create in shapes.items():
-            conn.execute(create)
-            columns = next(c for t, _, c in TABLES if t == table)
-            sqlite_insert_many(
-                cursor, table, columns, chain.from_iterable(table_blocks(table, spools, numbering))
-            )
+        columns = next(c for t, _, c in TABLES if t == table)
+        sqlite_insert_many(
+            cursor, table, columns, chain.from_iterable(table_blocks(table, spools, numbering))
+        )
         cursor.close()
         conn.execute("COMMIT")
     finally:
