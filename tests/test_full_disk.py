@@ -160,3 +160,38 @@ def test_import_on_a_full_disk_stops_with_one_line_and_resumes(tiny_disk: TinyDi
     with db.read() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM profiles").scalar() == records
     db.close()
+
+
+def test_bulk_import_on_a_full_disk_stops_with_one_line_and_leaves_the_store_as_it_was(
+    tiny_disk: TinyDisk, tmp_path: Path
+) -> None:
+    """The bulk path writes its one transaction through SQLite's rollback journal; a full disk
+    mid-write ends that transaction inside SQLite. The import says so in one line, once (not a
+    traceback, nor a second run of the whole transaction), and the store is as before: no
+    profiles, back in WAL mode for the server."""
+    db = Database(tiny_disk.url)
+    make_org(db, ORG)
+    db.close()
+    _no_wal_left(tiny_disk.url)
+    source = tmp_path / "users.ndjson"
+    source.write_text(
+        "".join(
+            json.dumps({"ids": {"email": f"user{i}@example.com"}, "upsert": {"profile": {"note": "x" * 50}}})
+            + "\n"
+            for i in range(3000)
+        )
+    )
+    tiny_disk.fill(leave=1024 * 1024)
+    command = [str(Path(sys.executable).parent / "profilehub"), "import", "cdp", str(source)]
+    command += ["--org-id", str(ORG), "--region", "EU", "--bulk", "--workers", "0", "--quiet"]
+    env = {**os.environ, "PROFILEHUB_DATABASE_URL": tiny_disk.url}
+    stopped = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    output = (stopped.stdout + stopped.stderr).strip().splitlines()
+    assert stopped.returncode == 1, output
+    assert len(output) == 1 and "disk full" in output[0] and "nothing was written" in output[0], output
+    tiny_disk.free()
+    db = Database(tiny_disk.url)
+    with db.read() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM profiles").scalar() == 0
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    db.close()

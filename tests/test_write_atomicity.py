@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from profilehub.identity.resolve import PreparedWrite
 from profilehub.orgs import create_org
 from profilehub.store.database import Database, GroupJob
 from profilehub.store.events import EventRow, append_events
+from profilehub.store.faults import FaultKind, classify
 from profilehub.store.tables import changes, events, orgs
 from tests.cdp_client import Cdp
 from tests.conftest import OrgFixture
@@ -174,3 +176,28 @@ def test_a_crm_person_refused_after_it_was_saved_leaves_nothing_of_itself(
     with client.app.state.db.read() as conn:  # type: ignore[attr-defined]
         logged = conn.execute(sa.select(changes.c.entity_id).where(changes.c.entity == "crm_person")).all()
     assert sorted(row.entity_id for row in logged) == sorted(p["id"] for p in listed)
+
+
+def test_a_job_that_fills_the_sqlite_file_fails_once_naming_the_full_disk(tmp_path: Path) -> None:
+    """SQLite ends the whole transaction itself when the file cannot grow (SQLITE_FULL), savepoint
+    and all: the job's error is the full disk, met once, not the "no such savepoint" of rolling
+    back a savepoint that is gone (which the writer took for a passing fault and ran the job again:
+    a bulk import redid its whole transaction into the same full disk)."""
+    db = Database(f"sqlite:///{tmp_path / 'small.db'}")
+    transactions: list[object] = []
+    sa.event.listen(db._writer_engine, "begin", transactions.append)
+
+    def fill(conn: Connection) -> None:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+        # The file may grow by ~40 pages, as a disk with that much left would let it.
+        conn.exec_driver_sql(f"PRAGMA max_page_count = {pages + 40}")
+        for org_id in range(800, 1800):
+            create_org(conn, org_id, "x" * 3000, ["EU"])
+
+    with pytest.raises(sa.exc.OperationalError) as refused:
+        db.write(fill)
+    assert classify(refused.value).kind is FaultKind.DISK_FULL, refused.value
+    assert len(transactions) == 1
+    with db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(orgs)).scalar_one() == 0
+    db.close()

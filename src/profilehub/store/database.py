@@ -22,6 +22,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -315,13 +316,30 @@ def savepoint(conn: Connection) -> Iterator[None]:
     collected for the writer's transaction (they would describe writes that no longer exist)."""
     pending = pending_events(conn)
     mark = len(pending) if pending is not None else 0
+    nested = conn.begin_nested()
     try:
-        with conn.begin_nested():
-            yield
-    except BaseException:
+        yield
+    except BaseException as exc:
         if pending is not None:
             del pending[mark:]
+        try:
+            nested.rollback()
+        except sa.exc.DBAPIError:
+            if not _transaction_ended(conn):
+                raise
+            # SQLite ends the whole transaction itself on some errors (SQLITE_FULL, SQLITE_IOERR,
+            # SQLITE_NOMEM), taking the savepoint with it: the ROLLBACK TO then fails with "no such
+            # savepoint", which would hide the cause. The cause is what the writer classifies: a
+            # full disk fails at once instead of running the job again into the same full disk.
+            raise exc from None
         raise
+    nested.commit()
+
+
+def _transaction_ended(conn: Connection) -> bool:
+    """Whether the database itself has ended the connection's transaction (SQLite after some errors)."""
+    driver = conn.connection.dbapi_connection
+    return isinstance(driver, sqlite3.Connection) and not driver.in_transaction
 
 
 def _attempt(conn: Connection, run: list[tuple[Job, Future[Any]]]) -> list[tuple[Future[Any], bool, Any]]:
@@ -487,19 +505,17 @@ class _Writer:
                 with conn.begin(), collected(conn) as events:
                     for run in _runs(batch):
                         results += _run_in_savepoints(conn, run)
-        except sa.exc.DBAPIError as exc:
-            fault = classify(exc)
-            if fault.persistent:
+        except Exception as exc:
+            error = database_error(exc)
+            fault = classify(error) if error is not None else None
+            if error is not None and fault is not None and fault.persistent:
                 # A full disk or a read-only file fails every retry alike: fail the batch at once.
                 # The callers report it (the HTTP answer and its log line, the importer's message).
                 log.info("batch of %d writes failed: %s", len(batch), fault.message)
                 self.fault = fault
                 for _, fut in batch:
-                    fut.set_exception(exc)
+                    fut.set_exception(error)
                 return
-            self._retry_alone(batch)
-            return
-        except Exception:
             self._retry_alone(batch)
             return
         self.fault = None
@@ -552,22 +568,38 @@ class _Writer:
             except ProfilehubError as exc:
                 fut.set_exception(exc)
                 return None
-            except sa.exc.OperationalError as exc:  # deadlock, lock timeout: try again
-                fault = classify(exc)
+            except Exception as raised:
+                error = database_error(raised)
+                if not isinstance(error, sa.exc.OperationalError):
+                    fut.set_exception(raised if error is None else error)
+                    return None
+                # deadlock, lock timeout: try again
+                fault = classify(error)
                 # The first retry opens a new connection (the old one may have died with a server
                 # restart); when that cannot reach the server either, further tries would each
                 # wait out the connect timeout again while the client waits.
                 gone = fault.kind is FaultKind.UNREACHABLE and attempt >= 1
                 if attempt == 4 or fault.persistent or gone:
                     self.fault = fault
-                    fut.set_exception(exc)
+                    fut.set_exception(error)
                     # A deadlock is this job's bad luck; the others are the database's state.
-                    return None if fault.kind is FaultKind.UNAVAILABLE else exc
+                    return None if fault.kind is FaultKind.UNAVAILABLE else error
                 time.sleep(0.01 * (2**attempt))
-            except Exception as exc:
-                fut.set_exception(exc)
-                return None
         return None
+
+
+def database_error(exc: BaseException) -> sa.exc.DBAPIError | None:
+    """``exc`` as SQLAlchemy's error when the database raised it, else None. A job that works the
+    driver's own cursor (the bulk path's ``COPY`` and ``executemany``) meets the driver's errors
+    unwrapped: wrapped as SQLAlchemy wraps its statements' errors, a full disk met there is
+    classified, reported and not retried like one met by any other statement."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return exc
+    for base in (sqlite3.Error, psycopg.Error):
+        if isinstance(exc, base):
+            wrapped = sa.exc.DBAPIError.instance(None, None, exc, base)
+            return wrapped if isinstance(wrapped, sa.exc.DBAPIError) else None
+    return None
 
 
 def _probe_write(conn: Connection) -> None:
