@@ -1,6 +1,7 @@
 """A full disk: the server answers 503 naming it (writes and /readyz), fails each write at once,
 recovers by itself once space is freed; the importer stops with one line, exit 1, and a checkpoint
-that --resume finishes from.
+that --resume finishes from; a --bulk import, whether the store's disk or its temporary folder's
+fills up, stops with one line naming which, once, with nothing written.
 
 The disk is real: a 16 MB tmpfs holding the SQLite file (room for its WAL, which the importer
 checkpoints at 4 MB and the server every quarter second), filled up by other files. Mounting
@@ -10,12 +11,15 @@ mount).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -23,8 +27,12 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from profilehub.app import create_app
+from profilehub.bulk.load import Numbering, load_scratch
+from profilehub.bulk.resolve import Spools
 from profilehub.config import Settings
 from profilehub.ingest import checkpoint
+from profilehub.store.backfill_journal import ROLLBACK, written_once
+from profilehub.store.changes import ChangeIdBlock
 from profilehub.store.database import Database
 from tests.conftest import make_org, running_in_ci
 
@@ -195,3 +203,86 @@ def test_bulk_import_on_a_full_disk_stops_with_one_line_and_leaves_the_store_as_
         assert conn.exec_driver_sql("SELECT count(*) FROM profiles").scalar() == 0
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     db.close()
+
+
+def _users(path: Path, count: int) -> Path:
+    path.write_text(
+        "".join(
+            json.dumps({"ids": {"email": f"user{i}@example.com"}, "upsert": {"profile": {"note": "x" * 50}}})
+            + "\n"
+            for i in range(count)
+        )
+    )
+    return path
+
+
+def test_bulk_import_with_its_work_folder_full_stops_with_one_line_naming_it(
+    tiny_disk: TinyDisk, tmp_path: Path
+) -> None:
+    """The temporary files of a --bulk import (TMPDIR) on a disk that fills up: one line saying
+    where and what to do, not a traceback; nothing written, the store back in WAL mode, and no
+    folder of the import left on that disk."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    db = Database(url)
+    make_org(db, ORG)
+    db.close()
+    source = _users(tmp_path / "users.ndjson", 20_000)  # ~70 MB of temporary files
+    command = [str(Path(sys.executable).parent / "profilehub"), "import", "cdp", str(source)]
+    command += ["--org-id", str(ORG), "--region", "EU", "--bulk", "--quiet"]
+    env = {**os.environ, "PROFILEHUB_DATABASE_URL": url, "TMPDIR": str(tiny_disk.root)}
+    stopped = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    output = (stopped.stdout + stopped.stderr).strip().splitlines()
+    assert stopped.returncode == 1, output
+    assert len(output) == 1, output
+    assert f"temporary files in {tiny_disk.root}" in output[0] and "nothing was written" in output[0]
+    assert "TMPDIR" in output[0], output
+    assert not list(tiny_disk.root.iterdir())
+    db = Database(url)
+    with db.read() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM profiles").scalar() == 0
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    db.close()
+
+
+def test_a_scratch_file_on_a_full_disk_is_no_space_left(tiny_disk: TinyDisk, tmp_path: Path) -> None:
+    """The worker loading a log table into its scratch file (``bulk.load``) meets the work
+    folder's full disk as SQLite's "database or disk is full": said as every other file of the
+    import says it (ENOSPC, naming the file), which ``workdir.work_folder`` turns into its message,
+    and not as the store's own full disk."""
+    store = Database(f"sqlite:///{tmp_path / 'store.db'}")
+    with store.read() as conn:
+        create = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'changes'").scalar_one()
+    store.close()
+    spools = Spools.open(tmp_path, "group")
+    spools.changes.extend(
+        [(k, ORG, 1, "import", "profile", f"u{k}", "create", "x" * 400) for k in range(5000)]
+    )
+    for spool in spools.all():
+        spool.close()
+    tiny_disk.fill()
+    scratch = tiny_disk.root / "scratch.sqlite"
+    with pytest.raises(OSError) as refused:
+        load_scratch(scratch, "changes", create, [spools], Numbering(ORG, ChangeIdBlock(5000), 0))
+    assert refused.value.errno == errno.ENOSPC
+    assert refused.value.filename == str(scratch)
+
+
+def test_a_first_backfill_leaves_the_store_in_wal_mode_with_its_full_work_disk_attached(
+    tiny_disk: TinyDisk, tmp_path: Path
+) -> None:
+    """A first backfill's writer connection has the import's scratch files attached when its
+    transaction ends (``bulk.load``); switching the store back to WAL mode touches the store alone,
+    so a work folder whose disk filled up (what stopped the import) does not fail the switch."""
+    store = tmp_path / "store.db"
+    db = Database(f"sqlite:///{store}")
+    make_org(db, ORG)
+    scratch = tiny_disk.root / "scratch.sqlite"
+    with closing(sqlite3.connect(scratch)) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    with written_once(db) as journal:
+        assert journal == ROLLBACK
+        db.write(lambda conn: conn.exec_driver_sql("ATTACH DATABASE ? AS scratch", (str(scratch),)))
+        tiny_disk.fill()
+    db.close()
+    with closing(sqlite3.connect(store)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -32,7 +32,7 @@ from profilehub.auth import (
     list_credentials,
     revoke_credential,
 )
-from profilehub.bulk.interrupted import BulkInterrupted
+from profilehub.bulk.interrupted import BulkInterrupted, WorkFolderFull
 from profilehub.config import Settings, SettingsError, describe_database
 from profilehub.crm.people import link_people_job
 from profilehub.errors import ProfilehubError
@@ -938,6 +938,8 @@ def _run_import(
         raise click.ClickException(
             "interrupted: the --bulk import was rolled back, nothing of it was written; run it again"
         ) from exc
+    except WorkFolderFull as exc:
+        raise click.ClickException(str(exc)) from exc
     except ingest_runner.ImportStopped as exc:
         summary, stopped = exc.summary, exc
     except (ingest_reader.SourceError, ingest_checkpoint.CheckpointMismatch) as exc:

@@ -1,8 +1,10 @@
-"""The bulk import's interruption, apart from the engine so that the CLI can name it without
-importing numpy and scipy (seconds of start-up every other command would pay)."""
+"""The bulk import's interruption and its full work folder, apart from the engine so that the CLI
+can name them without importing numpy and scipy (seconds of start-up every other command would
+pay)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from profilehub.errors import ProfilehubError
@@ -21,3 +23,17 @@ class BulkInterrupted(ProfilehubError):
         **kw: Any,
     ) -> None:
         super().__init__(message, **kw)
+
+
+class WorkFolderFull(Exception):
+    """The disk holding the bulk import's temporary folder (``bulk.workdir``) filled up: the
+    import stopped there and its transaction, if begun, was rolled back, nothing of it written."""
+
+    def __init__(self, folder: Path, cause: OSError) -> None:
+        self.folder = folder
+        super().__init__(
+            f"import stopped: no space left for the --bulk import's temporary files in {folder.parent} "
+            f"({cause.strerror or cause}): nothing was written; a bulk import needs room there for its "
+            "prepared records and resolved rows (docs/bulk.md); free space, or set TMPDIR to a "
+            "folder on a larger disk, then run the same command again"
+        )

@@ -16,6 +16,8 @@ only by the import's own transaction: the store's all-or-nothing is unchanged.
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
@@ -118,16 +120,26 @@ def load_scratch(path: Path, table: str, create: str, spools: list[Spools], numb
     no journal and does not sync."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.execute("PRAGMA journal_mode=OFF")
-        conn.execute("PRAGMA synchronous=OFF")
-        conn.execute("BEGIN")
-        conn.execute(create)
-        cursor = conn.cursor()
-        columns = next(c for t, _, c in TABLES if t == table)
-        sqlite_insert_many(
-            cursor, table, columns, chain.from_iterable(table_blocks(table, spools, numbering))
-        )
-        cursor.close()
-        conn.execute("COMMIT")
+        _load(conn, table, create, spools, numbering)
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorname == "SQLITE_FULL":
+            # The work folder's disk, not the store's: said as the spools' own writes say it
+            # (``workdir.work_folder`` names the folder).
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
     finally:
         conn.close()
+
+
+def _load(
+    conn: sqlite3.Connection, table: str, create: str, spools: list[Spools], numbering: Numbering
+) -> None:
+    conn.execute("PRAGMA journal_mode=OFF")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("BEGIN")
+    conn.execute(create)
+    cursor = conn.cursor()
+    columns = next(c for t, _, c in TABLES if t == table)
+    sqlite_insert_many(cursor, table, columns, chain.from_iterable(table_blocks(table, spools, numbering)))
+    cursor.close()
+    conn.execute("COMMIT")

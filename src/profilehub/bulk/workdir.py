@@ -14,6 +14,7 @@ version, or by an import still starting) are left alone.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -27,9 +28,14 @@ from pathlib import Path
 from types import FrameType
 from typing import BinaryIO
 
+from profilehub.bulk.interrupted import WorkFolderFull
+
 log = logging.getLogger(__name__)
 
 OWNER = "owner"
+# An error of "no space" with less than this free where the folder is: the folder's disk is full
+# (the same error from another disk, the rejects file's beside the source, is left as it is).
+_NEARLY_FULL = 64 << 20
 
 
 def remove_stale(parent: Path, prefix: str = "profilehub-bulk-") -> list[Path]:
@@ -60,7 +66,9 @@ def remove_stale(parent: Path, prefix: str = "profilehub-bulk-") -> list[Path]:
 @contextmanager
 def work_folder(prefix: str = "profilehub-bulk-", parent: Path | None = None) -> Iterator[Path]:
     """A new folder ``parent/prefix…`` (default: the system's temporary directory) owned by this
-    process until the block ends, then removed; stale folders of dead imports removed first."""
+    process until the block ends, then removed; stale folders of dead imports removed first. The
+    block's "no space left on device" where the folder's disk is full is raised as
+    ``WorkFolderFull``, which names the folder's place and what to do."""
     base = Path(parent) if parent is not None else Path(tempfile.gettempdir())
     remove_stale(base, "profilehub-bulk-")
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
@@ -73,7 +81,12 @@ def work_folder(prefix: str = "profilehub-bulk-", parent: Path | None = None) ->
         owner.write(f"pid {os.getpid()}\n".encode())
         owner.flush()
         pending.rename(folder / OWNER)
-        yield folder
+        try:
+            yield folder
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) and shutil.disk_usage(folder).free < _NEARLY_FULL:
+                raise WorkFolderFull(folder, exc) from exc
+            raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # still locked: nobody else removes it meanwhile
         if owner is not None:

@@ -50,7 +50,7 @@ def _to_rollback_journal(conn: Connection) -> bool:
     assert raw is not None
     raw.execute("PRAGMA locking_mode=EXCLUSIVE")
     try:
-        mode = str(raw.execute("PRAGMA journal_mode=DELETE").fetchone()[0]).lower()
+        mode = str(raw.execute("PRAGMA main.journal_mode=DELETE").fetchone()[0]).lower()
     except sqlite3.OperationalError:  # "database is locked": another connection has it open
         mode = "wal"
     if mode != "delete":
@@ -65,7 +65,10 @@ def _back_to_wal(conn: Connection) -> None:
     raw = conn.connection.driver_connection
     assert raw is not None
     try:
-        raw.execute("PRAGMA journal_mode=WAL")
+        # ``main.``: the import's scratch files are still attached (``bulk.load``), and a bare
+        # ``journal_mode`` would switch them too, making WAL files in its work folder (which, the
+        # import stopped by that folder's full disk, failed the switch back).
+        raw.execute("PRAGMA main.journal_mode=WAL")
     finally:
         # Closed, its locks go with it (and its settings: the pool opens a new one as usual).
         conn.invalidate()

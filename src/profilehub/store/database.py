@@ -516,6 +516,12 @@ class _Writer:
                 for _, fut in batch:
                     fut.set_exception(error)
                 return
+            if error is None and len(batch) == 1:
+                # A lone job's own failure (not the database's): it already ran alone, and running
+                # it again (a bulk import's whole transaction) would meet the same.
+                log.info("a write failed: %r", exc)
+                batch[0][1].set_exception(exc)
+                return
             self._retry_alone(batch)
             return
         self.fault = None
