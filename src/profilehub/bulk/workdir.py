@@ -71,7 +71,12 @@ def work_folder(prefix: str = "profilehub-bulk-", parent: Path | None = None) ->
     ``WorkFolderFull``, which names the folder's place and what to do."""
     base = Path(parent) if parent is not None else Path(tempfile.gettempdir())
     remove_stale(base, "profilehub-bulk-")
-    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    except OSError as exc:
+        if _no_room(exc, base):
+            raise WorkFolderFull(base / prefix, exc) from exc
+        raise
     owner: BinaryIO | None = None
     try:
         # Locked before it gets its name, so that no other import ever sees it unlocked.
@@ -84,13 +89,21 @@ def work_folder(prefix: str = "profilehub-bulk-", parent: Path | None = None) ->
         try:
             yield folder
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT) and shutil.disk_usage(folder).free < _NEARLY_FULL:
+            if _no_room(exc, folder):
                 raise WorkFolderFull(folder, exc) from exc
             raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # still locked: nobody else removes it meanwhile
         if owner is not None:
             owner.close()
+
+
+def _no_room(exc: OSError, where: Path) -> bool:
+    """Whether ``exc`` says that ``where``'s disk (or the user's quota) is full."""
+    # A quota is the user's wherever the folder is, and ``disk_usage`` does not see it.
+    return exc.errno == errno.EDQUOT or (
+        exc.errno == errno.ENOSPC and shutil.disk_usage(where).free < _NEARLY_FULL
+    )
 
 
 @contextmanager
