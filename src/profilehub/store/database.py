@@ -316,30 +316,30 @@ def savepoint(conn: Connection) -> Iterator[None]:
     collected for the writer's transaction (they would describe writes that no longer exist)."""
     pending = pending_events(conn)
     mark = len(pending) if pending is not None else 0
-    nested = conn.begin_nested()
     try:
-        yield
+        with conn.begin_nested():
+            yield
     except BaseException as exc:
         if pending is not None:
             del pending[mark:]
-        try:
-            nested.rollback()
-        except sa.exc.DBAPIError:
-            if not _transaction_ended(conn):
-                raise
+        if _savepoint_gone(exc):
             # SQLite ends the whole transaction itself on some errors (SQLITE_FULL, SQLITE_IOERR,
-            # SQLITE_NOMEM), taking the savepoint with it: the ROLLBACK TO then fails with "no such
-            # savepoint", which would hide the cause. The cause is what the writer classifies: a
-            # full disk fails at once instead of running the job again into the same full disk.
-            raise exc from None
+            # SQLITE_NOMEM), taking the savepoint with it: rolling the savepoint back then fails
+            # with "no such savepoint", which would hide the cause. The cause is what the writer
+            # classifies: a full disk fails at once instead of running the job again into it.
+            cause: BaseException | None = exc
+            while cause is not None and _savepoint_gone(cause):
+                cause = cause.__context__
+            if cause is not None:
+                raise cause from None
         raise
-    nested.commit()
 
 
-def _transaction_ended(conn: Connection) -> bool:
-    """Whether the database itself has ended the connection's transaction (SQLite after some errors)."""
-    driver = conn.connection.dbapi_connection
-    return isinstance(driver, sqlite3.Connection) and not driver.in_transaction
+def _savepoint_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite refusing to roll back to a savepoint that its transaction, ended
+    by the database itself, took with it (SQLAlchemy's error or the driver's beneath it)."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    return isinstance(orig, sqlite3.OperationalError) and str(orig).startswith("no such savepoint")
 
 
 def _attempt(conn: Connection, run: list[tuple[Job, Future[Any]]]) -> list[tuple[Future[Any], bool, Any]]:
@@ -516,9 +516,10 @@ class _Writer:
                 for _, fut in batch:
                     fut.set_exception(error)
                 return
-            if error is None and len(batch) == 1:
-                # A lone job's own failure (not the database's): it already ran alone, and running
-                # it again (a bulk import's whole transaction) would meet the same.
+            if error is None and len(batch) == 1 and not isinstance(exc, sa.exc.SQLAlchemyError):
+                # A lone job's own failure (not the database's, nor SQLAlchemy's over a connection
+                # the server dropped): it already ran alone, and running it again (a bulk import's
+                # whole transaction) would meet the same.
                 log.info("a write failed: %r", exc)
                 batch[0][1].set_exception(exc)
                 return
