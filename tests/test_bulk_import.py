@@ -406,3 +406,23 @@ def test_cli_bulk_and_at(orgs: Database, tmp_path: Path, monkeypatch: pytest.Mon
     assert change_log(orgs, BULK) == change_log(orgs, ONLINE)
     refused = runner.invoke(main, [*args, "--org-id", str(BULK), "--bulk", "--resume"])
     assert refused.exit_code == 1 and "all or nothing" in refused.output
+
+
+def test_bulk_summary_says_which_phase_runs_for_the_progress_display(
+    orgs: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the file is read the bar stands full while the transaction's phases run (minutes at
+    ten million records): the summary names the running one, which the CLI shows beside the file's
+    name, in the order docs/bulk.md gives, and none once the import is done."""
+    seen: list[str] = []
+    begin = engine.BulkSummary.begin
+
+    def spy(summary: engine.BulkSummary, phase: str) -> float:
+        seen.append(phase)
+        return begin(summary, phase)
+
+    monkeypatch.setattr(engine.BulkSummary, "begin", spy)
+    path = write_ndjson(tmp_path / "some.ndjson", ugly())
+    summary = bulk_run(orgs, path)
+    assert seen == ["prepare", "link", "resolve", "write", "commit"]
+    assert summary.running == ""

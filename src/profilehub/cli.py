@@ -866,8 +866,16 @@ def _run_import(
     recorder = import_progress.ProgressRecorder(database, org_id, kind, file)
 
     def progress(summary: ingest_runner.ImportSummary) -> None:
-        bar.update(task, completed=summary.offset, rate=summary.rate)
-        recorder(summary)
+        # A --bulk import's phase beside the file's name (a BulkSummary, typed loosely here: the
+        # bulk modules load numpy and scipy): once the file is read, the bar stands full while
+        # the phases after reading run for minutes.
+        running = getattr(summary, "running", "")
+        description = f"{file.name} · {running}" if running else file.name
+        bar.update(task, completed=summary.offset, rate=summary.rate, description=description)
+        if running not in _BULK_TRANSACTION:
+            # The recorder writes through the database's writer, which the bulk import's own
+            # transaction holds until it commits: this thread would wait there, the bar frozen.
+            recorder(summary)
 
     importer = ingest_runner.Importer(
         file,
@@ -1026,6 +1034,11 @@ def _run_import(
         raise click.ClickException(
             f"{summary.rejected:,} records rejected, more than --max-rejects {max_rejects:,} allows"
         )
+
+
+# The phases of a --bulk import run in its one transaction (``bulk.engine.BulkSummary.running``;
+# ``import people --bulk`` reads its file in it too).
+_BULK_TRANSACTION = frozenset({"read", "resolve", "write", "commit"})
 
 
 def _fixed_clock(at_ms: int | None) -> Callable[[], int] | None:

@@ -128,6 +128,15 @@ class BulkSummary(ImportSummary):
     peak_rss_by_phase: dict[str, int] = field(default_factory=dict)
     # SQLite: the journal the transaction wrote through (``store.backfill_journal``); None on PostgreSQL.
     journal: str | None = None
+    # The phase running now (prepare, link, resolve, write, commit: docs/bulk.md), for a progress
+    # display: the file is read to its end when preparing ends, and the phases after it take most
+    # of a large import's time.
+    running: str = ""
+
+    def begin(self, phase: str) -> float:
+        """``phase`` starts now: it is the one ``running``; its start (``time.monotonic``) for ``mark``."""
+        self.running = phase
+        return time.monotonic()
 
     def mark(self, phase: str, began: float) -> None:
         self.phases[phase] = time.monotonic() - began
@@ -836,7 +845,7 @@ class BulkImporter:
                 "blocked value); nothing was written: run the import again",
                 field="strategy",
             )
-        t = time.monotonic()
+        t = summary.begin("resolve")
         touching = np.zeros(linked.count, dtype=bool)
         for k in plan.ucids:
             touching[linked.label[k]] = True
@@ -903,14 +912,14 @@ class BulkImporter:
         summary.mark("resolve", t)
         self._check_stop()
 
-        t = time.monotonic()
+        t = summary.begin("write")
         with _write_cache(conn, org_id):
             self._write(conn, org_id, plan, refused, spools, summary.phases)
         if service.journal and len(plan):
             service.journal_pruner.prune(conn, [org_id], at)
         summary.mark("write", t)
         self._check_stop()
-        self._job_ended = time.monotonic()
+        self._job_ended = summary.begin("commit")
         return refused
 
     def _resolve_groups(
@@ -1229,7 +1238,7 @@ class BulkImporter:
                 collector.tuned(),
                 work_folder("profilehub-bulk-", self.spool_dir) as spool_dir,
             ):
-                t = time.monotonic()
+                t = summary.begin("prepare")
                 with database.read() as conn:
                     strategy = sink.service.strategies.get(conn, sink.org_id)
                 with worker_pool(self.workers) as pool:
@@ -1246,7 +1255,7 @@ class BulkImporter:
                         with _sigint_blocked():  # never with Ctrl-C
                             for _ in range(self.workers):
                                 pool.submit(worker_ready)
-                    t = time.monotonic()
+                    t = summary.begin("link")
                     linked = self._link(plan, strategy, Path(spool_dir))
                     summary.components = linked.count
                     summary.mark("link", t)
@@ -1290,6 +1299,7 @@ class BulkImporter:
             raise
         summary.seconds = time.monotonic() - started
         summary.peak_rss_bytes = _peak_rss()
+        summary.running = ""  # done: committed
         self.progress(summary)
         return summary
 

@@ -341,6 +341,7 @@ class PeopleBulkImporter:
         self._report(outcomes, summary)
         summary.seconds = time.monotonic() - started
         summary.peak_rss_bytes = _peak_rss()
+        summary.running = ""  # done: committed
         self.progress(summary)
         return summary
 
@@ -406,6 +407,7 @@ class PeopleBulkImporter:
         set_based: bool,
         folder: Path,
     ) -> _Outcomes:
+        summary.begin("read")  # the file read and its people saved, in the transaction already
         profiles = ProfileService(self.db, clock=lambda: at)
         org: _OrgWrites = _org_writes(conn, profiles, self.org_id)  # the locks, held to the commit
         # Set-based: the CRM rows of the whole file first (the people's decisions never read the
@@ -520,7 +522,7 @@ class PeopleBulkImporter:
         events go to a spool as the call's graph writes are replayed; a component replayed in
         memory goes to the spools after its last write. Returns how many saved people carried a
         suppressed id."""
-        t = time.monotonic()
+        t = summary.begin("link")
         strategy, org_id, home, folder = org.strategy, org.org_id, org.home, written.folder
         n = written.n
         offsets = np.frombuffer(written.offsets, dtype=np.int64)
@@ -574,7 +576,7 @@ class PeopleBulkImporter:
         summary.mark("link", t)
         self._check_stop()
 
-        t = time.monotonic()
+        t = summary.begin("resolve")
         labels = found.label
         in_closed = simple[labels] & ~touching[labels]
         stored = ~in_closed & touching[labels]
@@ -740,7 +742,7 @@ class PeopleBulkImporter:
         summary.mark("resolve", t)
         self._check_stop()
 
-        t = time.monotonic()
+        t = summary.begin("write")
 
         def blocks(name: str) -> Iterator[list[tuple[Any, ...]]]:
             return merged([getattr(g, name) for g in groups])
@@ -784,6 +786,7 @@ class PeopleBulkImporter:
         if n:
             profiles.journal_pruner.prune(conn, [org_id], profiles._prune_time(at))
         summary.mark("write", t)
+        summary.begin("commit")
         return suppressed
 
     def _report(self, outcomes: _Outcomes, summary: BulkSummary) -> None:
