@@ -123,6 +123,8 @@ def test_rejects_file_lists_bad_records_with_reasons(
     assert rejects[0]["record"] == "{not json" and "not valid JSON" in rejects[0]["error"]["message"]
     assert "ids.nope" in rejects[1]["error"]["errors"]
     assert rejects[2]["error"]["status"] == 403 and "orgId" in rejects[2]["error"]["errors"]
+    # A JSON array (a whole export on one line, say): told that the file must be NDJSON.
+    assert "a JSON array" in rejects[3]["error"]["message"] and "NDJSON" in rejects[3]["error"]["message"]
     assert "region" in rejects[4]["error"]["errors"]
     assert "extra" in rejects[5]["error"]["message"]
     assert all(r["error"]["success"] is False for r in rejects)

@@ -61,6 +61,12 @@ def parse_ndjson(number: int, text: bytes) -> tuple[dict[str, Any] | None, str |
         data = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         return None, f"line {number}: not valid JSON ({exc})"
+    if isinstance(data, list):
+        # A JSON array of records (an export, say) instead of NDJSON: say what the file must be.
+        return None, (
+            f"line {number}: a JSON array, expected a JSON object: the file must hold one object per "
+            "line (NDJSON; `jq -c '.[]' FILE` turns an array of objects into that)"
+        )
     if not isinstance(data, dict):
         return None, f"line {number}: expected a JSON object"
     return data, None
