@@ -178,11 +178,16 @@ def test_a_crm_person_refused_after_it_was_saved_leaves_nothing_of_itself(
     assert sorted(row.entity_id for row in logged) == sorted(p["id"] for p in listed)
 
 
-def test_a_job_that_fills_the_sqlite_file_fails_once_naming_the_full_disk(tmp_path: Path) -> None:
+@pytest.mark.parametrize("through", ["statement", "driver cursor"])
+def test_a_job_that_fills_the_sqlite_file_fails_once_naming_the_full_disk(
+    tmp_path: Path, through: str
+) -> None:
     """SQLite ends the whole transaction itself when the file cannot grow (SQLITE_FULL), savepoint
     and all: the job's error is the full disk, met once, not the "no such savepoint" of rolling
     back a savepoint that is gone (which the writer took for a passing fault and ran the job again:
-    a bulk import redid its whole transaction into the same full disk)."""
+    a bulk import redid its whole transaction into the same full disk). The same when the job
+    writes through the driver's own cursor (the bulk path's loads), whose errors SQLAlchemy never
+    saw: the caller gets SQLAlchemy's error all the same, classified."""
     db = Database(f"sqlite:///{tmp_path / 'small.db'}")
     transactions: list[object] = []
     sa.event.listen(db._writer_engine, "begin", transactions.append)
@@ -191,8 +196,16 @@ def test_a_job_that_fills_the_sqlite_file_fails_once_naming_the_full_disk(tmp_pa
         pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
         # The file may grow by ~40 pages, as a disk with that much left would let it.
         conn.exec_driver_sql(f"PRAGMA max_page_count = {pages + 40}")
-        for org_id in range(800, 1800):
-            create_org(conn, org_id, "x" * 3000, ["EU"])
+        if through == "statement":
+            for org_id in range(800, 1800):
+                create_org(conn, org_id, "x" * 3000, ["EU"])
+        else:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cursor.executemany(
+                "INSERT INTO changes (org_id, change_id, ts, actor, entity, entity_id, action, detail) "
+                "VALUES (1, ?, 1, 'a', 'e', 'i', 'x', ?)",
+                [(f"c{n}", "x" * 3000) for n in range(1000)],
+            )
 
     with pytest.raises(sa.exc.OperationalError) as refused:
         db.write(fill)
@@ -200,4 +213,5 @@ def test_a_job_that_fills_the_sqlite_file_fails_once_naming_the_full_disk(tmp_pa
     assert len(transactions) == 1
     with db.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(orgs)).scalar_one() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(changes)).scalar_one() == 0
     db.close()
