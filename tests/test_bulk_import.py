@@ -10,10 +10,12 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from profilehub import bulk
@@ -426,3 +428,28 @@ def test_bulk_summary_says_which_phase_runs_for_the_progress_display(
     summary = bulk_run(orgs, path)
     assert seen == ["prepare", "link", "resolve", "write", "commit"]
     assert summary.running == ""
+
+
+def test_a_bulk_import_that_meets_a_passing_database_fault_stops_after_one_run(
+    orgs: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault another attempt may not meet (an I/O error, a lost connection) ends the import with
+    it, nothing written, instead of the writer running the whole transaction again (up to five
+    times, minutes each at millions of records): the user runs it again once it is fixed."""
+    runs = 0
+    transaction = engine.BulkImporter._transaction
+
+    def faulty(self: engine.BulkImporter, conn: Any, *args: Any) -> Any:
+        nonlocal runs
+        runs += 1
+        transaction(self, conn, *args)  # written, then the fault before the commit
+        raw = sqlite3.OperationalError("disk I/O error")
+        raw.sqlite_errorname = "SQLITE_IOERR"
+        raise sa.exc.OperationalError("COMMIT", None, raw)
+
+    monkeypatch.setattr(engine.BulkImporter, "_transaction", faulty)
+    path = write_ndjson(tmp_path / "some.ndjson", ugly())
+    with pytest.raises(sa.exc.OperationalError):
+        bulk_run(orgs, path)
+    assert runs == 1
+    assert counts(orgs, BULK)["profiles"] == 0

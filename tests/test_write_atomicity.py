@@ -4,6 +4,7 @@ nothing of itself, while its batch neighbours commit."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -20,7 +21,7 @@ from profilehub.crm import people
 from profilehub.errors import BadRequest
 from profilehub.identity.resolve import PreparedWrite
 from profilehub.orgs import create_org
-from profilehub.store.database import Database, GroupJob
+from profilehub.store.database import Database, GroupJob, OnceJob
 from profilehub.store.events import EventRow, append_events
 from profilehub.store.faults import FaultKind, classify
 from profilehub.store.tables import changes, events, orgs
@@ -214,4 +215,35 @@ def test_a_job_that_fills_the_sqlite_file_fails_once_naming_the_full_disk(
     with db.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(orgs)).scalar_one() == 0
         assert conn.execute(sa.select(sa.func.count()).select_from(changes)).scalar_one() == 0
+    db.close()
+
+
+def _passing_fault() -> sa.exc.OperationalError:
+    """A database fault another attempt may not meet (SQLite's I/O error: neither a full disk nor a
+    read-only file)."""
+    raw = sqlite3.OperationalError("disk I/O error")
+    raw.sqlite_errorname = "SQLITE_IOERR"  # as the driver sets it
+    return sa.exc.OperationalError("INSERT …", None, raw)
+
+
+def test_a_job_that_runs_once_is_not_run_again_after_a_passing_fault(tmp_path: Path) -> None:
+    """The writer runs a job again after a fault that may pass (a plain write is cheap to redo);
+    a ``OnceJob`` (a bulk import's transaction: minutes of work) it runs once, and its caller
+    gets the fault at once."""
+    db = Database(f"sqlite:///{tmp_path / 'store.db'}")
+    runs = {"plain": 0, "once": 0}
+
+    def failing(name: str) -> Callable[[Connection], None]:
+        def job(_: Connection) -> None:
+            runs[name] += 1
+            raise _passing_fault()
+
+        return job
+
+    with pytest.raises(sa.exc.OperationalError):
+        db.write(failing("plain"))
+    with pytest.raises(sa.exc.OperationalError) as refused:
+        db.write(OnceJob(failing("once")))
+    assert classify(refused.value).kind is FaultKind.UNAVAILABLE
+    assert runs["plain"] > 1 and runs["once"] == 1, runs
     db.close()

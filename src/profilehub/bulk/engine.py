@@ -90,7 +90,7 @@ from profilehub.profiles import WriteResult
 from profilehub.store import tables
 from profilehub.store.backfill_journal import ROLLBACK, written_once
 from profilehub.store.changes import ChangeIdBlock, now_ms
-from profilehub.store.database import lock_scope, savepoint
+from profilehub.store.database import OnceJob, lock_scope, savepoint
 from profilehub.store.events import reserve_event_ids
 from profilehub.store.journal_store import CLOCK
 from profilehub.store.profile_storage import profile_storage
@@ -1265,7 +1265,7 @@ class BulkImporter:
                     with written_once(database) as journal:
                         summary.journal = journal
                         future: Future[dict[int, ProfilehubError]] = database.submit(
-                            self._job(plan, linked, at, summary, Path(spool_dir))
+                            OnceJob(self._job(plan, linked, at, summary, Path(spool_dir)))
                         )
                         while not future.done():
                             wait([future], timeout=1.0)

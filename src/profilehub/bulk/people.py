@@ -105,7 +105,7 @@ from profilehub.profiles import ProfileService, WriteResult, person_link
 from profilehub.store.backfill_journal import written_once
 from profilehub.store.changes import ChangeIdBlock, now_ms
 from profilehub.store.consent_ledger import LEDGER_COLUMNS
-from profilehub.store.database import Database, savepoint
+from profilehub.store.database import Database, OnceJob, savepoint
 from profilehub.store.events import feed_of, insert_events, pending_events, reserve_event_ids
 from profilehub.store.journal_store import CLOCK, JOURNAL_COLUMNS
 from profilehub.store.profile_storage import profile_storage
@@ -319,7 +319,7 @@ class PeopleBulkImporter:
                 t = time.monotonic()
                 with written_once(self.db) as journal:
                     summary.journal = journal
-                    future: Future[_Outcomes] = self.db.submit(self._job(at, summary))
+                    future: Future[_Outcomes] = self.db.submit(OnceJob(self._job(at, summary)))
                     while not future.done():
                         wait([future], timeout=1.0)
                         summary.seconds = time.monotonic() - started

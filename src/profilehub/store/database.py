@@ -297,6 +297,22 @@ def then(job: Callable[[Connection], T], finish: Callable[[Connection, T], Any])
     return lambda conn: finish(conn, job(conn))
 
 
+class OnceJob:
+    """A job the writer runs at most once: a whole bulk import's transaction, minutes of work that
+    a retry after a passing fault (a lock held too long, a lost connection) would redo from the
+    start, as many as five times. When the database fails it, its caller gets the error at once
+    (the import says nothing was written and to run it again). Batched with other jobs whose
+    transaction failed for another's sake, it still gets its one run alone."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def __call__(self, conn: Connection) -> Any:
+        return self.job(conn)
+
+
 def _runs(batch: list[tuple[Job, Future[Any]]]) -> list[list[tuple[Job, Future[Any]]]]:
     """Split the batch into runs of consecutive jobs of one group (other jobs run alone)."""
     runs: list[list[tuple[Job, Future[Any]]]] = []
@@ -516,6 +532,12 @@ class _Writer:
                 for _, fut in batch:
                     fut.set_exception(error)
                 return
+            if len(batch) == 1 and isinstance(batch[0][0], OnceJob):
+                log.info("a write that runs once failed: %r", exc)
+                if fault is not None:
+                    self.fault = fault
+                batch[0][1].set_exception(exc if error is None else error)
+                return
             if error is None and len(batch) == 1 and not isinstance(exc, sa.exc.SQLAlchemyError):
                 # A lone job's own failure (not the database's, nor SQLAlchemy's over a connection
                 # the server dropped): it already ran alone, and running it again (a bulk import's
@@ -560,8 +582,9 @@ class _Writer:
 
     def _run_alone(self, job: Job, fut: Future[Any]) -> sa.exc.OperationalError | None:
         """Run one job in its own transaction, retrying lock conflicts; the database's error when
-        it refused the job after its retries."""
-        for attempt in range(5):
+        it refused the job after its retries (a ``OnceJob``: after its one run)."""
+        last = 0 if isinstance(job, OnceJob) else 4
+        for attempt in range(last + 1):
             try:
                 with self._engine.connect() as conn:
                     conn = conn.execution_options(immediate=True)
@@ -586,7 +609,7 @@ class _Writer:
                 # restart); when that cannot reach the server either, further tries would each
                 # wait out the connect timeout again while the client waits.
                 gone = fault.kind is FaultKind.UNREACHABLE and attempt >= 1
-                if attempt == 4 or fault.persistent or gone:
+                if attempt == last or fault.persistent or gone:
                     self.fault = fault
                     fut.set_exception(error)
                     # A deadlock is this job's bad luck; the others are the database's state.
