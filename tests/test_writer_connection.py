@@ -8,9 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from profilehub.profiles import ProfileService, ProfileWrite
-from profilehub.store.database import Database
+from profilehub.store.database import Database, OnceJob
+from profilehub.store.faults import FaultKind, classify
 from tests.conftest import make_org
 
 
@@ -50,3 +52,28 @@ def test_a_step_outside_transactions_runs_in_its_turn(db: Database) -> None:
     for fut in [blocker, *before, after]:
         fut.result(timeout=10)
     assert order == ["write 0", "write 1", "write 2", "step False", "write after"]
+
+
+def test_a_job_run_once_whose_connection_the_server_drops_fails_naming_it(db: Database) -> None:
+    """A bulk import's transaction (``OnceJob``) whose connection the server drops mid-way (a
+    restart): its caller gets the database's own error, classified as unreachable, after one run,
+    not SQLAlchemy's "Can't reconnect until invalid transaction is rolled back" that the dropped
+    connection leaves behind (which the CLI showed as a traceback)."""
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite has no server connection to lose; PostgreSQL run covers this")
+    make_org(db)
+    runs = 0
+
+    def dropped(conn: Connection) -> None:
+        nonlocal runs
+        runs += 1
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        with db.read() as other:
+            other.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        conn.exec_driver_sql("SELECT 1")
+
+    with pytest.raises(sa.exc.OperationalError) as refused:
+        db.write(OnceJob(dropped))
+    assert classify(refused.value).kind is FaultKind.UNREACHABLE, refused.value
+    assert runs == 1
+    assert db.write(lambda c: c.exec_driver_sql("SELECT 1").scalar_one()) == 1  # the writer goes on

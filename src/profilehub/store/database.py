@@ -623,12 +623,19 @@ def database_error(exc: BaseException) -> sa.exc.DBAPIError | None:
     driver's own cursor (the bulk path's ``COPY`` and ``executemany``) meets the driver's errors
     unwrapped: wrapped as SQLAlchemy wraps its statements' errors, a full disk met there is
     classified, reported and not retried like one met by any other statement."""
-    if isinstance(exc, sa.exc.DBAPIError):
-        return exc
-    for base in (sqlite3.Error, psycopg.Error):
-        if isinstance(exc, base):
-            wrapped = sa.exc.DBAPIError.instance(None, None, exc, base)
-            return wrapped if isinstance(wrapped, sa.exc.DBAPIError) else None
+    seen: BaseException | None = exc
+    # SQLAlchemy's own refusal over a connection the server dropped (``PendingRollbackError``,
+    # raised while the error that dropped it was handled): that error is the database's answer.
+    for _ in range(8 if isinstance(exc, sa.exc.SQLAlchemyError) else 1):
+        if seen is None:
+            break
+        if isinstance(seen, sa.exc.DBAPIError):
+            return seen
+        for base in (sqlite3.Error, psycopg.Error):
+            if isinstance(seen, base):
+                wrapped = sa.exc.DBAPIError.instance(None, None, seen, base)
+                return wrapped if isinstance(wrapped, sa.exc.DBAPIError) else None
+        seen = seen.__cause__ or seen.__context__
     return None
 
 
