@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from profilehub.profiles import ProfileService
 from profilehub.store.database import Database
 from tests.conftest import make_org
 from tests.test_import import people, snapshot, write_ndjson
+from tests.test_write_atomicity import passing_fault
 
 AT = 1_780_000_000_000
 ONLINE, BULK = 1234, 5678
@@ -443,9 +443,7 @@ def test_a_bulk_import_that_meets_a_passing_database_fault_stops_after_one_run(
         nonlocal runs
         runs += 1
         transaction(self, conn, *args)  # written, then the fault before the commit
-        raw = sqlite3.OperationalError("disk I/O error")
-        raw.sqlite_errorname = "SQLITE_IOERR"
-        raise sa.exc.OperationalError("COMMIT", None, raw)
+        raise passing_fault()
 
     monkeypatch.setattr(engine.BulkImporter, "_transaction", faulty)
     path = write_ndjson(tmp_path / "some.ndjson", ugly())

@@ -181,14 +181,7 @@ def test_bulk_import_on_a_full_disk_stops_with_one_line_and_leaves_the_store_as_
     make_org(db, ORG)
     db.close()
     _no_wal_left(tiny_disk.url)
-    source = tmp_path / "users.ndjson"
-    source.write_text(
-        "".join(
-            json.dumps({"ids": {"email": f"user{i}@example.com"}, "upsert": {"profile": {"note": "x" * 50}}})
-            + "\n"
-            for i in range(3000)
-        )
-    )
+    source = _users(tmp_path / "users.ndjson", 3000)
     tiny_disk.fill(leave=1024 * 1024)
     command = [str(Path(sys.executable).parent / "profilehub"), "import", "cdp", str(source)]
     command += ["--org-id", str(ORG), "--region", "EU", "--bulk", "--workers", "0", "--quiet"]

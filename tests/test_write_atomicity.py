@@ -218,7 +218,7 @@ def test_a_job_that_fills_the_sqlite_file_fails_once_naming_the_full_disk(
     db.close()
 
 
-def _passing_fault() -> sa.exc.OperationalError:
+def passing_fault() -> sa.exc.OperationalError:
     """A database fault another attempt may not meet (SQLite's I/O error: neither a full disk nor a
     read-only file)."""
     raw = sqlite3.OperationalError("disk I/O error")
@@ -236,7 +236,7 @@ def test_a_job_that_runs_once_is_not_run_again_after_a_passing_fault(tmp_path: P
     def failing(name: str) -> Callable[[Connection], None]:
         def job(_: Connection) -> None:
             runs[name] += 1
-            raise _passing_fault()
+            raise passing_fault()
 
         return job
 

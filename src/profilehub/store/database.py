@@ -338,16 +338,15 @@ def savepoint(conn: Connection) -> Iterator[None]:
     except BaseException as exc:
         if pending is not None:
             del pending[mark:]
-        if _savepoint_gone(exc):
-            # SQLite ends the whole transaction itself on some errors (SQLITE_FULL, SQLITE_IOERR,
-            # SQLITE_NOMEM), taking the savepoint with it: rolling the savepoint back then fails
-            # with "no such savepoint", which would hide the cause. The cause is what the writer
-            # classifies: a full disk fails at once instead of running the job again into it.
-            cause: BaseException | None = exc
-            while cause is not None and _savepoint_gone(cause):
-                cause = cause.__context__
-            if cause is not None:
-                raise cause from None
+        # SQLite ends the whole transaction itself on some errors (SQLITE_FULL, SQLITE_IOERR,
+        # SQLITE_NOMEM), taking the savepoint with it: rolling the savepoint back then fails with
+        # "no such savepoint", which would hide the cause. The cause is what the writer
+        # classifies: a full disk fails at once instead of running the job again into it.
+        cause: BaseException | None = exc
+        while cause is not None and _savepoint_gone(cause):
+            cause = cause.__context__
+        if cause is not None and cause is not exc:
+            raise cause from None
         raise
 
 
@@ -532,18 +531,15 @@ class _Writer:
                 for _, fut in batch:
                     fut.set_exception(error)
                 return
-            if len(batch) == 1 and isinstance(batch[0][0], OnceJob):
-                log.info("a write that runs once failed: %r", exc)
+            # A lone job is not run again when it runs once (``OnceJob``), or when the failure is
+            # its own (neither the database's nor SQLAlchemy's over a connection the server
+            # dropped): it already ran alone, and would meet the same.
+            own = error is None and not isinstance(exc, sa.exc.SQLAlchemyError)
+            if len(batch) == 1 and (own or isinstance(batch[0][0], OnceJob)):
+                log.info("a write failed and is not run again: %r", exc)
                 if fault is not None:
                     self.fault = fault
                 batch[0][1].set_exception(exc if error is None else error)
-                return
-            if error is None and len(batch) == 1 and not isinstance(exc, sa.exc.SQLAlchemyError):
-                # A lone job's own failure (not the database's, nor SQLAlchemy's over a connection
-                # the server dropped): it already ran alone, and running it again (a bulk import's
-                # whole transaction) would meet the same.
-                log.info("a write failed: %r", exc)
-                batch[0][1].set_exception(exc)
                 return
             self._retry_alone(batch)
             return
