@@ -199,14 +199,13 @@ def test_bulk_gives_what_the_online_importer_gives(orgs: Database, tmp_path: Pat
     assert summary.at == AT and summary.peak_rss_bytes > 0
 
 
-def test_bulk_with_a_worker_process_gives_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bulk_with_a_worker_process_gives_the_same(
+    orgs: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Records prepared and groups of components resolved by a worker process and the importer
-    at once: the same rows, in the same order, as the online importer. (On SQLite only: what is
-    tested is the sharing out, the same on both databases, and a worker process's start costs
-    seconds.)"""
-    orgs = Database(f"sqlite:///{tmp_path / 'workers.db'}")
-    make_org(orgs, ONLINE)
-    make_org(orgs, BULK)
+    at once, and the write's rows made by a worker process (SQLite: the scratch files;
+    PostgreSQL: the ``COPY`` data, sent as it is encoded): the same rows, in the same order, as
+    the online importer."""
     monkeypatch.setattr(engine, "GROUP_WRITES", 4)  # many groups, shared by both processes
     path = write_ndjson(tmp_path / "ugly.ndjson", ugly() + people(40)[12:])
     online(orgs, path)
@@ -222,7 +221,8 @@ def test_bulk_with_a_worker_process_gives_the_same(tmp_path: Path, monkeypatch: 
     assert change_log(orgs, BULK) == change_log(orgs, ONLINE)
     assert journal(orgs, BULK) == journal(orgs, ONLINE)
     assert events(orgs, BULK) == events(orgs, ONLINE)
-    orgs.close()
+    if orgs.engine.dialect.name == "postgresql":
+        assert "write_encode_wait" in summary.phases  # written through the encoding worker
 
 
 def test_the_largest_worker_process_is_the_worker_not_the_importer(
@@ -383,6 +383,64 @@ def test_a_first_bulk_import_failing_mid_write_leaves_the_store_and_its_indexes(
     assert _indexes(orgs) == indexes
     online(orgs, path)
     assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)
+
+
+def _postgres_only(db: Database) -> None:
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the encoded COPY load is PostgreSQL's; SQLite's run covers its scratch files")
+
+
+def test_a_stop_during_the_encoded_write_writes_nothing(
+    orgs: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the worker's encoded rows are sent to PostgreSQL (the id rows in, the
+    indexes dropped): nothing written, the indexes back, and the next import runs."""
+    _postgres_only(orgs)
+    path = write_ndjson(tmp_path / "people.ndjson", people(30))
+    indexes = _indexes(orgs)
+    before = counts(orgs, BULK)
+    real_copy = engine.BulkImporter._copy_file
+    copied: list[str] = []
+
+    def copy_then_press_ctrl_c(self: engine.BulkImporter, conn: Any, table: str, *a: Any) -> float:
+        waited = real_copy(self, conn, table, *a)
+        copied.append(table)
+        if table == "profile_ids":
+            self._stop.set()  # what the Ctrl-C handler does
+        return waited
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine.BulkImporter, "_copy_file", copy_then_press_ctrl_c)
+        with pytest.raises(bulk.BulkInterrupted):
+            bulk_run(orgs, path, workers=1)
+    assert copied == ["profiles", "profile_ids"]
+    assert counts(orgs, BULK) == before
+    assert _indexes(orgs) == indexes
+    assert bulk_run(orgs, path, workers=1).created > 0
+
+
+def test_a_failing_encoder_process_stops_the_import_with_nothing_written(
+    orgs: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker process that encodes the rows for PostgreSQL fails on the change log (a spool
+    of its rows is gone): the import stops with that error, nothing written, the indexes back."""
+    _postgres_only(orgs)
+    path = write_ndjson(tmp_path / "people.ndjson", people(30))
+    indexes = _indexes(orgs)
+    before = counts(orgs, BULK)
+    real_write = engine.BulkImporter._write_encoded
+
+    def write_with_a_spool_gone(self: engine.BulkImporter, conn: Any, spools: Any, *a: Any) -> None:
+        spools[-1].changes.close()
+        Path(spools[-1].changes.path).unlink()  # read only by the worker
+        real_write(self, conn, spools, *a)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine.BulkImporter, "_write_encoded", write_with_a_spool_gone)
+        with pytest.raises(FileNotFoundError, match="changes"):
+            bulk_run(orgs, path, workers=1)
+    assert counts(orgs, BULK) == before
+    assert _indexes(orgs) == indexes
 
 
 def test_cli_bulk_and_at(orgs: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,6 +26,9 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+from psycopg import adapt, postgres, pq
+from psycopg._copy_base import BinaryFormatter  # the encoder ``Copy`` uses; no public name
+
 from profilehub.bulk.resolve import SPOOL_KEYS, Spools
 from profilehub.bulk.spool import merged
 from profilehub.store.changes import ChangeIdBlock
@@ -143,3 +146,24 @@ def _load(
     sqlite_insert_many(cursor, table, columns, chain.from_iterable(table_blocks(table, spools, numbering)))
     cursor.close()
     conn.execute("COMMIT")
+
+
+def encode_copy(
+    path: Path, table: str, types: Sequence[str], spools: list[Spools], numbering: Numbering
+) -> int:
+    """In a worker process: ``table``'s rows (``table_blocks``) as the data of a PostgreSQL binary
+    ``COPY`` (``types``: each column's type name, as ``Copy.set_types`` takes them) written to
+    ``path`` as they are made, a piece at a time, for the importer to send as the file grows
+    (``BulkImporter._copy_file``); its size. psycopg's own binary formatter encodes them, as a
+    ``Copy`` does on the importer's cursor: this process has no connection to give one."""
+    transformer = adapt.Transformer()
+    transformer.set_dumper_types([postgres.types.get_oid(t) for t in types], pq.Format.BINARY)
+    formatter = BinaryFormatter(transformer)
+    size = 0
+    with path.open("wb", buffering=0) as out:  # each piece reaches the file as it is made
+        for block in table_blocks(table, spools, numbering):
+            for row in block:
+                if data := formatter.write_row(row):
+                    size += out.write(data)
+        size += out.write(formatter.end())
+    return size
