@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from profilehub.app import create_app
-from profilehub.bulk.load import Numbering, load_scratch
+from profilehub.bulk.load import CHANGE_COLUMNS, Numbering, encode_copy, load_scratch
 from profilehub.bulk.resolve import Spools
 from profilehub.config import Settings
 from profilehub.ingest import checkpoint
@@ -258,6 +258,28 @@ def test_a_scratch_file_on_a_full_disk_is_no_space_left(tiny_disk: TinyDisk, tmp
         load_scratch(scratch, "changes", create, [spools], Numbering(ORG, ChangeIdBlock(5000), 0))
     assert refused.value.errno == errno.ENOSPC
     assert refused.value.filename == str(scratch)
+
+
+def test_the_copy_encoder_on_a_full_disk_is_no_space_left(tiny_disk: TinyDisk, tmp_path: Path) -> None:
+    """The worker encoding a table's rows for PostgreSQL (``load.encode_copy``) into a work folder
+    whose disk fills up fails with "no space left on device" itself, which the importer receives
+    and ``workdir.work_folder`` turns into its one-line message."""
+    spools = Spools.open(tmp_path, "group")
+    spools.changes.extend(
+        [(k, ORG, 1, "import", "profile", f"u{k}", "create", "x" * 400) for k in range(50_000)]
+    )
+    for spool in spools.all():
+        spool.close()
+    tiny_disk.fill()
+    with pytest.raises(OSError) as refused:
+        encode_copy(
+            tiny_disk.root / "copy_changes",
+            "changes",
+            CHANGE_COLUMNS,
+            [spools],
+            Numbering(ORG, ChangeIdBlock(50_000), 0),
+        )
+    assert refused.value.errno == errno.ENOSPC
 
 
 def test_a_first_backfill_leaves_the_store_in_wal_mode_with_its_full_work_disk_attached(

@@ -42,7 +42,6 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import orjson
-import sqlalchemy as sa
 from numpy.typing import NDArray
 from sqlalchemy.engine import Connection
 
@@ -54,6 +53,7 @@ from profilehub.bulk.load import (
     SCRATCH_TABLES,
     TABLES,
     Numbering,
+    copy_types,
     encode_copy,
     load_scratch,
     table_blocks,
@@ -95,7 +95,6 @@ from profilehub.ingest.runner import (
     worker_pool,
 )
 from profilehub.profiles import WriteResult
-from profilehub.store import tables
 from profilehub.store.backfill_journal import ROLLBACK, written_once
 from profilehub.store.changes import ChangeIdBlock, now_ms
 from profilehub.store.database import OnceJob, lock_scope, savepoint
@@ -495,34 +494,13 @@ def _write_cache(conn: Connection, org_id: int) -> Iterator[None]:
         conn.exec_driver_sql(f"PRAGMA cache_size = {before}")
 
 
-def _copy_types(table: str, columns: Sequence[str]) -> list[str]:
-    """The PostgreSQL type of each of ``columns`` of ``table`` (``store.tables``), for a binary
-    ``COPY``: the server then takes each value as it is stored instead of parsing text (half the
-    server's time on the events' JSON, measured), and psycopg sends it without formatting it."""
-    found = tables.metadata.tables[table].c
-    names: list[str] = []
-    for column in columns:
-        kind = found[column].type
-        if isinstance(kind, sa.BigInteger):
-            names.append("int8")
-        elif isinstance(kind, sa.Integer):
-            names.append("int4")
-        elif isinstance(kind, sa.Boolean):
-            names.append("bool")
-        elif isinstance(kind, sa.String):  # Text too
-            names.append("text")
-        else:
-            raise TypeError(f"{table}.{column}: no binary COPY type for {kind!r}")
-    return names
-
-
 def _insert(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     names = ", ".join(columns)
     cursor = conn.connection.cursor()
     try:
         if conn.dialect.name == "postgresql":
             with cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(_copy_types(table, columns))
+                copy.set_types(copy_types(table, columns))
                 for row in rows:
                     copy.write_row(row)
         else:
@@ -1187,12 +1165,7 @@ class BulkImporter:
             def encode(table: str, columns: Sequence[str]) -> Future[int]:
                 with _sigint_blocked():  # the importer decides how to stop (``_sigint_blocked``)
                     future: Future[int] = pool.submit(
-                        encode_copy,
-                        folder / f"copy_{table}",
-                        table,
-                        _copy_types(table, columns),
-                        spools,
-                        numbering,
+                        encode_copy, folder / f"copy_{table}", table, columns, spools, numbering
                     )
                 return future
 
