@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,7 @@ def test_bulk_with_a_worker_process_gives_the_same(
     monkeypatch.setattr(engine, "GROUP_WRITES", 4)  # many groups, shared by both processes
     path = write_ndjson(tmp_path / "ugly.ndjson", ugly() + people(40)[12:])
     online(orgs, path)
+    switches = sys.getswitchinterval()
     summary = bulk.run_bulk_import(
         path,
         lambda offset, line: read_ndjson(path, offset, line),
@@ -217,6 +219,7 @@ def test_bulk_with_a_worker_process_gives_the_same(
         at=AT,
     )
     assert summary.resolved_in_memory > 0 and summary.peak_rss_workers_bytes > 0
+    assert sys.getswitchinterval() == switches  # shortened while preparing, the process's own again
     assert snapshot(orgs, BULK) == snapshot(orgs, ONLINE)
     assert change_log(orgs, BULK) == change_log(orgs, ONLINE)
     assert journal(orgs, BULK) == journal(orgs, ONLINE)

@@ -92,6 +92,7 @@ from profilehub.ingest.runner import (
     _stop_on_interrupt,
     carried_suppressed,
     default_workers,
+    feeding_switches,
     worker_pool,
 )
 from profilehub.profiles import WriteResult
@@ -1323,7 +1324,7 @@ class BulkImporter:
                 t = summary.begin("prepare")
                 with database.read() as conn:
                     strategy = sink.service.strategies.get(conn, sink.org_id)
-                with worker_pool(self.workers) as pool:
+                with worker_pool(self.workers) as pool, feeding_switches():
                     plan = self._prepare(pool, strategy, summary, started, Path(spool_dir))
                 summary.note_workers(pool)
                 phase("prepare", t)

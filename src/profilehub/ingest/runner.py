@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -124,6 +125,26 @@ def worker_pool(workers: int) -> Any:
         initializer=_start_worker,
         initargs=(os.getpid(),),
     )
+
+
+# The interpreter's switch interval (``sys.setswitchinterval``) while a thread of this process
+# keeps its core busy and worker processes are fed beside it: the pool's own threads, which hand
+# the workers their tasks and take their results back, need the GIL, and at the default 5 ms a
+# turn the workers waited on them (the bulk importer's one worker at ~0.5 of a core while the
+# importer prepared chunks itself; at 0.5 ms ~0.8, and prepare 19.8 -> 15.9 s at a million:
+# bench/NOTES-bulk.md).
+FEEDING_SWITCH_SECONDS = 0.0005
+
+
+@contextmanager
+def feeding_switches(seconds: float = FEEDING_SWITCH_SECONDS) -> Iterator[None]:
+    """The switch interval at most ``seconds`` for the block (it is the process's), then as it was."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, seconds))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def default_workers() -> int:
