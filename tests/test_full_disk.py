@@ -237,6 +237,17 @@ def test_bulk_import_with_its_work_folder_full_stops_with_one_line_naming_it(
     db.close()
 
 
+def _change_log_spools(folder: Path, count: int) -> Spools:
+    """A group's spools holding ``count`` change log rows of ~400 bytes, closed (ready for the write)."""
+    spools = Spools.open(folder, "group")
+    spools.changes.extend(
+        [(k, ORG, 1, "import", "profile", f"u{k}", "create", "x" * 400) for k in range(count)]
+    )
+    for spool in spools.all():
+        spool.close()
+    return spools
+
+
 def test_a_scratch_file_on_a_full_disk_is_no_space_left(tiny_disk: TinyDisk, tmp_path: Path) -> None:
     """The worker loading a log table into its scratch file (``bulk.load``) meets the work
     folder's full disk as SQLite's "database or disk is full": said as every other file of the
@@ -246,12 +257,7 @@ def test_a_scratch_file_on_a_full_disk_is_no_space_left(tiny_disk: TinyDisk, tmp
     with store.read() as conn:
         create = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'changes'").scalar_one()
     store.close()
-    spools = Spools.open(tmp_path, "group")
-    spools.changes.extend(
-        [(k, ORG, 1, "import", "profile", f"u{k}", "create", "x" * 400) for k in range(5000)]
-    )
-    for spool in spools.all():
-        spool.close()
+    spools = _change_log_spools(tmp_path, 5000)
     tiny_disk.fill()
     scratch = tiny_disk.root / "scratch.sqlite"
     with pytest.raises(OSError) as refused:
@@ -264,12 +270,7 @@ def test_the_copy_encoder_on_a_full_disk_is_no_space_left(tiny_disk: TinyDisk, t
     """The worker encoding a table's rows for PostgreSQL (``load.encode_copy``) into a work folder
     whose disk fills up fails with "no space left on device" itself, which the importer receives
     and ``workdir.work_folder`` turns into its one-line message."""
-    spools = Spools.open(tmp_path, "group")
-    spools.changes.extend(
-        [(k, ORG, 1, "import", "profile", f"u{k}", "create", "x" * 400) for k in range(50_000)]
-    )
-    for spool in spools.all():
-        spool.close()
+    spools = _change_log_spools(tmp_path, 50_000)
     tiny_disk.fill()
     with pytest.raises(OSError) as refused:
         encode_copy(
