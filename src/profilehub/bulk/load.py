@@ -12,6 +12,10 @@ each in as soon as it is done with ``INSERT INTO … SELECT * FROM scratch…`` 
 as they are stored, without decoding them, into a table that is empty and shaped the same: the
 scratch tables are made from the store's own ``CREATE TABLE`` text). The scratch files are read
 only by the import's own transaction: the store's all-or-nothing is unchanged.
+
+On PostgreSQL the importer's side of a ``COPY`` (these rows made and encoded, in Python) and the
+server's took turns; a worker process makes and encodes every table's rows into files instead
+(``encode_copy``), which the importer sends as they grow.
 """
 
 from __future__ import annotations
@@ -156,8 +160,8 @@ def encode_copy(
     """In a worker process: ``table``'s rows (``table_blocks``) as the data of a PostgreSQL binary
     ``COPY`` of ``columns`` (typed by ``copy_types``), written to ``path`` as they are made, a
     piece at a time, for the importer to send as the file grows (``BulkImporter._copy_file``); its
-    size. psycopg's own binary formatter encodes them, as a
-    ``Copy`` does on the importer's cursor: this process has no connection to give one."""
+    size. psycopg's own binary formatter encodes them, as a ``Copy`` does on the importer's cursor:
+    this process has no connection to lend one."""
     transformer = adapt.Transformer()
     oids = [postgres.types.get_oid(name) for name in copy_types(table, columns)]
     transformer.set_dumper_types(oids, pq.Format.BINARY)
