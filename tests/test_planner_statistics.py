@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from profilehub.crm.people import upsert_people_batch
 from profilehub.store.database import Database
-from profilehub.store.statistics import written_tables
+from profilehub.store.statistics import _sample_lightly, written_tables
 from tests.conftest import make_org
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
@@ -137,3 +137,21 @@ def _analyze_waiting(db: Database) -> bool:
                 )
             ).scalar()
         )
+
+
+@pytest.mark.parametrize("paced", [True, False])
+def test_the_analyser_pauses_for_page_reads_only_when_paced(database_url: str, paced: bool) -> None:
+    """A server's analyser pauses as autovacuum's does (2 ms a round of page reads); an importer's
+    leaves the server's own cost delay (none by default), since its end waits for the ANALYZE."""
+    db = Database(database_url)
+    try:
+        with db.engine.connect() as conn:
+            server = conn.exec_driver_sql("SHOW vacuum_cost_delay").scalar()
+            _sample_lightly(conn, paced)
+            delay = conn.exec_driver_sql("SHOW vacuum_cost_delay").scalar()
+            target = conn.exec_driver_sql("SHOW default_statistics_target").scalar()
+            conn.rollback()
+        assert delay == ("2ms" if paced else server)
+        assert target == "10"
+    finally:
+        db.close()

@@ -416,6 +416,7 @@ class _Writer:
         turns: WriterTurns | None = None,
         bell: EventBell | None = None,
         checkpoints: WalCheckpointer | None = None,
+        paced_statistics: bool = True,
     ) -> None:
         self._engine = engine
         self._checkpoints = checkpoints
@@ -429,7 +430,7 @@ class _Writer:
         self._held: tuple[_Bare, Future[Any]] | None = None
         self._thread = threading.Thread(target=self._run, name="profilehub-writer", daemon=True)
         self._closed = False
-        self._statistics = PlannerStatistics(engine)
+        self._statistics = PlannerStatistics(engine, paced=paced_statistics)
         # What stopped the last write, until a write commits again (``Database.write_fault``).
         self.fault: DatabaseFault | None = None
         self._thread.start()
@@ -729,6 +730,8 @@ class Database:
             self._turns,
             self.event_bell,
             self._checkpoints,
+            # An importer's ANALYZE unpaced: the import's end waits for it (``store/statistics.py``).
+            paced_statistics=not yields_to_waiting_writers,
         )
         self._probe: Future[None] | None = None
         self._probe_lock = threading.Lock()
