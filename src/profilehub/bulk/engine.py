@@ -495,12 +495,15 @@ def _write_cache(conn: Connection, org_id: int) -> Iterator[None]:
         conn.exec_driver_sql(f"PRAGMA cache_size = {before}")
 
 
+def _binary_copy(table: str, columns: Sequence[str]) -> str:
+    return f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+
+
 def _insert(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    names = ", ".join(columns)
     cursor = conn.connection.cursor()
     try:
         if conn.dialect.name == "postgresql":
-            with cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+            with cursor.copy(_binary_copy(table, columns)) as copy:
                 copy.set_types(copy_types(table, columns))
                 for row in rows:
                     copy.write_row(row)
@@ -1163,11 +1166,11 @@ class BulkImporter:
         waited = 0.0
         with worker_pool(1) as pool:
 
-            def encode(table: str, columns: Sequence[str]) -> Future[int]:
+            def encode(table: str, columns: Sequence[str]) -> Future[None]:
+                path = folder / f"copy_{table}"
+                path.touch()  # there to be read from before the worker starts on it
                 with _sigint_blocked():  # the importer decides how to stop (``_sigint_blocked``)
-                    future: Future[int] = pool.submit(
-                        encode_copy, folder / f"copy_{table}", table, columns, spools, numbering
-                    )
+                    future: Future[None] = pool.submit(encode_copy, path, table, columns, spools, numbering)
                 return future
 
             encoded = {table: encode(table, columns) for table, columns in loads if table != "events"}
@@ -1188,23 +1191,15 @@ class BulkImporter:
         phases["write_encode_wait"] = waited
 
     def _copy_file(
-        self, conn: Connection, table: str, columns: Sequence[str], path: Path, encoded: Future[int]
+        self, conn: Connection, table: str, columns: Sequence[str], path: Path, encoded: Future[None]
     ) -> float:
         """``COPY`` ``path`` into ``table`` as ``encoded`` (``load.encode_copy``) writes it, read as
         it grows until the worker is done; the seconds spent waiting for it."""
         waited = 0.0
-        began = time.monotonic()
-        while not path.exists():  # the worker makes it when it starts the table
-            if encoded.done():
-                encoded.result()  # its failure, or a file that it made and that is gone: a bug
-                break
-            self._check_stop()
-            wait([encoded], timeout=_ENCODED_POLL_SECONDS)
-        waited += time.monotonic() - began
         cursor = conn.connection.cursor()
         try:
             with (
-                cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy,
+                cursor.copy(_binary_copy(table, columns)) as copy,
                 path.open("rb") as data,
             ):
                 while True:

@@ -156,24 +156,22 @@ def _load(
 
 def encode_copy(
     path: Path, table: str, columns: Sequence[str], spools: list[Spools], numbering: Numbering
-) -> int:
+) -> None:
     """In a worker process: ``table``'s rows (``table_blocks``) as the data of a PostgreSQL binary
     ``COPY`` of ``columns`` (typed by ``copy_types``), written to ``path`` as they are made, a
-    piece at a time, for the importer to send as the file grows (``BulkImporter._copy_file``); its
-    size. psycopg's own binary formatter encodes them, as a ``Copy`` does on the importer's cursor:
-    this process has no connection to lend one."""
+    piece at a time, for the importer to send as the file grows (``BulkImporter._copy_file``).
+    psycopg's own binary formatter encodes them, as a ``Copy`` does on the importer's cursor: this
+    process has no connection to lend one."""
     transformer = adapt.Transformer()
     oids = [postgres.types.get_oid(name) for name in copy_types(table, columns)]
     transformer.set_dumper_types(oids, pq.Format.BINARY)
     formatter = BinaryFormatter(transformer)
-    size = 0
     with path.open("wb", buffering=0) as out:  # each piece reaches the file as it is made
         for block in table_blocks(table, spools, numbering):
             for row in block:
                 if data := formatter.write_row(row):
-                    size += out.write(data)
-        size += out.write(formatter.end())
-    return size
+                    out.write(data)
+        out.write(formatter.end())
 
 
 def copy_types(table: str, columns: Sequence[str]) -> list[str]:
