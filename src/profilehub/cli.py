@@ -56,7 +56,7 @@ from profilehub.orgs import (
 )
 from profilehub.profiles import ProfileService
 from profilehub.ratelimit import MAX_RATE, RateLimit, any_rate_limits, get_rate_limit, set_rate_limit
-from profilehub.request_log import LOG_LEVELS, logging_config
+from profilehub.request_log import LOG_LEVELS
 from profilehub.store import strategy_store as strategies
 from profilehub.store.backfill_journal import ROLLBACK
 from profilehub.store.changes import history, now_ms
@@ -70,6 +70,7 @@ from profilehub.store.faults import classify
 from profilehub.store.journal_store import prune_journal, retention_days, set_retention_days
 from profilehub.store.receipt_store import ReceiptKeys
 from profilehub.store.turns import POSTGRES_TURNS_ENV
+from profilehub.workers import APP, own_sockets_available, run_workers, uvicorn_options
 
 if TYPE_CHECKING:
     from profilehub.bulk.engine import BulkImporter
@@ -228,6 +229,12 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
     )
     click.echo(f"API docs: {url}/docs (OpenAPI: {url}/openapi.json)")
     with _metrics_shared(workers), _writer_turns_shared(workers, settings.database_url):
+        if workers > 1 and own_sockets_available():
+            # A listening socket a worker, so that connections spread over them (profilehub.workers).
+            status = run_workers(workers, host, port, log_level, access_log)
+            if status:
+                raise SystemExit(status)
+            return
         _run_uvicorn(uvicorn, host, port, workers, log_level, access_log)
 
 
@@ -267,26 +274,8 @@ def _writer_turns_shared(workers: int, database_url: str) -> Iterator[None]:
         yield
 
 
-WORKER_HEALTHCHECK_SECONDS = 60
-
-
 def _run_uvicorn(uvicorn: Any, host: str, port: int, workers: int, log_level: str, access_log: bool) -> None:
-    uvicorn.run(
-        "profilehub.app:create_server_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=logging_config(log_level, access_log),
-        # Read timeouts, and framing errors in the one error shape (see profilehub.serving).
-        http="profilehub.serving:HttpProtocol",
-        access_log=False,
-        # uvicorn kills a worker that does not answer its supervisor's ping within this many
-        # seconds, start-up included (a spawned worker imports everything anew). Its default of 5
-        # killed and restarted both workers of `serve --workers 2` in a loop on a busy 2-CPU host,
-        # where a worker's start took longer than that, while clients saw reset connections.
-        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
-    )
+    uvicorn.run(APP, host=host, port=port, workers=workers, **uvicorn_options(log_level, access_log))
 
 
 def _check_port_free(host: str, port: int) -> None:
