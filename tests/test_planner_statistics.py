@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from profilehub.crm.people import upsert_people_batch
 from profilehub.store.database import Database
-from profilehub.store.statistics import _sample_lightly, written_tables
+from profilehub.store.statistics import _LOCK_KEY, _sample_lightly, written_tables
 from tests.conftest import make_org
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
@@ -85,6 +85,40 @@ def test_crm_tables_get_statistics_from_the_writer(database_url: str) -> None:
         # The newest seq is one step down the (org, object, seq) index, not a scan of its entries.
         assert "Limit" in plan and "Index Only Scan Backward" in plan, plan
     finally:
+        db.close()
+
+
+def test_one_analyser_at_a_time_across_processes(database_url: str) -> None:
+    """Another process's analyser holding the look (its advisory lock): this one leaves the tables
+    to it, then analyses them itself once the lock is free."""
+    _switch_autovacuum_off(database_url)
+    db = Database(database_url)
+    other = db.engine.connect()
+    try:
+        make_org(db)
+        other.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
+        people = 0
+
+        def write_for(seconds: float) -> None:
+            nonlocal people
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                batch = [{"emails": [f"p{people + i}@x.com"], "firstName": "P"} for i in range(100)]
+                upsert_people_batch(db, 1234, batch, "email", "test")
+                people += len(batch)
+                if all(_analysed(db, t)[0] for t in CRM_TABLES):
+                    return
+                time.sleep(0.2)
+
+        # Long enough for several looks (one a second at least) with the tables due.
+        write_for(4)
+        assert not any(_analysed(db, t)[0] for t in CRM_TABLES), f"analysed under another's lock ({people})"
+        other.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+        write_for(30)
+        assert all(_analysed(db, t)[0] for t in CRM_TABLES), f"never analysed after {people} people"
+    finally:
+        other.rollback()
+        other.close()
         db.close()
 
 
