@@ -22,7 +22,10 @@ it slowed by half (the p99 of 64 HTTP clients on PostgreSQL was 3.5x its median)
 PostgreSQL did by default until 8.4 (target 10: 3,000 rows, ~60 ms for the same look), which is
 plenty for the plans profilehub needs (lookups by key, ``max(seq)``), and it pauses for its page
 reads as autovacuum's ANALYZE does (its default cost delay, 2 ms per 200 page reads). A target the
-operator set on a column, or a lower default, still applies.
+operator set on a column, or a lower default, still applies. Serving, it analyses one table at a
+time with a pause between them, so a look takes the CPU in bursts of 10-40 ms rather than one of
+60-150 ms; and one process's analyser looks at a time (an advisory lock), where each worker of
+``serve --workers N`` looked at the same counters and two looks at once made one burst of both.
 
 An importing process (``Database(yields_to_waiting_writers=True)``: ``profilehub import``) analyses
 without the pauses: no request of its own waits beside the ANALYZE, but the import's end does,
