@@ -244,6 +244,8 @@ def test_serve_with_several_workers_warns_when_limits_are_counted_per_process(
 
     monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    # Several workers on Linux: profilehub's own supervisor (profilehub.workers), not uvicorn's.
+    monkeypatch.setattr("profilehub.cli.run_workers", lambda *a, **k: 0)
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
