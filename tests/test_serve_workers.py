@@ -71,13 +71,15 @@ async def _connect_all(port: int, count: int) -> list[tuple[asyncio.StreamReader
     return conns
 
 
+def _listening_workers(server: Served) -> list[int]:
+    held = _established_by_process(server.port, _children(server.proc.pid), "0A")
+    return [pid for pid, n in held.items() if n]
+
+
 def _wait_listening(server: Served, workers: int) -> None:
     """Until ``workers`` of the server's processes listen (``serve`` is ready once one answers)."""
     deadline = time.monotonic() + 60
-    while (
-        sum(1 for n in _established_by_process(server.port, _children(server.proc.pid), "0A").values() if n)
-        < workers
-    ):
+    while len(_listening_workers(server)) < workers:
         assert time.monotonic() < deadline, f"fewer than {workers} workers listening"
         time.sleep(0.1)
 
@@ -105,8 +107,9 @@ def test_connections_opened_together_are_spread_over_the_workers(tmp_path: Path)
 
 def test_a_worker_that_dies_is_replaced(tmp_path: Path) -> None:
     with serve(f"sqlite:///{tmp_path / 'replace.db'}", tmp_path, "--workers", "2") as server:
-        before = set(_children(server.proc.pid))
-        victim = next(iter(before))
+        _wait_listening(server, 2)
+        before = set(_children(server.proc.pid))  # the workers, and multiprocessing's resource tracker
+        victim = min(_listening_workers(server))
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 60
         while True:
@@ -144,3 +147,24 @@ def test_a_port_in_use_is_refused_before_any_worker_starts(tmp_path: Path) -> No
         )
     assert done.returncode == 1
     assert f"port {port} is in use" in done.stderr
+
+
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    with serve(f"sqlite:///{tmp_path / 'orphans.db'}", tmp_path, "--workers", "2") as server:
+        _wait_listening(server, 2)
+        workers = _listening_workers(server)
+        server.proc.send_signal(signal.SIGKILL)  # the supervisor alone: no chance to stop them
+        server.proc.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while alive := [pid for pid in workers if Path(f"/proc/{pid}").exists() and not _zombie(pid)]:
+            assert time.monotonic() < deadline, f"workers {alive} kept serving without their supervisor"
+            time.sleep(0.2)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{server.base}/healthz", timeout=5)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False

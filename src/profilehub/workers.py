@@ -15,7 +15,8 @@ all and exits with status 0. A worker that ends by itself is started again, unle
 up (uvicorn's start-up failure, exit status 3: the app or the socket is broken and would fail the
 same way each time); then the other workers are stopped and ``serve`` exits with status 1. A
 worker that hangs is not detected (uvicorn's supervisor pings its workers; a hung worker here
-keeps its connections until it is killed). Connections still in a stopping worker's accept queue
+keeps its connections until it is killed). A worker whose parent is killed (SIGKILL, which
+leaves it no chance to stop them) stops itself within a second. Connections still in a stopping worker's accept queue
 are refused by the kernel, as any closed listening socket's are.
 
 Where ``SO_REUSEPORT`` is not offered (it is on Linux), ``serve`` uses uvicorn's supervisor.
@@ -31,6 +32,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 from profilehub.request_log import logging_config
@@ -84,9 +86,21 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(host: str, port: int, log_level: str, access_log: bool) -> None:
+def _stop_when_orphaned(parent: int) -> None:
+    """In a worker: SIGTERM to itself (a graceful stop) once the supervisor is gone, killed
+    without the chance to stop its workers; they would otherwise serve on, unsupervised."""
+    while os.getppid() == parent:
+        time.sleep(_WATCH_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(host: str, port: int, log_level: str, access_log: bool, parent: int) -> None:
     """One worker process: a uvicorn server on a socket of its own."""
     import uvicorn
+
+    threading.Thread(
+        target=_stop_when_orphaned, args=(parent,), name="profilehub-orphan", daemon=True
+    ).start()
 
     config = uvicorn.Config(APP, host=host, port=port, **uvicorn_options(log_level, access_log))
     try:
@@ -105,7 +119,9 @@ def run_workers(count: int, host: str, port: int, log_level: str, access_log: bo
     failed = False
 
     def start() -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=_worker, args=(host, port, log_level, access_log), daemon=False)
+        process = context.Process(
+            target=_worker, args=(host, port, log_level, access_log, os.getpid()), daemon=False
+        )
         process.start()
         return process
 
