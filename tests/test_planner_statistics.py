@@ -47,6 +47,21 @@ def _analysed(db: Database, table: str) -> tuple[bool, float]:
     return bool(row[0]), float(row[1])
 
 
+def _write_people_until_analysed(db: Database, people: int, seconds: float) -> int:
+    """Upsert people 100 at a time until the CRM tables are analysed or ``seconds`` pass; the
+    people written so far. The writer looks at the tables' change counters between batches
+    (PostgreSQL publishes them within about a second)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        batch = [{"emails": [f"p{people + i}@x.com"], "firstName": "P"} for i in range(100)]
+        upsert_people_batch(db, 1234, batch, "email", "test")
+        people += len(batch)
+        if all(_analysed(db, t)[0] for t in CRM_TABLES):
+            break
+        time.sleep(0.2)
+    return people
+
+
 def test_start_up_says_when_autovacuum_is_off(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
     _switch_autovacuum_off(database_url)
     caplog.clear()
@@ -62,17 +77,7 @@ def test_crm_tables_get_statistics_from_the_writer(database_url: str) -> None:
     db = Database(database_url)
     try:
         make_org(db)
-        people = 0
-        deadline = time.monotonic() + 30
-        # The writer looks at the tables' change counters between batches (PostgreSQL publishes
-        # them within about a second): keep writing until it has analysed, or give up.
-        while time.monotonic() < deadline:
-            batch = [{"emails": [f"p{people + i}@x.com"], "firstName": "P"} for i in range(100)]
-            upsert_people_batch(db, 1234, batch, "email", "test")
-            people += len(batch)
-            if all(_analysed(db, t)[0] for t in CRM_TABLES):
-                break
-            time.sleep(0.2)
+        people = _write_people_until_analysed(db, 0, 30)
         for table in CRM_TABLES:
             analysed, rows = _analysed(db, table)
             assert analysed and rows > 0, f"{table} was never analysed after {people} people"
@@ -97,24 +102,11 @@ def test_one_analyser_at_a_time_across_processes(database_url: str) -> None:
     try:
         make_org(db)
         other.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
-        people = 0
-
-        def write_for(seconds: float) -> None:
-            nonlocal people
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
-                batch = [{"emails": [f"p{people + i}@x.com"], "firstName": "P"} for i in range(100)]
-                upsert_people_batch(db, 1234, batch, "email", "test")
-                people += len(batch)
-                if all(_analysed(db, t)[0] for t in CRM_TABLES):
-                    return
-                time.sleep(0.2)
-
         # Long enough for several looks (one a second at least) with the tables due.
-        write_for(4)
+        people = _write_people_until_analysed(db, 0, 4)
         assert not any(_analysed(db, t)[0] for t in CRM_TABLES), f"analysed under another's lock ({people})"
         other.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
-        write_for(30)
+        people = _write_people_until_analysed(db, people, 30)
         assert all(_analysed(db, t)[0] for t in CRM_TABLES), f"never analysed after {people} people"
     finally:
         other.rollback()
