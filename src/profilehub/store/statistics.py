@@ -177,16 +177,13 @@ class PlannerStatistics:
             # once made one burst of twice the CPU, bench/NOTES-crm.md); an importing one waits
             # for it, its look being the import's last (the module's doc).
             taking = "pg_try_advisory_lock(:k)" if self._paced else "pg_advisory_lock(:k) IS NULL"
+            # A failure below invalidates the connection, and its session's lock goes with it.
             if conn.execute(sa.text(f"SELECT {taking}"), {"k": _LOCK_KEY}).scalar():
-                try:
-                    due = [t.name for t in table_states(conn) if t.due]
-                    conn.commit()
-                    took = self._analyse_tables(conn, due)
-                finally:
-                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
-                    conn.commit()
-            else:
+                due = [t.name for t in table_states(conn) if t.due]
                 conn.commit()
+                took = self._analyse_tables(conn, due)
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+            conn.commit()
         except sa.exc.SQLAlchemyError:
             log.exception("ANALYZE failed; plans may be poor until it succeeds")
             if conn is not None:
