@@ -36,10 +36,10 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _established_by_process(
+def _sockets_by_process(
     port: int, pids: list[int], state: str = "01", peers: set[int] | None = None
 ) -> dict[int, int]:
-    """How many connections to ``port`` each of ``pids`` holds (Linux ``/proc``; ``state``: the
+    """How many sockets on ``port`` each of ``pids`` holds (Linux ``/proc``; ``state``: the
     kernel's TCP state, 01 established, 0A listening; ``peers``: only those from these client ports)."""
     inodes: dict[str, int] = {}
     for pid in pids:
@@ -80,7 +80,7 @@ async def _connect_all(port: int, count: int) -> list[tuple[asyncio.StreamReader
 
 
 def _listening_workers(server: Served) -> list[int]:
-    held = _established_by_process(server.port, _children(server.proc.pid), "0A")
+    held = _sockets_by_process(server.port, _children(server.proc.pid), "0A")
     return [pid for pid, n in held.items() if n]
 
 
@@ -102,7 +102,7 @@ def test_connections_opened_together_are_spread_over_the_workers(tmp_path: Path)
                 try:
                     # This burst's own (a closed one of the last may not be gone yet)
                     ours = {writer.get_extra_info("sockname")[1] for _, writer in conns}
-                    return _established_by_process(server.port, _children(server.proc.pid), peers=ours)
+                    return _sockets_by_process(server.port, _children(server.proc.pid), peers=ours)
                 finally:
                     for _, writer in conns:
                         writer.close()
