@@ -172,6 +172,40 @@ def test_a_patch_that_replaces_the_emails_moves_the_link_with_them(
     assert cdp.search({"email": ["old@example.com"]}) == []
 
 
+def test_a_person_write_that_keeps_the_identifiers_leaves_the_profile_alone(
+    client: TestClient, org: OrgFixture
+) -> None:
+    """The graph holds identifiers: an update of a person's other fields is the person's event
+    only; the profile, its ids' ``_ts`` and its feed move when an email or the phone number does."""
+    cdp = Cdp(client, org)
+    body = {"firstName": "Flo", "emails": ["flo@example.com"], "phoneNumber": "+4930777000"}
+    person = upsert(client, org, body)
+    [before] = cdp.search({"email": ["flo@example.com"]})
+
+    def feed() -> list[dict[str, Any]]:
+        r = client.get("/cdp/v1/changes", params={"orgId": org.org_id, "limit": 1000}, headers=org.headers())
+        return list(r.json()["changes"])
+
+    announced = len(feed())
+    for again in (
+        {"firstName": "Flora", "emails": ["FLO@example.com"], "jobTitle": "chef"},  # by email
+        {**body, "phoneNumber": "+49 30 777000"},  # the same number, written otherwise
+    ):
+        assert upsert(client, org, again)["ucid"] == person["ucid"]
+    r = client.patch(f"{PEOPLE}/{person['id']}", json={"lastName": "Lima"}, headers=org.bearer)
+    assert r.status_code == 200, r.text
+    assert r.json()["person"]["ucid"] == person["ucid"] and r.json()["person"]["lastName"] == "Lima"
+    assert cdp.search({"email": ["flo@example.com"]}) == [before]
+    assert len(feed()) == announced
+    # new emails are new identifiers: the profile takes them and is announced
+    r = client.patch(f"{PEOPLE}/{person['id']}", json={"emails": ["flora@example.com"]}, headers=org.bearer)
+    assert r.status_code == 200, r.text
+    [after] = cdp.search({"email": ["flora@example.com"]})
+    assert after["ucid"] == person["ucid"] and after["updated_ts"] >= before["updated_ts"]
+    assert [e["type"] for e in feed()[announced:]] == ["profile.updated"]
+    assert feed()[-1]["data"]["profile"] == after
+
+
 def test_an_email_a_patch_dropped_stays_dropped_when_the_profile_is_unmerged(
     client: TestClient, org: OrgFixture
 ) -> None:

@@ -274,6 +274,9 @@ class _OrgWrites:
     saved: list[PersonResult] = field(default_factory=list)
     graph: list[tuple[PreparedWrite, list[Identifier]]] = field(default_factory=list)
     graph_of: list[PersonResult] = field(default_factory=list)
+    # Saved people whose emails and phone number did not change: no graph write, only their link
+    # read for the answer (``_save_person``).
+    unchanged: list[str] = field(default_factory=list)
     # What each person's write asks of ``attrs``, worked out once a transaction.
     indexed: Mapping[str, str] = field(init=False)  # the value index's keys and their types
     unique: list[str] = field(init=False)  # the keys of isUnique attributes
@@ -508,15 +511,26 @@ def _save_person(
         check_unique(conn, org_id, PEOPLE, attrs, merged, record_id, "customAttributes.")
     new_id = record_id or new_record_id()
     # The person's write to the identity graph, prepared (never refused) before anything is written.
-    graph = prepare_person(
-        org.strategy,
-        org_id,
-        org.home,
-        PersonIdentity(
-            new_id, emails, merged.get("phone_number"), [e for e in old_emails if e not in emails]
-        ),
-        actor,
-        known,
+    # A person whose emails and phone number are as they were writes nothing to the graph: the
+    # graph holds identifiers, and the person's did not change (docs/crm.md, "The link").
+    unchanged = (
+        previous is not None
+        and emails == old_emails
+        and merged.get("phone_number") == previous.values.get("phone_number")
+    )
+    graph = (
+        None
+        if unchanged
+        else prepare_person(
+            org.strategy,
+            org_id,
+            org.home,
+            PersonIdentity(
+                new_id, emails, merged.get("phone_number"), [e for e in old_emails if e not in emails]
+            ),
+            actor,
+            known,
+        )
     )
     # Everything is checked: from here on, only writes.
     ts = org.now()
@@ -548,6 +562,8 @@ def _save_person(
     if graph is not None:
         org.graph.append(graph)
         org.graph_of.append(result)
+    elif unchanged:
+        org.unchanged.append(saved.record_id)
     return result
 
 
@@ -560,12 +576,14 @@ def _resolve_in_graph(conn: Connection, profiles: ProfileService, org: _OrgWrite
     with pipelined(conn):
         # The people's rows and the graph's first read in one round trip (PostgreSQL).
         org.rows.flush()
-        if org.graph:
+        if org.graph or org.unchanged:
             # A new person's link is looked up by nobody: about a sixth of the lookups by value
             # of a batch of new people.
             created = [person_link(r.person["id"]) for r in org.graph_of if r.created]
             storage.known_free(org.org_id, org.home, created)
-            storage.prefetch(org.org_id, org.home, people_ids(org.graph), [])
+            # The unchanged people's links too, for their answers' ``ucid``, in the same read.
+            links = [person_link(p) for p in org.unchanged]
+            storage.prefetch(org.org_id, org.home, people_ids(org.graph) + links, [])
     if org.graph:
         written = profiles.write_people(
             conn, org.org_id, org.home, org.graph, storage, strategy=org.strategy, locked=True
@@ -588,7 +606,7 @@ def _resolve_in_graph(conn: Connection, profiles: ProfileService, org: _OrgWrite
                     "another person: not linked to a profile (docs/crm.md)",
                 }
             )
-    org.saved, org.graph, org.graph_of = [], [], []
+    org.saved, org.graph, org.graph_of, org.unchanged = [], [], [], []
 
 
 def _suppressed(org: _OrgWrites, known: GraphIds | None, id_type: str, value: str, where: str) -> bool:
