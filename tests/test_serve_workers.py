@@ -54,7 +54,9 @@ def _sockets_by_process(
                 continue
             if target.startswith("socket:["):
                 inodes[target[8:-1]] = pid
-    held = dict.fromkeys(pids, 0)
+    # A set of inodes: the kernel writes /proc/net/tcp a piece at a time, and a socket table that
+    # changes between two pieces can show a socket twice (it counted 65 of 64 once).
+    found: set[str] = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         local_port = int(fields[1].rsplit(":", 1)[1], 16)
@@ -65,7 +67,10 @@ def _sockets_by_process(
             and fields[9] in inodes
             and (peers is None or peer_port in peers)
         ):
-            held[inodes[fields[9]]] += 1
+            found.add(fields[9])
+    held = dict.fromkeys(pids, 0)
+    for inode in found:
+        held[inodes[inode]] += 1
     return held
 
 
