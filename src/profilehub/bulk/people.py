@@ -456,7 +456,7 @@ class PeopleBulkImporter:
                     positions.extend(range(at_pos, at_pos + len(org.graph)))
                     at_pos += len(org.graph)
                     written.add_call(org.saved, org.graph, org.graph_of)
-                    org.saved, org.graph, org.graph_of = [], [], []
+                    org.saved, org.graph, org.graph_of, org.unchanged = [], [], [], []
                 results += answers
             given = iter(results)
             for record in batch:

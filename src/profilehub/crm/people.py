@@ -512,7 +512,8 @@ def _save_person(
     new_id = record_id or new_record_id()
     # The person's write to the identity graph, prepared (never refused) before anything is written.
     # A person whose emails and phone number are as they were writes nothing to the graph: the
-    # graph holds identifiers, and the person's did not change (docs/crm.md, "The link").
+    # graph holds identifiers, and the person's did not change (docs/crm.md, "Other fields leave the
+    # graph alone").
     unchanged = (
         previous is not None
         and emails == old_emails
