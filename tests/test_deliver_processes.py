@@ -158,6 +158,43 @@ def test_serve_delivers_in_the_background(database_url: str, tmp_path: Path) -> 
         db.close()
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_stops_serve_and_its_deliverers_without_an_error(tmp_path: Path, workers: str) -> None:
+    """A terminal's Ctrl-C reaches the whole process group: the deliverer processes leave their
+    stop to their server (which ends them through the pipe), instead of ending first and being
+    reported as a deliverer that died."""
+    with serve(f"sqlite:///{tmp_path / 'ctrl-c.db'}", tmp_path, "--workers", workers) as served:
+        wait_for(
+            "the deliverers",
+            lambda: (
+                sum(b"profilehub.delivery.process" in _cmdline(p) for p in _tree(served.proc.pid))
+                == int(workers)
+            ),
+        )
+        os.killpg(served.proc.pid, signal.SIGINT)
+        assert served.proc.wait(timeout=60) == 0
+    log = served.log.read_text()
+    assert "deliverer process" in log and "started" in log
+    assert "ended" not in log and '"level":"error"' not in log and "Traceback" not in log, log
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid``'s descendants."""
+    found, todo = [], [pid]
+    while todo:
+        kids = child_pids(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_serve_starts_another_deliverer_when_its_own_ends(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

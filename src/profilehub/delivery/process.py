@@ -63,6 +63,10 @@ class DelivererProcess:
             [sys.executable, "-m", "profilehub.delivery.process"],
             stdin=subprocess.PIPE,
             env={**os.environ, "PROFILEHUB_LOG_LEVEL": level},
+            # A process group of its own: a terminal's Ctrl-C reaches the whole foreground group,
+            # and a deliverer in it ended before its server did (or died mid-import, a traceback)
+            # and was reported as one that failed. Its stop is the server's, through the pipe.
+            process_group=0,
         )
         assert self.process.stdin is not None
         os.set_blocking(self.process.stdin.fileno(), False)
@@ -124,7 +128,8 @@ class DelivererProcess:
 async def _deliver(deliverer: Deliverer, bell: EventBell) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    # Ctrl-C reaches the whole process group; the server's own shutdown then closes the pipe.
+    # Sent to this process itself (it has a process group of its own, so a terminal's Ctrl-C goes
+    # to the server, whose shutdown closes the pipe).
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     stdin = sys.stdin.fileno()
