@@ -90,6 +90,17 @@ def test_two_deliverers_deliver_each_event_once(database_url: str, tmp_path: Pat
         db.close()
 
 
+def test_deliver_says_what_it_does_and_nothing_of_the_schema(database_url: str, tmp_path: Path) -> None:
+    db = Database(database_url)
+    db.close()
+    with deliver(database_url, tmp_path):
+        [log] = tmp_path.glob("deliver-*.log")
+        wait_for("deliver to start", lambda: "Ctrl-C stops" in log.read_text())
+    lines = log.read_text().splitlines()
+    assert any(line.startswith("delivering webhooks as ") for line in lines), lines
+    assert not [line for line in lines if "alembic" in line], lines
+
+
 def test_kill_9_mid_stream_loses_nothing(database_url: str, tmp_path: Path) -> None:
     db = Database(database_url)
     try:

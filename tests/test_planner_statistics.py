@@ -13,11 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
+from profilehub.cli import main
 from profilehub.crm.people import upsert_people_batch
 from profilehub.store.database import Database
 from profilehub.store.statistics import _LOCK_KEY, _sample_lightly, written_tables
 from tests.conftest import make_org
+from tests.serve_process import free_port
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 
@@ -62,14 +65,27 @@ def _write_people_until_analysed(db: Database, people: int, seconds: float) -> i
     return people
 
 
-def test_start_up_says_when_autovacuum_is_off(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_serve_says_once_at_start_up_when_autovacuum_is_off(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import uvicorn
+
     _switch_autovacuum_off(database_url)
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    port = str(free_port())
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        Database(database_url).close()
-    [warning] = [r.getMessage() for r in caplog.records if "autovacuum is off" in r.getMessage()]
+        served = CliRunner().invoke(main, ["serve", "--port", port])
+        listed = CliRunner().invoke(main, ["org", "list"])
+        Database(database_url).close()  # a server worker's, a deliverer's or a command's store
+    assert served.exit_code == 0 and listed.exit_code == 0, served.output + listed.output
     # Off for the whole server (as on the development machine) or, where it is on, for the tables.
+    [warning] = [line for line in served.output.splitlines() if "autovacuum is off" in line]
     assert "ANALYZE" in warning and ("crm_records" in warning or "server" in warning), warning
+    # Said by serve alone, once: not by every command, worker or deliverer that opens the store.
+    assert "autovacuum" not in listed.output
+    assert not [r for r in caplog.records if "autovacuum" in r.getMessage()]
 
 
 def test_crm_tables_get_statistics_from_the_writer(database_url: str) -> None:

@@ -69,6 +69,7 @@ from profilehub.store.database import (
 from profilehub.store.faults import classify
 from profilehub.store.journal_store import prune_journal, retention_days, set_retention_days
 from profilehub.store.receipt_store import ReceiptKeys
+from profilehub.store.statistics import autovacuum_warning
 from profilehub.store.turns import POSTGRES_TURNS_ENV
 from profilehub.workers import APP, own_sockets_available, run_workers, uvicorn_options
 
@@ -209,10 +210,13 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
             limited = any_rate_limits(conn)
             # Refused here rather than found by an erasure (docs/privacy.md#the-receipt-key).
             locked = ReceiptKeys(settings.receipt_key_passphrase).problem(conn)
+            unanalysed = autovacuum_warning(conn)
     finally:
         db.close()
     if locked is not None:
         raise click.ClickException(f"cannot sign erasure receipts: {locked}")
+    if unanalysed:
+        click.echo(f"warning: {unanalysed}", err=True)
     if workers > 1 and limited and not settings.redis_url:
         click.echo(
             f"warning: rate limits are counted per process without PROFILEHUB_REDIS_URL: "

@@ -172,6 +172,9 @@ def deliver(nats_url: str | None, stream: str, no_webhooks: bool) -> None:
     # Warnings (an endpoint's round failing, the database away) as lines on stderr, never a URL
     # or a secret (the endpoint is named by its id).
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic's INFO lines on opening the store ("Context impl SQLiteImpl.") say nothing to an
+    # operator; its warnings and errors still show.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     with open_db() as db:
         deliverer = Deliverer(db, settings, nats_url=nats_url, nats_stream=stream, webhooks=not no_webhooks)
         click.echo(

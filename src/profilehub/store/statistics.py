@@ -100,7 +100,10 @@ def table_states(conn: Connection) -> list[TableState]:
 
 
 def autovacuum_warning(conn: Connection) -> str | None:
-    """What to say at start-up when autovacuum does not look after some of profilehub's tables."""
+    """What ``profilehub serve`` says at start-up (once, not in each worker or command) when
+    autovacuum does not look after some of profilehub's tables; None where it does, and on SQLite."""
+    if conn.dialect.name != "postgresql":
+        return None
     server_off = conn.exec_driver_sql("SHOW autovacuum").scalar() == "off"
     counts_off = conn.exec_driver_sql("SHOW track_counts").scalar() == "off"
     if server_off or counts_off:
@@ -128,10 +131,6 @@ class PlannerStatistics:
         self._stopping = False
         self._thread: threading.Thread | None = None
         if self._enabled:
-            with engine.connect() as conn:
-                warning = autovacuum_warning(conn)
-            if warning:
-                log.warning("%s", warning)
             self._thread = threading.Thread(target=self._run, name="profilehub-statistics", daemon=True)
             self._thread.start()
         self._next = time.monotonic() + _MIN_INTERVAL
