@@ -228,7 +228,10 @@ def check_value(attr: Attribute, raw: Any, field: str) -> Any:
             raise BadRequest(f"{raw!r} is not an ISO 8601 datetime", field=field) from exc
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)  # a datetime without offset is taken as UTC
-        return moment.astimezone(UTC).isoformat()
+        try:
+            return moment.astimezone(UTC).isoformat()
+        except OverflowError as exc:  # its offset moves it before year 1 or after year 9999
+            raise BadRequest(f"{raw!r} is outside years 1 to 9999 in UTC", field=field) from exc
     if kind == "checkbox":
         if not isinstance(raw, bool):
             raise BadRequest(f"expected true or false, got {raw!r}", field=field)
