@@ -216,6 +216,19 @@ RAW_BAD: list[tuple[str, str, bytes, str]] = [
     ),
     ("nul-search", S, rb'{"orgId":1234,"search":{"fpuid":["\u0000"]}}', "search.fpuid"),
     ("nul-delete", D, rb'{"orgId":1234,"region":"EU","ids":{"fpuid":["\u0000"]}}', "ids.fpuid"),
+    # A NUL in a name is shown escaped, as the CRM names it (a raw NUL in the answer before).
+    (
+        "nul-attr",
+        W,
+        rb'{"orgId":1234,"region":"EU","ids":{"fpuid":"n"},"upsert":{"profile":{"a\u0000b":1}}}',
+        "upsert.profile.a\\u0000b",
+    ),
+    (
+        "nul-nested-key",
+        W,
+        rb'{"orgId":1234,"region":"EU","ids":{"fpuid":"n"},"upsert":{"profile":{"a":{"k\u0000":1}}}}',
+        "upsert.profile.a.k\\u0000",
+    ),
     ("null-search-value", S, rb'{"orgId":1234,"search":{"fpuid":[null]}}', "search.fpuid"),
     (
         "nan",

@@ -157,6 +157,15 @@ def shape_errors(errors: Iterable[Mapping[str, Any]], known: Iterable[str]) -> d
     return out
 
 
+def printable_key(key: str) -> str:
+    """``key`` with control characters and lone surrogates escaped (``\\u0000``, ``\\ud800``)."""
+    if key.isprintable():
+        return key
+    return "".join(
+        c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else f"\\u{ord(c):04x}" for c in key
+    )
+
+
 def _printable(text: str) -> str:
     # Messages quote what the client sent; a lone surrogate in it would make the error itself
     # unencodable as UTF-8 JSON, so it is shown escaped instead.

@@ -20,7 +20,7 @@ import orjson
 from sqlalchemy.engine import Connection
 
 from profilehub.crm.erasure import erase_people, lock_people
-from profilehub.errors import BadRequest, NotFound, ProfilehubError, Suppressed, each_or_error
+from profilehub.errors import BadRequest, NotFound, ProfilehubError, Suppressed, each_or_error, printable_key
 from profilehub.idempotency import forget_answers
 from profilehub.identity.normalize import Identifier, Notice, coerce_id_value, normalise_ids
 from profilehub.identity.resolve import CATEGORIES, PreparedWrite, WriteOutcome, apply_write
@@ -128,8 +128,10 @@ def _check_attribute_value(value: Any, field: str, depth: int = 0) -> None:
             _check_attribute_value(item, field, depth + 1)
     elif isinstance(value, dict):
         for key, item in value.items():
-            _check_text(key, f"{field}.{key}", "a key")
-            _check_attribute_value(item, f"{field}.{key}", depth + 1)
+            # A key is named as sent, with what cannot be shown (NUL, a lone surrogate) escaped.
+            name = f"{field}.{printable_key(key)}"
+            _check_text(key, name, "a key")
+            _check_attribute_value(item, name, depth + 1)
 
 
 def prepare_upsert(upsert: Any) -> dict[str, dict[str, Any] | None]:
@@ -146,7 +148,7 @@ def prepare_upsert(upsert: Any) -> dict[str, dict[str, Any] | None]:
         if not isinstance(attrs, dict):
             raise BadRequest("must be an object of attributes (or null to clear the category)", field=f)
         for name in attrs:
-            _check_text(name, f"{f}.{name}", "an attribute name")
+            _check_text(name, f"{f}.{printable_key(name)}", "an attribute name")
             if not name or len(name) > MAX_ATTRIBUTE_NAME:
                 raise BadRequest(f"attribute names are 1 to {MAX_ATTRIBUTE_NAME} characters", field=f)
             if name.startswith("_"):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from profilehub.errors import BadRequest
+from profilehub.errors import BadRequest, printable_key
 from profilehub.identity.normalize import check_email, normalise_phone
 
 ATTRIBUTE_TYPES = (
@@ -107,15 +107,6 @@ def _check_text(text: str, field: str, what: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise BadRequest(f"{what} is not valid Unicode (a lone surrogate)", field=field) from exc
-
-
-def printable_key(key: str) -> str:
-    """``key`` with control characters and lone surrogates escaped (``\\u0000``, ``\\ud800``)."""
-    if key.isprintable():
-        return key
-    return "".join(
-        c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else f"\\u{ord(c):04x}" for c in key
-    )
 
 
 def snake_case(label: str) -> str:
