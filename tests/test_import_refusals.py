@@ -187,6 +187,70 @@ def test_a_broken_csv_quote_is_a_csv_error_at_its_line(cli: Invoke, tmp_path: Pa
     assert reject["line"] == 2 and "CSV error" in reject["error"]["message"]
 
 
+@pytest.mark.parametrize("bulk", [(), ("--bulk",)], ids=["online", "bulk"])
+def test_a_csv_that_is_not_utf8_is_refused_where_it_is_not(
+    cli: Invoke, tmp_path: Path, bulk: tuple[str, ...]
+) -> None:
+    path = tmp_path / "people.csv"
+    args = ["import", "people", str(path), "--org-id", str(ORG), "--matching-attribute", "email", *bulk]
+    args += ["--map", "Email=emails", "--map", "First=firstName", "--quiet"]
+    # A header in Latin-1: one line naming the byte, not a traceback.
+    path.write_bytes(b"Em\xe9il,First\nann@x.com,Ann\n")
+    result = cli(*args[:-5], "--map", "Em\u00e9il=emails", "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "the CSV header is not UTF-8 text (byte 0xe9 at column 3" in result.output, result.output
+    # A row in Latin-1 among UTF-8 ones: that row rejected at its line, not written with U+FFFD.
+    path.write_bytes(b"Email,First\nann@x.com,Ann\nbob@x.com,B\xe9a\ncy@x.com,Cy\n")
+    result = cli(*args)
+    assert result.exit_code == 1 and "2 created, 0 updated, 1 rejected" in result.output, result.output
+    [reject] = [json.loads(x) for x in checkpoint.rejects_path(path).read_text().splitlines()]
+    assert reject["line"] == 3 and reject["error"]["message"].startswith("line 3: not UTF-8 text (byte 0xe9")
+
+
+def test_a_csv_column_named_twice_is_refused_when_it_would_be_read(cli: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "profiles.csv"
+    path.write_text("email,email,note\na@x.com,b@x.com,n\n")
+    args = ["import", "cdp", str(path), "--org-id", str(ORG), "--region", "EU", "--quiet"]
+    result = cli(*args, "--map", "email=ids.email")
+    assert result.exit_code == 1 and "column(s) email more than once" in result.output, result.output
+    assert "created" not in result.output
+    # A repeated column nobody reads is no ambiguity.
+    path.write_text("email,note,note\na@x.com,n,m\n")
+    result = cli(*args, "--map", "email=ids.email")
+    assert result.exit_code == 0 and "1 created" in result.output, result.output
+
+
+@pytest.mark.parametrize("bulk", [(), ("--bulk",)], ids=["online", "bulk"])
+def test_an_ndjson_line_is_read_as_the_api_reads_its_body(
+    cli: Invoke, tmp_path: Path, bulk: tuple[str, ...]
+) -> None:
+    """NaN, a lone surrogate and an integer beyond 64 bits: refused naming the field, as
+    ``POST /cdp/v1/users`` refuses them (orjson alone called the first two unreadable and read the
+    last as the float 1e+23, which was written); a long integer id taken as the API takes it."""
+    path = tmp_path / "profiles.ndjson"
+    lines = [
+        b'{"ids":{"email":"ok@x.com"},"upsert":{"profile":{"n":18446744073709551615}}}',
+        b'{"ids":{"email":"big@x.com"},"upsert":{"profile":{"n":99999999999999999999999}}}',
+        b'{"ids":{"email":"nan@x.com"},"upsert":{"profile":{"n":NaN}}}',
+        b'{"ids":{"email":"sur@x.com"},"upsert":{"profile":{"n":"\\ud800"}}}',
+        b'{"ids":{"email":"id@x.com","AdId":99999999999999999999999},"upsert":{}}',
+        b'{"ids":{"email":"broken@x.com"',
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    args = ["import", "cdp", str(path), "--org-id", str(ORG), "--region", "EU", "--quiet", *bulk]
+    result = cli(*args, "--max-rejects", "10")
+    assert result.exit_code == 0 and "2 created, 0 updated, 4 rejected" in result.output, result.output
+    rejects = {
+        r["line"]: r["error"] for r in map(json.loads, checkpoint.rejects_path(path).read_text().splitlines())
+    }
+    assert list(rejects[2]["errors"]) == ["upsert.profile.n"], rejects[2]
+    assert "beyond 64 bits" in rejects[2]["message"]
+    assert list(rejects[3]["errors"]) == ["upsert.profile.n"] and "finite" in rejects[3]["message"]
+    assert list(rejects[4]["errors"]) == ["upsert.profile.n"] and "surrogate" in rejects[4]["message"]
+    assert 5 not in rejects  # the id's digits, as over HTTP (orjson's 1e+23 was refused as a float)
+    assert rejects[6]["message"].startswith("line 6: not valid JSON"), rejects[6]
+
+
 def test_bootstrap_says_it_is_installing_on_the_first_run(tmp_path: Path) -> None:
     # A checkout whose .venv exists but has not installed this pyproject.toml yet; its python
     # only records what it was asked to do, so nothing is really installed.

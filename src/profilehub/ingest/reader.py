@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,12 +57,23 @@ def ndjson_lines(path: Path, offset: int = 0, line: int = 0) -> Iterator[tuple[i
                 yield number, end, text
 
 
+# A run of 20 digits: an integer literal orjson may read as a float (1e+23 for 10**23), where the
+# API's parser (``json.loads``, as Starlette's) reads the integer, for the checks to refuse by name.
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+
+
 def parse_ndjson(number: int, text: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    """The record on line ``number``, or None and why it cannot be read."""
+    """The record on line ``number``, or None and why it cannot be read: what the API's parser
+    makes of the same body (orjson where both agree, being faster), so that a value the API
+    refuses naming its field (NaN, a lone surrogate, an integer beyond 64 bits) is refused by the
+    import in the same words rather than read otherwise or called unreadable."""
     try:
-        data = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        return None, f"line {number}: not valid JSON ({exc})"
+        data = json.loads(text) if _LONG_DIGITS.search(text) else orjson.loads(text)
+    except (ValueError, RecursionError) as exc:
+        try:  # NaN, Infinity and lone surrogates: orjson refuses what json.loads reads
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            return None, f"line {number}: not valid JSON ({exc})"
     if isinstance(data, list):
         # A JSON array of records (an export, say) instead of NDJSON: say what the file must be.
         return None, (
@@ -109,6 +122,10 @@ class ColumnMapping:
     def for_header(self, header: list[str]) -> dict[int, list[str]]:
         """Column index -> path parts. Unmapped columns that are paths themselves map to themselves."""
         missing = sorted(set(self.paths) - set(header))
+        read = [c for c in header if c in self.paths or "." in c]
+        if twice := sorted({c for c in read if read.count(c) > 1}):
+            # Which of the two would be read is no choice to make silently.
+            raise SourceError(f"the CSV header has column(s) {', '.join(twice)} more than once; rename one")
         if missing:
             raise SourceError(
                 f"--map names column(s) not in the CSV header: {', '.join(missing)}; "
@@ -141,8 +158,16 @@ def read_csv_header(path: Path) -> tuple[list[str], int]:
         first = f.readline()
         if not first.strip():
             raise SourceError(f"{path}: the CSV file has no header row")
-        header = next(csv.reader([first.decode("utf-8-sig")]))
-        return [h.strip() for h in header], len(first)
+        try:
+            text = first.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise SourceError(f"{path}: the CSV header is not UTF-8 text ({_not_utf8(first, exc)})") from exc
+        header = [h.strip() for h in next(csv.reader([text]))]
+        return header, len(first)
+
+
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
+    return f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}; save the file as UTF-8"
 
 
 def csv_columns(path: Path, mapping: ColumnMapping) -> tuple[dict[int, list[str]], int]:
@@ -170,13 +195,20 @@ def read_csv(path: Path, mapping: ColumnMapping, offset: int = 0, line: int = 0)
     with path.open("rb") as f:
         position = {"line": line, "end": offset}
         chunks: list[str] = []  # the lines of the row being read, for a row that cannot be parsed
+        not_utf8: list[str] = []  # why a line of the row being read is not UTF-8 text, if one is
 
         def text_lines() -> Iterator[str]:
             # csv.reader pulls exactly the lines of one row before yielding it, so after each row
             # ``position`` is the end of that row, even for quoted fields spanning lines.
             for number, end, chunk in _lines(f, offset, line):
                 position["line"], position["end"] = number, end
-                text = chunk.decode("utf-8", errors="replace")
+                try:
+                    text = chunk.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    # The row is refused (as a non-UTF-8 NDJSON line or API body is), not written
+                    # with U+FFFD in place of what it said; the rejects file shows it so.
+                    not_utf8.append(f"line {number}: not UTF-8 text ({_not_utf8(chunk, exc)})")
+                    text = chunk.decode("utf-8", errors="replace")
                 chunks.append(text)
                 yield text
 
@@ -198,12 +230,18 @@ def read_csv(path: Path, mapping: ColumnMapping, offset: int = 0, line: int = 0)
                     start, position["end"], raw[:2000], None, f"line {start}: CSV error: {why}"
                 )
                 chunks.clear()
+                not_utf8.clear()
                 start = last + 1
                 continue
             chunks.clear()
             raw_io = io.StringIO()
             csv.writer(raw_io).writerow(row)
             raw = raw_io.getvalue().rstrip("\r\n")
+            if not_utf8:
+                yield SourceRecord(start, position["end"], raw[:2000], None, not_utf8[0])
+                not_utf8.clear()
+                start = position["line"] + 1
+                continue
             if not any(cell.strip() for cell in row):
                 start = position["line"] + 1
                 continue
