@@ -163,6 +163,11 @@ def test_an_endpoint_failing_through_the_schedule_is_disabled_and_keeps_its_even
         write(store, "A", 3)
         time.sleep(0.3)
         assert len(receiver.all()) == 1 + len(FAST.retry_schedule), "a disabled endpoint gets nothing"
+        # The event committed while it is disabled waits for it too, and is counted so.
+        assert state(store, endpoint_id).pending == 3
+        with store.read() as conn:
+            [listed] = endpoints.list_endpoints(conn, made.endpoint.org_id)
+        assert listed.pending == 3
         up["on"] = True
         store.write(lambda c: endpoints.set_enabled(c, endpoint_id, True))
         wait_for("everything, in order", lambda: len(receiver.delivered()) == 3)

@@ -42,6 +42,8 @@ class Endpoint:
     failing_since: int | None
     last_error: str | None
     delivered: int
+    # Every event still to reach it: handed to it and not yet delivered, or committed after its
+    # cursor and not yet handed to it (where a disabled endpoint's events wait).
     pending: int
 
     @property
@@ -117,6 +119,15 @@ def _pending_counts(conn: Connection, org_id: int) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in rows}
 
 
+def _unread(conn: Connection, row: Any) -> int:
+    """The events of the types ``row``'s endpoint takes, committed after its cursor: not yet handed
+    to it (a disabled endpoint's wait there until it is enabled; an enabled one's for a moment)."""
+    query = sa.select(sa.func.count()).where(events.c.org_id == row.org_id, events.c.event_id > row.cursor)
+    if types := [t for t in row.event_types.split(",") if t]:
+        query = query.where(events.c.type.in_(types))
+    return int(conn.execute(query).scalar_one())
+
+
 def _endpoint(row: Any, pending: int) -> Endpoint:
     return Endpoint(
         endpoint_id=row.endpoint_id,
@@ -142,7 +153,7 @@ def list_endpoints(conn: Connection, org_id: int) -> list[Endpoint]:
         .where(webhook_endpoints.c.org_id == org_id)
         .order_by(webhook_endpoints.c.created_ts, webhook_endpoints.c.endpoint_id)
     )
-    return [_endpoint(r, counts.get(r.endpoint_id, 0)) for r in rows]
+    return [_endpoint(r, counts.get(r.endpoint_id, 0) + _unread(conn, r)) for r in rows]
 
 
 def get_endpoint(conn: Connection, endpoint_id: str, org_id: int | None = None) -> Endpoint:
@@ -161,7 +172,7 @@ def get_endpoint(conn: Connection, endpoint_id: str, org_id: int | None = None) 
             webhook_pending.c.org_id == owner, webhook_pending.c.endpoint_id == endpoint_id
         )
     ).scalar_one()
-    return _endpoint(row, int(pending))
+    return _endpoint(row, int(pending) + _unread(conn, row))
 
 
 def endpoint_secret(conn: Connection, endpoint: Endpoint) -> str:
