@@ -198,6 +198,22 @@ def test_with_redis_two_processes_share_one_budget(two_apps: tuple[FastAPI, Fast
 
 
 @pytest.mark.parametrize("two_apps", ["redis"], indirect=True)
+def test_with_redis_both_windows_of_a_limit_hold(two_apps: tuple[FastAPI, FastAPI]) -> None:
+    """A per-second and a per-minute limit together: the refusal at the first window still reads
+    the second (Redis's reply ended at its unread count, and the limiter took that for Redis down
+    and let every request through)."""
+    org = make_org(two_apps[0].state.db)
+    for a in two_apps:
+        limit(a, org, per_second=4, per_minute=1000)
+        scripted(a)
+    with TestClient(two_apps[0]) as first, TestClient(two_apps[1]) as second:
+        statuses = [cdp_write((first, second)[i % 2], org, i).status_code for i in range(10)]
+        refused = cdp_write(first, org, 10)
+    assert statuses == [200] * 4 + [429] * 6, statuses
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1", refused.headers
+
+
+@pytest.mark.parametrize("two_apps", ["redis"], indirect=True)
 def test_with_redis_budget_taken_in_blocks_never_exceeds_the_limit(two_apps: tuple[FastAPI, FastAPI]) -> None:
     """A large limit is taken from Redis in blocks (here 5 of a limit of 10): each process serves
     its block, and together they let through exactly the limit."""

@@ -166,6 +166,8 @@ for i = 1, n do
   counts[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
   local left = tonumber(ARGV[3 * i - 2]) - counts[i]
   if left <= 0 then
+    -- The windows after this one are read too: a nil would end the reply's array there.
+    for j = i + 1, n do counts[j] = tonumber(redis.call('GET', KEYS[j]) or '0') end
     local out = {0}
     for j = 1, n do out[j + 1] = counts[j]; out[n + j + 1] = 0 end
     return out
