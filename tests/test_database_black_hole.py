@@ -48,3 +48,27 @@ def test_requests_answer_503_when_the_database_host_drops_packets(database_url: 
     finally:
         proxy.cut()
         app.state.db.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_open_connections_give_up_on_a_silent_host_after_the_connect_timeout(database_url: str) -> None:
+    """An open connection to a host gone silent: libpq's ``tcp_user_timeout`` ends what it sent
+    after the connect timeout (unacknowledged data is retransmitted for ~15 minutes otherwise).
+    The kernel enforces it, so what is checked here is that every connection carries it, and that
+    a URL's own value is kept."""
+    from profilehub.store.database import Database
+
+    db = Database(database_url, connect_timeout=3)
+    try:
+        with db.read() as conn:
+            parameters = conn.connection.driver_connection.info.get_parameters()
+        assert parameters.get("tcp_user_timeout") == "3000", parameters
+    finally:
+        db.close()
+    own = f"{database_url}{'&' if '?' in database_url else '?'}tcp_user_timeout=12345"
+    db = Database(own)
+    try:
+        with db.read() as conn:
+            assert conn.connection.driver_connection.info.get_parameters()["tcp_user_timeout"] == "12345"
+    finally:
+        db.close()

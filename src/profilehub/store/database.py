@@ -218,6 +218,11 @@ def make_engine(
         return engine
     # libpq (and psycopg) count the timeout per address tried, and treat less than 2 s as 2 s.
     connect_args: dict[str, Any] = {"connect_timeout": connect_timeout}
+    if "tcp_user_timeout" not in sa.engine.make_url(url).query:
+        # An open connection whose host went silent (gone from the network, packets dropped): what
+        # it sent is given up after as long as a connection may take to open, so the request
+        # answers 503 instead of waiting for the kernel's retransmissions (~15 minutes).
+        connect_args["tcp_user_timeout"] = max(2, connect_timeout) * 1000
     session = f"-c idle_in_transaction_session_timeout={idle_in_transaction_timeout * 1000}"
     given = sa.engine.make_url(url).query.get("options")  # the URL's own ?options= are kept
     connect_args["options"] = " ".join([*([given] if isinstance(given, str) else list(given or ())), session])
