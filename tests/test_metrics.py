@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from profilehub.app import create_app
 from profilehub.config import Settings
 from tests.cdp_client import Cdp
 from tests.conftest import OrgFixture
-from tests.serve_process import serve
+from tests.serve_process import new_org, serve
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -180,3 +181,47 @@ def test_several_workers_answer_the_sum_over_all_of_them(tmp_path: Path) -> None
             assert httpx.get(f"{server.base}/healthz").status_code == 200
         assert {healthz_count(server.base) - before for _ in range(8)} == {40}
         assert server.stop() == 0
+
+
+def test_several_workers_drop_a_deleted_webhooks_backlog_and_log_only_json(
+    database_url: str, tmp_path: Path
+) -> None:
+    # A scrape used to leave two plain warning lines on stderr (prometheus-client's "Clearing
+    # labels has not been implemented in multi-process mode"), and a deleted endpoint's backlog
+    # stayed in every scrape until a restart.
+    org = new_org(database_url)
+    admin = {"Authorization": "Bearer admin-token-for-metrics"}
+
+    def backlog_lines(base: str) -> list[str]:
+        r = httpx.get(f"{base}/metrics")
+        assert r.status_code == 200
+        return [line for line in r.text.splitlines() if line.startswith("profilehub_webhook_backlog_events{")]
+
+    with serve(
+        database_url, tmp_path, "--workers", "2", PROFILEHUB_ADMIN_TOKEN="admin-token-for-metrics"
+    ) as server:
+        made = httpx.post(
+            f"{server.base}/admin/v1/webhooks",
+            json={"orgId": org.org_id, "url": "http://127.0.0.1:9/in"},  # nobody listens there
+            headers=admin,
+        )
+        assert made.status_code == 201, made.text
+        endpoint = made.json()["webhook"]["id"]
+        write = {"orgId": org.org_id, "region": "EU", "ids": {"crm_id": "W-1"}, "upsert": {}}
+        assert httpx.post(f"{server.base}/cdp/v1/users", json=write, headers=org.headers()).status_code == 200
+        # Each scrape is a new connection, which the kernel gives to either worker.
+        seen = [backlog_lines(server.base) for _ in range(8)]
+        assert all(
+            lines == [f'profilehub_webhook_backlog_events{{endpoint="{endpoint}"}} 1.0'] for lines in seen
+        )
+        gone = httpx.delete(
+            f"{server.base}/admin/v1/webhooks/{endpoint}", params={"orgId": org.org_id}, headers=admin
+        )
+        assert gone.status_code in (200, 204), gone.text
+        assert [backlog_lines(server.base) for _ in range(8)] == [[]] * 8
+        assert server.stop() == 0
+    # After the start-up lines (stdout's, and stderr's plain warnings before the log starts), every
+    # line is one JSON object of the log on stderr.
+    lines = server.log.read_text().splitlines()
+    started = next(n for n, line in enumerate(lines) if line.startswith("API docs: "))
+    assert [json.loads(line)["logger"] for line in lines[started + 1 :]], lines

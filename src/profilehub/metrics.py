@@ -78,17 +78,10 @@ class Metrics:
             "Merges a write would have made but an idType's limit refused (merge_refused notices).",
             registry=r,
         )
-        self.webhook_backlog = Gauge(
-            "profilehub_webhook_backlog_events",
-            "Events an enabled webhook endpoint has yet to receive: committed after its cursor, "
-            "plus those waiting for a retry (read from the database at each scrape).",
-            ["endpoint"],
-            registry=r,
-            multiprocess_mode="max",  # every process reads the same rows
-        )
         self._depth: Callable[[], int] | None = None
-        self._backlog: Callable[[], dict[str, int]] | None = None
-        self._imports: ImportsCollector | None = None
+        # Read from the database at each scrape, so they are not per-process values: under
+        # multiprocess mode they are added to the summed answer, not written to its files.
+        self._scraped: list[Collector] = []
         # Label children by key: ``labels()`` checks and joins its arguments on every call.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
@@ -121,38 +114,30 @@ class Metrics:
         self._depth = depth
 
     def watch_backlog(self, backlog: Callable[[], dict[str, int]]) -> None:
-        """Read the webhook endpoints' backlogs at each scrape."""
-        self._backlog = backlog
-
-    def _read_backlog(self) -> None:
-        try:
-            found = self._backlog() if self._backlog is not None else {}
-        except Exception:  # the database is away: the scrape still answers, without these
-            log.warning("metrics: cannot read the webhook backlog", exc_info=True)
-            return
-        self.webhook_backlog.clear()
-        for endpoint, count in found.items():
-            self.webhook_backlog.labels(endpoint).set(count)
+        """Show the webhook endpoints' backlogs ``backlog()`` finds at each scrape."""
+        self._watch(WebhookBacklogCollector(backlog))
 
     def watch_imports(self, runs: Callable[[], list[ImportRun]]) -> None:
         """Show the imports ``runs()`` finds (read from the database at each scrape: imports run
         in processes of their own, see profilehub.ingest.progress)."""
-        self._imports = ImportsCollector(runs)
+        self._watch(ImportsCollector(runs))
+
+    def _watch(self, collector: Collector) -> None:
+        self._scraped.append(collector)
         if multiprocess_dir() is None:
-            self.registry.register(self._imports)
+            self.registry.register(collector)
 
     # --- exposition ---
     def render(self) -> bytes:
         if self._depth is not None:
             self.queue_depth.set(self._depth())
-        self._read_backlog()
         path = multiprocess_dir()
         if path is None:
             return generate_latest(self.registry)
         collected = CollectorRegistry()
         multiprocess.MultiProcessCollector(collected, path)  # type: ignore[no-untyped-call]
-        if self._imports is not None:
-            collected.register(self._imports)
+        for collector in self._scraped:
+            collected.register(collector)
         return generate_latest(collected)
 
     @staticmethod
@@ -160,6 +145,35 @@ class Metrics:
         """Drop an exited worker's live gauges (its counters keep counting in the sum)."""
         if multiprocess_dir() is not None:
             multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+class WebhookBacklogCollector(Collector):
+    """``profilehub_webhook_backlog_events`` per enabled endpoint, from the database at each scrape.
+
+    Not a labelled ``Gauge``: only the endpoints that exist now are shown, so a deleted or
+    disabled one's series goes at once. A gauge kept the last value it was set to, and in
+    multiprocess mode (``serve --workers N``) it cannot drop a label set at all (prometheus-client
+    warns on ``clear()``, on stderr, outside the JSON log). A scrape while the database is away
+    leaves the series out and answers the rest."""
+
+    def __init__(self, backlog: Callable[[], dict[str, int]]) -> None:
+        self.backlog = backlog
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            found = self.backlog()
+        except Exception:  # the database is away: the scrape still answers, without these
+            log.warning("metrics: cannot read the webhook backlog", exc_info=True)
+            return
+        family = GaugeMetricFamily(
+            "profilehub_webhook_backlog_events",
+            "Events an enabled webhook endpoint has yet to receive: committed after its cursor, "
+            "plus those waiting for a retry (read from the database at each scrape).",
+            labels=["endpoint"],
+        )
+        for endpoint, count in found.items():
+            family.add_metric([endpoint], count)
+        yield family
 
 
 _IMPORT_LABELS = ["org_id", "import_id", "kind", "source"]
