@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -59,7 +60,10 @@ def _request(
     return response.status, dict(response.getheaders()), response.read()
 
 
-def _check_every_route(app: FastAPI, org: OrgFixture, take_database_away: Callable[[], None]) -> None:
+def _check_every_route(
+    app: FastAPI, org: OrgFixture, take_database_away: Callable[[], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "profilehub.access")
     with served(app) as port:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         status, _, text = _request(
@@ -68,6 +72,7 @@ def _check_every_route(app: FastAPI, org: OrgFixture, take_database_away: Callab
         assert status == 200, text
         keep_alive = conn.sock
         take_database_away()
+        caplog.clear()
         for what, method, path, body, headers in _routes(org):
             # A reset would raise here (RemoteDisconnected) or drop the socket.
             status, answer_headers, text = _request(conn, method, path, body, headers)
@@ -77,6 +82,11 @@ def _check_every_route(app: FastAPI, org: OrgFixture, take_database_away: Callab
             assert error["success"] is False and error["status"] == 503, (what, error)
             assert error["message"].startswith("database:"), (what, error)
             assert conn.sock is keep_alive, f"{what}: the connection was closed"
+        # Each 503 is logged (and counted) under its route, the credential check's before routing too.
+        access = [r for r in caplog.records if r.name == "profilehub.access"]
+        assert [(r.method, r.route, r.status) for r in access] == [  # type: ignore[attr-defined]
+            (method, path, 503) for _, method, path, _, _ in _routes(org)
+        ]
         # Alive all the same: restarting the process would not bring the database back.
         status, _, text = _request(conn, "GET", "/healthz", None, {})
         assert status == 200, text
@@ -84,7 +94,9 @@ def _check_every_route(app: FastAPI, org: OrgFixture, take_database_away: Callab
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-def test_every_route_answers_503_while_postgresql_is_unreachable(database_url: str) -> None:
+def test_every_route_answers_503_while_postgresql_is_unreachable(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     parts = urlsplit(database_url)
     proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
     netloc = f"{parts.username}@127.0.0.1:{proxy.port}"
@@ -92,12 +104,14 @@ def test_every_route_answers_503_while_postgresql_is_unreachable(database_url: s
         Settings(database_url=urlunsplit(parts._replace(netloc=netloc)), credential_cache_seconds=0)
     )
     try:
-        _check_every_route(app, make_org(app.state.db), proxy.cut)
+        _check_every_route(app, make_org(app.state.db), proxy.cut, caplog)
     finally:
         app.state.db.close()
 
 
-def test_every_route_answers_503_while_the_sqlite_file_cannot_be_opened(tmp_path: Path) -> None:
+def test_every_route_answers_503_while_the_sqlite_file_cannot_be_opened(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     home = tmp_path / "data"
     home.mkdir()
     app = create_app(Settings(database_url=f"sqlite:///{home / 'profilehub.db'}", credential_cache_seconds=0))
@@ -109,6 +123,6 @@ def test_every_route_answers_503_while_the_sqlite_file_cannot_be_opened(tmp_path
         app.state.db._writer_engine.dispose()
 
     try:
-        _check_every_route(app, make_org(app.state.db), take_database_away)
+        _check_every_route(app, make_org(app.state.db), take_database_away, caplog)
     finally:
         app.state.db.close()

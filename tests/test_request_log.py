@@ -17,7 +17,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
+from profilehub.ratelimit import set_rate_limit
 from profilehub.request_log import JsonFormatter
 from tests.conftest import OrgFixture, assert_error
 from tests.serve_process import free_port
@@ -113,6 +115,65 @@ def test_an_unexpected_error_is_a_logged_500_with_its_request_id(
     assert "RuntimeError: a bug" in error["exc"] and "Traceback" in error["exc"]
     [access] = _lines(caplog)
     assert (access["status"], access["request_id"]) == (500, "req-1")
+
+
+def test_answers_before_routing_name_their_route_and_org_in_the_log_and_metrics(
+    app: FastAPI, client: TestClient, org: OrgFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The credential gate, the body limit and the rate limiter answer before the router runs;
+    # their answers were logged with "route": null (and no org) and counted as route="unmatched".
+    caplog.set_level(logging.INFO)
+    write = {"orgId": 1234, "region": "EU", "ids": {"email": SECRET_EMAIL}, "upsert": {}}
+    nobody = {"Authorization": "Bearer nope"}
+    huge = json.dumps({**write, "upsert": {"profile": {"x": "y" * 300_000}}})  # over 256 KiB
+    sent = [
+        client.post("/cdp/v1/users", json=write),
+        client.post("/cdp/v1/users/_bulk", json=[write]),
+        client.post("/cdp/v1/users/_search", json={"orgId": 1234, "search": {"email": [SECRET_EMAIL]}}),
+        client.put("/v2/crm/people", json={"emails": [SECRET_EMAIL]}, headers=nobody),
+        client.patch(f"/v2/crm/people/{SECRET_EMAIL}", json={"lastName": "X"}, headers=nobody),
+        client.post("/cdp/v1/users", content=huge, headers={**org.headers(), "Content-Type": "application/json"}),
+        client.post(f"/cdp/v1/no-such/{SECRET_EMAIL}", json=write),  # no route serves it
+    ]  # fmt: skip
+    app.state.db.write(lambda c: set_rate_limit(c, org.org_id, 1, None))
+    app.state.rate_limiter.limits.invalidate()
+    app.state.rate_limiter.clock = lambda: 1_800_000_000.25  # all in one second
+    sent += [
+        client.get(f"/v2/crm/people/{SECRET_EMAIL}", headers=org.bearer),
+        client.get(f"/v2/crm/people/{SECRET_EMAIL}", headers=org.bearer),
+        client.post("/cdp/v1/users", json=write, headers=org.headers()),
+    ]
+    assert [r.status_code for r in sent] == [401] * 5 + [413, 401, 404, 429, 429], [r.text for r in sent]
+    lines = _lines(caplog)
+    assert [(line["method"], line["route"], line["status"], line["org_id"]) for line in lines] == [
+        ("POST", "/cdp/v1/users", 401, None),
+        ("POST", "/cdp/v1/users/_bulk", 401, None),
+        ("POST", "/cdp/v1/users/_search", 401, None),
+        ("PUT", "/v2/crm/people", 401, None),
+        ("PATCH", "/v2/crm/people/{id}", 401, None),
+        ("POST", "/cdp/v1/users", 413, 1234),
+        ("POST", None, 401, None),
+        ("GET", "/v2/crm/people/{id}", 404, 1234),
+        ("GET", "/v2/crm/people/{id}", 429, 1234),
+        ("POST", "/cdp/v1/users", 429, 1234),
+    ]
+    assert all(
+        SECRET_EMAIL not in JsonFormatter().format(r)
+        for r in caplog.records
+        if r.name.startswith("profilehub")
+    )
+    counted = {
+        (s.labels["method"], s.labels["route"], s.labels["status"]): s.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for s in family.samples
+        if s.name == "profilehub_http_requests_total"
+    }
+    assert counted[("POST", "/cdp/v1/users", "401")] == 1
+    assert counted[("POST", "/cdp/v1/users/_bulk", "401")] == 1
+    assert counted[("PUT", "/v2/crm/people", "401")] == 1
+    assert counted[("POST", "/cdp/v1/users", "413")] == 1
+    assert counted[("GET", "/v2/crm/people/{id}", "429")] == 1
+    assert counted[("POST", "unmatched", "401")] == 1  # only the path no route serves
 
 
 # --- `profilehub serve` as a user runs it ---

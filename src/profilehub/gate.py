@@ -19,6 +19,7 @@ from profilehub.cdp.routes import cdp_credential
 from profilehub.crm.routes import crm_credential
 from profilehub.errors import ProfilehubError
 from profilehub.http import PRINCIPAL_KEY, JSONResponse, domain_error_response
+from profilehub.request_log import note_org
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # A refused request announcing a larger body (or one of unknown length) is answered after this
@@ -83,6 +84,8 @@ class CredentialGate:
                 principal = crm_credential(state, _bearer(scope))
             if principal is not None:
                 scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
+                # Known from here on: a 413 or 429 answered before the route names the org too.
+                note_org(scope, principal.org_id)
         except ProfilehubError as exc:
             if _large_body(scope):
                 await asyncio.sleep(REFUSAL_PAUSE_SECONDS)

@@ -17,6 +17,7 @@ from profilehub.errors import TooManyRequests
 from profilehub.gate import _bearer, _header, closing
 from profilehub.http import checked_principal, domain_error_response
 from profilehub.ratelimit import LIMITED_PREFIXES, Decision, RateLimiter
+from profilehub.request_log import note_org
 
 
 def rate_headers(decision: Decision) -> dict[str, str]:
@@ -57,6 +58,8 @@ class RateLimitMiddleware:
             if limiter is not None and limiter.limits.any():
                 principal = await _principal(scope)
                 if principal is not None:
+                    # A 429 is answered here, before the route: the log names the org it refused.
+                    note_org(scope, principal.org_id)
                     decision = await limiter.check(principal.org_id)
         except Exception:  # the limits cannot be read (database down): the route answers that
             decision = None

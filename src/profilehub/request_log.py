@@ -2,8 +2,9 @@
 
 The access line names the route *template* (``/v2/crm/people/{id}``), never the path as sent, and
 never a header, query or body value: paths and bodies carry ids (emails, phone numbers) and
-attribute values, which must not end up in logs. The org id comes from the credential, noted by
-the auth dependencies with ``note_org``.
+attribute values, which must not end up in logs. The org id comes from the credential, noted with
+``note_org`` by the credential gate, the rate limiter and the auth dependencies. An answer given
+before routing is named by the route its path would have reached (``RouteTemplates``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,16 @@ import uuid
 from typing import Any
 
 import orjson
+from starlette.routing import Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from profilehub.errors import error_body
 from profilehub.metrics import Metrics
+
+try:  # FastAPI 0.16x groups an included router's routes in one entry of app.routes
+    from fastapi.routing import iter_route_contexts as _route_entries
+except ImportError:  # earlier FastAPI lists every route in app.routes itself
+    _route_entries = iter  # type: ignore[assignment]
 
 access_log = logging.getLogger("profilehub.access")
 error_log = logging.getLogger("profilehub.errors")
@@ -75,6 +82,7 @@ class RequestLogMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.templates = RouteTemplates()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,6 +111,12 @@ class RequestLogMiddleware:
             if not started:
                 await _internal_error(send_with_id)
         finally:
+            if note.route is None:
+                # Answered before the router (the credential gate's 401, the body limit's 413, the
+                # rate limiter's 429, a 503 while the credentials cannot be read): named by the
+                # route its path would have reached, as the route's own answers are. Only a path
+                # no route serves stays unnamed (and these are all the lookup costs extra).
+                note.route = self.templates.of(scope)
             if self.metrics is not None:
                 self.metrics.request(scope["method"], note.route, status, time.perf_counter() - start)
             if access_log.isEnabledFor(logging.INFO):
@@ -129,6 +143,47 @@ class RouteNoteMiddleware:
                 route = next((r for r in routes if getattr(r, "endpoint", None) is endpoint), None)
             if note is not None and note.route is None and route is not None:
                 note.route = getattr(route, "path", None)
+
+
+class RouteTemplates:
+    """The template of the route that serves a request's path, looked up without routing it."""
+
+    def __init__(self) -> None:
+        self._table: list[tuple[re.Pattern[str], str, frozenset[str]]] = []
+        self._made_of = -1
+
+    def of(self, scope: Scope) -> str | None:
+        routes = getattr(scope.get("app"), "routes", None)
+        if not routes:
+            return None
+        if len(routes) != self._made_of:  # made on first use, again if routes were added since
+            self._table = self._make(routes)
+            self._made_of = len(routes)
+        path: str = scope["path"]
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        first = None
+        # As the router picks: the first route of the path and method, else the first of the path
+        # (it answers 405).
+        for pattern, template, methods in self._table:
+            if pattern.match(path):
+                if not methods or method in methods:
+                    return template
+                first = first or template
+        return first
+
+    @staticmethod
+    def _make(routes: list[Any]) -> list[tuple[re.Pattern[str], str, frozenset[str]]]:
+        table = []
+        for entry in _route_entries(routes):
+            template = getattr(entry, "path", None)
+            if not template:
+                continue
+            if isinstance(getattr(entry, "original_route", entry), Mount):
+                pattern, _, _ = compile_path(template.rstrip("/") + "/{path:path}")
+            else:
+                pattern, _, _ = compile_path(template)
+            table.append((pattern, template, frozenset(getattr(entry, "methods", None) or ())))
+        return table
 
 
 def _log_access(fields: dict[str, Any]) -> None:
