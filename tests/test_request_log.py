@@ -200,6 +200,28 @@ def test_a_taken_port_is_one_clear_error_and_a_non_zero_exit(tmp_path: Path) -> 
     assert "http://" not in done.stdout
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("PROFILEHUB_LOG_LEVEL", "verbose", "expected debug, info, warning or error, got 'verbose'"),
+        ("PROFILEHUB_ACCESS_LOG", "maybe", "expected on or off, got 'maybe'"),
+        ("PROFILEHUB_METRICS", "maybe", "expected on or off, got 'maybe'"),  # as every other setting
+    ],
+)
+def test_a_bad_log_setting_is_one_line_naming_its_variable(
+    tmp_path: Path, name: str, value: str, expected: str
+) -> None:
+    # These two were a usage error naming --log-level / --access-log (options nobody typed), exit 2.
+    done = subprocess.run(
+        [str(VENV_BIN / "profilehub"), "serve", "--port", str(free_port())],
+        env=_env(tmp_path, **{name: value}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr, done.stdout) == (1, f"Error: {name}: {expected}\n", "")
+
+
 @pytest.mark.parametrize("access_log", ["default", "off"])
 def test_serve_prints_the_docs_url_and_logs_json_lines(tmp_path: Path, access_log: str) -> None:
     port = free_port()

@@ -174,6 +174,24 @@ def main() -> None:
     """
 
 
+class EnvOption(click.Option):
+    """An option also set by an environment variable. A bad value that came from the variable is
+    one error line naming the variable, exit status 1, as every other bad setting (Settings):
+    click's usage error named the option, which nobody typed, and exited 2."""
+
+    def __init__(self, *args: Any, expected: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.expected = expected
+
+    def process_value(self, ctx: click.Context, value: Any) -> Any:
+        try:
+            return super().process_value(ctx, value)
+        except click.BadParameter as exc:
+            if ctx.get_parameter_source(self.name or "") is not click.core.ParameterSource.ENVIRONMENT:
+                raise
+            raise click.ClickException(f"{self.envvar}: expected {self.expected}, got {value!r}") from exc
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option(
@@ -182,6 +200,8 @@ def main() -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
 @click.option(
     "--log-level",
+    cls=EnvOption,
+    expected=f"{', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default="info",
     show_default=True,
@@ -190,6 +210,8 @@ def main() -> None:
 )
 @click.option(
     "--access-log/--no-access-log",
+    cls=EnvOption,
+    expected="on or off",
     default=True,
     show_default=True,
     envvar="PROFILEHUB_ACCESS_LOG",
