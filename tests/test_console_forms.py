@@ -134,6 +134,35 @@ def test_a_crm_token_sees_crm_pages_but_not_profiles(client: TestClient, org: Or
     _page(client.get("/console/people/not-an-id"), 404, "no person")
 
 
+@pytest.mark.parametrize("page", ["1000001", "9223372036854775807", "99999999999999999999999"])
+@pytest.mark.parametrize("listing", ["people", "companies"])
+def test_a_page_number_too_large_is_a_400_naming_page(
+    client: TestClient, org: OrgFixture, listing: str, page: str
+) -> None:
+    sign_in(client, org.token)
+    _page(client.get(f"/console/{listing}?page={page}"), 400, "page: pages go up to 1000000 at most")
+
+
+def test_a_page_past_the_end_opens_the_last_page(client: TestClient, org: OrgFixture) -> None:
+    for n in range(27):
+        made = client.put(
+            "/v2/crm/people?matchingAttribute=email",
+            json={"firstName": f"P{n:02d}", "emails": [f"p{n}@example.org"]},
+            headers=org.bearer,
+        )
+        assert made.status_code in (200, 201), made.text
+    sign_in(client, org.token)
+    past = client.get("/console/people?page=5&q=", follow_redirects=False)
+    assert past.status_code == 303 and past.headers["location"] == "/console/people?page=2&q="
+    last = client.get("/console/people?page=5")
+    assert "27 in all · page 2 of 2" in last.text and "No people" not in last.text
+    assert "P26" in last.text and 'href="?page=1&amp;q="' in last.text
+    filtered = client.get("/console/people?page=3&q=p25")
+    assert "1 in all" in filtered.text and "P25" in filtered.text
+    empty = client.get("/console/companies?page=4", follow_redirects=False)
+    assert empty.headers["location"] == "/console/companies?page=1&q="
+
+
 @pytest.mark.parametrize(
     ("typed", "words"),
     [("ada", "not an email address, a phone number"), ("", "type an email address")],

@@ -12,6 +12,9 @@ from profilehub.errors import BadRequest
 
 PAGE_SIZE = 25
 MAX_SEARCH = 200
+# As the CRM API's ``page`` (``le=1_000_000``): a larger number is no page and, past 64 bits, not
+# even a number the database takes (it was a 500).
+MAX_PAGE = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -19,10 +22,18 @@ class Listing:
     items: list[dict[str, Any]]
     pagination: dict[str, Any]
 
+    @property
+    def past_the_end(self) -> int | None:
+        """The last page when the page asked for is past it (an old link, a list that shrank)."""
+        last = max(1, int(self.pagination["totalPages"]))
+        return last if int(self.pagination["currentPage"]) > last else None
+
 
 def _checked(page: int, search: str) -> tuple[int, str | None]:
     if page < 1:
         raise BadRequest("pages start at 1", field="page")
+    if page > MAX_PAGE:
+        raise BadRequest(f"pages go up to {MAX_PAGE} at most", field="page")
     if len(search) > MAX_SEARCH:
         raise BadRequest(f"at most {MAX_SEARCH} characters", field="q")
     return page, search.strip() or None

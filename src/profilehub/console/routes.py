@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import Request
 from sqlalchemy.engine import Connection
@@ -278,6 +279,10 @@ async def people(request: Request, page: int = 1, q: str = "") -> Response:
     session = await current_session(request)
     need(session, "crm:read", "crm:write")
     listing = await read(db_of(request), lambda c: crm.people_page(c, session.org_id, page, q))
+    # A page past the end (an old link, a list that shrank) opens the last one, under its own
+    # address, rather than "page 5 of 2" with nothing on it.
+    if (last := listing.past_the_end) is not None:
+        return see(f"{COOKIE_PATH}/people?{urlencode({'page': last, 'q': q})}")
     return render("people.html", session=session, listing=listing, q=q)
 
 
@@ -294,6 +299,8 @@ async def companies(request: Request, page: int = 1, q: str = "") -> Response:
     session = await current_session(request)
     need(session, "crm:read", "crm:write")
     listing = await read(db_of(request), lambda c: crm.companies_page(c, session.org_id, page, q))
+    if (last := listing.past_the_end) is not None:
+        return see(f"{COOKIE_PATH}/companies?{urlencode({'page': last, 'q': q})}")
     return render("companies.html", session=session, listing=listing, q=q)
 
 
