@@ -128,3 +128,106 @@ def test_sign_in_find_look_unmerge_erase_sign_out(database_url: str, tmp_path: P
 
         _in_a_browser(journey)
     assert errors == []
+
+
+def _sign_in(page: Page, credential: str) -> None:
+    page.goto("/console/sign-in")
+    page.fill("#credential", credential)
+    page.click("button[type=submit]")
+    expect(page).not_to_have_url(re.compile(r"/console/sign-in$"))
+
+
+def _page_width(page: Page, path: str) -> int:
+    page.goto(path)
+    width: int = page.evaluate("document.documentElement.scrollWidth")
+    return width
+
+
+def test_pages_fit_the_window_without_scrolling_sideways(database_url: str, tmp_path: Path) -> None:
+    # A phone (390 px) and a laptop (1280 px): the page itself never scrolls sideways, whatever a
+    # value's length; a wide table may scroll inside its card.
+    _chromium_or_skip()
+    org = new_org(database_url)
+    with serve(database_url, tmp_path) as server, httpx.Client(base_url=server.base, timeout=30) as api:
+        person = merged_person(api, org.apikey, org.org_id, merged=2, email="ada.lovelace@example.org")
+        long_value = "x" * 5000
+        api.post(
+            "/cdp/v1/users",
+            json={
+                "orgId": org.org_id,
+                "region": "EU",
+                "ids": {"email": "ada.lovelace@example.org"},
+                "upsert": {"profile": {"note": long_value}},
+            },
+            headers=org.headers(),
+        ).raise_for_status()
+        company = api.put(
+            "/v2/crm/companies?matchingAttribute=domain",
+            json={"name": "United States Navy", "domain": "navy.example.org", "description": long_value},
+            headers=org.bearer,
+        )
+        company.raise_for_status()
+        crm_person = api.put(
+            "/v2/crm/people?matchingAttribute=email",
+            json={
+                "firstName": "Grace",
+                "lastName": "Hopper",
+                "emails": ["grace.hopper.with.a.long.address@navy.example.org"],
+                "jobTitle": "Rear admiral and computer scientist",
+                "description": long_value,
+                "companyId": company.json()["company"]["id"],
+            },
+            headers=org.bearer,
+        )
+        crm_person.raise_for_status()
+        grace = crm_person.json()["person"]
+        ucid = person["ucid"]
+        profile_pages = [
+            "/console/search",
+            f"/console/profiles/{ucid}",
+            f"/console/profiles/{ucid}/graph",
+            f"/console/profiles/{ucid}/unmerge",
+            f"/console/profiles/{ucid}/erase",
+            "/console/explain",
+            "/console/admin",
+            "/console/no-such-page",
+        ]
+        crm_pages = [
+            "/console/people",
+            f"/console/people/{grace['id']}",
+            "/console/companies",
+            f"/console/companies/{company.json()['company']['id']}",
+        ]
+        too_wide: dict[str, int] = {}
+        errors: list[str] = []
+
+        def journey(browser: Browser) -> None:
+            wide = browser.new_context(base_url=server.base, viewport={"width": 1280, "height": 800})
+            page = wide.new_page()
+            _watch(page, errors)
+            _sign_in(page, org.apikey)
+            if (width := _page_width(page, f"/console/profiles/{ucid}")) > 1280:
+                too_wide[f"1280: /console/profiles/{ucid}"] = width
+            wide.close()
+            for credential, paths in ((org.apikey, profile_pages), (org.token, crm_pages)):
+                narrow = browser.new_context(base_url=server.base, viewport={"width": 390, "height": 844})
+                page = narrow.new_page()
+                _watch(page, errors)
+                page.goto("/console/sign-in")
+                if (width := page.evaluate("document.documentElement.scrollWidth")) > 390:
+                    too_wide["390: /console/sign-in"] = width
+                _sign_in(page, credential)
+                # The way out stays on the screen.
+                box = page.locator(".signout button").bounding_box()
+                if box is None or box["x"] + box["width"] > 390:
+                    too_wide[f"390: sign out button at {page.url}"] = (
+                        int(box["x"] + box["width"]) if box else -1
+                    )
+                for path in paths:
+                    if (width := _page_width(page, path)) > 390:
+                        too_wide[f"390: {path}"] = width
+                narrow.close()
+
+        _in_a_browser(journey)
+    assert too_wide == {}
+    assert [e for e in errors if "404" not in e] == []
