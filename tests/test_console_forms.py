@@ -95,6 +95,7 @@ def test_erase_needs_the_typed_ucid_and_the_delete_scope(
     refused = client.post(f"/console/profiles/{ucid}/erase", data={"csrf": csrf, "confirm": ucid})
     _page(refused, 403, "this needs scope profile.delete")
     csrf = sign_in(client, org.apikey)
+    assert "(no CRM person is linked to it)" in client.get(f"/console/profiles/{ucid}/erase").text
     mistyped = client.post(f"/console/profiles/{ucid}/erase", data={"csrf": csrf, "confirm": ucid[:-1]})
     _page(mistyped, 400, f"confirm: type the ucid {ucid} exactly")
     assert client.get(f"/console/profiles/{ucid}").status_code == 200
@@ -266,6 +267,8 @@ def test_a_crm_person_and_its_profile_link_to_each_other(client: TestClient, org
     assert f"/console/profiles/{person['ucid']}" in found.text
     profile = client.get(f"/console/profiles/{person['ucid']}")
     assert "crm_person_id" in profile.text and person["id"] in profile.text
+    warning = client.get(f"/console/profiles/{person['ucid']}/erase").text
+    assert "and deletes the <strong>1 linked CRM person</strong>" in warning
     erased = client.post(
         f"/console/profiles/{person['ucid']}/erase", data={"csrf": csrf, "confirm": person["ucid"]}
     )

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub.identity.resolve import CATEGORIES
+from profilehub.identity.strategy import CRM_PERSON_ID
 from profilehub.profiles import ProfileService
 from profilehub.store.changes import now_ms
 from profilehub.store.consent_ledger import LedgerEntry, person_consent
@@ -127,6 +128,10 @@ class PersonPage:
                 rows += [(k, str(v), ts) for k, v in entry.items() if k != "_ts"]
             out.append((namespace, rows))
         return out
+
+    def crm_people(self) -> list[str]:
+        """The CRM people linked to the person (their ``crm_person_id`` ids): erasing it deletes them."""
+        return [value for _, rows in self.ids_by_namespace() for t, value, _ in rows if t == CRM_PERSON_ID]
 
     def graph(self) -> dict[str, list[dict[str, Any]]]:
         """Nodes and edges for the graph view: the person; the profiles merged into it, each edge
