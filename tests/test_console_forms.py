@@ -341,3 +341,23 @@ def test_unmerge_brings_a_profile_back_under_its_own_ucid(
         data={"csrf": csrf, "id": "ga_clientid=GA1.2.p2.1700000000"},
     )
     _page(refused, 403, "this needs scope profile.write")
+
+
+def test_unmerging_one_hash_of_a_phone_says_nothing_was_split(client: TestClient, org: OrgFixture) -> None:
+    cdp = Cdp(client, org)
+    first = cdp.write({"cellphone": "+44 20 7946 0958"}, {"profile": {"first_name": "Alan"}}, region="UK")
+    cdp.write({"crm_id": "c-77"}, {"profile": {"last_name": "Turing"}}, region="UK")
+    cdp.write({"cellphone": "+442079460958", "crm_id": "c-77"}, {"profile": {}}, region="UK")
+    csrf = sign_in(client, org.apikey)
+    form = client.get(f"/console/profiles/{first['ucid']}/unmerge").text
+    assert "tick all the ids of one value" in form
+    one_hash = re.search(r'value="(cellphone_number_e164_sha256=[0-9a-f]+)"', form)
+    assert one_hash, form
+    done = client.post(
+        f"/console/profiles/{first['ucid']}/unmerge", data={"csrf": csrf, "id": one_hash.group(1)}
+    )
+    assert done.status_code == 200, done.text
+    assert "Nothing was split" in done.text and "The person is now" not in done.text
+    assert "still one profile with the same 1 merged in" in done.text
+    assert "tick every id of that value" in done.text
+    assert "Linked ucids (1)" in client.get(f"/console/profiles/{first['ucid']}").text

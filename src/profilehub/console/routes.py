@@ -231,11 +231,23 @@ async def unmerge(request: Request, ucid: str) -> Response:
     if not ids:
         raise BadRequest("tick at least one id that should not have linked anything", field="ids")
     service = profiles_of(request)
-    profile = await run_in_threadpool(service.get, session.org_id, ucid)
+    before = await run_in_threadpool(person_page, service, session.org_id, ucid)
     profiles = await aunmerge(
-        service, session.org_id, profile["region"], profile["ucid"], ids, session.principal.actor
+        service, session.org_id, before.profile["region"], before.ucid, ids, session.principal.actor
     )
-    return render("unmerged.html", session=session, profiles=profiles)
+    # The API answers the rebuilt person even when the rebuild merged everything again (other ids
+    # of the same phone or email still link, say): the page must not call that a split.
+    was = {m.ucid for m in before.merges}
+    unchanged = len(profiles) == 1 and set(profiles[0]["ids"].get("linkedUcid", [])) == was
+    still = sorted({t for m in before.merges for t in m.via} - set(ids)) if unchanged else []
+    return render(
+        "unmerged.html",
+        session=session,
+        profiles=profiles,
+        unchanged=unchanged and bool(was),
+        ticked=sorted(ids),
+        still=still,
+    )
 
 
 @router.get("/explain")
