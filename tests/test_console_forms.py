@@ -198,17 +198,26 @@ def test_blocking_a_value_from_the_org_page(client: TestClient, app: FastAPI, or
     )
     row = '<td class="mono">test@example.com</td>'
     assert blocked.status_code == 200 and row in blocked.text
+    said = "Blocked “test@example.com” (idType email): it is never used to match."
+    assert said in blocked.text
+    assert said not in client.get("/console/admin").text  # said once
     written = client.post(
         "/cdp/v1/users",
         json={"orgId": org.org_id, "region": "EU", "ids": {"email": "test@example.com"}, "upsert": {}},
         headers=org.headers(),
     )
     assert written.status_code == 400, written.text  # the only id is blocked: nothing to match on
-    client.post(
-        "/console/admin/blocked",
-        data={"csrf": csrf, "action": "unblock", "value": "test@example.com", "id_type": "email"},
-    )
-    assert row not in client.get("/console/admin").text
+    unblock = {"csrf": csrf, "action": "unblock", "value": "test@example.com", "id_type": "email"}
+    asked = client.post("/console/admin/blocked", data=unblock)
+    assert "Unblock a value?" in asked.text and 'name="confirm" value="yes"' in asked.text
+    assert row in client.get("/console/admin").text  # not yet
+    unblocked = client.post("/console/admin/blocked", data=unblock | {"confirm": "yes"})
+    assert "Unblocked “test@example.com” (idType email)" in unblocked.text and row not in unblocked.text
+    again = client.post("/console/admin/blocked", data=unblock | {"confirm": "yes"})
+    assert "“test@example.com” (idType email) was not blocked; nothing changed." in again.text
+    too_long = client.post("/console/admin/blocked", data={"csrf": csrf, "value": "x" * 3000})
+    _page(too_long, 400, "value: an id value is at most 512 characters; this is 3000")
+    assert "x" * 3000 not in client.get("/console/admin").text
     reader = app.state.db.write(
         lambda c: create_credential(c, org.org_id, CredentialKind.APIKEY, "profile.read")
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from fastapi import Request
 from sqlalchemy.engine import Connection
@@ -52,8 +52,13 @@ from profilehub.errors import (
     NotFound,
     Unauthorized,
 )
+from profilehub.identity.normalize import MAX_ID_LENGTH
 from profilehub.lineage import aunmerge, explain
 from profilehub.store.strategy_store import block_value, unblock_value
+
+# The org page's one-time message after a block or unblock (``_done``).
+FLASH_COOKIE = "profilehub_console_flash"
+FLASH_CHARS = 1024
 
 # The router the routes below register on (it is made in ``web``, with the console's route class).
 __all__ = ["router"]
@@ -332,7 +337,32 @@ async def admin_page(request: Request) -> Response:
     session = await current_session(request)
     service = profiles_of(request)
     view = await read(db_of(request), lambda c: admin.org_admin(c, service, session.org_id))
-    return render("admin.html", session=session, admin=view, keys=view.keys)
+    # What the last block or unblock did, shown once (see ``_done``).
+    flash = unquote(request.cookies.get(FLASH_COOKIE, ""))[:FLASH_CHARS]
+    response = render("admin.html", session=session, admin=view, keys=view.keys, flash=flash)
+    if flash:
+        response.delete_cookie(FLASH_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+def _done(request: Request, message: str) -> Response:
+    """Back to the org page, which says ``message`` once. A cookie rather than the address: the
+    value may be an email address, which must stay out of URLs, history and access logs."""
+    response = see(f"{COOKIE_PATH}/admin")
+    response.set_cookie(
+        FLASH_COOKIE,
+        quote(message[:FLASH_CHARS]),
+        max_age=60,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=cookie_secure(request),
+    )
+    return response
+
+
+def _what(value: str, id_type: str) -> str:
+    return f"“{value.lower()}” ({'every idType' if id_type == '*' else f'idType {id_type}'})"
 
 
 @router.post("/admin/blocked")
@@ -343,12 +373,26 @@ async def admin_block(request: Request) -> Response:
     value, id_type = form.get("value", ""), form.get("id_type", "").strip() or "*"
     actor = session.principal.actor
     if form.get("action") == "unblock":
-        await db_of(request).awrite(lambda c: unblock_value(c, session.org_id, value, id_type, actor))
-    elif not value.strip():
+        if form.get("confirm") != "yes":
+            # Unblocking lets the value link profiles again: one more step, naming it.
+            return render("unblock.html", session=session, value=value, id_type=id_type)
+        removed = await db_of(request).awrite(
+            lambda c: unblock_value(c, session.org_id, value, id_type, actor)
+        )
+        if not removed:
+            return _done(request, f"{_what(value, id_type)} was not blocked; nothing changed.")
+        return _done(
+            request, f"Unblocked {_what(value, id_type)}: writes carrying it match through it again."
+        )
+    if not value.strip():
         raise BadRequest("give the value to block", field="value")
-    else:
-        await db_of(request).awrite(lambda c: block_value(c, session.org_id, value, id_type, actor))
-    return see(f"{COOKIE_PATH}/admin")
+    if len(value) > MAX_ID_LENGTH:
+        # No id can hold it, so blocking it would block nothing.
+        raise BadRequest(
+            f"an id value is at most {MAX_ID_LENGTH} characters; this is {len(value)}", field="value"
+        )
+    await db_of(request).awrite(lambda c: block_value(c, session.org_id, value, id_type, actor))
+    return _done(request, f"Blocked {_what(value, id_type)}: it is never used to match.")
 
 
 @router.get("/{anything:path}")
