@@ -256,6 +256,10 @@ def test_explain_a_write_shows_the_merge_and_writes_nothing(client: TestClient, 
     assert client.get(f"/console/profiles/{second['ucid']}").text.count("Linked ucids (0)") == 1
     missing = client.post("/console/explain", data={"csrf": csrf, "region": "EU", "value_1": "x"})
     _page(missing, 400, "id_type_1: choose the idType")
+    empty = client.post(
+        "/console/explain", data={"csrf": csrf, "region": "EU", "id_type_2": "email", "value_2": " "}
+    )
+    _page(empty, 400, "value_2: the email value is empty")
     nothing = client.post("/console/explain", data={"csrf": csrf, "region": "EU"})
     _page(nothing, 400, "ids: a write needs a usable id or a ucid")
 

@@ -18,6 +18,12 @@ def write_from_form(org_id: int, form: dict[str, str]) -> ProfileWrite:
             continue
         if not id_type:
             raise BadRequest("choose the idType of this value", field=f"id_type_{row}")
+        if not value.strip():
+            # Named here: the write would drop it as unusable and the answer blamed blocked ids.
+            raise BadRequest(
+                f"the {id_type} value is empty; give one, or set the row back to idType… to leave it out",
+                field=f"value_{row}",
+            )
         if id_type in ids:
             raise BadRequest(
                 f"{id_type} is given twice; a write carries one value per idType", field=f"id_type_{row}"
