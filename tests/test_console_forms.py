@@ -7,6 +7,7 @@ each get their own page. The browser journeys are in test_console_browser.py.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 import httpx
 import pytest
@@ -275,6 +276,11 @@ def test_a_crm_person_and_its_profile_link_to_each_other(client: TestClient, org
     sign_in(client, org.token)
     page = client.get(f"/console/people/{person['id']}")
     assert f"<code>{person['ucid']}</code>" in page.text and "granted profile.read to open it" in page.text
+    # Times read as on the CDP pages ("2026-12-03 07:54:06 UTC"), the ISO value on hover.
+    created = datetime.fromisoformat(person["createdAt"]).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert f'created <span title="{person["createdAt"]}">{created}</span>' in page.text
+    listed = client.get("/console/people").text
+    assert f'<td title="{person["updatedAt"]}">' in listed and f">{person['updatedAt']}<" not in listed
     csrf = sign_in(client, org.apikey)
     found = client.post("/console/search", data={"csrf": csrf, "q": "GRACE@example.org"})
     assert f"/console/profiles/{person['ucid']}" in found.text

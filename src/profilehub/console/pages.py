@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,21 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
 )
 _env.filters["iso"] = iso
+
+
+def iso_text(text: Any) -> str:
+    """A CRM time (ISO 8601, ``2026-12-03T07:54:06.899+00:00``) as the CDP pages show theirs
+    (``2026-12-03 07:54:06 UTC``); the raw value is kept beside it, in a title."""
+    try:
+        when = datetime.fromisoformat(str(text))
+    except ValueError:
+        return str(text or "")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+_env.filters["iso_text"] = iso_text
 _env.filters["short_ucid"] = short_ucid
 
 
