@@ -88,6 +88,11 @@ def test_an_erasure_answers_a_receipt_that_verifies_with_the_orgs_key(
     with app.state.db.read() as conn:
         [erase_row] = [c for c in history(conn, org.org_id, entity_id=master) if c["action"] == "erase"]
     assert erase_row["detail"]["receiptId"] == answer["receiptId"]
+    # So does the merged-away ucid's own history (`profilehub changes --ucid` of either ucid).
+    with app.state.db.read() as conn:
+        [merged_row] = [c for c in history(conn, org.org_id, entity_id=merged) if c["action"] == "erase"]
+    assert merged_row["detail"]["receiptId"] == answer["receiptId"]
+    assert merged_row["detail"]["mergedInto"] == master
     # What was erased by ucid and count only: none of the person's values.
     text = json.dumps(receipt).lower()
     assert not any(v in text for v in ("receipt.me", "nobody@", "crm-7712", "rhea7712", "receiptville"))

@@ -868,6 +868,21 @@ class ProfileService:
                         ts,
                     )
                     for u in masters
+                ]
+                # A merged-away ucid's history ends with the erasure too, so that its ucid (in a
+                # receipt or an old export) leads to the receipt: docs/privacy.md.
+                + [
+                    change_row(
+                        org_id,
+                        actor,
+                        "profile",
+                        m,
+                        "erase",
+                        {"region": r, "by": key, "receiptId": receipt_id, "mergedInto": u},
+                        ts,
+                    )
+                    for u in masters
+                    for m in linked.get(u, [])
                 ],
             )
             # The earlier events held the erased values; the erasure's own holds the ucids only.
