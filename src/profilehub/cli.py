@@ -1104,7 +1104,8 @@ def import_cdp(
     actor: str,
     bulk: bool,
 ) -> None:
-    """Write CDP profiles: each record is a POST /cdp/v1/users body (orgId, region optional)."""
+    """Write CDP profiles: each record is a POST /cdp/v1/users body; its orgId and region may be left
+    out (they default to --org-id and --region, which the command needs)."""
     with open_db(bulk=True) as database:
         region = check_org(database, org_id, region) or region
         service = ProfileService(database, clock=_fixed_clock(at_ms))
