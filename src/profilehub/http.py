@@ -18,9 +18,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from profilehub.auth import Principal
 from profilehub.errors import ProfilehubError, error_body, unknown_field_message
+from profilehub.repeated_log import RepeatedLog
 from profilehub.store.faults import classify
 
 log = logging.getLogger(__name__)
+# An outage answers every request with the same 503: said once per interval, with its count.
+_outage = RepeatedLog(log)
 
 
 class JSONResponse(starlette.responses.JSONResponse):
@@ -82,7 +85,7 @@ def database_error_response(exc: sa.exc.DBAPIError) -> JSONResponse:
         return error_response(500, "internal error; it has been logged")
     # The database refused (full disk, unreachable, locked past its timeout): nothing was written.
     fault = classify(exc)
-    log.error("%s", fault.message)
+    _outage.say(fault.message, logging.ERROR, fault.message)
     return error_response(503, fault.message, headers={"Retry-After": "1"})
 
 

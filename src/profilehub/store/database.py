@@ -31,6 +31,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from profilehub.errors import ProfilehubError, ServiceUnavailable
+from profilehub.repeated_log import RepeatedLog
 from profilehub.store.checkpoints import BACKSTOP_PAGES, WalCheckpointer
 from profilehub.store.events import EventBell, collected, pending_events
 from profilehub.store.faults import DatabaseFault, FaultKind, classify
@@ -40,6 +41,7 @@ from profilehub.store.turns import WriterTurns
 T = TypeVar("T")
 Job = Callable[[Connection], Any]
 log = logging.getLogger(__name__)
+_refusals = RepeatedLog(log)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK_KEY = 0x70726F66  # "prof": one PostgreSQL advisory lock for schema upgrades
@@ -547,7 +549,7 @@ class _Writer:
                     self.fault = fault
                 batch[0][1].set_exception(exc if error is None else error)
                 return
-            self._retry_alone(batch)
+            self._retry_alone(batch, exc)
             return
         self.fault = None
         if events:
@@ -571,8 +573,18 @@ class _Writer:
         if self._bell is not None:
             self._bell.ring()
 
-    def _retry_alone(self, batch: list[tuple[Job, Future[Any]]]) -> None:
-        log.exception("batch of %d writes failed; retrying them one by one", len(batch))
+    def _retry_alone(self, batch: list[tuple[Job, Future[Any]]], cause: BaseException) -> None:
+        if isinstance(cause, sa.exc.OperationalError | sa.exc.InterfaceError):
+            # The database refusing (down, restarting): every batch fails alike while it lasts, so
+            # this is said with its traceback once per interval, with the count of the others.
+            _refusals.say(
+                type(cause.orig or cause).__name__,
+                logging.ERROR,
+                f"batch of {len(batch)} writes failed ({classify(cause).cause}); retrying them one by one",
+                exc_info=cause,
+            )
+        else:
+            log.exception("batch of %d writes failed; retrying them one by one", len(batch))
         for i, (job, fut) in enumerate(batch):
             failed = self._run_alone(job, fut)
             if failed is not None:
