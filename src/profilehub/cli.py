@@ -59,6 +59,7 @@ from profilehub.ratelimit import MAX_RATE, RateLimit, any_rate_limits, get_rate_
 from profilehub.request_log import LOG_LEVELS
 from profilehub.store import strategy_store as strategies
 from profilehub.store.backfill_journal import ROLLBACK
+from profilehub.store.backup import backup
 from profilehub.store.changes import history, now_ms
 from profilehub.store.database import (
     Database,
@@ -765,6 +766,20 @@ def db_upgrade() -> None:
     """Create or upgrade the schema now (otherwise done on first use)."""
     with open_db() as database:
         click.echo(f"schema is current ({database.dialect})")
+
+
+@db.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@domain_errors
+def db_backup(file: Path) -> None:
+    """Copy the database to FILE while it serves: SQLite's online backup (one file), or
+    pg_dump's custom format on PostgreSQL (restore with pg_restore). FILE must not exist."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    size = backup(settings.database_url, file)
+    click.echo(f"backed up {describe_database(settings.database_url)} to {file} ({size / 1e6:,.1f} MB)")
 
 
 # --- bulk import ---
