@@ -380,3 +380,42 @@ def test_unmerging_one_hash_of_a_phone_says_nothing_was_split(client: TestClient
     assert "still one profile with the same 1 merged in" in done.text
     assert "tick every id of that value" in done.text
     assert "Linked ucids (1)" in client.get(f"/console/profiles/{first['ucid']}").text
+
+
+def test_a_company_page_lists_the_people_linked_to_it(client: TestClient, org: OrgFixture) -> None:
+    def company(body: dict[str, str]) -> str:
+        made = client.post("/v2/crm/companies", json=body, headers=org.bearer)
+        assert made.status_code in (200, 201), made.text
+        return str(made.json()["company"]["id"])
+
+    def person(first: str, email: str, company_id: str | None = None) -> None:
+        body: dict[str, object] = {"firstName": first, "emails": [email]}
+        if company_id:
+            body["companyId"] = company_id
+        made = client.put("/v2/crm/people?matchingAttribute=email", json=body, headers=org.bearer)
+        assert made.status_code in (200, 201), made.text
+
+    acme = company({"name": "Acme", "domain": "acme.example"})
+    bare = company({"name": "No Domain Ltd"})
+    # Linked by companyId with an email elsewhere: a search by the domain misses her.
+    person("Linked", "linked@gmail.example", acme)
+    person("Stranger", "stranger@acme.example")  # the domain's email, not linked
+    for n in range(26):
+        person(f"Staff{n:02d}", f"staff{n}@elsewhere.example", bare)
+    sign_in(client, org.token)
+    page = client.get(f"/console/companies/{acme}").text
+    assert "People at this company" in page, page
+    listed = page.split('id="company-people"', 1)[1].split("</table>", 1)[0]
+    assert "Linked" in listed and "Stranger" not in listed
+    assert "1 in all" in page
+    assert 'href="/console/people?q=%40acme.example">Search people by email domain @acme.example' in page
+    # No domain: no link that would search for "" (which lists everyone); the 26 page like the list.
+    first = client.get(f"/console/companies/{bare}").text
+    assert "/console/people?q=" not in first and "Search people by email domain" not in first
+    assert "26 in all · page 1 of 2" in first and "Staff00" in first and "Staff25" not in first
+    assert "Linked" not in first.split('id="company-people"', 1)[1]
+    second = client.get(f"/console/companies/{bare}?page=2")
+    assert "page 2 of 2" in second.text and "Staff25" in second.text
+    past = client.get(f"/console/companies/{bare}?page=9", follow_redirects=False)
+    assert past.status_code == 303 and past.headers["location"] == f"/console/companies/{bare}?page=2"
+    _page(client.get(f"/console/companies/{bare}?page=0"), 400, "page: pages start at 1")

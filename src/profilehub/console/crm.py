@@ -51,6 +51,14 @@ def companies_page(conn: Connection, org_id: int, page: int, search: str) -> Lis
     return Listing(items, found.pagination())
 
 
+def company_people_page(conn: Connection, org_id: int, company_id: str, page: int) -> Listing:
+    """The people linked to the company by ``companyId``, wherever their email is: a search by the
+    company's domain would miss them (and, for a company without a domain, list everyone)."""
+    page, _ = _checked(page, "")
+    items, found = people.list_company_people(conn, org_id, company_id, page=page, count=PAGE_SIZE)
+    return Listing(items, found.pagination())
+
+
 def person(conn: Connection, org_id: int, person_id: str) -> dict[str, Any]:
     return people.get_person(conn, org_id, person_id)
 

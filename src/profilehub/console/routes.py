@@ -322,11 +322,18 @@ async def companies(request: Request, page: int = 1, q: str = "") -> Response:
 
 
 @router.get("/companies/{company_id}")
-async def company(request: Request, company_id: str) -> Response:
+async def company(request: Request, company_id: str, page: int = 1) -> Response:
     session = await current_session(request)
     need(session, "crm:read", "crm:write")
-    found = await read(db_of(request), lambda c: crm.company(c, session.org_id, company_id))
-    return render("company.html", session=session, company=found)
+
+    def company_and_people(c: Connection) -> tuple[dict[str, Any], crm.Listing]:
+        found = crm.company(c, session.org_id, company_id)
+        return found, crm.company_people_page(c, session.org_id, found["id"], page)
+
+    found, listing = await read(db_of(request), company_and_people)
+    if (last := listing.past_the_end) is not None:
+        return see(f"{COOKIE_PATH}/companies/{quote(found['id'])}?{urlencode({'page': last})}")
+    return render("company.html", session=session, company=found, listing=listing, q="")
 
 
 # --- org admin ---

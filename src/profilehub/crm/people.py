@@ -957,3 +957,12 @@ def list_people(
     found = store.list_records(conn, org_id, PEOPLE, page=page, count=count, search=search)
     attrs = custom_attributes(conn, org_id, PEOPLE)
     return _views(conn, org_id, found.records, attrs, home_region(conn, org_id)), found
+
+
+def list_company_people(
+    conn: Connection, org_id: int, company_id: str, *, page: int, count: int
+) -> tuple[list[dict[str, Any]], Page]:
+    """A page of the people whose ``companyId`` is ``company_id``, in creation order."""
+    found = store.list_referencing(conn, org_id, PEOPLE, "company_id", company_id, page=page, count=count)
+    attrs = custom_attributes(conn, org_id, PEOPLE)
+    return _views(conn, org_id, found.records, attrs, home_region(conn, org_id)), found

@@ -280,6 +280,31 @@ def list_records(
     return Page([record_of_row(r) for r in rows], total, page, count)
 
 
+def list_referencing(
+    conn: Connection, org_id: int, slug: str, key: str, target_id: str, *, page: int, count: int
+) -> Page:
+    """One page of the records of ``slug`` whose ``key`` is ``target_id`` (the people of a company),
+    in creation order: read through the value index, as ``drop_reference`` finds them."""
+    where = [
+        crm_values.c.org_id == org_id,
+        crm_values.c.object_slug == slug,
+        crm_values.c.attribute_key == key,
+        crm_values.c.value == target_id,
+    ]
+    total = int(conn.execute(sa.select(sa.func.count()).select_from(crm_values).where(*where)).scalar() or 0)
+    ids = list(
+        conn.execute(
+            sa.select(crm_values.c.record_id)
+            .where(*where)
+            .order_by(crm_values.c.seq, crm_values.c.record_id)
+            .limit(count)
+            .offset((page - 1) * count)
+        ).scalars()
+    )
+    found = load_records(conn, org_id, slug, ids)
+    return Page([found[i] for i in ids if i in found], total, page, count)
+
+
 def drop_reference(conn: Connection, org_id: int, slug: str, key: str, target_id: str, ts: int) -> list[str]:
     """Unset ``key`` in the records of ``slug`` pointing at ``target_id`` (the people of a deleted company)."""
     ids = find_matches(conn, org_id, slug, key, target_id)
