@@ -6,6 +6,7 @@ each get their own page. The browser journeys are in test_console_browser.py.
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import datetime
 
@@ -419,3 +420,52 @@ def test_a_company_page_lists_the_people_linked_to_it(client: TestClient, org: O
     past = client.get(f"/console/companies/{bare}?page=9", follow_redirects=False)
     assert past.status_code == 303 and past.headers["location"] == f"/console/companies/{bare}?page=2"
     _page(client.get(f"/console/companies/{bare}?page=0"), 400, "page: pages start at 1")
+
+
+def _said(response: httpx.Response) -> str:
+    """The result card's words, tags out (what a person reads)."""
+    assert response.status_code == 200, response.text
+    card = response.text.split("found</h2>", 1)[1].split("</section>", 1)[0]
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", card)).split())
+
+
+def test_search_says_how_it_read_the_input(client: TestClient, app: FastAPI, org: OrgFixture) -> None:
+    cdp = Cdp(client, org)
+    adid = "6d92078a-8246-4ba4-ae5b-76104861e7dc"
+    held = cdp.write({"AdId": adid}, {"profile": {"first_name": "Ad"}})
+    phoned = cdp.write({"cellphone": "+44 20 7946 0958"}, {"profile": {}}, region="UK")
+    csrf = sign_in(client, org.apikey)
+
+    def search(q: str, id_type: str = "") -> str:
+        return _said(client.post("/console/search", data={"csrf": csrf, "q": q, "id_type": id_type}))
+
+    # A guessed UUID that is no ucid is searched as the org's ids too, and the page says so.
+    found = search(adid)
+    assert (
+        f"/console/profiles/{held['ucid']}"
+        in client.post("/console/search", data={"csrf": csrf, "q": adid}).text
+    )
+    assert "Searched as a ucid: no profile has this ucid; then as idType AdId: found." in found
+    unknown = search("0b7b9d6e-3f0a-4c4e-9d51-2b1f2f6c9a10")
+    assert "as a ucid: no profile has this ucid; then as each of the org's ids (AdId," in unknown
+    assert "no profile holds it either" in unknown
+    assert "Searched as a ucid." in search(held["ucid"])
+    assert "Searched as an email address ada@example.org (its hashes)." in search(" Ada@Example.org ")
+    # No country code: UK gives one (+44), EU does not; the page says both.
+    phone = search("020 7946 0958")
+    assert "in region UK: as a phone number +442079460958 (its hashes)" in phone
+    assert "not read in region EU: '020 7946 0958' is not a phone number in international format" in phone
+    assert (
+        f"/console/profiles/{phoned['ucid']}"
+        in client.post("/console/search", data={"csrf": csrf, "q": "020 7946 0958"}).text
+    )
+    # A blocked value is not "no profile holds that id": it was never searched.
+    blocked = search("null", "email")
+    assert "Nothing was searched: “null” is a blocked value of idType email" in blocked
+    assert "No profile holds that id" not in blocked
+    # An org whose only region gives no country code cannot read the number at all.
+    eu_only = make_org(app.state.db, org_id=77, regions=("EU",))
+    csrf = sign_in(client, eu_only.apikey)
+    nowhere = search("020 7946 0958")
+    assert "Nothing was searched: '020 7946 0958' is not a phone number in international format" in nowhere
+    assert "No profile holds that id" not in nowhere

@@ -144,7 +144,14 @@ async def search_form(request: Request) -> Response:
     need(session, "profile.read")
     strategy = await read(db_of(request), lambda c: profiles_of(request).strategies.get(c, session.org_id))
     return render(
-        "search.html", session=session, id_types=sorted(strategy.id_types), results=None, q="", id_type=""
+        "search.html",
+        session=session,
+        id_types=sorted(strategy.id_types),
+        results=None,
+        how=[],
+        unread=[],
+        q="",
+        id_type="",
     )
 
 
@@ -162,7 +169,9 @@ async def search(request: Request) -> Response:
         "search.html",
         session=session,
         id_types=sorted(strategy.id_types),
-        results=found,
+        results=found.results,
+        how=found.how,
+        unread=found.unread,
         q=q,
         id_type=id_type,
     )
