@@ -30,6 +30,7 @@ from profilehub.delivery.settings import DeliverySettings
 from profilehub.errors import Conflict
 from profilehub.store.database import Database
 from profilehub.store.events import event_bytes, read_events
+from profilehub.store.tables import events as event_rows
 from profilehub.store.tables import webhook_endpoints, webhook_pending
 
 log = logging.getLogger(__name__)
@@ -370,6 +371,23 @@ def commit_round(
             ).scalars()
         )  # a replay reads events that may still be pending: those stay as they are
         rows = [q for q in queued if q["event_id"] not in present]
+        if rows:
+            # An erasure may have deleted some of these events since the round read them: their
+            # values must not wait here. The survivors are read FOR SHARE (PostgreSQL), so an
+            # erasure of them waits for this commit and then deletes these rows with them
+            # (events first, then their waiting copies: ``store.events.forget_events``); SQLite's
+            # write transactions do not interleave.
+            alive = set(
+                conn.execute(
+                    sa.select(event_rows.c.event_id)
+                    .where(
+                        event_rows.c.org_id == target.org_id,
+                        event_rows.c.event_id.in_([r["event_id"] for r in rows]),
+                    )
+                    .with_for_update(read=True)
+                ).scalars()
+            )
+            rows = [r for r in rows if r["event_id"] in alive]
         if rows:
             conn.execute(webhook_pending.insert(), rows)
 
