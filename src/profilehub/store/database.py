@@ -220,13 +220,14 @@ def make_engine(
         return engine
     # libpq (and psycopg) count the timeout per address tried, and treat less than 2 s as 2 s.
     connect_args: dict[str, Any] = {"connect_timeout": connect_timeout}
-    if "tcp_user_timeout" not in sa.engine.make_url(url).query:
+    query = sa.engine.make_url(url).query
+    if "tcp_user_timeout" not in query:
         # An open connection whose host went silent (gone from the network, packets dropped): what
         # it sent is given up after as long as a connection may take to open, so the request
         # answers 503 instead of waiting for the kernel's retransmissions (~15 minutes).
         connect_args["tcp_user_timeout"] = max(2, connect_timeout) * 1000
     session = f"-c idle_in_transaction_session_timeout={idle_in_transaction_timeout * 1000}"
-    given = sa.engine.make_url(url).query.get("options")  # the URL's own ?options= are kept
+    given = query.get("options")  # the URL's own ?options= are kept
     connect_args["options"] = " ".join([*([given] if isinstance(given, str) else list(given or ())), session])
     if writer:
         return sa.create_engine(
@@ -549,7 +550,9 @@ class _Writer:
                     self.fault = fault
                 batch[0][1].set_exception(exc if error is None else error)
                 return
-            self._retry_alone(batch, exc)
+            # The database refusing (down, restarting) fails every batch alike while it lasts.
+            outage = fault if isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError) else None
+            self._retry_alone(batch, exc, outage)
             return
         self.fault = None
         if events:
@@ -573,14 +576,15 @@ class _Writer:
         if self._bell is not None:
             self._bell.ring()
 
-    def _retry_alone(self, batch: list[tuple[Job, Future[Any]]], cause: BaseException) -> None:
-        if isinstance(cause, sa.exc.OperationalError | sa.exc.InterfaceError):
-            # The database refusing (down, restarting): every batch fails alike while it lasts, so
-            # this is said with its traceback once per interval, with the count of the others.
+    def _retry_alone(
+        self, batch: list[tuple[Job, Future[Any]]], cause: BaseException, outage: DatabaseFault | None
+    ) -> None:
+        if outage is not None:
+            # Said with its traceback once per interval, with the count of the others.
             _refusals.say(
-                type(cause.orig or cause).__name__,
+                outage.kind.value,
                 logging.ERROR,
-                f"batch of {len(batch)} writes failed ({classify(cause).cause}); retrying them one by one",
+                f"batch of {len(batch)} writes failed ({outage.cause}); retrying them one by one",
                 exc_info=cause,
             )
         else:
