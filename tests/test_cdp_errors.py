@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
@@ -155,6 +156,38 @@ def test_curl_default_content_type_is_read_as_json(client: TestClient, org: OrgF
 def test_other_media_types_are_415(client: TestClient, org: OrgFixture) -> None:
     r = client.post(W, content=b"<xml/>", headers={**org.headers(), "Content-Type": "text/xml"})
     assert_error(r, 415, "Content-Type")
+
+
+@pytest.mark.parametrize(
+    ("path", "coding", "dialect"),
+    [
+        (W, "gzip", "cdp"),
+        ("/cdp/v1/users/_bulk", "gzip", "cdp"),
+        ("/v2/crm/people?matchingAttribute=email", "GZIP", "crm"),
+        (W, "br, gzip", "cdp"),
+    ],
+)
+def test_a_compressed_body_is_415_saying_identity_is_accepted(
+    client: TestClient, org: OrgFixture, path: str, coding: str, dialect: str
+) -> None:
+    body: Any = OK if dialect == "cdp" else {"firstName": "Ada", "emails": ["ada@example.org"]}
+    if path.endswith("_bulk"):
+        body = [OK]
+    method = "PUT" if dialect == "crm" else "POST"
+    auth = org.headers() if dialect == "cdp" else org.bearer
+    headers = {**auth, "Content-Type": "application/json", "Content-Encoding": coding}
+    r = client.request(method, path, content=gzip.compress(json.dumps(body).encode()), headers=headers)
+    assert_error(r, 415, "Content-Encoding")
+    assert r.headers["Accept-Encoding"] == "identity"
+    assert coding.lower() in r.json()["message"], r.text
+    found = client.post(S, json={"orgId": 1234, "search": {"crm_id": ["C-1"]}}, headers=org.headers())
+    assert found.json() == [], "the body was not read, so nothing was written"
+
+
+def test_an_identity_content_encoding_is_read_as_is(client: TestClient, org: OrgFixture) -> None:
+    headers = {**org.headers(), "Content-Encoding": "identity"}
+    r = client.post(W, content=json.dumps(OK), headers=headers)
+    assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize(("method", "path", "status"), [("GET", W, 405), ("POST", "/cdp/v1/nothing", 404)])

@@ -6,9 +6,11 @@ each get their own page. The browser journeys are in test_console_browser.py.
 
 from __future__ import annotations
 
+import gzip
 import html
 import re
 from datetime import datetime
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -78,6 +80,13 @@ def test_forged_forms_are_refused(client: TestClient, org: OrgFixture) -> None:
     _page(other_site, 403, "sent from another site")
     as_json = client.post(f"/console/profiles/{ucid}/erase", json={"csrf": csrf, "confirm": ucid})
     _page(as_json, 415, "the console takes its own forms only")
+    gzipped = client.post(
+        f"/console/profiles/{ucid}/erase",
+        content=gzip.compress(urlencode({"csrf": csrf, "confirm": ucid}).encode()),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "gzip"},
+    )
+    _page(gzipped, 415, "Content-Encoding: the body must be sent uncompressed")
+    assert gzipped.headers["Accept-Encoding"] == "identity"
     assert client.get(f"/console/profiles/{ucid}").status_code == 200
     # A sign-in form without the cookie it came with (made on another site) is refused too.
     client.cookies.clear()

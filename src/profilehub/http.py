@@ -143,6 +143,27 @@ def _content_type(scope: Scope) -> bytes:
     return b""
 
 
+# The only content coding a request body may have (RFC 9110 §8.4.1): bodies are read as sent.
+ACCEPTED_ENCODING = "identity"
+
+
+def content_codings(headers: Sequence[tuple[bytes, bytes]]) -> list[str]:
+    """The content codings a request says its body has, ``identity`` (no coding) left out."""
+    codings: list[str] = []
+    for name, value in headers:
+        if name == b"content-encoding":
+            tokens = bytes(value).decode("latin-1").lower().split(",")
+            codings += [t.strip() for t in tokens if t.strip() not in ("", ACCEPTED_ENCODING)]
+    return codings
+
+
+def unsupported_coding_message(codings: Sequence[str]) -> str:
+    return (
+        f"Content-Encoding: the body must be sent uncompressed ({ACCEPTED_ENCODING}); "
+        f"got {', '.join(codings)}"
+    )
+
+
 async def read_messages(receive: Receive) -> tuple[list[Message], bytes | None]:
     """Every message of a request's body as received, and the body; None for the body when the
     client went away first. Hand the messages on with ``replay_messages``."""
@@ -186,7 +207,8 @@ class BodyLimitMiddleware:
     """Refuse bodies over ``max_bytes`` with 413 before any handler parses them.
 
     It also reads a body sent without a JSON content type (curl's default) as JSON, and refuses
-    other media types with 415, so a client never sees a confusing shape error instead.
+    other media types, and any content coding (gzip…), with 415, so a client never sees a
+    confusing shape error instead.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -199,6 +221,18 @@ class BodyLimitMiddleware:
             return
         # The console's own forms are form-encoded; only its routes read them (the size limit holds).
         if scope["method"] in ("POST", "PUT", "PATCH") and not scope["path"].startswith(CONSOLE_PREFIX):
+            if codings := content_codings(scope.get("headers", ())):
+                # A gzip body read as JSON was a 400 about bytes the client never wrote: RFC 7694
+                # §3's answer is a 415 saying which coding is taken (Accept-Encoding).
+                refusal = unsupported_coding_message(codings)
+                response = error_response(
+                    415,
+                    refusal,
+                    {"Content-Encoding": refusal.removeprefix("Content-Encoding: ")},
+                    headers={"Accept-Encoding": ACCEPTED_ENCODING},
+                )
+                await response(scope, receive, send)
+                return
             ctype = _content_type(scope)
             if ctype in _LENIENT_TYPES:
                 headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]

@@ -54,7 +54,7 @@ _COMMON: dict[str, str] = {
 }
 _WITH_BODY: dict[str, str] = {
     "413": "Body larger than PROFILEHUB_MAX_BODY_BYTES (or too many records)",
-    "415": "Content-Type is not JSON",
+    "415": "Content-Type is not JSON, or the body has a Content-Encoding (only identity is taken)",
 }
 _LIMITED: dict[str, str] = {
     "429": "Over the org's rate limit (`profilehub org rate-limit`); retry after `Retry-After` seconds",
@@ -95,6 +95,11 @@ IDEMPOTENCY_KEY_PARAMETER: dict[str, Any] = {
         "pattern": "^[ -~]*[!-~][ -~]*$",
     },
 }
+ACCEPT_ENCODING = _header(
+    "`identity`: sent when the 415 is for the body's `Content-Encoding`; bodies are taken uncompressed.",
+    False,
+    {"type": "string", "enum": ["identity"]},
+)
 REPLAYED = _header(
     "`true` when this is the saved answer of an earlier request under the same `Idempotency-Key`.",
     False,
@@ -154,6 +159,8 @@ def _declare_headers(status: str, headers: dict[str, Any], limited: bool, keyed:
                 if status == "429"
                 else {"$ref": f"#/components/headers/{ref}"}
             )
+    if status == "415":
+        headers["Accept-Encoding"] = ACCEPT_ENCODING
     if keyed and status.startswith("2"):
         headers[REPLAYED_HEADER] = REPLAYED
 

@@ -63,7 +63,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         403: "Scope not granted or not requested, or a foreign orgId",
         404: "Unknown ucid",
         413: "Body too large",
-        415: "Content-Type is not JSON",
+        415: "Content-Type is not JSON, or the body has a Content-Encoding",
         503: "Database temporarily unavailable; retry after `Retry-After` seconds",
     }.items()
 }

@@ -16,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from profilehub.console.pages import error_page, secure
 from profilehub.console.sessions import ConsoleSession, load_session, same_token
 from profilehub.errors import BadRequest, Forbidden, ProfilehubError, Unauthorized, UnsupportedMediaType
+from profilehub.http import ACCEPTED_ENCODING, content_codings, unsupported_coding_message
 from profilehub.profiles import ProfileService
 from profilehub.store.database import Database
 
@@ -46,6 +47,7 @@ class ConsoleRoute(APIRoute):
                     response = error_page(401, exc.message)
             except ProfilehubError as exc:
                 response = error_page(exc.status, exc.message, getattr(request.state, "console", None))
+                response.headers.update(exc.headers)
             except RequestValidationError as exc:
                 fields = "; ".join(
                     f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}" for e in exc.errors()
@@ -120,6 +122,12 @@ async def read_form(request: Request) -> dict[str, str]:
 async def read_form_pairs(request: Request) -> list[tuple[str, str]]:
     """The form's fields in order, repeated ones (checkboxes of one name) included."""
     check_same_origin(request)
+    if codings := content_codings(request.headers.raw):
+        raise UnsupportedMediaType(
+            unsupported_coding_message(codings),
+            field="Content-Encoding",
+            headers={"Accept-Encoding": ACCEPTED_ENCODING},
+        )
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         raise UnsupportedMediaType("the console takes its own forms only", field="Content-Type")
