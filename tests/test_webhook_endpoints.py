@@ -179,3 +179,29 @@ def test_metrics_show_each_endpoints_backlog(admin_app: FastAPI) -> None:
             assert client.post("/cdp/v1/users", json=body, headers=org.headers()).status_code == 200
         text = client.get("/metrics").text
     assert f'profilehub_webhook_backlog_events{{endpoint="{endpoint_id}"}} 3.0' in text
+
+
+def test_pending_counts_the_types_an_endpoint_takes_and_the_backlog_every_type(admin_app: FastAPI) -> None:
+    """An endpoint's `pending` is what it will be sent; its /metrics backlog what its deliverer still
+    has to read, other types included."""
+    org = make_org(admin_app.state.db, org_id=56)
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    with TestClient(admin_app) as client:
+        made = {
+            name: client.post(
+                "/admin/v1/webhooks",
+                json={"orgId": 56, "url": f"http://127.0.0.1:9/{name}", "events": events},
+                headers=auth,
+            ).json()["webhook"]["id"]
+            for name, events in (("all", []), ("merges", ["profile.merged"]))
+        }
+        for n in range(2):
+            body = {"orgId": 56, "region": "EU", "ids": {"crm_id": f"P-{n}"}, "upsert": {"profile": {"n": n}}}
+            assert client.post("/cdp/v1/users", json=body, headers=org.headers()).status_code == 200
+        listed = client.get("/admin/v1/webhooks", params={"orgId": 56}, headers=auth).json()["webhooks"]
+        one = client.get(f"/admin/v1/webhooks/{made['merges']}", headers=auth).json()["webhook"]
+        text = client.get("/metrics").text
+    assert {w["id"]: w["pending"] for w in listed} == {made["all"]: 2, made["merges"]: 0}
+    assert one["pending"] == 0
+    for endpoint_id in made.values():
+        assert f'profilehub_webhook_backlog_events{{endpoint="{endpoint_id}"}} 2.0' in text

@@ -119,11 +119,16 @@ def _pending_counts(conn: Connection, org_id: int) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in rows}
 
 
-def _unread(conn: Connection, row: Any) -> int:
-    """The events of the types ``row``'s endpoint takes, committed after its cursor: not yet handed
-    to it (a disabled endpoint's wait there until it is enabled; an enabled one's for a moment)."""
-    query = sa.select(sa.func.count()).where(events.c.org_id == row.org_id, events.c.event_id > row.cursor)
-    if types := [t for t in row.event_types.split(",") if t]:
+def _types_of(row: Any) -> tuple[str, ...]:
+    return tuple(t for t in row.event_types.split(",") if t)
+
+
+def _unread(conn: Connection, org_id: int, cursor: int, types: tuple[str, ...] = ()) -> int:
+    """The org's events committed after ``cursor``: of ``types`` only, or of every type when none
+    are given. Not yet handed to the endpoint at that cursor (a disabled endpoint's wait there
+    until it is enabled; an enabled one's for a moment)."""
+    query = sa.select(sa.func.count()).where(events.c.org_id == org_id, events.c.event_id > cursor)
+    if types:
         query = query.where(events.c.type.in_(types))
     return int(conn.execute(query).scalar_one())
 
@@ -133,7 +138,7 @@ def _endpoint(row: Any, pending: int) -> Endpoint:
         endpoint_id=row.endpoint_id,
         org_id=row.org_id,
         url=row.url,
-        event_types=tuple(t for t in row.event_types.split(",") if t),
+        event_types=_types_of(row),
         created_ts=row.created_ts,
         disabled_ts=row.disabled_ts,
         disabled_reason=row.disabled_reason,
@@ -153,7 +158,10 @@ def list_endpoints(conn: Connection, org_id: int) -> list[Endpoint]:
         .where(webhook_endpoints.c.org_id == org_id)
         .order_by(webhook_endpoints.c.created_ts, webhook_endpoints.c.endpoint_id)
     )
-    return [_endpoint(r, counts.get(r.endpoint_id, 0) + _unread(conn, r)) for r in rows]
+    return [
+        _endpoint(r, counts.get(r.endpoint_id, 0) + _unread(conn, r.org_id, r.cursor, _types_of(r)))
+        for r in rows
+    ]
 
 
 def get_endpoint(conn: Connection, endpoint_id: str, org_id: int | None = None) -> Endpoint:
@@ -172,7 +180,7 @@ def get_endpoint(conn: Connection, endpoint_id: str, org_id: int | None = None) 
             webhook_pending.c.org_id == owner, webhook_pending.c.endpoint_id == endpoint_id
         )
     ).scalar_one()
-    return _endpoint(row, int(pending) + _unread(conn, row))
+    return _endpoint(row, int(pending) + _unread(conn, row.org_id, row.cursor, _types_of(row)))
 
 
 def endpoint_secret(conn: Connection, endpoint: Endpoint) -> str:
@@ -314,8 +322,6 @@ def backlogs(conn: Connection) -> dict[str, int]:
         ).where(webhook_endpoints.c.disabled_ts.is_(None))
     ).all()
     for org_id, endpoint_id, cursor in rows:
-        unread = conn.execute(
-            sa.select(sa.func.count()).where(events.c.org_id == org_id, events.c.event_id > cursor)
-        ).scalar_one()
-        out[endpoint_id] = int(unread) + int(pending.get(endpoint_id, 0))
+        # Of every type, not only the endpoint's: they still have to be read.
+        out[endpoint_id] = _unread(conn, org_id, cursor) + int(pending.get(endpoint_id, 0))
     return out
