@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -36,6 +37,7 @@ from profilehub.app import create_app
 from profilehub.auth import CredentialKind, create_credential
 from profilehub.config import Settings
 from profilehub.orgs import create_org
+from profilehub.request_log import JsonFormatter, logging_config
 from profilehub.store.database import Database, make_engine, migrate
 
 PG_ADMIN = os.environ.get("PROFILEHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -312,6 +314,25 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     # gc.collect() 40 s). A server process makes one app, so only the tests need this.
     for cache in _fastapi_caches():
         cache.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _logging_put_back() -> Iterator[None]:
+    """``profilehub serve`` run in-process (CliRunner) configures this process's logging, as it
+    does a server's: put it back after the test, or its JSON handler, on the runner's closed
+    stream, would take every later test's log records."""
+    configured = [logging.getLogger(name) for name in logging_config("info", True)["loggers"]]
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in configured]
+    root = logging.getLogger()
+    root_level = root.level
+    yield
+    for handler in [h for h in root.handlers if isinstance(h.formatter, JsonFormatter)]:
+        root.removeHandler(handler)
+    root.setLevel(root_level)
+    for lg, handlers, level, propagate in saved:
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

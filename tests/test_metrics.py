@@ -220,8 +220,7 @@ def test_several_workers_drop_a_deleted_webhooks_backlog_and_log_only_json(
         assert gone.status_code in (200, 204), gone.text
         assert [backlog_lines(server.base) for _ in range(8)] == [[]] * 8
         assert server.stop() == 0
-    # After the start-up lines (stdout's, and stderr's plain warnings before the log starts), every
-    # line is one JSON object of the log on stderr.
+    # After the start-up lines (stdout's), every line is one JSON object of the log on stderr.
     lines = server.log.read_text().splitlines()
     started = next(n for n, line in enumerate(lines) if line.startswith("API docs: "))
     assert [json.loads(line)["logger"] for line in lines[started + 1 :]], lines

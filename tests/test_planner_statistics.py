@@ -7,6 +7,7 @@ That is a real condition the writer reads, and it holds whatever the server's ow
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -74,15 +75,18 @@ def test_serve_says_once_at_start_up_when_autovacuum_is_off(
     monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
     port = str(free_port())
+    served = CliRunner().invoke(main, ["serve", "--port", port])
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        served = CliRunner().invoke(main, ["serve", "--port", port])
         listed = CliRunner().invoke(main, ["org", "list"])
         Database(database_url).close()  # a server worker's, a deliverer's or a command's store
     assert served.exit_code == 0 and listed.exit_code == 0, served.output + listed.output
+    # A line of the server's JSON log on stderr, as every other: not plain text before the log.
+    [warning] = [json.loads(line) for line in served.stderr.splitlines() if "autovacuum is off" in line]
+    assert (warning["level"], warning["logger"]) == ("warning", "profilehub.serve"), warning
     # Off for the whole server (as on the development machine) or, where it is on, for the tables.
-    [warning] = [line for line in served.output.splitlines() if "autovacuum is off" in line]
-    assert "ANALYZE" in warning and ("crm_records" in warning or "server" in warning), warning
+    message = warning["msg"]
+    assert "ANALYZE" in message and ("crm_records" in message or "server" in message), message
     # Said by serve alone, once: not by every command, worker or deliverer that opens the store.
     assert "autovacuum" not in listed.output
     assert not [r for r in caplog.records if "autovacuum" in r.getMessage()]

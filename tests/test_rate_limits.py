@@ -4,6 +4,7 @@ fast write path too, per process or shared through Redis. The limiter's clock is
 
 from __future__ import annotations
 
+import json
 import socket
 import uuid
 from collections.abc import Iterator
@@ -274,7 +275,10 @@ def test_serve_with_several_workers_warns_when_limits_are_counted_per_process(
 
     assert "rate limits" not in serve(2)  # no org is limited
     limit(app, org, per_second=100)
-    assert "2 workers allow up to 2x each org's limit" in serve(2)
+    # A warning of the server's JSON log, as its other lines are.
+    [warning] = [json.loads(line) for line in serve(2).splitlines() if "rate limits" in line]
+    assert (warning["level"], warning["logger"]) == ("warning", "profilehub.serve"), warning
+    assert "2 workers allow up to 2x each org's limit" in warning["msg"]
     assert "rate limits" not in serve(1)
     monkeypatch.setenv("PROFILEHUB_REDIS_URL", REDIS_URL)
     assert "rate limits" not in serve(2)

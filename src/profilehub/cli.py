@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import logging
 import os
 import re
 import socket
@@ -56,7 +57,7 @@ from profilehub.orgs import (
 )
 from profilehub.profiles import ProfileService
 from profilehub.ratelimit import MAX_RATE, RateLimit, any_rate_limits, get_rate_limit, set_rate_limit
-from profilehub.request_log import LOG_LEVELS
+from profilehub.request_log import LOG_LEVELS, configure_logging
 from profilehub.store import strategy_store as strategies
 from profilehub.store.backfill_journal import ROLLBACK
 from profilehub.store.backup import backup
@@ -80,6 +81,8 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
+# What serve warns of at start-up, before the server runs.
+serve_log = logging.getLogger("profilehub.serve")
 
 
 @contextmanager
@@ -226,6 +229,9 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
         settings = Settings.from_env()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
+    # From here on stderr is the log, so what serve warns of at start-up reaches whatever reads the
+    # log in its format (uvicorn and the workers configure the same again).
+    configure_logging(log_level, access_log)
     # Create or upgrade the schema once, before any worker starts.
     db = _connect(settings)
     try:
@@ -239,12 +245,13 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
     if locked is not None:
         raise click.ClickException(f"cannot sign erasure receipts: {locked}")
     if unanalysed:
-        click.echo(f"warning: {unanalysed}", err=True)
+        serve_log.warning("%s", unanalysed)
     if workers > 1 and limited and not settings.redis_url:
-        click.echo(
-            f"warning: rate limits are counted per process without PROFILEHUB_REDIS_URL: "
-            f"{workers} workers allow up to {workers}x each org's limit",
-            err=True,
+        serve_log.warning(
+            "rate limits are counted per process without PROFILEHUB_REDIS_URL: "
+            "%d workers allow up to %dx each org's limit",
+            workers,
+            workers,
         )
     _check_port_free(host, port)
     url = f"http://{host}:{port}"

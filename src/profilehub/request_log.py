@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import logging.config
 import re
 import time
 import uuid
@@ -253,6 +254,11 @@ class JsonFormatter(logging.Formatter):
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def configure_logging(level: str, access: bool) -> None:
+    """Make this process's log ``logging_config``'s (JSON lines on stderr) from here on."""
+    logging.config.dictConfig(logging_config(level, access))
 
 
 def logging_config(level: str, access: bool) -> dict[str, Any]:

@@ -25,7 +25,6 @@ Where ``SO_REUSEPORT`` is not offered (it is on Linux), ``serve`` uses uvicorn's
 from __future__ import annotations
 
 import logging
-import logging.config
 import multiprocessing
 import os
 import signal
@@ -35,7 +34,7 @@ import threading
 import time
 from typing import Any
 
-from profilehub.request_log import logging_config
+from profilehub.request_log import configure_logging, logging_config
 
 log = logging.getLogger("profilehub.workers")
 
@@ -113,7 +112,7 @@ def _worker(host: str, port: int, log_level: str, access_log: bool, parent: int)
 
 def run_workers(count: int, host: str, port: int, log_level: str, access_log: bool) -> int:
     """Run ``count`` workers until SIGINT or SIGTERM; the exit status for ``serve``."""
-    logging.config.dictConfig(logging_config(log_level, access_log))
+    configure_logging(log_level, access_log)
     context = multiprocessing.get_context("spawn")
     stop = threading.Event()
     failed = False
