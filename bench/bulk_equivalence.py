@@ -424,7 +424,11 @@ def ucid_map(a: Snapshot, b: Snapshot) -> dict[str, str]:
 # --- the gate: one file through both paths ---
 
 ONLINE_ORG, BULK_ORG = 7001, 7002
-COUNTS = re.compile(r"([\d,]+) records in .*?: ([\d,]+) created, ([\d,]+) updated, ([\d,]+) rejected")
+# The summary's counts, those said only when not 0 included (``cli._run_import``).
+COUNTS = re.compile(
+    r"([\d,]+) records in .*?: ([\d,]+) created, ([\d,]+) updated, ([\d,]+) rejected"
+    r"(?:, [\d,]+ carried a suppressed id)?(?:, [\d,]+ written without ids over a profile's limit)?"
+)
 Importer = Callable[[str, Path, int, str, int, bool], tuple[int, str]]
 
 

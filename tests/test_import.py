@@ -148,7 +148,7 @@ def test_preparing_in_worker_processes_gives_the_same_profiles_as_inline(
     assert (
         inline.counts()
         == other.counts()
-        == {"read": 90, "created": 60, "updated": 30, "rejected": 0, "suppressed": 0}
+        == {"read": 90, "created": 60, "updated": 30, "rejected": 0, "suppressed": 0, "over_id_limit": 0}
     )
     assert snapshot(db) == snapshot(db, org_id=5678)
 
@@ -308,6 +308,30 @@ def test_import_cdp_command_with_csv_mapping(
     assert bad_map.exit_code != 0 and "missing" in bad_map.output
 
 
+@pytest.mark.parametrize("bulk", [False, True], ids=["online", "bulk"])
+def test_the_summary_counts_records_written_without_ids_over_a_profiles_limit(
+    database_url: str, tmp_path: Path, monkeypatch: Any, bulk: bool
+) -> None:
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", database_url)
+    db = Database(database_url)
+    make_org(db, ORG)
+    db.close()
+    # A profile holds one crm_id: the second record's crm_id B is not attached to f1's profile.
+    path = write_ndjson(
+        tmp_path / "limits.ndjson",
+        [
+            {"ids": {"fpuid": "f1", "crm_id": "A"}, "upsert": {}},
+            {"ids": {"fpuid": "f1", "crm_id": "B"}, "upsert": {}},
+            {"ids": {"fpuid": "f2", "crm_id": "C"}, "upsert": {}},
+        ],
+    )
+    args = ["import", "cdp", str(path), "--org-id", str(ORG), "--region", "EU", "--quiet", "--workers", "0"]
+    result = CliRunner().invoke(main, [*args, *(["--bulk"] if bulk else [])])
+    assert result.exit_code == 0, result.output
+    said = "2 created, 1 updated, 0 rejected, 1 written without ids over a profile's limit"
+    assert said in result.output, result.output
+
+
 def test_text_that_bulk_loading_must_escape_round_trips(service: ProfileService, tmp_path: Path) -> None:
     # New rows reach PostgreSQL by COPY, whose text format gives tabs, newlines and backslashes
     # meanings of their own; ids and attributes must come back exactly as written.
@@ -318,7 +342,14 @@ def test_text_that_bulk_loading_must_escape_round_trips(service: ProfileService,
     ]
     path = write_ndjson(tmp_path / "tricky.ndjson", records)
     summary = run_import(service, path, workers=0)
-    assert summary.counts() == {"read": 2, "created": 2, "updated": 0, "rejected": 0, "suppressed": 0}
+    assert summary.counts() == {
+        "read": 2,
+        "created": 2,
+        "updated": 0,
+        "rejected": 0,
+        "suppressed": 0,
+        "over_id_limit": 0,
+    }
     [found] = service.search(ORG, None, {"crm_id": [f"c\\0\t{tricky}"]})
     assert found["profile"]["note"] == tricky
     assert found["ids"]["fpuid"][0]["fpuid"] == "\\N"

@@ -995,6 +995,11 @@ def _run_import(
         f"{summary.read:,} records in {summary.seconds:.1f}s ({summary.rate:,.0f}/s): "
         f"{summary.created:,} created, {summary.updated:,} updated, {summary.rejected:,} rejected"
         + (f", {summary.suppressed:,} carried a suppressed id" if summary.suppressed else "")
+        + (
+            f", {summary.over_id_limit:,} written without ids over a profile's limit"
+            if summary.over_id_limit
+            else ""
+        )
         + (f" (resumed after line {summary.resumed_from_line:,})" if summary.resumed_from_line else ""),
         highlight=False,
         soft_wrap=True,

@@ -63,6 +63,7 @@ from profilehub.bulk.resolve import (
     Recorded,
     Refused,
     Spools,
+    Tally,
     read_writes,
     resolve_file,
     resolve_payload,
@@ -155,6 +156,12 @@ class BulkSummary(ImportSummary):
         """After a pool of worker processes (``worker_pool``) ended: the largest one so far."""
         if isinstance(pool, WorkerPool):
             self.peak_rss_workers_bytes = max(self.peak_rss_workers_bytes, pool.peak_rss_bytes)
+
+
+def _count(summary: BulkSummary, tally: Tally) -> None:
+    summary.created += tally.created
+    summary.updated += tally.updated
+    summary.over_id_limit += tally.over_id_limit
 
 
 def _peak_rss() -> int:
@@ -831,7 +838,8 @@ class BulkImporter:
             # a frozen client holding locks (PROFILEHUB_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS)
             # would end it.
             conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
-        summary.created = summary.updated = 0  # counted as the writes apply (again, on a retry)
+        # counted as the writes apply (again, on a retry)
+        summary.created = summary.updated = summary.over_id_limit = 0
         regions = sorted(plan.regions)
         for region in regions:
             lock_scope(conn, org_id, f"profiles:{region}")
@@ -903,9 +911,8 @@ class BulkImporter:
             # tree peaked there, 789 MB). A retried transaction resolves in this thread alone.
             self._resolve_pool.shutdown()
             self._resolve_pool = None
-        refused, c, u = self._replay_in_store(conn, strategy, store_paths, at, block, spools[0])
-        summary.created += c
-        summary.updated += u
+        refused, tally = self._replay_in_store(conn, strategy, store_paths, at, block, spools[0])
+        _count(summary, tally)
         summary.mark("resolve", t)
         self._check_stop()
 
@@ -939,15 +946,14 @@ class BulkImporter:
         org_id, actor, journal, ledger = self.sink.org_id, self.sink.actor, service.journal, service.ledger
         pool = self._resolve_pool
         todo = deque(g for g in range(len(paths)) if len(closed[g]))
-        running: dict[Future[tuple[int, int, Spools] | None], int] = {}
+        running: dict[Future[tuple[Tally, Spools] | None], int] = {}
 
-        def done(g: int, result: tuple[int, int, Spools] | None) -> tuple[int, bool]:
+        def done(g: int, result: tuple[Tally, Spools] | None) -> tuple[int, bool]:
             if result is None:
                 return g, True
-            created, updated, group_spools = result
+            tally, group_spools = result
             spools.append(group_spools)
-            summary.created += created
-            summary.updated += updated
+            _count(summary, tally)
             # Its writes are in its spools now (a retried transaction splits the writes file
             # again): the disk they took (about 1 KB a record) is free for the write's.
             paths[g].unlink(missing_ok=True)
@@ -983,7 +989,7 @@ class BulkImporter:
                 g = todo.pop()
                 group_spools = Spools.open(spool_dir, f"g{g}", self._frame)
                 try:
-                    created, updated = resolve_file(
+                    tally = resolve_file(
                         strategy,
                         org_id,
                         actor,
@@ -1001,7 +1007,7 @@ class BulkImporter:
                     yield g, True
                     continue
                 group_spools.close()  # its files closed until the write: groups can be thousands
-                yield done(g, (created, updated, group_spools))
+                yield done(g, (tally, group_spools))
             finished = [f for f in running if f.done()]
             if not finished and not todo and running:
                 finished = list(wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED).done)
@@ -1048,7 +1054,7 @@ class BulkImporter:
         at: int,
         block: UcidBlock,
         spools: Spools,
-    ) -> tuple[dict[int, ProfilehubError], int, int]:
+    ) -> tuple[dict[int, ProfilehubError], Tally]:
         """The writes of components that touch stored profiles or name a ucid (in the files
         ``paths``), in file order, through the online write path's storage, refusals handled as
         the online writer does (the refused write rolled back and the others applied again
@@ -1057,7 +1063,7 @@ class BulkImporter:
         org_id = self.sink.org_id
         writes = {k: w for path in paths for k, w in read_writes(path, org_id, self.sink.actor)}
         if not writes:
-            return {}, 0, 0
+            return {}, Tally()
         indices = sorted(writes)
         scopes: dict[str, tuple[list[Identifier], list[str]]] = {}
         for k in indices:
@@ -1069,7 +1075,7 @@ class BulkImporter:
         refused: dict[int, ProfilehubError] = {}
         while True:
             events: list[tuple[Any, ...]] = []
-            created = updated = 0
+            tally = Tally()
             again = False
             try:
                 with savepoint(conn):
@@ -1095,10 +1101,7 @@ class BulkImporter:
                             continue
                         applied.append(k)
                         result = WriteResult(strategy, outcome)
-                        if result.created:
-                            created += 1
-                        else:
-                            updated += 1
+                        tally.add(result)
                         e = result.event(org_id)
                         events.append((k, e.type, e.region, e.ts, e.entity_id, orjson.dumps(e.data).decode()))
                     if again:
@@ -1109,7 +1112,7 @@ class BulkImporter:
             for row in events:
                 spools.events.append(row)
             spool_log(spools, applied, recorded.changes, recorded.writes, service.journal, service.ledger)
-            return refused, created, updated
+            return refused, tally
 
     def _write(
         self,

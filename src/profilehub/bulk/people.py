@@ -98,6 +98,7 @@ from profilehub.ingest.runner import (
     _stop_on_interrupt,
     carried_suppressed,
     default_workers,
+    over_id_limit,
     worker_pool,
 )
 from profilehub.orgs import home_region
@@ -128,6 +129,7 @@ class _Outcomes:
     created: int = 0
     updated: int = 0
     suppressed: int = 0
+    over_id_limit: int = 0
 
 
 class _NotSetBased(Exception):
@@ -463,6 +465,7 @@ class PeopleBulkImporter:
                 outcome = None if record.data is None else next(given)
                 if outcome is not None and carried_suppressed(outcome):
                     out.suppressed += 1
+                out.over_id_limit += over_id_limit(outcome)
                 if isinstance(outcome, PersonResult):
                     out.created += outcome.created
                     out.updated += not outcome.created
@@ -484,7 +487,7 @@ class PeopleBulkImporter:
         if set_based:
             org.rows.flush()
             org.rows.forget()
-            saved_suppressed = self._resolve_set(
+            saved_suppressed, out.over_id_limit = self._resolve_set(
                 conn,
                 profiles,
                 org,
@@ -510,7 +513,7 @@ class PeopleBulkImporter:
         change_id: ChangeIdBlock,
         at: int,
         summary: BulkSummary,
-    ) -> int:
+    ) -> tuple[int, int]:
         """The people's graph writes (``written``, in file order) resolved as the CDP bulk path
         resolves a file: components of writes and ids (``bulk.graph``); the simple ones that touch
         nothing stored in closed form (``bulk.resolve``); the rest replayed in file order through
@@ -521,7 +524,8 @@ class PeopleBulkImporter:
         Memory: the writes and the people are read back from disk a call at a time; each call's
         events go to a spool as the call's graph writes are replayed; a component replayed in
         memory goes to the spools after its last write. Returns how many saved people carried a
-        suppressed id."""
+        suppressed id, and how many were written without ids over a profile's limit: what the
+        online import counts once their graph writes' notices are theirs."""
         t = summary.begin("link")
         strategy, org_id, home, folder = org.strategy, org.org_id, org.home, written.folder
         n = written.n
@@ -665,7 +669,7 @@ class PeopleBulkImporter:
 
         # Every event in the online order: (type, region, ts, entity_id, data JSON).
         events = Spool(folder / "people-events-ordered.rows")
-        suppressed = 0
+        suppressed = over_limit = 0
         writes = written.read_writes()
         # Each in-memory component's writes so far, until its last.
         of_component: dict[int, list[int]] = {}
@@ -731,6 +735,7 @@ class PeopleBulkImporter:
                 data = orjson.dumps({"person": person.person}).decode()
                 events.append((kind, None, person.ts, person.person["id"], data))
                 suppressed += carried_suppressed(person)
+                over_limit += over_id_limit(person)
             for k in graph:
                 label = int(labels[k])
                 if last[label] == k and not in_closed[k] and not stored[k]:
@@ -787,13 +792,14 @@ class PeopleBulkImporter:
             profiles.journal_pruner.prune(conn, [org_id], profiles._prune_time(at))
         summary.mark("write", t)
         summary.begin("commit")
-        return suppressed
+        return suppressed, over_limit
 
     def _report(self, outcomes: _Outcomes, summary: BulkSummary) -> None:
         """The rejects file and the counts, as the online import writes them."""
         rejects_file = checkpoints.rejects_path(self.source)
         lines: list[bytes] = []
         summary.suppressed += outcomes.suppressed
+        summary.over_id_limit += outcomes.over_id_limit
         for record, outcome in outcomes.rejects:
             if outcome is None:
                 body = error_body(400, record.error or "unreadable record", {"line": "unreadable"})

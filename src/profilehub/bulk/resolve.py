@@ -39,6 +39,7 @@ from profilehub.identity.resolve import CATEGORIES, PreparedWrite, apply_upsert,
 from profilehub.identity.storage import ProfileChange, ProfileState, ProfileStorage, WriteRecord
 from profilehub.identity.strategy import Strategy
 from profilehub.identity.ucid import UcidBlock
+from profilehub.ingest.runner import over_id_limit
 from profilehub.profiles import WriteResult
 from profilehub.store.consent_ledger import entry_rows, ledger_rows
 from profilehub.store.events import PROFILE_CREATED, PROFILE_UPDATED
@@ -397,6 +398,23 @@ def worker_ready() -> None:
     first group."""
 
 
+@dataclass
+class Tally:
+    """What resolving writes counted, as the online importer counts its records: profiles created,
+    updated, and writes that left ids unattached over a profile's limit (``over_id_limit``)."""
+
+    created: int = 0
+    updated: int = 0
+    over_id_limit: int = 0
+
+    def add(self, result: WriteResult) -> None:
+        if result.created:
+            self.created += 1
+        else:
+            self.updated += 1
+        self.over_id_limit += over_id_limit(result)
+
+
 def resolve_payload(
     strategy: Strategy,
     org_id: int,
@@ -410,19 +428,19 @@ def resolve_payload(
     journal: bool,
     ledger: bool = True,
     frame: int = FRAME_BYTES,
-) -> tuple[int, int, Spools] | None:
+) -> tuple[Tally, Spools] | None:
     """``resolve_file`` in a worker process, into spools of its own (closed, returned with the
     counts); None when a write was refused (the group then replays against the store)."""
     spools = Spools.open(Path(folder), prefix, frame)
     try:
-        created, updated = resolve_file(
+        tally = resolve_file(
             strategy, org_id, actor, Path(writes), closed, at, block, spools, journal, lambda: None, ledger
         )
     except Refused:
         spools.discard()
         return None
     spools.close()
-    return created, updated, spools
+    return tally, spools
 
 
 class Refused(Exception):
@@ -442,15 +460,15 @@ def resolve_file(
     journal: bool,
     stop: Callable[[], None],
     ledger: bool = True,
-) -> tuple[int, int]:
+) -> Tally:
     """``resolve_group`` on the writes of file ``writes`` (``closed``: each one's simple component
     or -1), read straight into the form each way of resolving takes; ``spools`` closed after."""
     with collector.paused():
         simple, replay = read_group(writes, closed.tolist(), org_id, actor)
-        counts = _resolve(strategy, org_id, simple, replay, at, block, spools, journal, stop, ledger)
+        tally = _resolve(strategy, org_id, simple, replay, at, block, spools, journal, stop, ledger)
         del simple, replay
         spools.close()
-    return counts
+    return tally
 
 
 def resolve_group(
@@ -463,9 +481,9 @@ def resolve_group(
     journal: bool,
     stop: Callable[[], None],
     ledger: bool = True,
-) -> tuple[int, int]:
+) -> Tally:
     """Resolve ``group`` ((file index, simple component or -1, write), in file order) in memory;
-    spool its rows. Returns the (created, updated) counts."""
+    spool its rows. Returns what it counted."""
     simple: dict[int, list[SimpleWrite]] = {}
     replay: list[tuple[int, PreparedWrite]] = []
     for k, label, w in group:
@@ -492,8 +510,8 @@ def _resolve(
     journal: bool,
     stop: Callable[[], None],
     ledger: bool,
-) -> tuple[int, int]:
-    created = updated = 0
+) -> Tally:
+    tally = Tally()
     components = list(simple.values())
     for start in range(0, len(components), CLOSED_AT_ONCE):
         stop()
@@ -508,8 +526,10 @@ def _resolve(
                 (k, PreparedWrite(org_id, r, [Identifier(*i) for i in ids], u, None, a, notices, source=s))
                 for k, r, ids, u, notices, a, s in component
             ]
-        created += len(part)
-        updated += sum(len(component) for component in part) - len(part)
+        # A simple component's first write creates its profile, the others update it; none
+        # meets an idType's limit (``simple_components``), so none leaves an id over it.
+        tally.created += len(part)
+        tally.updated += sum(len(component) for component in part) - len(part)
     storage = MemoryStorage()
     events: list[tuple[object, ...]] = []
     for n, (index, write) in enumerate(replay):
@@ -520,10 +540,7 @@ def _resolve(
         except ProfilehubError as exc:
             raise Refused(exc.message) from exc
         result = WriteResult(strategy, outcome)
-        if result.created:
-            created += 1
-        else:
-            updated += 1
+        tally.add(result)
         e = result.event(org_id)
         events.append((index, e.type, e.region, e.ts, e.entity_id, orjson.dumps(e.data).decode()))
     # A refused write leaves the group's spools to be discarded (the group replays in the store).
@@ -536,7 +553,7 @@ def _resolve(
         )
     for (o, region, ident), (ucid, ts) in storage.owners.items():
         spools.ids.append((o, region, ident.id_type, ident.value, ucid, ts))
-    return created, updated
+    return tally
 
 
 def spool_log(

@@ -21,6 +21,8 @@ from profilehub.identity.strategy import IdClass, Strategy
 from profilehub.identity.ucid import new_ucid
 
 CATEGORIES = ("profile", "mkt_preferences", "consent")
+# The notice of an id not attached because the profile holds its idType's limit of values.
+ID_LIMIT = "id_limit"
 # The holder of a ``taken`` id (see ``apply_write``).
 ANOTHER_PERSON = "(another person)"
 
@@ -287,7 +289,7 @@ def apply_write(
             if have >= rule.max_per_profile:
                 notices.append(
                     Notice(
-                        "id_limit",
+                        ID_LIMIT,
                         f"{field_name}: profile {master.ucid} already holds {have} value(s) of "
                         f"{ident.id_type} (limit {rule.max_per_profile}); not attached",
                         field_name,

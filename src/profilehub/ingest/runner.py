@@ -28,6 +28,7 @@ import orjson
 
 from profilehub import collector
 from profilehub.errors import ProfilehubError, error_body
+from profilehub.identity.resolve import ID_LIMIT
 from profilehub.identity.suppression import ID_SUPPRESSED
 from profilehub.ingest import checkpoint as checkpoints
 from profilehub.ingest.checkpoint import Checkpoint
@@ -168,6 +169,8 @@ class ImportSummary:
     rejected: int = 0
     # Records that carried a suppressed id (written without it, or rejected: docs/privacy.md).
     suppressed: int = 0
+    # Records written without some of their ids: the profile held its idType's limit of values.
+    over_id_limit: int = 0
     resumed_from_line: int = 0
     seconds: float = 0.0
     reject_reasons: dict[str, int] = field(default_factory=dict)
@@ -189,6 +192,7 @@ class ImportSummary:
             "updated": self.updated,
             "rejected": self.rejected,
             "suppressed": self.suppressed,
+            "over_id_limit": self.over_id_limit,
         }
 
 
@@ -282,12 +286,23 @@ def _reason(error: ProfilehubError) -> str:
     return getattr(error, "reason", None) or error.field or type(error).__name__
 
 
+def _noticed(outcome: Any, code: str) -> bool:
+    # A CDP write's notices are ``Notice``s, a CRM person's dicts.
+    notices = getattr(outcome, "notices", None) or ()
+    return any((n.get("code") if isinstance(n, dict) else n.code) == code for n in notices)
+
+
 def carried_suppressed(outcome: Any) -> bool:
     """Whether a record's outcome says it carried a suppressed id (written without it, or refused)."""
     if isinstance(outcome, ProfilehubError):
         return getattr(outcome, "reason", None) == ID_SUPPRESSED
-    notices = getattr(outcome, "notices", None) or ()
-    return any((n.get("code") if isinstance(n, dict) else n.code) == ID_SUPPRESSED for n in notices)
+    return _noticed(outcome, ID_SUPPRESSED)
+
+
+def over_id_limit(outcome: Any) -> bool:
+    """Whether a record was written without some of its ids because its profile held as many
+    values of their idType as the strategy allows (the notice ``id_limit``)."""
+    return not isinstance(outcome, ProfilehubError) and _noticed(outcome, ID_LIMIT)
 
 
 SHARED_BATCH_DIVISOR = 20
@@ -438,6 +453,8 @@ class Importer:
             outcome = next(outcomes)
             if carried_suppressed(outcome):
                 summary.suppressed += 1
+            if over_id_limit(outcome):
+                summary.over_id_limit += 1
             if isinstance(outcome, ProfilehubError):
                 body = error_body(outcome.status, outcome.message, outcome.errors)
                 self._reject(record, body, _reason(outcome), summary, rejects)
