@@ -478,3 +478,78 @@ def test_search_says_how_it_read_the_input(client: TestClient, app: FastAPI, org
     nowhere = search("020 7946 0958")
     assert "Nothing was searched: '020 7946 0958' is not a phone number in international format" in nowhere
     assert "No profile holds that id" not in nowhere
+
+
+def _form_again(response: httpx.Response, status: int, form_id: str, words: str, *kept: str) -> None:
+    """The refused form itself again (not an error page), what was typed in it, the error beside it."""
+    _page(response, status, words)
+    assert form_id in response.text and 'class="card error"' not in response.text, response.text
+    for html_text in kept:
+        assert html_text in response.text, (html_text, response.text)
+
+
+def test_a_refused_form_comes_back_with_what_was_typed(
+    client: TestClient, app: FastAPI, org: OrgFixture
+) -> None:
+    person = merged_person(client, org.apikey, org.org_id, merged=1, email="ada@example.org")
+    ucid = person["ucid"]
+    csrf = sign_in(client, org.apikey)
+
+    erase = client.post(f"/console/profiles/{ucid}/erase", data={"csrf": csrf, "confirm": ucid[:-1]})
+    _form_again(
+        erase,
+        400,
+        'id="erase-form"',
+        f"confirm: type the ucid {ucid}",
+        f'value="{ucid[:-1]}"',
+        'aria-invalid="true"',
+    )
+    search = client.post("/console/search", data={"csrf": csrf, "q": "ada", "id_type": ""})
+    _form_again(search, 400, 'action="/console/search"', "not an email address", 'value="ada"')
+    unknown = client.post("/console/search", data={"csrf": csrf, "q": "x", "id_type": "shoe_size"})
+    _form_again(unknown, 400, 'action="/console/search"', "unknown idType", 'name="q" value="x"')
+
+    explain = {"csrf": csrf, "region": "EU", "ucid": "", "id_type_1": "", "value_1": "kept@example.org"}
+    explained = client.post("/console/explain", data=explain | {"id_type_2": "fpuid", "value_2": "f-9"})
+    _form_again(
+        explained,
+        400,
+        'id="explain-form"',
+        "id_type_1: choose the idType",
+        'name="value_1" value="kept@example.org"',
+        '<option value="fpuid" selected>fpuid</option>',
+    )
+
+    ticked = "ga_clientid=GA1.2.p1.1700000000"
+    unmerge = {"csrf": csrf, "id": ticked, "extra_type": "fpuid", "extra_value": "never-seen"}
+    unmerged = client.post(f"/console/profiles/{ucid}/unmerge", data=unmerge)
+    _form_again(
+        unmerged,
+        400,
+        'id="unmerge-form"',
+        "not on profile",
+        f'value="{ticked}" aria-label="unlink ga_clientid GA1.2.p1.1700000000" checked',
+        '<option value="fpuid" selected>fpuid</option>',
+        'name="extra_value" value="never-seen"',
+    )
+    assert "Linked ucids (1)" in client.get(f"/console/profiles/{ucid}").text  # nothing was unmerged
+
+    blocked = client.post(
+        "/console/admin/blocked", data={"csrf": csrf, "value": "x" * 513, "id_type": "email"}
+    )
+    _form_again(
+        blocked,
+        400,
+        'action="/console/admin/blocked"',
+        "value: an id value is at most 512",
+        f'value="{"x" * 513}"',
+    )
+    assert 'name="id_type" value="email"' in blocked.text
+
+    # A wrong key: the sign-in form again with the error beside the box, the key never written back.
+    form = client.get("/console/sign-in")
+    wrong = client.post("/console/sign-in", data={"credential": org.apikey + "x", "csrf": csrf_of(form)})
+    _form_again(
+        wrong, 401, 'action="/console/sign-in"', "unknown or revoked credential", 'aria-invalid="true"'
+    )
+    assert org.apikey not in wrong.text

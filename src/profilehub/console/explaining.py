@@ -7,6 +7,12 @@ from profilehub.errors import BadRequest
 from profilehub.profiles import ProfileWrite
 
 ID_ROWS = 4
+# The form's fields, which its errors name: shown beside them; any other error above the form.
+FIELDS = (
+    "region",
+    "ucid",
+    *(f"{name}_{row}" for row in range(1, ID_ROWS + 1) for name in ("id_type", "value")),
+)
 
 
 def write_from_form(org_id: int, form: dict[str, str]) -> ProfileWrite:

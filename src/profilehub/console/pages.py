@@ -75,6 +75,9 @@ def secure(response: Response) -> Response:
 
 def render(template: str, status: int = 200, **context: Any) -> Response:
     context.setdefault("session", None)
+    # A form page shows its fields empty and no error, unless it comes back refused (``refused``).
+    context.setdefault("error", None)
+    context.setdefault("form", {})
     html = _env.get_template(template).render(**context)
     return secure(HTMLResponse(html, status_code=status))
 

@@ -2,7 +2,9 @@
 
 Every page reads its session (a cookie naming a server-side row, see ``sessions``), checks the
 scope the matching API endpoint needs, calls the service the API calls and renders a template.
-Every form carries the session's CSRF token; a domain error becomes an HTML page with its status.
+Every form carries the session's CSRF token. A form refused for what was typed in it comes back
+with the input kept and the error beside its field (``web.about_the_input``); any other domain
+error becomes an HTML page with its status.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from starlette.responses import Response
 
 from profilehub.auth import credential_kind_of
 from profilehub.console import admin, crm
-from profilehub.console.explaining import ID_ROWS, write_from_form
+from profilehub.console.explaining import FIELDS, ID_ROWS, write_from_form
 from profilehub.console.finder import find_people
 from profilehub.console.pages import render
 from profilehub.console.person import person_page
@@ -33,6 +35,7 @@ from profilehub.console.web import (
     COOKIE_PATH,
     SESSION_COOKIE,
     SIGN_IN_COOKIE,
+    about_the_input,
     checked_form,
     checked_form_pairs,
     cookie_secure,
@@ -50,6 +53,7 @@ from profilehub.errors import (
     BadRequest,
     Forbidden,
     NotFound,
+    ProfilehubError,
     Unauthorized,
 )
 from profilehub.identity.normalize import MAX_ID_LENGTH
@@ -96,12 +100,17 @@ async def sign_in(request: Request) -> Response:
         )
     secret = form.get("credential", "").strip()
     kind = credential_kind_of(secret)
-    if kind is None:
-        raise Unauthorized(
-            "give a CDP apikey (phk_...) or a CRM token (pht_...) of your org", field="credential"
-        )
     state = request.app.state
-    principal = await run_in_threadpool(state.verifier.verify, state.db.read, secret, kind, "credential")
+    try:
+        if kind is None:
+            raise Unauthorized(
+                "give a CDP apikey (phk_...) or a CRM token (pht_...) of your org", field="credential"
+            )
+        principal = await run_in_threadpool(state.verifier.verify, state.db.read, secret, kind, "credential")
+    except Unauthorized as exc:
+        # The form again, the error beside the box; the credential is not written back into the
+        # page (a secret), so it is the one input not kept.
+        return render("sign_in.html", exc.status, csrf=expected, signed_out=False, error=exc)
     previous = request.cookies.get(SESSION_COOKIE)
 
     def switch(conn: Connection) -> tuple[str, ConsoleSession]:
@@ -163,18 +172,20 @@ async def search(request: Request) -> Response:
     form = await checked_form(request, session)
     q, id_type = form.get("q", ""), form.get("id_type", "")
     service = profiles_of(request)
-    found = await run_in_threadpool(find_people, service, session.org_id, q, id_type)
     strategy = await read(db_of(request), lambda c: service.strategies.get(c, session.org_id))
-    return render(
-        "search.html",
-        session=session,
-        id_types=sorted(strategy.id_types),
-        results=found.results,
-        how=found.how,
-        unread=found.unread,
-        q=q,
-        id_type=id_type,
-    )
+    page: dict[str, Any] = {
+        "session": session,
+        "id_types": sorted(strategy.id_types),
+        "q": q,
+        "id_type": id_type,
+    }
+    try:
+        found = await run_in_threadpool(find_people, service, session.org_id, q, id_type)
+    except ProfilehubError as exc:
+        if not about_the_input(exc):
+            raise
+        return render("search.html", exc.status, results=None, how=[], unread=[], error=exc, **page)
+    return render("search.html", results=found.results, how=found.how, unread=found.unread, **page)
 
 
 async def _person(request: Request, session: ConsoleSession, ucid: str) -> Any:
@@ -212,7 +223,11 @@ async def erase(request: Request, ucid: str) -> Response:
     service = profiles_of(request)
     profile = await run_in_threadpool(service.get, session.org_id, ucid)
     if form.get("confirm", "").strip() != profile["ucid"]:
-        raise BadRequest(f"type the ucid {profile['ucid']} exactly to erase this person", field="confirm")
+        mistyped = BadRequest(
+            f"type the ucid {profile['ucid']} exactly to erase this person", field="confirm"
+        )
+        page = await _person(request, session, ucid)
+        return render("erase.html", mistyped.status, session=session, page=page, form=form, error=mistyped)
     result = await service.adelete(
         session.org_id, profile["region"], {"ucid": [profile["ucid"]]}, session.principal.actor
     )
@@ -225,7 +240,9 @@ async def unmerge_form(request: Request, ucid: str) -> Response:
     need(session, "profile.write")
     page = await _person(request, session, ucid)
     strategy = await read(db_of(request), lambda c: profiles_of(request).strategies.get(c, session.org_id))
-    return render("unmerge.html", session=session, page=page, id_types=sorted(strategy.id_types))
+    return render(
+        "unmerge.html", session=session, page=page, id_types=sorted(strategy.id_types), ticked=set()
+    )
 
 
 @router.post("/profiles/{ucid}/unmerge")
@@ -242,13 +259,28 @@ async def unmerge(request: Request, ucid: str) -> Response:
     form = dict(pairs)
     if (extra := form.get("extra_type", "").strip()) and form.get("extra_value", "").strip():
         ids.setdefault(extra, []).append(form["extra_value"])
-    if not ids:
-        raise BadRequest("tick at least one id that should not have linked anything", field="ids")
     service = profiles_of(request)
     before = await run_in_threadpool(person_page, service, session.org_id, ucid)
-    profiles = await aunmerge(
-        service, session.org_id, before.profile["region"], before.ucid, ids, session.principal.actor
-    )
+    try:
+        if not ids:
+            raise BadRequest("tick at least one id that should not have linked anything", field="ids")
+        profiles = await aunmerge(
+            service, session.org_id, before.profile["region"], before.ucid, ids, session.principal.actor
+        )
+    except ProfilehubError as exc:
+        if not about_the_input(exc):
+            raise
+        strategy = await read(db_of(request), lambda c: service.strategies.get(c, session.org_id))
+        return render(
+            "unmerge.html",
+            exc.status,
+            session=session,
+            page=before,
+            id_types=sorted(strategy.id_types),
+            ticked={value for name, value in pairs if name == "id"},
+            form=form,
+            error=exc,
+        )
     # The API answers the rebuilt person even when the rebuild merged everything again (other ids
     # of the same phone or email still link, say): the page must not call that a split.
     was = {m.ucid for m in before.merges}
@@ -276,19 +308,31 @@ async def explain_write(request: Request) -> Response:
     session = await current_session(request)
     need(session, "profile.read")
     form = await checked_form(request, session)
-    write = write_from_form(session.org_id, form)
-    answer = await run_in_threadpool(explain, profiles_of(request), write, session.principal.actor)
+    try:
+        write = write_from_form(session.org_id, form)
+        answer = await run_in_threadpool(explain, profiles_of(request), write, session.principal.actor)
+    except ProfilehubError as exc:
+        if not about_the_input(exc):
+            raise
+        return await _explain_page(request, session, form, None, exc)
     return await _explain_page(request, session, form, answer)
 
 
 async def _explain_page(
-    request: Request, session: ConsoleSession, form: dict[str, str], answer: dict[str, Any] | None
+    request: Request,
+    session: ConsoleSession,
+    form: dict[str, str],
+    answer: dict[str, Any] | None,
+    error: ProfilehubError | None = None,
 ) -> Response:
     strategy = await read(db_of(request), lambda c: profiles_of(request).strategies.get(c, session.org_id))
     return render(
         "explain.html",
+        error.status if error else 200,
         session=session,
         form=form,
+        error=error,
+        fields=FIELDS,
         answer=answer,
         refused={r["ucid"] for r in answer["refused"]} if answer else set(),
         regions=sorted(strategy.regions),
@@ -351,14 +395,33 @@ async def company(request: Request, company_id: str, page: int = 1) -> Response:
 @router.get("/admin")
 async def admin_page(request: Request) -> Response:
     session = await current_session(request)
-    service = profiles_of(request)
-    view = await read(db_of(request), lambda c: admin.org_admin(c, service, session.org_id))
     # What the last block or unblock did, shown once (see ``_done``).
     flash = unquote(request.cookies.get(FLASH_COOKIE, ""))[:FLASH_CHARS]
-    response = render("admin.html", session=session, admin=view, keys=view.keys, flash=flash)
+    response = await _admin_page(request, session, flash=flash)
     if flash:
         response.delete_cookie(FLASH_COOKIE, path=COOKIE_PATH)
     return response
+
+
+async def _admin_page(
+    request: Request,
+    session: ConsoleSession,
+    flash: str = "",
+    form: dict[str, str] | None = None,
+    error: ProfilehubError | None = None,
+) -> Response:
+    service = profiles_of(request)
+    view = await read(db_of(request), lambda c: admin.org_admin(c, service, session.org_id))
+    return render(
+        "admin.html",
+        error.status if error else 200,
+        session=session,
+        admin=view,
+        keys=view.keys,
+        flash=flash,
+        form=form or {},
+        error=error,
+    )
 
 
 def _done(request: Request, message: str) -> Response:
@@ -400,14 +463,19 @@ async def admin_block(request: Request) -> Response:
         return _done(
             request, f"Unblocked {_what(value, id_type)}: writes carrying it match through it again."
         )
-    if not value.strip():
-        raise BadRequest("give the value to block", field="value")
-    if len(value) > MAX_ID_LENGTH:
-        # No id can hold it, so blocking it would block nothing.
-        raise BadRequest(
-            f"an id value is at most {MAX_ID_LENGTH} characters; this is {len(value)}", field="value"
-        )
-    await db_of(request).awrite(lambda c: block_value(c, session.org_id, value, id_type, actor))
+    try:
+        if not value.strip():
+            raise BadRequest("give the value to block", field="value")
+        if len(value) > MAX_ID_LENGTH:
+            # No id can hold it, so blocking it would block nothing.
+            raise BadRequest(
+                f"an id value is at most {MAX_ID_LENGTH} characters; this is {len(value)}", field="value"
+            )
+        await db_of(request).awrite(lambda c: block_value(c, session.org_id, value, id_type, actor))
+    except ProfilehubError as exc:
+        if not about_the_input(exc):
+            raise
+        return await _admin_page(request, session, form=form, error=exc)
     return _done(request, f"Blocked {_what(value, id_type)}: it is never used to match.")
 
 

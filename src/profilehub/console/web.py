@@ -159,6 +159,17 @@ async def checked_form_pairs(request: Request, session: ConsoleSession) -> list[
     return pairs
 
 
+# What a form can be refused for that the person mends by changing what they typed (a value, a
+# ucid of no profile): the form comes back with their input and the error beside its field. A
+# session's end, a missing scope or a forged form (401, 403) get the error page: retyping mends
+# none of them.
+_ABOUT_THE_INPUT = frozenset({400, 404, 409, 422})
+
+
+def about_the_input(exc: ProfilehubError) -> bool:
+    return exc.status in _ABOUT_THE_INPUT
+
+
 def cookie_secure(request: Request) -> bool:
     return request.url.scheme == "https"
 
