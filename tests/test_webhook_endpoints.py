@@ -69,6 +69,10 @@ def test_create_prints_the_id_then_the_secret_last_and_list_shows_the_state(run)
         (("webhook", "create", "--org-id", "1234", "--url", "https://"), "url: 'https://' has no host"),
         (("webhook", "create", "--org-id", "1234", "--url", "example.com/hook"), "url:"),
         (
+            ("webhook", "create", "--org-id", "1234", "--url", "http://127.0.0.1:65536/hook"),
+            "port 65536: a port is 1 to 65535",
+        ),
+        (
             (
                 "webhook",
                 "create",
@@ -130,6 +134,8 @@ def test_the_admin_api_manages_endpoints(admin_app: FastAPI) -> None:
     [
         ({"orgId": 1234, "url": "mailto:someone@example.com"}, "url"),
         ({"orgId": 1234, "url": "http:///path-only"}, "url"),
+        ({"orgId": 1234, "url": "http://127.0.0.1:99999/in"}, "url"),
+        ({"orgId": 1234, "url": "http://127.0.0.1:0/in"}, "url"),
         ({"orgId": 1234, "url": "https://x.example", "events": ["profile.created", "nope"]}, "events"),
         ({"orgId": 1234, "url": "https://x.example", "secret": "mine"}, "secret"),
         ({"orgId": 4321, "url": "https://x.example"}, "orgId"),

@@ -173,3 +173,15 @@ def test_failures_say_what_happened() -> None:
     assert http_500 == Outcome(False, "HTTP 500")
     assert not not_http.delivered and "not an HTTP/1.x answer" in (not_http.error or "")
     assert late == Outcome(False, "timed out")
+
+
+def test_a_port_out_of_range_is_a_failed_attempt_not_an_error_of_the_round() -> None:
+    """An endpoint stored with such a port (before URLs were checked for it) fails its attempts,
+    so it is retried and disabled as documented, instead of raising out of every round."""
+    sender = WebhookSender(5)
+
+    async def run() -> Outcome:
+        return await sender.post("http://127.0.0.1:99999/in", SIGNER, "1", "{}", 1.7e9)
+
+    outcome = asyncio.run(run())
+    assert not outcome.delivered and "port" in (outcome.error or "")

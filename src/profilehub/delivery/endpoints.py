@@ -95,6 +95,10 @@ def check_url(url: str, field: str = "url") -> str:
         raise BadRequest(f"{url!r} must start with https:// or http://", field=field)
     if not parsed.host:
         raise BadRequest(f"{url!r} has no host", field=field)
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        # httpx takes any number as a port; a connection cannot (an endpoint on port 99999 would
+        # never be delivered to, nor fail in a way that disables it).
+        raise BadRequest(f"{url!r} has port {parsed.port}: a port is 1 to 65535", field=field)
     return url
 
 

@@ -234,7 +234,10 @@ class WebhookSender:
 
     async def post(self, url: str, signer: Webhook, event_id: str, body: str, at: float) -> Outcome:
         """POST ``body`` signed by ``signer`` (``Webhook(secret)``) as of epoch seconds ``at``."""
-        where = address(url)
+        try:
+            where = address(url)
+        except (httpx.InvalidURL, ValueError) as exc:
+            return Outcome(False, _error(exc))
         request = _request(where, signed_headers(signer, event_id, body, at), body.encode())
         for _ in range(2):
             conn = self._reuse(where)
@@ -254,7 +257,9 @@ class WebhookSender:
                 if conn is not None:
                     conn.close()
                 return Outcome(False, "timed out")
-            except (OSError, BadAnswer, ValueError) as exc:
+            except (OSError, BadAnswer, ValueError, OverflowError) as exc:
+                # OverflowError: a port out of range (an endpoint registered before URLs were
+                # checked for it) fails the attempt like any connection that cannot be made.
                 if conn is not None:
                     conn.close()
                 return Outcome(False, _error(exc))
