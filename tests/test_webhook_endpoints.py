@@ -211,3 +211,21 @@ def test_pending_counts_the_types_an_endpoint_takes_and_the_backlog_every_type(a
     assert one["pending"] == 0
     for endpoint_id in made.values():
         assert f'profilehub_webhook_backlog_events{{endpoint="{endpoint_id}"}} 2.0' in text
+
+
+def test_a_replay_past_the_cursor_is_refused_and_moves_nothing(admin_app: FastAPI) -> None:
+    """A replay "after" an id the endpoint has not reached would skip the events in between, and
+    past the org's newest event every event committed from now up to that id: refused."""
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    with TestClient(admin_app) as client:
+        made = client.post(
+            "/admin/v1/webhooks", json={"orgId": 1234, "url": "http://127.0.0.1:9/in"}, headers=auth
+        ).json()["webhook"]
+        r = client.post(f"/admin/v1/webhooks/{made['id']}/replay", json={"after": "99999"}, headers=auth)
+        assert "cursor" in assert_error(r, 400, "after")["message"]
+        got = client.get(f"/admin/v1/webhooks/{made['id']}", headers=auth).json()["webhook"]
+        assert got["cursor"] == made["cursor"]
+        r = client.post(
+            f"/admin/v1/webhooks/{made['id']}/replay", json={"after": made["cursor"]}, headers=auth
+        )
+        assert r.status_code == 200, r.text

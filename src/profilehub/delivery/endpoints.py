@@ -285,8 +285,18 @@ def replay_from(conn: Connection, endpoint_id: str, after: int, *, actor: str = 
     """Send the endpoint every event after ``after`` (an event id) again, in order, from now.
 
     Pending events up to ``after`` stay where they are; later ones are dropped from the pending
-    list, as they are read again from the feed in their order."""
+    list, as they are read again from the feed in their order.
+
+    ``after`` past the endpoint's cursor is refused: the events between would be skipped, never
+    sent (and past the org's newest event, every event up to ``after`` committed from now)."""
     endpoint = get_endpoint(conn, endpoint_id)
+    if after > endpoint.cursor:
+        raise BadRequest(
+            f"{after} is past the endpoint's cursor {endpoint.cursor} (the last event it was handed): "
+            "a replay sends events again and cannot skip ahead, as the events in between would never "
+            "be sent; pass an id up to the cursor",
+            field="after",
+        )
     conn.execute(
         webhook_pending.delete().where(
             webhook_pending.c.org_id == endpoint.org_id,
