@@ -8,6 +8,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from email.utils import formatdate
 from typing import Any
 
 import pytest
@@ -173,6 +174,59 @@ def test_an_endpoint_failing_through_the_schedule_is_disabled_and_keeps_its_even
         wait_for("everything, in order", lambda: len(receiver.delivered()) == 3)
     assert list(per_person(receiver.delivered()).values()) == [[1, 2, 3]]
     assert state(store, endpoint_id).state == "enabled" and state(store, endpoint_id).pending == 0
+
+
+def pending_due_in(db: Database, clock: Callable[[], float]) -> list[float]:
+    """Seconds from the clock's now until each waiting event's next attempt."""
+    with db.read() as conn:
+        due = conn.execute(sa.select(webhook_pending.c.next_attempt_ts)).scalars().all()
+    return [(ts - clock() * 1000) / 1000 for ts in due]
+
+
+@pytest.mark.parametrize("asked", ["3600", "RFC-DATE"])
+def test_a_429_with_retry_after_is_retried_no_sooner_than_asked(store: Database, asked: str) -> None:
+    """A receiver answering 429 with Retry-After (seconds or an HTTP-date) gets the event again
+    no sooner, though the schedule's next step is 0.1 s; a 500's Retry-After means nothing."""
+    clock = Clock()
+    busy = {"status": 429}
+
+    def answer(_: Received) -> tuple[int, dict[str, str]]:
+        header = asked if asked != "RFC-DATE" else formatdate(clock() + 3600, usegmt=True)
+        return busy["status"], {"Retry-After": header}
+
+    receiver = Receiver(answer)
+    add_endpoint(store, receiver.url)
+    settings = DeliverySettings(
+        retry_schedule=(0.1, 0.1, 7200), timeout_seconds=2, lease_seconds=5, poll_seconds=0.02
+    )
+    with delivering(store, settings, clock):
+        write(store, "A", 1)
+        wait_for("the 429 recorded", lambda: bool(pending_due_in(store, clock)))
+        [due] = pending_due_in(store, clock)
+        assert 3590 <= due <= 3601
+        time.sleep(0.3)
+        assert len(receiver.all()) == 1, "retried before the receiver's Retry-After"
+        busy["status"] = 500
+        clock.offset += 3600
+        wait_for("the retry, answered 500", lambda: len(receiver.all()) == 2)
+        wait_for("rescheduled", lambda: pending_due_in(store, clock)[0] < 1)
+        busy["status"] = 200
+        wait_for("the delivery", lambda: len(receiver.delivered()) == 1)
+    assert len({r.webhook_id for r in receiver.all()}) == 1
+
+
+def test_a_retry_after_is_honoured_up_to_the_schedules_longest_step(store: Database) -> None:
+    clock = Clock()
+    receiver = Receiver(lambda _: (503, {"Retry-After": "999999999"}))
+    add_endpoint(store, receiver.url)
+    settings = DeliverySettings(
+        retry_schedule=(0.1, 0.1, 7200), timeout_seconds=2, lease_seconds=5, poll_seconds=0.02
+    )
+    with delivering(store, settings, clock):
+        write(store, "A", 1)
+        wait_for("the 503 recorded", lambda: bool(pending_due_in(store, clock)))
+        [due] = pending_due_in(store, clock)
+    assert 7190 <= due <= 7201
 
 
 def test_replay_sends_the_events_after_a_cursor_again(store: Database) -> None:

@@ -9,10 +9,11 @@ import base64
 import threading
 import time
 from collections.abc import Callable
+from email.utils import formatdate
 
 from standardwebhooks.webhooks import Webhook
 
-from profilehub.delivery.sender import Outcome, WebhookSender
+from profilehub.delivery.sender import Outcome, WebhookSender, retry_after_seconds
 
 SIGNER = Webhook("whsec_" + base64.b64encode(b"k" * 32).decode())
 NO_CONTENT = b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n"
@@ -185,3 +186,13 @@ def test_a_port_out_of_range_is_a_failed_attempt_not_an_error_of_the_round() -> 
 
     outcome = asyncio.run(run())
     assert not outcome.delivered and "port" in (outcome.error or "")
+
+
+def test_retry_after_reads_seconds_and_dates_and_ignores_junk() -> None:
+    now = 1_800_000_000.0
+    assert retry_after_seconds("120", now) == 120
+    assert retry_after_seconds(" 0 ", now) == 0
+    assert retry_after_seconds(formatdate(now + 90, usegmt=True), now) == 90
+    assert retry_after_seconds(formatdate(now - 90, usegmt=True), now) == 0  # a date past: at once
+    for junk in (None, "", "-5", "1.5", "soon", "Sun, 99 Foo 2026 00:00:00 GMT"):
+        assert retry_after_seconds(junk, now) is None, junk

@@ -29,9 +29,13 @@ class Received:
         return self.headers["webhook-id"]
 
 
+# What the test's ``answer`` gives: a status, or a status and headers to answer with.
+Answer = int | tuple[int, dict[str, str]]
+
+
 class Receiver:
-    def __init__(self, answer: Callable[[Received], int] | None = None) -> None:
-        self.answer: Callable[[Received], int] = answer or (lambda _: 200)
+    def __init__(self, answer: Callable[[Received], Answer] | None = None) -> None:
+        self.answer: Callable[[Received], Answer] = answer or (lambda _: 200)
         self.received: list[Received] = []
         self.arrived = 0  # requests read, answered or not yet
         self._lock = threading.Lock()
@@ -55,10 +59,13 @@ class Receiver:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with receiver._lock:
                     receiver.arrived += 1
-                status = receiver.answer(Received(headers, body, 0))
+                answer = receiver.answer(Received(headers, body, 0))
+                status, extra = answer if isinstance(answer, tuple) else (answer, {})
                 with receiver._lock:
                     receiver.received.append(Received(headers, body, status))
                 self.send_response(status)
+                for name, value in extra.items():
+                    self.send_header(name, value)
                 self.send_header("content-length", "0")
                 self.end_headers()
 

@@ -13,6 +13,7 @@ import base64
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import cast
 from urllib.parse import unquote
@@ -33,6 +34,30 @@ MAX_ANSWER_BYTES = 64 * 1024
 class Outcome:
     delivered: bool
     error: str | None = None
+    # Seconds the receiver asked to be left alone (``Retry-After`` on a 429 or 503), if it did.
+    retry_after: float | None = None
+
+
+# A ``Retry-After`` is honoured on these answers (RFC 6585 §4, RFC 9110 §10.2.3); elsewhere it
+# means nothing for a retry.
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """A ``Retry-After`` value (delay-seconds or an HTTP-date) as seconds from ``now`` (epoch
+    seconds), never below 0; None when absent or unreadable (then the schedule alone decides)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is GMT; a date without a zone is read as such
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
 
 
 def signed_headers(signer: Webhook, event_id: str, body: str, at: float) -> dict[str, str]:
@@ -111,6 +136,7 @@ class _Connection(asyncio.Protocol):
         self._status = 0
         self._body = 0
         self._answered = False  # bytes of the current answer have arrived
+        self.retry_after: str | None = None  # the current answer's ``Retry-After`` header
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -138,9 +164,14 @@ class _Connection(asyncio.Protocol):
         self._fail(Closed(self._answered))
 
     # httptools' callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"retry-after":
+            self.retry_after = value.decode("latin-1")
+
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
+            self.retry_after = None  # an interim answer's headers are not the answer's
             return  # interim: the answer follows
         if self._waiter is None or self._waiter.done():
             self.close()  # a second answer in one read: out of turn, as above
@@ -169,6 +200,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self._waiter = asyncio.get_running_loop().create_future()
         self._answered = False
+        self.retry_after = None
         self.transport.write(request)
         return self._waiter
 
@@ -273,7 +305,10 @@ class WebhookSender:
                 conn.close()
             if 200 <= status < 300:
                 return Outcome(True)
-            return Outcome(False, f"HTTP {status}")
+            wait = None
+            if status in RETRY_AFTER_STATUSES:
+                wait = retry_after_seconds(conn.retry_after, at)
+            return Outcome(False, f"HTTP {status}", retry_after=wait)
         return Outcome(False, "the connection closed twice before an answer")
 
     def close(self) -> None:

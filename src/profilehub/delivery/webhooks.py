@@ -230,6 +230,19 @@ def next_attempt(attempts: int, schedule: tuple[float, ...], now_ms: int) -> int
     return now_ms + int(schedule[attempts - 1] * 1000)
 
 
+def _retry_at(item: Item, attempts: int, schedule: tuple[float, ...], now_ms: int) -> int:
+    """``next_attempt`` for a failed item, no sooner than its answer's ``Retry-After`` asked
+    (honoured up to the schedule's longest step, so a receiver cannot park an event for days);
+    now when the schedule is spent (the endpoint is being disabled)."""
+    when = next_attempt(attempts, schedule, now_ms)
+    if when is None:
+        return now_ms
+    wait = item.outcome.retry_after if item.outcome is not None else None
+    if wait is not None and schedule:
+        when = max(when, now_ms + int(min(wait, max(schedule)) * 1000))
+    return when
+
+
 def commit_round(
     conn: Connection,
     target: Target,
@@ -308,7 +321,7 @@ def commit_round(
         if (item.outcome is None or not item.outcome.delivered) and item.key not in heads:
             heads[item.key] = item
     for item in failed:
-        when = next_attempt(item.attempts + 1, settings.retry_schedule, now_ms) or now_ms
+        when = _retry_at(item, item.attempts + 1, settings.retry_schedule, now_ms)
         if item.event_id in retried_ids:
             conn.execute(
                 webhook_pending.update()
@@ -349,7 +362,7 @@ def commit_round(
         if head:
             when = now_ms
             if item.outcome is not None:
-                when = next_attempt(1, settings.retry_schedule, now_ms) or now_ms
+                when = _retry_at(item, 1, settings.retry_schedule, now_ms)
         queued.append(
             {
                 "org_id": target.org_id,
