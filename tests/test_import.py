@@ -224,6 +224,24 @@ def test_resume_after_an_interruption_gives_the_same_final_state(
     assert snapshot(db) == resumed
 
 
+def test_a_resumed_import_reports_the_rejects_of_the_whole_import_by_reason(
+    service: ProfileService, tmp_path: Path
+) -> None:
+    # The summary's "rejected" counts the run before the interruption too; so must its reasons
+    # (they add up to it) and the first reject shown for each.
+    records: list[Any] = people(60)
+    records[5] = {"upsert": {}, "ids": {"bad_type": "y"}}  # rejected before the interruption
+    records[40] = {"upsert": {}, "ids": {"bad_type": "x"}}  # and after it
+    records[50] = {"upsert": {"nope": {}}, "ids": {"email": "z@x.com"}}
+    path = write_ndjson(tmp_path / "people.ndjson", records)
+    with pytest.raises(Interrupted):
+        run_import(service, path, sink=interrupting(cdp_sink(service, ORG, "EU", "t"), after_batches=3))
+    summary = run_import(service, path, resume=True)
+    assert summary.rejected == 3
+    assert summary.reject_reasons == {"ids.bad_type": 2, "upsert.nope": 1}
+    assert summary.reject_examples["ids.bad_type"].startswith("line 6: ")
+
+
 def test_re_running_an_import_is_idempotent(service: ProfileService, db: Database, tmp_path: Path) -> None:
     path = write_ndjson(tmp_path / "people.ndjson", people(45))
     first = run_import(service, path)

@@ -26,6 +26,10 @@ class Checkpoint:
     line: int = 0  # last line fully handled
     rejects_size: int = 0  # bytes of the rejects file that belong to handled records
     counts: dict[str, int] = field(default_factory=dict)
+    # The rejects so far by reason, and the first one's message of each: a resumed run's summary
+    # reports the whole import's rejects, not only its own (absent from older checkpoints).
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    reject_examples: dict[str, str] = field(default_factory=dict)
     at: int | None = None  # ``--at``: the time every record is written at (None: the clock's)
 
 

@@ -174,7 +174,8 @@ class ImportSummary:
     resumed_from_line: int = 0
     seconds: float = 0.0
     reject_reasons: dict[str, int] = field(default_factory=dict)
-    # The first rejected record's error message per reason, to show what went wrong (this run only).
+    # The first rejected record's error message per reason, to show what went wrong (of the whole
+    # import: a resumed run starts from the checkpoint's).
     reject_examples: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -398,6 +399,8 @@ class Importer:
         self.summary = summary
         for name, value in state.counts.items():
             setattr(summary, name, value)
+        summary.reject_reasons = dict(state.reject_reasons)
+        summary.reject_examples = dict(state.reject_examples)
         rejects_file = checkpoints.rejects_path(self.source)
         started = time.monotonic()
         with rejects_file.open("r+b" if saved and rejects_file.exists() else "wb") as rejects:
@@ -469,6 +472,8 @@ class Importer:
         state.offset, state.line = last.end_offset, last.line
         state.rejects_size = rejects.tell()
         state.counts = summary.counts()
+        state.reject_reasons = dict(summary.reject_reasons)
+        state.reject_examples = dict(summary.reject_examples)
         checkpoints.save(self.source, state)
         summary.offset, summary.line = state.offset, state.line
         summary.seconds = time.monotonic() - started
