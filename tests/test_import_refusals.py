@@ -107,6 +107,27 @@ def test_an_import_into_a_region_the_org_lacks_is_refused_before_reading(cli: In
     assert result.exit_code == 0 and "1 created" in result.output, result.output
 
 
+@pytest.mark.parametrize("bulk", [False, True], ids=["online", "bulk"])
+def test_a_compressed_file_is_refused_before_reading_saying_what_it_is(
+    cli: Invoke, tmp_path: Path, bulk: bool
+) -> None:
+    # An export handed over gzipped was read as text: its bytes became "not valid JSON" rejects
+    # (and a rejects file of binary), or a CSV header "not UTF-8".
+    import gzip
+
+    lines = "".join(json.dumps({"upsert": {}, "ids": {"email": f"p{n}@x.com"}}) + "\n" for n in range(500))
+    for path, args in (
+        (tmp_path / "profiles.ndjson.gz", ["cdp", "--region", "EU"]),
+        (tmp_path / "people.csv.gz", ["people", "--matching-attribute", "email", "--format", "csv"]),
+    ):
+        path.write_bytes(gzip.compress(lines.encode()))
+        kind, *options = args
+        result = cli("import", kind, str(path), "--org-id", str(ORG), *options, *(["--bulk"] if bulk else []))
+        assert result.exit_code == 1, result.output
+        assert "the file is gzip-compressed" in result.output and f"gunzip -k {path}" in result.output
+        assert "records" not in result.output and not checkpoint.rejects_path(path).exists()
+
+
 def test_an_import_whose_first_records_all_fail_alike_stops_early_and_fails(
     cli: Invoke, tmp_path: Path
 ) -> None:

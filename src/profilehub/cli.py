@@ -878,6 +878,7 @@ def _run_import(
     is_csv = file_format == "csv" or (file_format == "auto" and file.suffix.lower() == ".csv")
     try:
         mapping = ingest_reader.ColumnMapping.parse(mappings, map_example, csv_objects, csv_lists)
+        ingest_reader.refuse_compressed(file)
         if is_csv:  # a bad --map is a usage error, said before any progress is drawn
             ingest_reader.csv_columns(file, mapping)
     except ingest_reader.SourceError as exc:

@@ -31,6 +31,30 @@ class SourceRecord:
     error: str | None = None  # why it could not be parsed
 
 
+# The first bytes of compressed files and archives someone may hand an import as they came from
+# an export: read as text, each would be a stream of unreadable records.
+_COMPRESSED = (
+    (b"\x1f\x8b", "gzip-compressed", "gunzip -k FILE"),
+    (b"BZh", "bzip2-compressed", "bunzip2 -k FILE"),
+    (b"\xfd7zXZ\x00", "xz-compressed", "unxz -k FILE"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "unzstd FILE"),
+    (b"PK\x03\x04", "a zip archive", "unzip FILE"),
+)
+
+
+def refuse_compressed(path: Path) -> None:
+    """A compressed file or archive is refused before it is read, saying what it is: imports read
+    plain UTF-8 text."""
+    with path.open("rb") as f:
+        head = f.read(8)
+    for magic, what, command in _COMPRESSED:
+        if head.startswith(magic) and (magic != b"BZh" or head[3:4].isdigit()):
+            raise SourceError(
+                f"{path}: the file is {what}; profilehub imports plain UTF-8 NDJSON or CSV: "
+                f"decompress it first ({command.replace('FILE', str(path))}) and import the result"
+            )
+
+
 def _lines(f: BinaryIO, offset: int, line: int) -> Iterator[tuple[int, int, bytes]]:
     """(line number, offset after the line, line bytes) from ``offset`` on."""
     f.seek(offset)
