@@ -22,8 +22,20 @@ _CLI = "import sys; from profilehub.cli import main; sys.argv[0] = 'profilehub';
 
 
 def _start(db: Database, path: Path, tmp: Path) -> subprocess.Popen[bytes]:
-    """``profilehub import cdp PATH --bulk`` in a process of its own, its temporary folders in ``tmp``."""
-    cmd = [sys.executable, "-c", _CLI, "import", "cdp", str(path), "--org-id", str(BULK), "--region", "EU"]
+    """``profilehub import cdp PATH --bulk`` in a process of its own, its temporary folders in ``tmp``
+    (SIGINT as a terminal leaves it: this test run may itself ignore it, as a background job)."""
+    cmd = [
+        sys.executable,
+        "-c",
+        "import signal; signal.signal(signal.SIGINT, signal.SIG_DFL); " + _CLI,
+        "import",
+        "cdp",
+        str(path),
+        "--org-id",
+        str(BULK),
+        "--region",
+        "EU",
+    ]
     cmd += ["--bulk", "--quiet", "--workers", "0"]
     env = {**os.environ, "PROFILEHUB_DATABASE_URL": db.url, "TMPDIR": str(tmp)}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -61,6 +73,26 @@ def test_sigterm_rolls_the_import_back_and_removes_its_folder(
     out = proc.communicate(timeout=300)[0].decode()
     assert proc.returncode == 1, out
     assert "interrupted: the --bulk import was rolled back, nothing of it was written" in out
+    assert list(tmp.iterdir()) == []
+    assert counts(orgs, BULK) == before
+
+
+def test_ctrl_c_rolls_the_import_back_and_exits_with_status_130(
+    orgs: Database,  # noqa: F811
+    tmp_path: Path,
+    big: Path,
+) -> None:
+    # As documented (and as the online import does): 130 after Ctrl-C, 1 after SIGTERM (above).
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    before = counts(orgs, BULK)
+    proc = _start(orgs, big, tmp)
+    _owned_folder(proc, tmp)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 130, out
+    assert "interrupted: the --bulk import was rolled back, nothing of it was written" in out
+    assert "Traceback" not in out
     assert list(tmp.iterdir()) == []
     assert counts(orgs, BULK) == before
 

@@ -981,9 +981,13 @@ def _run_import(
     except ingest_runner.ImportInterrupted as exc:
         summary, interrupted = exc.summary, True
     except BulkInterrupted as exc:
-        raise click.ClickException(
+        rolled_back = (
             "interrupted: the --bulk import was rolled back, nothing of it was written; run it again"
-        ) from exc
+        )
+        if exc.terminated:  # SIGTERM: status 1, as for any other stop
+            raise click.ClickException(rolled_back) from exc
+        click.echo(f"Error: {rolled_back}", err=True)
+        sys.exit(130)  # Ctrl-C: what a shell reports for a command it stopped, as online
     except WorkFolderFull as exc:
         raise click.ClickException(str(exc)) from exc
     except ingest_runner.ImportStopped as exc:

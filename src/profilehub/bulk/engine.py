@@ -1305,6 +1305,7 @@ class BulkImporter:
         self.summary = summary
         started = time.monotonic()
         stop = self._stop = threading.Event()
+        terminated = threading.Event()  # set by SIGTERM, not Ctrl-C: the exit status differs
         sink = self.sink
         database = sink.service.db
 
@@ -1315,7 +1316,7 @@ class BulkImporter:
         try:
             with (
                 _stop_on_interrupt(stop),
-                stop_on_terminate(stop),
+                stop_on_terminate(stop, terminated),
                 collector.tuned(),
                 work_folder("profilehub-bulk-", self.spool_dir) as spool_dir,
             ):
@@ -1377,6 +1378,7 @@ class BulkImporter:
         except BulkInterrupted as exc:
             summary.seconds = time.monotonic() - started
             exc.summary = summary
+            exc.terminated = terminated.is_set()
             raise
         summary.seconds = time.monotonic() - started
         summary.peak_rss_bytes = _peak_rss()

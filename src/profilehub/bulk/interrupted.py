@@ -12,10 +12,13 @@ from profilehub.ingest.runner import ImportSummary
 
 
 class BulkInterrupted(ProfilehubError):
-    """Ctrl-C stopped a bulk import: its transaction was rolled back, nothing of it is written."""
+    """Ctrl-C or SIGTERM stopped a bulk import: its transaction was rolled back, nothing of it is
+    written. ``terminated``: SIGTERM stopped it (the command exits with status 1, and 130 after a
+    Ctrl-C, as a shell reports a command it stopped)."""
 
     status = 499
     summary: ImportSummary | None = None
+    terminated: bool = False
 
     def __init__(
         self,

@@ -302,10 +302,11 @@ class PeopleBulkImporter:
         self.summary = summary
         started = time.monotonic()
         stop = self._stop = threading.Event()
+        terminated = threading.Event()  # set by SIGTERM, not Ctrl-C: the exit status differs
         try:
             with (
                 _stop_on_interrupt(stop),
-                stop_on_terminate(stop),
+                stop_on_terminate(stop, terminated),
                 collector.tuned(),
                 worker_pool(self.workers) as pool,
             ):
@@ -338,6 +339,7 @@ class PeopleBulkImporter:
         except BulkInterrupted as exc:
             summary.seconds = time.monotonic() - started
             exc.summary = summary
+            exc.terminated = terminated.is_set()
             raise
         summary.note_workers(pool)
         self._report(outcomes, summary)

@@ -107,12 +107,13 @@ def _no_room(exc: OSError, where: Path) -> bool:
 
 
 @contextmanager
-def stop_on_terminate(stop: threading.Event) -> Iterator[None]:
+def stop_on_terminate(stop: threading.Event, terminated: threading.Event | None = None) -> Iterator[None]:
     """While the block runs, SIGTERM (``kill``, a service manager or container stopping the job)
     asks the import to stop as Ctrl-C does: its transaction is rolled back and its folder removed,
     at the next place it looks (between chunks of records, groups of components and blocks of rows
     loaded; an index being built is finished first). SIGKILL cannot be caught: the next bulk
-    import removes what such a run left (``remove_stale``)."""
+    import removes what such a run left (``remove_stale``). ``terminated`` is set too, so that the
+    command can tell a SIGTERM (status 1) from a Ctrl-C (status 130)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
@@ -122,6 +123,8 @@ def stop_on_terminate(stop: threading.Event) -> Iterator[None]:
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        if terminated is not None:
+            terminated.set()
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
