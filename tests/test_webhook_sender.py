@@ -194,5 +194,5 @@ def test_retry_after_reads_seconds_and_dates_and_ignores_junk() -> None:
     assert retry_after_seconds(" 0 ", now) == 0
     assert retry_after_seconds(formatdate(now + 90, usegmt=True), now) == 90
     assert retry_after_seconds(formatdate(now - 90, usegmt=True), now) == 0  # a date past: at once
-    for junk in (None, "", "-5", "1.5", "soon", "Sun, 99 Foo 2026 00:00:00 GMT"):
+    for junk in (None, "", "-5", "1.5", "\u00b2", "soon", "Sun, 99 Foo 2026 00:00:00 GMT"):
         assert retry_after_seconds(junk, now) is None, junk

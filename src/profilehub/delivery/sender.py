@@ -49,7 +49,7 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not str.isdigit's "²" (latin-1 decoded)
         return float(value)
     try:
         when = parsedate_to_datetime(value)
