@@ -128,6 +128,27 @@ def test_a_compressed_file_is_refused_before_reading_saying_what_it_is(
         assert "records" not in result.output and not checkpoint.rejects_path(path).exists()
 
 
+@pytest.mark.parametrize("bulk", [False, True], ids=["online", "bulk"])
+def test_a_file_in_a_folder_the_import_cannot_write_in_is_refused_before_reading(
+    cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bulk: bool
+) -> None:
+    # The rejects file and checkpoint go beside the input: from a read-only folder (a mounted
+    # export) the import failed with a traceback at the rejects file, and --bulk only after its
+    # commit (everything written, then "OSError: Read-only file system", status 1).
+    folder = tmp_path / "export"
+    folder.mkdir()
+    path = folder / "profiles.ndjson"
+    path.write_text(json.dumps({"upsert": {}, "ids": {"email": "a@x.com"}}) + "\n")
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: access(p, mode) and Path(p) != folder)  # as for a user
+    result = cli(
+        "import", "cdp", str(path), "--org-id", str(ORG), "--region", "EU", *(["--bulk"] if bulk else [])
+    )
+    assert result.exit_code == 1, result.output
+    assert f"{folder}: cannot write in this folder" in result.output and "Traceback" not in result.output
+    assert "records" not in result.output
+
+
 def test_an_import_whose_first_records_all_fail_alike_stops_early_and_fails(
     cli: Invoke, tmp_path: Path
 ) -> None:

@@ -879,6 +879,12 @@ def _run_import(
     try:
         mapping = ingest_reader.ColumnMapping.parse(mappings, map_example, csv_objects, csv_lists)
         ingest_reader.refuse_compressed(file)
+        if not os.access(file.parent, os.W_OK):  # refused before anything is read or written
+            raise ingest_reader.SourceError(
+                f"{file.parent}: cannot write in this folder (read-only, or not yours): an import "
+                f"writes its rejects ({ingest_checkpoint.rejects_path(file).name}) and its checkpoint "
+                "beside the file; copy the file to a folder you can write in and import it from there"
+            )
         if is_csv:  # a bad --map is a usage error, said before any progress is drawn
             ingest_reader.csv_columns(file, mapping)
     except ingest_reader.SourceError as exc:
