@@ -104,6 +104,7 @@ from profilehub.store.events import reserve_event_ids
 from profilehub.store.journal_store import CLOCK
 from profilehub.store.profile_storage import profile_storage
 from profilehub.store.rows import sqlite_insert_many
+from profilehub.store.statistics import analyse_before_lookups
 
 # Records per job handed to a worker process: large enough that pickling is a small share.
 PREPARE_CHUNK = 2000
@@ -562,6 +563,14 @@ def _distinct_ids(
             yield rows
 
 
+# The stored-id lookup on PostgreSQL, of the ids in the temporary table ``bulk_lookup``.
+PG_STORED_LOOKUP = (
+    "SELECT b.code FROM bulk_lookup b CROSS JOIN LATERAL (SELECT 1 FROM profile_ids p "
+    "WHERE p.org_id = %s AND p.region = b.region AND p.id_type = b.id_type AND p.value = b.value "
+    "LIMIT 1) hit"
+)
+
+
 def _stored_codes(
     conn: Connection, org_id: int, blocks: Iterable[list[tuple[str, str, str, int]]]
 ) -> list[int]:
@@ -588,12 +597,7 @@ def _stored_codes(
             # 300,000 ids at half a million, 17 s against 12 s, load 12). The ids go in the order
             # they were loaded, a block at a time in the key's order (``_distinct_ids``): sorted
             # by the server instead, the sort cost what the ordered probes saved (12-16 s vs 11-13).
-            cursor.execute(
-                "SELECT b.code FROM bulk_lookup b CROSS JOIN LATERAL (SELECT 1 FROM profile_ids p "
-                "WHERE p.org_id = %s AND p.region = b.region AND p.id_type = b.id_type AND p.value = b.value "
-                "LIMIT 1) hit",
-                (org_id,),
-            )
+            cursor.execute(PG_STORED_LOOKUP, (org_id,))
         else:
             cursor.execute(
                 "CREATE TEMPORARY TABLE bulk_lookup (code INTEGER, region TEXT, id_type TEXT, value TEXT)"
@@ -1042,6 +1046,9 @@ class BulkImporter:
         ]
         if not held:
             return
+        # The lookups below, and the replay's through the online storage, are planned from these
+        # tables' statistics, which may predate the org's rows (``analyse_before_lookups``).
+        analyse_before_lookups(conn, ["profile_ids", "profiles"])
         codes, id_label = linked.ids()
         for code in _stored_codes(conn, org_id, _distinct_ids(plan.path, codes, set(held), self._check_stop)):
             touching[id_label[code]] = True

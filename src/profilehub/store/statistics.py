@@ -40,6 +40,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -226,3 +227,41 @@ def _sample_lightly(conn: Connection, paced: bool = True) -> None:
         conn.execute(
             sa.text("SELECT set_config('vacuum_cost_delay', :delay, true)"), {"delay": str(_COST_DELAY_MS)}
         )
+
+
+# What ``analyse_before_lookups`` waits for a table's lock before leaving its statistics as they are.
+_LOOKUP_LOCK_TIMEOUT = "5s"
+
+
+def analyse_before_lookups(conn: Connection, tables: Sequence[str]) -> None:
+    """ANALYZE ``tables`` now, in ``conn``'s transaction (a savepoint), sampled as the analyser
+    samples: for a bulk import about to plan its lookups of an org's stored ids. Statistics taken
+    before the org wrote (autovacuum analyses once a tenth of a table changed, which an org's first
+    thousands of rows beside another's never are) put the org at a few rows, and the planner then
+    probed the ucid index, matching on ``org_id`` alone and filtering every row of the org for each
+    id looked up: minutes where the primary key takes seconds. In the import's own transaction
+    because its connection is the writer's, whose pool has none to spare; the table's ANALYZE lock
+    is then held to the import's commit, which holds back other ANALYZEs and VACUUMs of it, never
+    a write. A lock not granted within ``_LOOKUP_LOCK_TIMEOUT`` leaves the statistics as they are,
+    with a log line. PostgreSQL only."""
+    if conn.dialect.name != "postgresql":
+        return
+    before = conn.execute(
+        sa.text("SELECT current_setting('lock_timeout'), current_setting('default_statistics_target')")
+    ).one()
+    try:
+        with conn.begin_nested():
+            conn.execute(sa.text("SELECT set_config('lock_timeout', :t, true)"), {"t": _LOOKUP_LOCK_TIMEOUT})
+            _sample_lightly(conn, paced=False)
+            for name in tables:
+                conn.exec_driver_sql(f"ANALYZE {name}")
+    except sa.exc.OperationalError as exc:
+        log.warning("ANALYZE before the import's lookups did not run (%s); lookups may be slow", exc)
+        return
+    # The savepoint's release kept its settings: the rest of the import runs with the caller's.
+    conn.execute(
+        sa.text(
+            "SELECT set_config('lock_timeout', :lock, true), set_config('default_statistics_target', :target, true)"
+        ),
+        {"lock": before[0], "target": before[1]},
+    )
