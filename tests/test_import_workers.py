@@ -78,11 +78,12 @@ def test_killing_the_importer_ends_its_worker_processes(tmp_path: Path) -> None:
 
 
 def _start_import_and_interrupt(
-    database_url: str, tmp_path: Path, total: int, sigint: str
+    database_url: str, tmp_path: Path, total: int, sigint: str, sigterm: bool = False
 ) -> tuple[subprocess.Popen[str], list[Any], dict[str, str], Path]:
     """Start ``profilehub import cdp`` of ``total`` new people with SIGINT at ``sigint`` ("default",
     as from a terminal, or "ignore", as a background job), in its own process group; once a batch
-    is checkpointed, send SIGINT to the whole group, as a terminal's Ctrl-C does."""
+    is checkpointed, send SIGINT to the whole group, as a terminal's Ctrl-C does (or, ``sigterm``,
+    SIGTERM to the importer, as ``kill PID`` does)."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PROFILEHUB_DATABASE_URL": database_url}
     db = Database(migrated_url(database_url))  # the org, made here: a process less to start
@@ -110,7 +111,10 @@ def _start_import_and_interrupt(
     deadline = time.monotonic() + 60
     while not checkpoint.exists() and importer.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.killpg(importer.pid, signal.SIGINT)
+    if sigterm:
+        os.kill(importer.pid, signal.SIGTERM)
+    else:
+        os.killpg(importer.pid, signal.SIGINT)
     return importer, command, env, checkpoint
 
 
@@ -148,6 +152,29 @@ def test_ctrl_c_stops_after_the_batch_being_written_and_resume_goes_on_exactly(
     assert f"{total:,} created, 0 updated" in resumed.stdout
     assert _profiles(database_url) == total
     assert not checkpoint.exists()
+
+
+def test_sigterm_stops_after_the_batch_being_written_and_resume_goes_on_exactly(
+    database_url: str, tmp_path: Path
+) -> None:
+    # `kill PID` (a service manager stopping the job): as Ctrl-C, the batch being written is
+    # committed and checkpointed first. It ended the import at once, its checkpoint behind what
+    # was written, and --resume then wrote those records again (twice in the change log and the
+    # events, and counted again). Status 1, as --bulk gives for SIGTERM.
+    total = 6_000
+    importer, command, env, checkpoint = _start_import_and_interrupt(
+        database_url, tmp_path, total, "default", sigterm=True
+    )
+    output, _ = importer.communicate(timeout=60)
+    assert importer.returncode == 1, output
+    assert "Traceback" not in output and "--resume" in output
+    line = json.loads(checkpoint.read_text())["line"]
+    assert 0 < line < total
+    assert _profiles(database_url) == line
+    resumed = subprocess.run([*command, "--resume", "--quiet"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"{total:,} created, 0 updated" in resumed.stdout
+    assert _profiles(database_url) == total
 
 
 def test_an_import_started_with_sigint_ignored_keeps_ignoring_it(database_url: str, tmp_path: Path) -> None:

@@ -965,7 +965,7 @@ def _run_import(
             )
         else:
             raise click.ClickException("--bulk: this import has no bulk path")
-    interrupted = False
+    interrupted = terminated = False
     stopped: ingest_runner.ImportStopped | None = None
     try:
         recorder.start()
@@ -985,7 +985,7 @@ def _run_import(
             raise
         recorder.finish(summary, "done")
     except ingest_runner.ImportInterrupted as exc:
-        summary, interrupted = exc.summary, True
+        summary, interrupted, terminated = exc.summary, True, exc.terminated
     except BulkInterrupted as exc:
         rolled_back = (
             "interrupted: the --bulk import was rolled back, nothing of it was written; run it again"
@@ -1080,7 +1080,8 @@ def _run_import(
             highlight=False,
             soft_wrap=True,
         )
-        sys.exit(130)  # what a shell reports for a command stopped by Ctrl-C
+        # Ctrl-C: what a shell reports for a command it stopped; SIGTERM: 1, as for --bulk
+        sys.exit(1 if terminated else 130)
     if stopped is not None:
         raise click.ClickException(str(stopped))
     if summary.rejected > max_rejects:

@@ -72,7 +72,7 @@ from profilehub.bulk.resolve import (
     worker_ready,
 )
 from profilehub.bulk.spool import FRAME_BYTES, frame_bytes
-from profilehub.bulk.workdir import stop_on_terminate, work_folder
+from profilehub.bulk.workdir import work_folder
 from profilehub.errors import Conflict, ProfilehubError, error_body
 from profilehub.identity.normalize import Identifier
 from profilehub.identity.resolve import apply_write
@@ -94,6 +94,7 @@ from profilehub.ingest.runner import (
     carried_suppressed,
     default_workers,
     feeding_switches,
+    stop_on_terminate,
     worker_pool,
 )
 from profilehub.profiles import WriteResult

@@ -62,7 +62,7 @@ from profilehub.bulk.resolve import (
     spool_log,
 )
 from profilehub.bulk.spool import Spool, merged
-from profilehub.bulk.workdir import stop_on_terminate, work_folder
+from profilehub.bulk.workdir import work_folder
 from profilehub.crm.objects import PEOPLE, custom_attributes
 from profilehub.crm.people import (
     MAX_BATCH,
@@ -99,6 +99,7 @@ from profilehub.ingest.runner import (
     carried_suppressed,
     default_workers,
     over_id_limit,
+    stop_on_terminate,
     worker_pool,
 )
 from profilehub.orgs import home_region

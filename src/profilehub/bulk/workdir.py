@@ -2,7 +2,7 @@
 
 A bulk import keeps its prepared writes and resolved rows in a folder under the temporary
 directory (``TMPDIR``): about 3.5 KB a record, 35 GB at ten million records. The folder is
-removed when the import ends, by an error, Ctrl-C or SIGTERM included (``stop_on_terminate``).
+removed when the import ends, by an error, Ctrl-C or SIGTERM included (``ingest.runner.stop_on_terminate``).
 What no process can do is clean up after itself when killed outright (SIGKILL, the kernel's
 out-of-memory killer, a power cut): so each folder holds an ``owner`` file, locked
 (``fcntl.flock``) for as long as its import runs and naming its process, and every bulk import
@@ -19,13 +19,10 @@ import fcntl
 import logging
 import os
 import shutil
-import signal
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import BinaryIO
 
 from profilehub.bulk.interrupted import WorkFolderFull
@@ -104,31 +101,3 @@ def _no_room(exc: OSError, where: Path) -> bool:
     return exc.errno == errno.EDQUOT or (
         exc.errno == errno.ENOSPC and shutil.disk_usage(where).free < _NEARLY_FULL
     )
-
-
-@contextmanager
-def stop_on_terminate(stop: threading.Event, terminated: threading.Event | None = None) -> Iterator[None]:
-    """While the block runs, SIGTERM (``kill``, a service manager or container stopping the job)
-    asks the import to stop as Ctrl-C does: its transaction is rolled back and its folder removed,
-    at the next place it looks (between chunks of records, groups of components and blocks of rows
-    loaded; an index being built is finished first). SIGKILL cannot be caught: the next bulk
-    import removes what such a run left (``remove_stale``). ``terminated`` is set too, so that the
-    command can tell a SIGTERM (status 1) from a Ctrl-C (status 130)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is signal.SIG_IGN:
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if terminated is not None:
-            terminated.set()
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

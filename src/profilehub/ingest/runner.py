@@ -198,12 +198,13 @@ class ImportSummary:
 
 
 class ImportInterrupted(Exception):
-    """Ctrl-C stopped the import after a committed, checkpointed batch; ``--resume`` goes on from
-    ``summary.line``, and nothing after it was written."""
+    """Ctrl-C (or SIGTERM: ``terminated``) stopped the import after a committed, checkpointed
+    batch; ``--resume`` goes on from ``summary.line``, and nothing after it was written."""
 
-    def __init__(self, summary: ImportSummary) -> None:
+    def __init__(self, summary: ImportSummary, terminated: bool = False) -> None:
         super().__init__(f"interrupted after line {summary.line:,}")
         self.summary = summary
+        self.terminated = terminated
 
 
 @contextmanager
@@ -229,6 +230,36 @@ def _stop_on_interrupt(stop: threading.Event) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
+@contextmanager
+def stop_on_terminate(stop: threading.Event, terminated: threading.Event | None = None) -> Iterator[None]:
+    """While the block runs, SIGTERM (``kill``, a service manager or container stopping the job)
+    asks the import to stop as a first Ctrl-C does (``stop``), at the next place it looks: the
+    online import after the batch being written is committed and checkpointed; a bulk import
+    between chunks of records, groups of components and blocks of rows loaded (its transaction
+    rolled back, its folder removed; an index being built is finished first). SIGKILL cannot be
+    caught: the next bulk import removes what such a run left (``bulk.workdir.remove_stale``), and
+    an online import's checkpoint may then lag its last committed batch. ``terminated`` is set
+    too, so that the command can tell a SIGTERM (status 1) from a Ctrl-C (status 130)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_IGN:
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if terminated is not None:
+            terminated.set()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 @contextmanager
@@ -408,9 +439,11 @@ class Importer:
             rejects.truncate(state.rejects_size)
             rejects.seek(state.rejects_size)
             stop = self._stop = threading.Event()
+            terminated = threading.Event()
             interrupted = False
             with (
                 _stop_on_interrupt(stop),
+                stop_on_terminate(stop, terminated),
                 collector.tuned(),
                 self._worker_pool() as workers,
                 ThreadPoolExecutor(1, thread_name_prefix="profilehub-import") as pool,
@@ -431,7 +464,7 @@ class Importer:
         if interrupted and self._stopped_for is not None:
             raise ImportStopped(summary, self._stopped_for, self.early_stop)
         if interrupted:
-            raise ImportInterrupted(summary)
+            raise ImportInterrupted(summary, terminated.is_set())
         checkpoints.clear(self.source)
         if summary.rejected == 0:
             rejects_file.unlink(missing_ok=True)
