@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from profilehub.orgs import create_org
 from profilehub.store.database import Database
 from tests.conftest import migrated_url
@@ -78,12 +80,13 @@ def test_killing_the_importer_ends_its_worker_processes(tmp_path: Path) -> None:
 
 
 def _start_import_and_interrupt(
-    database_url: str, tmp_path: Path, total: int, sigint: str, sigterm: bool = False
+    database_url: str, tmp_path: Path, total: int, sigint: str, sigterm: str = ""
 ) -> tuple[subprocess.Popen[str], list[Any], dict[str, str], Path]:
     """Start ``profilehub import cdp`` of ``total`` new people with SIGINT at ``sigint`` ("default",
     as from a terminal, or "ignore", as a background job), in its own process group; once a batch
     is checkpointed, send SIGINT to the whole group, as a terminal's Ctrl-C does (or, ``sigterm``,
-    SIGTERM to the importer, as ``kill PID`` does)."""
+    SIGTERM: to the importer ("pid", as ``kill PID`` does) or to its whole group ("group", as
+    systemd stops a service by default))."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PROFILEHUB_DATABASE_URL": database_url}
     db = Database(migrated_url(database_url))  # the org, made here: a process less to start
@@ -111,8 +114,10 @@ def _start_import_and_interrupt(
     deadline = time.monotonic() + 60
     while not checkpoint.exists() and importer.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    if sigterm:
+    if sigterm == "pid":
         os.kill(importer.pid, signal.SIGTERM)
+    elif sigterm == "group":
+        os.killpg(importer.pid, signal.SIGTERM)
     else:
         os.killpg(importer.pid, signal.SIGINT)
     return importer, command, env, checkpoint
@@ -154,16 +159,18 @@ def test_ctrl_c_stops_after_the_batch_being_written_and_resume_goes_on_exactly(
     assert not checkpoint.exists()
 
 
+@pytest.mark.parametrize("to", ["pid", "group"])
 def test_sigterm_stops_after_the_batch_being_written_and_resume_goes_on_exactly(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, to: str
 ) -> None:
-    # `kill PID` (a service manager stopping the job): as Ctrl-C, the batch being written is
-    # committed and checkpointed first. It ended the import at once, its checkpoint behind what
-    # was written, and --resume then wrote those records again (twice in the change log and the
-    # events, and counted again). Status 1, as --bulk gives for SIGTERM.
+    # `kill PID` or a service manager stopping the job's group: as Ctrl-C, the batch being written
+    # is committed and checkpointed first. The importer alone ended at once, its checkpoint behind
+    # what was written, and --resume then wrote those records again (twice in the change log and
+    # the events, and counted again); the group's worker died mid-batch with a traceback. Status 1,
+    # as --bulk gives for SIGTERM.
     total = 6_000
     importer, command, env, checkpoint = _start_import_and_interrupt(
-        database_url, tmp_path, total, "default", sigterm=True
+        database_url, tmp_path, total, "default", sigterm=to
     )
     output, _ = importer.communicate(timeout=60)
     assert importer.returncode == 1, output

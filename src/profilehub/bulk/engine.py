@@ -89,8 +89,8 @@ from profilehub.ingest.runner import (
     RecordSource,
     WorkerPool,
     _reason,
-    _sigint_blocked,
     _stop_on_interrupt,
+    _stop_signals_blocked,
     carried_suppressed,
     default_workers,
     feeding_switches,
@@ -737,7 +737,7 @@ class BulkImporter:
             self._check_stop()
             function, data = chunk.job()
             if pool is not None and in_flight < ahead:
-                with _sigint_blocked():  # workers start on demand: never with Ctrl-C
+                with _stop_signals_blocked():  # workers start on demand: never with Ctrl-C
                     pending.append((chunk, pool.submit(function, *args, *data)))
                 in_flight += 1
             else:
@@ -973,7 +973,7 @@ class BulkImporter:
                 else todo and len(running) < PREPARE_AHEAD * self.workers
             ):
                 g = todo.popleft()
-                with _sigint_blocked():
+                with _stop_signals_blocked():
                     future = pool.submit(
                         resolve_payload,
                         strategy,
@@ -1180,7 +1180,7 @@ class BulkImporter:
             def encode(table: str, columns: Sequence[str]) -> Future[None]:
                 path = folder / f"copy_{table}"
                 path.touch()  # there to be read from before the worker starts on it
-                with _sigint_blocked():  # the importer decides how to stop (``_sigint_blocked``)
+                with _stop_signals_blocked():  # the importer decides how to stop (``_stop_signals_blocked``)
                     future: Future[None] = pool.submit(encode_copy, path, table, columns, spools, numbering)
                 return future
 
@@ -1268,7 +1268,7 @@ class BulkImporter:
         with worker_pool(1) as pool:
             # A file a table, loaded in this order by the one worker: the first tables are copied
             # in while it still loads the events.
-            with _sigint_blocked():  # the importer decides how to stop (``_sigint_blocked``)
+            with _stop_signals_blocked():  # the importer decides how to stop (``_stop_signals_blocked``)
                 loaded = {
                     table: pool.submit(
                         load_scratch, folder / f"{name}_{table}.sqlite", table, shape, spools, numbering
@@ -1342,7 +1342,7 @@ class BulkImporter:
                 # of imports each) while this thread links, not after.
                 with worker_pool(self.workers) as pool:
                     if pool is not None:
-                        with _sigint_blocked():  # never with Ctrl-C
+                        with _stop_signals_blocked():  # never with Ctrl-C
                             for _ in range(self.workers):
                                 pool.submit(worker_ready)
                     t = summary.begin("link")

@@ -94,8 +94,8 @@ from profilehub.ingest.runner import (
     RecordSource,
     _batches,
     _reason,
-    _sigint_blocked,
     _stop_on_interrupt,
+    _stop_signals_blocked,
     carried_suppressed,
     default_workers,
     over_id_limit,
@@ -385,7 +385,7 @@ class PeopleBulkImporter:
             return
         ahead: deque[tuple[list[SourceRecord], list[tuple[list[dict[str, Any]], Future[Any]]]]] = deque()
         for batch, parts in self._calls():
-            with _sigint_blocked():
+            with _stop_signals_blocked():
                 ahead.append(
                     (batch, [(part, pool.submit(prepare_people_as, *context, part)) for part in parts])
                 )

@@ -97,9 +97,10 @@ class WorkerPool(ProcessPoolExecutor):
         super().shutdown(wait, cancel_futures=cancel_futures)
 
     def terminate(self) -> None:
-        """End the worker processes now, their jobs unfinished (an import that stops)."""
+        """End the worker processes now, their jobs unfinished (an import that stops). SIGKILL:
+        they start with SIGTERM blocked (``_stop_signals_blocked``)."""
         for process in list((getattr(self, "_processes", None) or {}).values()):
-            process.terminate()
+            process.kill()
         self.shutdown(wait=False, cancel_futures=True)
 
 
@@ -263,17 +264,19 @@ def stop_on_terminate(stop: threading.Event, terminated: threading.Event | None 
 
 
 @contextmanager
-def _sigint_blocked() -> Iterator[None]:
+def _stop_signals_blocked() -> Iterator[None]:
     """Around a submit to the worker pool, which starts its processes on demand.
 
-    A terminal's Ctrl-C reaches the whole process group, workers included. The importer decides
-    how to stop (after the batch being written); a worker interrupted mid-job, or while it is still
-    starting, would fail that batch and print a traceback of its own. A process inherits the
-    signal mask of the thread that starts it, so a worker started here never receives SIGINT. The
-    block is per thread: a Ctrl-C meanwhile is taken by another thread and still reaches the
-    importer's handler (ignoring SIGINT instead would drop it).
+    A terminal's Ctrl-C reaches the whole process group, workers included, and so does a service
+    manager's SIGTERM (systemd's default ``KillMode=control-group``). The importer decides how to
+    stop (after the batch being written); a worker interrupted or terminated mid-job, or while it
+    is still starting, would fail that batch and print a traceback of its own. A process inherits
+    the signal mask of the thread that starts it, so a worker started here never receives SIGINT
+    or SIGTERM (``WorkerPool.terminate`` ends workers with SIGKILL; a worker whose importer is gone
+    exits by itself, ``_start_worker``). The block is per thread: a signal meanwhile is taken by
+    another thread and still reaches the importer's handler (ignoring it instead would drop it).
     """
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         yield
     finally:
@@ -411,7 +414,7 @@ class Importer:
         job = sink.prepare_job(parsed)
         if job is None:
             return pool.submit(sink.write, parsed, None)
-        with _sigint_blocked():
+        with _stop_signals_blocked():
             prepared = workers.submit(job[0], *job[1])
         return pool.submit(lambda: sink.write(parsed, prepared.result()))
 
