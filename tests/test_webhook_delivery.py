@@ -27,6 +27,10 @@ from tests.webhook_receiver import Received, Receiver, wait_for
 
 ORG = 1234
 FAST = DeliverySettings(retry_schedule=(0.1, 0.1, 0.1), timeout_seconds=2, lease_seconds=5, poll_seconds=0.02)
+# Short steps, and a last one of 2 hours: the most a Retry-After is honoured for.
+LONG_LAST_STEP = DeliverySettings(
+    retry_schedule=(0.1, 0.1, 7200), timeout_seconds=2, lease_seconds=5, poll_seconds=0.02
+)
 
 
 class Clock:
@@ -196,10 +200,7 @@ def test_a_429_with_retry_after_is_retried_no_sooner_than_asked(store: Database,
 
     receiver = Receiver(answer)
     add_endpoint(store, receiver.url)
-    settings = DeliverySettings(
-        retry_schedule=(0.1, 0.1, 7200), timeout_seconds=2, lease_seconds=5, poll_seconds=0.02
-    )
-    with delivering(store, settings, clock):
+    with delivering(store, LONG_LAST_STEP, clock):
         write(store, "A", 1)
         wait_for("the 429 recorded", lambda: bool(pending_due_in(store, clock)))
         [due] = pending_due_in(store, clock)
@@ -219,10 +220,7 @@ def test_a_retry_after_is_honoured_up_to_the_schedules_longest_step(store: Datab
     clock = Clock()
     receiver = Receiver(lambda _: (503, {"Retry-After": "999999999"}))
     add_endpoint(store, receiver.url)
-    settings = DeliverySettings(
-        retry_schedule=(0.1, 0.1, 7200), timeout_seconds=2, lease_seconds=5, poll_seconds=0.02
-    )
-    with delivering(store, settings, clock):
+    with delivering(store, LONG_LAST_STEP, clock):
         write(store, "A", 1)
         wait_for("the 503 recorded", lambda: bool(pending_due_in(store, clock)))
         [due] = pending_due_in(store, clock)
