@@ -230,6 +230,22 @@ def test_a_broken_csv_quote_is_a_csv_error_at_its_line(cli: Invoke, tmp_path: Pa
 
 
 @pytest.mark.parametrize("bulk", [(), ("--bulk",)], ids=["online", "bulk"])
+def test_a_csv_row_with_more_cells_than_the_header_is_rejected_at_its_line(
+    cli: Invoke, tmp_path: Path, bulk: tuple[str, ...]
+) -> None:
+    """An unquoted comma shifts a row's values into the wrong columns: refused, not written with its
+    extra cells dropped. A row with fewer cells is read (its missing cells empty)."""
+    path = tmp_path / "people.csv"
+    path.write_text("Email,First,Last\nann@x.com,Ann,Lee\nbob@x.com,Bob,Smith, Jr\ncy@x.com,Cy\n")
+    args = ["import", "people", str(path), "--org-id", str(ORG), "--matching-attribute", "email", *bulk]
+    result = cli(*args, "--map", "Email=emails", "--map", "First=firstName", "--quiet")
+    assert "2 created, 0 updated, 1 rejected" in result.output, result.output
+    [reject] = [json.loads(x) for x in checkpoint.rejects_path(path).read_text().splitlines()]
+    assert reject["line"] == 3
+    assert reject["error"]["message"].startswith("line 3: CSV error: 4 cells where the header has 3")
+
+
+@pytest.mark.parametrize("bulk", [(), ("--bulk",)], ids=["online", "bulk"])
 def test_a_csv_that_is_not_utf8_is_refused_where_it_is_not(
     cli: Invoke, tmp_path: Path, bulk: tuple[str, ...]
 ) -> None:

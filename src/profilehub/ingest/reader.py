@@ -211,9 +211,12 @@ def read_csv(path: Path, mapping: ColumnMapping, offset: int = 0, line: int = 0)
     """Rows as nested records by ``mapping``; starts after the header when ``offset`` is 0.
 
     The CSV is read strictly: a stray quote is a record that could not be parsed (a CSV error at its
-    line), not a row whose cells silently ran together.
+    line), not a row whose cells silently ran together; so is a row with more cells than the header
+    (an unquoted comma in a value: its cells after it would land in the wrong columns). A row with
+    fewer cells is read, the missing ones empty.
     """
     columns, after_header = csv_columns(path, mapping)
+    width = len(read_csv_header(path)[0])
     if offset == 0:
         offset, line = after_header, 1
     with path.open("rb") as f:
@@ -267,6 +270,14 @@ def read_csv(path: Path, mapping: ColumnMapping, offset: int = 0, line: int = 0)
                 start = position["line"] + 1
                 continue
             if not any(cell.strip() for cell in row):
+                start = position["line"] + 1
+                continue
+            if len(row) > width:
+                why = (
+                    f"line {start}: CSV error: {len(row)} cells where the header has {width} "
+                    "(a value with a comma needs quotes)"
+                )
+                yield SourceRecord(start, position["end"], raw[:2000], None, why)
                 start = position["line"] + 1
                 continue
             yield SourceRecord(start, position["end"], raw, _nest(columns, row, mapping))
