@@ -209,28 +209,39 @@ class ImportInterrupted(Exception):
 
 
 @contextmanager
+def _handling(signum: signal.Signals, handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """``handler`` for ``signum`` while the block runs, the previous one after. Not where signal
+    handlers cannot be set (a thread but the main one), nor for a signal the process was started
+    ignoring (nohup, a background job): ignored on purpose, it stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signum)
+    if previous is signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        # None: a handler not set from Python; Python's own default stands in for it
+        default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        signal.signal(signum, previous if previous is not None else default)
+
+
+@contextmanager
 def _stop_on_interrupt(stop: threading.Event) -> Iterator[None]:
     """While the import runs, a first Ctrl-C only asks it to stop once the batch being written is
     committed and checkpointed, so the checkpoint never lags what was written (a batch written
     twice would count twice and see its ids again). A second Ctrl-C stops at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN:
-        yield  # started with SIGINT ignored (nohup, a background job): keep ignoring it
-        return
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
 
-    signal.signal(signal.SIGINT, handler)
-    try:
+    with _handling(signal.SIGINT, handler):
         yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 @contextmanager
@@ -243,24 +254,14 @@ def stop_on_terminate(stop: threading.Event, terminated: threading.Event | None 
     caught: the next bulk import removes what such a run left (``bulk.workdir.remove_stale``), and
     an online import's checkpoint may then lag its last committed batch. ``terminated`` is set
     too, so that the command can tell a SIGTERM (status 1) from a Ctrl-C (status 130)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is signal.SIG_IGN:
-        yield
-        return
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if terminated is not None:
             terminated.set()
         stop.set()
 
-    signal.signal(signal.SIGTERM, handler)
-    try:
+    with _handling(signal.SIGTERM, handler):
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 @contextmanager
