@@ -194,9 +194,10 @@ def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
     return f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}; save the file as UTF-8"
 
 
-def csv_columns(path: Path, mapping: ColumnMapping) -> tuple[dict[int, list[str]], int]:
-    """The mapped columns (index -> path parts) and the offset after the header; checks the mapping
-    against the header, so a bad ``--map`` is refused before anything is read or drawn."""
+def csv_columns(path: Path, mapping: ColumnMapping) -> tuple[dict[int, list[str]], int, int]:
+    """The mapped columns (index -> path parts), the header's width and the offset after it;
+    checks the mapping against the header, so a bad ``--map`` is refused before anything is read
+    or drawn."""
     header, after_header = read_csv_header(path)
     columns = mapping.for_header(header)
     if not columns:
@@ -204,7 +205,7 @@ def csv_columns(path: Path, mapping: ColumnMapping) -> tuple[dict[int, list[str]
             f"{path}: no column is mapped; use --map COLUMN=..., e.g. --map {mapping.example} "
             f"(the header's columns are: {', '.join(header)})"
         )
-    return columns, after_header
+    return columns, len(header), after_header
 
 
 def read_csv(path: Path, mapping: ColumnMapping, offset: int = 0, line: int = 0) -> Iterator[SourceRecord]:
@@ -215,8 +216,7 @@ def read_csv(path: Path, mapping: ColumnMapping, offset: int = 0, line: int = 0)
     (an unquoted comma in a value: its cells after it would land in the wrong columns). A row with
     fewer cells is read, the missing ones empty.
     """
-    columns, after_header = csv_columns(path, mapping)
-    width = len(read_csv_header(path)[0])
+    columns, width, after_header = csv_columns(path, mapping)
     if offset == 0:
         offset, line = after_header, 1
     with path.open("rb") as f:
