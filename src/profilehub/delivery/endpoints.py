@@ -123,10 +123,6 @@ def _pending_counts(conn: Connection, org_id: int) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in rows}
 
 
-def _types_of(row: Any) -> tuple[str, ...]:
-    return tuple(t for t in row.event_types.split(",") if t)
-
-
 def _unread(conn: Connection, org_id: int, cursor: int, types: tuple[str, ...] = ()) -> int:
     """The org's events committed after ``cursor``: of ``types`` only, or of every type when none
     are given. Not yet handed to the endpoint at that cursor (a disabled endpoint's wait there
@@ -137,12 +133,14 @@ def _unread(conn: Connection, org_id: int, cursor: int, types: tuple[str, ...] =
     return int(conn.execute(query).scalar_one())
 
 
-def _endpoint(row: Any, pending: int) -> Endpoint:
+def _endpoint(conn: Connection, row: Any, waiting: int) -> Endpoint:
+    """``row``'s endpoint; pending: its ``waiting`` rows in webhook_pending and its unread events."""
+    types = tuple(t for t in row.event_types.split(",") if t)
     return Endpoint(
         endpoint_id=row.endpoint_id,
         org_id=row.org_id,
         url=row.url,
-        event_types=_types_of(row),
+        event_types=types,
         created_ts=row.created_ts,
         disabled_ts=row.disabled_ts,
         disabled_reason=row.disabled_reason,
@@ -150,7 +148,7 @@ def _endpoint(row: Any, pending: int) -> Endpoint:
         failing_since=row.failing_since,
         last_error=row.last_error,
         delivered=row.delivered,
-        pending=pending,
+        pending=waiting + _unread(conn, row.org_id, row.cursor, types),
     )
 
 
@@ -162,10 +160,7 @@ def list_endpoints(conn: Connection, org_id: int) -> list[Endpoint]:
         .where(webhook_endpoints.c.org_id == org_id)
         .order_by(webhook_endpoints.c.created_ts, webhook_endpoints.c.endpoint_id)
     )
-    return [
-        _endpoint(r, counts.get(r.endpoint_id, 0) + _unread(conn, r.org_id, r.cursor, _types_of(r)))
-        for r in rows
-    ]
+    return [_endpoint(conn, r, counts.get(r.endpoint_id, 0)) for r in rows]
 
 
 def get_endpoint(conn: Connection, endpoint_id: str, org_id: int | None = None) -> Endpoint:
@@ -184,7 +179,7 @@ def get_endpoint(conn: Connection, endpoint_id: str, org_id: int | None = None) 
             webhook_pending.c.org_id == owner, webhook_pending.c.endpoint_id == endpoint_id
         )
     ).scalar_one()
-    return _endpoint(row, int(pending) + _unread(conn, row.org_id, row.cursor, _types_of(row)))
+    return _endpoint(conn, row, int(pending))
 
 
 def endpoint_secret(conn: Connection, endpoint: Endpoint) -> str:
