@@ -195,3 +195,63 @@ def test_an_erasure_leaves_no_personal_data_in_any_table(
     [found] = cdp.search({"email": [KEPT["email"]]})
     assert found["ucid"] == kept["ucid"] and found["profile"]["first_name"] == "Kept4417"
     assert "kept4417" in _all_rows(app)["profiles"]
+
+
+def test_erasing_a_person_unmerged_from_another_leaves_none_of_its_values_in_the_others_events(
+    app: FastAPI, client: TestClient
+) -> None:
+    """While two people were one, the survivor's events and keyed answers carried both; once they
+    are apart again, erasing one must take its values out of those too (docs/privacy.md)."""
+    org = make_org(app.state.db)
+    cdp = Cdp(client, org)
+    kept = cdp.write({"email": "kept.5521@example.org"}, {"profile": {"first_name": "Kept5521"}})
+    gone = cdp.write({"fpuid": "fp-gone-5521"}, {"profile": {"last_name": "Gonelast5521"}})
+    cdp.write({"email": "kept.5521@example.org", "fpuid": "fp-gone-5521"})
+    # A keyed write through the erased person's id only, while merged: it answers the merged whole
+    # and, once apart, is the erased side's (a profile of its own under a new ucid).
+    keyed_body = {
+        "orgId": org.org_id,
+        "region": "EU",
+        "ids": {"fpuid": "fp-gone-5521"},
+        "upsert": {"profile": {"nickname": "Gonenick5521"}},
+    }
+    keyed_headers = {**org.headers(), "Idempotency-Key": "gone-5521"}
+    keyed = client.post("/cdp/v1/users", json=keyed_body, headers=keyed_headers)
+    assert keyed.status_code == 200 and keyed.json()[0]["ucid"] == kept["ucid"], keyed.text
+    unmerged = client.post(
+        "/cdp/v1/users/_unmerge",
+        json={"orgId": org.org_id, "region": "EU", "ucid": gone["ucid"], "ids": {"fpuid": ["fp-gone-5521"]}},
+        headers=org.headers(),
+    )
+    assert unmerged.status_code == 200, unmerged.text
+    apart = [p["ucid"] for p in unmerged.json()]
+    [new] = set(apart) - {kept["ucid"], gone["ucid"]}
+    assert len(apart) == 3
+
+    def leaks(values: tuple[str, ...]) -> dict[str, list[str]]:
+        feed = client.get(f"/cdp/v1/changes?orgId={org.org_id}&after=0&limit=1000", headers=org.headers())
+        assert feed.status_code == 200
+        rows = _all_rows(app)
+        texts = {"feed": feed.text.lower(), **{t: rows[t] for t in ("events", "idempotency_keys")}}
+        return {
+            where: [v for v in values if v in text]
+            for where, text in texts.items()
+            if any(v in text for v in values)
+        }
+
+    # The keyed write became a profile of its own; erasing it takes its value out of the answer
+    # saved while it was part of the survivor (which does not name its new ucid).
+    cdp.delete({"ucid": [new]})
+    assert leaks(("gonenick5521",)) == {}
+    # The key is then new: the write is made again (on the erased person's other half, by its id)
+    # instead of answering the merged whole as it was.
+    again = client.post("/cdp/v1/users", json=keyed_body, headers=keyed_headers)
+    assert again.status_code == 200 and again.json()[0]["ucid"] == gone["ucid"], again.text
+    cdp.delete({"ucid": [gone["ucid"]]})
+    assert leaks(("gonelast5521", "gonenick5521", "fp-gone-5521")) == {}
+    # The survivor's own state after the unmerge is still in the feed.
+    feed = client.get(f"/cdp/v1/changes?orgId={org.org_id}&after=0&limit=1000", headers=org.headers())
+    last = [e for e in feed.json()["changes"] if e["data"].get("profile", {}).get("ucid") == kept["ucid"]][-1]
+    assert (
+        last["type"] == "profile.unmerged" and last["data"]["profile"]["profile"]["first_name"] == "Kept5521"
+    )

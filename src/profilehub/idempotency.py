@@ -122,3 +122,17 @@ def forget_answers(conn: Connection, org_id: int, mentions: Iterable[str]) -> No
                 sa.or_(*(idempotency_keys.c.body.contains(v, autoescape=True) for v in chunk)),
             )
         )
+
+
+def forget_answers_until(conn: Connection, org_id: int, bounds: dict[str, int]) -> None:
+    """Delete the saved answers that mention a profile of ``bounds`` and were saved up to its time
+    (epoch ms): they may hold a person it was one with until an unmerge then, who is being erased
+    (``store.unmerge_history``)."""
+    for mention, until in bounds.items():
+        conn.execute(
+            idempotency_keys.delete().where(
+                idempotency_keys.c.org_id == org_id,
+                idempotency_keys.c.created_ts <= until,
+                idempotency_keys.c.body.contains(mention, autoescape=True),
+            )
+        )

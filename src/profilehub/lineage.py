@@ -187,7 +187,7 @@ def _unmerge_job(service: ProfileService, org_id: int, region: str, ucid: str, i
                     "profile",
                     m,
                     "unmerge",
-                    {"region": r, "from": master, "idTypes": id_types, "ucids": masters},
+                    {"region": r, "from": master, "fromUcids": person, "idTypes": id_types, "ucids": masters},
                     ts,
                 )
                 for m in masters

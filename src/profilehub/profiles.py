@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from profilehub.crm.erasure import erase_people, lock_people
 from profilehub.errors import BadRequest, NotFound, ProfilehubError, Suppressed, each_or_error, printable_key
-from profilehub.idempotency import forget_answers
+from profilehub.idempotency import forget_answers, forget_answers_until
 from profilehub.identity.normalize import Identifier, Notice, coerce_id_value, normalise_ids
 from profilehub.identity.resolve import CATEGORIES, PreparedWrite, WriteOutcome, apply_write
 from profilehub.identity.storage import ProfileReader, ProfileState
@@ -39,12 +39,14 @@ from profilehub.store.events import (
     EventRow,
     append_events,
     forget_events,
+    forget_events_until,
 )
 from profilehub.store.journal_store import JournalPruner
 from profilehub.store.profile_storage import profile_storage
 from profilehub.store.profile_store import delete_profiles
 from profilehub.store.receipt_store import ReceiptKeys, erasure_counts, issue_receipt
 from profilehub.store.strategy_store import StrategyCache
+from profilehub.store.unmerge_history import parted_from
 from profilehub.suppression import suppress_erased, unsuppress_ids
 
 MAX_ATTRIBUTE_NAME = 200
@@ -846,6 +848,10 @@ class ProfileService:
             counts = erasure_counts(conn, org_id, masters, erased)
             delete_profiles(conn, org_id, masters)
             forget_answers(conn, org_id, [*masters, *(u for m in masters for u in linked.get(m, []))])
+            # Profiles the erased were unmerged from held their values until then, in events and
+            # saved answers: those go too (docs/privacy.md#what-an-erasure-leaves).
+            parted = parted_from(conn, org_id, erased)
+            forget_answers_until(conn, org_id, parted)
             ts = now_ms()
             receipt_id = str(uuid.uuid4())  # named by the change rows, so the log leads to the receipt
             record(
@@ -887,6 +893,7 @@ class ProfileService:
             )
             # The earlier events held the erased values; the erasure's own holds the ucids only.
             forget_events(conn, org_id, [*masters, *(u for m in masters for u in linked.get(m, []))])
+            counts["events"] += forget_events_until(conn, org_id, parted)
             append_events(
                 conn,
                 [

@@ -10,7 +10,9 @@ Shape, for code that writes, pulls or delivers events (docs/events.md is the use
   transaction. ``event_id`` is not the caller's: it is allocated when the rows are inserted.
 - ``forget_events(conn, org_id, entity_ids)``: an erasure or a CRM delete removes the earlier
   events of what it erased (they hold its values) before it appends its own; so ids have gaps
-  and an event not yet fetched or delivered may vanish.
+  and an event not yet fetched or delivered may vanish. ``forget_events_until(conn, org_id,
+  bounds)`` does the same for the events up to a time of profiles an erased person was unmerged
+  from (``unmerge_history``).
 - ``read_events(conn, org_id, after, limit, feed=None, region=None, upto=None)`` ->
   ``list[Event]``: the org's events with ``after < event_id <= upto``, lowest first.
   ``Event.data`` stays JSON text. ``newest_event_id(conn, org_id)`` bounds a filtered read whose
@@ -210,6 +212,31 @@ def forget_events(conn: Connection, org_id: int, entity_ids: list[str]) -> None:
                 webhook_pending.c.org_id == org_id, webhook_pending.c.ordering_key.in_(chunk)
             )
         )
+
+
+def forget_events_until(conn: Connection, org_id: int, bounds: dict[str, int]) -> int:
+    """Delete the events of each profile in ``bounds`` up to its time (epoch ms), but not that
+    time's ``profile.unmerged``: the events that carried a person it was one with until the unmerge
+    at that time, which is being erased (``unmerge_history``). The unmerge's own event holds the
+    profile as it was rebuilt, without that person. Answers how many went."""
+    gone: list[int] = []
+    for entity_id, until in bounds.items():
+        gone += conn.execute(
+            sa.select(events.c.event_id).where(
+                events.c.org_id == org_id,
+                events.c.entity_id == entity_id,
+                sa.or_(events.c.ts < until, sa.and_(events.c.ts == until, events.c.type != PROFILE_UNMERGED)),
+            )
+        ).scalars()
+    for start in range(0, len(gone), 500):
+        chunk = gone[start : start + 500]
+        conn.execute(events.delete().where(events.c.org_id == org_id, events.c.event_id.in_(chunk)))
+        conn.execute(
+            webhook_pending.delete().where(
+                webhook_pending.c.org_id == org_id, webhook_pending.c.event_id.in_(chunk)
+            )
+        )
+    return len(gone)
 
 
 def read_events(
