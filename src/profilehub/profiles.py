@@ -46,7 +46,7 @@ from profilehub.store.profile_storage import profile_storage
 from profilehub.store.profile_store import delete_profiles
 from profilehub.store.receipt_store import ReceiptKeys, erasure_counts, issue_receipt
 from profilehub.store.strategy_store import StrategyCache
-from profilehub.store.unmerge_history import parted_from
+from profilehub.store.unmerge_history import parted_from, scrub_parted_journals
 from profilehub.suppression import suppress_erased, unsuppress_ids
 
 MAX_ATTRIBUTE_NAME = 200
@@ -846,11 +846,12 @@ class ProfileService:
             suppressed = suppress_erased(conn, org_id, r, every) if suppress else 0
             erased = [u for m in masters for u in (m, *linked.get(m, []))]
             counts = erasure_counts(conn, org_id, masters, erased)
+            # Profiles the erased were unmerged from held their values until then, in events,
+            # saved answers and journal (docs/privacy.md#what-an-erasure-leaves): those go too.
+            parted = parted_from(conn, org_id, erased)
+            scrub_parted_journals(conn, org_id, parted, erased)
             delete_profiles(conn, org_id, masters)
             forget_answers(conn, org_id, [*masters, *(u for m in masters for u in linked.get(m, []))])
-            # Profiles the erased were unmerged from held their values until then, in events and
-            # saved answers: those go too (docs/privacy.md#what-an-erasure-leaves).
-            parted = parted_from(conn, org_id, erased)
             forget_answers_until(conn, org_id, parted)
             ts = now_ms()
             receipt_id = str(uuid.uuid4())  # named by the change rows, so the log leads to the receipt

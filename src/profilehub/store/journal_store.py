@@ -129,6 +129,40 @@ def delete_journal(conn: Connection, org_id: int, ucids: list[str]) -> None:
         )
 
 
+def scrub_journal(
+    conn: Connection, org_id: int, ucids: Iterable[str], ids: set[Identifier], gone: set[str]
+) -> None:
+    """Take ``ids`` and the ucids ``gone`` out of the journal rows of ``ucids``: an erased person's,
+    from the writes of a profile it was unmerged from (docs/privacy.md#what-an-erasure-leaves).
+    A replay then finds them on no write, as it would find them on no profile."""
+    for seq, rec in person_journal(conn, org_id, ucids):
+        kept = [list(i) for i in rec.ids if i not in ids]
+        released = [list(i) for i in rec.released if i not in ids]
+        merges = {u: via for u, via in rec.merges.items() if u not in gone}
+        named = None if rec.named_ucid in gone else rec.named_ucid
+        if (len(kept), len(released), len(merges), named) == (
+            len(rec.ids),
+            len(rec.released),
+            len(rec.merges),
+            rec.named_ucid,
+        ):
+            continue
+        conn.execute(
+            profile_writes.update()
+            .where(
+                profile_writes.c.org_id == org_id,
+                profile_writes.c.ucid == rec.ucid,
+                profile_writes.c.seq == seq,
+            )
+            .values(
+                ids=orjson.dumps(kept).decode(),
+                released=orjson.dumps(released).decode() if released else None,
+                merges=orjson.dumps(merges).decode(),
+                named_ucid=named,
+            )
+        )
+
+
 def move_journal(conn: Connection, org_id: int, moves: dict[int, tuple[str, str]]) -> None:
     """Re-key rows ``seq -> (from ucid, to ucid)``: the profile each write now belongs to."""
     for seq, (old, new) in sorted(moves.items()):

@@ -5,7 +5,8 @@ and the saved answers of keyed writes to it held both people's values. An unmerg
 they were; an erasure of one of the parted people must delete them too (docs/privacy.md). Each
 unmerge names, in the change-log row of every profile it results in, the person it rebuilt:
 ``from`` (its master) and ``fromUcids`` (the master and every ucid merged into it; rows written
-before that field existed name the master only).
+before that field existed name the master only). The journal of the parted profiles' writes
+held the erased person's ids and ucids too, where a write carried both people's ids.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from profilehub.store.tables import changes
+from profilehub.identity.normalize import Identifier
+from profilehub.store.journal_store import scrub_journal
+from profilehub.store.tables import changes, profile_ids, profiles
 
 # A bound past every timestamp: an erased ucid's own events and answers go whatever their time.
 _ALWAYS = 2**62
@@ -52,3 +55,43 @@ def parted_from(conn: Connection, org_id: int, ucids: Iterable[str]) -> dict[str
         bounds.update(reached)
         frontier = reached
     return bounds
+
+
+def scrub_parted_journals(
+    conn: Connection, org_id: int, parted: Iterable[str], erased: Iterable[str]
+) -> None:
+    """Take the ids the ``erased`` profiles hold (read before they go) and their ucids out of the
+    journal of the people the ``parted`` ucids belong to now: a write that linked both people
+    stayed with the survivor, with the erased person's ids in it."""
+    gone = set(erased)
+    wanted = sorted(set(parted))
+    if not wanted:
+        return
+    held: set[Identifier] = set()
+    names = sorted(gone)
+    for start in range(0, len(names), 500):
+        rows = conn.execute(
+            sa.select(profile_ids.c.id_type, profile_ids.c.value).where(
+                profile_ids.c.org_id == org_id, profile_ids.c.ucid.in_(names[start : start + 500])
+            )
+        )
+        held |= {Identifier(t, v) for t, v in rows}
+    masters: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        rows = conn.execute(
+            sa.select(profiles.c.ucid, profiles.c.merged_into).where(
+                profiles.c.org_id == org_id, profiles.c.ucid.in_(wanted[start : start + 500])
+            )
+        )
+        masters |= {merged_into or ucid for ucid, merged_into in rows}
+    people = set(masters)
+    found = sorted(masters)
+    for start in range(0, len(found), 500):
+        people |= set(
+            conn.execute(
+                sa.select(profiles.c.ucid).where(
+                    profiles.c.org_id == org_id, profiles.c.merged_into.in_(found[start : start + 500])
+                )
+            ).scalars()
+        )
+    scrub_journal(conn, org_id, people - gone, held, gone)
