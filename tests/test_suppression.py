@@ -269,6 +269,26 @@ def test_crm_people_upserts_drop_an_erased_persons_emails_and_phone(
     assert Cdp(client, org).search({"email": [EMAIL]}) == []
 
 
+def test_a_patch_setting_an_erased_phone_number_on_a_person_keeps_the_rest_of_the_patch(
+    client: TestClient, org: OrgFixture
+) -> None:
+    # As a CDP write naming an existing profile by ucid: the person is there, with its own email,
+    # so a PATCH naming it is written without the suppressed number, not refused whole.
+    _erase_person(client, org)
+    r = client.post(PEOPLE, json={"firstName": "G", "emails": ["kept.5512@example.org"]}, headers=org.bearer)
+    assert r.status_code == 201, r.text
+    person_id = r.json()["person"]["id"]
+    patched = client.patch(
+        f"{PEOPLE}/{person_id}", json={"jobTitle": "Buyer", "phoneNumber": PHONE}, headers=org.bearer
+    )
+    assert patched.status_code == 200, patched.text
+    got = patched.json()["person"]
+    assert (got["jobTitle"], got["phoneNumber"], got["emails"]) == ("Buyer", None, ["kept.5512@example.org"])
+    notices = json.loads(patched.headers["X-Profilehub-Notices"])
+    assert [(n["code"], n["field"]) for n in notices] == [("id_suppressed", "phoneNumber")]
+    assert Cdp(client, org).search({"cellphone": [PHONE]}) == []
+
+
 @pytest.mark.parametrize("how", ["online", "bulk"])
 def test_import_people_counts_and_rejects_suppressed_people(db: Database, tmp_path: Path, how: str) -> None:
     _erased_in_core(db)

@@ -620,11 +620,15 @@ def _suppressed(org: _OrgWrites, known: GraphIds | None, id_type: str, value: st
     return not isinstance(hit, BadRequest) and any(n.code == ID_SUPPRESSED for n in hit[1])
 
 
-def _drop_suppressed(org: _OrgWrites, given: PersonInput, known: GraphIds | None = None) -> PersonInput:
+def _drop_suppressed(
+    org: _OrgWrites, given: PersonInput, known: GraphIds | None = None, *, existing: bool = False
+) -> PersonInput:
     """The body without an erased person's emails and phone number (each with the notice
     ``id_suppressed``, never the value): they link people into the identity graph, so they are
     suppressed as a CDP write's ids are. A body whose every email and phone number is suppressed
-    writes nothing (409). Suppression of the org's home region applies (docs/privacy.md).
+    writes nothing (409), unless it names an ``existing`` person (a PATCH) and gives no emails:
+    that person keeps its own, as a CDP write naming a profile by ucid lands on it without the
+    suppressed ids. Suppression of the org's home region applies (docs/privacy.md).
     ``known``: the body's ids normalised ahead (``person_graph_ids``)."""
     if known is not None and (known.version != org.strategy.version or known.region != org.home):
         known = None
@@ -634,7 +638,8 @@ def _drop_suppressed(org: _OrgWrites, given: PersonInput, known: GraphIds | None
     phone_gone = isinstance(phone, str) and _suppressed(org, known, "cellphone", phone, "phoneNumber")
     if not gone and not phone_gone:
         return given
-    if len(gone) == len(emails) and (phone is None or phone_gone):
+    keeps_own = existing and given.emails is None
+    if len(gone) == len(emails) and (phone is None or phone_gone) and not keeps_own:
         raise Suppressed(
             "every email and phone number of this person is suppressed (an erased person's; "
             "POST /cdp/v1/users/_unsuppress lifts it): nothing was written",
@@ -879,7 +884,7 @@ def patch_person_job(
         previous = org.rows.load(person_id) if is_record_id(person_id) else None
         if previous is None:
             raise NotFound(f"no person {person_id}", field="id")
-        given = _drop_suppressed(org, read_person(conn, org_id, raw, org.attrs))
+        given = _drop_suppressed(org, read_person(conn, org_id, raw, org.attrs), existing=True)
         result = _save_person(conn, org, given, previous, add_emails=False, actor=actor, detail={})
         _resolve_in_graph(conn, profiles, org)
         return result
