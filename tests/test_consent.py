@@ -42,8 +42,8 @@ def test_a_merge_keeps_the_denial_and_says_so_then_a_direct_write_replaces_it(
     assert cdp.last_notices == [
         {
             "code": "consent_kept_denied",
-            "message": "consent.email: kept 'No': when profiles merge, a denial on either side wins "
-            "over a grant",
+            "message": "consent.email: the denial was kept: when profiles merge, a denial on either "
+            "side wins over a grant",
             "field": "consent.email",
             "attribute": "email",
         }
@@ -101,3 +101,24 @@ def test_the_orgs_denial_values_apply_from_the_next_write(
     assert merged["consent"]["sms"] == "REFUSED"  # kept over the grant of the write that linked c-9
     back = runner.invoke(main, ["org", "consent-denials", "--org-id", str(org.org_id), "--default"])
     assert back.exit_code == 0 and "no, opt-out" in back.output
+
+
+def test_a_kept_denial_leaves_no_consent_value_in_the_change_log(app: FastAPI, client: TestClient) -> None:
+    # The change log holds no attribute values (docs/unmerge.md), and its rows of a ucid outlive
+    # the person's erasure (docs/privacy.md): the notice it keeps names the attribute, not the value.
+    from profilehub.store.changes import history
+    from profilehub.store.changes import now_ms as clock
+    from profilehub.store.strategy_store import set_consent_denials
+
+    org = make_org(app.state.db)
+    app.state.db.write(lambda c: set_consent_denials(c, org.org_id, ["withheld-7731"], clock()))
+    cdp = Cdp(client, org)
+    said_no = cdp.write({"email": "ann@example.org"}, {"consent": {"email": "Withheld-7731"}})
+    cdp.write({"AdId": "ad-1"}, {"consent": {"email": "yes"}})
+    merged = cdp.write({"email": "ann@example.org", "AdId": "ad-1"})
+    assert merged["consent"]["email"] == "Withheld-7731" and cdp.notice_codes() == ["consent_kept_denied"]
+    cdp.delete({"ucid": [said_no["ucid"]]})
+    with app.state.db.read() as conn:
+        rows = history(conn, org.org_id, entity="profile", entity_id=said_no["ucid"])
+    assert [r["action"] for r in rows] == ["create", "merge", "erase"]
+    assert "withheld-7731" not in str(rows).lower()

@@ -123,10 +123,12 @@ def _merge_data(
     return kept
 
 
-def _kept_denied_notice(name: str, value: Any) -> Notice:
+def _kept_denied_notice(name: str) -> Notice:
+    # Without the value: notices are kept in the change log, which holds no attribute values and
+    # outlives an erasure of the person (docs/privacy.md); the profile itself shows what was kept.
     return Notice(
         "consent_kept_denied",
-        f"consent.{name}: kept {value!r}: when profiles merge, a denial on either side wins over a grant",
+        f"consent.{name}: the denial was kept: when profiles merge, a denial on either side wins over a grant",
         f"consent.{name}",
         {"attribute": name},
     )
@@ -316,11 +318,7 @@ def apply_write(
         )
         kept_denied.update(kept_by_write)
     final_consent = master.data.get(CONSENT) or {}
-    notices += [
-        _kept_denied_notice(name, final_consent[name])
-        for name in sorted(kept_denied)
-        if name in final_consent
-    ]
+    notices += [_kept_denied_notice(name) for name in sorted(kept_denied) if name in final_consent]
     master.updated_ts = now
 
     # --- write ---
