@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from profilehub.store.tables import metadata
 from tests.cdp_client import Cdp
-from tests.conftest import make_org
+from tests.conftest import assert_error, make_org
 
 # Every table, and what it may keep of an erased person. A new table fails the test until it is
 # classified here (and, if it holds personal data, erased with the person).
@@ -259,4 +259,18 @@ def test_erasing_a_person_unmerged_from_another_leaves_none_of_its_values_in_the
     last = [e for e in feed.json()["changes"] if e["data"].get("profile", {}).get("ucid") == kept["ucid"]][-1]
     assert (
         last["type"] == "profile.unmerged" and last["data"]["profile"]["profile"]["first_name"] == "Kept5521"
+    )
+    # Its journal, without the erased id, still rebuilds it; the erased id is on none of its writes.
+    unmerge = {"orgId": org.org_id, "region": "EU", "ucid": kept["ucid"]}
+    gone_id = client.post(
+        "/cdp/v1/users/_unmerge", json={**unmerge, "ids": {"fpuid": ["fp-gone-5521"]}}, headers=org.headers()
+    )
+    assert_error(gone_id, 400, "ids.fpuid")
+    rebuilt = client.post(
+        "/cdp/v1/users/_unmerge",
+        json={**unmerge, "ids": {"email": ["kept.5521@example.org"]}},
+        headers=org.headers(),
+    )
+    assert rebuilt.status_code == 200 and rebuilt.json()[0]["profile"]["first_name"] == "Kept5521", (
+        rebuilt.text
     )
