@@ -342,3 +342,27 @@ def test_fingerprints_stored_by_the_documented_rule_keep_suppressing(
     db.write(lambda c: c.execute(sa.text("UPDATE orgs SET strategy_version = strategy_version + 1")))
     assert_error(_write(client, org, {"crm_id": f" {crm_id} "}), 409, "ids")
     assert _unsuppress(client, org, {"crm_id": [crm_id]}).json()["removedFingerprints"] == 1
+
+
+def test_an_unmerge_does_not_attach_an_erased_persons_id_that_one_of_its_writes_carried(
+    client: TestClient, org: OrgFixture
+) -> None:
+    # A write to another person carried the erased person's id while that person held it (so it
+    # was not attached). Rebuilding that other person later must not give it the erased id now
+    # that no one holds it: the id is suppressed, and the replay is a write path like any other.
+    cdp = Cdp(client, org)
+    gone = cdp.write(PERSON, {"profile": {"first_name": "Gone"}})
+    other = cdp.write({"email": "other.5512@example.org"})
+    named = cdp.write({"email": "other.5512@example.org", "crm_id": PERSON["crm_id"]}, ucid=other["ucid"])
+    assert named["ucid"] == other["ucid"] and "crm" not in named["ids"]
+    device = cdp.write({"AdId": "ad-5512"})
+    cdp.write({"email": "other.5512@example.org", "AdId": "ad-5512"})
+    _delete(client, org, {"ucid": [gone["ucid"]]})
+    r = client.post(
+        "/cdp/v1/users/_unmerge",
+        json={"orgId": org.org_id, "region": "EU", "ucid": device["ucid"], "ids": {"AdId": ["ad-5512"]}},
+        headers=org.headers(),
+    )
+    assert r.status_code == 200, r.text
+    assert [p["ids"].get("crm") for p in r.json()] == [None, None]
+    assert cdp.search({"crm_id": [PERSON["crm_id"]]}) == []

@@ -159,13 +159,20 @@ def _unmerge_job(service: ProfileService, org_id: int, region: str, ucid: str, i
                 field="ucid",
             )
         non_linking = frozenset(i for _, _, idents in asked for i in idents if i in held)
-        # Ids of the person's writes that another person holds now stay theirs, and the link of a
-        # CRM person deleted since is not made again (see ``replay``); the rest is replayed.
+        # Ids of the person's writes that another person holds now stay theirs, the link of a
+        # CRM person deleted since is not made again, and an id suppressed since (an erased
+        # person's, which a write here carried while its owner held it) is attached to no one,
+        # as a write would drop it (see ``replay``); the rest is replayed.
         owners = storage.find_owners(org_id, r, journaled - now_held)
+        suppression = (
+            strategy.suppression if strategy.suppression and strategy.suppression.active(r) else None
+        )
         taken = frozenset(
             i
             for i in journaled - now_held
-            if owners.get(i, master) not in person or i.id_type == CRM_PERSON_ID
+            if owners.get(i, master) not in person
+            or i.id_type == CRM_PERSON_ID
+            or (suppression is not None and suppression.holds(r, i))
         )
         rebuilt = replay(strategy, [rec for _, rec in journal], non_linking, taken=taken)
         masters = rebuilt.masters(org_id)
