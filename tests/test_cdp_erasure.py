@@ -208,7 +208,7 @@ def test_erasing_a_person_unmerged_from_another_leaves_none_of_its_values_in_the
     gone = cdp.write({"fpuid": "fp-gone-5521"}, {"profile": {"last_name": "Gonelast5521"}})
     cdp.write({"email": "kept.5521@example.org", "fpuid": "fp-gone-5521"})
     # A keyed write through the erased person's id only, while merged: it answers the merged whole
-    # and, once apart, is the erased side's (a profile of its own under a new ucid).
+    # and, once apart, is the erased side's (it stays with the profile holding its only id).
     keyed_body = {
         "orgId": org.org_id,
         "region": "EU",
@@ -224,9 +224,9 @@ def test_erasing_a_person_unmerged_from_another_leaves_none_of_its_values_in_the
         headers=org.headers(),
     )
     assert unmerged.status_code == 200, unmerged.text
-    apart = [p["ucid"] for p in unmerged.json()]
-    [new] = set(apart) - {kept["ucid"], gone["ucid"]}
-    assert len(apart) == 3
+    apart = {p["ucid"]: p for p in unmerged.json()}
+    assert set(apart) == {kept["ucid"], gone["ucid"]}
+    assert apart[gone["ucid"]]["profile"]["nickname"] == "Gonenick5521"
 
     def leaks(values: tuple[str, ...]) -> dict[str, list[str]]:
         feed = client.get(f"/cdp/v1/changes?orgId={org.org_id}&after=0&limit=1000", headers=org.headers())
@@ -239,21 +239,18 @@ def test_erasing_a_person_unmerged_from_another_leaves_none_of_its_values_in_the
             if any(v in text for v in values)
         }
 
-    # The keyed write became a profile of its own; erasing it takes its value out of the answer
-    # saved while it was part of the survivor (which does not name its new ucid).
-    cdp.delete({"ucid": [new]})
-    assert leaks(("gonenick5521",)) == {}
-    # The key is then new: the write is made again (on the erased person's other half, by its id)
-    # instead of answering the merged whole as it was.
-    again = client.post("/cdp/v1/users", json=keyed_body, headers=keyed_headers)
-    assert again.status_code == 200 and again.json()[0]["ucid"] == gone["ucid"], again.text
+    # Erasing the parted person takes its values out of the survivor's events and of the answer
+    # saved while it was part of the survivor (which names the survivor's ucid, not its own).
     cdp.delete({"ucid": [gone["ucid"]]})
+    assert leaks(("gonelast5521", "gonenick5521", "fp-gone-5521")) == {}
+    # The key is then new: the write is made again instead of answering the merged whole as it was,
+    # and its only id is suppressed now, so it writes nothing.
+    again = client.post("/cdp/v1/users", json=keyed_body, headers=keyed_headers)
+    assert again.status_code == 409, again.text
     assert leaks(("gonelast5521", "gonenick5521", "fp-gone-5521")) == {}
     # Nor their ucids, but where the erasure is recorded by them (the change log, its events).
     rows = _all_rows(app)
-    assert [
-        t for t, text in rows.items() if TABLES[t] != "log" and (new in text or gone["ucid"] in text)
-    ] == []
+    assert [t for t, text in rows.items() if TABLES[t] != "log" and gone["ucid"] in text] == []
     # The survivor's own state after the unmerge is still in the feed.
     feed = client.get(f"/cdp/v1/changes?orgId={org.org_id}&after=0&limit=1000", headers=org.headers())
     last = [e for e in feed.json()["changes"] if e["data"].get("profile", {}).get("ucid") == kept["ucid"]][-1]

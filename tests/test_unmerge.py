@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from profilehub.lineage import journal
 from profilehub.store.changes import history
+from profilehub.store.tables import profiles
 from tests.cdp_client import Cdp, id_values
 from tests.conftest import OrgFixture, assert_error, make_org, run_concurrently
 
@@ -98,6 +99,49 @@ def test_unmerging_the_other_side_moves_the_merging_write_with_it(app: FastAPI, 
     assert got_a["profile"] == {"city": "Oslo", "_ts": got_a["profile"]["_ts"]}
     assert got_b["profile"]["tier"] == "gold" and id_values(got_b, "email_sha256_lowercase") == []
     assert len(id_values(got_a, "email_sha256_lowercase")) == 1
+
+
+def test_a_write_carrying_only_unmerged_ids_stays_with_their_profile_and_goes_with_its_erasure(
+    app: FastAPI, client: TestClient
+) -> None:
+    org = make_org(app.state.db)
+    cdp = Cdp(client, org)
+    a, b = _merged_person(cdp)
+    # After the merge, a write by B's crm_id alone: it carries no id of its own.
+    cdp.write({"crm_id": "crm-1"}, {"profile": {"nickname": "Bee"}})
+    r = _unmerge(client, org, a["ucid"], {"crm_id": ["crm-1"]})
+    assert r.status_code == 200, r.text
+    # Two profiles, each found by an id: the crm_id-only write is B's again, not a third profile
+    # holding no id (findable by no search, left behind by an erasure by crm_id).
+    got_a, got_b = r.json()
+    assert (got_a["ucid"], got_b["ucid"]) == (a["ucid"], b["ucid"])
+    assert got_b["profile"]["nickname"] == "Bee" and "nickname" not in got_a["profile"]
+    [found_b] = cdp.search({"crm_id": ["crm-1"]})
+    assert found_b == got_b
+
+    # Erasing B by its crm_id leaves nothing of it: no profile holds "Bee" any more.
+    cdp.delete({"crm_id": ["crm-1"]})
+    with app.state.db.read() as conn:
+        data = conn.execute(sa.select(profiles.c.data).where(profiles.c.org_id == org.org_id)).scalars().all()
+    assert data and not any("Bee" in str(d) for d in data)
+    assert cdp.search({"email": [EMAIL]})[0]["ucid"] == a["ucid"]
+
+
+def test_unmerging_an_id_that_merged_nothing_leaves_the_person_whole(
+    app: FastAPI, client: TestClient
+) -> None:
+    org = make_org(app.state.db)
+    cdp = Cdp(client, org)
+    first = cdp.write({"email": EMAIL}, {"consent": {"email": "yes"}})
+    cdp.write({"email": EMAIL}, {"profile": {"city": "Oslo"}})
+    cdp.write({"email": EMAIL}, {"consent": {"email": "no"}})
+    r = _unmerge(client, org, first["ucid"], {"email": [EMAIL]})
+    assert r.status_code == 200, r.text
+    # One profile, found by the email, with the later denial: no write split off without ids.
+    [only] = r.json()
+    assert only["ucid"] == first["ucid"] and only["consent"]["email"] == "no"
+    assert only["profile"]["city"] == "Oslo"
+    assert cdp.search({"email": [EMAIL]}) == [only]
 
 
 def test_bad_unmerges_are_refused_and_change_nothing(app: FastAPI, client: TestClient) -> None:

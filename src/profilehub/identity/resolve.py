@@ -226,6 +226,13 @@ def apply_write(
                     "ucid",
                 )
             )
+    if not candidates and write.ids and all(i in held for i in write.ids):
+        # Every id of the write is non-linking and held: a profile of its own would hold no id,
+        # found by no search and left behind by an erasure of the person by any of them. The write
+        # stays with the profile holding its first such id, as it did before the unmerge.
+        holders = [held[i] for i in write.ids if held[i] != ANOTHER_PERSON]
+        if holders:
+            candidates.add(holders[0])
     states = storage.load_profiles(org_id, candidates)
     ordered = sorted(states.values(), key=lambda s: s.sort_key)
     created = not ordered
