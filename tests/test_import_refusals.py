@@ -330,3 +330,29 @@ def test_bootstrap_says_it_is_installing_on_the_first_run(tmp_path: Path) -> Non
         [tmp_path / "scripts" / "bootstrap"], env=env, capture_output=True, text=True, check=True
     )
     assert again.stderr == ""
+
+
+@pytest.mark.parametrize("bulk", [(), ("--bulk",)], ids=["online", "bulk"])
+@pytest.mark.parametrize(("separator", "name"), [(";", "semicolon"), ("\t", "tab")])
+def test_a_csv_separated_by_semicolons_or_tabs_is_refused_before_reading(
+    cli: Invoke, tmp_path: Path, bulk: tuple[str, ...], separator: str, name: str
+) -> None:
+    """Excel writes `email;first_name` where the decimal mark is a comma: read as comma-separated,
+    that was one column, and every row a reject that did not say why (an unknown idType
+    'email;upsert', or every person without a first or last name)."""
+    for kind, header, options in (
+        ("cdp", ["ids.email", "upsert.profile.first_name"], ["--region", "EU"]),
+        ("people", ["emails", "firstName"], ["--matching-attribute", "email"]),
+    ):
+        path = tmp_path / f"{kind}.csv"
+        path.write_text(separator.join(header) + "\nann@x.com" + separator + "Ann\n")
+        result = cli("import", kind, str(path), "--org-id", str(ORG), *options, "--quiet", *bulk)
+        assert result.exit_code == 1, result.output
+        assert f"looks {name}-separated, and profilehub reads comma-separated CSV" in result.output
+        assert "Traceback" not in result.output and "records" not in result.output
+        assert not checkpoint.rejects_path(path).exists()
+    # A separator inside a quoted column name is that name's.
+    path = tmp_path / "quoted.csv"
+    path.write_text(f'"ids.email{separator}x"\nann@x.com\n')
+    result = cli("import", "cdp", str(path), "--org-id", str(ORG), "--region", "EU", "--quiet", *bulk)
+    assert "looks" not in result.output and "1 records" in result.output, result.output

@@ -187,7 +187,29 @@ def read_csv_header(path: Path) -> tuple[list[str], int]:
         except UnicodeDecodeError as exc:
             raise SourceError(f"{path}: the CSV header is not UTF-8 text ({_not_utf8(first, exc)})") from exc
         header = [h.strip() for h in next(csv.reader([text]))]
+        _refuse_other_separators(path, header, text)
         return header, len(first)
+
+
+# What spreadsheets write as "CSV" in other locales: Excel where the decimal mark is a comma
+# (semicolons), and exports that are tab-separated.
+_OTHER_SEPARATORS = ((";", "semicolon"), ("\t", "tab"))
+
+
+def _refuse_other_separators(path: Path, header: list[str], text: str) -> None:
+    """A header that reads as one column but splits into several at ``;`` or a tab (unquoted) is a
+    file in another dialect: read as comma-separated, every row would be one cell under a column
+    named like ``email;first_name``, and every record rejected without saying why."""
+    if len(header) != 1:
+        return
+    for separator, name in _OTHER_SEPARATORS:
+        if len(next(csv.reader([text], delimiter=separator))) > 1:
+            raise SourceError(
+                f"{path}: the CSV header has one column, {header[0]!r}, that looks like several "
+                f"separated by {name}s: the file looks {name}-separated, and profilehub reads "
+                "comma-separated CSV; save it as comma-separated (in Excel: CSV UTF-8 (Comma "
+                "delimited)) and import that"
+            )
 
 
 def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
