@@ -440,3 +440,27 @@ def test_the_collector_is_tuned_during_an_import_and_restored_after(tmp_path: Pa
 
 class _Written:
     created = True
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_a_line_over_the_body_limit_is_refused_unread_and_the_next_ones_read_from_their_place(
+    tmp_path: Path, newline: bytes
+) -> None:
+    """The rest of a line over the limit is skipped, not held (a 2 GB array on one line); the
+    records after it keep their line numbers and offsets, which the checkpoint resumes from."""
+    ok = json.dumps({"ids": {"email": "a@x.com"}, "upsert": {}}).encode()
+    big = b'{"ids": {"email": "big@x.com"}, "upsert": {"n": "' + b"x" * 3_000_000 + b'"}}'
+    path = tmp_path / "profiles.ndjson"
+    path.write_bytes(ok + newline + big + newline + newline + ok + newline + big)  # no newline at the end
+    records = list(read_ndjson(path, max_bytes=1024))
+    assert [(r.line, r.data is None) for r in records] == [(1, False), (2, True), (4, False), (5, True)]
+    assert records[1].error == (
+        f"line 2: the record is {len(big):,} bytes, more than the 1,024 the API takes in a request "
+        "body (PROFILEHUB_MAX_BODY_BYTES; a larger body is answered 413)"
+    )
+    assert big.decode().startswith(records[1].raw) and 1000 < len(records[1].raw) <= 2000  # its start
+    assert records[3].end_offset == path.stat().st_size
+    # Resumed after the line over the limit: the next record, as read from the top.
+    assert next(read_ndjson(path, records[1].end_offset, records[1].line, 1024)) == records[2]
+    # A line of exactly the limit is a record.
+    assert [r.data is not None for r in read_ndjson(path, max_bytes=len(big))] == [True] * 4

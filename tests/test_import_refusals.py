@@ -9,12 +9,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 from click.testing import CliRunner, Result
 
 from profilehub.cli import main
+from profilehub.config import DEFAULT_MAX_BODY_BYTES
 from profilehub.ingest import checkpoint
 from profilehub.store.database import Database
 from tests.conftest import make_org, migrated_url
@@ -356,3 +358,82 @@ def test_a_csv_separated_by_semicolons_or_tabs_is_refused_before_reading(
     path.write_text(f'"ids.email{separator}x"\nann@x.com\n')
     result = cli("import", "cdp", str(path), "--org-id", str(ORG), "--region", "EU", "--quiet", *bulk)
     assert "looks" not in result.output and "1 records" in result.output, result.output
+
+
+def _sized(record: dict[str, Any], size: int) -> bytes:
+    """``record`` as one JSON line of exactly ``size`` bytes (spaces after its opening brace)."""
+    text = json.dumps(record)
+    return ("{" + " " * (size - len(text)) + text[1:]).encode()
+
+
+def _rejects(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in checkpoint.rejects_path(path).read_text().splitlines()]
+
+
+@pytest.mark.parametrize("bulk", [(), ("--bulk",)], ids=["online", "bulk"])
+def test_a_record_larger_than_the_api_takes_is_rejected_at_its_line(
+    cli: Invoke, tmp_path: Path, bulk: tuple[str, ...]
+) -> None:
+    """``POST /cdp/v1/users`` answers a body over 8 MiB with 413; the import wrote such a record
+    (one of 20 MB too). Its rejects line keeps the record's start, not megabytes of it."""
+    path = tmp_path / "profiles.ndjson"
+    big = {"ids": {"email": "big@x.com"}, "upsert": {"profile": {"blob": "x" * DEFAULT_MAX_BODY_BYTES}}}
+    ok = [json.dumps({"ids": {"email": f"{n}@x.com"}, "upsert": {}}).encode() for n in "ab"]
+    path.write_bytes(b"\n".join([ok[0], json.dumps(big).encode(), ok[1]]) + b"\n")
+    args = ["import", "cdp", str(path), "--org-id", str(ORG), "--region", "EU", "--quiet", "--workers", "0"]
+    result = cli(*args, *bulk)
+    assert result.exit_code == 1 and "2 created, 0 updated, 1 rejected" in result.output, result.output
+    size = len(json.dumps(big))
+    said = f"line 2: the record is {size:,} bytes, more than the 8,388,608 the API takes in a request body"
+    assert said in result.output
+    [reject] = _rejects(path)
+    assert reject["line"] == 2 and reject["error"]["message"].startswith(said), reject["error"]
+    assert reject["error"]["status"] == 400 and "PROFILEHUB_MAX_BODY_BYTES" in reject["error"]["message"]
+    assert reject["record"].startswith('{"ids": {"email": "big@x.com"}') and len(reject["record"]) <= 2000
+
+
+def test_the_record_limit_is_the_apis_setting_on_every_path_and_format(
+    cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``PROFILEHUB_MAX_BODY_BYTES`` as the API reads it: a record of exactly that many bytes is
+    taken, one more byte refused; NDJSON and CSV, CDP profiles and CRM people, online and --bulk
+    alike (the same rejects file)."""
+    monkeypatch.setenv("PROFILEHUB_MAX_BODY_BYTES", "4096")
+    cdp = tmp_path / "profiles.ndjson"
+    cdp.write_bytes(
+        b"\n".join(
+            _sized({"ids": {"email": f"p{size}@x.com"}, "upsert": {}}, size) for size in (4096, 4097, 100_000)
+        )
+        + b"\n"
+    )
+    people = tmp_path / "people.ndjson"
+    people.write_bytes(
+        b"\n".join(_sized({"emails": [f"p{size}@x.com"], "firstName": "P"}, size) for size in (4097, 4096))
+        + b"\n"
+    )
+    csv_file = tmp_path / "profiles.csv"
+    csv_file.write_text("email,note\na@x.com," + "x" * 3000 + "\nb@x.com," + "x" * 5000 + "\n")
+    base = ["--org-id", str(ORG), "--quiet", "--workers", "0", "--max-rejects", "5"]
+    runs: list[tuple[Path, list[str], int, str]] = [
+        (cdp, ["cdp", "--region", "EU"], 2, "1 created, 0 updated, 2 rejected"),
+        (people, ["people", "--matching-attribute", "email"], 1, "1 created, 0 updated, 1 rejected"),
+        (
+            csv_file,
+            ["cdp", "--region", "EU", "--map", "email=ids.email", "--map", "note=upsert.profile.note"],
+            3,
+            "1 created, 0 updated, 1 rejected",
+        ),
+    ]
+    for path, (kind, *options), line, counts in runs:
+        seen = []
+        for bulk in ((), ("--bulk",)):
+            result = cli("import", kind, str(path), *base, *options, *bulk)
+            assert result.exit_code == 0, result.output
+            # the second run finds the first's profiles and people
+            assert (
+                counts if not bulk else counts.replace("1 created, 0 updated", "0 created, 1 updated")
+            ) in result.output, result.output
+            seen.append(_rejects(path))
+        assert seen[0] == seen[1]
+        assert seen[0][0]["line"] == line
+        assert "more than the 4,096 the API takes" in seen[0][0]["error"]["message"]

@@ -890,10 +890,13 @@ def _run_import(
     except ingest_reader.SourceError as exc:
         raise click.ClickException(str(exc)) from exc
 
+    # A record larger than the API's body limit is refused at its line, as the API answers 413.
+    max_bytes = Settings.from_env().max_body_bytes  # checked by ``open_db`` already
+
     def records(offset: int, line: int) -> Iterator[ingest_reader.SourceRecord]:
         if is_csv:
-            return ingest_reader.read_csv(file, mapping, offset, line)
-        return ingest_reader.read_ndjson(file, offset, line)
+            return ingest_reader.read_csv(file, mapping, offset, line, max_bytes)
+        return ingest_reader.read_ndjson(file, offset, line, max_bytes)
 
     bar = Progress(
         TextColumn("[bold]{task.description}"),
@@ -959,7 +962,9 @@ def _run_import(
             )
         elif isinstance(sink, CdpSink):
             # an NDJSON file's lines are parsed where they are prepared (``BulkImporter``'s ``lines``)
-            lines = None if is_csv else functools.partial(ingest_reader.ndjson_lines, file)
+            lines = (
+                None if is_csv else functools.partial(ingest_reader.ndjson_lines, file, max_bytes=max_bytes)
+            )
             bulk_importer = BulkImporter(
                 file, records, sink, progress=progress, workers=workers, at=at, lines=lines
             )

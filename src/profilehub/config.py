@@ -160,11 +160,16 @@ def _serve_delivers_env() -> str:
     raise SettingsError(f"{name}: expected process, thread or off, got {raw!r}")
 
 
+# The largest request body the HTTP API reads (``PROFILEHUB_MAX_BODY_BYTES``): a larger one is
+# answered 413 before it is parsed, and an import refuses a record larger than it (docs/bulk.md).
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = field(default_factory=default_database_url)
-    # Larger bodies are refused with 413 before they are parsed.
-    max_body_bytes: int = 8 * 1024 * 1024
+    # Larger bodies are refused with 413 before they are parsed; larger import records rejected.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     # How many queued writes the single writer commits in one transaction.
     write_batch_size: int = 256
     # Writes (requests) that may wait for the writer; past it a write is answered 503 at once.
@@ -262,7 +267,7 @@ class Settings:
             default_database_path().parent.mkdir(parents=True, exist_ok=True)
         return cls(
             database_url=database_url,
-            max_body_bytes=_int_env("PROFILEHUB_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024),
+            max_body_bytes=_int_env("PROFILEHUB_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024),
             write_batch_size=_int_env("PROFILEHUB_WRITE_BATCH_SIZE", 256),
             write_queue_max=_int_env("PROFILEHUB_WRITE_QUEUE_MAX", 1024),
             credential_cache_seconds=_int_env("PROFILEHUB_CREDENTIAL_CACHE_SECONDS", 5, 0),

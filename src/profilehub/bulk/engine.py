@@ -80,7 +80,7 @@ from profilehub.identity.strategy import Strategy
 from profilehub.identity.ucid import UcidBlock
 from profilehub.ingest import checkpoint as checkpoints
 from profilehub.ingest.cdp import CdpSink
-from profilehub.ingest.reader import SourceRecord
+from profilehub.ingest.reader import NdjsonLine, SourceRecord
 from profilehub.ingest.runner import (
     EARLY_STOP_RECORDS,
     ImportStopped,
@@ -229,9 +229,11 @@ class _Lines:
     ``prepare_lines`` where they are prepared (a worker process, mostly): the importer neither
     parses them nor sends parsed records across."""
 
-    def __init__(self, lines: list[tuple[int, int, bytes]]) -> None:
-        self.lines = [number for number, _, _ in lines]
-        self.texts = [text for _, _, text in lines]
+    def __init__(self, lines: list[NdjsonLine]) -> None:
+        self.lines = [number for number, _, _, _ in lines]
+        self.texts = [text for _, _, text, _ in lines]
+        # the lines over the API's body limit, by place: refused unread, as ``read_ndjson`` does
+        self.too_large = {n: why for n, (_, _, _, why) in enumerate(lines) if why}
         self.end = lines[-1][1]
 
     def raw(self, n: int) -> str:
@@ -241,12 +243,12 @@ class _Lines:
         return "unreadable record"  # ``prepare_lines`` says why
 
     def job(self) -> tuple[Callable[..., PreparedChunk], tuple[Any, ...]]:
-        return prepare_lines, (self.lines, self.texts)
+        return prepare_lines, (self.lines, self.texts, self.too_large)
 
 
 _Chunk = _Records | _Lines
-# An NDJSON file's lines from its start: (line number, offset after it, text), blank ones left out
-LineSource = Callable[[], Iterator[tuple[int, int, bytes]]]
+# An NDJSON file's lines from its start, blank ones left out (``ingest.reader.ndjson_lines``)
+LineSource = Callable[[], Iterator[NdjsonLine]]
 
 
 class _Plan:
@@ -657,7 +659,7 @@ class BulkImporter:
     # --- phase 1: read and prepare ---
     def _chunks(self) -> Iterator[_Chunk]:
         if self.lines is not None:
-            lines: list[tuple[int, int, bytes]] = []
+            lines: list[NdjsonLine] = []
             for line in self.lines():
                 lines.append(line)
                 if len(lines) >= PREPARE_CHUNK:

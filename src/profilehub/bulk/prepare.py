@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any, Literal
@@ -392,14 +392,17 @@ def prepare_lines(
     actor: str,
     numbers: Sequence[int],
     texts: Sequence[bytes],
+    too_large: Mapping[int, str] | None = None,
 ) -> PreparedChunk:
     """``prepare_chunk`` of NDJSON lines as ``ingest.reader.ndjson_lines`` gives them (their
-    numbers and text), read here as ``read_ndjson`` reads them: the importer only splits the file
-    into lines. An unreadable line is refused with ``read_ndjson``'s message."""
+    numbers and text, and why those over the API's body limit are refused, by place), read here as
+    ``read_ndjson`` reads them: the importer only splits the file into lines. An unreadable line
+    is refused with ``read_ndjson``'s message."""
     records: list[dict[str, Any] | None] = []
     unreadable: dict[int, str] = {}
     for n, (number, text) in enumerate(zip(numbers, texts, strict=True)):
-        data, error = parse_ndjson(number, text)
+        refused = too_large.get(n) if too_large else None
+        data, error = (None, refused) if refused else parse_ndjson(number, text)
         records.append(data)
         if error is not None:
             unreadable[n] = error
