@@ -987,6 +987,10 @@ def _run_import(
             }.get(type(exc), "failed")
             with suppress(Exception):  # the database may be what failed
                 recorder.finish(ended or ingest_runner.ImportSummary(file, file.stat().st_size), state)
+            if isinstance(exc, KeyboardInterrupt):
+                # A second Ctrl-C: the import stopped at once, as a crash would (docs/bulk.md), with
+                # what it wrote unknown here; not ``_interrupted_while_setting_up``'s "nothing".
+                raise click.Abort from exc
             raise
         recorder.finish(summary, "done")
     except ingest_runner.ImportInterrupted as exc:
@@ -1100,6 +1104,19 @@ def _run_import(
 _BULK_TRANSACTION = frozenset({"read", "resolve", "write", "commit"})
 
 
+@contextmanager
+def _interrupted_while_setting_up() -> Iterator[None]:
+    """A Ctrl-C before the importer takes Ctrl-C over (while the command opens the database, checks
+    the org and the file, loads the --bulk modules: seconds on a busy machine) is said as a later
+    one is, with status 130, instead of click's bare "Aborted!" and status 1. Nothing of the import
+    is written by then (a KeyboardInterrupt from the run itself reaches here as ``click.Abort``)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo("Error: interrupted before the import began: nothing was written; run it again", err=True)
+        sys.exit(130)
+
+
 def _fixed_clock(at_ms: int | None) -> Callable[[], int] | None:
     """``--at``: every write of the import at that time; None keeps the wall clock."""
     return None if at_ms is None else lambda: at_ms
@@ -1150,7 +1167,7 @@ def import_cdp(
 ) -> None:
     """Write CDP profiles: each record is a POST /cdp/v1/users body; its orgId and region may be left
     out (they default to --org-id and --region, which the command needs)."""
-    with open_db(bulk=True) as database:
+    with _interrupted_while_setting_up(), open_db(bulk=True) as database:
         region = check_org(database, org_id, region) or region
         service = ProfileService(database, clock=_fixed_clock(at_ms))
         sink = cdp_sink(service, org_id, region, f"{actor}:{file.name}")
@@ -1210,7 +1227,7 @@ def import_people(
     bulk: bool,
 ) -> None:
     """Upsert CRM people: each record is a PUT /v2/crm/people body (CSV: map columns to its fields)."""
-    with open_org_db(org_id, bulk=True) as database:
+    with _interrupted_while_setting_up(), open_org_db(org_id, bulk=True) as database:
         check_matching_attribute(database, org_id, matching_attribute)
         actor = f"{actor}:{file.name}"
         sink = people_sink(database, org_id, matching_attribute, actor, _fixed_clock(at_ms))

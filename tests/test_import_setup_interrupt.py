@@ -1,0 +1,110 @@
+"""Ctrl-C in an import's first seconds, before the importer takes Ctrl-C over (opening the
+database, checking the org and the file, loading the --bulk modules): said as a later Ctrl-C is,
+with status 130, not click's bare "Aborted!" and status 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from profilehub.ingest import checkpoint
+from profilehub.store.database import Database
+from tests.conftest import make_org, migrated_url
+
+ORG = 1234
+
+# The command, stopped at ``moment`` until a signal comes: a marker file says it got there.
+# "checks": while the command checks the file (every import); "modules": while the --bulk modules
+# load (an import hook on the engine's module, the slowest of the set-up).
+_CHILD = """
+import importlib.abc, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal (pytest may ignore it)
+marker, moment = sys.argv.pop(1), sys.argv.pop(1)
+
+def wait():
+    open(marker, "w").close()
+    signal.pause()  # until the test's SIGINT, raised here as KeyboardInterrupt
+
+class Modules(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "profilehub.bulk.engine":
+            wait()
+        return None
+
+if moment == "modules":
+    sys.meta_path.insert(0, Modules())
+else:
+    from profilehub.ingest import reader
+    check = reader.refuse_compressed
+    reader.refuse_compressed = lambda path: (wait(), check(path))
+from profilehub.cli import main
+sys.argv[0] = "profilehub"
+main()
+"""
+
+
+def _counts(url: str) -> tuple[int, int]:
+    db = Database(url)
+    try:
+        with db.read() as conn:
+            profiles = conn.exec_driver_sql("SELECT count(*) FROM profiles").scalar_one()
+            people = conn.exec_driver_sql("SELECT count(*) FROM crm_records").scalar_one()
+            return int(profiles), int(people)
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "bulk", "moment"),
+    [
+        ("people", True, "modules"),
+        ("people", True, "checks"),
+        ("people", False, "checks"),
+        ("cdp", True, "modules"),
+        ("cdp", False, "checks"),
+    ],
+)
+def test_ctrl_c_while_an_import_sets_up_says_interrupted_and_exits_130(
+    database_url: str, tmp_path: Path, kind: str, bulk: bool, moment: str
+) -> None:
+    url = migrated_url(database_url)
+    db = Database(url)
+    make_org(db, ORG)
+    db.close()
+    path = tmp_path / "records.ndjson"
+    if kind == "cdp":
+        records = [{"ids": {"email": f"p{n}@x.com"}, "upsert": {}} for n in range(50)]
+        options = ["--region", "EU"]
+    else:
+        records = [{"emails": [f"p{n}@x.com"], "firstName": "P"} for n in range(50)]
+        options = ["--matching-attribute", "email"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    before = _counts(url)
+    marker = tmp_path / "setting-up"
+    command = [sys.executable, "-c", _CHILD, str(marker), moment, "import", kind, str(path)]
+    command += ["--org-id", str(ORG), *options, "--quiet", "--workers", "0", *(["--bulk"] if bulk else [])]
+    env = {**os.environ, "PROFILEHUB_DATABASE_URL": url}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # waiting for the moment, not timing it: the assertions follow the signal
+        assert marker.exists(), f"the import ended ({proc.returncode}) before the moment was reached"
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, output
+    assert "Error: interrupted before the import began: nothing was written; run it again" in output
+    assert "Aborted!" not in output and "Traceback" not in output, output
+    assert _counts(url) == before
+    assert not checkpoint.rejects_path(path).exists() and checkpoint.load(path) is None
