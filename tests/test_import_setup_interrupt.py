@@ -1,6 +1,7 @@
-"""Ctrl-C in an import's first seconds, before the importer takes Ctrl-C over (opening the
-database, checking the org and the file, loading the --bulk modules): said as a later Ctrl-C is,
-with status 130, not click's bare "Aborted!" and status 1."""
+"""Ctrl-C in a command's first seconds: while its modules load, and for an import, until the
+importer takes Ctrl-C over (opening the database, checking the org and the file, loading the
+--bulk modules). Said as a later Ctrl-C is, with status 130, not as Python's traceback of the
+module loading, nor click's bare "Aborted!" and status 1."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -19,10 +21,12 @@ from profilehub.store.database import Database
 from tests.conftest import make_org, migrated_url
 
 ORG = 1234
+ROOT = Path(__file__).resolve().parent.parent
 
-# The command, stopped at ``moment`` until a signal comes: a marker file says it got there.
-# "checks": while the command checks the file (every import); "modules": while the --bulk modules
-# load (an import hook on the engine's module, the slowest of the set-up).
+# The command, as its entry point runs it, stopped at ``moment`` until a signal comes: a marker
+# file says it got there. "cli": while the CLI's modules load, before click runs; "checks": while
+# the command checks the file (every import); "modules": while the --bulk modules load (the
+# slowest of an import's set-up). A module is paused at by an import hook.
 _CHILD = """
 import importlib.abc, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal (pytest may ignore it)
@@ -32,22 +36,41 @@ def wait():
     open(marker, "w").close()
     signal.pause()  # until the test's SIGINT, raised here as KeyboardInterrupt
 
-class Modules(importlib.abc.MetaPathFinder):
+class Pause(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name == "profilehub.bulk.engine":
+        if name == {"cli": "profilehub.crm.people", "modules": "profilehub.bulk.engine"}.get(moment):
             wait()
         return None
 
-if moment == "modules":
-    sys.meta_path.insert(0, Modules())
-else:
+sys.meta_path.insert(0, Pause())
+if moment == "checks":
     from profilehub.ingest import reader
     check = reader.refuse_compressed
     reader.refuse_compressed = lambda path: (wait(), check(path))
-from profilehub.cli import main
+from profilehub.launch import main
 sys.argv[0] = "profilehub"
 main()
 """
+
+
+def _interrupted(tmp_path: Path, url: str, moment: str, args: list[str]) -> tuple[int, str]:
+    """``profilehub ARGS`` sent SIGINT at ``moment``: its status and output."""
+    marker = tmp_path / "at-the-moment"
+    command = [sys.executable, "-c", _CHILD, str(marker), moment, *args]
+    env = {**os.environ, "PROFILEHUB_DATABASE_URL": url}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # waiting for the moment, not timing it: the assertions follow the signal
+        assert marker.exists(), f"the command ended ({proc.returncode}) before the moment was reached"
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, output
 
 
 def _counts(url: str) -> tuple[int, int]:
@@ -64,6 +87,7 @@ def _counts(url: str) -> tuple[int, int]:
 @pytest.mark.parametrize(
     ("kind", "bulk", "moment"),
     [
+        ("people", True, "cli"),
         ("people", True, "modules"),
         ("people", True, "checks"),
         ("people", False, "checks"),
@@ -87,24 +111,21 @@ def test_ctrl_c_while_an_import_sets_up_says_interrupted_and_exits_130(
         options = ["--matching-attribute", "email"]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     before = _counts(url)
-    marker = tmp_path / "setting-up"
-    command = [sys.executable, "-c", _CHILD, str(marker), moment, "import", kind, str(path)]
-    command += ["--org-id", str(ORG), *options, "--quiet", "--workers", "0", *(["--bulk"] if bulk else [])]
-    env = {**os.environ, "PROFILEHUB_DATABASE_URL": url}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)  # waiting for the moment, not timing it: the assertions follow the signal
-        assert marker.exists(), f"the import ended ({proc.returncode}) before the moment was reached"
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, output
+    args = ["import", kind, str(path), "--org-id", str(ORG), *options, "--quiet", "--workers", "0"]
+    status, output = _interrupted(tmp_path, url, moment, [*args, *(["--bulk"] if bulk else [])])
+    assert status == 130, output
     assert "Error: interrupted before the import began: nothing was written; run it again" in output
     assert "Aborted!" not in output and "Traceback" not in output, output
     assert _counts(url) == before
     assert not checkpoint.rejects_path(path).exists() and checkpoint.load(path) is None
+
+
+def test_ctrl_c_while_any_command_loads_is_one_line_and_130_not_a_traceback(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'profilehub.db'}"
+    status, output = _interrupted(tmp_path, url, "cli", ["org", "list"])
+    assert status == 130 and output == "Error: interrupted while starting: nothing was done\n", output
+
+
+def test_the_command_is_installed_through_the_entry_point_that_says_so() -> None:
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        assert tomllib.load(f)["project"]["scripts"]["profilehub"] == "profilehub.launch:main"

@@ -44,6 +44,7 @@ from profilehub.ingest import reader as ingest_reader
 from profilehub.ingest import runner as ingest_runner
 from profilehub.ingest.cdp import CdpSink, cdp_sink
 from profilehub.ingest.people import check_matching_attribute, people_sink
+from profilehub.launch import IMPORT_NOT_BEGUN
 from profilehub.metrics import MULTIPROC_ENV
 from profilehub.orgs import (
     MAX_ORG_ID,
@@ -1113,7 +1114,7 @@ def _interrupted_while_setting_up() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        click.echo("Error: interrupted before the import began: nothing was written; run it again", err=True)
+        click.echo(f"Error: {IMPORT_NOT_BEGUN}", err=True)
         sys.exit(130)
 
 

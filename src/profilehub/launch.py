@@ -1,0 +1,28 @@
+"""The ``profilehub`` command's entry point: the CLI (``profilehub.cli``) once its modules are loaded.
+
+Loading them takes a second or more (pydantic models, SQLAlchemy, rich; many seconds on a busy
+machine), before click or any command runs. A Ctrl-C then was Python's traceback of whatever
+module was loading; it is one line and status 130, as a Ctrl-C later in a command. This module
+loads nothing itself, so that it is in place from the start.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# What an import says when Ctrl-C stops it before it began (``cli._interrupted_while_setting_up``).
+IMPORT_NOT_BEGUN = "interrupted before the import began: nothing was written; run it again"
+
+
+def main() -> None:
+    try:
+        from profilehub.cli import main as cli
+    except KeyboardInterrupt:
+        said = (
+            IMPORT_NOT_BEGUN
+            if sys.argv[1:2] == ["import"]
+            else "interrupted while starting: nothing was done"
+        )
+        sys.stderr.write(f"Error: {said}\n")
+        sys.exit(130)  # what a shell reports for a command it stopped
+    cli()
