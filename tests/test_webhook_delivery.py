@@ -240,6 +240,29 @@ def test_replay_sends_the_events_after_a_cursor_again(store: Database) -> None:
     assert [r.webhook_id for r in receiver.delivered()] == [*ids, *ids[2:]]
 
 
+def test_an_endpoint_deleted_while_its_round_sends_logs_no_failure(
+    store: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`webhook delete` run while a delivery to the endpoint is under way: the round finds the
+    endpoint gone when it records what it sent, records nothing and lets it go, without the
+    writer's and the deliverer's tracebacks of a failed round (logged for each deleted endpoint)."""
+    made: list[endpoints.CreatedEndpoint] = []
+
+    def answer(_: Received) -> int:
+        store.write(lambda c: endpoints.delete_endpoint(c, made[0].endpoint.endpoint_id))
+        return 200
+
+    receiver = Receiver(answer)
+    made.append(add_endpoint(store, receiver.url))
+    with caplog.at_level("INFO"), delivering(store) as deliverer:
+        write(store, "A", 1)
+        wait_for("the delivery", lambda: len(receiver.all()) == 1)
+        wait_for("the endpoint let go", lambda: all(t.done() for t in list(deliverer._tasks.values())))
+    assert [r.levelname for r in caplog.records if r.levelno >= 30] == []
+    with store.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(webhook_pending)).scalar_one() == 0
+
+
 def test_only_the_subscribed_event_types_are_sent(store: Database) -> None:
     receiver = Receiver()
     add_endpoint(store, receiver.url, "profile.updated")

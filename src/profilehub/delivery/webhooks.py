@@ -295,10 +295,14 @@ def commit_round(
     else:
         update = update.where(row.lease_owner == owner)
     if not conn.execute(update.values(**values)).rowcount:
-        # Nothing written: either another deliverer holds the lease now, or the cursor was moved
-        # (a replay) while the round ran and its reading is stale (what it sent was sent once
-        # more). Either way the round records nothing.
-        if result.cursor is not None and _cursor(conn, target) != target.cursor:
+        # Nothing written: the endpoint was deleted while the round ran (its waiting events with
+        # it), another deliverer holds the lease now, or the cursor was moved (a replay) and the
+        # round's reading is stale (what it sent was sent once more). Each way the round records
+        # nothing; a deleted endpoint is no failure, and the next round finds it gone and lets go.
+        cursor = _cursor(conn, target)
+        if cursor is None:
+            return
+        if result.cursor is not None and cursor != target.cursor:
             raise StaleRound("the cursor moved during the round", field="cursor")
         raise leases.LeaseLost(f"lease of {target.key} lost", field="lease")
     if not failed and delivered and target.failing_since is not None:
@@ -409,15 +413,15 @@ class StaleRound(Conflict):
     """The endpoint's cursor was moved (a replay) while the round ran: nothing is committed."""
 
 
-def _cursor(conn: Connection, target: Target) -> int:
-    return int(
-        conn.execute(
-            sa.select(webhook_endpoints.c.cursor).where(
-                webhook_endpoints.c.org_id == target.org_id,
-                webhook_endpoints.c.endpoint_id == target.endpoint_id,
-            )
-        ).scalar_one()
-    )
+def _cursor(conn: Connection, target: Target) -> int | None:
+    """The endpoint's cursor; None when the endpoint was deleted."""
+    cursor = conn.execute(
+        sa.select(webhook_endpoints.c.cursor).where(
+            webhook_endpoints.c.org_id == target.org_id,
+            webhook_endpoints.c.endpoint_id == target.endpoint_id,
+        )
+    ).scalar_one_or_none()
+    return None if cursor is None else int(cursor)
 
 
 def _error(item: Item) -> str | None:
