@@ -199,6 +199,53 @@ def test_two_processes_answering_one_key_at_once_write_once(database_url: str) -
             a.state.db.close()
 
 
+def test_a_key_saved_by_another_process_during_the_write_rolls_back_only_that_write(
+    app: FastAPI, org: OrgFixture, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The moment two server processes meet on one key, made deterministic: the key's answer is
+    saved by 'the other process' after this one looked it up and before its write commits. This
+    request answers the saved answer and its write is rolled back, while another client's write
+    sent at once commits: the key's clash is this write's own outcome, not a database failure
+    (which logged a traceback as an ERROR and ran the writer's whole transaction again, every job
+    in it one by one, this write included)."""
+    body = write_body(org, "clash@example.com")
+    keys = app.state.idempotency
+    real_lookup = keys.lookup
+    first = {"done": False}
+
+    def lookup_missing_once(conn: sa.Connection, org_id: int, key: str) -> Any:
+        if not first["done"]:  # the gate's lookup: the other process has not committed yet
+            first["done"] = True
+            return None
+        return real_lookup(conn, org_id, key)
+
+    with TestClient(app) as client:
+        saved = client.post("/cdp/v1/users", json=body, headers=keyed(org, "clash"))
+        assert saved.status_code == 200
+        mark = change_count(app, org)
+        solo = client.post("/cdp/v1/users", json=write_body(org, "solo@example.com"), headers=org.headers())
+        assert solo.status_code == 200
+        per_write = change_count(app, org) - mark  # what one write of a new person logs
+        # 'The other process' wrote first; this one now runs the same request under the key.
+        before = change_count(app, org)
+        monkeypatch.setattr(keys, "lookup", lookup_missing_once)
+        other = write_body(org, "neighbour@example.com")
+        with caplog.at_level("INFO"):
+            answers = run_concurrently(
+                app,
+                lambda ac: [
+                    ac.post("/cdp/v1/users", json=body, headers=keyed(org, "clash")),
+                    ac.post("/cdp/v1/users", json=other, headers=org.headers()),
+                ],
+            )
+    again, neighbour = answers
+    same_answer(saved, again)
+    assert neighbour.status_code == 200
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 40] == []
+    # Only the neighbour's write is in the change log: the clashing one was rolled back.
+    assert change_count(app, org) - before == per_write
+
+
 class Clock:
     def __init__(self, now: float) -> None:
         self.now = now

@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from profilehub.errors import BadRequest
+from profilehub.errors import BadRequest, Conflict
 from profilehub.store.tables import idempotency_keys
 
 TTL_MS = 24 * 3600 * 1000
@@ -37,6 +38,12 @@ class Answer:
 class Stored:
     request_hash: str
     answer: Answer
+
+
+class SavedElsewhere(Conflict):
+    """Another process saved this key's answer while this write ran: the write is rolled back
+    (a domain error, so by its own savepoint: the writer's other jobs commit) and the request
+    answers the saved answer."""
 
 
 def check_key(raw: str) -> str:
@@ -80,7 +87,7 @@ class IdempotencyKeys:
         return Stored(row.request_hash, Answer(row.status, headers, row.body))
 
     def save(self, conn: Connection, org_id: int, key: str, digest: str, answer: Answer) -> None:
-        """Keep ``answer``; a key saved concurrently by another process is an IntegrityError."""
+        """Keep ``answer``; a key saved concurrently by another process is ``SavedElsewhere``."""
         now = self.now_ms()
         # An expired answer of this key, not pruned yet, gives way.
         conn.execute(
@@ -90,8 +97,13 @@ class IdempotencyKeys:
                 idempotency_keys.c.created_ts <= now - TTL_MS,
             )
         )
-        conn.execute(
-            idempotency_keys.insert().values(
+        # ON CONFLICT DO NOTHING rather than the unique key's error: that error is the database
+        # failing the writer's whole transaction (logged, and every job in it run again one by
+        # one); a row not inserted is this write's own outcome, rolled back alone. RETURNING says
+        # whether it was (psycopg's rowcount is -1 for this statement either way).
+        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(idempotency_keys)
+        inserted = conn.execute(
+            insert.values(
                 org_id=org_id,
                 key=key,
                 request_hash=digest,
@@ -100,7 +112,11 @@ class IdempotencyKeys:
                 body=answer.body,
                 created_ts=now,
             )
-        )
+            .on_conflict_do_nothing()
+            .returning(idempotency_keys.c.key)
+        ).first()
+        if inserted is None:
+            raise SavedElsewhere("another request under this key was answered first", field=FIELD)
         if now - self._pruned.get(org_id, 0) > PRUNE_EVERY_MS:
             self._pruned[org_id] = now
             conn.execute(

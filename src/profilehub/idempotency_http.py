@@ -1,8 +1,8 @@
 """``Idempotency-Key``, the routes' side: ``answered`` saves a keyed write's answer in the
 write's own transaction (the middleware, ``profilehub.idempotency_gate``, sees the key first).
 
-Two processes answering one key at once both write, but only one commits: the other's
-transaction fails on the key, rolls back, and that request answers the first's answer.
+Two processes answering one key at once both write, but only one commits: the other's write
+finds the key saved, is rolled back, and that request answers the first's answer.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from profilehub.errors import Unprocessable
-from profilehub.idempotency import FIELD, Answer, IdempotencyKeys, Stored
+from profilehub.idempotency import FIELD, Answer, IdempotencyKeys, SavedElsewhere, Stored
 from profilehub.store.database import Database, then
 
 T = TypeVar("T")
@@ -93,8 +92,8 @@ async def answered(
 
     try:
         done: tuple[T, Response] = await db.awrite(then(job, finish))
-    except sa.exc.IntegrityError:
-        # Another process saved this key first; this write was rolled back with it.
+    except SavedElsewhere:
+        # Another process saved this key first; this write was rolled back.
         def find() -> Stored | None:
             with db.read() as conn:
                 return pending.keys.lookup(conn, pending.org_id, pending.key)
