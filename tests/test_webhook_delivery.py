@@ -8,6 +8,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from typing import Any
 
@@ -17,11 +18,14 @@ from standardwebhooks.webhooks import Webhook
 
 from profilehub.delivery import endpoints
 from profilehub.delivery.runner import BackgroundDeliverer, Deliverer
+from profilehub.delivery.sender import Outcome
 from profilehub.delivery.settings import DEFAULT_RETRY_SCHEDULE, DeliverySettings
+from profilehub.delivery.webhooks import Item, RoundResult, commit_round, load_target
 from profilehub.profiles import ProfileService, ProfileWrite
 from profilehub.store.database import Database
 from profilehub.store.events import last_event_id
-from profilehub.store.tables import webhook_pending
+from profilehub.store.tables import events as event_rows
+from profilehub.store.tables import webhook_endpoints, webhook_pending
 from tests.conftest import make_org
 from tests.webhook_receiver import Received, Receiver, wait_for
 
@@ -261,6 +265,88 @@ def test_an_endpoint_deleted_while_its_round_sends_logs_no_failure(
     assert [r.levelname for r in caplog.records if r.levelno >= 30] == []
     with store.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(webhook_pending)).scalar_one() == 0
+
+
+def test_a_round_recorded_while_an_erasure_deletes_its_events_does_not_deadlock(
+    store: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL: an erasure deletes the person's events, then their copies waiting in
+    webhook_pending; a deliverer recording a round (an endpoint answering again after failing,
+    which makes its waiting events due) read the round's new events FOR SHARE only after it had
+    updated those waiting rows. Each then waited for the other: a deadlock, one of the two
+    transactions aborted after PostgreSQL's deadlock timeout and run again, with an ERROR
+    traceback. The round now locks its events before it touches any waiting row."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite's write transactions do not interleave: no deadlock to have")
+    made = add_endpoint(store, "http://127.0.0.1:9/hook")
+    endpoint_id = made.endpoint.endpoint_id
+    write(store, "A", 1)  # the event that failed: waiting in webhook_pending
+    write(store, "A", 2)  # A's next event: queued behind it by the round
+    write(store, "B", 3)  # delivered by the round: the endpoint answers again
+    with store.read() as conn:
+        rows = conn.execute(
+            sa.select(event_rows.c.event_id, event_rows.c.entity_id, event_rows.c.data)
+            .where(event_rows.c.org_id == ORG)
+            .order_by(event_rows.c.event_id)
+        ).all()
+    (a1, key_a, _), (a2, _, _), (b3, key_b, _) = rows[-3:]
+    now = int(time.time() * 1000)
+    with store.engine.begin() as conn:
+        conn.execute(
+            webhook_pending.insert().values(
+                org_id=ORG,
+                endpoint_id=endpoint_id,
+                event_id=a1,
+                ordering_key=key_a,
+                body="{}",
+                attempts=1,
+                next_attempt_ts=now + 60_000,
+                last_error="HTTP 503",
+            )
+        )
+        conn.execute(
+            webhook_endpoints.update()
+            .where(webhook_endpoints.c.endpoint_id == endpoint_id)
+            .values(failing_since=now - 1000)
+        )
+    with store.read() as conn:
+        target = load_target(conn, ORG, endpoint_id, now)
+    assert target is not None
+    result = RoundResult(
+        new=[Item(a2, key_a, "{}"), Item(b3, key_b, "{}", outcome=Outcome(delivered=True))],
+        cursor=b3,
+        blocked_keys={key_a},
+    )
+
+    def record() -> None:
+        store.write(lambda c: commit_round(c, target, result, "owner", FAST, now))
+
+    with caplog.at_level("INFO"), store.engine.connect() as erasure:
+        # The erasure's first step: A's events deleted (their rows locked until it commits).
+        erasure.execute(event_rows.delete().where(event_rows.c.entity_id == key_a))
+        with ThreadPoolExecutor(1) as pool:
+            recorded = pool.submit(record)
+            wait_for("the round waiting for the erasure", lambda: _waiting_for_a_lock(store))
+            # Its second: their waiting copies. The round holds none of them yet.
+            erasure.execute(webhook_pending.delete().where(webhook_pending.c.ordering_key == key_a))
+            erasure.commit()
+            recorded.result()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 40] == []
+    with store.read() as conn:
+        waiting = conn.execute(sa.select(webhook_pending.c.event_id)).scalars().all()
+    assert waiting == []  # A's events erased, B's delivered: nothing waits
+
+
+def _waiting_for_a_lock(db: Database) -> bool:
+    with db.read() as conn:
+        return bool(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar()
+        )
 
 
 def test_only_the_subscribed_event_types_are_sent(store: Database) -> None:

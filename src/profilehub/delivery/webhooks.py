@@ -305,59 +305,17 @@ def commit_round(
         if result.cursor is not None and cursor != target.cursor:
             raise StaleRound("the cursor moved during the round", field="cursor")
         raise leases.LeaseLost(f"lease of {target.key} lost", field="lease")
-    if not failed and delivered and target.failing_since is not None:
-        # The endpoint answers again: everything waiting is due now, in order.
-        conn.execute(
-            webhook_pending.update()
-            .where(*where, webhook_pending.c.next_attempt_ts != BEHIND)
-            .values(next_attempt_ts=now_ms)
-        )
-
-    gone = [i.event_id for i in delivered if i.event_id in retried_ids]
-    for start in range(0, len(gone), 500):
-        conn.execute(
-            webhook_pending.delete().where(*where, webhook_pending.c.event_id.in_(gone[start : start + 500]))
-        )
-
     # What is now first of its key: the first failure, else the first not attempted.
     heads: dict[str, Item] = {}
     for item in [*result.retried, *result.new]:
         if (item.outcome is None or not item.outcome.delivered) and item.key not in heads:
             heads[item.key] = item
-    for item in failed:
-        when = _retry_at(item, item.attempts + 1, settings.retry_schedule, now_ms)
-        if item.event_id in retried_ids:
-            conn.execute(
-                webhook_pending.update()
-                .where(*where, webhook_pending.c.event_id == item.event_id)
-                .values(attempts=item.attempts + 1, next_attempt_ts=when, last_error=_error(item))
-            )
-    # A key whose head was delivered in a retry and whose next event waits behind it: due now,
-    # unless this round already set its state (attempted it, or will queue it below).
-    for key in {i.key for i in delivered if i.event_id in retried_ids} - set(heads):
-        conn.execute(
-            webhook_pending.update()
-            .where(
-                *where,
-                webhook_pending.c.ordering_key == key,
-                webhook_pending.c.event_id
-                == sa.select(sa.func.min(webhook_pending.c.event_id))
-                .where(*where, webhook_pending.c.ordering_key == key)
-                .scalar_subquery(),
-            )
-            .values(next_attempt_ts=now_ms)
-        )
-    if result.retried:
-        for item in result.retried:
-            if item.outcome is None and heads.get(item.key) is item:
-                conn.execute(
-                    webhook_pending.update()
-                    .where(*where, webhook_pending.c.event_id == item.event_id)
-                    .values(next_attempt_ts=now_ms)
-                )
-
     # New events not delivered: queued (a failed or unattempted first of its key is the head).
+    # Read (and on PostgreSQL locked, below) before any waiting row is touched: an erasure
+    # deletes events first, then their waiting rows, so a round that held waiting rows while
+    # it waited for the erasure's events would deadlock with it.
     queued = []
+    rows: list[dict[str, object]] = []
     for item in result.new:
         if item.outcome is not None and item.outcome.delivered:
             continue
@@ -405,8 +363,53 @@ def commit_round(
                 ).scalars()
             )
             rows = [r for r in rows if r["event_id"] in alive]
-        if rows:
-            conn.execute(webhook_pending.insert(), rows)
+    if not failed and delivered and target.failing_since is not None:
+        # The endpoint answers again: everything waiting is due now, in order.
+        conn.execute(
+            webhook_pending.update()
+            .where(*where, webhook_pending.c.next_attempt_ts != BEHIND)
+            .values(next_attempt_ts=now_ms)
+        )
+
+    gone = [i.event_id for i in delivered if i.event_id in retried_ids]
+    for start in range(0, len(gone), 500):
+        conn.execute(
+            webhook_pending.delete().where(*where, webhook_pending.c.event_id.in_(gone[start : start + 500]))
+        )
+
+    for item in failed:
+        when = _retry_at(item, item.attempts + 1, settings.retry_schedule, now_ms)
+        if item.event_id in retried_ids:
+            conn.execute(
+                webhook_pending.update()
+                .where(*where, webhook_pending.c.event_id == item.event_id)
+                .values(attempts=item.attempts + 1, next_attempt_ts=when, last_error=_error(item))
+            )
+    # A key whose head was delivered in a retry and whose next event waits behind it: due now,
+    # unless this round already set its state (attempted it, or will queue it below).
+    for key in {i.key for i in delivered if i.event_id in retried_ids} - set(heads):
+        conn.execute(
+            webhook_pending.update()
+            .where(
+                *where,
+                webhook_pending.c.ordering_key == key,
+                webhook_pending.c.event_id
+                == sa.select(sa.func.min(webhook_pending.c.event_id))
+                .where(*where, webhook_pending.c.ordering_key == key)
+                .scalar_subquery(),
+            )
+            .values(next_attempt_ts=now_ms)
+        )
+    if result.retried:
+        for item in result.retried:
+            if item.outcome is None and heads.get(item.key) is item:
+                conn.execute(
+                    webhook_pending.update()
+                    .where(*where, webhook_pending.c.event_id == item.event_id)
+                    .values(next_attempt_ts=now_ms)
+                )
+    if rows:
+        conn.execute(webhook_pending.insert(), rows)
 
 
 class StaleRound(Conflict):
