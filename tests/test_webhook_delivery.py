@@ -20,7 +20,7 @@ from profilehub.delivery import endpoints
 from profilehub.delivery.runner import BackgroundDeliverer, Deliverer
 from profilehub.delivery.sender import Outcome
 from profilehub.delivery.settings import DEFAULT_RETRY_SCHEDULE, DeliverySettings
-from profilehub.delivery.webhooks import Item, RoundResult, commit_round, load_target
+from profilehub.delivery.webhooks import Item, RoundResult, commit_round, load_target, round_job
 from profilehub.profiles import ProfileService, ProfileWrite
 from profilehub.store.database import Database
 from profilehub.store.events import last_event_id
@@ -335,6 +335,70 @@ def test_a_round_recorded_while_an_erasure_deletes_its_events_does_not_deadlock(
     with store.read() as conn:
         waiting = conn.execute(sa.select(webhook_pending.c.event_id)).scalars().all()
     assert waiting == []  # A's events erased, B's delivered: nothing waits
+
+
+def test_rounds_of_two_endpoints_queued_together_do_not_deadlock_with_an_erasure(
+    store: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL: the deliverer's writer ran the rounds queued meanwhile in one transaction, so
+    the first round's waiting rows (made due: its endpoint answers again) were locked before the
+    second round locked its events; an erasure deleting those events, then those rows, closed the
+    circle. Each round now commits in a transaction of its own (``SoloJob``)."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite's write transactions do not interleave: no deadlock to have")
+    first = add_endpoint(store, "http://127.0.0.1:9/one").endpoint.endpoint_id
+    second = add_endpoint(store, "http://127.0.0.1:9/two").endpoint.endpoint_id
+    write(store, "A", 1)  # failed at the first endpoint: waiting there
+    write(store, "B", 2)  # delivered by the first endpoint's round
+    write(store, "A", 3)  # new to the second endpoint's round, locked FOR SHARE by it
+    with store.read() as conn:
+        rows = conn.execute(
+            sa.select(event_rows.c.event_id, event_rows.c.entity_id)
+            .where(event_rows.c.org_id == ORG)
+            .order_by(event_rows.c.event_id)
+        ).all()
+    (a1, key_a), (b2, key_b), (a3, _) = rows[-3:]
+    now = int(time.time() * 1000)
+    with store.engine.begin() as conn:
+        conn.execute(
+            webhook_pending.insert().values(
+                org_id=ORG,
+                endpoint_id=first,
+                event_id=a1,
+                ordering_key=key_a,
+                body="{}",
+                attempts=1,
+                next_attempt_ts=now + 60_000,
+                last_error="HTTP 503",
+            )
+        )
+        conn.execute(
+            webhook_endpoints.update()
+            .where(webhook_endpoints.c.endpoint_id == first)
+            .values(failing_since=now - 1000)
+        )
+    with store.read() as conn:
+        one, two = (load_target(conn, ORG, e, now) for e in (first, second))
+    assert one is not None and two is not None
+    rounds = [
+        (one, RoundResult(new=[Item(b2, key_b, "{}", outcome=Outcome(delivered=True))], cursor=b2)),
+        (two, RoundResult(new=[Item(a3, key_a, "{}")], cursor=a3)),
+    ]
+    release = threading.Event()
+    with caplog.at_level("INFO"), store.engine.connect() as erasure, ThreadPoolExecutor(3) as pool:
+        started = threading.Event()
+        busy = pool.submit(store.write, lambda c: started.set() or release.wait(30))  # the writer, busy
+        wait_for("the writer busy", started.is_set)
+        recorded = [pool.submit(store.write, round_job(t, r, "o", FAST, lambda: now)) for t, r in rounds]
+        wait_for("both rounds queued", lambda: store.write_queue_depth() == 2)
+        erasure.execute(event_rows.delete().where(event_rows.c.entity_id == key_a))
+        release.set()
+        wait_for("a round waiting for the erasure", lambda: _waiting_for_a_lock(store))
+        erasure.execute(webhook_pending.delete().where(webhook_pending.c.ordering_key == key_a))
+        erasure.commit()
+        for done in [busy, *recorded]:
+            done.result()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 40] == []
 
 
 def _waiting_for_a_lock(db: Database) -> bool:

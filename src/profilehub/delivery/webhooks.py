@@ -28,7 +28,7 @@ from profilehub.delivery.event_types import ordering_key
 from profilehub.delivery.sender import Outcome, WebhookSender
 from profilehub.delivery.settings import DeliverySettings
 from profilehub.errors import Conflict
-from profilehub.store.database import Database
+from profilehub.store.database import Database, SoloJob
 from profilehub.store.events import event_bytes, read_events
 from profilehub.store.tables import events as event_rows
 from profilehub.store.tables import webhook_endpoints, webhook_pending
@@ -412,6 +412,15 @@ def commit_round(
         conn.execute(webhook_pending.insert(), rows)
 
 
+def round_job(
+    target: Target, result: RoundResult, owner: str, settings: DeliverySettings, now_ms: Callable[[], int]
+) -> SoloJob:
+    """The writer job recording a round, in a transaction of its own: rounds of several endpoints
+    batched in one transaction would lock one round's waiting rows before the next round's events,
+    the order an erasure's deletes take the other way round (a deadlock)."""
+    return SoloJob(lambda conn: commit_round(conn, target, result, owner, settings, now_ms()))
+
+
 class StaleRound(Conflict):
     """The endpoint's cursor was moved (a replay) while the round ran: nothing is committed."""
 
@@ -514,9 +523,7 @@ class EndpointRounds:
             items, target, self.sender, self.settings.concurrency, self._deadline(), self.clock
         )
         result = RoundResult(retried=items)
-        await self.db.awrite(
-            lambda c: commit_round(c, target, result, self.owner, self.settings, self._now_ms())
-        )
+        await self.db.awrite(round_job(target, result, self.owner, self.settings, self._now_ms))
         return DONE
 
     async def _new(self, look: Look) -> int:
@@ -532,9 +539,7 @@ class EndpointRounds:
             self.clock,
         )
         result = RoundResult(new=look.items, cursor=look.cursor, blocked_keys=look.blocked)
-        await self.db.awrite(
-            lambda c: commit_round(c, target, result, self.owner, self.settings, self._now_ms())
-        )
+        await self.db.awrite(round_job(target, result, self.owner, self.settings, self._now_ms))
         return MORE if look.full else DONE
 
 

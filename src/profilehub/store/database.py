@@ -321,6 +321,22 @@ class OnceJob:
         return self.job(conn)
 
 
+class SoloJob:
+    """A job the writer runs in a transaction of its own, never batched with other jobs: one
+    whose row locks, taken in an order of its own, could otherwise interleave with another job's
+    in one transaction and deadlock with a third transaction that takes them in the other order
+    (a webhook round locks an event before its waiting rows; an erasure deletes both, events
+    first: two rounds in one transaction lock a waiting row before the second round's event)."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def __call__(self, conn: Connection) -> Any:
+        return self.job(conn)
+
+
 def _runs(batch: list[tuple[Job, Future[Any]]]) -> list[list[tuple[Job, Future[Any]]]]:
     """Split the batch into runs of consecutive jobs of one group (other jobs run alone)."""
     runs: list[list[tuple[Job, Future[Any]]]] = []
@@ -435,7 +451,8 @@ class _Writer:
         self._turns = turns
         self._queue: queue.SimpleQueue[tuple[Job | _Bare, Future[Any]] | None] = queue.SimpleQueue()
         # A bare step met while gathering a batch: it runs after that batch, before anything newer.
-        self._held: tuple[_Bare, Future[Any]] | None = None
+        # A job met while gathering a batch that runs alone (``SoloJob``) is held the same way.
+        self._held: tuple[_Bare | SoloJob, Future[Any]] | None = None
         self._thread = threading.Thread(target=self._run, name="profilehub-writer", daemon=True)
         self._closed = False
         self._statistics = PlannerStatistics(engine, paced=paced_statistics)
@@ -501,7 +518,7 @@ class _Writer:
         stop = False
         # The batch is gathered once the turn is ours: what queued while waiting goes in it.
         with self._turns.turn() if self._turns is not None else nullcontext():
-            while len(batch) < self._batch_size:
+            while len(batch) < self._batch_size and not isinstance(batch[0][0], SoloJob):
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
@@ -509,7 +526,7 @@ class _Writer:
                 if nxt is None:
                     stop = True
                     break
-                if isinstance(nxt[0], _Bare):
+                if isinstance(nxt[0], _Bare | SoloJob):
                     self._held = (nxt[0], nxt[1])
                     break
                 batch.append((nxt[0], nxt[1]))
