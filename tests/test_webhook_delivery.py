@@ -23,7 +23,7 @@ from profilehub.delivery.settings import DEFAULT_RETRY_SCHEDULE, DeliverySetting
 from profilehub.delivery.webhooks import Item, RoundResult, commit_round, load_target, round_job
 from profilehub.profiles import ProfileService, ProfileWrite
 from profilehub.store.database import Database
-from profilehub.store.events import last_event_id
+from profilehub.store.events import forget_events, last_event_id
 from profilehub.store.tables import events as event_rows
 from profilehub.store.tables import webhook_endpoints, webhook_pending
 from tests.conftest import make_org
@@ -399,6 +399,73 @@ def test_rounds_of_two_endpoints_queued_together_do_not_deadlock_with_an_erasure
         for done in [busy, *recorded]:
             done.result()
     assert [r.getMessage() for r in caplog.records if r.levelno >= 40] == []
+
+
+def test_a_round_and_an_erasure_lock_one_persons_events_in_one_order(
+    store: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL: a person's events lie in the table in another order than their ids (two
+    server processes insert them, each with ids drawn before): the erasure's DELETE took them
+    in the order of its index (row position), the round's FOR SHARE in id order, so each could
+    hold the row the other waited for: a deadlock, an ERROR traceback and the round run again.
+    Both now lock in id order. A third transaction holding the later event lines both up."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite has no row locks: no deadlock to have")
+    endpoint_id = add_endpoint(store, "http://127.0.0.1:9/hook").endpoint.endpoint_id
+    # Enough events that PostgreSQL reads events by their indexes, as in production.
+    ProfileService(store).write_batch(
+        [ProfileWrite(ORG, "EU", {"crm_id": f"other-{i}"}, {"profile": {"n": i}}) for i in range(500)], "test"
+    )
+    write(store, "A", 1)
+    write(store, "A", 2)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE events")
+        (low, key), (high, _) = conn.execute(
+            sa.select(event_rows.c.event_id, event_rows.c.entity_id)
+            .where(event_rows.c.org_id == ORG)
+            .order_by(event_rows.c.event_id)
+        ).all()[-2:]
+        # The earlier event moved after the later one in the table (and in the entity index).
+        row = conn.execute(sa.select(event_rows).where(event_rows.c.event_id == low)).mappings().one()
+        conn.execute(event_rows.delete().where(event_rows.c.event_id == low))
+        conn.execute(event_rows.insert().values(**row))
+    now = int(time.time() * 1000)
+    with store.read() as conn:
+        target = load_target(conn, ORG, endpoint_id, now)
+    assert target is not None
+    result = RoundResult(new=[Item(low, key, "{}"), Item(high, key, "{}")], cursor=high)
+
+    def erase() -> None:
+        with store.engine.connect() as conn:
+            forget_events(conn, ORG, [key])
+            conn.commit()
+
+    with caplog.at_level("INFO"), store.engine.connect() as holder, ThreadPoolExecutor(2) as pool:
+        holder.execute(
+            sa.select(event_rows.c.event_id).where(event_rows.c.event_id == high).with_for_update()
+        )
+        erased = pool.submit(erase)
+        wait_for("the erasure waiting", lambda: _lock_waiters(store) == 1)
+        recorded = pool.submit(store.write, round_job(target, result, "o", FAST, lambda: now))
+        wait_for("the round waiting", lambda: _lock_waiters(store) == 2)
+        holder.rollback()
+        erased.result()
+        recorded.result()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 40] == []
+    with store.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(webhook_pending)).scalar_one() == 0
+
+
+def _lock_waiters(db: Database) -> int:
+    with db.read() as conn:
+        return int(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        )
 
 
 def _waiting_for_a_lock(db: Database) -> bool:

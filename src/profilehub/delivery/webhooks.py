@@ -359,6 +359,7 @@ def commit_round(
                         event_rows.c.org_id == target.org_id,
                         event_rows.c.event_id.in_([r["event_id"] for r in rows]),
                     )
+                    .order_by(event_rows.c.event_id)  # an erasure locks them in this order too
                     .with_for_update(read=True)
                 ).scalars()
             )

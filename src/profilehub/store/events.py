@@ -205,7 +205,17 @@ def forget_events(conn: Connection, org_id: int, entity_ids: list[str]) -> None:
         pending[:] = [r for r in pending if not (r.org_id == org_id and r.entity_id in gone)]
     for start in range(0, len(entity_ids), 500):
         chunk = entity_ids[start : start + 500]
-        conn.execute(events.delete().where(events.c.org_id == org_id, events.c.entity_id.in_(chunk)))
+        # Locked in event_id order first (PostgreSQL; SQLite has no row locks), the order in which
+        # a webhook round locks events FOR SHARE: deleted in index order (by entity, then row
+        # position, which two server processes' inserts leave unlike event_id order) the two
+        # statements could each hold a row the other waits for, a deadlock.
+        doomed = (
+            sa.select(events.c.event_id)
+            .where(events.c.org_id == org_id, events.c.entity_id.in_(chunk))
+            .order_by(events.c.event_id)
+            .with_for_update()
+        )
+        conn.execute(events.delete().where(events.c.org_id == org_id, events.c.event_id.in_(doomed)))
         # Their copies waiting for a webhook endpoint (keyed by the entity's id) go too.
         conn.execute(
             webhook_pending.delete().where(
