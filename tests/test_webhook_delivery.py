@@ -456,6 +456,41 @@ def test_a_round_and_an_erasure_lock_one_persons_events_in_one_order(
         assert conn.execute(sa.select(sa.func.count()).select_from(webhook_pending)).scalar_one() == 0
 
 
+def test_a_round_and_an_erasure_of_two_entities_take_turns(
+    store: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL: an erasure deletes a profile's events, then (another statement) its CRM
+    people's; a round queuing events of both locked the second's before waiting for the first's,
+    so each held a row the other waited for: a deadlock. The round now waits for the erasure
+    before it locks anything."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite has no row locks: no deadlock to have")
+    endpoint_id = add_endpoint(store, "http://127.0.0.1:9/hook").endpoint.endpoint_id
+    write(store, "Y", 1)  # the earlier event: the erasure's second statement deletes it
+    write(store, "X", 2)  # the later one: its first statement
+    with store.read() as conn:
+        (low, key_y), (high, key_x) = conn.execute(
+            sa.select(event_rows.c.event_id, event_rows.c.entity_id)
+            .where(event_rows.c.org_id == ORG)
+            .order_by(event_rows.c.event_id)
+        ).all()[-2:]
+    now = int(time.time() * 1000)
+    with store.read() as conn:
+        target = load_target(conn, ORG, endpoint_id, now)
+    assert target is not None
+    result = RoundResult(new=[Item(low, key_y, "{}"), Item(high, key_x, "{}")], cursor=high)
+    with caplog.at_level("INFO"), store.engine.connect() as erasure, ThreadPoolExecutor(1) as pool:
+        forget_events(erasure, ORG, [key_x])
+        recorded = pool.submit(store.write, round_job(target, result, "o", FAST, lambda: now))
+        wait_for("the round waiting", lambda: _lock_waiters(store) == 1)
+        forget_events(erasure, ORG, [key_y])
+        erasure.commit()
+        recorded.result()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 40] == []
+    with store.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(webhook_pending)).scalar_one() == 0
+
+
 def _lock_waiters(db: Database) -> int:
     with db.read() as conn:
         return int(

@@ -29,7 +29,7 @@ from profilehub.delivery.sender import Outcome, WebhookSender
 from profilehub.delivery.settings import DeliverySettings
 from profilehub.errors import Conflict
 from profilehub.store.database import Database, SoloJob
-from profilehub.store.events import event_bytes, read_events
+from profilehub.store.events import event_bytes, read_events, take_turns_with_erasures
 from profilehub.store.tables import events as event_rows
 from profilehub.store.tables import webhook_endpoints, webhook_pending
 
@@ -262,8 +262,11 @@ def commit_round(
         if next_attempt(item.attempts + 1, settings.retry_schedule, now_ms) is None:
             exhausted = exhausted or item
 
+    # Before any row is locked: an erasure in progress finishes first (its events and waiting
+    # rows deleted), or waits for this commit.
+    take_turns_with_erasures(conn, target.org_id, erasing=False)
     # The endpoint's row first, in one statement that also renews the lease and checks that the
-    # cursor is where the round read it: a healthy round's commit is this statement alone.
+    # cursor is where the round read it: a healthy round's commit is this statement (and the turn above).
     values: dict[str, object] = {"lease_until": now_ms + int(settings.lease_seconds * 1000)}
     if result.cursor is not None:
         values["cursor"] = result.cursor

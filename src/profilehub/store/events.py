@@ -194,11 +194,23 @@ def insert_events(conn: Connection, rows: list[EventRow]) -> None:
     insert_rows(conn, "events", _COLUMNS, values)
 
 
+def take_turns_with_erasures(conn: Connection, org_id: int, *, erasing: bool) -> None:
+    """PostgreSQL: a transaction deleting an org's events (``erasing``) and a webhook round's
+    commit, which locks events and their waiting rows, take turns on one advisory lock of the
+    org (rounds share it). Row locks cannot keep them apart: an erasure deletes events and
+    waiting rows of several entities (a profile's, then its CRM people's), in several statements,
+    in no order a round could follow, so each held rows the other waited for (a deadlock)."""
+    if conn.dialect.name == "postgresql":
+        lock = "pg_advisory_xact_lock" if erasing else "pg_advisory_xact_lock_shared"
+        conn.execute(sa.text(f"SELECT {lock}(hashtextextended(:k, 0))"), {"k": f"{org_id}:events"})
+
+
 def forget_events(conn: Connection, org_id: int, entity_ids: list[str]) -> None:
     """Delete the events of erased or deleted entities (they carry their values), including those
     still waiting for this transaction's commit. Their ids are gone from the feeds for good."""
     if not entity_ids:
         return
+    take_turns_with_erasures(conn, org_id, erasing=True)
     gone = set(entity_ids)
     pending: list[EventRow] | None = conn.info.get(_PENDING)
     if pending:
