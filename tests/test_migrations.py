@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.runtime.migration import MigrationContext
@@ -14,9 +15,9 @@ from profilehub.cli import main
 from profilehub.crm.people import get_person, upsert_people_batch
 from profilehub.orgs import get_org
 from profilehub.profiles import ProfileService, ProfileWrite
-from profilehub.store.database import Database, _alembic_config, head_revision, make_engine
+from profilehub.store.database import Database, SchemaAhead, _alembic_config, head_revision, make_engine
 from profilehub.store.strategy_store import load_strategy, seed_default_strategy
-from tests.conftest import make_org
+from tests.conftest import make_org, migrated_url
 
 FIRST_RELEASE = "0001"
 ANN = "00000000-0000-4000-8000-00000000a001"
@@ -196,3 +197,67 @@ def test_opaque_keys_compare_byte_by_byte_after_the_upgrade(database_url: str) -
         assert found["ucid"] == ucid
     finally:
         db.close()
+
+
+def _profilehub(database_url: str, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), env={"PROFILEHUB_DATABASE_URL": database_url})
+    # Refusals are a ClickException (SystemExit 1), never an exception escaping as a traceback.
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.output
+
+
+def test_db_upgrade_says_what_it_did(database_url: str) -> None:
+    head = head_revision()
+    assert _profilehub(database_url, "db", "upgrade")[1].startswith(
+        f"created the schema at revision {head} ("
+    )
+    assert _profilehub(database_url, "db", "upgrade")[1].startswith(
+        f"the schema is already at revision {head} ("
+    )
+
+
+def test_db_upgrade_of_an_older_store_names_both_revisions_and_keeps_its_data(database_url: str) -> None:
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), FIRST_RELEASE)
+    with engine.begin() as conn:
+        _old_org(conn, id_type_ts=1)
+    engine.dispose()
+    status, output = _profilehub(database_url, "db", "upgrade")
+    assert status == 0 and output.startswith(
+        f"upgraded the schema from revision {FIRST_RELEASE} to {head_revision()} ("
+    ), output
+    assert "Old" in _profilehub(database_url, "org", "list")[1]
+
+
+def _ahead(database_url: str) -> None:
+    """The store as a newer profilehub leaves it: at a revision this version has no script for."""
+    Database(migrated_url(database_url)).close()
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+
+
+@pytest.mark.parametrize("command_line", [("db", "upgrade"), ("org", "list"), ("serve", "--port", "1")])
+def test_a_store_of_a_newer_version_is_refused_and_left_alone(
+    database_url: str, command_line: tuple[str, ...]
+) -> None:
+    _ahead(database_url)
+    status, output = _profilehub(database_url, *command_line)
+    assert status == 1
+    assert "revision 9999, unknown to this version" in output and "newer profilehub" in output, output
+    with pytest.raises(SchemaAhead):
+        Database(database_url)
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == "9999"
+    engine.dispose()
+
+
+def test_info_says_a_store_of_a_newer_version_is_ahead(database_url: str) -> None:
+    _ahead(database_url)
+    status, output = _profilehub(database_url, "info")
+    assert status == 0
+    assert f"schema revision: 9999 (ahead of this version's {head_revision()}" in output, output
+    assert "db upgrade" not in output  # upgrading is what this version cannot do

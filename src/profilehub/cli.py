@@ -65,8 +65,10 @@ from profilehub.store.backup import backup
 from profilehub.store.changes import history, now_ms
 from profilehub.store.database import (
     Database,
+    SchemaAhead,
     database_missing,
     head_revision,
+    revision_known,
     schema_revision,
 )
 from profilehub.store.faults import classify
@@ -144,6 +146,8 @@ def _connect(settings: Settings, bulk: bool = False) -> Database:
         )
     except sa.exc.DBAPIError as exc:  # unreachable, or a missing database that could not be created
         raise _unreachable(exc) from exc
+    except SchemaAhead as exc:  # a newer profilehub's schema: this version must not touch it
+        raise click.ClickException(exc.message) from exc
 
 
 def _unreachable(exc: sa.exc.DBAPIError) -> click.ClickException:
@@ -354,6 +358,10 @@ def info() -> None:
         state = f"none yet (created on first use, at revision {head})"
     elif revision == head:
         state = f"{revision} (current)"
+    elif not revision_known(revision):
+        state = (
+            f"{revision} (ahead of this version's {head}: a newer profilehub upgraded it; run that version)"
+        )
     else:
         state = f"{revision} (this version upgrades it to {head} on first use, or now: profilehub db upgrade)"
     click.echo(f"schema revision: {state}")
@@ -773,7 +781,7 @@ def db() -> None:
 def db_upgrade() -> None:
     """Create or upgrade the schema now (otherwise done on first use)."""
     with open_db() as database:
-        click.echo(f"schema is current ({database.dialect})")
+        click.echo(f"{database.schema_change.describe()} ({database.dialect})")
 
 
 @db.command("backup")

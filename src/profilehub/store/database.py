@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,6 +68,42 @@ def head_revision() -> str:
     return head
 
 
+@dataclass(frozen=True)
+class SchemaChange:
+    """What opening a database did to its schema: ``before`` is None when it had none (created),
+    equal to ``after`` when it was current already."""
+
+    before: str | None
+    after: str
+
+    def describe(self) -> str:
+        if self.before is None:
+            return f"created the schema at revision {self.after}"
+        if self.before == self.after:
+            return f"the schema is already at revision {self.after}"
+        return f"upgraded the schema from revision {self.before} to {self.after}"
+
+
+class SchemaAhead(ServiceUnavailable):
+    """The schema is at a revision this version does not know: a newer profilehub upgraded it.
+    Alembic cannot downgrade from a revision it has no script for, so nothing is touched."""
+
+
+def revision_known(revision: str) -> bool:
+    """Whether this version has a migration of that name (False: a newer version wrote it)."""
+    try:
+        return _scripts().get_revision(revision) is not None
+    except Exception:  # alembic raises its own errors for an unknown or malformed revision
+        return False
+
+
+def _ahead(revision: str, head: str) -> str:
+    return (
+        f"database: the schema is at revision {revision}, unknown to this version (head {head}): "
+        "a newer profilehub upgraded it; run that version"
+    )
+
+
 def schema_problem(conn: Connection) -> str | None:
     """Why this code cannot serve the schema ``conn`` sees (None: it is at the head revision).
 
@@ -77,19 +114,12 @@ def schema_problem(conn: Connection) -> str | None:
     head = head_revision()
     if revision == head:
         return None
-    try:
-        known = revision is not None and _scripts().get_revision(revision) is not None
-    except Exception:  # alembic raises its own errors for an unknown or malformed revision
-        known = False
-    if known or revision is None:
+    if revision is None or revision_known(revision):
         return (
             f"database: the schema is at revision {revision}, behind this version's {head}; "
             "run 'profilehub db upgrade' (or restart profilehub serve, which upgrades it)"
         )
-    return (
-        f"database: the schema is at revision {revision}, unknown to this version (head {head}): "
-        "a newer profilehub upgraded it; run that version"
-    )
+    return _ahead(revision, head)
 
 
 def schema_revision(url: str) -> str | None:
@@ -236,16 +266,26 @@ def make_engine(
     return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision; safe when several processes start at once."""
+def migrate(engine: Engine) -> SchemaChange:
+    """Bring the schema to the newest revision; safe when several processes start at once.
+
+    Raises ``SchemaAhead``, touching nothing, when a newer version has upgraded it."""
+    head = head_revision()
     with engine.connect() as conn:
         conn = conn.execution_options(immediate=True)
         with conn.begin():
             if engine.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
             current = MigrationContext.configure(conn).get_current_revision()
-            if current != head_revision():
+            if current != head:
+                if current is not None and not revision_known(current):
+                    raise SchemaAhead(_ahead(current, head))
                 command.upgrade(_alembic_config(conn), "head")
+    change = SchemaChange(current, head)
+    if current != head:
+        # In serve's log; other commands log nothing at info (db upgrade prints it).
+        log.info("%s", change.describe())
+    return change
 
 
 def lock_scope(conn: Connection, org_id: int, scope: str) -> None:
@@ -736,12 +776,10 @@ class Database:
         )
         self.engine = engine()
         try:
-            migrate(self.engine)
-        except sa.exc.OperationalError as exc:
-            if self.engine.dialect.name != "postgresql" or not database_missing(exc):
-                raise
-            create_database(url)
-            migrate(self.engine)
+            self.schema_change = self._migrate(url)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._writer_engine = engine(writer=True)
         self._turns = _writer_turns(self._writer_engine, yields_to_waiting_writers)
         if postgres_turns is not None and self._writer_engine.dialect.name == "postgresql":
@@ -773,6 +811,15 @@ class Database:
         )
         self._probe: Future[None] | None = None
         self._probe_lock = threading.Lock()
+
+    def _migrate(self, url: str) -> SchemaChange:
+        try:
+            return migrate(self.engine)
+        except sa.exc.OperationalError as exc:
+            if self.engine.dialect.name != "postgresql" or not database_missing(exc):
+                raise
+            create_database(url)
+            return migrate(self.engine)
 
     @property
     def dialect(self) -> str:
