@@ -8,11 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from profilehub.app import create_app
+from profilehub.cli import main
 from profilehub.config import Settings
 from tests.cdp_client import Cdp
 from tests.conftest import OrgFixture
@@ -224,3 +226,48 @@ def test_several_workers_drop_a_deleted_webhooks_backlog_and_log_only_json(
     lines = server.log.read_text().splitlines()
     started = next(n for n, line in enumerate(lines) if line.startswith("API docs: "))
     assert [json.loads(line)["logger"] for line in lines[started + 1 :]], lines
+
+
+def test_an_operators_metrics_folder_starts_each_run_from_zero(tmp_path: Path) -> None:
+    """prometheus-client sums every process file in PROMETHEUS_MULTIPROC_DIR: files left by the
+    previous run's workers made the next run report their counts on top of its own."""
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    (folder / "README").write_text("the operator's own file: kept")
+    readyz = {"method": "GET", "route": "/readyz", "status": "200"}
+
+    def readyz_count(base: str) -> float:
+        r = httpx.get(f"{base}/metrics")
+        assert r.status_code == 200
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(r.text)
+            for s in family.samples
+        }
+        return value(samples, "profilehub_http_requests_total", **readyz)
+
+    database = f"sqlite:///{tmp_path / 'runs.db'}"
+    for run in (1, 2):
+        with serve(database, tmp_path, "--workers", "2", PROMETHEUS_MULTIPROC_DIR=str(folder)) as server:
+            assert readyz_count(server.base) == 0, f"run {run}"
+            for _ in range(5):
+                assert httpx.get(f"{server.base}/readyz").status_code == 200
+            assert readyz_count(server.base) == 5
+            assert server.stop() == 0
+    assert (folder / "README").read_text() == "the operator's own file: kept"
+
+
+def test_a_metrics_folder_serve_cannot_use_is_refused_with_one_line(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "metrics.txt"
+    not_a_folder.write_text("")
+    result = CliRunner().invoke(
+        main,
+        ["serve", "--port", "1"],
+        env={
+            "PROMETHEUS_MULTIPROC_DIR": str(not_a_folder),
+            "PROFILEHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'never.db'}",
+        },
+    )
+    assert result.exit_code == 1, result.output
+    assert f"PROMETHEUS_MULTIPROC_DIR: cannot keep /metrics' files in {not_a_folder}" in result.output
+    assert not (tmp_path / "never.db").exists()  # refused before touching the database

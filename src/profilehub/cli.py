@@ -45,7 +45,7 @@ from profilehub.ingest import runner as ingest_runner
 from profilehub.ingest.cdp import CdpSink, cdp_sink
 from profilehub.ingest.people import check_matching_attribute, people_sink
 from profilehub.launch import IMPORT_NOT_BEGUN
-from profilehub.metrics import MULTIPROC_ENV
+from profilehub.metrics import MULTIPROC_ENV, clear_multiprocess_dir, multiprocess_dir
 from profilehub.orgs import (
     MAX_ORG_ID,
     Org,
@@ -237,6 +237,7 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
     # From here on stderr is the log, so what serve warns of at start-up reaches whatever reads the
     # log in its format (uvicorn and the workers configure the same again).
     configure_logging(log_level, access_log)
+    _clear_own_metrics_folder()
     # Create or upgrade the schema once, before any worker starts.
     db = _connect(settings)
     try:
@@ -277,11 +278,27 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
         _run_uvicorn(uvicorn, host, port, workers, log_level, access_log)
 
 
+def _clear_own_metrics_folder() -> None:
+    """An operator's own PROMETHEUS_MULTIPROC_DIR, cleared of earlier runs' files (whatever
+    ``--workers``: one process writes its values there too), or refused with one line."""
+    folder = multiprocess_dir()
+    if folder is None:
+        return
+    try:
+        removed = clear_multiprocess_dir(Path(folder))
+    except OSError as exc:
+        raise click.ClickException(
+            f"{MULTIPROC_ENV}: cannot keep /metrics' files in {folder}: {exc.strerror or exc}"
+        ) from exc
+    if removed:
+        serve_log.info("removed %d metrics files of an earlier run from %s", removed, folder)
+
+
 @contextmanager
 def _metrics_shared(workers: int) -> Iterator[None]:
     """With several workers, /metrics sums them all (prometheus-client's multiprocess mode, in a
-    fresh folder per run, removed at exit); an operator's own PROMETHEUS_MULTIPROC_DIR is used as
-    it is (wiping it between runs is then theirs to do)."""
+    fresh folder per run, removed at exit); an operator's own PROMETHEUS_MULTIPROC_DIR is used
+    instead, cleared at start-up (``_clear_own_metrics_folder``)."""
     if workers == 1 or os.environ.get(MULTIPROC_ENV):
         yield
         return

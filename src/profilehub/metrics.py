@@ -9,9 +9,13 @@ over all workers, whichever one is scraped.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
+import tempfile
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import sqlalchemy as sa
 from prometheus_client import (
@@ -39,8 +43,33 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
+# prometheus-client names each process's file ``<type>[_<gauge mode>]_<pid>.db`` (its values.py).
+_PROCESS_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_[0-9]+\.db")
+
+
 def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
+
+
+def clear_multiprocess_dir(folder: Path) -> int:
+    """Ready ``folder`` for a new run's processes; how many files of earlier runs it removed.
+
+    A scrape sums every process's file in the folder, those of processes long gone included, so
+    a run that found an earlier run's files reported its counts on top of its own (and a worker
+    given a dead one's pid went on from its values): prometheus-client wants the folder wiped
+    before each start. Only files of its naming go; a missing folder is made; one the server
+    cannot write to raises ``OSError`` here rather than in every worker."""
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    removed = 0
+    for file in folder.iterdir():
+        if _PROCESS_FILE.fullmatch(file.name):
+            file.unlink()
+            removed += 1
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+    return removed
 
 
 class Metrics:
