@@ -151,3 +151,27 @@ def test_cli_refuses_out_of_range_and_reserved_values(run, args: tuple[str, ...]
     run("org", "create", "--org-id", "1234", "--name", "Acme", "--region", "EU")
     out = run(*args, ok=False)
     assert message in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql+psycopg://ops:s3cret-pw@db.example:54x2/hub", "its port is not a number"),
+        ("postgres://ops:s3cret-pw@[::1/hub", "its port is not a number"),
+        ("sqlite:profilehub.db", "cannot be parsed"),
+        ("sqlite://profilehub.db", "three slashes"),
+        ("sqlite://", "in-memory"),
+        ("sqlite:///:memory:", "in-memory"),
+    ],
+)
+def test_a_database_url_the_engine_cannot_use_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, url: str, reason: str
+) -> None:
+    """These were tracebacks (a URL parser's ValueError, the SQLite dialect's ArgumentError, an
+    in-memory database's TypeError), and an in-memory database would have kept nothing."""
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", url)
+    for command in (["info"], ["org", "list"], ["db", "upgrade"], ["serve", "--port", "1"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+        assert result.output.startswith("Error: PROFILEHUB_DATABASE_URL: "), result.output
+        assert reason in result.output and "s3cret-pw" not in result.output, result.output

@@ -38,18 +38,41 @@ class SettingsError(ValueError):
     """A setting has a value the service cannot start with."""
 
 
+_URL_FORMS = "use sqlite:////absolute/path/to/file.db or postgresql+psycopg://user@host/db"
+
+
 def normalise_database_url(url: str) -> str:
     """Accept the URL spellings people paste and map them to the drivers we ship."""
     url = url.strip()
     for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    if url.startswith(("sqlite:", "postgresql+psycopg://")):
-        return url
-    raise SettingsError(
-        f"PROFILEHUB_DATABASE_URL: unsupported database URL {url!r}; "
-        "use sqlite:///path/to/file.db or postgresql+psycopg://user@host/db"
-    )
+            url = "postgresql+psycopg://" + url[len(prefix) :]
+    if not url.startswith(("sqlite:", "postgresql+psycopg://")):
+        raise SettingsError(f"PROFILEHUB_DATABASE_URL: unsupported database URL {url!r}; {_URL_FORMS}")
+    _check_database_url(url)
+    return url
+
+
+def _check_database_url(url: str) -> None:
+    """Refuse here, in one line, a URL the engine would refuse with a traceback (the URL is not
+    quoted: it may hold a password)."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        reason = "its port is not a number" if isinstance(exc, ValueError) else "it cannot be parsed"
+        raise SettingsError(f"PROFILEHUB_DATABASE_URL: not a database URL ({reason}); {_URL_FORMS}") from exc
+    if parsed.get_backend_name() != "sqlite":
+        return
+    if parsed.host:  # sqlite://file.db: a host where SQLite takes none
+        raise SettingsError(
+            f"PROFILEHUB_DATABASE_URL: a SQLite URL has three slashes before a path "
+            f"(four before an absolute one), no host; {_URL_FORMS}"
+        )
+    if not parsed.database or parsed.database == ":memory:":
+        # Every connection would have its own empty database, gone at exit.
+        raise SettingsError(
+            f"PROFILEHUB_DATABASE_URL: an in-memory SQLite database keeps nothing; {_URL_FORMS}"
+        )
 
 
 def _int_env(name: str, default: int, minimum: int = 1) -> int:
