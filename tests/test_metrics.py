@@ -18,7 +18,7 @@ from profilehub.cli import main
 from profilehub.config import Settings
 from tests.cdp_client import Cdp
 from tests.conftest import OrgFixture
-from tests.serve_process import new_org, serve
+from tests.serve_process import free_port, new_org, serve
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -262,7 +262,7 @@ def test_a_metrics_folder_serve_cannot_use_is_refused_with_one_line(tmp_path: Pa
     not_a_folder.write_text("")
     result = CliRunner().invoke(
         main,
-        ["serve", "--port", "1"],
+        ["serve", "--port", str(free_port())],
         env={
             "PROMETHEUS_MULTIPROC_DIR": str(not_a_folder),
             "PROFILEHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'never.db'}",

@@ -18,6 +18,7 @@ from profilehub.profiles import ProfileService, ProfileWrite
 from profilehub.store.database import Database, SchemaAhead, _alembic_config, head_revision, make_engine
 from profilehub.store.strategy_store import load_strategy, seed_default_strategy
 from tests.conftest import make_org, migrated_url
+from tests.serve_process import free_port
 
 FIRST_RELEASE = "0001"
 ANN = "00000000-0000-4000-8000-00000000a001"
@@ -239,12 +240,13 @@ def _ahead(database_url: str) -> None:
     engine.dispose()
 
 
-@pytest.mark.parametrize("command_line", [("db", "upgrade"), ("org", "list"), ("serve", "--port", "1")])
+@pytest.mark.parametrize("command_line", [("db", "upgrade"), ("org", "list"), ("serve", "--port", "{port}")])
 def test_a_store_of_a_newer_version_is_refused_and_left_alone(
     database_url: str, command_line: tuple[str, ...]
 ) -> None:
     _ahead(database_url)
-    status, output = _profilehub(database_url, *command_line)
+    port = str(free_port())
+    status, output = _profilehub(database_url, *(arg.replace("{port}", port) for arg in command_line))
     assert status == 1
     assert "revision 9999, unknown to this version" in output and "newer profilehub" in output, output
     with pytest.raises(SchemaAhead):

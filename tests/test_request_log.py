@@ -198,6 +198,7 @@ def test_a_taken_port_is_one_clear_error_and_a_non_zero_exit(tmp_path: Path) -> 
     assert done.returncode != 0
     assert done.stderr.strip() == f"Error: port {port} is in use; choose another with --port"
     assert "http://" not in done.stdout
+    assert not (tmp_path / "serve.db").exists()  # refused before the database was made
 
 
 @pytest.mark.parametrize(

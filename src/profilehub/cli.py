@@ -237,6 +237,8 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
     # From here on stderr is the log, so what serve warns of at start-up reaches whatever reads the
     # log in its format (uvicorn and the workers configure the same again).
     configure_logging(log_level, access_log)
+    # Before the database is opened: a taken port is the one line said, nothing created or upgraded.
+    _check_port_free(host, port)
     _clear_own_metrics_folder()
     # Create or upgrade the schema once, before any worker starts.
     db = _connect(settings)
@@ -259,7 +261,6 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
             workers,
             workers,
         )
-    _check_port_free(host, port)
     url = f"http://{host}:{port}"
     console.print(
         f"profilehub {__version__} on {url} (database: {describe_database(settings.database_url)})",
