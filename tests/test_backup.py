@@ -62,3 +62,17 @@ def test_a_backup_holds_the_store_as_it_was(
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{restored}" WITH (FORCE)')
+
+
+def test_a_backup_of_a_stopped_postgresql_says_why_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The message was pg_dump's last line alone ("Is the server running on that host and
+    accepting TCP/IP connections?"), without the host, the port or the refusal."""
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/profilehub")
+    target = tmp_path / "down.dump"
+    result = CliRunner().invoke(main, ["db", "backup", str(target)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    [line] = result.output.splitlines()
+    assert line.startswith("Error: pg_dump failed: ") and "port 1 failed: Connection refused" in line, line
+    assert list(tmp_path.iterdir()) == []

@@ -78,5 +78,7 @@ def _postgres(parsed: sa.engine.URL, partial: Path) -> None:
         check=False,
     )
     if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise ServiceUnavailable(f"pg_dump failed: {reason}")
+        # Its whole message, on one line: the cause is on the first line (connection refused, at
+        # which host and port) and the last only hinted ("Is the server running on that host…").
+        reason = " ".join(line.strip() for line in done.stderr.splitlines() if line.strip())
+        raise ServiceUnavailable(f"pg_dump failed: {reason or f'exit status {done.returncode}'}")
