@@ -46,6 +46,10 @@ def test_the_retry_schedule_and_timings_are_part_of_the_settings(monkeypatch: py
         ("PROFILEHUB_WEBHOOK_RETRY_SCHEDULE", "-1"),
         ("PROFILEHUB_WEBHOOK_TIMEOUT_SECONDS", "0"),
         ("PROFILEHUB_DELIVERY_LEASE_SECONDS", "x"),
+        ("PROFILEHUB_DELIVERY_POLL_SECONDS", "nan"),  # was taken: the deliverer spun at full CPU
+        ("PROFILEHUB_WEBHOOK_TIMEOUT_SECONDS", "inf"),  # was taken: a silent endpoint held it for ever
+        ("PROFILEHUB_WEBHOOK_RETRY_SCHEDULE", "5,nan"),
+        ("PROFILEHUB_WEBHOOK_RETRY_SCHEDULE", "5,inf"),
         ("PROFILEHUB_SERVE_DELIVERS", "maybe"),
     ],
 )

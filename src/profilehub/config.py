@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -111,6 +112,10 @@ def _float_env(name: str, default: float, minimum: float) -> float:
         value = float(raw)
     except ValueError as exc:
         raise SettingsError(f"{name}: expected a number of seconds, got {raw!r}") from exc
+    # float() takes "nan" and "inf": a poll of nan seconds spun the deliverer at full CPU, a
+    # timeout of inf waited on a silent endpoint for ever.
+    if not math.isfinite(value):
+        raise SettingsError(f"{name}: expected a number of seconds, got {raw!r}")
     if value < minimum:
         raise SettingsError(f"{name}: must be at least {minimum}, got {raw}")
     return value
@@ -129,7 +134,7 @@ def parse_schedule(raw: str, name: str = "PROFILEHUB_WEBHOOK_RETRY_SCHEDULE") ->
         raise SettingsError(
             f"{name}: expected seconds separated by commas (5,300,1800), got {raw!r}"
         ) from exc
-    if not steps or any(s < 0 for s in steps):
+    if not steps or any(s < 0 or not math.isfinite(s) for s in steps):
         raise SettingsError(f"{name}: give at least one delay, none negative (e.g. 5,300,1800), got {raw!r}")
     return steps
 
