@@ -175,3 +175,18 @@ def test_a_database_url_the_engine_cannot_use_is_one_line_naming_the_variable(
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
         assert result.output.startswith("Error: PROFILEHUB_DATABASE_URL: "), result.output
         assert reason in result.output and "s3cret-pw" not in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    "name", ["PROFILEHUB_DB_CONNECT_TIMEOUT_SECONDS", "PROFILEHUB_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS"]
+)
+def test_a_timeout_postgresql_cannot_take_is_refused_naming_its_variable(
+    run, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Its milliseconds overflowed libpq's or the server's 32-bit setting, and the refusal blamed
+    PROFILEHUB_DATABASE_URL ("cannot open the database: invalid integer value ...")."""
+    monkeypatch.setenv(name, "3000000")
+    out = run("org", "list", ok=False)
+    assert out == f"Error: {name}: must be at most 2147483, got 3000000\n"
+    monkeypatch.setenv(name, "2147483")
+    run("org", "list")

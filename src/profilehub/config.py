@@ -76,7 +76,12 @@ def _check_database_url(url: str) -> None:
         )
 
 
-def _int_env(name: str, default: int, minimum: int = 1) -> int:
+# The most whole seconds PostgreSQL and libpq take as a timeout: they count milliseconds in a
+# 32-bit int, and refused more as a fault of the connection (blamed on PROFILEHUB_DATABASE_URL).
+MAX_POSTGRES_TIMEOUT_SECONDS = (2**31 - 1) // 1000
+
+
+def _int_env(name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -86,6 +91,8 @@ def _int_env(name: str, default: int, minimum: int = 1) -> int:
         raise SettingsError(f"{name}: expected an integer, got {raw!r}") from exc
     if value < minimum:
         raise SettingsError(f"{name}: must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name}: must be at most {maximum}, got {value}")
     return value
 
 
@@ -299,9 +306,11 @@ class Settings:
             write_batch_size=_int_env("PROFILEHUB_WRITE_BATCH_SIZE", 256),
             write_queue_max=_int_env("PROFILEHUB_WRITE_QUEUE_MAX", 1024),
             credential_cache_seconds=_int_env("PROFILEHUB_CREDENTIAL_CACHE_SECONDS", 5, 0),
-            db_connect_timeout_seconds=_int_env("PROFILEHUB_DB_CONNECT_TIMEOUT_SECONDS", 5),
+            db_connect_timeout_seconds=_int_env(
+                "PROFILEHUB_DB_CONNECT_TIMEOUT_SECONDS", 5, maximum=MAX_POSTGRES_TIMEOUT_SECONDS
+            ),
             db_idle_in_transaction_timeout_seconds=_int_env(
-                "PROFILEHUB_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 60, 0
+                "PROFILEHUB_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 60, 0, MAX_POSTGRES_TIMEOUT_SECONDS
             ),
             header_timeout_seconds=_int_env("PROFILEHUB_HEADER_TIMEOUT_SECONDS", 10),
             body_timeout_seconds=_int_env("PROFILEHUB_BODY_TIMEOUT_SECONDS", 30),
