@@ -190,3 +190,18 @@ def test_a_timeout_postgresql_cannot_take_is_refused_naming_its_variable(
     assert out == f"Error: {name}: must be at most 2147483, got 3000000\n"
     monkeypatch.setenv(name, "2147483")
     run("org", "list")
+
+
+def test_info_about_a_file_that_is_not_a_database_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was sqlite3's DatabaseError as a traceback; every other command said it in one line."""
+    not_a_database = tmp_path / "notes.txt"
+    not_a_database.write_text("these are not the tables you are looking for\n" * 100)
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", f"sqlite:///{not_a_database}")
+    for command in (["info"], ["org", "list"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+        assert "Error: PROFILEHUB_DATABASE_URL: cannot open the database: file is not a database" in (
+            result.output
+        )

@@ -367,7 +367,7 @@ def info() -> None:
     click.echo(f"database: {describe_database(settings.database_url)} ({origin})")
     try:
         revision = schema_revision(settings.database_url)
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DBAPIError as exc:  # unreachable, or a file that is not a SQLite database
         if not database_missing(exc):
             raise _unreachable(exc) from exc
         revision = None  # a PostgreSQL database is created on first use, as a SQLite file is

@@ -137,7 +137,7 @@ def schema_revision(url: str) -> str | None:
         engine.dispose()
 
 
-def database_missing(exc: sa.exc.OperationalError) -> bool:
+def database_missing(exc: sa.exc.DBAPIError) -> bool:
     # psycopg reports a connection refused for a missing database without a SQLSTATE.
     text = str(exc.orig or exc)
     return getattr(exc.orig, "sqlstate", None) == "3D000" or ("database" in text and "does not exist" in text)
