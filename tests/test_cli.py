@@ -6,12 +6,14 @@ from pathlib import Path
 
 import click
 import pytest
+import uvicorn
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from profilehub.app import create_app
 from profilehub.cli import main
 from profilehub.config import Settings
+from tests.serve_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -205,3 +207,18 @@ def test_info_about_a_file_that_is_not_a_database_is_one_line(
         assert "Error: PROFILEHUB_DATABASE_URL: cannot open the database: file is not a database" in (
             result.output
         )
+
+
+@pytest.mark.parametrize("url", ["redis://:s3cret-pw@redis.example:63x9/0", "redis://[::1/0"])
+def test_a_redis_url_that_cannot_be_parsed_stops_serve_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str
+) -> None:
+    """It was taken at start-up, and every request of a limited org then went unlimited, with a
+    warning in the log every 10 s."""
+    monkeypatch.setenv("PROFILEHUB_DATABASE_URL", f"sqlite:///{tmp_path / 'never.db'}")
+    monkeypatch.setenv("PROFILEHUB_REDIS_URL", url)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)  # were it not refused: no server
+    result = CliRunner().invoke(main, ["serve", "--port", str(free_port())])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert result.output.startswith("Error: PROFILEHUB_REDIS_URL: not a Redis URL (")
+    assert "s3cret-pw" not in result.output and not (tmp_path / "never.db").exists()

@@ -273,6 +273,17 @@ class Settings:
             raise SettingsError(
                 f"PROFILEHUB_REDIS_URL: {self.redis_url!r} is not a Redis URL; give redis://host:port/db"
             )
+        if self.redis_url:
+            # Parsed here, not at the first limited request: a bad port left every org unlimited,
+            # with a warning in the log every 10 s (the URL is not quoted: it may hold a password).
+            from redis.connection import parse_url
+
+            try:
+                parse_url(self.redis_url)  # type: ignore[no-untyped-call]
+            except ValueError as exc:
+                raise SettingsError(
+                    f"PROFILEHUB_REDIS_URL: not a Redis URL ({exc}); give redis://host:port/db"
+                ) from exc
         for origin in self.cors_origins:
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise SettingsError(
