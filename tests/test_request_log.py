@@ -223,6 +223,40 @@ def test_a_bad_log_setting_is_one_line_naming_its_variable(
     assert (done.returncode, done.stderr, done.stdout) == (1, f"Error: {name}: {expected}\n", "")
 
 
+def test_deliver_takes_the_log_level_serve_takes(tmp_path: Path) -> None:
+    # It ignored PROFILEHUB_LOG_LEVEL: a bad value ran on, a good one left its INFO lines on.
+    done = subprocess.run(
+        [str(VENV_BIN / "profilehub"), "deliver"],
+        env=_env(tmp_path, PROFILEHUB_LOG_LEVEL="verbose"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    expected = "Error: PROFILEHUB_LOG_LEVEL: expected debug, info, warning or error, got 'verbose'\n"
+    assert (done.returncode, done.stderr, done.stdout) == (1, expected, "")
+    # On a new database each: its "created the schema" line is INFO, shown at info, not at warning.
+    for level, shown in (("info", True), ("warning", False)):
+        folder = tmp_path / level
+        folder.mkdir()
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "profilehub"), "deliver", "--log-level", level],
+            env=_env(folder),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        said: list[str] = []
+        try:
+            while not said or "Ctrl-C stops" not in said[-1]:  # the line it prints once it runs
+                line = proc.stderr.readline()
+                assert line, said
+                said.append(line)
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=60)
+        assert any(" INFO " in line and "created the schema" in line for line in said) is shown, said
+
+
 @pytest.mark.parametrize("access_log", ["default", "off"])
 def test_serve_prints_the_docs_url_and_logs_json_lines(tmp_path: Path, access_log: str) -> None:
     port = free_port()

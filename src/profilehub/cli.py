@@ -201,13 +201,8 @@ class EnvOption(click.Option):
             raise click.ClickException(f"{self.envvar}: expected {self.expected}, got {value!r}") from exc
 
 
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option(
-    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on."
-)
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
-@click.option(
+# ``serve``'s and ``deliver``'s: one variable sets the level of every long-running process's log.
+log_level_option = click.option(
     "--log-level",
     cls=EnvOption,
     expected=f"{', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}",
@@ -215,8 +210,17 @@ class EnvOption(click.Option):
     default="info",
     show_default=True,
     envvar="PROFILEHUB_LOG_LEVEL",
-    help="Level of the JSON log lines on stderr (env PROFILEHUB_LOG_LEVEL).",
+    help="Level of the log lines on stderr (env PROFILEHUB_LOG_LEVEL).",
 )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on."
+)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
+@log_level_option
 @click.option(
     "--access-log/--no-access-log",
     cls=EnvOption,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import click
 
-from profilehub.cli import domain_errors, open_db, open_org_db, org_id_option
+from profilehub.cli import domain_errors, log_level_option, open_db, open_org_db, org_id_option
 from profilehub.config import Settings, SettingsError
 from profilehub.delivery import endpoints
 from profilehub.delivery.endpoints import Endpoint
@@ -155,7 +155,8 @@ def webhook_replay(endpoint_id: str, after: str) -> None:
     help="The JetStream stream (created when missing, subjects profilehub.>).",
 )
 @click.option("--no-webhooks", is_flag=True, help="Only publish to NATS; leave webhooks to other deliverers.")
-def deliver(nats_url: str | None, stream: str, no_webhooks: bool) -> None:
+@log_level_option
+def deliver(nats_url: str | None, stream: str, no_webhooks: bool, log_level: str) -> None:
     """Deliver events until stopped (Ctrl-C, SIGTERM): webhooks, and with --nats, NATS JetStream.
 
     Runs beside or instead of `profilehub serve`'s own delivery, on any host that reaches the
@@ -171,7 +172,7 @@ def deliver(nats_url: str | None, stream: str, no_webhooks: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     # Warnings (an endpoint's round failing, the database away) as lines on stderr, never a URL
     # or a secret (the endpoint is named by its id).
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Alembic's INFO lines on opening the store ("Context impl SQLiteImpl.") say nothing to an
     # operator; its warnings and errors still show.
     logging.getLogger("alembic").setLevel(logging.WARNING)
