@@ -164,6 +164,8 @@ def test_cli_refuses_out_of_range_and_reserved_values(run, args: tuple[str, ...]
         ("sqlite://profilehub.db", "three slashes"),
         ("sqlite://", "in-memory"),
         ("sqlite:///:memory:", "in-memory"),
+        # info said "none yet (created on first use)", every other command "unable to open database file"
+        ("sqlite:////nonexistent-folder-5521/x.db", "the folder '/nonexistent-folder-5521' does not exist"),
     ],
 )
 def test_a_database_url_the_engine_cannot_use_is_one_line_naming_the_variable(

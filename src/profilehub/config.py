@@ -74,6 +74,15 @@ def _check_database_url(url: str) -> None:
         raise SettingsError(
             f"PROFILEHUB_DATABASE_URL: an in-memory SQLite database keeps nothing; {_URL_FORMS}"
         )
+    if not parsed.database.startswith("file:"):  # a URI filename: SQLite's to read
+        # SQLite creates the file, not its folder: every command would fail with "unable to open
+        # database file" while ``info`` said it would be created on first use.
+        folder = Path(parsed.database).parent
+        if not folder.is_dir():
+            raise SettingsError(
+                f"PROFILEHUB_DATABASE_URL: the folder {str(folder)!r} does not exist (SQLite creates the "
+                "database file, not its folder): create it, or fix the path"
+            )
 
 
 # The most whole seconds PostgreSQL and libpq take as a timeout: they count milliseconds in a
