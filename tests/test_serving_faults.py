@@ -4,8 +4,10 @@ for both databases, so the server runs on SQLite."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -158,3 +160,23 @@ def test_head_answers_as_get_without_a_body(server: tuple[int, OrgFixture]) -> N
         status, headers, body = _answer(_until_closed(sock))
     assert (status, body) == (200, b"")
     assert headers["content-length"] == get.headers["content-length"]
+
+
+def test_an_idle_kept_alive_connection_outlives_the_clients_own_idle_limit(
+    server: tuple[int, OrgFixture],
+) -> None:
+    # uvicorn closed it after 5 s, httpx's own pool limit: a client reusing it just then got its
+    # request reset (ReadError under load). Kept 75 s now, the client lets it go first.
+    port, _ = server
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() and conn.sock is not None
+        first = conn.sock
+        time.sleep(6)  # idle past the old limit
+        conn.request("GET", "/healthz")
+        answer = conn.getresponse()
+        assert answer.status == 200 and answer.read()
+        assert conn.sock is first  # the same connection, not one made again
+    finally:
+        conn.close()

@@ -231,6 +231,11 @@ class Settings:
     # it gets a 408 and the connection is closed. Only ``profilehub serve`` applies them.
     header_timeout_seconds: int = 10
     body_timeout_seconds: int = 30
+    # An idle kept-alive connection is closed after this many seconds. Longer than the clients'
+    # and proxies' own idle limits (httpx 5 s, AWS load balancers 60 s), so that they let a
+    # connection go first: at uvicorn's 5 s, a client reusing a connection as the server closed it
+    # got a reset on its request (httpx's ReadError under load). nginx's default.
+    keep_alive_seconds: int = 75
     # OIDC/Okta JWTs on the CDP dialect: all three set, or none (JWTs then refused with 401).
     jwt_issuer: str = ""
     jwt_audience: str = ""
@@ -334,6 +339,7 @@ class Settings:
             ),
             header_timeout_seconds=_int_env("PROFILEHUB_HEADER_TIMEOUT_SECONDS", 10),
             body_timeout_seconds=_int_env("PROFILEHUB_BODY_TIMEOUT_SECONDS", 30),
+            keep_alive_seconds=_int_env("PROFILEHUB_KEEP_ALIVE_SECONDS", 75),
             jwt_issuer=os.environ.get("PROFILEHUB_JWT_ISSUER", ""),
             jwt_audience=os.environ.get("PROFILEHUB_JWT_AUDIENCE", ""),
             jwt_jwks=os.environ.get("PROFILEHUB_JWT_JWKS", ""),

@@ -6,7 +6,8 @@ sending a header line or a body byte now and then held 500 connections for as lo
 kept at it. Here the headers must arrive within ``PROFILEHUB_HEADER_TIMEOUT_SECONDS`` of the
 connection being opened (or of the request's first byte, on a kept-alive connection) and the
 body within ``PROFILEHUB_BODY_TIMEOUT_SECONDS`` after its headers; otherwise the client gets a
-408 and the connection is closed. An idle kept-alive connection is closed by uvicorn after 5 s.
+408 and the connection is closed. An idle kept-alive connection is closed by uvicorn after
+``PROFILEHUB_KEEP_ALIVE_SECONDS`` (``workers.uvicorn_options``).
 
 At shutdown (SIGTERM) uvicorn stops accepting connections, lets each request in progress finish,
 and closes every other connection at once, the ones whose next request has begun to arrive

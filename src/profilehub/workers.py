@@ -34,6 +34,7 @@ import threading
 import time
 from typing import Any
 
+from profilehub.config import Settings
 from profilehub.request_log import configure_logging, logging_config
 
 log = logging.getLogger("profilehub.workers")
@@ -59,6 +60,8 @@ def uvicorn_options(log_level: str, access_log: bool) -> dict[str, Any]:
         "http": "profilehub.serving:HttpProtocol",
         "access_log": False,
         "timeout_worker_healthcheck": WORKER_HEALTHCHECK_SECONDS,
+        # ``serve`` has checked the settings before it gets here
+        "timeout_keep_alive": Settings.from_env().keep_alive_seconds,
     }
 
 
