@@ -245,6 +245,20 @@ def test_odd_requests_get_pages_not_errors(client: TestClient, org: OrgFixture) 
     assert client.get("/console/static/vendor/cytoscape-3.35.0.LICENSE").text.startswith("Copyright")
 
 
+def test_a_malformed_page_number_keeps_the_session_top_bar(client: TestClient, org: OrgFixture) -> None:
+    # FastAPI checks the query before the route reads its session: the error page must still
+    # show who is signed in and the way out, not a "Sign in" link as if the session had ended.
+    sign_in(client, org.token)
+    for address in ("/console/people?page=abc", "/console/companies?page=", "/console/companies/x?page=2.5"):
+        refused = client.get(address)
+        _page(refused, 400, "page")
+        assert f"org {org.org_id}" in refused.text and "Sign out" in refused.text, refused.text
+    client.post("/console/sign-out", data={"csrf": csrf_of(client.get("/console/people"))})
+    # Signed out, the same address asks to sign in, as any other console page does.
+    gone = client.get("/console/people?page=abc", follow_redirects=False)
+    assert gone.status_code == 303 and gone.headers["location"] == "/console/sign-in"
+
+
 def test_an_expired_session_signs_in_again(client: TestClient, app: FastAPI, org: OrgFixture) -> None:
     sign_in(client, org.apikey)
     assert client.get("/console/admin").status_code == 200

@@ -39,7 +39,18 @@ class ConsoleRoute(APIRoute):
 
         async def run(request: Request) -> Response:
             try:
-                response = await handler(request)
+                try:
+                    response = await handler(request)
+                except RequestValidationError as exc:
+                    # FastAPI checks the query (a `page` that is no number) before the route reads
+                    # its session, so read it here: the page keeps the signed-in top bar, and a
+                    # browser without a session is sent to sign in as on any other page.
+                    session = await current_session(request)
+                    fields = "; ".join(
+                        f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}"
+                        for e in exc.errors()
+                    )
+                    response = error_page(400, fields, session)
             except SignInRequired as exc:
                 if request.method in ("GET", "HEAD"):
                     response = RedirectResponse(f"{COOKIE_PATH}/sign-in", status_code=303)
@@ -48,11 +59,6 @@ class ConsoleRoute(APIRoute):
             except ProfilehubError as exc:
                 response = error_page(exc.status, exc.message, getattr(request.state, "console", None))
                 response.headers.update(exc.headers)
-            except RequestValidationError as exc:
-                fields = "; ".join(
-                    f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}" for e in exc.errors()
-                )
-                response = error_page(400, fields, getattr(request.state, "console", None))
             return secure(response)
 
         return run
