@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from profilehub.http import error_response
 
@@ -69,7 +70,7 @@ def method_not_allowed(
     """A 405 for ``template`` naming every method it takes, in the message and ``Allow``."""
     methods = allowed_methods(request.app, template) if template else []
     if not methods:
-        methods = sorted(fallback or ())
+        methods = _answering_methods(request) or sorted(fallback or ())
     allow = ", ".join(methods)
     return error_response(
         405,
@@ -77,3 +78,21 @@ def method_not_allowed(
         {"method": f"allowed: {allow}"},
         headers={"Allow": allow},
     )
+
+
+# The methods a route may take; HEAD follows GET (http.HeadAsGetMiddleware).
+_METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
+
+
+def _answering_methods(request: Request) -> list[str]:
+    """The methods some route answers at the request's path, asking the routes themselves: for
+    undocumented routes (the console's), where a page's GET and its form's POST are two routes
+    and the router's 405 knows only the first."""
+    found = set()
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            found.add(method)
+    if "GET" in found:
+        found.add("HEAD")
+    return sorted(found)
