@@ -237,6 +237,17 @@ def test_blocking_a_value_from_the_org_page(client: TestClient, app: FastAPI, or
     _page(refused, 403, "this needs scope profile.write")
 
 
+def test_an_unknown_block_action_blocks_nothing(client: TestClient, org: OrgFixture) -> None:
+    # Only the org page's two forms post here: another action (a mistyped "Unblock") must not
+    # fall through to blocking the value.
+    csrf = sign_in(client, org.apikey)
+    refused = client.post(
+        "/console/admin/blocked", data={"csrf": csrf, "action": "Unblock", "value": "x@example.com"}
+    )
+    _page(refused, 400, "action")
+    assert "x@example.com" not in client.get("/console/admin").text
+
+
 def test_odd_requests_get_pages_not_errors(client: TestClient, org: OrgFixture) -> None:
     sign_in(client, org.apikey)
     _page(client.get("/console/people?page=abc"), 400, "page")

@@ -451,7 +451,11 @@ async def admin_block(request: Request) -> Response:
     form = await checked_form(request, session)
     value, id_type = form.get("value", ""), form.get("id_type", "").strip() or "*"
     actor = session.principal.actor
-    if form.get("action") == "unblock":
+    action = form.get("action", "block")
+    if action not in ("block", "unblock"):
+        # Not a form of this console's (the block form sends no action): block nothing.
+        raise BadRequest(f"{action!r} is neither block nor unblock", field="action")
+    if action == "unblock":
         if form.get("confirm") != "yes":
             # Unblocking lets the value link profiles again: one more step, naming it.
             return render("unblock.html", session=session, value=value, id_type=id_type)
