@@ -106,7 +106,10 @@ def test_erase_needs_the_typed_ucid_and_the_delete_scope(
     refused = client.post(f"/console/profiles/{ucid}/erase", data={"csrf": csrf, "confirm": ucid})
     _page(refused, 403, "this needs scope profile.delete")
     csrf = sign_in(client, org.apikey)
-    assert "(no CRM person is linked to it)" in client.get(f"/console/profiles/{ucid}/erase").text
+    form = client.get(f"/console/profiles/{ucid}/erase").text
+    assert "(no CRM person is linked to it)" in form
+    # A person nothing was merged into: no "the 0 profiles merged into it".
+    assert "This erases the profile and every id it holds" in form and "the 0 profiles" not in form
     mistyped = client.post(f"/console/profiles/{ucid}/erase", data={"csrf": csrf, "confirm": ucid[:-1]})
     _page(mistyped, 400, f"confirm: type the ucid {ucid} exactly")
     assert client.get(f"/console/profiles/{ucid}").status_code == 200
