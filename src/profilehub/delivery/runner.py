@@ -27,7 +27,13 @@ import sqlalchemy as sa
 from profilehub.delivery import leases
 from profilehub.delivery.sender import WebhookSender
 from profilehub.delivery.settings import DeliverySettings
-from profilehub.delivery.stream import JetStreamPublisher, commit_batch, ensure_cursor, read_batch
+from profilehub.delivery.stream import (
+    JetStreamPublisher,
+    StreamUnavailable,
+    commit_batch,
+    ensure_cursor,
+    read_batch,
+)
 from profilehub.delivery.webhooks import MORE, EndpointRounds, StaleRound
 from profilehub.store.database import Database
 from profilehub.store.tables import orgs, stream_cursors, webhook_endpoints
@@ -211,6 +217,11 @@ class Deliverer:
                 continue
             except asyncio.CancelledError:
                 raise
+            except StreamUnavailable as exc:
+                # The broker's own words say it all: one line, not a traceback per retry.
+                log.warning("delivery: round of %s failed; trying again: %s", lease, exc)
+                await self._sleep(self.settings.poll_seconds)
+                continue
             except Exception:
                 log.warning("delivery: round of %s failed; trying again", lease, exc_info=True)
                 await self._sleep(self.settings.poll_seconds)

@@ -30,6 +30,12 @@ from profilehub.store.tables import stream_cursors
 log = logging.getLogger(__name__)
 DEFAULT_STREAM = "PROFILEHUB"
 CONNECT_SECONDS = 10
+# How long a batch's acknowledgements may take once it is sent. nats-py never times out a
+# ``publish_async`` acknowledgement: one lost with a broker that died (or refused by a stream's
+# limits, which nats-py reports only to the error callback) left the org's publishing waiting
+# forever. Past this the batch is sent again, and JetStream drops the copies it already holds.
+ACK_SECONDS = 10
+RECONNECTED_POLL_SECONDS = 0.1
 SUBJECT_PREFIX = "profilehub"
 
 
@@ -96,7 +102,14 @@ class JetStreamPublisher:
         return cls(nc, js, stream)
 
     async def publish(self, org_id: int, batch: list[tuple[int, str, bytes]]) -> None:
-        """Publish (event id, type, body) in order; returns once JetStream acknowledged all."""
+        """Publish (event id, type, body) in order; returns once JetStream acknowledged all.
+
+        Raises ``StreamUnavailable`` when an acknowledgement is refused or does not come within
+        ``ACK_SECONDS``: the caller keeps its cursor and publishes the batch again."""
+        # While the broker is away nats-py would buffer the messages and, batch after batch
+        # sent again, overflow its buffer: wait for the reconnect instead, as the docs promise.
+        while not self.nc.is_connected:
+            await asyncio.sleep(RECONNECTED_POLL_SECONDS)
         acks = [
             await self.js.publish_async(
                 subject(org_id, event_type),
@@ -106,7 +119,24 @@ class JetStreamPublisher:
             )
             for event_id, event_type, body in batch
         ]
-        await asyncio.gather(*acks)
+        if not acks:
+            return
+        try:
+            done, waiting = await asyncio.wait(acks, timeout=ACK_SECONDS, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            # An ack left waiting holds one of nats-py's 4000 slots for good: cancelling frees it.
+            for ack in acks:
+                ack.cancel()
+        refused = next((f.exception() for f in done if not f.cancelled() and f.exception()), None)
+        if refused is not None:
+            raise StreamUnavailable(
+                f"JetStream stream {self.stream!r} refused an event: {refused}"
+            ) from refused
+        if waiting:
+            raise StreamUnavailable(
+                f"JetStream did not acknowledge {len(waiting)} of {len(batch)} events within "
+                f"{ACK_SECONDS} s (broker lost or stream at its limits); publishing them again"
+            )
 
     async def close(self) -> None:
         await self.nc.drain()

@@ -1,0 +1,161 @@
+"""`profilehub deliver --nats` against a NATS server of the test's own (started, stopped, frozen
+at will; the machine's broker is left alone): a stream at its limits or a broker lost mid-batch
+holds publishing back and loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from profilehub.store.database import Database
+from tests.conftest import make_org, running_in_ci
+from tests.test_deliver_processes import deliver, write_many
+from tests.webhook_receiver import wait_for
+
+
+class NatsServer:
+    """A ``nats-server -js`` on a free port, its store in ``folder`` (kept across restarts)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.folder)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for("nats-server to listen", self._listening)
+
+    def _listening(self) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)  # a frozen server must run to die
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[NatsServer]:
+    if shutil.which("nats-server") is None:
+        if running_in_ci():
+            pytest.fail("CI=true and no nats-server on PATH")
+        pytest.skip("NATS-SERVER UNAVAILABLE: test not run (install nats-server)")
+    server = NatsServer(tmp_path / "jetstream")
+    server.start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.kill()
+
+
+def run(url: str, job: Any) -> Any:
+    async def main() -> Any:
+        nc = await nats.connect(url)
+        try:
+            return await job(nc.jetstream())
+        finally:
+            await nc.close()
+
+    return asyncio.run(main())
+
+
+def stored(url: str, org_id: int) -> list[int]:
+    """The event ids the stream holds for the org, in stream order ([] when there is no stream)."""
+
+    async def read(js: Any) -> list[int]:
+        try:
+            info = await js.stream_info("PROFILEHUB")
+        except nats.js.errors.NotFoundError:
+            return []
+        ids: list[int] = []
+        if not info.state.messages:
+            return ids
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                msg = await js.get_msg("PROFILEHUB", seq)
+                if msg.subject.startswith(f"profilehub.{org_id}."):
+                    ids.append(int(json.loads(msg.data or b"{}")["id"]))
+        return ids
+
+    result: list[int] = run(url, read)
+    return result
+
+
+def test_a_full_stream_holds_publishing_back_until_its_limit_is_raised(
+    database_url: str, tmp_path: Path, broker: NatsServer
+) -> None:
+    run(
+        broker.url,
+        lambda js: js.add_stream(name="PROFILEHUB", subjects=["profilehub.>"], max_msgs=10, discard="new"),
+    )
+    db = Database(database_url)
+    try:
+        make_org(db)
+        write_many(db, 1234, 30, people=3)
+    finally:
+        db.close()
+    with deliver(database_url, tmp_path, "--nats", broker.url, "--no-webhooks"):
+        wait_for("the stream to fill", lambda: len(stored(broker.url, 1234)) == 10)
+
+        run(
+            broker.url,
+            lambda js: js.update_stream(
+                name="PROFILEHUB", subjects=["profilehub.>"], max_msgs=-1, discard="new"
+            ),
+        )
+        # nats-py reported the refusals only to its error callback: publishing waited for their
+        # acknowledgements for good, and the events after the tenth were never published.
+        wait_for("the rest once the limit is raised", lambda: len(stored(broker.url, 1234)) == 30, timeout=60)
+    assert stored(broker.url, 1234) == list(range(1, 31)), "an event repeated, lost or out of order"
+
+
+def _server_unread_bytes(port: int) -> int:
+    """Bytes waiting in the (frozen) server's sockets on ``port``: what the deliverer sent it."""
+    total = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port:
+            total += int(fields[4].split(":")[1], 16)
+    return total
+
+
+def test_a_broker_lost_mid_batch_loses_no_event(
+    database_url: str, tmp_path: Path, broker: NatsServer
+) -> None:
+    db = Database(database_url)
+    try:
+        make_org(db)
+        write_many(db, 1234, 10, people=3)
+        with deliver(database_url, tmp_path, "--nats", broker.url, "--no-webhooks"):
+            wait_for("the first events", lambda: len(stored(broker.url, 1234)) == 10)
+            assert broker.proc is not None
+            broker.proc.send_signal(signal.SIGSTOP)
+            unread = _server_unread_bytes(broker.port)
+            write_many(db, 1234, 20, people=3)
+            # Sent, never read: the server dies with the batch in its socket, no ack ever comes.
+            wait_for("the batch sent", lambda: _server_unread_bytes(broker.port) > unread)
+            broker.kill()
+            broker.start()
+            wait_for("every event after the restart", lambda: len(stored(broker.url, 1234)) == 30, timeout=60)
+        assert stored(broker.url, 1234) == list(range(1, 31)), "an event repeated, lost or out of order"
+    finally:
+        db.close()
