@@ -1,6 +1,6 @@
 """`profilehub deliver --nats` against a NATS server of the test's own (started, stopped, frozen
 at will; the machine's broker is left alone): a stream at its limits or a broker lost mid-batch
-holds publishing back and loses nothing."""
+holds publishing back and loses nothing, and a stream of another shape is refused at start."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ import pytest
 
 from profilehub.store.database import Database
 from tests.conftest import make_org, running_in_ci
-from tests.test_deliver_processes import deliver, write_many
+from tests.serve_process import VENV_BIN
+from tests.test_deliver_processes import FAST_ENV, deliver, write_many
 from tests.webhook_receiver import wait_for
 
 
@@ -159,3 +160,21 @@ def test_a_broker_lost_mid_batch_loses_no_event(
         assert stored(broker.url, 1234) == list(range(1, 31)), "an event repeated, lost or out of order"
     finally:
         db.close()
+
+
+def test_a_stream_of_that_name_on_other_subjects_is_refused_at_start(
+    database_url: str, broker: NatsServer
+) -> None:
+    run(broker.url, lambda js: js.add_stream(name="PROFILEHUB", subjects=["orders.>"]))
+    db = Database(database_url)
+    db.close()
+    done = subprocess.run(
+        [str(VENV_BIN / "profilehub"), "deliver", "--nats", broker.url, "--no-webhooks"],
+        env={"PROFILEHUB_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin", **FAST_ENV},
+        capture_output=True,
+        timeout=60,
+    )
+    # It ran on, failing every round with a traceback twice a second and publishing nothing.
+    assert done.returncode != 0
+    err = done.stderr.decode()
+    assert "--stream" in err and "orders.>" in err and "profilehub.>" in err, err

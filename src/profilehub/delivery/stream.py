@@ -52,6 +52,12 @@ async def _broker_error(exc: Exception) -> None:
     log.warning("NATS: %s", exc)
 
 
+def covers_ours(stream_subject: str) -> bool:
+    """Whether a stream taking ``stream_subject`` takes every subject we publish (``profilehub.>``)."""
+    tokens = stream_subject.split(".")
+    return tokens == [">"] or (tokens[0] in (SUBJECT_PREFIX, "*") and tokens[1:] == [">"])
+
+
 def msg_id(org_id: int, event_id: int) -> str:
     return f"{org_id}:{event_id}"
 
@@ -87,7 +93,7 @@ class JetStreamPublisher:
             raise StreamUnavailable(f"--nats: no NATS server answers at {url}") from None
         js = nc.jetstream()
         try:
-            await js.stream_info(stream)
+            info = await js.stream_info(stream)
         except NotFoundError:
             try:
                 await js.add_stream(name=stream, subjects=[f"{SUBJECT_PREFIX}.>"])
@@ -99,6 +105,16 @@ class JetStreamPublisher:
                     raise StreamUnavailable(
                         f"--stream: cannot create JetStream stream {stream!r}: {exc.description}"
                     ) from exc
+        else:
+            # A stream of that name made by someone else for other subjects would refuse every
+            # event (no stream answers for profilehub.…): say so now rather than fail each round.
+            taken = info.config.subjects or []
+            if not any(covers_ours(s) for s in taken):
+                await nc.close()
+                raise StreamUnavailable(
+                    f"--stream: JetStream stream {stream!r} exists with subjects {', '.join(taken) or '(none)'}, "
+                    f"not {SUBJECT_PREFIX}.>: name a stream for {SUBJECT_PREFIX}.>, or add that subject to it"
+                )
         return cls(nc, js, stream)
 
     async def publish(self, org_id: int, batch: list[tuple[int, str, bytes]]) -> None:
