@@ -178,3 +178,21 @@ def test_a_stream_of_that_name_on_other_subjects_is_refused_at_start(
     assert done.returncode != 0
     err = done.stderr.decode()
     assert "--stream" in err and "orders.>" in err and "profilehub.>" in err, err
+
+
+def test_a_stream_deleted_between_runs_is_made_again_with_every_event(
+    database_url: str, tmp_path: Path, broker: NatsServer
+) -> None:
+    db = Database(database_url)
+    try:
+        make_org(db)
+        write_many(db, 1234, 10, people=3)
+    finally:
+        db.close()
+    with deliver(database_url, tmp_path, "--nats", broker.url, "--no-webhooks"):
+        wait_for("the events published", lambda: len(stored(broker.url, 1234)) == 10)
+    run(broker.url, lambda js: js.delete_stream("PROFILEHUB"))
+    with deliver(database_url, tmp_path, "--nats", broker.url, "--no-webhooks"):
+        # The org's cursor stayed at 10: the new stream got none of the retained events.
+        wait_for("the events in the new stream", lambda: len(stored(broker.url, 1234)) == 10)
+    assert stored(broker.url, 1234) == list(range(1, 11))

@@ -33,6 +33,7 @@ from profilehub.delivery.stream import (
     commit_batch,
     ensure_cursor,
     read_batch,
+    restart_cursors,
 )
 from profilehub.delivery.webhooks import MORE, EndpointRounds, StaleRound
 from profilehub.store.database import Database
@@ -81,6 +82,8 @@ class Deliverer:
         publisher = None
         if self.nats_url:
             publisher = await JetStreamPublisher.connect(self.nats_url, self.nats_stream or "PROFILEHUB")
+            if publisher.created:
+                await self.db.awrite(functools.partial(restart_cursors, name=publisher.name))
         try:
             while not stop.is_set():
                 try:

@@ -63,10 +63,13 @@ def msg_id(org_id: int, event_id: int) -> str:
 
 
 class JetStreamPublisher:
-    def __init__(self, nc: NATS, js: JetStreamContext, stream: str) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext, stream: str, *, created: bool = False) -> None:
         self.nc = nc
         self.js = js
         self.stream = stream
+        # Whether this connection made the stream: then it holds nothing yet, whatever the
+        # cursors say (a stream deleted, or a broker's store wiped, since they moved).
+        self.created = created
 
     @property
     def name(self) -> str:
@@ -92,11 +95,13 @@ class JetStreamPublisher:
         except TimeoutError:
             raise StreamUnavailable(f"--nats: no NATS server answers at {url}") from None
         js = nc.jetstream()
+        created = False
         try:
             info = await js.stream_info(stream)
         except NotFoundError:
             try:
                 await js.add_stream(name=stream, subjects=[f"{SUBJECT_PREFIX}.>"])
+                created = True
             except BadRequestError as exc:
                 try:
                     await js.stream_info(stream)  # another deliverer made it meanwhile
@@ -115,7 +120,7 @@ class JetStreamPublisher:
                     f"--stream: JetStream stream {stream!r} exists with subjects {', '.join(taken) or '(none)'}, "
                     f"not {SUBJECT_PREFIX}.>: name a stream for {SUBJECT_PREFIX}.>, or add that subject to it"
                 )
-        return cls(nc, js, stream)
+        return cls(nc, js, stream, created=created)
 
     async def publish(self, org_id: int, batch: list[tuple[int, str, bytes]]) -> None:
         """Publish (event id, type, body) in order; returns once JetStream acknowledged all.
@@ -156,6 +161,12 @@ class JetStreamPublisher:
 
     async def close(self) -> None:
         await self.nc.drain()
+
+
+def restart_cursors(conn: Connection, name: str) -> None:
+    """A stream just made starts with every org's first retained event, as the docs promise: the
+    cursors of a stream of that name deleted before would skip what it had held."""
+    conn.execute(stream_cursors.update().where(stream_cursors.c.stream == name).values(cursor=0, published=0))
 
 
 def ensure_cursor(conn: Connection, org_id: int, name: str) -> None:
