@@ -17,8 +17,10 @@ from typing import Any
 
 import nats
 import pytest
+import sqlalchemy as sa
 
 from profilehub.store.database import Database
+from profilehub.store.tables import stream_cursors
 from tests.conftest import make_org, running_in_ci
 from tests.serve_process import VENV_BIN
 from tests.test_deliver_processes import FAST_ENV, deliver, write_many
@@ -196,3 +198,25 @@ def test_a_stream_deleted_between_runs_is_made_again_with_every_event(
         # The org's cursor stayed at 10: the new stream got none of the retained events.
         wait_for("the events in the new stream", lambda: len(stored(broker.url, 1234)) == 10)
     assert stored(broker.url, 1234) == list(range(1, 11))
+
+
+def test_a_stop_while_the_broker_is_away_hands_the_stream_lease_back(
+    database_url: str, tmp_path: Path, broker: NatsServer
+) -> None:
+    db = Database(database_url)
+    try:
+        make_org(db)
+        write_many(db, 1234, 5, people=3)
+        with deliver(database_url, tmp_path, "--nats", broker.url, "--no-webhooks") as proc:
+            wait_for("the events published", lambda: len(stored(broker.url, 1234)) == 5)
+            broker.kill()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        # It ended on nats-py's "connection reconnecting" traceback, keeping its lease: another
+        # deliverer had to wait for it to run out.
+        assert proc.returncode == 0
+        with db.read() as conn:
+            owners = conn.execute(sa.select(stream_cursors.c.lease_owner)).scalars().all()
+        assert owners == [None]
+    finally:
+        db.close()

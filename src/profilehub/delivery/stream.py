@@ -160,7 +160,12 @@ class JetStreamPublisher:
             )
 
     async def close(self) -> None:
-        await self.nc.drain()
+        # Drained when connected (what was published is flushed); while the broker is away
+        # nats-py refuses to drain, and that error skipped handing the leases back at a stop.
+        if self.nc.is_connected:
+            await self.nc.drain()
+        else:
+            await self.nc.close()
 
 
 def restart_cursors(conn: Connection, name: str) -> None:
