@@ -137,6 +137,11 @@ BAD_EMAILS = [
     "a\ud800b@x.com",  # lone surrogate
     "a@b@x.com",
     "nobody",
+    # an empty label in the domain (RFC 5321 4.1.2): with a trailing dot the address would be a
+    # second spelling of a@x.com, so one email could belong to two people
+    "a@x.com.",
+    "a@x..com",
+    "a@.x.com",
 ]
 GOOD_EMAILS = [
     ("a" * 64 + "@" + DOMAIN_186, "a" * 64 + "@" + DOMAIN_186),  # 251: within both limits

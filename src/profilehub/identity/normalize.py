@@ -70,7 +70,9 @@ def check_email(text: str, field: str) -> None:
     if bad is not None:
         what = "a space" if bad == " " else f"the character U+{ord(bad):04X}"
         raise BadRequest(f"an email address must not contain {what}", field=field)
-    if not _EMAIL_SHAPE.fullmatch(text):
+    # An empty label in the domain (a trailing dot, "..") is no address by RFC 5321 4.1.2, and
+    # "a@x.com." would be a second spelling of a@x.com: one email with two owners, two hashes.
+    if not _EMAIL_SHAPE.fullmatch(text) or "" in text.rsplit("@", 1)[1].split("."):
         raise BadRequest(f"{text!r} is not an email address (local@domain.tld)", field=field)
     local = text.rsplit("@", 1)[0]
     if len(local.encode()) > MAX_EMAIL_LOCAL:
