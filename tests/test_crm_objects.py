@@ -130,6 +130,10 @@ def test_attribute_type_key_and_uniqueness_are_immutable(client: TestClient, org
             "currencyDisplay",
         ),
         ({"type": "text", "label": "X", "validation": ["phone"]}, "validation"),
+        # a JSON value of the wrong type is refused, not read as a flag or an id ("yes" was true)
+        ({"type": "text", "label": "X", "isUnique": "yes"}, "isUnique"),
+        ({"type": "text", "label": "X", "isRequired": 1}, "isRequired"),
+        ({"type": "select", "label": "X", "options": [{"id": True, "value": "A"}]}, "options.0.id"),
     ],
 )
 def test_bad_attribute_definitions(
@@ -139,6 +143,22 @@ def test_bad_attribute_definitions(
     r = add_attribute(client, org, body)
     assert r.status_code in (400, 404, 422)
     assert_error(r, r.status_code, field)
+    keys = [
+        a["key"] for a in client.get(f"{OBJECTS}/products", headers=org.bearer).json()["object"]["attributes"]
+    ]
+    assert keys == ["id", "created_at", "updated_at"]
+
+
+def test_flags_of_the_wrong_json_type_are_refused(client: TestClient, org: OrgFixture) -> None:
+    r = client.post(OBJECTS, json={**PRODUCT, "isActive": "no"}, headers=org.bearer)
+    assert_error(r, 422, "isActive")
+    assert client.get(f"{OBJECTS}/products", headers=org.bearer).status_code == 404
+    create_object(client, org)
+    assert add_attribute(client, org, {"type": "text", "label": "SKU"}).status_code == 201
+    r = client.patch(f"{OBJECTS}/products/attributes/sku", json={"isRequired": "yes"}, headers=org.bearer)
+    assert_error(r, 422, "isRequired")
+    sku = client.get(f"{OBJECTS}/products", headers=org.bearer).json()["object"]["attributes"][-1]
+    assert sku["key"] == "sku" and sku["isRequired"] is False
 
 
 TYPED = [
@@ -320,3 +340,4 @@ def test_record_matches_on_a_non_unique_attribute_update_the_oldest(
     assert r.headers["X-Profilehub-Matches"] == "3"
     found = client.get("/v2/crm/products", params={"search": "RED", "count": 2}, headers=org.bearer).json()
     assert found["pagination"]["total"] == 3 and len(found["collection"]) == 2
+

@@ -287,9 +287,12 @@ class CompaniesPage(BaseModel):
     pagination: Pagination
 
 
+# Strict: a flag sent as "yes" or 1, or an option id sent as true, is a 422 naming the field, as a
+# checkbox value of a record is; lax parsing read "no" as false and "yes" as a permanent isUnique.
 class ObjectCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [{"slug": "products", "singularName": "Product", "pluralName": "Products"}]
         },
@@ -304,6 +307,8 @@ class ObjectCreate(BaseModel):
 
 
 class AttributeOption(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     id: int | str | None = Field(default=None, description="Assigned when left out")
     value: str
     color: str | None = None
@@ -312,6 +317,7 @@ class AttributeOption(BaseModel):
 class AttributeCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {"type": "text", "label": "SKU", "isUnique": True},
@@ -347,7 +353,7 @@ class AttributeCreate(BaseModel):
 
 class AttributeUpdate(BaseModel):
     model_config = ConfigDict(
-        extra="allow", json_schema_extra={"examples": [{"label": "Status", "isRequired": True}]}
+        extra="allow", strict=True, json_schema_extra={"examples": [{"label": "Status", "isRequired": True}]}
     )
 
     label: str | None = None
