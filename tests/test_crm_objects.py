@@ -341,3 +341,30 @@ def test_record_matches_on_a_non_unique_attribute_update_the_oldest(
     found = client.get("/v2/crm/products", params={"search": "RED", "count": 2}, headers=org.bearer).json()
     assert found["pagination"]["total"] == 3 and len(found["collection"]) == 2
 
+
+# The vendor's "Update a CRM object attribute" example, verbatim: one body with the settings of
+# every type (options, relatedObjectLabel, currency), sent to a select attribute.
+VENDOR_ATTRIBUTE_PATCH = {
+    "label": "Status",
+    "isRequired": True,
+    "isArchived": False,
+    "options": [{"value": "Active", "color": "success", "id": 1}],
+    "relatedObjectLabel": "Contact Person",
+    "currencyDisplay": "code",
+    "currencyDecimal": False,
+    "currencyGrouping": False,
+}
+
+
+def test_the_vendors_attribute_patch_example_updates_a_select(client: TestClient, org: OrgFixture) -> None:
+    create_object(client, org)
+    body = {"type": "select", "label": "Customer Status", "options": [{"value": "Lead"}, {"value": "Active"}]}
+    assert add_attribute(client, org, body).status_code == 201
+    r = client.patch(
+        f"{OBJECTS}/products/attributes/customer_status", json=VENDOR_ATTRIBUTE_PATCH, headers=org.bearer
+    )
+    assert r.status_code == 200, r.text
+    attribute = r.json()["attribute"]
+    assert attribute["label"] == "Status" and attribute["isRequired"] is True
+    assert attribute["options"] == [{"id": 1, "value": "Active", "color": "success"}]
+    assert "currencyDisplay" not in attribute and "relatedObjectLabel" not in attribute

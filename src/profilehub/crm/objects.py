@@ -420,18 +420,17 @@ def update_attribute(
     for flag, column in (("isRequired", "is_required"), ("isArchived", "is_archived")):
         if flag in body:
             changes[column] = _flag(body, flag, False)
-    if "options" in body:
-        if attr.type not in WITH_OPTIONS:
-            raise BadRequest(f"{attr.type} attributes have no options", field="options")
+    # The settings of other types are ignored, as on create: the vendor's own PATCH example sends
+    # options, relatedObjectLabel and the currency settings together, for a select attribute.
+    if "options" in body and attr.type in WITH_OPTIONS:
         changes["options"] = orjson.dumps(_options(body["options"], attr.options)).decode()
     config = dict(attr.config)
-    if "relatedObjectLabel" in body:
-        if attr.type != "relation":
-            raise BadRequest("only relation attributes have it", field="relatedObjectLabel")
-        config["relatedObjectLabel"] = body["relatedObjectLabel"]
-    if {"currencyDisplay", "currencyDecimal", "currencyGrouping"} & set(body):
-        if attr.type != "currency":
-            raise BadRequest("only currency attributes have currency settings", field="currencyDisplay")
+    if "relatedObjectLabel" in body and attr.type == "relation":
+        label = body["relatedObjectLabel"]
+        if label is not None and not isinstance(label, str):
+            raise BadRequest("expected a string", field="relatedObjectLabel")
+        config["relatedObjectLabel"] = label
+    if {"currencyDisplay", "currencyDecimal", "currencyGrouping"} & set(body) and attr.type == "currency":
         _currency_settings(body, config, creating=False)
     changes["config"] = orjson.dumps(config).decode()
     ts = now_ms()
