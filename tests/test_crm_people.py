@@ -303,17 +303,28 @@ def test_list_pages_and_searches(client: TestClient, org: OrgFixture) -> None:
     r = client.get(f"{PEOPLE}?count=2&page=2", headers=org.bearer)
     body = r.json()
     assert [p["firstName"] for p in body["collection"]] == ["Person2", "Person3"]
+    # The vendor's pagination page: previousPage/nextPage are the paths of those pages (its client
+    # follows them), count the items of this page.
     assert body["pagination"] == {
         "total": 6,
         "count": 2,
         "totalPages": 3,
-        "previousPage": 1,
+        "previousPage": "/v2/crm/people?count=2&page=1",
         "currentPage": 2,
-        "nextPage": 3,
+        "nextPage": "/v2/crm/people?count=2&page=3",
     }
     last = client.get(f"{PEOPLE}?count=2&page=3", headers=org.bearer).json()["pagination"]
-    assert last["nextPage"] is None and last["previousPage"] == 2
-    assert client.get(PEOPLE, headers=org.bearer).json()["pagination"]["count"] == 20
+    assert last["nextPage"] is None and last["previousPage"] == "/v2/crm/people?count=2&page=2"
+    first = client.get(PEOPLE, headers=org.bearer).json()["pagination"]
+    assert first["count"] == 6 and first["previousPage"] is None and first["nextPage"] is None
+    # A client that follows nextPage keeps its page size and search, and reaches every match once.
+    seen, url = [], f"{PEOPLE}?search=acme.com&count=2"
+    while url:
+        page = client.get(url, headers=org.bearer).json()
+        seen += [p["firstName"] for p in page["collection"]]
+        assert page["pagination"]["count"] == len(page["collection"])
+        url = page["pagination"]["nextPage"]
+    assert seen == [f"Person{i}" for i in range(5)]
     for term, names in [("JONES", ["Zed"]), ("other.org", ["Zed"]), ("person1", ["Person1"]), ("%", [])]:
         found = client.get(PEOPLE, params={"search": term}, headers=org.bearer).json()["collection"]
         assert [p["firstName"] for p in found] == names, term

@@ -189,11 +189,11 @@ class PersonAnswer(BaseModel):
 
 class Pagination(BaseModel):
     total: int = Field(description="Records matching, over all pages")
-    count: int = Field(description="Page size asked for (1-100)")
+    count: int = Field(description="Items in this page")
     totalPages: int
-    previousPage: int | None
+    previousPage: str | None = Field(description="Path of the previous page; null on the first")
     currentPage: int
-    nextPage: int | None
+    nextPage: str | None = Field(description="Path of the next page; null on the last")
 
 
 class PeoplePage(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlencode
 
 import fastapi.responses
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Security
@@ -134,10 +135,17 @@ def _answer(status: int, key: str, body: Any, headers: dict[str, str] | None = N
     return JSONResponse({"success": True, "status": status, key: body}, status_code=status, headers=headers)
 
 
-def _page(items: list[dict[str, Any]], page: Page) -> JSONResponse:
-    return JSONResponse(
-        {"success": True, "status": 200, "collection": items, "pagination": page.pagination()}
-    )
+def _page(request: Request, items: list[dict[str, Any]], page: Page) -> JSONResponse:
+    """The vendor's pagination: ``count`` is the items of this page, ``previousPage`` and
+    ``nextPage`` the paths of those pages (its clients follow them), with the request's other
+    parameters (``count``, ``search``) kept so that following them walks the same list."""
+    pagination = page.pagination()
+    pagination["count"] = len(items)
+    for key in ("previousPage", "nextPage"):
+        if pagination[key] is not None:
+            query = [(k, v) for k, v in request.query_params.multi_items() if k != "page"]
+            pagination[key] = f"{request.url.path}?{urlencode([*query, ('page', pagination[key])])}"
+    return JSONResponse({"success": True, "status": 200, "collection": items, "pagination": pagination})
 
 
 def _written(key: str, result: PersonResult | RecordResult, body: dict[str, Any]) -> JSONResponse:
@@ -288,7 +296,7 @@ async def list_people(
     items, found = await _read(
         request, lambda c: people.list_people(c, principal.org_id, page=page, count=count, search=search)
     )
-    return _page(items, found)
+    return _page(request, items, found)
 
 
 @router.get(
@@ -385,7 +393,7 @@ async def list_companies(
         request,
         lambda c: companies.list_companies(c, principal.org_id, page=page, count=count, search=search),
     )
-    return _page(items, found)
+    return _page(request, items, found)
 
 
 @router.get(
@@ -584,7 +592,7 @@ async def list_records(
             c, principal.org_id, objectSlug, page=page, count=count, search=search
         ),
     )
-    return _page(items, found)
+    return _page(request, items, found)
 
 
 @router.get(
