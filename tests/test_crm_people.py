@@ -476,3 +476,29 @@ def test_a_value_changed_and_changed_back_in_one_call_is_matched_by_it_alone(
     ):
         r = put(client, org, body, matching)
         assert r.status_code == 201 and r.headers["X-Profilehub-Matches"] == "0", (matching, r.text)
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "field"),
+    [
+        ("PUT", "/v2/crm/people?matchingAttribute=email&matchingAttribute=phone_number", "matchingAttribute"),
+        (
+            "PUT",
+            "/v2/crm/people/_bulk?matchingAttribute=phone_number&matchingAttribute=email",
+            "matchingAttribute",
+        ),
+        ("GET", "/v2/crm/people?count=1&count=2", "count"),
+        ("GET", "/v2/crm/companies?page=1&page=2", "page"),
+        ("GET", "/v2/crm/people?search=a&search=b", "search"),
+    ],
+)
+def test_a_parameter_given_twice_is_refused(
+    client: TestClient, org: OrgFixture, method: str, url: str, field: str
+) -> None:
+    """Each parameter has one value: a second one was silently taken over the first, so an upsert
+    sent with two matchingAttributes matched (and could update) by the one the client put last."""
+    person = {"firstName": "Twice", "emails": ["twice@acme.com"], "phoneNumber": "+4930123456789"}
+    body = {"people": [person]} if "_bulk" in url else person
+    r = client.request(method, url, json=body if method == "PUT" else None, headers=org.bearer)
+    assert_error(r, 422, field)
+    assert client.get(PEOPLE, headers=org.bearer).json()["pagination"]["total"] == 0

@@ -38,7 +38,7 @@ from profilehub.crm.models import (
 from profilehub.crm.people import PersonResult
 from profilehub.crm.record_store import Page
 from profilehub.crm.records import RecordResult
-from profilehub.errors import ProfilehubError, Unauthorized, error_body
+from profilehub.errors import ProfilehubError, Unauthorized, Unprocessable, error_body
 from profilehub.feeds import parse_query, pull
 from profilehub.http import JSONResponse, checked_principal, domain_error_response, notices_header
 from profilehub.idempotency_http import answered
@@ -51,7 +51,23 @@ T = TypeVar("T")
 # Every route returns its own ``JSONResponse``; the default class below only tells the OpenAPI
 # generator that answers are JSON described by the ``responses`` models (with profilehub's own
 # response class it adds ``{"type": "string"}`` beside each model).
-router = APIRouter(prefix="/v2/crm", tags=["CRM"], default_response_class=fastapi.responses.JSONResponse)
+# The dialect's query parameters each take one value. A repeated one was silently read as its last
+# value: an upsert sent with two matchingAttributes matched, and updated, by the one put last.
+_ONE_VALUE = ("matchingAttribute", "count", "page", "search", "after", "limit", "wait")
+
+
+async def _one_value_each(request: Request) -> None:
+    for name in _ONE_VALUE:
+        if len(request.query_params.getlist(name)) > 1:
+            raise Unprocessable("given more than once; send it once", field=name)
+
+
+router = APIRouter(
+    prefix="/v2/crm",
+    tags=["CRM"],
+    default_response_class=fastapi.responses.JSONResponse,
+    dependencies=[Depends(_one_value_each)],
+)
 _bearer = HTTPBearer(
     auto_error=False, description="A CRM token: `profilehub token create --scopes crm:write`"
 )
