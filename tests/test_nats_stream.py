@@ -103,6 +103,15 @@ def stored(url: str, org_id: int) -> list[int]:
     return result
 
 
+def _org_with_events(database_url: str, count: int) -> None:
+    db = Database(database_url)
+    try:
+        make_org(db)
+        write_many(db, 1234, count, people=3)
+    finally:
+        db.close()
+
+
 def test_a_full_stream_holds_publishing_back_until_its_limit_is_raised(
     database_url: str, tmp_path: Path, broker: NatsServer
 ) -> None:
@@ -110,12 +119,7 @@ def test_a_full_stream_holds_publishing_back_until_its_limit_is_raised(
         broker.url,
         lambda js: js.add_stream(name="PROFILEHUB", subjects=["profilehub.>"], max_msgs=10, discard="new"),
     )
-    db = Database(database_url)
-    try:
-        make_org(db)
-        write_many(db, 1234, 30, people=3)
-    finally:
-        db.close()
+    _org_with_events(database_url, 30)
     with deliver(database_url, tmp_path, "--nats", broker.url, "--no-webhooks"):
         wait_for("the stream to fill", lambda: len(stored(broker.url, 1234)) == 10)
 
@@ -185,12 +189,7 @@ def test_a_stream_of_that_name_on_other_subjects_is_refused_at_start(
 def test_a_stream_deleted_between_runs_is_made_again_with_every_event(
     database_url: str, tmp_path: Path, broker: NatsServer
 ) -> None:
-    db = Database(database_url)
-    try:
-        make_org(db)
-        write_many(db, 1234, 10, people=3)
-    finally:
-        db.close()
+    _org_with_events(database_url, 10)
     with deliver(database_url, tmp_path, "--nats", broker.url, "--no-webhooks"):
         wait_for("the events published", lambda: len(stored(broker.url, 1234)) == 10)
     run(broker.url, lambda js: js.delete_stream("PROFILEHUB"))

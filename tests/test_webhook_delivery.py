@@ -267,6 +267,28 @@ def test_an_endpoint_deleted_while_its_round_sends_logs_no_failure(
         assert conn.execute(sa.select(sa.func.count()).select_from(webhook_pending)).scalar_one() == 0
 
 
+def _failing_at(store: Database, endpoint_id: str, event_id: int, key: str, now: int) -> None:
+    """The endpoint failing since a second ago, ``event_id`` waiting there for a retry in a minute."""
+    with store.engine.begin() as conn:
+        conn.execute(
+            webhook_pending.insert().values(
+                org_id=ORG,
+                endpoint_id=endpoint_id,
+                event_id=event_id,
+                ordering_key=key,
+                body="{}",
+                attempts=1,
+                next_attempt_ts=now + 60_000,
+                last_error="HTTP 503",
+            )
+        )
+        conn.execute(
+            webhook_endpoints.update()
+            .where(webhook_endpoints.c.endpoint_id == endpoint_id)
+            .values(failing_since=now - 1000)
+        )
+
+
 def test_a_round_recorded_while_an_erasure_deletes_its_events_does_not_deadlock(
     store: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -291,24 +313,7 @@ def test_a_round_recorded_while_an_erasure_deletes_its_events_does_not_deadlock(
         ).all()
     (a1, key_a, _), (a2, _, _), (b3, key_b, _) = rows[-3:]
     now = int(time.time() * 1000)
-    with store.engine.begin() as conn:
-        conn.execute(
-            webhook_pending.insert().values(
-                org_id=ORG,
-                endpoint_id=endpoint_id,
-                event_id=a1,
-                ordering_key=key_a,
-                body="{}",
-                attempts=1,
-                next_attempt_ts=now + 60_000,
-                last_error="HTTP 503",
-            )
-        )
-        conn.execute(
-            webhook_endpoints.update()
-            .where(webhook_endpoints.c.endpoint_id == endpoint_id)
-            .values(failing_since=now - 1000)
-        )
+    _failing_at(store, endpoint_id, a1, key_a, now)
     with store.read() as conn:
         target = load_target(conn, ORG, endpoint_id, now)
     assert target is not None
@@ -359,24 +364,7 @@ def test_rounds_of_two_endpoints_queued_together_do_not_deadlock_with_an_erasure
         ).all()
     (a1, key_a), (b2, key_b), (a3, _) = rows[-3:]
     now = int(time.time() * 1000)
-    with store.engine.begin() as conn:
-        conn.execute(
-            webhook_pending.insert().values(
-                org_id=ORG,
-                endpoint_id=first,
-                event_id=a1,
-                ordering_key=key_a,
-                body="{}",
-                attempts=1,
-                next_attempt_ts=now + 60_000,
-                last_error="HTTP 503",
-            )
-        )
-        conn.execute(
-            webhook_endpoints.update()
-            .where(webhook_endpoints.c.endpoint_id == first)
-            .values(failing_since=now - 1000)
-        )
+    _failing_at(store, first, a1, key_a, now)
     with store.read() as conn:
         one, two = (load_target(conn, ORG, e, now) for e in (first, second))
     assert one is not None and two is not None
