@@ -85,7 +85,10 @@ def test_every_route_needs_a_known_token(
     client: TestClient, org: OrgFixture, method: str, path: str, body: Any, headers: dict[str, str]
 ) -> None:
     ids = seed(client, org)
-    assert_error(call(client, method, path, body, ids, headers), 401, "Authorization")
+    r = call(client, method, path, body, ids, headers)
+    assert_error(r, 401, "Authorization")
+    # The scheme it takes, as a bearer-token API's 401 says (RFC 6750).
+    assert r.headers["WWW-Authenticate"].startswith("Bearer ")
 
 
 @pytest.mark.parametrize(("method", "path", "body"), READS + WRITES)
@@ -109,6 +112,7 @@ def test_a_revoked_token_stops_working(app: FastAPI, client: TestClient, org: Or
     app.state.db.write(lambda c: revoke_credential(c, org.org_id, made.prefix))
     r = client.get("/v2/crm/people", headers={"Authorization": f"Bearer {made.secret}"})
     assert_error(r, 401, "Authorization")
+    assert r.headers["WWW-Authenticate"].startswith("Bearer ")
 
 
 @pytest.mark.parametrize(("method", "path", "body"), [r for r in READS + WRITES if "{" in r[1]])

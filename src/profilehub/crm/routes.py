@@ -115,11 +115,25 @@ def crm_principal(write: bool) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
+# A 401 of a bearer-token API says which scheme it takes (RFC 6750, section 3), as clients and
+# proxies expect of one.
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="profilehub"'}
+
+
 def crm_credential(state: Any, token: str | None) -> Principal:
     """Who calls, from the bearer token; 401 if nobody. Also run by the credential gate."""
     if token is None:
-        raise Unauthorized("header is required: Authorization: Bearer <token>", field="Authorization")
-    principal: Principal = state.verifier.verify(state.db.read, token, CredentialKind.TOKEN, "Authorization")
+        raise Unauthorized(
+            "header is required: Authorization: Bearer <token>",
+            field="Authorization",
+            headers=BEARER_CHALLENGE,
+        )
+    try:
+        principal: Principal = state.verifier.verify(
+            state.db.read, token, CredentialKind.TOKEN, "Authorization"
+        )
+    except Unauthorized as exc:
+        raise Unauthorized(exc.message, field=exc.field, headers=BEARER_CHALLENGE) from exc
     return principal
 
 
