@@ -163,19 +163,24 @@ def test_metrics_off_is_a_404(settings_app: FastAPI) -> None:
         assert client.get("/metrics").status_code == 404
 
 
+def _requests_counted(base: str, labels: dict[str, str]) -> float:
+    """``profilehub_http_requests_total`` of ``labels`` in the server's /metrics at ``base``."""
+    r = httpx.get(f"{base}/metrics")
+    assert r.status_code == 200
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+    return value(samples, "profilehub_http_requests_total", **labels)
+
+
 def test_several_workers_answer_the_sum_over_all_of_them(tmp_path: Path) -> None:
     # A scrape reaches one worker; each must answer for all (prometheus-client multiprocess mode).
     health = {"method": "GET", "route": "/healthz", "status": "200"}
 
     def healthz_count(base: str) -> float:
-        r = httpx.get(f"{base}/metrics")
-        assert r.status_code == 200
-        samples = {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(r.text)
-            for s in family.samples
-        }
-        return value(samples, "profilehub_http_requests_total", **health)
+        return _requests_counted(base, health)
 
     with serve(f"sqlite:///{tmp_path / 'workers.db'}", tmp_path, "--workers", "2") as server:
         before = healthz_count(server.base)
@@ -237,14 +242,7 @@ def test_an_operators_metrics_folder_starts_each_run_from_zero(tmp_path: Path) -
     readyz = {"method": "GET", "route": "/readyz", "status": "200"}
 
     def readyz_count(base: str) -> float:
-        r = httpx.get(f"{base}/metrics")
-        assert r.status_code == 200
-        samples = {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(r.text)
-            for s in family.samples
-        }
-        return value(samples, "profilehub_http_requests_total", **readyz)
+        return _requests_counted(base, readyz)
 
     database = f"sqlite:///{tmp_path / 'runs.db'}"
     for run in (1, 2):
