@@ -74,20 +74,26 @@ def _check_database_url(url: str) -> None:
         raise SettingsError(
             f"PROFILEHUB_DATABASE_URL: an in-memory SQLite database keeps nothing; {_URL_FORMS}"
         )
-    if not parsed.database.startswith("file:"):  # a URI filename: SQLite's to read
-        # SQLite creates the file, not its folder: every command would fail with "unable to open
-        # database file" while ``info`` said it would be created on first use.
-        folder = Path(parsed.database).parent
-        if not folder.is_dir():
-            raise SettingsError(
-                f"PROFILEHUB_DATABASE_URL: the folder {str(folder)!r} does not exist (SQLite creates the "
-                "database file, not its folder): create it, or fix the path"
-            )
 
 
 # The most whole seconds PostgreSQL and libpq take as a timeout: they count milliseconds in a
 # 32-bit int, and refused more as a fault of the connection (blamed on PROFILEHUB_DATABASE_URL).
 MAX_POSTGRES_TIMEOUT_SECONDS = (2**31 - 1) // 1000
+
+
+def _check_sqlite_folder(url: str) -> None:
+    """A SQLite file named in PROFILEHUB_DATABASE_URL must be in a folder that exists: SQLite
+    creates the file, not its folder, so every command would fail with "unable to open database
+    file" while ``info`` said it would be created on first use. (The default's folder is made.)"""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database.startswith("file:"):
+        return  # a URI filename is SQLite's to read
+    folder = Path(parsed.database).parent
+    if not folder.is_dir():
+        raise SettingsError(
+            f"PROFILEHUB_DATABASE_URL: the folder {str(folder)!r} does not exist (SQLite creates the "
+            "database file, not its folder): create it, or fix the path"
+        )
 
 
 def _int_env(name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
@@ -325,6 +331,8 @@ class Settings:
             # SQLite creates the file but not its folder; only the default's folder is made
             # (a folder named in PROFILEHUB_DATABASE_URL that does not exist is more likely a typo).
             default_database_path().parent.mkdir(parents=True, exist_ok=True)
+        else:
+            _check_sqlite_folder(normalise_database_url(database_url))
         return cls(
             database_url=database_url,
             max_body_bytes=_int_env("PROFILEHUB_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024),
