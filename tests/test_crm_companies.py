@@ -120,3 +120,19 @@ def test_list_and_search_companies(client: TestClient, org: OrgFixture) -> None:
     )
     found = client.get(COMPANIES, params={"search": ".io"}, headers=org.bearer).json()["collection"]
     assert [c["name"] for c in found] == ["Globex"]
+
+
+def test_company_search_matches_text_in_any_case_as_unicode_case_folding_does(
+    client: TestClient, org: OrgFixture
+) -> None:
+    put(client, org, {"name": "Müller Straßenbau", "domain": "mueller.de"})
+    put(client, org, {"name": "İSTANBUL KALE", "domain": "kale.tr", "primaryLocation": "Ankara"})
+    for term, names in [
+        ("STRASSENBAU", ["Müller Straßenbau"]),
+        ("müller strassen", ["Müller Straßenbau"]),
+        ("İstanbul", ["İSTANBUL KALE"]),
+        ("istanbul", []),  # full case folding: İ is i with a dot above (see docs/crm.md)
+        ("ANKARA", ["İSTANBUL KALE"]),
+    ]:
+        found = client.get(COMPANIES, params={"search": term}, headers=org.bearer).json()["collection"]
+        assert [c["name"] for c in found] == names, term

@@ -256,7 +256,7 @@ def records_after(conn: Connection, org_id: int, slug: str, after_seq: int, limi
 
 
 def _like_pattern(term: str) -> str:
-    escaped = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    escaped = fold_case(term).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
 
@@ -330,5 +330,13 @@ def drop_reference(conn: Connection, org_id: int, slug: str, key: str, target_id
     return ids
 
 
+def fold_case(text: str) -> str:
+    """The one form of the stored search text and of a search term: Unicode full case folding, so
+    a term typed in any case finds the text ("STRASSE" finds "Straße", "ΣΊΣ" finds "Σίσυφος"), which
+    ``lower()`` missed (it keeps ß and makes a last sigma final). Migration 0017 folded the text
+    stored before."""
+    return text.casefold()
+
+
 def search_text(parts: Iterable[Any]) -> str:
-    return " ".join(str(p) for p in parts if p not in (None, "")).lower()
+    return fold_case(" ".join(str(p) for p in parts if p not in (None, "")))

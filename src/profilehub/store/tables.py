@@ -154,7 +154,7 @@ crm_records = sa.Table(
     sa.Column("seq", sa.BigInteger, nullable=False),
     # JSON: {attribute key: stored value}
     sa.Column("data", sa.Text, nullable=False, server_default="{}"),
-    # Lowercased text the list endpoints' search looks in.
+    # Case-folded text the list endpoints' search looks in (record_store.fold_case).
     sa.Column("search_text", sa.Text, nullable=False, server_default=""),
     sa.Column("created_ts", sa.BigInteger, nullable=False),
     sa.Column("updated_ts", sa.BigInteger, nullable=False),
