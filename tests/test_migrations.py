@@ -12,7 +12,8 @@ from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 
 from profilehub.cli import main
-from profilehub.crm.people import get_person, upsert_people_batch
+from profilehub.crm.companies import list_companies
+from profilehub.crm.people import get_person, list_people, upsert_people_batch
 from profilehub.orgs import get_org
 from profilehub.profiles import ProfileService, ProfileWrite
 from profilehub.store.database import Database, SchemaAhead, _alembic_config, head_revision, make_engine
@@ -196,6 +197,55 @@ def test_opaque_keys_compare_byte_by_byte_after_the_upgrade(database_url: str) -
             assert list(ordered) == sorted(values)  # code point order, as Python and SQLite sort
         [found] = ProfileService(db).search(42, None, {"crm_id": ["é"]})
         assert found["ucid"] == ucid
+    finally:
+        db.close()
+
+
+def test_people_stored_before_case_folding_are_found_by_any_case_after_db_upgrade(database_url: str) -> None:
+    """0017: search text stored lowercased (as 0016's version wrote it) is case-folded, so a term
+    typed in any case finds people and companies written before; more rows than one batch of it."""
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0016")
+    people = [(f"00000000-0000-4000-8000-{n:012d}", f"P{n}", f"Hauptstraße {n}") for n in range(1, 1202)]
+    people.append((ANN, "Ann", "Paris"))
+    with engine.begin() as conn:
+        _old_org(conn, id_type_ts=5)
+        conn.execute(
+            sa.text(
+                "INSERT INTO crm_records (org_id, object_slug, record_id, seq, data, search_text, "
+                "created_ts, updated_ts) VALUES (42, 'people', :id, :seq, :data, :text, 7, 7)"
+            ),
+            [
+                {
+                    "id": pid,
+                    "seq": seq,
+                    "data": json.dumps({"first_name": name, "primary_location": where}),
+                    "text": f"{name} {where}".lower(),  # the search text as the older version built it
+                }
+                for seq, (pid, name, where) in enumerate(people, 1)
+            ],
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO crm_records (org_id, object_slug, record_id, seq, data, search_text, "
+                "created_ts, updated_ts) VALUES (42, 'companies', :id, 1, :data, :text, 7, 7)"
+            ),
+            {"id": BOB, "data": json.dumps({"name": "Straßenbau AG"}), "text": "straßenbau ag"},
+        )
+    engine.dispose()
+
+    status, output = _profilehub(database_url, "db", "upgrade")
+    assert status == 0 and f"to {head_revision()}" in output, output
+    db = Database(database_url)
+    try:
+        with db.read() as conn:
+            found, page = list_people(conn, 42, page=13, count=100, search="STRASSE")
+            assert page.total == 1201 and [p["firstName"] for p in found] == ["P1201"]
+            found, page = list_people(conn, 42, page=1, count=100, search="PARIS")
+            assert [p["firstName"] for p in found] == ["Ann"]
+            [company], _ = list_companies(conn, 42, page=1, count=100, search="strassenbau")
+            assert company["name"] == "Straßenbau AG"
     finally:
         db.close()
 
