@@ -16,7 +16,14 @@ from profilehub.crm.companies import list_companies
 from profilehub.crm.people import get_person, list_people, upsert_people_batch
 from profilehub.orgs import get_org
 from profilehub.profiles import ProfileService, ProfileWrite
-from profilehub.store.database import Database, SchemaAhead, _alembic_config, head_revision, make_engine
+from profilehub.store.database import (
+    SCHEMA_HEAD,
+    Database,
+    SchemaAhead,
+    _alembic_config,
+    head_revision,
+    make_engine,
+)
 from profilehub.store.strategy_store import load_strategy, seed_default_strategy
 from tests.conftest import make_org, migrated_url
 from tests.serve_process import free_port
@@ -38,6 +45,12 @@ def _old_org(conn: sa.Connection, id_type_ts: int) -> None:
     conn.execute(
         sa.text("INSERT INTO id_types VALUES (42, 'crm_id', 'crm', 'primary', 1, :ts)"), {"ts": id_type_ts}
     )
+
+
+def test_the_head_known_without_alembic_is_alembics_head() -> None:
+    # Commands open a database at SCHEMA_HEAD without Alembic: left behind by a new migration, it
+    # would leave every database at the previous revision un-upgraded.
+    assert head_revision() == SCHEMA_HEAD, "a new migration: set store.database.SCHEMA_HEAD to it"
 
 
 def test_first_release_database_upgrades_in_place(database_url: str) -> None:

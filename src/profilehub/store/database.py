@@ -14,6 +14,7 @@ import functools
 import logging
 import queue
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,14 +22,9 @@ from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import psycopg
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from profilehub.errors import ProfilehubError, ServiceUnavailable
@@ -39,6 +35,10 @@ from profilehub.store.faults import DatabaseFault, FaultKind, classify
 from profilehub.store.statistics import PlannerStatistics
 from profilehub.store.turns import WriterTurns
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
 T = TypeVar("T")
 Job = Callable[[Connection], Any]
 log = logging.getLogger(__name__)
@@ -46,9 +46,16 @@ _refusals = RepeatedLog(log)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK_KEY = 0x70726F66  # "prof": one PostgreSQL advisory lock for schema upgrades
+# The newest migration's revision, known without Alembic: every command opens the database, and
+# loading Alembic to find the schema current took ~0.3 s of each one's start-up (bench/NOTES-ci.md).
+# Alembic runs only when the schema is not at this revision. A new migration updates it
+# (tests/test_migrations.py checks it is Alembic's head).
+SCHEMA_HEAD = "0016"
 
 
 def _alembic_config(connection: Connection) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["connection"] = connection
@@ -57,6 +64,9 @@ def _alembic_config(connection: Connection) -> Config:
 
 @functools.cache
 def _scripts() -> ScriptDirectory:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     return ScriptDirectory.from_config(cfg)
@@ -110,6 +120,8 @@ def schema_problem(conn: Connection) -> str | None:
     A running server finds its schema changed under it when someone downgrades it or restores an
     older backup (behind), or a newer profilehub upgrades it (ahead, a revision unknown here).
     """
+    from alembic.runtime.migration import MigrationContext
+
     revision = MigrationContext.configure(conn).get_current_revision()
     head = head_revision()
     if revision == head:
@@ -129,6 +141,8 @@ def schema_revision(url: str) -> str | None:
     is_sqlite = parsed.get_backend_name() == "sqlite"
     if is_sqlite and (not parsed.database or not Path(parsed.database).is_file()):
         return None  # connecting would create the file
+    from alembic.runtime.migration import MigrationContext
+
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
@@ -270,6 +284,11 @@ def migrate(engine: Engine) -> SchemaChange:
     """Bring the schema to the newest revision; safe when several processes start at once.
 
     Raises ``SchemaAhead``, touching nothing, when a newer version has upgraded it."""
+    if _recorded_revision(engine) == SCHEMA_HEAD:
+        return SchemaChange(SCHEMA_HEAD, SCHEMA_HEAD)
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
     head = head_revision()
     with engine.connect() as conn:
         conn = conn.execution_options(immediate=True)
@@ -286,6 +305,17 @@ def migrate(engine: Engine) -> SchemaChange:
         # In serve's log; other commands log nothing at info (db upgrade prints it).
         log.info("%s", change.describe())
     return change
+
+
+def _recorded_revision(engine: Engine) -> str | None:
+    """The one revision Alembic recorded; None when there is none yet, or not exactly one (then
+    Alembic itself decides). Read without a lock: a revision committed is one whose upgrade
+    committed with it, and anything else goes on to ``migrate``'s locked check."""
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("alembic_version"):  # no schema yet
+            return None
+        recorded = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+    return str(recorded[0]) if len(recorded) == 1 else None
 
 
 def lock_scope(conn: Connection, org_id: int, scope: str) -> None:
@@ -706,7 +736,10 @@ def database_error(exc: BaseException) -> sa.exc.DBAPIError | None:
             break
         if isinstance(seen, sa.exc.DBAPIError):
             return seen
-        for base in (sqlite3.Error, psycopg.Error):
+        # psycopg's errors, once psycopg is loaded (by a PostgreSQL engine): loading it for a
+        # SQLite database was a good part of every command's start-up.
+        psycopg = sys.modules.get("psycopg")
+        for base in (sqlite3.Error, *((psycopg.Error,) if psycopg is not None else ())):
             if isinstance(seen, base):
                 wrapped = sa.exc.DBAPIError.instance(None, None, seen, base)
                 return wrapped if isinstance(wrapped, sa.exc.DBAPIError) else None

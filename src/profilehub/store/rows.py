@@ -9,7 +9,6 @@ from itertools import chain, islice
 from typing import Any
 
 import orjson
-from psycopg import pq
 from sqlalchemy.engine import Connection
 
 
@@ -118,6 +117,10 @@ def pipelined(conn: Connection) -> Iterator[None]:
     if conn.dialect.name != "postgresql":
         yield
         return
+    # Here: a SQLite database never loads psycopg (every command's start-up, bench/NOTES-ci.md);
+    # a PostgreSQL engine has loaded it already.
+    from psycopg import pq
+
     raw: Any = conn.connection.dbapi_connection
     if raw.pgconn.pipeline_status != pq.PipelineStatus.OFF:
         yield
