@@ -38,7 +38,7 @@ def wait():
 
 class Pause(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name == {"cli": "profilehub.crm.people", "modules": "profilehub.bulk.engine"}.get(moment):
+        if name == {"cli": "profilehub.store.database", "modules": "profilehub.bulk.engine"}.get(moment):
             wait()
         return None
 

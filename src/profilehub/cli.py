@@ -33,19 +33,11 @@ from profilehub.auth import (
     list_credentials,
     revoke_credential,
 )
-from profilehub.bulk.interrupted import BulkInterrupted, WorkFolderFull
 from profilehub.config import Settings, SettingsError, describe_database
-from profilehub.crm.people import link_people_job
 from profilehub.errors import ProfilehubError
 from profilehub.identity.strategy import IdClass
 from profilehub.ingest import checkpoint as ingest_checkpoint
-from profilehub.ingest import progress as import_progress
-from profilehub.ingest import reader as ingest_reader
-from profilehub.ingest import runner as ingest_runner
-from profilehub.ingest.cdp import CdpSink, cdp_sink
-from profilehub.ingest.people import check_matching_attribute, people_sink
 from profilehub.launch import IMPORT_NOT_BEGUN
-from profilehub.metrics import MULTIPROC_ENV, clear_multiprocess_dir, multiprocess_dir
 from profilehub.orgs import (
     MAX_ORG_ID,
     Org,
@@ -56,11 +48,9 @@ from profilehub.orgs import (
     normalise_region,
     set_keep_raw_ids,
 )
-from profilehub.profiles import ProfileService
 from profilehub.ratelimit import MAX_RATE, RateLimit, any_rate_limits, get_rate_limit, set_rate_limit
 from profilehub.request_log import LOG_LEVELS, configure_logging
 from profilehub.store import strategy_store as strategies
-from profilehub.store.backfill_journal import ROLLBACK
 from profilehub.store.backup import backup
 from profilehub.store.changes import history, now_ms
 from profilehub.store.database import (
@@ -72,8 +62,6 @@ from profilehub.store.database import (
     schema_revision,
 )
 from profilehub.store.faults import classify
-from profilehub.store.journal_store import prune_journal, retention_days, set_retention_days
-from profilehub.store.receipt_store import ReceiptKeys
 from profilehub.store.statistics import autovacuum_warning
 from profilehub.store.turns import POSTGRES_TURNS_ENV
 from profilehub.workers import APP, own_sockets_available, run_workers, uvicorn_options
@@ -81,6 +69,13 @@ from profilehub.workers import APP, own_sockets_available, run_workers, uvicorn_
 if TYPE_CHECKING:
     from profilehub.bulk.engine import BulkImporter
     from profilehub.bulk.people import PeopleBulkImporter
+    from profilehub.ingest import reader as ingest_reader
+    from profilehub.ingest import runner as ingest_runner
+    from profilehub.store.receipt_store import ReceiptKeys
+
+# Each command imports the core it runs: loading every command's (the HTTP models, the CRM, the
+# import path, Prometheus) took ~1 s of each one's start-up, ``--help``'s too (bench/NOTES-ci.md;
+# tests/test_cli_startup.py).
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -113,6 +108,8 @@ def open_org_db(org_id: int, region: str | None = None, *, bulk: bool = False) -
 
 def receipt_keys() -> ReceiptKeys:
     """What signs erasure receipts, with the passphrase from the environment (docs/privacy.md)."""
+    from profilehub.store.receipt_store import ReceiptKeys
+
     try:
         return ReceiptKeys(Settings.from_env().receipt_key_passphrase)
     except SettingsError as exc:
@@ -244,6 +241,8 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
     # Before the database is opened: a taken port is the one line said, nothing created or upgraded.
     _check_port_free(host, port)
     _clear_own_metrics_folder()
+    from profilehub.store.receipt_store import ReceiptKeys
+
     # Create or upgrade the schema once, before any worker starts.
     db = _connect(settings)
     try:
@@ -286,6 +285,8 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
 def _clear_own_metrics_folder() -> None:
     """An operator's own PROMETHEUS_MULTIPROC_DIR, cleared of earlier runs' files (whatever
     ``--workers``: one process writes its values there too), or refused with one line."""
+    from profilehub.metrics import MULTIPROC_ENV, clear_multiprocess_dir, multiprocess_dir
+
     folder = multiprocess_dir()
     if folder is None:
         return
@@ -304,6 +305,8 @@ def _metrics_shared(workers: int) -> Iterator[None]:
     """With several workers, /metrics sums them all (prometheus-client's multiprocess mode, in a
     fresh folder per run, removed at exit); an operator's own PROMETHEUS_MULTIPROC_DIR is used
     instead, cleared at start-up (``_clear_own_metrics_folder``)."""
+    from profilehub.metrics import MULTIPROC_ENV
+
     if workers == 1 or os.environ.get(MULTIPROC_ENV):
         yield
         return
@@ -443,6 +446,9 @@ def org_list() -> None:
 def org_link_people(org_id: int) -> None:
     """Link the org's CRM people to the identity graph (people written before links existed;
     later writes link by themselves). Safe to run again: linked people are left as they are."""
+    from profilehub.crm.people import link_people_job
+    from profilehub.profiles import ProfileService
+
     with open_org_db(org_id) as db:
         profiles = ProfileService(db)
         total, after = 0, 0
@@ -781,6 +787,8 @@ def org_journal_retention(org_id: int, days: int | None, forever: bool) -> None:
     Writes drop rows past it (within 10 minutes); an unmerge needs a person's whole journal. See
     docs/unmerge.md.
     """
+    from profilehub.store.journal_store import prune_journal, retention_days, set_retention_days
+
     if days and forever:
         raise click.UsageError("give --days or --forever, not both")
     with open_org_db(org_id) as db:
@@ -905,6 +913,13 @@ def _run_import(
 ) -> None:
     """``people_bulk``: (matching attribute, actor) of an ``import people --bulk``."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from profilehub.bulk.interrupted import BulkInterrupted, WorkFolderFull
+    from profilehub.ingest import progress as import_progress
+    from profilehub.ingest import reader as ingest_reader
+    from profilehub.ingest import runner as ingest_runner
+    from profilehub.ingest.cdp import CdpSink
+    from profilehub.store.backfill_journal import ROLLBACK
 
     is_csv = file_format == "csv" or (file_format == "auto" and file.suffix.lower() == ".csv")
     try:
@@ -1199,6 +1214,9 @@ def import_cdp(
     """Write CDP profiles: each record is a POST /cdp/v1/users body; its orgId and region may be left
     out (they default to --org-id and --region, which the command needs)."""
     with _interrupted_while_setting_up(), open_db(bulk=True) as database:
+        from profilehub.ingest.cdp import cdp_sink
+        from profilehub.profiles import ProfileService
+
         region = check_org(database, org_id, region) or region
         service = ProfileService(database, clock=_fixed_clock(at_ms))
         sink = cdp_sink(service, org_id, region, f"{actor}:{file.name}")
@@ -1259,6 +1277,8 @@ def import_people(
 ) -> None:
     """Upsert CRM people: each record is a PUT /v2/crm/people body (CSV: map columns to its fields)."""
     with _interrupted_while_setting_up(), open_org_db(org_id, bulk=True) as database:
+        from profilehub.ingest.people import check_matching_attribute, people_sink
+
         check_matching_attribute(database, org_id, matching_attribute)
         actor = f"{actor}:{file.name}"
         sink = people_sink(database, org_id, matching_attribute, actor, _fixed_clock(at_ms))

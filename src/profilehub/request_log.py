@@ -16,19 +16,19 @@ import logging.config
 import re
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from starlette.routing import Mount, compile_path
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from profilehub.errors import error_body
-from profilehub.metrics import Metrics
 
-try:  # FastAPI 0.16x groups an included router's routes in one entry of app.routes
-    from fastapi.routing import iter_route_contexts as _route_entries
-except ImportError:  # earlier FastAPI lists every route in app.routes itself
-    _route_entries = iter  # type: ignore[assignment]
+if TYPE_CHECKING:
+    # Types only: the CLI takes this module's log format (``configure_logging``), and loading the
+    # web stack for it was a good part of every command's start-up.
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from profilehub.metrics import Metrics
 
 access_log = logging.getLogger("profilehub.access")
 error_log = logging.getLogger("profilehub.errors")
@@ -174,6 +174,8 @@ class RouteTemplates:
 
     @staticmethod
     def _make(routes: list[Any]) -> list[tuple[re.Pattern[str], str, frozenset[str]]]:
+        from starlette.routing import Mount, compile_path
+
         table = []
         for entry in _route_entries(routes):
             template = getattr(entry, "path", None)
@@ -185,6 +187,15 @@ class RouteTemplates:
                 pattern, _, _ = compile_path(template)
             table.append((pattern, template, frozenset(getattr(entry, "methods", None) or ())))
         return table
+
+
+def _route_entries(routes: list[Any]) -> Iterable[Any]:
+    entries: Callable[[list[Any]], Iterable[Any]]
+    try:  # FastAPI 0.16x groups an included router's routes in one entry of app.routes
+        from fastapi.routing import iter_route_contexts as entries
+    except ImportError:  # earlier FastAPI lists every route in app.routes itself
+        entries = iter
+    return entries(routes)
 
 
 def _log_access(fields: dict[str, Any]) -> None:

@@ -6,17 +6,20 @@ import asyncio
 import logging
 import signal
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 
 from profilehub.cli import domain_errors, log_level_option, open_db, open_org_db, org_id_option
 from profilehub.config import Settings, SettingsError
 from profilehub.delivery import endpoints
-from profilehub.delivery.endpoints import Endpoint
-from profilehub.delivery.runner import Deliverer
-from profilehub.delivery.stream import DEFAULT_STREAM, StreamUnavailable
+from profilehub.delivery.settings import DEFAULT_STREAM
 from profilehub.errors import ProfilehubError
 from profilehub.store.events import EVENT_TYPES, last_event_id, parse_cursor
+
+if TYPE_CHECKING:
+    from profilehub.delivery.endpoints import Endpoint
+    from profilehub.delivery.runner import Deliverer
 
 
 @click.group()
@@ -162,6 +165,10 @@ def deliver(nats_url: str | None, stream: str, no_webhooks: bool, log_level: str
     Runs beside or instead of `profilehub serve`'s own delivery, on any host that reaches the
     database; several may run: each endpoint (and each org's stream) is worked by one at a time.
     """
+    # The deliverer (the NATS client, the webhook sender) loaded by this command only.
+    from profilehub.delivery.runner import Deliverer
+    from profilehub.delivery.stream import StreamUnavailable
+
     if nats_url is not None and not nats_url.startswith(("nats://", "tls://")):
         raise click.BadParameter(f"{nats_url!r} is not a NATS URL (nats://HOST:4222)", param_hint="--nats")
     if no_webhooks and not nats_url:

@@ -12,7 +12,6 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -87,6 +86,8 @@ def check_url(url: str, field: str = "url") -> str:
         raise BadRequest("must not be empty", field=field)
     if len(url) > MAX_URL_LENGTH or any(c.isspace() for c in url):
         raise BadRequest(f"not a URL (at most {MAX_URL_LENGTH} characters, no spaces)", field=field)
+    import httpx  # here: ``profilehub webhook list`` and the like need no HTTP client
+
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, ValueError) as exc:

@@ -23,12 +23,12 @@ from nats.js.errors import BadRequestError, NotFoundError
 from sqlalchemy.engine import Connection
 
 from profilehub.delivery import leases
+from profilehub.delivery.settings import DEFAULT_STREAM
 from profilehub.errors import ServiceUnavailable
 from profilehub.store.events import event_bytes, read_events
 from profilehub.store.tables import stream_cursors
 
 log = logging.getLogger(__name__)
-DEFAULT_STREAM = "PROFILEHUB"
 CONNECT_SECONDS = 10
 # How long a batch's acknowledgements may take once it is sent. nats-py never times out a
 # ``publish_async`` acknowledgement: one lost with a broker that died (or refused by a stream's
