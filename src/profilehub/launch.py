@@ -1,7 +1,7 @@
 """The ``profilehub`` command's entry point: the CLI (``profilehub.cli``) once its modules are loaded.
 
-Loading them takes a second or more (pydantic models, SQLAlchemy, rich; many seconds on a busy
-machine), before click or any command runs. A Ctrl-C then was Python's traceback of whatever
+Loading them (SQLAlchemy, click, rich; each command loads its own core later) takes a noticeable
+time, seconds on a busy machine, before click or any command runs. A Ctrl-C then was Python's traceback of whatever
 module was loading; it is one line and status 130, as a Ctrl-C later in a command. This module
 loads nothing itself, so that it is in place from the start.
 """
