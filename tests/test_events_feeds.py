@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from click.testing import CliRunner
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from profilehub import feeds
 from profilehub.cli import main
+from profilehub.feeds import FeedQuery, pull
 from profilehub.profiles import ProfileService, ProfileWrite
 from profilehub.store.database import Database
 from profilehub.store.events import event_json, read_events
@@ -193,3 +198,128 @@ def test_a_long_poll_sees_another_processs_write(client: TestClient, app: FastAP
         other.close()
     [event] = _page(polled)["changes"]
     assert event["type"] == "profile.created"
+
+
+WAITERS = 50
+
+
+def _counted_reads(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """A list that grows by one at every read ``db`` hands out (each is a look at the database)."""
+    reads: list[None] = []
+    real = db.read
+
+    @contextmanager
+    def counted() -> Iterator[Any]:
+        reads.append(None)
+        with real() as conn:
+            yield conn
+
+    monkeypatch.setattr(db, "read", counted)
+    return reads
+
+
+async def _all_waiting(reads: list[None]) -> None:
+    """Until every wait has made its first look (and found nothing, so it waits)."""
+    while len(reads) < WAITERS:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+
+
+def test_many_waits_look_once_per_write_not_once_each(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every commit of this process wakes the org's waits: they look at the database together,
+    once, rather than each on its own (300 waits did 300 reads per wake-up, queued on the thread
+    pool, and the last answered ~9 s after a write)."""
+    org = make_org(db)
+    make_org(db, OTHER_ORG)
+    monkeypatch.setattr(feeds, "POLL_SECONDS", 60.0)  # only the commits below wake the waits
+    reads = _counted_reads(db, monkeypatch)
+    commits = 5
+
+    async def elsewhere() -> None:
+        await _all_waiting(reads)
+        for i in range(commits):  # another org's: rings this process's bell, adds nothing here
+            writes = [ProfileWrite(OTHER_ORG, "EU", {"email": f"other{i}@example.com"}, {})]
+            await asyncio.to_thread(ProfileService(db).write_batch, writes, "elsewhere")
+            await asyncio.sleep(0.1)
+
+    async def main() -> list[bytes]:
+        query = FeedQuery(after=0, limit=100, wait=3)
+        waits = [pull(db, org.org_id, "cdp", query) for _ in range(WAITERS)]
+        *pages, _ = await asyncio.gather(*waits, elsewhere())
+        return pages
+
+    pages = asyncio.run(main())
+    assert all(orjson.loads(p) == {"changes": [], "next": "0"} for p in pages)
+    # Each wait's first look is its own (it answers at once when there is something); after that,
+    # at most one look per commit for all of them.
+    assert len(reads) - WAITERS <= commits + 1
+
+
+def test_many_waits_all_get_another_processs_write(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write of another process rings no bell here: the waits find it at their next look, one
+    look (and one read of the page) for all of them rather than one each per second."""
+    org = make_org(db)
+    other = Database(db.url)
+    reads = _counted_reads(db, monkeypatch)
+
+    async def elsewhere() -> None:
+        await _all_waiting(reads)
+        writes = [ProfileWrite(org.org_id, "EU", {"email": "elsewhere@example.com"}, {})]
+        await asyncio.to_thread(ProfileService(other).write_batch, writes, "elsewhere")
+
+    async def main() -> list[bytes]:
+        query = FeedQuery(after=0, limit=100, wait=30)
+        waits = [pull(db, org.org_id, "cdp", query) for _ in range(WAITERS)]
+        *pages, _ = await asyncio.gather(*waits, elsewhere())
+        return pages
+
+    try:
+        pages = asyncio.run(main())
+    finally:
+        other.close()
+    answers = [orjson.loads(p) for p in pages]
+    assert all([e["type"] for e in a["changes"]] == ["profile.created"] for a in answers)
+    assert len({a["changes"][0]["id"] for a in answers}) == 1
+    # One look a second for all of them and one read of the page they share; each wait looking
+    # for itself made one a second each.
+    assert len(reads) - WAITERS < WAITERS // 2
+
+
+def test_waits_end_at_shutdown_and_when_the_asker_leaves(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waits whose asker has gone stop, the others go on and get the next event; at shutdown every
+    wait answers what it has rather than holding the server for its whole ``wait``."""
+    org = make_org(db)
+    monkeypatch.setattr(feeds, "_stopping", False)  # put back after: stop_waiting sets it
+    left = asyncio.Event()
+
+    async def gone() -> bool:
+        return left.is_set()
+
+    async def main() -> list[bytes]:
+        query = FeedQuery(after=0, limit=100, wait=30)
+        leaving = [asyncio.create_task(pull(db, org.org_id, "cdp", query, gone=gone)) for _ in range(5)]
+        staying = [asyncio.create_task(pull(db, org.org_id, "cdp", query)) for _ in range(5)]
+        await asyncio.sleep(0.3)
+        left.set()
+        # Answered though nothing came: long before their 30 s (the bound only fails a hang).
+        assert [orjson.loads(p)["changes"] for p in await asyncio.wait_for(asyncio.gather(*leaving), 10)] == [
+            []
+        ] * 5
+        assert not any(t.done() for t in staying)
+        await asyncio.to_thread(
+            ProfileService(db).write_batch,
+            [ProfileWrite(org.org_id, "EU", {"email": "a@example.com"}, {})],
+            "t",
+        )
+        written = [orjson.loads(p) for p in await asyncio.wait_for(asyncio.gather(*staying), 10)]
+        assert all(len(a["changes"]) == 1 for a in written)
+        after = FeedQuery(after=int(written[0]["next"]), limit=100, wait=30)
+        waiting = [asyncio.create_task(pull(db, org.org_id, "cdp", after)) for _ in range(5)]
+        await asyncio.sleep(0.3)
+        feeds.stop_waiting()
+        return list(await asyncio.wait_for(asyncio.gather(*waiting), 10))
+
+    stopped = asyncio.run(main())
+    assert all(orjson.loads(p)["changes"] == [] for p in stopped)
