@@ -5,7 +5,8 @@ server), or with ``--write server`` through the server itself (its bell wakes th
 
 Printed per round: how long after the write's commit (the event's ``ts``) the first, the median and
 the last waiter had their answer, and how many answers carried the event; on PostgreSQL also the
-database's transactions a second while the waiters only wait (each look at the database is one).
+database's transactions a second while the waiters only wait (each look at the database is one),
+and on both the server's CPU (its processes) a second while they wait.
 ``--baseline REF`` runs the build of REF too, in alternating rounds of one run, a fresh database
 each: by default the build just before the feeds' shared watch (``feeds._Watch``).
 """
@@ -31,12 +32,13 @@ from bench.backends import fresh_database
 from bench.generate import ORG_ID, REGION
 from bench.machine import command_line, exclusive_run, load_note
 from bench.outbox import _git, _setup, baseline_tree
-from bench.run_http import free_port, server
+from bench.run_http import free_port, group_cpu, server
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILEHUB = str(ROOT / ".venv/bin/profilehub")
 OUT = Path(__file__).resolve().parent / "out"
 EMAIL = "waited-for@example.com"
+WINDOW = 5.0  # seconds of waiting measured (server CPU, database transactions)
 # Run with the build's PYTHONPATH, so the write is that build's own.
 WRITE_ELSEWHERE = f"""
 import sys
@@ -121,21 +123,27 @@ def _transactions(url: str) -> int:
 
 
 async def _waiters_round(
-    args: argparse.Namespace, url: str, port: int, apikey: str, env: dict[str, str]
+    args: argparse.Namespace, url: str, pgid: int, port: int, apikey: str, env: dict[str, str]
 ) -> dict[str, Any]:
     headers = {"apikey": apikey, "scopes": "profile.read,profile.write"}
     start, _ = await _get(port, f"/cdp/v1/changes?orgId={ORG_ID}", headers)
     path = f"/cdp/v1/changes?orgId={ORG_ID}&after={start['next']}&wait=30"
     waits = [asyncio.create_task(_get(port, path, headers)) for _ in range(args.waiters)]
     await asyncio.sleep(args.settle)  # every wait has made its first look and waits
+    tps = None
+    before = 0
+    if args.backend == "postgres":
+        # An idle backend reports its transactions to pg_stat_database up to 10 s late
+        # (PGSTAT_IDLE_INTERVAL): past that, the first looks are all counted before the window.
+        await asyncio.sleep(10)
+        before = await asyncio.to_thread(_transactions, url)
+    cpu = group_cpu(pgid)
+    await asyncio.sleep(WINDOW)
+    cpu_per_second = (group_cpu(pgid) - cpu) / WINDOW
+    if args.backend == "postgres":
+        tps = (await asyncio.to_thread(_transactions, url) - before) / WINDOW
     if any(w.done() for w in waits):
         raise RuntimeError("a wait answered before the write: --settle too long or a request failed")
-    tps = None
-    if args.backend == "postgres":
-        # The database's own count, flushed by its backends within a second: measured past that.
-        before = await asyncio.to_thread(_transactions, url)
-        await asyncio.sleep(3)
-        tps = (await asyncio.to_thread(_transactions, url) - before) / 3
     if args.write == "process":
         cmd = [sys.executable, "-c", WRITE_ELSEWHERE, url]
         done = await asyncio.to_thread(
@@ -158,6 +166,7 @@ async def _waiters_round(
         "median": statistics.median(after),
         "last": after[-1],
         "tps": tps,
+        "cpu": cpu_per_second,
     }
 
 
@@ -166,8 +175,8 @@ def _round(args: argparse.Namespace, src: Path | None) -> dict[str, Any]:
         apikey = _setup(url, src)
         port = free_port()
         serve = [PROFILEHUB, "serve", "--port", str(port), "--workers", "1", "--no-access-log"]
-        with server(serve, url, port, OUT / "waiters-server.log"):
-            return asyncio.run(_waiters_round(args, url, port, apikey, env))
+        with server(serve, url, port, OUT / "waiters-server.log") as process:
+            return asyncio.run(_waiters_round(args, url, process.pid, port, apikey, env))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -183,11 +192,12 @@ def run(args: argparse.Namespace) -> None:
         for mode in order if n % 2 == 0 else order[::-1]:
             r = _round(args, modes[mode])
             lasts[mode].append(r["last"])
-            tps = "" if r["tps"] is None else f", {r['tps']:.0f} database transactions/s while waiting"
+            tps = "" if r["tps"] is None else f", {r['tps']:.0f} database transactions/s"
             print(
                 f"[waiters {args.backend}] round {n + 1} {mode}: {args.waiters} waits, write through "
                 f"{args.write}: answered after the commit first {r['first']:.2f} s, median "
-                f"{r['median']:.2f} s, last {r['last']:.2f} s; {r['carried']} carried the event{tps}; "
+                f"{r['median']:.2f} s, last {r['last']:.2f} s; {r['carried']} carried the event; while waiting: server CPU "
+                f"{r['cpu'] * 1000:.0f} ms/s{tps}; "
                 f"{load_note()}"
             )
             sys.stdout.flush()
@@ -201,7 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--waiters", type=int, default=300)
     parser.add_argument("--write", choices=["process", "server"], default="process")
-    parser.add_argument("--settle", type=float, default=4.0, help="Seconds between the waits and the write.")
+    parser.add_argument(
+        "--settle", type=float, default=3.0, help="Seconds for every wait to make its first look."
+    )
     parser.add_argument("--rounds", type=int, default=2, help="Rounds of each build (alternating).")
     parser.add_argument(
         "--baseline", default=None, help="Git ref of the build to compare; 'none': this tree only."
