@@ -30,6 +30,9 @@ TABLES = {
     "crm_person_emails": "person",
     # the journal of the person's writes (hashed ids, written values): erased with the person
     "profile_writes": "person",
+    # which journal rows carry an id their profile did not take (hashed ids): erased with the
+    # journal row's person, and with the person holding the id
+    "journal_unattached": "person",
     # the consent ledger (values written, actor, time): erased with the person
     "consent_ledger": "person",
     # saved answers of keyed writes: deleted with the person they mention
@@ -195,6 +198,44 @@ def test_an_erasure_leaves_no_personal_data_in_any_table(
     [found] = cdp.search({"email": [KEPT["email"]]})
     assert found["ucid"] == kept["ucid"] and found["profile"]["first_name"] == "Kept4417"
     assert "kept4417" in _all_rows(app)["profiles"]
+
+
+@pytest.mark.parametrize("keep_raw_ids", [False, True], ids=["hashed-only", "raw-kept"])
+def test_an_erasure_takes_its_ids_out_of_another_persons_writes_that_did_not_take_them(
+    app: FastAPI, client: TestClient, keep_raw_ids: bool
+) -> None:
+    """A write that carried the erased person's phone number landed on someone else, who could not
+    take it (``id_owned_elsewhere``): the journal row of that write is the other person's and
+    stays, without the phone number in any form."""
+    org = make_org(app.state.db, keep_raw_ids=keep_raw_ids)
+    cdp = Cdp(client, org)
+    a = cdp.write({"email": "keep.a.7310@example.org"}, {"profile": {"first_name": "Keptann7310"}})
+    b = cdp.write(
+        {"email": "erase.b.7310@example.org", "cellphone": "+49 30 55501 7310"},
+        {"profile": {"first_name": "Erasebea7310"}},
+    )
+    # Both match; one email each is the limit, so b is kept apart and a (made first) takes the
+    # write without b's phone number.
+    landed = cdp.write({"email": "keep.a.7310@example.org", "cellphone": "+49 30 55501 7310"})
+    assert landed["ucid"] == a["ucid"]
+    assert "id_owned_elsewhere" in cdp.notice_codes() and "merge_refused" in cdp.notice_codes()
+    traces = _stored_traces(app, org.org_id, [b["ucid"]]) | {"+4930555017310"}
+    kept = _stored_traces(app, org.org_id, [a["ucid"]]) - traces
+    assert [t for t in traces if t in _all_rows(app)["profile_writes"]] != []  # a's write holds them
+
+    assert cdp.delete({"email": ["erase.b.7310@example.org"]})["ucids"] == [b["ucid"]]
+
+    after = _all_rows(app)
+    for table, text in after.items():
+        left = sorted(t for t in traces if t in text)
+        assert left == [], f"{table} still holds {left} of the erased person"
+        if TABLES[table] != "log":
+            assert b["ucid"] not in text, f"{table} still holds the erased ucid"
+    # a's journal still has its two writes, with a's own ids in them.
+    journal = after["profile_writes"]
+    assert kept and journal.count(a["ucid"]) == 2 and all(t in journal for t in kept)
+    [found] = cdp.search({"email": ["keep.a.7310@example.org"]})
+    assert found["ucid"] == a["ucid"] and "cellphone" not in found["ids"]
 
 
 def test_erasing_a_person_unmerged_from_another_leaves_none_of_its_values_in_the_others_events(

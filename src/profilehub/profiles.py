@@ -41,12 +41,12 @@ from profilehub.store.events import (
     forget_events,
     forget_events_until,
 )
-from profilehub.store.journal_store import JournalPruner
+from profilehub.store.journal_store import JournalPruner, scrub_unattached
 from profilehub.store.profile_storage import profile_storage
 from profilehub.store.profile_store import delete_profiles
 from profilehub.store.receipt_store import ReceiptKeys, erasure_counts, issue_receipt
 from profilehub.store.strategy_store import StrategyCache
-from profilehub.store.unmerge_history import parted_from, scrub_parted_journals
+from profilehub.store.unmerge_history import ids_held, parted_from, scrub_parted_journals
 from profilehub.suppression import suppress_erased, unsuppress_ids
 
 MAX_ATTRIBUTE_NAME = 200
@@ -849,7 +849,10 @@ class ProfileService:
             # Profiles the erased were unmerged from held their values until then, in events,
             # saved answers and journal (docs/privacy.md#what-an-erasure-leaves): those go too.
             parted = parted_from(conn, org_id, erased)
-            scrub_parted_journals(conn, org_id, parted, erased)
+            held = ids_held(conn, org_id, erased)
+            scrub_parted_journals(conn, org_id, parted, erased, held)
+            # Other people's writes that carried the erased ids without taking them kept them.
+            scrub_unattached(conn, org_id, r, held, set(erased))
             delete_profiles(conn, org_id, masters)
             forget_answers(conn, org_id, [*masters, *(u for m in masters for u in linked.get(m, []))])
             forget_answers_until(conn, org_id, parted)

@@ -384,6 +384,7 @@ def apply_write(
                 )
             ),
             write.source,
+            tuple(i for i in write.ids if i not in master.ids),
         )
     )
     linked = storage.linked_ucids(org_id, [master.ucid]).get(master.ucid, []) if not created else []

@@ -78,6 +78,10 @@ class WriteRecord:
     # What the write did to the master's consent (the consent ledger), and the write's path.
     consent: tuple[ConsentEntry, ...] = ()
     source: str = "api"
+    # Ids of the write that the profile it landed on did not take (held by another profile, over
+    # a limit, evicted at once): the journal row keeps them, and ``journal_unattached`` says so,
+    # so an erasure of whoever holds them takes them out of this row. Not a column of the row.
+    unattached: tuple[Identifier, ...] = ()
 
 
 class ProfileReader(Protocol):

@@ -28,7 +28,13 @@ from profilehub.identity.normalize import Identifier
 from profilehub.identity.storage import ProfileChange, ProfileState, WriteRecord
 from profilehub.store.changes import change_row
 from profilehub.store.consent_ledger import LEDGER_COLUMNS, ledger_rows
-from profilehub.store.journal_store import CLOCK, JOURNAL_COLUMNS, journal_row
+from profilehub.store.journal_store import (
+    CLOCK,
+    JOURNAL_COLUMNS,
+    UNATTACHED_COLUMNS,
+    journal_row,
+    unattached_rows,
+)
 from profilehub.store.rows import insert_rows
 
 IdKey = tuple[int, str, Identifier]  # (org, region, id)
@@ -70,6 +76,7 @@ class BatchStore(ABC):
         self.journal = journal
         self.ledger = ledger
         self._journal_rows: list[tuple[Any, ...]] = []
+        self._unattached_rows: list[tuple[Any, ...]] = []
         self._ledger_rows: list[tuple[Any, ...]] = []
         self._rows: dict[tuple[int, str], _Row | None] = {}
         self._id_initial: dict[IdKey, IdRow] = {}
@@ -358,6 +365,8 @@ class BatchStore(ABC):
             seq = CLOCK.next()  # the journal row and the ledger rows of one write share it
             if self.journal:
                 self._journal_rows.append(journal_row(record, seq))
+                if record.unattached:
+                    self._unattached_rows += unattached_rows(record, seq)
             if keep_consent:
                 self._ledger_rows += ledger_rows(record, seq)
 
@@ -439,5 +448,7 @@ class BatchStore(ABC):
         self._changes = []
         self._insert_many("profile_writes", JOURNAL_COLUMNS, self._journal_rows)
         self._journal_rows = []
+        self._insert_many("journal_unattached", UNATTACHED_COLUMNS, self._unattached_rows)
+        self._unattached_rows = []
         self._insert_many("consent_ledger", LEDGER_COLUMNS, self._ledger_rows)
         self._ledger_rows = []

@@ -5,6 +5,11 @@ rows of the erased ucids (``delete_journal``); an unmerge reads a person's rows
 (``person_journal``) and points them at the profiles it rebuilt (``move_journal``). Rows are
 keyed by the master the write landed on when it was written: a person's journal is the rows of
 its master and of every ucid merged into it.
+
+A write's ids that its profile did not take (another profile held them, or a limit refused them)
+stay in its row all the same, in another person's journal. ``journal_unattached`` names those
+rows by id (``unattached_rows``), so erasing the id's holder takes it out of them
+(``scrub_unattached``) without reading the org's journal.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from profilehub.identity.normalize import Identifier
 from profilehub.identity.storage import WriteRecord
-from profilehub.store.tables import journal_retention, profile_writes
+from profilehub.store.tables import journal_retention, journal_unattached, profile_writes
 
 JOURNAL_COLUMNS = (
     "org_id",
@@ -89,6 +94,18 @@ def journal_row(record: WriteRecord, seq: int) -> tuple[Any, ...]:
     )
 
 
+UNATTACHED_COLUMNS = ("org_id", "ucid", "seq", "region", "id_type", "value", "ts")
+
+
+def unattached_rows(record: WriteRecord, seq: int) -> list[tuple[Any, ...]]:
+    """The ``journal_unattached`` rows of ``record``'s journal row, in ``UNATTACHED_COLUMNS``
+    order (none for the common write, whose ids all attached)."""
+    return [
+        (record.org_id, record.ucid, seq, record.region, i.id_type, i.value, record.ts)
+        for i in dict.fromkeys(record.unattached)
+    ]
+
+
 def _record(row: Any) -> WriteRecord:
     return WriteRecord(
         row.org_id,
@@ -122,11 +139,43 @@ def person_journal(conn: Connection, org_id: int, ucids: Iterable[str]) -> list[
 def delete_journal(conn: Connection, org_id: int, ucids: list[str]) -> None:
     """Erase the journal of ``ucids`` (erasure: the journal is part of the person)."""
     for i in range(0, len(ucids), _CHUNK):
+        part = ucids[i : i + _CHUNK]
         conn.execute(
-            profile_writes.delete().where(
-                profile_writes.c.org_id == org_id, profile_writes.c.ucid.in_(ucids[i : i + _CHUNK])
+            profile_writes.delete().where(profile_writes.c.org_id == org_id, profile_writes.c.ucid.in_(part))
+        )
+        conn.execute(
+            journal_unattached.delete().where(
+                journal_unattached.c.org_id == org_id, journal_unattached.c.ucid.in_(part)
             )
         )
+
+
+def insert_unattached(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    if rows:
+        conn.execute(
+            journal_unattached.insert(), [dict(zip(UNATTACHED_COLUMNS, row, strict=True)) for row in rows]
+        )
+
+
+def scrub_unattached(
+    conn: Connection, org_id: int, region: str, ids: set[Identifier], gone: set[str]
+) -> None:
+    """Take ``ids`` (an erased person's, held in ``region``) and the ucids ``gone`` out of the
+    journal rows of other people that carried them without taking them
+    (docs/privacy.md#what-an-erasure-leaves): found through ``journal_unattached`` by id, so
+    the rows read are those and the rest of their people's journals, never the org's."""
+    wanted = sorted(ids)
+    holders: set[str] = set()
+    for i in range(0, len(wanted), _CHUNK):
+        part = wanted[i : i + _CHUNK]
+        keys = sa.tuple_(journal_unattached.c.id_type, journal_unattached.c.value).in_(
+            [(ident.id_type, ident.value) for ident in part]
+        )
+        where = (journal_unattached.c.org_id == org_id, journal_unattached.c.region == region, keys)
+        holders |= set(conn.execute(sa.select(journal_unattached.c.ucid).where(*where)).scalars())
+        conn.execute(journal_unattached.delete().where(*where))
+    # A row whose journal row went since (retention) names a ucid with no rows: nothing to scrub.
+    scrub_journal(conn, org_id, holders - gone, ids, gone)
 
 
 def scrub_journal(
@@ -167,15 +216,12 @@ def move_journal(conn: Connection, org_id: int, moves: dict[int, tuple[str, str]
     """Re-key rows ``seq -> (from ucid, to ucid)``: the profile each write now belongs to."""
     for seq, (old, new) in sorted(moves.items()):
         if old != new:
-            conn.execute(
-                profile_writes.update()
-                .where(
-                    profile_writes.c.org_id == org_id,
-                    profile_writes.c.ucid == old,
-                    profile_writes.c.seq == seq,
+            for table in (profile_writes, journal_unattached):
+                conn.execute(
+                    table.update()
+                    .where(table.c.org_id == org_id, table.c.ucid == old, table.c.seq == seq)
+                    .values(ucid=new)
                 )
-                .values(ucid=new)
-            )
 
 
 # --- retention ---
@@ -207,6 +253,12 @@ def prune_journal(conn: Connection, now_ms: int, org_id: int | None = None) -> d
             )
         )
         dropped[org] = result.rowcount
+        # Their rows here share their ``ts``: they go with them.
+        conn.execute(
+            journal_unattached.delete().where(
+                journal_unattached.c.org_id == org, journal_unattached.c.ts < now_ms - days * DAY_MS
+            )
+        )
     return dropped
 
 

@@ -13,7 +13,13 @@ from profilehub.identity.memory import MemoryStorage
 from profilehub.identity.storage import WriteRecord
 from profilehub.store.batch_store import chunks
 from profilehub.store.consent_ledger import replace_ledger
-from profilehub.store.journal_store import JOURNAL_COLUMNS, delete_journal, journal_row
+from profilehub.store.journal_store import (
+    JOURNAL_COLUMNS,
+    delete_journal,
+    insert_unattached,
+    journal_row,
+    unattached_rows,
+)
 from profilehub.store.tables import profile_ids, profile_writes, profiles
 
 
@@ -25,7 +31,8 @@ def replace_person(
     journal: list[tuple[int, WriteRecord]],
 ) -> None:
     """Delete the profiles ``ucids`` (a master and its merged ucids) with their ids and journal,
-    and write ``rebuilt``'s profiles and ids and ``journal`` (``(seq, record)``) instead."""
+    and write ``rebuilt``'s profiles and ids and ``journal`` (``(seq, record)``, as replayed: its
+    unattached ids are the replay's) instead."""
     for part in chunks(sorted(set(ucids))):
         conn.execute(profile_ids.delete().where(profile_ids.c.org_id == org_id, profile_ids.c.ucid.in_(part)))
         conn.execute(profiles.delete().where(profiles.c.org_id == org_id, profiles.c.ucid.in_(part)))
@@ -67,3 +74,5 @@ def replace_person(
             profile_writes.insert(),
             [dict(zip(JOURNAL_COLUMNS, journal_row(record, seq), strict=True)) for seq, record in journal],
         )
+        # As the replay resolved each write (``delete_journal`` took the old rows' away).
+        insert_unattached(conn, [row for seq, record in journal for row in unattached_rows(record, seq)])

@@ -259,6 +259,24 @@ profile_writes = sa.Table(
     sa.Column("released", sa.Text, nullable=True),  # JSON [[idType, value], ...]; None: none
 )
 
+# Ids a journaled write carried but did not attach to the profile it landed on (migration 0017;
+# profilehub.store.journal_store): held by another profile (``id_owned_elsewhere``), over a limit,
+# or evicted at once. Only such writes have rows: an erasure looks the erased person's ids up here
+# (``ix_journal_unattached_id``) and takes them out of those journal rows of other people,
+# without reading the org's journal. Keyed like the journal row, so its rows go with it.
+journal_unattached = sa.Table(
+    "journal_unattached",
+    metadata,
+    sa.Column("org_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("ucid", sa.String(36), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("region", sa.String(16), primary_key=True),
+    sa.Column("id_type", sa.String(100), primary_key=True),
+    sa.Column("value", sa.String(512), primary_key=True),
+    sa.Column("ts", sa.BigInteger, nullable=False),  # the journal row's, for retention
+    sa.Index("ix_journal_unattached_id", "org_id", "region", "id_type", "value"),
+)
+
 # The consent ledger (migration 0015; profilehub.store.consent_ledger, docs/privacy.md): every
 # value a write put in a profile's consent, in the transaction of the write. Keyed like the
 # journal, by the master the write landed on and the write's ``seq`` (shared with its journal

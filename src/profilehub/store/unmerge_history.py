@@ -57,18 +57,10 @@ def parted_from(conn: Connection, org_id: int, ucids: Iterable[str]) -> dict[str
     return bounds
 
 
-def scrub_parted_journals(
-    conn: Connection, org_id: int, parted: Iterable[str], erased: Iterable[str]
-) -> None:
-    """Take the ids the ``erased`` profiles hold (read before they go) and their ucids out of the
-    journal of the people the ``parted`` ucids belong to now: a write that linked both people
-    stayed with the survivor, with the erased person's ids in it."""
-    gone = set(erased)
-    wanted = sorted(set(parted))
-    if not wanted:
-        return
+def ids_held(conn: Connection, org_id: int, ucids: Iterable[str]) -> set[Identifier]:
+    """The ids the profiles ``ucids`` hold (an erasure reads them before they go)."""
     held: set[Identifier] = set()
-    names = sorted(gone)
+    names = sorted(set(ucids))
     for start in range(0, len(names), 500):
         rows = conn.execute(
             sa.select(profile_ids.c.id_type, profile_ids.c.value).where(
@@ -76,6 +68,19 @@ def scrub_parted_journals(
             )
         )
         held |= {Identifier(t, v) for t, v in rows}
+    return held
+
+
+def scrub_parted_journals(
+    conn: Connection, org_id: int, parted: Iterable[str], erased: Iterable[str], held: set[Identifier]
+) -> None:
+    """Take the ids ``held`` by the ``erased`` profiles (``ids_held``) and their ucids out of the
+    journal of the people the ``parted`` ucids belong to now: a write that linked both people
+    stayed with the survivor, with the erased person's ids in it."""
+    gone = set(erased)
+    wanted = sorted(set(parted))
+    if not wanted:
+        return
     masters: set[str] = set()
     for start in range(0, len(wanted), 500):
         rows = conn.execute(
