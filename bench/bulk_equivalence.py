@@ -33,10 +33,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from profilehub.store.database import Database
-from profilehub.store.tables import changes, crm_records, events, profile_ids, profile_writes, profiles
+from profilehub.store.tables import (
+    changes,
+    crm_records,
+    events,
+    journal_unattached,
+    profile_ids,
+    profile_writes,
+    profiles,
+)
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-SECTIONS = ("profiles", "ids", "linkedUcid", "people", "changes", "journal", "events")
+SECTIONS = ("profiles", "ids", "linkedUcid", "people", "changes", "journal", "unattached", "events")
 # Compared in their stored order (the order a feed or an unmerge reads them in); the others are
 # sets of rows, compared sorted.
 ORDERED = ("changes", "journal", "events")
@@ -221,6 +229,16 @@ def _sections(conn: Connection, org_id: int, since: Watermark) -> Iterator[tuple
             for r in _stream(conn, journal)
         ),
     )
+    # Which journal rows keep ids their profile did not take: a set, without the ``seq`` that
+    # differs between the paths (the journal above is compared in order).
+    unattached = sa.select(
+        journal_unattached.c.ucid,
+        journal_unattached.c.ts,
+        journal_unattached.c.region,
+        journal_unattached.c.id_type,
+        journal_unattached.c.value,
+    ).where(journal_unattached.c.org_id == org_id, journal_unattached.c.seq > since.seq)
+    yield "unattached", (list(r) for r in _stream(conn, unattached))
     outbox = (
         sa.select(events)
         .where(events.c.org_id == org_id, events.c.event_id > since.event_id)
@@ -407,7 +425,7 @@ def clone_profiles(db: Database, source: int, target: int) -> None:
     means the same profiles in both."""
 
     def job(conn: Connection) -> None:
-        for table in (profiles, profile_ids, profile_writes):
+        for table in (profiles, profile_ids, profile_writes, journal_unattached):
             cols = [c for c in table.c if c.name != "org_id"]
             select = sa.select(sa.literal(target, sa.BigInteger), *cols).where(table.c.org_id == source)
             conn.execute(table.insert().from_select(["org_id", *(c.name for c in cols)], select))

@@ -22,6 +22,8 @@ def test_bulk_writes_what_the_online_importer_writes(database_url: str, tmp_path
     assert " 0 rejected" not in result.online and " 0 updated" not in result.online
     # The set is as ugly as it claims: merges, refused merges, evictions, limits, ucids, rejects.
     assert result.counts["linkedUcid"] >= 5
+    # Writes that kept ids their profile did not take: both paths name them for an erasure.
+    assert result.counts["unattached"] > 0
     changes = _changes(database_url)
     codes = Counter(n["code"] for change in changes for n in change.get("notices", []))
     for code in ("merge_refused", "id_evicted", "id_limit", "id_owned_elsewhere", "ucid_not_found"):

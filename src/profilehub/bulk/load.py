@@ -40,7 +40,7 @@ from profilehub.store import tables
 from profilehub.store.changes import ChangeIdBlock
 from profilehub.store.consent_ledger import LEDGER_COLUMNS
 from profilehub.store.events import feed_of
-from profilehub.store.journal_store import JOURNAL_COLUMNS
+from profilehub.store.journal_store import JOURNAL_COLUMNS, UNATTACHED_COLUMNS
 from profilehub.store.rows import sqlite_insert_many
 
 PROFILE_COLUMNS = ("org_id", "ucid", "region", "created_ts", "updated_ts", "merged_into", "data")
@@ -55,6 +55,7 @@ TABLES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("profile_ids", "ids", ID_COLUMNS),
     ("changes", "changes", CHANGE_COLUMNS),
     ("profile_writes", "journal", tuple(JOURNAL_COLUMNS)),
+    ("journal_unattached", "unattached", UNATTACHED_COLUMNS),
     ("consent_ledger", "ledger", tuple(LEDGER_COLUMNS)),
     ("events", "events", EVENT_COLUMNS),
 )
@@ -89,7 +90,7 @@ def table_blocks(
     if table == "changes":
         change_id = numbering.change_id
         blocks = ([(row[1], change_id(row[0]), *row[2:]) for row in block] for block in blocks)
-    elif table in ("profile_writes", "consent_ledger"):  # a write's ledger rows share its seq
+    elif table in ("profile_writes", "journal_unattached", "consent_ledger"):  # they share its seq
         base = numbering.journal_base
         blocks = ([(*row[:2], base + row[2], *row[3:]) for row in block] for block in blocks)
     elif table == "events":

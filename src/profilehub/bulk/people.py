@@ -109,7 +109,7 @@ from profilehub.store.changes import ChangeIdBlock, now_ms
 from profilehub.store.consent_ledger import LEDGER_COLUMNS
 from profilehub.store.database import Database, OnceJob, savepoint
 from profilehub.store.events import feed_of, insert_events, pending_events, reserve_event_ids
-from profilehub.store.journal_store import CLOCK, JOURNAL_COLUMNS
+from profilehub.store.journal_store import CLOCK, JOURNAL_COLUMNS, UNATTACHED_COLUMNS
 from profilehub.store.profile_storage import profile_storage
 
 Outcome = PersonResult | ProfilehubError
@@ -775,6 +775,13 @@ class PeopleBulkImporter:
             "profile_writes",
             JOURNAL_COLUMNS,
             ((*r[:2], base + r[2], *r[3:]) for b in blocks("journal") for r in b),
+            phases,
+        )
+        _stream_rows(
+            conn,
+            "journal_unattached",
+            UNATTACHED_COLUMNS,
+            ((*r[:2], base + r[2], *r[3:]) for b in blocks("unattached") for r in b),
             phases,
         )
         _stream_rows(

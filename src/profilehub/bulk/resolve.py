@@ -43,7 +43,7 @@ from profilehub.ingest.runner import over_id_limit
 from profilehub.profiles import WriteResult
 from profilehub.store.consent_ledger import entry_rows, ledger_rows
 from profilehub.store.events import PROFILE_CREATED, PROFILE_UPDATED
-from profilehub.store.journal_store import journal_row
+from profilehub.store.journal_store import journal_row, unattached_rows
 
 
 @dataclass
@@ -56,6 +56,9 @@ class Spools:
     journal: Spool  # journal rows with the write's file index in place of ``seq``
     events: Spool  # (file index, type, region, ts, entity_id, data JSON)
     ledger: Spool  # consent ledger rows with the write's file index in place of ``seq``
+    # ``journal_unattached`` rows, numbered as the journal's: only replayed writes have any (a
+    # closed-form component attaches every id of its writes)
+    unattached: Spool
 
     @classmethod
     def open(cls, folder: Path, prefix: str, frame: int = FRAME_BYTES) -> Spools:
@@ -76,7 +79,15 @@ class Spools:
         return cls(*spools)
 
     def all(self) -> list[Spool]:
-        return [self.profiles, self.ids, self.changes, self.journal, self.events, self.ledger]
+        return [
+            self.profiles,
+            self.ids,
+            self.changes,
+            self.journal,
+            self.events,
+            self.ledger,
+            self.unattached,
+        ]
 
     def close(self) -> None:
         for spool in self.all():
@@ -87,7 +98,7 @@ class Spools:
             spool.discard()
 
 
-SPOOLED = ("profiles", "ids", "changes", "journal", "events", "ledger")
+SPOOLED = ("profiles", "ids", "changes", "journal", "events", "ledger", "unattached")
 
 
 def id_order(row: tuple[Any, ...]) -> str:
@@ -573,6 +584,8 @@ def spool_log(
     if journal:
         for k, record in zip(indices, writes, strict=True):
             spools.journal.append(journal_row(record, k))
+            for row in unattached_rows(record, k):
+                spools.unattached.append(row)
     if ledger:
         for k, record in zip(indices, writes, strict=True):
             for entry in ledger_rows(record, k):
