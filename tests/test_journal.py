@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 
 from profilehub.cli import main
 from profilehub.lineage import journal
-from profilehub.store.changes import history
+from profilehub.store.changes import history, now_ms
+from profilehub.store.journal_store import prune_journal, set_retention_days
 from tests.cdp_client import Cdp
 from tests.conftest import make_org
 
@@ -95,3 +96,34 @@ def test_retention_drops_entries_older_than_the_org_keeps(
     assert left["upsert"] == {"profile": {"n": 2}}
     back = runner.invoke(main, ["org", "journal-retention", "--org-id", str(org.org_id), "--forever"])
     assert "for ever" in back.output
+
+
+def test_retention_drops_the_list_of_ids_the_dropped_entries_did_not_take(
+    app: FastAPI, client: TestClient
+) -> None:
+    """An entry that kept another person's phone number (``id_owned_elsewhere``) is listed by that
+    number for erasures (``journal_unattached``); when retention drops the entry, the number goes
+    from that list too: nothing of it is kept past the org's days."""
+    org = make_org(app.state.db)
+    cdp = Cdp(client, org)
+    cdp.write({"email": "ann.kept@example.org"})
+    cdp.write({"email": "bob.kept@example.org", "cellphone": "+49 30 55501 4411"})
+    cdp.write({"email": "ann.kept@example.org", "cellphone": "+49 30 55501 4411"})
+    assert "id_owned_elsewhere" in cdp.notice_codes()
+    phone = hashlib.sha256(b"+4930555014411").hexdigest()
+
+    def holding() -> dict[str, int]:
+        with app.state.db.read() as conn:
+            return {
+                table: conn.execute(
+                    sa.text(f"SELECT count(*) FROM {table} WHERE org_id = :o AND {column} LIKE :v"),
+                    {"o": org.org_id, "v": f"%{phone}%"},
+                ).scalar_one()
+                for table, column in (("profile_writes", "ids"), ("journal_unattached", "value"))
+            }
+
+    assert holding() == {"profile_writes": 2, "journal_unattached": 1}
+    app.state.db.write(lambda c: set_retention_days(c, org.org_id, 30, now_ms()))
+    forty_days_on = now_ms() + 40 * 86_400_000
+    app.state.db.write(lambda c: prune_journal(c, forty_days_on, org.org_id))
+    assert holding() == {"profile_writes": 0, "journal_unattached": 0}

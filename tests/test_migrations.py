@@ -263,6 +263,78 @@ def test_people_stored_before_case_folding_are_found_by_any_case_after_db_upgrad
         db.close()
 
 
+def test_a_store_before_journal_unattached_upgrades_and_its_erasures_reach_other_journals(
+    database_url: str,
+) -> None:
+    """0018: a store at 0017 with a journaled profile upgrades; a write kept apart from another
+    person's phone number by a limit (``id_owned_elsewhere``) lands on that profile, and erasing the
+    number's holder takes the number out of the journal entry that kept it, leaving the rest."""
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0017")
+    ann = "00000000-0000-4000-8000-00000000a017"
+    ann_hash = hashlib.sha256(b"ann@old.example").hexdigest()
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO orgs (org_id, name, keep_raw_ids, strategy_version, created_ts) "
+                "VALUES (42, 'Old', false, 1, 1)"
+            )
+        )
+        conn.execute(sa.text("INSERT INTO org_regions VALUES (42, 'EU')"))
+        seed_default_strategy(conn, 42)
+        conn.execute(
+            sa.text(
+                "INSERT INTO profiles (org_id, ucid, region, created_ts, updated_ts, merged_into, data) "
+                "VALUES (42, :u, 'EU', 5, 6, NULL, '{}')"
+            ),
+            {"u": ann},
+        )
+        conn.execute(
+            sa.text("INSERT INTO profile_ids VALUES (42, 'EU', 'email_sha256_lowercase', :h, :u, 6)"),
+            {"h": ann_hash, "u": ann},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO profile_writes (org_id, ucid, seq, ts, region, actor, created, named_ucid, "
+                "ids, upsert, merges) VALUES (42, :u, 5000, 5, 'EU', 'old', true, NULL, :ids, '{}', '{}')"
+            ),
+            {"u": ann, "ids": json.dumps([["email_sha256_lowercase", ann_hash]])},
+        )
+    engine.dispose()
+
+    db = Database(database_url)  # opening it is the upgrade
+    try:
+        service = ProfileService(db)
+        [bob] = service.write_batch(
+            [ProfileWrite(42, "EU", {"email": "bob@old.example", "cellphone": "+4930555017"})], "t"
+        )
+        [landed] = service.write_batch(
+            [ProfileWrite(42, "EU", {"email": "ann@old.example", "cellphone": "+4930555017"})], "t"
+        )
+        assert not isinstance(bob, Exception) and not isinstance(landed, Exception)
+        assert landed.profile["ucid"] == ann
+        assert "id_owned_elsewhere" in [n["code"] for n in landed.notices]
+        phone = hashlib.sha256(b"+4930555017").hexdigest()
+
+        def journal() -> str:
+            with db.read() as conn:
+                rows = conn.execute(
+                    sa.text("SELECT ids FROM profile_writes WHERE org_id = 42 AND ucid = :u"), {"u": ann}
+                )
+                return "\n".join(r[0] for r in rows)
+
+        assert phone in journal()
+        service.delete(42, "EU", {"email": ["bob@old.example"]}, "t")
+        # Both of ann's entries stay (the one from before the upgrade as it was), without bob's number.
+        kept = journal()
+        assert phone not in kept and kept.count(ann_hash) == 2
+        with db.read() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM journal_unattached")).scalar_one() == 0
+    finally:
+        db.close()
+
+
 def _profilehub(database_url: str, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, list(args), env={"PROFILEHUB_DATABASE_URL": database_url})
     # Refusals are a ClickException (SystemExit 1), never an exception escaping as a traceback.
