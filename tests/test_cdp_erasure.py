@@ -238,6 +238,39 @@ def test_an_erasure_takes_its_ids_out_of_another_persons_writes_that_did_not_tak
     assert found["ucid"] == a["ucid"] and "cellphone" not in found["ids"]
 
 
+def test_an_erasure_reaches_a_write_that_kept_its_id_after_an_unmerge_moved_that_write(
+    app: FastAPI, client: TestClient
+) -> None:
+    """An unmerge rebuilds a person's journal: a write that kept another person's phone number
+    without taking it may then land on another of the rebuilt profiles. Erasing the number's holder
+    afterwards still takes it out of that write."""
+    org = make_org(app.state.db)
+    cdp = Cdp(client, org)
+    a = cdp.write({"email": "ann.8120@example.org"})
+    b = cdp.write({"email": "bob.8120@example.org", "cellphone": "+49 30 55501 8120"})
+    d = cdp.write({"fpuid": "fp-8120"})
+    assert cdp.write({"email": "ann.8120@example.org", "fpuid": "fp-8120"})["ucid"] == a["ucid"]
+    # The device is ann's now; bob's number on it is refused with bob (two emails).
+    assert cdp.write({"fpuid": "fp-8120", "cellphone": "+49 30 55501 8120"})["ucid"] == a["ucid"]
+    assert "id_owned_elsewhere" in cdp.notice_codes()
+    unmerged = client.post(
+        "/cdp/v1/users/_unmerge",
+        json={"orgId": org.org_id, "region": "EU", "ucid": a["ucid"], "ids": {"fpuid": ["fp-8120"]}},
+        headers=org.headers(),
+    )
+    assert unmerged.status_code == 200, unmerged.text
+    assert {p["ucid"] for p in unmerged.json()} == {a["ucid"], d["ucid"]}
+    traces = _stored_traces(app, org.org_id, [b["ucid"]])
+    # The write with the device and bob's number is the device's profile's now.
+    writes = [w for w in _all_rows(app)["profile_writes"].splitlines() if any(t in w for t in traces)]
+    assert any(w.startswith(f"{org.org_id} | {d['ucid']}") for w in writes), writes
+
+    cdp.delete({"email": ["bob.8120@example.org"]})
+    after = _all_rows(app)
+    assert {t: sorted(x for x in traces if x in text) for t, text in after.items()} == {t: [] for t in after}
+    assert len([w for w in after["profile_writes"].splitlines() if d["ucid"] in w]) == 2
+
+
 def test_erasing_a_person_unmerged_from_another_leaves_none_of_its_values_in_the_others_events(
     app: FastAPI, client: TestClient
 ) -> None:
