@@ -259,7 +259,7 @@ profile_writes = sa.Table(
     sa.Column("released", sa.Text, nullable=True),  # JSON [[idType, value], ...]; None: none
 )
 
-# Ids a journaled write carried but did not attach to the profile it landed on (migration 0017;
+# Ids a journaled write carried but did not attach to the profile it landed on (migration 0018;
 # profilehub.store.journal_store): held by another profile (``id_owned_elsewhere``), over a limit,
 # or evicted at once. Only such writes have rows: an erasure looks the erased person's ids up here
 # (``ix_journal_unattached_id``) and takes them out of those journal rows of other people,

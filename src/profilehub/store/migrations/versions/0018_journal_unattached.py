@@ -5,8 +5,8 @@ erasure of the id's holder takes it out of them without reading the whole journa
 Journal rows written before this revision have none: an erasure leaves their ids of other people
 as it did before (the note in docs/privacy.md says so).
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0018
+Revises: 0017
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0017"
-down_revision = "0016"
+revision = "0018"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
