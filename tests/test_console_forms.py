@@ -581,3 +581,59 @@ def test_a_refused_form_comes_back_with_what_was_typed(
         wrong, 401, 'action="/console/sign-in"', "unknown or revoked credential", 'aria-invalid="true"'
     )
     assert org.apikey not in wrong.text
+
+
+def test_an_address_typed_for_signing_out_asks_to_sign_out(client: TestClient, org: OrgFixture) -> None:
+    # Signed out (or never in), a typed or bookmarked /console/sign-out goes to the sign-in form.
+    gone = client.get("/console/sign-out", follow_redirects=False)
+    assert gone.status_code == 303 and gone.headers["location"] == "/console/sign-in"
+    sign_in(client, org.apikey)
+    # Signed in, it is a page with the button: a GET does not sign out (a link must not end it).
+    page = client.get("/console/sign-out")
+    assert page.status_code == 200 and 'id="sign-out"' in page.text, page.text
+    assert client.get("/console/search").status_code == 200
+    out = client.post("/console/sign-out", data={"csrf": csrf_of(page)})
+    assert "You have signed out." in out.text
+    assert client.get("/console/search", follow_redirects=False).status_code == 303
+
+
+# Console routes are not in the OpenAPI document: their 405 once named the first route's method
+# only (a form page said GET alone though it takes its POST), and was the API's JSON.
+@pytest.mark.parametrize(
+    ("method", "address", "allow"),
+    [
+        ("DELETE", "/console/search", "GET, HEAD, POST"),
+        ("PUT", "/console/profiles/0191e5a0-7c3e-7d51-9a5e-3f1d2c4b5a69/erase", "GET, HEAD, POST"),
+        ("PATCH", "/console/sign-in", "GET, HEAD, POST"),
+        ("DELETE", "/console/no-such-page", "GET, HEAD"),
+    ],
+)
+def test_a_method_a_console_address_does_not_take_is_a_page(
+    client: TestClient, org: OrgFixture, method: str, address: str, allow: str
+) -> None:
+    sign_in(client, org.apikey)
+    refused = client.request(method, address)
+    _page(refused, 405, f"method: {method} is not allowed on {address}; allowed: {allow}")
+    assert refused.headers["allow"] == allow
+    # The API keeps its JSON error shape.
+    api = client.request("PUT", "/cdp/v1/users/_search", headers=org.headers())
+    assert api.status_code == 405 and api.json()["errors"] == {"method": "allowed: POST"}, api.text
+
+
+def test_a_company_address_takes_its_id_in_any_case(client: TestClient, org: OrgFixture) -> None:
+    made = client.post("/v2/crm/companies", json={"name": "Acme"}, headers=org.bearer)
+    company_id = made.json()["company"]["id"]
+    # A person body names its company by that id in any case, as any UUID is read.
+    linked = client.put(
+        "/v2/crm/people?matchingAttribute=email",
+        json={"firstName": "Ada", "emails": ["ada@acme.example"], "companyId": company_id.upper()},
+        headers=org.bearer,
+    )
+    assert linked.json()["person"]["company"]["id"] == company_id, linked.text
+    sign_in(client, org.token)
+    typed = client.get(f"/console/companies/{company_id.upper()}?page=1", follow_redirects=False)
+    assert typed.status_code == 303, typed.text
+    assert typed.headers["location"] == f"/console/companies/{company_id}?page=1"
+    page = client.get(f"/console/companies/{company_id.upper()}")
+    assert page.status_code == 200 and "Acme" in page.text and "Ada" in page.text, page.text
+    _page(client.get("/console/companies/not-a-company"), 404, "no company not-a-company")

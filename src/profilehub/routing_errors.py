@@ -3,13 +3,14 @@
 A path with a trailing slash is not redirected (Starlette's 307 takes its address from the
 ``Host`` header and has no body): it is a 404 naming the route without the slash. A 405 names
 every method the path has, in its message and its ``Allow`` header (Starlette's names only the
-methods of the first route it tried).
+methods of the first route it tried). Under a prefix of pages for people (the console's,
+``answer_pages_under``) the 405 is that site's page instead of the API's JSON.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -17,6 +18,9 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from profilehub.http import error_response
+
+# A site's error page: (status, message) -> the page.
+ErrorPage = Callable[[int, str], Response]
 
 
 def _templates(app: FastAPI) -> list[str]:
@@ -64,6 +68,18 @@ def install_routing_errors(app: FastAPI) -> None:
         return method_not_allowed(request, getattr(route, "path", None), getattr(route, "methods", None))
 
 
+def answer_pages_under(app: FastAPI, prefix: str, page: ErrorPage) -> None:
+    """The router's 405 for a path under ``prefix`` is ``page`` (HTML for a browser) rather than
+    the API's JSON; the router's 404 there is the site's own catch-all route's business."""
+    app.state.error_pages = {**getattr(app.state, "error_pages", {}), prefix: page}
+
+
+def _page_of(request: Request) -> ErrorPage | None:
+    path = request.url.path
+    pages: dict[str, ErrorPage] = getattr(request.app.state, "error_pages", {})
+    return next((p for prefix, p in pages.items() if path == prefix or path.startswith(prefix + "/")), None)
+
+
 def method_not_allowed(
     request: Request, template: str | None, fallback: Iterable[str] | None = None
 ) -> Response:
@@ -72,6 +88,14 @@ def method_not_allowed(
     if not methods:
         methods = _answering_methods(request) or sorted(fallback or ())
     allow = ", ".join(methods)
+    page = _page_of(request)
+    if page is not None:
+        # A person reads the address they used, not a route template (the console's catch-all).
+        response = page(
+            405, f"method: {request.method} is not allowed on {request.url.path}; allowed: {allow}"
+        )
+        response.headers["Allow"] = allow
+        return response
     return error_response(
         405,
         f"method: {request.method} is not allowed on {template}; allowed: {allow}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,16 @@ def company_people_page(conn: Connection, org_id: int, company_id: str, page: in
     page, _ = _checked(page, "")
     items, found = people.list_company_people(conn, org_id, company_id, page=page, count=PAGE_SIZE)
     return Listing(items, found.pagination())
+
+
+def canonical_id(record_id: str) -> str:
+    """A record id as the CRM keeps it (a lowercase UUID): a person's ``companyId`` is read as any
+    UUID, capitals or not, so the console's addresses are too. Anything else is left as it is,
+    to be no company."""
+    try:
+        return str(uuid.UUID(record_id))
+    except ValueError:
+        return record_id
 
 
 def person(conn: Connection, org_id: int, person_id: str) -> dict[str, Any]:

@@ -87,6 +87,7 @@ TITLES = {
     401: "Sign in first",
     403: "Not allowed",
     404: "Not found",
+    405: "Not done this way",
     409: "Conflict",
     413: "Too large",
     429: "Slow down",

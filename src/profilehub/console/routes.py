@@ -133,6 +133,14 @@ async def sign_in(request: Request) -> Response:
     return response
 
 
+@router.get("/sign-out")
+async def sign_out_form(request: Request) -> Response:
+    # A typed or bookmarked address: signing out is the form's POST (with the CSRF token), so a
+    # link cannot end a session; without a session this is the sign-in form (``ConsoleRoute``).
+    session = await current_session(request)
+    return render("sign_out.html", session=session)
+
+
 @router.post("/sign-out")
 async def sign_out(request: Request) -> Response:
     session = await current_session(request)
@@ -378,6 +386,10 @@ async def companies(request: Request, page: int = 1, q: str = "") -> Response:
 async def company(request: Request, company_id: str, page: int = 1) -> Response:
     session = await current_session(request)
     need(session, "crm:read", "crm:write")
+    if (canonical := crm.canonical_id(company_id)) != company_id:
+        # Typed in capitals, say: the company's own address, as the API reads a ``companyId``.
+        query = f"?{request.url.query}" if request.url.query else ""
+        return see(f"{COOKIE_PATH}/companies/{quote(canonical)}{query}")
 
     def company_and_people(c: Connection) -> tuple[dict[str, Any], crm.Listing]:
         found = crm.company(c, session.org_id, company_id)
