@@ -131,7 +131,7 @@ def unmerge_time(backend: str, count: int) -> dict[str, Any]:
             assert not isinstance(result, ProfilehubError)
             ucid = result.profile["ucid"]
             start = time.perf_counter()
-            profiles = unmerge(service, ORG_ID, REGION, ucid, {"AdId": ["shared-device"]}, "bench")
+            profiles = unmerge(service, ORG_ID, REGION, ucid, {"AdId": ["shared-device"]}, "bench").profiles
             elapsed = time.perf_counter() - start
         finally:
             db.close()

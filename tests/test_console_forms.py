@@ -417,6 +417,10 @@ def test_unmerging_one_hash_of_a_phone_says_nothing_was_split(client: TestClient
     assert "Nothing was split" in done.text and "The person is now" not in done.text
     assert "still one profile with the same 1 merged in" in done.text
     assert "tick every id of that value" in done.text
+    # The rebuild gave the person as it was: nothing is recorded (no unmerge in its history).
+    assert "Nothing was changed or recorded" in done.text
+    history = client.get(f"/console/profiles/{first['ucid']}").text.split('id="history"', 1)[1]
+    assert "unmerge" not in history.split('id="consent-ledger"', 1)[0]
     assert "Linked ucids (1)" in client.get(f"/console/profiles/{first['ucid']}").text
 
 

@@ -46,6 +46,7 @@ def test_unmerging_the_id_that_linked_gives_the_merged_profile_back(app: FastAPI
     # Named by the merged-away ucid: its profile comes first.
     r = _unmerge(client, org, b["ucid"], {"crm_id": ["crm-1"]})
     assert r.status_code == 200, r.text
+    assert "X-Profilehub-Notices" not in r.headers  # it changed something
     got_b, got_a = r.json()
     assert got_b["ucid"] == b["ucid"] and got_a["ucid"] == a["ucid"]
     assert id_values(got_b, "crm_id") == ["crm-1"] and id_values(got_b, "AdId") == ["ad-b"]
@@ -142,6 +143,15 @@ def test_unmerging_an_id_that_merged_nothing_leaves_the_person_whole(
     assert only["ucid"] == first["ucid"] and only["consent"]["email"] == "no"
     assert only["profile"]["city"] == "Oslo"
     assert cdp.search({"email": [EMAIL]}) == [only]
+    # Nothing changed, and the answer says so: no unmerge in the history, no profile.unmerged event
+    # telling subscribers the person was split.
+    [notice] = json.loads(r.headers["X-Profilehub-Notices"])
+    assert notice["code"] == "nothing_unmerged" and notice["field"] == "ids", notice
+    with app.state.db.read() as conn:
+        log = history(conn, org.org_id, entity="profile", entity_id=first["ucid"])
+    assert [c["action"] for c in log if c["action"] == "unmerge"] == []
+    feed = client.get("/cdp/v1/changes", params={"orgId": org.org_id, "limit": 1000}, headers=org.headers())
+    assert [e for e in feed.json()["changes"] if e["type"] == "profile.unmerged"] == []
 
 
 def test_bad_unmerges_are_refused_and_change_nothing(app: FastAPI, client: TestClient) -> None:

@@ -5,12 +5,13 @@ these functions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from profilehub.errors import BadRequest, Conflict, NotFound
-from profilehub.identity.normalize import Identifier
+from profilehub.identity.normalize import Identifier, Notice
 from profilehub.identity.replay import replay
 from profilehub.identity.resolve import WriteOutcome, apply_write
 from profilehub.identity.storage import WriteRecord
@@ -105,6 +106,40 @@ def explanation(outcome: WriteOutcome, named_ucid: str | None) -> dict[str, Any]
     }
 
 
+# The notice of an unmerge that found the person as it would rebuild it.
+NOTHING_UNMERGED = "nothing_unmerged"
+
+
+@dataclass(frozen=True)
+class Unmerged:
+    """What an unmerge did: the profiles the person is now, the one holding the ucid first, and
+    whether anything changed."""
+
+    profiles: list[dict[str, Any]]
+    changed: bool
+
+    @property
+    def notices(self) -> list[dict[str, Any]]:
+        if self.changed:
+            return []
+        return [
+            Notice(
+                NOTHING_UNMERGED,
+                "nothing changed: rebuilt without these ids linking, the person is as it was (they "
+                "merged nothing, or other ids merge the same profiles)",
+                field="ids",
+            ).as_dict()
+        ]
+
+
+def _same_person(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    # The order of merged-in ucids is the store's, not part of the person.
+    def key(view: dict[str, Any]) -> dict[str, Any]:
+        return {**view, "ids": {**view["ids"], "linkedUcid": sorted(view["ids"]["linkedUcid"])}}
+
+    return key(before) == key(after)
+
+
 def _unmerge_ids(
     service: ProfileService, strategy: Any, ids: Any, region: str
 ) -> list[tuple[str, Any, list[Identifier]]]:
@@ -123,7 +158,7 @@ def _unmerge_ids(
 
 
 def _unmerge_job(service: ProfileService, org_id: int, region: str, ucid: str, ids: Any, actor: str) -> Any:
-    def job(conn: Connection) -> list[dict[str, Any]]:
+    def job(conn: Connection) -> Unmerged:
         strategy = service.strategies.get(conn, org_id)
         r = strategy.check_region(region)
         wanted = check_ucid(ucid, "ucid")
@@ -176,6 +211,21 @@ def _unmerge_job(service: ProfileService, org_id: int, region: str, ucid: str, i
         )
         rebuilt = replay(strategy, [rec for _, rec in journal], non_linking, taken=taken)
         masters = rebuilt.masters(org_id)
+        first = rebuilt.storage.resolve_ucids(org_id, [wanted])[wanted][0]
+        order = [first, *(m for m in masters if m != first)]
+        states = rebuilt.storage.load_profiles(org_id, order)
+        linked = rebuilt.storage.linked_ucids(org_id, order)
+        views = [profile_view(strategy, states[m], linked.get(m, [])) for m in order]
+        if order == [master]:
+            now = profile_view(
+                strategy,
+                storage.load_profiles(org_id, [master])[master],
+                storage.linked_ucids(org_id, [master]).get(master, []),
+            )
+            if _same_person(now, views[0]):
+                # Rebuilt as it is: no change to record, and no profile.unmerged telling
+                # subscribers a person was split that was not.
+                return Unmerged([now], changed=False)
         replace_person(
             conn,
             org_id,
@@ -200,11 +250,6 @@ def _unmerge_job(service: ProfileService, org_id: int, region: str, ucid: str, i
                 for m in masters
             ],
         )
-        first = rebuilt.storage.resolve_ucids(org_id, [wanted])[wanted][0]
-        order = [first, *(m for m in masters if m != first)]
-        states = rebuilt.storage.load_profiles(org_id, order)
-        linked = rebuilt.storage.linked_ucids(org_id, order)
-        views = [profile_view(strategy, states[m], linked.get(m, [])) for m in order]
         append_events(
             conn,
             [
@@ -212,25 +257,21 @@ def _unmerge_job(service: ProfileService, org_id: int, region: str, ucid: str, i
                 for v in views
             ],
         )
-        return views
+        return Unmerged(views, changed=True)
 
     return job
 
 
-def unmerge(
-    service: ProfileService, org_id: int, region: str, ucid: str, ids: Any, actor: str
-) -> list[dict[str, Any]]:
+def unmerge(service: ProfileService, org_id: int, region: str, ucid: str, ids: Any, actor: str) -> Unmerged:
     """Rebuild the person ``ucid`` belongs to from its journal as if ``ids`` had never linked
     anything (docs/unmerge.md), as one writer job. Answers the resulting profiles, the one now
-    holding ``ucid`` first."""
-    result: list[dict[str, Any]] = service.db.write(_unmerge_job(service, org_id, region, ucid, ids, actor))
+    holding ``ucid`` first; a rebuild that gives the person as it is writes nothing."""
+    result: Unmerged = service.db.write(_unmerge_job(service, org_id, region, ucid, ids, actor))
     return result
 
 
 async def aunmerge(
     service: ProfileService, org_id: int, region: str, ucid: str, ids: Any, actor: str
-) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = await service.db.awrite(
-        _unmerge_job(service, org_id, region, ucid, ids, actor)
-    )
+) -> Unmerged:
+    result: Unmerged = await service.db.awrite(_unmerge_job(service, org_id, region, ucid, ids, actor))
     return result

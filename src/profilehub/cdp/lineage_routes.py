@@ -12,8 +12,9 @@ from starlette.concurrency import run_in_threadpool
 from profilehub.auth import Principal, check_org
 from profilehub.cdp.models import ErrorBody, Profile, parse_write
 from profilehub.cdp.routes import ERRORS, _service, cdp_principal
-from profilehub.http import JSONResponse
+from profilehub.http import JSONResponse, notices_header
 from profilehub.lineage import aunmerge, explain
+from profilehub.openapi_extras import NOTICES_HEADER
 from profilehub.profiles import ProfileService
 
 router = APIRouter(prefix="/cdp/v1", tags=["CDP profiles"])
@@ -108,7 +109,9 @@ class UnmergeRequest(BaseModel):
     responses={
         200: {
             "model": list[Profile],
-            "description": "The profiles the person became, the one holding `ucid` first",
+            "description": "The profiles the person became, the one holding `ucid` first (a "
+            "`nothing_unmerged` notice: the person is as it was, and nothing was written)",
+            "headers": NOTICES_HEADER,
         },
         **ERRORS,
         409: {
@@ -128,4 +131,4 @@ async def unmerge_person(
     attributes and ids. See docs/unmerge.md."""
     check_org(principal, body.orgId)
     result = await aunmerge(service, body.orgId, body.region, body.ucid, body.ids, principal.actor)
-    return JSONResponse(result)
+    return JSONResponse(result.profiles, headers=notices_header(result.notices))

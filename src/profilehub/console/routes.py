@@ -272,7 +272,7 @@ async def unmerge(request: Request, ucid: str) -> Response:
     try:
         if not ids:
             raise BadRequest("tick at least one id that should not have linked anything", field="ids")
-        profiles = await aunmerge(
+        done = await aunmerge(
             service, session.org_id, before.profile["region"], before.ucid, ids, session.principal.actor
         )
     except ProfilehubError as exc:
@@ -291,6 +291,7 @@ async def unmerge(request: Request, ucid: str) -> Response:
         )
     # The API answers the rebuilt person even when the rebuild merged everything again (other ids
     # of the same phone or email still link, say): the page must not call that a split.
+    profiles = done.profiles
     was = {m.ucid for m in before.merges}
     unchanged = len(profiles) == 1 and set(profiles[0]["ids"].get("linkedUcid", [])) == was
     still = sorted({t for m in before.merges for t in m.via} - set(ids)) if unchanged else []
@@ -299,6 +300,7 @@ async def unmerge(request: Request, ucid: str) -> Response:
         session=session,
         profiles=profiles,
         unchanged=unchanged and bool(was),
+        changed=done.changed,
         ticked=sorted(ids),
         still=still,
     )
