@@ -110,6 +110,9 @@ def test_bulk_answers_409_at_the_index_of_a_record_left_without_ids(
     assert r.status_code == 200, r.text
     first, second, third = r.json()
     assert first["status"] == 409 and "suppressed" in first["error"]["message"]
+    # That record is dropped and the others are written: "nothing was written" said otherwise.
+    message = first["error"]["message"]
+    assert message.startswith("ids: this write is dropped: every usable id") and "nothing was" not in message
     assert second["status"] == 200 and [n["code"] for n in second["notices"]] == ["id_suppressed"]
     assert third["status"] == 200 and "notices" not in third
     assert Cdp(client, org).search({"email": [EMAIL]}) == []
@@ -154,7 +157,9 @@ def test_explain_predicts_suppression(client: TestClient, org: OrgFixture) -> No
     assert [n["code"] for n in r.json()["notices"]] == ["id_suppressed"]
     body["ids"] = {"email": EMAIL}
     only = client.post("/cdp/v1/users/_explain", json=body, headers=org.headers())
-    assert_error(only, 409, "ids")
+    # What the write would get, which is what happens to it (an explanation writes nothing anyway).
+    message = assert_error(only, 409, "ids")["message"]
+    assert message.startswith("ids: this write is dropped: every usable id") and "nothing was" not in message
 
 
 def test_other_orgs_and_regions_are_unaffected(client: TestClient, org: OrgFixture, app: FastAPI) -> None:
@@ -246,7 +251,9 @@ def test_crm_people_upserts_drop_an_erased_persons_emails_and_phone(
     only = client.put(
         f"{PEOPLE}?matchingAttribute=email", json={"firstName": "G", "emails": [EMAIL]}, headers=org.bearer
     )
-    assert_error(only, 409, "emails")
+    # The same words for one person of a _bulk or an import, whose others are written.
+    message = assert_error(only, 409, "emails")["message"]
+    assert message.startswith("emails: this person is dropped: every email") and "nothing was" not in message
     phone_only = client.post(PEOPLE, json={"firstName": "G", "phoneNumber": PHONE}, headers=org.bearer)
     assert_error(phone_only, 409, "phoneNumber")
     assert client.get(PEOPLE, headers=org.bearer).json()["collection"] == []  # nothing written

@@ -182,9 +182,11 @@ def prepare_write(strategy: Strategy, write: ProfileWrite, actor: str) -> Prepar
     ids, notices = normalise_ids(strategy, write.ids, region, suppression=strategy.suppression)
     if not ids and ucid is None:
         if any(n.code == ID_SUPPRESSED for n in notices):
+            # Said of this write only: the other records of a _bulk or an import are written,
+            # and _explain, which writes nothing anyway, predicts this.
             raise Suppressed(
-                "every usable id of this write is suppressed (an erased person's ids; "
-                "POST /cdp/v1/users/_unsuppress lifts it): nothing was written",
+                "this write is dropped: every usable id of it is suppressed (an erased person's ids; "
+                "POST /cdp/v1/users/_unsuppress lifts it)",
                 field="ids",
             )
         why = "every id given is blocked or disabled" if write.ids else "no ids given"

@@ -640,9 +640,10 @@ def _drop_suppressed(
         return given
     keeps_own = existing and given.emails is None
     if len(gone) == len(emails) and (phone is None or phone_gone) and not keeps_own:
+        # Said of this person only: the others of a _bulk or an import are written.
         raise Suppressed(
-            "every email and phone number of this person is suppressed (an erased person's; "
-            "POST /cdp/v1/users/_unsuppress lifts it): nothing was written",
+            "this person is dropped: every email and phone number of it is suppressed (an erased "
+            "person's; POST /cdp/v1/users/_unsuppress lifts it)",
             field="emails" if emails else "phoneNumber",
         )
     notices = [suppressed_notice(f"emails.{i}").as_dict() for i in sorted(gone)]
@@ -684,8 +685,8 @@ def _upsert_one(
     if matching is not None and by_email:
         if not given.emails and any(n["code"] == ID_SUPPRESSED for n in given.body.notices):
             raise Suppressed(
-                "every email of this person is suppressed (an erased person's), so none can match: "
-                "nothing was written",
+                "this person is dropped: every email of it is suppressed (an erased person's), so "
+                "none can match",
                 field="emails",
             )
         if not given.emails:
