@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
@@ -10,6 +11,7 @@ import fastapi.responses
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Security
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
@@ -84,14 +86,31 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 MATCHES_HEADER = "X-Profilehub-Matches"
-PersonId = Annotated[str, Path(description="The person's `id`, as answered when it was created")]
-CompanyId = Annotated[str, Path(description="The company's `id`, as answered when it was created")]
+
+
+def _record_id(value: str) -> str:
+    """A record id as stored: ids are UUIDs, answered in lower case and read in any case (RFC 9562),
+    as a person's ``companyId`` and the CDP dialect's ucids are; what is no UUID names no record."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return value
+
+
+PersonId = Annotated[
+    str, Path(description="The person's `id`, as answered when it was created"), AfterValidator(_record_id)
+]
+CompanyId = Annotated[
+    str, Path(description="The company's `id`, as answered when it was created"), AfterValidator(_record_id)
+]
 ObjectSlug = Annotated[
     str, Path(description="The object's slug: `people`, `companies` or a custom object's (e.g. `products`)")
 ]
 AttributeKey = Annotated[str, Path(description="The attribute's key (e.g. `sku`)")]
 RecordObject = Annotated[str, Path(description="A custom object's slug (e.g. `products`)")]
-RecordId = Annotated[str, Path(description="The record's `id`, as answered when it was created")]
+RecordId = Annotated[
+    str, Path(description="The record's `id`, as answered when it was created"), AfterValidator(_record_id)
+]
 COUNT = Query(20, ge=1, le=100, description="Page size, 1-100")
 PAGE = Query(1, ge=1, le=1_000_000, description="Page number, from 1")
 SEARCH = Query(None, max_length=200, description="Case-insensitive text search")
