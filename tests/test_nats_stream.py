@@ -1,6 +1,7 @@
 """`profilehub deliver --nats` against a NATS server of the test's own (started, stopped, frozen
 at will; the machine's broker is left alone): a stream at its limits or a broker lost mid-batch
-holds publishing back and loses nothing, and a stream of another shape is refused at start."""
+holds publishing back and loses nothing, a stream of another shape is refused at start, and a
+standby deliverer waits without writing."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,8 @@ import nats
 import pytest
 import sqlalchemy as sa
 
+from profilehub.config import DeliverySettings
+from profilehub.delivery.runner import Deliverer
 from profilehub.store.database import Database
 from profilehub.store.tables import stream_cursors
 from tests.conftest import make_org, running_in_ci
@@ -217,5 +222,67 @@ def test_a_stop_while_the_broker_is_away_hands_the_stream_lease_back(
         with db.read() as conn:
             owners = conn.execute(sa.select(stream_cursors.c.lease_owner)).scalars().all()
         assert owners == [None]
+    finally:
+        db.close()
+
+
+def test_a_standby_deliverer_writes_nothing_while_the_leases_are_held_and_takes_over_when_they_run_out(
+    database_url: str, tmp_path: Path, broker: NatsServer
+) -> None:
+    db = Database(database_url)
+    org_ids = [1234, 1235, 1236]
+    try:
+        for org_id in org_ids:
+            make_org(db, org_id)
+            write_many(db, org_id, 5, people=3)
+        with deliver(
+            database_url,
+            tmp_path,
+            "--nats",
+            broker.url,
+            "--no-webhooks",
+            PROFILEHUB_DELIVERY_LEASE_SECONDS="2",
+        ) as holder:
+            wait_for("the events published", lambda: all(len(stored(broker.url, o)) == 5 for o in org_ids))
+            batches: list[int] = []
+            polls: list[float] = []
+
+            def clock() -> float:
+                polls.append(time.time())
+                return polls[-1]
+
+            standby_db = Database(database_url, on_batch=lambda size, _queued: batches.append(size))
+            standby = Deliverer(
+                standby_db,
+                DeliverySettings(poll_seconds=0.05, lease_seconds=2),
+                nats_url=broker.url,
+                webhooks=False,
+                clock=clock,
+            )
+            stop = asyncio.Event()
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_until_complete, args=(standby.run(stop),))
+            thread.start()
+            try:
+                wait_for("the standby to look for leases 20 times", lambda: len(polls) >= 40)
+                # It wrote each org's lease claim (and looked for its cursor) in a transaction of
+                # its own on every poll, forever, changing nothing while the holder lived.
+                assert batches == [], f"the standby wrote {sum(batches)} times"
+                holder.send_signal(signal.SIGKILL)
+                holder.wait(timeout=10)
+                for org_id in org_ids:
+                    write_many(db, org_id, 5, people=3)
+                wait_for(
+                    "the standby to publish the rest once the leases ran out",
+                    lambda: all(len(stored(broker.url, o)) == 10 for o in org_ids),
+                )
+            finally:
+                loop.call_soon_threadsafe(stop.set)
+                thread.join(30)
+                loop.close()
+                standby_db.close()
+        for org_id in org_ids:
+            ids = stored(broker.url, org_id)
+            assert len(ids) == 10 and ids == sorted(set(ids)), "an event repeated, lost or out of order"
     finally:
         db.close()

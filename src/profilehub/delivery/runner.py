@@ -165,16 +165,42 @@ class Deliverer:
             await self._claim_streams(publisher)
 
     async def _claim_streams(self, publisher: JetStreamPublisher) -> None:
-        def org_ids() -> list[int]:
-            with self.db.read() as conn:
-                return list(conn.execute(sa.select(orgs.c.org_id)).scalars())
+        now = self._now_ms()
 
-        for org_id in await asyncio.to_thread(org_ids):
+        def claimable() -> list[tuple[int, bool]]:
+            """Each org whose lease may be ours (no cursor row yet, free, run out, ours), and
+            whether its row exists: a standby reads, and writes nothing while another holds them
+            all (it wrote two transactions per org per poll, forever, that changed no row)."""
+            with self.db.read() as conn:
+                rows = conn.execute(
+                    sa.select(orgs.c.org_id, stream_cursors.c.org_id.is_not(None).label("row"))
+                    .select_from(
+                        orgs.outerjoin(
+                            stream_cursors,
+                            sa.and_(
+                                stream_cursors.c.org_id == orgs.c.org_id,
+                                stream_cursors.c.stream == publisher.name,
+                            ),
+                        )
+                    )
+                    .where(
+                        sa.or_(
+                            stream_cursors.c.org_id.is_(None),
+                            stream_cursors.c.lease_owner.is_(None),
+                            stream_cursors.c.lease_until < now,
+                            stream_cursors.c.lease_owner == self.owner,
+                        )
+                    )
+                ).all()
+                return [(r.org_id, bool(r.row)) for r in rows]
+
+        for org_id, row in await asyncio.to_thread(claimable):
             key = ("stream", org_id, publisher.name)
             if key in self._tasks:
                 continue
             lease = {"org_id": org_id, "stream": publisher.name}
-            await self.db.awrite(functools.partial(ensure_cursor, org_id=org_id, name=publisher.name))
+            if not row:
+                await self.db.awrite(functools.partial(ensure_cursor, org_id=org_id, name=publisher.name))
             if await self._take(stream_cursors, lease):
                 work = self._publishing(publisher, org_id)
                 self._tasks[key] = asyncio.create_task(self._work(stream_cursors, lease, work))
