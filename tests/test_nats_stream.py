@@ -1,7 +1,8 @@
 """`profilehub deliver --nats` against a NATS server of the test's own (started, stopped, frozen
 at will; the machine's broker is left alone): a stream at its limits or a broker lost mid-batch
-holds publishing back and loses nothing, a stream of another shape is refused at start, and a
-standby deliverer waits without writing."""
+holds publishing back and loses nothing, a stream of another shape is refused (at start and while
+running), a stream deleted while running is made again, and a standby deliverer waits without
+writing."""
 
 from __future__ import annotations
 
@@ -222,6 +223,54 @@ def test_a_stop_while_the_broker_is_away_hands_the_stream_lease_back(
         with db.read() as conn:
             owners = conn.execute(sa.select(stream_cursors.c.lease_owner)).scalars().all()
         assert owners == [None]
+    finally:
+        db.close()
+
+
+def _log_of(tmp_path: Path) -> str:
+    return "\n".join(log.read_text() for log in tmp_path.glob("deliver-*.log"))
+
+
+def test_a_stream_deleted_while_deliver_runs_is_made_again_with_every_event(
+    database_url: str, tmp_path: Path, broker: NatsServer
+) -> None:
+    db = Database(database_url)
+    try:
+        make_org(db)
+        write_many(db, 1234, 10, people=3)
+        with deliver(database_url, tmp_path, "--nats", broker.url, "--no-webhooks"):
+            wait_for("the events published", lambda: len(stored(broker.url, 1234)) == 10)
+            run(broker.url, lambda js: js.delete_stream("PROFILEHUB"))
+            write_many(db, 1234, 5, people=3)
+            # Every round failed ("no response from stream") until the next start, the stream gone.
+            wait_for("every event in the new stream", lambda: len(stored(broker.url, 1234)) == 15)
+        assert stored(broker.url, 1234) == list(range(1, 16)), "an event repeated, lost or out of order"
+        said = [line for line in _log_of(tmp_path).splitlines() if "made it again" in line]
+        assert len(said) == 1 and "'PROFILEHUB' was deleted" in said[0], said
+    finally:
+        db.close()
+
+
+def test_a_stream_given_other_subjects_while_deliver_runs_is_refused_not_made_again(
+    database_url: str, tmp_path: Path, broker: NatsServer
+) -> None:
+    db = Database(database_url)
+    try:
+        make_org(db)
+        write_many(db, 1234, 10, people=3)
+        with deliver(database_url, tmp_path, "--nats", broker.url, "--no-webhooks") as proc:
+            wait_for("the events published", lambda: len(stored(broker.url, 1234)) == 10)
+            run(broker.url, lambda js: js.update_stream(name="PROFILEHUB", subjects=["orders.>"]))
+            write_many(db, 1234, 5, people=3)
+            # Said as at start, naming the subjects, rather than "no response from stream".
+            wait_for("the refusal in the log", lambda: "exists with subjects orders.>" in _log_of(tmp_path))
+            info = run(broker.url, lambda js: js.stream_info("PROFILEHUB"))
+            assert info.config.subjects == ["orders.>"] and info.state.messages == 10, "made again"
+            assert proc.poll() is None
+            run(broker.url, lambda js: js.update_stream(name="PROFILEHUB", subjects=["profilehub.>"]))
+            wait_for("the rest once the subject is back", lambda: len(stored(broker.url, 1234)) == 15)
+        assert stored(broker.url, 1234) == list(range(1, 16))
+        assert "made it again" not in _log_of(tmp_path)
     finally:
         db.close()
 

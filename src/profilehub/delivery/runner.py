@@ -29,6 +29,7 @@ from profilehub.delivery.sender import WebhookSender
 from profilehub.delivery.settings import DeliverySettings
 from profilehub.delivery.stream import (
     JetStreamPublisher,
+    StreamRemade,
     StreamUnavailable,
     commit_batch,
     ensure_cursor,
@@ -81,9 +82,15 @@ class Deliverer:
         sender = WebhookSender(self.settings.timeout_seconds, self.settings.concurrency)
         publisher = None
         if self.nats_url:
-            publisher = await JetStreamPublisher.connect(self.nats_url, self.nats_stream or "PROFILEHUB")
+
+            async def restart(name: str) -> None:
+                await self.db.awrite(functools.partial(restart_cursors, name=name))
+
+            publisher = await JetStreamPublisher.connect(
+                self.nats_url, self.nats_stream or "PROFILEHUB", restart
+            )
             if publisher.created:
-                await self.db.awrite(functools.partial(restart_cursors, name=publisher.name))
+                await restart(publisher.name)
         try:
             while not stop.is_set():
                 try:
@@ -218,13 +225,15 @@ class Deliverer:
                 with self.db.read() as conn:
                     return read_batch(conn, org_id, publisher.name, self.settings.batch_size)
 
-            _, batch = await asyncio.to_thread(read)
+            generation = await publisher.ready()
+            cursor, batch = await asyncio.to_thread(read)
             if not batch:
                 return False
-            await publisher.publish(org_id, batch)
+            await publisher.publish(org_id, batch, generation)
+            publisher.check(generation)  # acknowledged by a stream deleted since: not to commit
             await self.db.awrite(
                 lambda c: commit_batch(
-                    c, org_id, publisher.name, self.owner, self._until(), batch[-1][0], len(batch)
+                    c, org_id, publisher.name, self.owner, self._until(), cursor, batch[-1][0], len(batch)
                 )
             )
             return True
@@ -239,7 +248,7 @@ class Deliverer:
         while not self._stop.is_set():
             try:
                 did = await round()
-            except (leases.LeaseLost, StaleRound) as exc:
+            except (leases.LeaseLost, StaleRound, StreamRemade) as exc:
                 if isinstance(exc, leases.LeaseLost):
                     log.info("delivery: %s went to another deliverer", lease)
                     return
