@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -323,3 +324,52 @@ def test_waits_end_at_shutdown_and_when_the_asker_leaves(
 
     stopped = asyncio.run(main())
     assert all(orjson.loads(p)["changes"] == [] for p in stopped)
+
+
+def test_a_write_during_a_waits_read_wakes_it(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wait woken by another region's event reads its page; an event of its own region that
+    commits while that read is under way (and the watch looks at it) must still wake it at once,
+    not at the next look (the next commit or second; here, with no poll, its whole ``wait``)."""
+    org = make_org(db)
+    monkeypatch.setattr(feeds, "POLL_SECONDS", 60.0)  # only the commits below wake the wait
+    release = threading.Event()
+    reading = threading.Event()
+    held: list[int] = []
+    looks: list[int] = []
+    real_look, real_newest = feeds._look, feeds._newest
+
+    def look(*args: Any) -> tuple[list[Any], int]:
+        found, cursor = real_look(*args)
+        if not found and cursor > 0 and not held:  # the page read the EU event woke: it saw no UK event
+            held.append(cursor)
+            reading.set()
+            release.wait(30)
+        return found, cursor
+
+    def newest(*args: Any) -> int:
+        looks.append(real_newest(*args))
+        return looks[-1]
+
+    monkeypatch.setattr(feeds, "_look", look)
+    monkeypatch.setattr(feeds, "_newest", newest)
+
+    def write(region: str, email: str) -> None:
+        ProfileService(db).write_batch([ProfileWrite(org.org_id, region, {"email": email}, {})], "t")
+
+    async def main() -> bytes:
+        wait = asyncio.create_task(pull(db, org.org_id, "cdp", FeedQuery(0, 100, 30), region="UK"))
+        try:
+            while not looks:  # the wait's watch has made its first look
+                await asyncio.sleep(0.01)
+            await asyncio.to_thread(write, "EU", "eu@example.com")
+            await asyncio.to_thread(reading.wait, 10)
+            await asyncio.to_thread(write, "UK", "uk@example.com")
+            while looks[-1] <= held[0]:  # the watch has seen the UK event
+                await asyncio.sleep(0.01)
+        finally:
+            release.set()
+        # Long before its 30 s (the bound only fails a hang).
+        return await asyncio.wait_for(wait, 10)
+
+    [event] = orjson.loads(asyncio.run(main()))["changes"]
+    assert event["region"] == "UK"

@@ -98,6 +98,7 @@ async def _wait(
     the deadline, at shutdown or when the asker has gone."""
     with _watching(db, org_id) as watch:
         while True:
+            seen = watch.looks
             # Checked before the first wait too: the watch may have seen an event since this
             # wait's own look.
             if watch.failed or watch.newest > cursor:
@@ -111,7 +112,7 @@ async def _wait(
                 return [], cursor
             # At most POLL_SECONDS, so shutdown and a gone asker are noticed even while the
             # watch's look is slow.
-            await watch.next_look(min(POLL_SECONDS, left))
+            await watch.next_look(seen, min(POLL_SECONDS, left))
 
 
 def stop_waiting() -> None:
@@ -151,6 +152,7 @@ class _Watch:
         self.newest = 0
         self.failed = False  # the last look raised: each wait reads for itself (and raises)
         self.waits = 0
+        self.looks = 0  # how many looks were made: what a wait checked against
         self._looked = asyncio.Event()
         # The pages read since the last look, by (feed, region, after, limit): waits at the same
         # cursor (all those a write just woke, typically) take one read between them.
@@ -166,12 +168,18 @@ class _Watch:
             except Exception:
                 self.failed = True
             self._pages = {}
+            self.looks += 1
             looked, self._looked = self._looked, asyncio.Event()
             looked.set()
             await self.db.event_bell.wait(seen, POLL_SECONDS)
 
-    async def next_look(self, timeout: float) -> None:
-        """Return after the watch's next look, or after ``timeout`` seconds."""
+    async def next_look(self, seen: int, timeout: float) -> None:
+        """Return once the watch has looked since its look number ``seen``, or after ``timeout``
+        seconds. A look made while the wait was reading its page (or asking whether its asker
+        has gone) counts: waiting for the one after it missed the event that look saw until
+        the next commit or second."""
+        if self.looks != seen:
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._looked.wait(), timeout)
 
