@@ -1,7 +1,8 @@
 """Ctrl-C in a command's first seconds: while its modules load, and for an import, until the
 importer takes Ctrl-C over (opening the database, checking the org and the file, loading the
 --bulk modules). Said as a later Ctrl-C is, with status 130, not as Python's traceback of the
-module loading, nor click's bare "Aborted!" and status 1."""
+module loading, nor click's bare "Aborted!" and status 1. And an import's Ctrl-C after its run (as
+it closes the database) does not say that nothing was written."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # The command, as its entry point runs it, stopped at ``moment`` until a signal comes: a marker
 # file says it got there. "cli": while the CLI's modules load, before click runs; "checks": while
 # the command checks the file (every import); "modules": while the --bulk modules load (the
-# slowest of an import's set-up). A module is paused at by an import hook.
+# slowest of an import's set-up); "closing": after the import ran, as the database is closed. A
+# module is paused at by an import hook.
 _CHILD = """
 import importlib.abc, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal (pytest may ignore it)
@@ -47,6 +49,10 @@ if moment == "checks":
     from profilehub.ingest import reader
     check = reader.refuse_compressed
     reader.refuse_compressed = lambda path: (wait(), check(path))
+if moment == "closing":  # the import ran; the command closes its database (its last ANALYZE)
+    from profilehub.store.database import Database
+    close = Database.close
+    Database.close = lambda self: (wait(), close(self))
 from profilehub.launch import main
 sys.argv[0] = "profilehub"
 main()
@@ -118,6 +124,36 @@ def test_ctrl_c_while_an_import_sets_up_says_interrupted_and_exits_130(
     assert "Aborted!" not in output and "Traceback" not in output, output
     assert _counts(url) == before
     assert not checkpoint.rejects_path(path).exists() and checkpoint.load(path) is None
+
+
+@pytest.mark.parametrize(("kind", "bulk"), [("cdp", False), ("cdp", True), ("people", False)])
+def test_ctrl_c_after_an_import_ran_does_not_say_nothing_was_written(
+    database_url: str, tmp_path: Path, kind: str, bulk: bool
+) -> None:
+    """A Ctrl-C once the summary is printed (the command closing its database, waiting for its
+    last ANALYZE) said "interrupted before the import began: nothing was written; run it again"
+    under the summary of the records it had just committed."""
+    url = migrated_url(database_url)
+    db = Database(url)
+    make_org(db, ORG)
+    db.close()
+    path = tmp_path / "records.ndjson"
+    if kind == "cdp":
+        records = [{"ids": {"email": f"p{n}@x.com"}, "upsert": {}} for n in range(50)]
+        options = ["--region", "EU"]
+    else:
+        records = [{"emails": [f"p{n}@x.com"], "firstName": "P"} for n in range(50)]
+        options = ["--matching-attribute", "email"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    profiles, people = _counts(url)
+    args = ["import", kind, str(path), "--org-id", str(ORG), *options, "--quiet", "--workers", "0"]
+    status, output = _interrupted(tmp_path, url, "closing", [*args, *(["--bulk"] if bulk else [])])
+    assert "50 records in" in output and "50 created" in output, output
+    assert status == 130, output
+    assert "nothing was written" not in output and "run it again" not in output, output
+    assert "Error: interrupted after the import ran: what it wrote stays written" in output, output
+    assert "Aborted!" not in output and "Traceback" not in output, output
+    assert _counts(url) == ((profiles + 50, people) if kind == "cdp" else (profiles + 50, people + 50))
 
 
 def test_ctrl_c_while_any_command_loads_is_one_line_and_130_not_a_traceback(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -910,8 +911,10 @@ def _run_import(
     bulk: bool = False,
     at: int | None = None,
     people_bulk: tuple[str, str] | None = None,
+    stage: ImportStage | None = None,
 ) -> None:
-    """``people_bulk``: (matching attribute, actor) of an ``import people --bulk``."""
+    """``people_bulk``: (matching attribute, actor) of an ``import people --bulk``; ``stage``: marked
+    once the run begins (``_interrupted_outside_the_run``)."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     from profilehub.bulk.interrupted import BulkInterrupted, WorkFolderFull
@@ -1018,6 +1021,8 @@ def _run_import(
             raise click.ClickException("--bulk: this import has no bulk path")
     interrupted = terminated = False
     stopped: ingest_runner.ImportStopped | None = None
+    if stage is not None:
+        stage.began = True
     try:
         recorder.start()
         try:
@@ -1035,7 +1040,7 @@ def _run_import(
                 recorder.finish(ended or ingest_runner.ImportSummary(file, file.stat().st_size), state)
             if isinstance(exc, KeyboardInterrupt):
                 # A second Ctrl-C: the import stopped at once, as a crash would (docs/bulk.md), with
-                # what it wrote unknown here; not ``_interrupted_while_setting_up``'s "nothing".
+                # what it wrote unknown here; not ``_interrupted_outside_the_run``'s words.
                 raise click.Abort from exc
             raise
         recorder.finish(summary, "done")
@@ -1150,16 +1155,31 @@ def _run_import(
 _BULK_TRANSACTION = frozenset({"read", "resolve", "write", "commit"})
 
 
+@dataclass
+class ImportStage:
+    """Whether an import's run has begun (``_run_import``): what a Ctrl-C outside the run says."""
+
+    began: bool = False
+
+
+# After the run, whose own lines said what it wrote (or that it wrote nothing).
+IMPORT_RAN = "interrupted after the import ran: what it wrote stays written (the lines above say what)"
+
+
 @contextmanager
-def _interrupted_while_setting_up() -> Iterator[None]:
-    """A Ctrl-C before the importer takes Ctrl-C over (while the command opens the database, checks
-    the org and the file, loads the --bulk modules: seconds on a busy machine) is said as a later
-    one is, with status 130, instead of click's bare "Aborted!" and status 1. Nothing of the import
-    is written by then (a KeyboardInterrupt from the run itself reaches here as ``click.Abort``)."""
+def _interrupted_outside_the_run() -> Iterator[ImportStage]:
+    """A Ctrl-C while the importer has not taken Ctrl-C over is said as one during the run is, with
+    status 130, instead of click's bare "Aborted!" and status 1: before the run (while the command
+    opens the database, checks the org and the file, loads the --bulk modules: seconds on a busy
+    machine) nothing of the import is written; after it (the command closing the database, waiting
+    for its last ANALYZE) its records are committed, and saying "nothing was written; run it again"
+    under its summary was false. A KeyboardInterrupt from the run itself reaches here as
+    ``click.Abort``."""
+    stage = ImportStage()
     try:
-        yield
+        yield stage
     except KeyboardInterrupt:
-        click.echo(f"Error: {IMPORT_NOT_BEGUN}", err=True)
+        click.echo(f"Error: {IMPORT_RAN if stage.began else IMPORT_NOT_BEGUN}", err=True)
         sys.exit(130)
 
 
@@ -1213,7 +1233,7 @@ def import_cdp(
 ) -> None:
     """Write CDP profiles: each record is a POST /cdp/v1/users body; its orgId and region may be left
     out (they default to --org-id and --region, which the command needs)."""
-    with _interrupted_while_setting_up(), open_db(bulk=True) as database:
+    with _interrupted_outside_the_run() as stage, open_db(bulk=True) as database:
         from profilehub.ingest.cdp import cdp_sink
         from profilehub.profiles import ProfileService
 
@@ -1238,6 +1258,7 @@ def import_cdp(
             csv_objects=("upsert",),
             bulk=bulk,
             at=at_ms,
+            stage=stage,
         )
 
 
@@ -1276,7 +1297,7 @@ def import_people(
     bulk: bool,
 ) -> None:
     """Upsert CRM people: each record is a PUT /v2/crm/people body (CSV: map columns to its fields)."""
-    with _interrupted_while_setting_up(), open_org_db(org_id, bulk=True) as database:
+    with _interrupted_outside_the_run() as stage, open_org_db(org_id, bulk=True) as database:
         from profilehub.ingest.people import check_matching_attribute, people_sink
 
         check_matching_attribute(database, org_id, matching_attribute)
@@ -1300,6 +1321,7 @@ def import_people(
             bulk=bulk,
             at=at_ms,
             people_bulk=(matching_attribute, actor),
+            stage=stage,
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-# What an import says when Ctrl-C stops it before it began (``cli._interrupted_while_setting_up``).
+# What an import says when Ctrl-C stops it before it began (``cli._interrupted_outside_the_run``).
 IMPORT_NOT_BEGUN = "interrupted before the import began: nothing was written; run it again"
 
 
