@@ -303,3 +303,20 @@ def test_deliver_nats_publishes_every_event_to_jetstream(database_url: str, tmp_
     assert all(
         m.headers and m.headers["Nats-Msg-Id"] == f"{org_id}:{json.loads(m.data)['id']}" for m in messages
     )
+
+
+def test_the_deliverer_process_logs_under_its_modules_name(tmp_path: Path) -> None:
+    """serve's JSON log names each line's logger; the deliverer process's own lines named
+    ``__main__`` (the module run with ``python -m``), which no filter on ``profilehub.*`` finds."""
+    with serve(f"sqlite:///{tmp_path / 'logger.db'}", tmp_path) as served:
+
+        def started() -> list[dict[str, object]]:
+            lines = [json.loads(line) for line in served.log.read_text().splitlines() if line.startswith("{")]
+            return [
+                line for line in lines if str(line["msg"]).startswith("delivery: delivering webhooks as ")
+            ]
+
+        # A guard against a hang: the child loads the deliverer first (seconds on a busy machine).
+        wait_for("the deliverer's first line", lambda: bool(started()), timeout=120)
+        [line] = started()
+    assert line["logger"] == "profilehub.delivery.process", line

@@ -30,7 +30,9 @@ from profilehub.delivery.runner import Deliverer
 from profilehub.store.database import Database
 from profilehub.store.events import EventBell
 
-log = logging.getLogger(__name__)
+# By name: the child runs this module as ``__main__`` (``python -m``), and its lines would name
+# that logger in serve's JSON log instead of this one, the server's side's.
+log = logging.getLogger("profilehub.delivery.process")
 
 
 class DelivererProcess:
