@@ -20,6 +20,7 @@ import pytest
 from profilehub.ingest import checkpoint
 from profilehub.store.database import Database
 from tests.conftest import make_org, migrated_url
+from tests.serve_process import free_port
 
 ORG = 1234
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # The command, as its entry point runs it, stopped at ``moment`` until a signal comes: a marker
 # file says it got there. "cli": while the CLI's modules load, before click runs; "checks": while
 # the command checks the file (every import); "modules": while the --bulk modules load (the
-# slowest of an import's set-up); "closing": after the import ran, as the database is closed. A
-# module is paused at by an import hook.
+# slowest of an import's set-up); "closing": after the import ran, as the database is closed;
+# "module:NAME": while a command loads module NAME. A module is paused at by an import hook.
 _CHILD = """
 import importlib.abc, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal (pytest may ignore it)
@@ -40,7 +41,9 @@ def wait():
 
 class Pause(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name == {"cli": "profilehub.store.database", "modules": "profilehub.bulk.engine"}.get(moment):
+        if name == {"cli": "profilehub.store.database", "modules": "profilehub.bulk.engine"}.get(
+            moment, moment.removeprefix("module:")
+        ):
             wait()
         return None
 
@@ -160,6 +163,43 @@ def test_ctrl_c_while_any_command_loads_is_one_line_and_130_not_a_traceback(tmp_
     url = f"sqlite:///{tmp_path / 'profilehub.db'}"
     status, output = _interrupted(tmp_path, url, "cli", ["org", "list"])
     assert status == 130 and output == "Error: interrupted while starting: nothing was done\n", output
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        ("profilehub.crm.people", ["org", "link-people", "--org-id", str(ORG)]),
+        ("profilehub.store.journal_store", ["org", "journal-retention", "--org-id", str(ORG)]),
+        (
+            "profilehub.store.receipt_store",
+            ["org", "create", "--org-id", "77", "--name", "N", "--region", "EU"],
+        ),
+        ("profilehub.receipts", ["receipt", "key", "--org-id", str(ORG)]),
+        ("profilehub.receipts", ["receipt", "verify", "{receipt}"]),
+        ("profilehub.delivery.runner", ["deliver"]),
+        ("profilehub.metrics", ["serve", "--port", "{port}"]),
+    ],
+)
+def test_ctrl_c_while_a_command_loads_its_own_modules_is_said_as_while_starting(
+    tmp_path: Path, module: str, args: list[str]
+) -> None:
+    """Each command loads the core it runs when it runs (profilehub.cli): a Ctrl-C then was click's
+    bare "Aborted!" and status 1, where it was this line and 130 while the CLI loaded them all."""
+    url = f"sqlite:///{tmp_path / 'profilehub.db'}"
+    db = Database(url)
+    make_org(db, ORG)
+    db.close()
+    receipt = tmp_path / "receipt.json"
+    receipt.write_text("{}")
+    args = [arg.format(receipt=receipt, port=free_port()) for arg in args]
+    status, output = _interrupted(tmp_path, url, f"module:{module}", args)
+    assert status == 130 and output == "Error: interrupted while starting: nothing was done\n", output
+    db = Database(url)
+    try:
+        with db.read() as conn:  # org create did not create the org
+            assert [row[0] for row in conn.exec_driver_sql("SELECT org_id FROM orgs")] == [ORG]
+    finally:
+        db.close()
 
 
 def test_the_command_is_installed_through_the_entry_point_that_says_so() -> None:

@@ -38,7 +38,7 @@ from profilehub.config import Settings, SettingsError, describe_database
 from profilehub.errors import ProfilehubError
 from profilehub.identity.strategy import IdClass
 from profilehub.ingest import checkpoint as ingest_checkpoint
-from profilehub.launch import IMPORT_NOT_BEGUN
+from profilehub.launch import IMPORT_NOT_BEGUN, STARTING_INTERRUPTED
 from profilehub.orgs import (
     MAX_ORG_ID,
     Org,
@@ -107,9 +107,22 @@ def open_org_db(org_id: int, region: str | None = None, *, bulk: bool = False) -
         yield db
 
 
+@contextmanager
+def loading_modules() -> Iterator[None]:
+    """A command loading the core it runs, before it has done anything: a Ctrl-C meanwhile is said
+    as one while the CLI loads (``profilehub.launch``), with status 130, instead of click's bare
+    "Aborted!" and status 1. Those modules loaded with the CLI until each command took its own."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo(f"Error: {STARTING_INTERRUPTED}", err=True)
+        sys.exit(130)
+
+
 def receipt_keys() -> ReceiptKeys:
     """What signs erasure receipts, with the passphrase from the environment (docs/privacy.md)."""
-    from profilehub.store.receipt_store import ReceiptKeys
+    with loading_modules():
+        from profilehub.store.receipt_store import ReceiptKeys
 
     try:
         return ReceiptKeys(Settings.from_env().receipt_key_passphrase)
@@ -230,7 +243,8 @@ log_level_option = click.option(
 )
 def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) -> None:
     """Run the HTTP API (docs at /docs, OpenAPI at /openapi.json)."""
-    import uvicorn
+    with loading_modules():
+        import uvicorn
 
     try:
         settings = Settings.from_env()
@@ -242,7 +256,8 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
     # Before the database is opened: a taken port is the one line said, nothing created or upgraded.
     _check_port_free(host, port)
     _clear_own_metrics_folder()
-    from profilehub.store.receipt_store import ReceiptKeys
+    with loading_modules():
+        from profilehub.store.receipt_store import ReceiptKeys
 
     # Create or upgrade the schema once, before any worker starts.
     db = _connect(settings)
@@ -286,7 +301,8 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
 def _clear_own_metrics_folder() -> None:
     """An operator's own PROMETHEUS_MULTIPROC_DIR, cleared of earlier runs' files (whatever
     ``--workers``: one process writes its values there too), or refused with one line."""
-    from profilehub.metrics import MULTIPROC_ENV, clear_multiprocess_dir, multiprocess_dir
+    with loading_modules():
+        from profilehub.metrics import MULTIPROC_ENV, clear_multiprocess_dir, multiprocess_dir
 
     folder = multiprocess_dir()
     if folder is None:
@@ -447,8 +463,9 @@ def org_list() -> None:
 def org_link_people(org_id: int) -> None:
     """Link the org's CRM people to the identity graph (people written before links existed;
     later writes link by themselves). Safe to run again: linked people are left as they are."""
-    from profilehub.crm.people import link_people_job
-    from profilehub.profiles import ProfileService
+    with loading_modules():
+        from profilehub.crm.people import link_people_job
+        from profilehub.profiles import ProfileService
 
     with open_org_db(org_id) as db:
         profiles = ProfileService(db)
@@ -788,7 +805,8 @@ def org_journal_retention(org_id: int, days: int | None, forever: bool) -> None:
     Writes drop rows past it (within 10 minutes); an unmerge needs a person's whole journal. See
     docs/unmerge.md.
     """
-    from profilehub.store.journal_store import prune_journal, retention_days, set_retention_days
+    with loading_modules():
+        from profilehub.store.journal_store import prune_journal, retention_days, set_retention_days
 
     if days and forever:
         raise click.UsageError("give --days or --forever, not both")

@@ -9,7 +9,7 @@ from typing import IO, Any
 
 import click
 
-from profilehub.cli import domain_errors, open_org_db, org_id_option, receipt_keys
+from profilehub.cli import domain_errors, loading_modules, open_org_db, org_id_option, receipt_keys
 
 # Each command imports ``profilehub.receipts`` (cryptography) itself: every other command's start-up
 # paid for it (bench/NOTES-ci.md).
@@ -30,7 +30,8 @@ def receipt() -> None:
 def receipt_key(org_id: int, as_base64: bool) -> None:
     """Print the org's receipt public key (made now if the org has none yet), to pin when verifying:
     `profilehub receipt key --org-id N > org-N-receipts.pem`. Its key id goes to stderr."""
-    from profilehub.receipts import key_id, public_pem, public_raw
+    with loading_modules():
+        from profilehub.receipts import key_id, public_pem, public_raw
 
     keys = receipt_keys()
     with open_org_db(org_id) as db:
@@ -55,7 +56,8 @@ def receipt_key(org_id: int, as_base64: bool) -> None:
 def receipt_verify(file: IO[str], key_file: IO[str] | None) -> None:
     """Check a receipt saved from GET /cdp/v1/erasures/{receiptId} (FILE, or - for stdin), offline:
     no database is used. Prints "valid ..." and exits 0, or says what is wrong and exits 1."""
-    from profilehub.receipts import ReceiptInvalid, load_public_key, verify
+    with loading_modules():
+        from profilehub.receipts import ReceiptInvalid, load_public_key, verify
 
     pinned = None
     if key_file is not None:

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from profilehub.cli import domain_errors, log_level_option, open_db, open_org_db, org_id_option
+from profilehub.cli import (
+    domain_errors,
+    loading_modules,
+    log_level_option,
+    open_db,
+    open_org_db,
+    org_id_option,
+)
 from profilehub.config import Settings, SettingsError
 from profilehub.delivery import endpoints
 from profilehub.delivery.settings import DEFAULT_STREAM
@@ -166,8 +173,9 @@ def deliver(nats_url: str | None, stream: str, no_webhooks: bool, log_level: str
     database; several may run: each endpoint (and each org's stream) is worked by one at a time.
     """
     # The deliverer (the NATS client, the webhook sender) loaded by this command only.
-    from profilehub.delivery.runner import Deliverer
-    from profilehub.delivery.stream import StreamUnavailable
+    with loading_modules():
+        from profilehub.delivery.runner import Deliverer
+        from profilehub.delivery.stream import StreamUnavailable
 
     if nats_url is not None and not nats_url.startswith(("nats://", "tls://")):
         raise click.BadParameter(f"{nats_url!r} is not a NATS URL (nats://HOST:4222)", param_hint="--nats")
