@@ -93,6 +93,24 @@ def _counts(url: str) -> tuple[int, int]:
         db.close()
 
 
+def _fifty_records(database_url: str, tmp_path: Path, kind: str) -> tuple[str, Path, list[str]]:
+    """A migrated database with the org, a file of 50 new people of ``kind`` and the import's
+    options for it: (url, file, args)."""
+    url = migrated_url(database_url)
+    db = Database(url)
+    make_org(db, ORG)
+    db.close()
+    path = tmp_path / "records.ndjson"
+    if kind == "cdp":
+        records = [{"ids": {"email": f"p{n}@x.com"}, "upsert": {}} for n in range(50)]
+        options = ["--region", "EU"]
+    else:
+        records = [{"emails": [f"p{n}@x.com"], "firstName": "P"} for n in range(50)]
+        options = ["--matching-attribute", "email"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return url, path, ["import", kind, str(path), "--org-id", str(ORG), *options, "--quiet", "--workers", "0"]
+
+
 @pytest.mark.parametrize(
     ("kind", "bulk", "moment"),
     [
@@ -107,20 +125,8 @@ def _counts(url: str) -> tuple[int, int]:
 def test_ctrl_c_while_an_import_sets_up_says_interrupted_and_exits_130(
     database_url: str, tmp_path: Path, kind: str, bulk: bool, moment: str
 ) -> None:
-    url = migrated_url(database_url)
-    db = Database(url)
-    make_org(db, ORG)
-    db.close()
-    path = tmp_path / "records.ndjson"
-    if kind == "cdp":
-        records = [{"ids": {"email": f"p{n}@x.com"}, "upsert": {}} for n in range(50)]
-        options = ["--region", "EU"]
-    else:
-        records = [{"emails": [f"p{n}@x.com"], "firstName": "P"} for n in range(50)]
-        options = ["--matching-attribute", "email"]
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    url, path, args = _fifty_records(database_url, tmp_path, kind)
     before = _counts(url)
-    args = ["import", kind, str(path), "--org-id", str(ORG), *options, "--quiet", "--workers", "0"]
     status, output = _interrupted(tmp_path, url, moment, [*args, *(["--bulk"] if bulk else [])])
     assert status == 130, output
     assert "Error: interrupted before the import began: nothing was written; run it again" in output
@@ -136,20 +142,8 @@ def test_ctrl_c_after_an_import_ran_does_not_say_nothing_was_written(
     """A Ctrl-C once the summary is printed (the command closing its database, waiting for its
     last ANALYZE) said "interrupted before the import began: nothing was written; run it again"
     under the summary of the records it had just committed."""
-    url = migrated_url(database_url)
-    db = Database(url)
-    make_org(db, ORG)
-    db.close()
-    path = tmp_path / "records.ndjson"
-    if kind == "cdp":
-        records = [{"ids": {"email": f"p{n}@x.com"}, "upsert": {}} for n in range(50)]
-        options = ["--region", "EU"]
-    else:
-        records = [{"emails": [f"p{n}@x.com"], "firstName": "P"} for n in range(50)]
-        options = ["--matching-attribute", "email"]
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    url, _, args = _fifty_records(database_url, tmp_path, kind)
     profiles, people = _counts(url)
-    args = ["import", kind, str(path), "--org-id", str(ORG), *options, "--quiet", "--workers", "0"]
     status, output = _interrupted(tmp_path, url, "closing", [*args, *(["--bulk"] if bulk else [])])
     assert "50 records in" in output and "50 created" in output, output
     assert status == 130, output
