@@ -619,6 +619,8 @@ def test_a_method_a_console_address_does_not_take_is_a_page(
     refused = client.request(method, address)
     _page(refused, 405, f"method: {method} is not allowed on {address}; allowed: {allow}")
     assert refused.headers["allow"] == allow
+    # Still signed in: the page's bar says who, with its sign-out button (it showed no session).
+    assert f"org {org.org_id}" in refused.text and 'action="/console/sign-out"' in refused.text
     # The API keeps its JSON error shape.
     api = client.request("PUT", "/cdp/v1/users/_search", headers=org.headers())
     assert api.status_code == 405 and api.json()["errors"] == {"method": "allowed: POST"}, api.text

@@ -10,7 +10,7 @@ methods of the first route it tried). Under a prefix of pages for people (the co
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -19,8 +19,9 @@ from starlette.routing import Match
 
 from profilehub.http import error_response
 
-# A site's error page: (status, message) -> the page.
-ErrorPage = Callable[[int, str], Response]
+# A site's error page: (request, status, message) -> the page (async: it may read the visitor's
+# session to keep the page's signed-in bar).
+ErrorPage = Callable[[Request, int, str], Awaitable[Response]]
 
 
 def _templates(app: FastAPI) -> list[str]:
@@ -65,7 +66,17 @@ def install_routing_errors(app: FastAPI) -> None:
     @app.exception_handler(405)
     async def _method_not_allowed(request: Request, exc: HTTPException) -> Response:
         route = request.scope.get("route")
-        return method_not_allowed(request, getattr(route, "path", None), getattr(route, "methods", None))
+        template, fallback = getattr(route, "path", None), getattr(route, "methods", None)
+        page = _page_of(request)
+        if page is None:
+            return method_not_allowed(request, template, fallback)
+        # A person reads the address they used, not a route template (the console's catch-all).
+        allow = ", ".join(_methods(request, template, fallback))
+        response = await page(
+            request, 405, f"method: {request.method} is not allowed on {request.url.path}; allowed: {allow}"
+        )
+        response.headers["Allow"] = allow
+        return response
 
 
 def answer_pages_under(app: FastAPI, prefix: str, page: ErrorPage) -> None:
@@ -84,24 +95,19 @@ def method_not_allowed(
     request: Request, template: str | None, fallback: Iterable[str] | None = None
 ) -> Response:
     """A 405 for ``template`` naming every method it takes, in the message and ``Allow``."""
-    methods = allowed_methods(request.app, template) if template else []
-    if not methods:
-        methods = _answering_methods(request) or sorted(fallback or ())
-    allow = ", ".join(methods)
-    page = _page_of(request)
-    if page is not None:
-        # A person reads the address they used, not a route template (the console's catch-all).
-        response = page(
-            405, f"method: {request.method} is not allowed on {request.url.path}; allowed: {allow}"
-        )
-        response.headers["Allow"] = allow
-        return response
+    allow = ", ".join(_methods(request, template, fallback))
     return error_response(
         405,
         f"method: {request.method} is not allowed on {template}; allowed: {allow}",
         {"method": f"allowed: {allow}"},
         headers={"Allow": allow},
     )
+
+
+def _methods(request: Request, template: str | None, fallback: Iterable[str] | None) -> list[str]:
+    """Every method ``template`` takes (those of every route of the path, not only the first's)."""
+    methods = allowed_methods(request.app, template) if template else []
+    return methods or _answering_methods(request) or sorted(fallback or ())
 
 
 # The methods a route may take; HEAD follows GET (http.HeadAsGetMiddleware).

@@ -10,9 +10,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from profilehub.console.pages import STATIC, error_page
+from profilehub.console.pages import STATIC
 from profilehub.console.routes import router
-from profilehub.console.web import COOKIE_PATH
+from profilehub.console.web import COOKIE_PATH, error_page_of
 from profilehub.routing_errors import answer_pages_under
 
 
@@ -21,4 +21,4 @@ def install_console(app: FastAPI) -> None:
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     app.include_router(router)
     # A method an address does not take (a DELETE, a PUT) is a console page too, not API JSON.
-    answer_pages_under(app, COOKIE_PATH, error_page)
+    answer_pages_under(app, COOKIE_PATH, error_page_of)

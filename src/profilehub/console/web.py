@@ -3,10 +3,12 @@ the session of a request, scope checks, and reading forms with their CSRF token 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -24,6 +26,7 @@ SESSION_COOKIE = "profilehub_console"
 # The sign-in form's CSRF token, double-submitted (cookie and field): there is no session yet.
 SIGN_IN_COOKIE = "profilehub_console_signin"
 COOKIE_PATH = "/console"
+log = logging.getLogger(__name__)
 MAX_FORM_BYTES = 64 * 1024
 
 
@@ -97,6 +100,18 @@ async def current_session(request: Request) -> ConsoleSession:
         )
     request.state.console = session
     return session
+
+
+async def error_page_of(request: Request, status: int, message: str) -> Response:
+    """``error_page`` for a request no console route took (a method an address does not take),
+    with the visitor's session when there is one, so the page keeps its signed-in bar."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    try:
+        session = await read(db_of(request), lambda c: load_session(c, cookie)) if cookie else None
+    except sa.exc.SQLAlchemyError:  # the error page itself must not fail on a database that is away
+        log.warning("console: the session of an error page could not be read", exc_info=True)
+        session = None
+    return error_page(status, message, session)
 
 
 def need(session: ConsoleSession, *scopes: str) -> None:
