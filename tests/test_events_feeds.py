@@ -256,6 +256,39 @@ def test_many_waits_look_once_per_write_not_once_each(db: Database, monkeypatch:
     assert len(reads) - WAITERS <= commits + 1
 
 
+def test_waits_of_an_org_do_not_look_at_other_orgs_commits(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit of this process wakes the watches of the orgs it wrote events of, not every org's:
+    with many orgs' feeds followed, each write made every org's watch look at the database."""
+    org = make_org(db)
+    make_org(db, OTHER_ORG)
+    monkeypatch.setattr(feeds, "POLL_SECONDS", 60.0)  # only commits could wake the waits
+    reads = _counted_reads(db, monkeypatch)
+
+    async def elsewhere() -> int:
+        await _all_waiting(reads)
+        for i in range(5):  # another org's writes, in this process
+            writes = [ProfileWrite(OTHER_ORG, "EU", {"email": f"other{i}@example.com"}, {})]
+            await asyncio.to_thread(ProfileService(db).write_batch, writes, "elsewhere")
+        looked = len(reads)
+        writes = [ProfileWrite(org.org_id, "EU", {"email": "here@example.com"}, {})]
+        await asyncio.to_thread(ProfileService(db).write_batch, writes, "here")
+        return looked
+
+    async def main() -> tuple[list[bytes], int]:
+        query = FeedQuery(after=0, limit=100, wait=30)
+        waits = [pull(db, org.org_id, "cdp", query) for _ in range(WAITERS)]
+        *pages, looked = await asyncio.gather(*waits, elsewhere())
+        return pages, looked
+
+    pages, looked = asyncio.run(main())
+    # The waits' own first looks and the watch's first: none for the other org's five commits.
+    assert looked - WAITERS <= 1, looked - WAITERS
+    # The org's own write still wakes them at once (the poll is a minute away).
+    assert all([e["type"] for e in orjson.loads(p)["changes"]] == ["profile.created"] for p in pages)
+
+
 def test_many_waits_all_get_another_processs_write(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write of another process rings no bell here: the waits find it at their next look, one
     look (and one read of the page) for all of them rather than one each per second."""

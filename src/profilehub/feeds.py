@@ -3,10 +3,11 @@
 Shared by ``GET /cdp/v1/changes`` and ``GET /v2/crm/changes``; knows nothing of HTTP. A wait
 holds no database connection. Its first look is its own (a short read); then it waits on its org's
 ``_Watch``, one per org and event loop while anyone waits: a single task that reads the org's
-newest event id after each commit of this process (the writer's ``EventBell``) and every
-``POLL_SECONDS`` (commits of other processes ring no bell here). A wait reads its page only when
-that id has passed its cursor, and waits of the same page share one read: so a write wakes
-hundreds of waits at a cost of a few reads, not one each (which queued on the thread pool).
+newest event id after each commit of this process that wrote the org's events (the writer's
+``EventBell``; other orgs' commits leave it asleep) and every ``POLL_SECONDS`` (commits of other
+processes ring no bell here). A wait reads its page only when that id has passed its cursor, and
+waits of the same page share one read: so a write wakes hundreds of waits at a cost of a few
+reads, not one each (which queued on the thread pool).
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ class _Watch:
 
     async def _run(self) -> None:
         while True:
-            seen = self.db.event_bell.count
+            seen = self.db.event_bell.count_of(self.org_id)
             try:
                 self.newest = await asyncio.to_thread(_newest, self.db, self.org_id)
                 self.failed = False
@@ -171,7 +172,7 @@ class _Watch:
             self.looks += 1
             looked, self._looked = self._looked, asyncio.Event()
             looked.set()
-            await self.db.event_bell.wait(seen, POLL_SECONDS)
+            await self.db.event_bell.wait(seen, POLL_SECONDS, self.org_id)
 
     async def next_look(self, seen: int, timeout: float) -> None:
         """Return once the watch has looked since its look number ``seen``, or after ``timeout``

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 from profilehub.errors import ProfilehubError, ServiceUnavailable
 from profilehub.repeated_log import RepeatedLog
 from profilehub.store.checkpoints import BACKSTOP_PAGES, WalCheckpointer
-from profilehub.store.events import EventBell, collected, pending_events
+from profilehub.store.events import EventBell, EventRow, collected, pending_events
 from profilehub.store.faults import DatabaseFault, FaultKind, classify
 from profilehub.store.statistics import PlannerStatistics
 from profilehub.store.turns import WriterTurns
@@ -643,7 +643,7 @@ class _Writer:
             return
         self.fault = None
         if events:
-            self._rang()
+            self._rang(events)
         for fut, ok, value in results:
             if ok:
                 fut.set_result(value)
@@ -659,9 +659,9 @@ class _Writer:
         else:
             fut.set_result(value)
 
-    def _rang(self) -> None:
+    def _rang(self, events: list[EventRow]) -> None:
         if self._bell is not None:
-            self._bell.ring()
+            self._bell.ring({e.org_id for e in events})
 
     def _retry_alone(
         self, batch: list[tuple[Job, Future[Any]]], cause: BaseException, outage: DatabaseFault | None
@@ -697,7 +697,7 @@ class _Writer:
                         value = job(conn)
                 self.fault = None
                 if events:
-                    self._rang()
+                    self._rang(events)
                 fut.set_result(value)
                 return None
             except ProfilehubError as exc:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -348,14 +348,20 @@ def parse_cursor(raw: str | None, field: str = "after") -> int:
 class EventBell:
     """Wakes waiters in this process when the writer commits events.
 
-    A counter, so a waiter that read nothing at count ``seen`` and only then starts to wait still
-    wakes for a commit that landed in between.
+    Counters, so a waiter that read nothing at count ``seen`` and only then starts to wait still
+    wakes for a commit that landed in between: one for every commit, and one per org for the
+    commits that wrote its events, so a wait on one org's events (a feed's watch) sleeps through
+    other orgs' commits (with many orgs' feeds followed, every write woke every org's watch).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._count = 0
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        # Per org: its commits, plus the rings that did not say whose events they were.
+        self._org_counts: dict[int, int] = {}
+        self._unsaid = 0
+        # (loop, future, org): org None wakes at every ring.
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], int | None]] = []
         self._listeners: list[Callable[[], None]] = []
 
     def listen(self, callback: Callable[[], None]) -> None:
@@ -372,34 +378,48 @@ class EventBell:
     def count(self) -> int:
         return self._count
 
-    def ring(self) -> None:
-        """Called by the writer thread after a commit that wrote events."""
+    def count_of(self, org_id: int) -> int:
+        """The rings that may have written ``org_id``'s events (``wait(..., org_id=...)``)."""
+        return self._org_counts.get(org_id, 0) + self._unsaid
+
+    def ring(self, org_ids: Collection[int] | None = None) -> None:
+        """Called by the writer thread after a commit that wrote events of ``org_ids`` (None: of
+        orgs it does not say, which wakes every wait)."""
         with self._lock:
             self._count += 1
-            waiters, self._waiters = self._waiters, []
+            if org_ids is None:
+                self._unsaid += 1
+                waiters, self._waiters = self._waiters, []
+            else:
+                for org_id in org_ids:
+                    self._org_counts[org_id] = self._org_counts.get(org_id, 0) + 1
+                waiters = [w for w in self._waiters if w[2] is None or w[2] in org_ids]
+                self._waiters = [w for w in self._waiters if not (w[2] is None or w[2] in org_ids)]
             listeners = self._listeners
         for callback in listeners:
             callback()
-        for loop, fut in waiters:
+        for loop, fut, _ in waiters:
             with contextlib.suppress(RuntimeError):  # that loop has closed
                 loop.call_soon_threadsafe(_wake, fut)
 
-    async def wait(self, seen: int, timeout: float) -> None:
-        """Return once the count differs from ``seen``, or after ``timeout`` seconds."""
+    async def wait(self, seen: int, timeout: float, org_id: int | None = None) -> None:
+        """Return once the count (``org_id``'s, when given: ``count_of``) differs from ``seen``,
+        or after ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
+        waiter = (loop, fut, org_id)
         with self._lock:
-            if self._count != seen:
+            if (self._count if org_id is None else self.count_of(org_id)) != seen:
                 return
-            self._waiters.append((loop, fut))
+            self._waiters.append(waiter)
         try:
             await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             pass
         finally:
             with self._lock:
-                if (loop, fut) in self._waiters:
-                    self._waiters.remove((loop, fut))
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
