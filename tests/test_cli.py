@@ -86,6 +86,37 @@ def test_cli_errors_are_clear(run, args: tuple[str, ...], message: str) -> None:
     assert message in run(*args, ok=False)
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ("idtype", "set", "--org-id", "1234", "--id-type", "x", "--limit", "0"),
+            "Error: --limit: must be 1 or more",
+        ),
+        (
+            ("idtype", "set", "--org-id", "1234", "--id-type", "x", "--priority", "0"),
+            "Error: --priority: must be 1 or more (1 is the highest)",
+        ),
+        (
+            ("idtype", "set", "--org-id", "1234", "--id-type", "bad type"),
+            "Error: --id-type: 'bad type': a letter, then up to 99 letters, digits, '_', '.' or '-'",
+        ),
+        (
+            ("block", "add", "--org-id", "1234", "--value", "x", "--id-type", "nope"),
+            "Error: --id-type: unknown idType 'nope'",
+        ),
+        (
+            ("org", "create", "--org-id", "5", "--name", " ", "--region", "EU"),
+            "Error: --name: must not be empty",
+        ),
+    ],
+)
+def test_cli_errors_name_the_option_as_typed_once(run, args: tuple[str, ...], line: str) -> None:  # type: ignore[no-untyped-def]
+    run("org", "create", "--org-id", "1234", "--name", "Acme", "--region", "EU")
+    out = run(*args, ok=False)
+    assert out.splitlines()[0].startswith(line), out
+
+
 def test_identity_strategy_from_the_cli(run) -> None:  # type: ignore[no-untyped-def]
     run("org", "create", "--org-id", "1234", "--name", "Acme", "--region", "EU")
     out = run(
@@ -145,7 +176,7 @@ def test_an_unreachable_database_is_a_clear_cli_error(monkeypatch: pytest.Monkey
         (("serve", "--port", "99999"), "--port"),
         (("idtype", "set", "--org-id", "1234", "--id-type", "ucid"), "reserved"),
         (("idtype", "set", "--org-id", "1234", "--id-type", "linkedUcid"), "reserved"),
-        (("idtype", "set", "--org-id", "1234", "--id-type", "bad type"), "id_type"),
+        (("idtype", "set", "--org-id", "1234", "--id-type", "bad type"), "--id-type"),
         (("idtype", "set", "--org-id", "1234", "--id-type", "x", "--namespace", "linkedUcid"), "reserved"),
     ],
 )

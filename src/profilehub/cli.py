@@ -139,7 +139,7 @@ def check_org(db: Database, org_id: int, region: str | None = None) -> str | Non
             return None
         wanted = normalise_region(region)
     except ProfilehubError as exc:
-        raise click.ClickException(exc.message) from exc
+        raise click.ClickException(_said_for_cli(exc)) from exc
     if wanted not in found.regions:
         raise click.ClickException(
             f"--region: org {org_id} has no region {wanted!r} (its regions: {', '.join(found.regions)})"
@@ -166,13 +166,27 @@ def _unreachable(exc: sa.exc.DBAPIError) -> click.ClickException:
     return click.ClickException(f"PROFILEHUB_DATABASE_URL: cannot open the database: {reason}")
 
 
+def _said_for_cli(exc: ProfilehubError) -> str:
+    """The core's message with its field (``id_type``, ``orgId``) named as the running command's
+    option the user typed (``--id-type``, ``--org-id``); a field no option sets stays as it is."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or not exc.field or not exc.message.startswith(f"{exc.field}: "):
+        return exc.message
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", exc.field).lower()
+    for param in ctx.command.params:
+        long_names = [o for o in param.opts if o.startswith("--")]
+        if isinstance(param, click.Option) and param.name == name and long_names:
+            return f"{long_names[0]}: {exc.message.removeprefix(f'{exc.field}: ')}"
+    return exc.message
+
+
 def domain_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ProfilehubError as exc:
-            raise click.ClickException(exc.message) from exc
+            raise click.ClickException(_said_for_cli(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
 

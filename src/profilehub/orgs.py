@@ -47,9 +47,9 @@ def create_org(
 ) -> Org:
     """``home_region`` defaults to the first of ``regions`` as given."""
     if not 1 <= org_id <= MAX_ORG_ID:
-        raise BadRequest(f"orgId must be an integer from 1 to {MAX_ORG_ID}", field="orgId")
+        raise BadRequest(f"must be an integer from 1 to {MAX_ORG_ID}", field="orgId")
     if not name.strip():
-        raise BadRequest("name must not be empty", field="name")
+        raise BadRequest("must not be empty", field="name")
     if not regions:
         raise BadRequest("an org needs at least one region", field="region")
     clean = tuple(dict.fromkeys(normalise_region(r) for r in regions))

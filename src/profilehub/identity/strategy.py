@@ -167,9 +167,9 @@ def check_id_type_edit(
     if namespace is not None:
         check_name(namespace, "namespace")
     if priority is not None and priority < 1:
-        raise BadRequest("priority must be 1 or more (1 is the highest)", field="priority")
+        raise BadRequest("must be 1 or more (1 is the highest)", field="priority")
     if max_per_profile is not None and max_per_profile < 1:
-        raise BadRequest("limit must be 1 or more", field="limit")
+        raise BadRequest("must be 1 or more", field="limit")
 
 
 def edited_id_type(
