@@ -269,3 +269,23 @@ def test_a_metrics_folder_serve_cannot_use_is_refused_with_one_line(tmp_path: Pa
     assert result.exit_code == 1, result.output
     assert f"PROMETHEUS_MULTIPROC_DIR: cannot keep /metrics' files in {not_a_folder}" in result.output
     assert not (tmp_path / "never.db").exists()  # refused before touching the database
+
+
+def test_a_file_of_the_operators_own_in_the_metrics_folder_is_left_out_of_metrics(tmp_path: Path) -> None:
+    """prometheus-client reads every ``*.db`` in the folder as one of its process files: an empty
+    foo.db there made every scrape a 500 with a traceback."""
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    (folder / "foo.db").write_bytes(b"")
+    (folder / "cache.db").write_bytes(b"SQLite format 3\x00" + bytes(4080))
+    readyz = {"method": "GET", "route": "/readyz", "status": "200"}
+    database = f"sqlite:///{tmp_path / 'stray.db'}"
+    with serve(database, tmp_path, "--workers", "2", PROMETHEUS_MULTIPROC_DIR=str(folder)) as server:
+        for _ in range(3):
+            assert httpx.get(f"{server.base}/readyz").status_code == 200
+        assert _requests_counted(server.base, readyz) == 3
+        assert server.stop() == 0
+    assert (folder / "foo.db").read_bytes() == b""  # not ours to remove
+    log = server.log.read_text()
+    assert "Traceback" not in log
+    assert f"PROMETHEUS_MULTIPROC_DIR: ignoring {folder / 'cache.db'}, {folder / 'foo.db'}" in log, log

@@ -316,7 +316,7 @@ def _clear_own_metrics_folder() -> None:
     """An operator's own PROMETHEUS_MULTIPROC_DIR, cleared of earlier runs' files (whatever
     ``--workers``: one process writes its values there too), or refused with one line."""
     with loading_modules():
-        from profilehub.metrics import MULTIPROC_ENV, clear_multiprocess_dir, multiprocess_dir
+        from profilehub.metrics import MULTIPROC_ENV, clear_multiprocess_dir, foreign_files, multiprocess_dir
 
     folder = multiprocess_dir()
     if folder is None:
@@ -329,6 +329,14 @@ def _clear_own_metrics_folder() -> None:
         ) from exc
     if removed:
         serve_log.info("removed %d metrics files of an earlier run from %s", removed, folder)
+    # Not prometheus-client's, so perhaps the operator's: kept, and said, since /metrics leaves
+    # them out (a folder shared with something else is likely a mistake).
+    if stray := foreign_files(Path(folder)):
+        serve_log.warning(
+            "%s: ignoring %s: not prometheus-client's files, so left out of /metrics",
+            MULTIPROC_ENV,
+            ", ".join(str(f) for f in stray),
+        )
 
 
 @contextmanager

@@ -72,6 +72,25 @@ def clear_multiprocess_dir(folder: Path) -> int:
     return removed
 
 
+def foreign_files(folder: Path) -> list[Path]:
+    """The ``*.db`` files in ``folder`` that prometheus-client did not name: left out of scrapes."""
+    return sorted(f for f in folder.glob("*.db") if not _PROCESS_FILE.fullmatch(f.name))
+
+
+class ProcessFilesCollector(Collector):
+    """prometheus-client's sum over the processes' files, of its own files only: its
+    MultiProcessCollector reads every ``*.db`` in the folder, so one of the operator's (an empty
+    foo.db) failed every scrape with a 500."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def collect(self) -> Iterable[Metric]:
+        files = [str(f) for f in self.folder.glob("*.db") if _PROCESS_FILE.fullmatch(f.name)]
+        merged: Iterable[Metric] = multiprocess.MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        return merged
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -164,7 +183,7 @@ class Metrics:
         if path is None:
             return generate_latest(self.registry)
         collected = CollectorRegistry()
-        multiprocess.MultiProcessCollector(collected, path)  # type: ignore[no-untyped-call]
+        collected.register(ProcessFilesCollector(path))
         for collector in self._scraped:
             collected.register(collector)
         return generate_latest(collected)
