@@ -24,7 +24,9 @@ import pytest
 import sqlalchemy as sa
 
 from profilehub.config import DeliverySettings
+from profilehub.delivery import leases
 from profilehub.delivery.runner import Deliverer
+from profilehub.delivery.stream import StreamRemade, commit_batch, ensure_cursor, read_batch, restart_cursors
 from profilehub.store.database import Database
 from profilehub.store.tables import stream_cursors
 from tests.conftest import make_org, running_in_ci
@@ -333,5 +335,41 @@ def test_a_standby_deliverer_writes_nothing_while_the_leases_are_held_and_takes_
         for org_id in org_ids:
             ids = stored(broker.url, org_id)
             assert len(ids) == 10 and ids == sorted(set(ids)), "an event repeated, lost or out of order"
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("published_before", [False, True])
+def test_a_batch_read_before_another_deliverer_remade_the_stream_is_not_committed(
+    database_url: str, published_before: bool
+) -> None:
+    """Two deliverers: one reads an org's batch and publishes it to the stream, the other finds the
+    stream deleted, makes it again and sets every org back to its first event. The first one's
+    commit must then fail (its batch went to the deleted stream), also for an org that had
+    published nothing yet, whose cursor the reset left as it was: that batch was lost."""
+    db = Database(database_url)
+    try:
+        make_org(db)
+        write_many(db, 1234, 6, people=2)
+        db.write(lambda c: ensure_cursor(c, 1234, "PROFILEHUB"))
+        _, every = db.write(lambda c: read_batch(c, 1234, "PROFILEHUB", 100))
+        assert len(every) == 6
+        key = {"org_id": 1234, "stream": "PROFILEHUB"}
+        assert db.write(lambda c: leases.take(c, stream_cursors, key, "d1", 0, 2**62))
+        if published_before:
+            read, batch = db.write(lambda c: read_batch(c, 1234, "PROFILEHUB", 3))
+            db.write(lambda c: commit_batch(c, 1234, "PROFILEHUB", "d1", 2**62, read, batch[-1][0], 3))
+        for _ in range(2):  # a second re-making while the batch is out fails it too
+            read, batch = db.write(lambda c: read_batch(c, 1234, "PROFILEHUB", 3))
+            db.write(lambda c: restart_cursors(c, "PROFILEHUB"))  # the other deliverer
+            with pytest.raises(StreamRemade):
+                db.write(
+                    lambda c, read=read, last=batch[-1][0]: commit_batch(
+                        c, 1234, "PROFILEHUB", "d1", 2**62, read, last, 3
+                    )
+                )
+            # Read again from where the reset left it: every event, from the first.
+            _, again = db.write(lambda c: read_batch(c, 1234, "PROFILEHUB", 100))
+            assert [e[0] for e in again] == [e[0] for e in every]
     finally:
         db.close()

@@ -251,8 +251,19 @@ class JetStreamPublisher:
 
 def restart_cursors(conn: Connection, name: str) -> None:
     """A stream just made starts with every org's first retained event, as the docs promise: the
-    cursors of a stream of that name deleted before would skip what it had held."""
-    conn.execute(stream_cursors.update().where(stream_cursors.c.stream == name).values(cursor=0, published=0))
+    cursors of a stream of that name deleted before would skip what it had held.
+
+    Each reset moves every cursor, to one below the start (below its last reset when it had not
+    moved since): every event id is above it, so the org reads from its first event as from 0, and
+    a batch another deliverer read before the reset (sent to the deleted stream) finds its cursor
+    moved and is not committed (``commit_batch``). Reset to 0, an org that had published nothing
+    kept its cursor, and that batch was committed: lost from the new stream."""
+    cursor = stream_cursors.c.cursor
+    conn.execute(
+        stream_cursors.update()
+        .where(stream_cursors.c.stream == name)
+        .values(cursor=sa.case((cursor > 0, -1), else_=cursor - 1), published=0)
+    )
 
 
 def ensure_cursor(conn: Connection, org_id: int, name: str) -> None:
