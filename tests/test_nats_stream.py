@@ -143,6 +143,22 @@ def test_a_full_stream_holds_publishing_back_until_its_limit_is_raised(
     assert stored(broker.url, 1234) == list(range(1, 31)), "an event repeated, lost or out of order"
 
 
+@contextlib.contextmanager
+def _ten_published(
+    database_url: str, tmp_path: Path, broker: NatsServer
+) -> Iterator[tuple[Database, subprocess.Popen[bytes]]]:
+    """Org 1234 with 10 events, a ``deliver --nats`` that has published them all: (db, process)."""
+    db = Database(database_url)
+    try:
+        make_org(db)
+        write_many(db, 1234, 10, people=3)
+        with deliver(database_url, tmp_path, "--nats", broker.url, "--no-webhooks") as proc:
+            wait_for("the first events published", lambda: len(stored(broker.url, 1234)) == 10)
+            yield db, proc
+    finally:
+        db.close()
+
+
 def _server_unread_bytes(port: int) -> int:
     """Bytes waiting in the (frozen) server's sockets on ``port``: what the deliverer sent it."""
     total = 0
@@ -156,24 +172,17 @@ def _server_unread_bytes(port: int) -> int:
 def test_a_broker_lost_mid_batch_loses_no_event(
     database_url: str, tmp_path: Path, broker: NatsServer
 ) -> None:
-    db = Database(database_url)
-    try:
-        make_org(db)
-        write_many(db, 1234, 10, people=3)
-        with deliver(database_url, tmp_path, "--nats", broker.url, "--no-webhooks"):
-            wait_for("the first events", lambda: len(stored(broker.url, 1234)) == 10)
-            assert broker.proc is not None
-            broker.proc.send_signal(signal.SIGSTOP)
-            unread = _server_unread_bytes(broker.port)
-            write_many(db, 1234, 20, people=3)
-            # Sent, never read: the server dies with the batch in its socket, no ack ever comes.
-            wait_for("the batch sent", lambda: _server_unread_bytes(broker.port) > unread)
-            broker.kill()
-            broker.start()
-            wait_for("every event after the restart", lambda: len(stored(broker.url, 1234)) == 30, timeout=60)
-        assert stored(broker.url, 1234) == list(range(1, 31)), "an event repeated, lost or out of order"
-    finally:
-        db.close()
+    with _ten_published(database_url, tmp_path, broker) as (db, _):
+        assert broker.proc is not None
+        broker.proc.send_signal(signal.SIGSTOP)
+        unread = _server_unread_bytes(broker.port)
+        write_many(db, 1234, 20, people=3)
+        # Sent, never read: the server dies with the batch in its socket, no ack ever comes.
+        wait_for("the batch sent", lambda: _server_unread_bytes(broker.port) > unread)
+        broker.kill()
+        broker.start()
+        wait_for("every event after the restart", lambda: len(stored(broker.url, 1234)) == 30, timeout=60)
+    assert stored(broker.url, 1234) == list(range(1, 31)), "an event repeated, lost or out of order"
 
 
 def test_a_stream_of_that_name_on_other_subjects_is_refused_at_start(
@@ -236,45 +245,31 @@ def _log_of(tmp_path: Path) -> str:
 def test_a_stream_deleted_while_deliver_runs_is_made_again_with_every_event(
     database_url: str, tmp_path: Path, broker: NatsServer
 ) -> None:
-    db = Database(database_url)
-    try:
-        make_org(db)
-        write_many(db, 1234, 10, people=3)
-        with deliver(database_url, tmp_path, "--nats", broker.url, "--no-webhooks"):
-            wait_for("the events published", lambda: len(stored(broker.url, 1234)) == 10)
-            run(broker.url, lambda js: js.delete_stream("PROFILEHUB"))
-            write_many(db, 1234, 5, people=3)
-            # Every round failed ("no response from stream") until the next start, the stream gone.
-            wait_for("every event in the new stream", lambda: len(stored(broker.url, 1234)) == 15)
-        assert stored(broker.url, 1234) == list(range(1, 16)), "an event repeated, lost or out of order"
-        said = [line for line in _log_of(tmp_path).splitlines() if "made it again" in line]
-        assert len(said) == 1 and "'PROFILEHUB' was deleted" in said[0], said
-    finally:
-        db.close()
+    with _ten_published(database_url, tmp_path, broker) as (db, _):
+        run(broker.url, lambda js: js.delete_stream("PROFILEHUB"))
+        write_many(db, 1234, 5, people=3)
+        # Every round failed ("no response from stream") until the next start, the stream gone.
+        wait_for("every event in the new stream", lambda: len(stored(broker.url, 1234)) == 15)
+    assert stored(broker.url, 1234) == list(range(1, 16)), "an event repeated, lost or out of order"
+    said = [line for line in _log_of(tmp_path).splitlines() if "made it again" in line]
+    assert len(said) == 1 and "'PROFILEHUB' was deleted" in said[0], said
 
 
 def test_a_stream_given_other_subjects_while_deliver_runs_is_refused_not_made_again(
     database_url: str, tmp_path: Path, broker: NatsServer
 ) -> None:
-    db = Database(database_url)
-    try:
-        make_org(db)
-        write_many(db, 1234, 10, people=3)
-        with deliver(database_url, tmp_path, "--nats", broker.url, "--no-webhooks") as proc:
-            wait_for("the events published", lambda: len(stored(broker.url, 1234)) == 10)
-            run(broker.url, lambda js: js.update_stream(name="PROFILEHUB", subjects=["orders.>"]))
-            write_many(db, 1234, 5, people=3)
-            # Said as at start, naming the subjects, rather than "no response from stream".
-            wait_for("the refusal in the log", lambda: "exists with subjects orders.>" in _log_of(tmp_path))
-            info = run(broker.url, lambda js: js.stream_info("PROFILEHUB"))
-            assert info.config.subjects == ["orders.>"] and info.state.messages == 10, "made again"
-            assert proc.poll() is None
-            run(broker.url, lambda js: js.update_stream(name="PROFILEHUB", subjects=["profilehub.>"]))
-            wait_for("the rest once the subject is back", lambda: len(stored(broker.url, 1234)) == 15)
-        assert stored(broker.url, 1234) == list(range(1, 16))
-        assert "made it again" not in _log_of(tmp_path)
-    finally:
-        db.close()
+    with _ten_published(database_url, tmp_path, broker) as (db, proc):
+        run(broker.url, lambda js: js.update_stream(name="PROFILEHUB", subjects=["orders.>"]))
+        write_many(db, 1234, 5, people=3)
+        # Said as at start, naming the subjects, rather than "no response from stream".
+        wait_for("the refusal in the log", lambda: "exists with subjects orders.>" in _log_of(tmp_path))
+        info = run(broker.url, lambda js: js.stream_info("PROFILEHUB"))
+        assert info.config.subjects == ["orders.>"] and info.state.messages == 10, "made again"
+        assert proc.poll() is None
+        run(broker.url, lambda js: js.update_stream(name="PROFILEHUB", subjects=["profilehub.>"]))
+        wait_for("the rest once the subject is back", lambda: len(stored(broker.url, 1234)) == 15)
+    assert stored(broker.url, 1234) == list(range(1, 16))
+    assert "made it again" not in _log_of(tmp_path)
 
 
 def test_a_standby_deliverer_writes_nothing_while_the_leases_are_held_and_takes_over_when_they_run_out(
