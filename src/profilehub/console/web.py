@@ -91,9 +91,17 @@ def read(db: Database, query: Callable[[Any], Any]) -> Awaitable[Any]:
     return run_in_threadpool(run)
 
 
-async def current_session(request: Request) -> ConsoleSession:
+async def _session_of(request: Request) -> ConsoleSession | None:
+    """The live session of the request's cookie, or None (without a cookie, read nothing)."""
     cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
     session: ConsoleSession | None = await read(db_of(request), lambda c: load_session(c, cookie))
+    return session
+
+
+async def current_session(request: Request) -> ConsoleSession:
+    session = await _session_of(request)
     if session is None:
         raise SignInRequired(
             "your session has ended (or you have not signed in); sign in again", field="session"
@@ -105,9 +113,8 @@ async def current_session(request: Request) -> ConsoleSession:
 async def error_page_of(request: Request, status: int, message: str) -> Response:
     """``error_page`` for a request no console route took (a method an address does not take),
     with the visitor's session when there is one, so the page keeps its signed-in bar."""
-    cookie = request.cookies.get(SESSION_COOKIE)
     try:
-        session = await read(db_of(request), lambda c: load_session(c, cookie)) if cookie else None
+        session = await _session_of(request)
     except sa.exc.SQLAlchemyError:  # the error page itself must not fail on a database that is away
         log.warning("console: the session of an error page could not be read", exc_info=True)
         session = None
